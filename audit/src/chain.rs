@@ -1,0 +1,236 @@
+//! Walking the hash chain across the files of a directory, and offline verification.
+//!
+//! The walk is shared by [`verify_dir`] and by start-up (`open`), so both judge a line the same way:
+//! a bad final line of the last file is a torn write (a crash mid-batch, never acknowledged), a bad
+//! line anywhere else is a broken chain. This module reads but never changes files.
+
+use crate::record::{LineHeader, hash_hex, parse_line};
+use crate::segment::{LineInfo, LineReader, Segment, list_segments};
+use crate::{AuditError, GENESIS_PREV, VerifyFailure};
+use std::path::Path;
+
+/// The outcome of [`verify_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// No line was changed, removed, inserted or reordered (a torn last line does not count: it is
+    /// what a crash leaves, and was never acknowledged).
+    pub ok: bool,
+    /// Records that verified, in order, before any failure or torn line.
+    pub records: u64,
+    /// Log files in the directory.
+    pub files: usize,
+    /// The first bad line, when `ok` is false.
+    pub failure: Option<VerifyFailure>,
+    /// A torn last line (incomplete or unparsable), which `open` would cut off.
+    pub torn_last_line: Option<String>,
+}
+
+/// Verifies every file of `dir` offline. Needs only each line's chain fields and bytes, so it works
+/// for any event type. `Err` only when the files cannot be read; a bad chain is a report with
+/// `ok: false`. Removing the last records of the log cannot be detected from the log alone.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
+    let segments = list_segments(dir)?;
+    let walk = walk(&segments, parse_line, |_, _, _, _| Ok(()))?;
+    let (failure, torn_last_line) = match walk.end {
+        WalkEnd::Clean => (None, None),
+        WalkEnd::Torn { description, .. } => (None, Some(description)),
+        WalkEnd::Broken { failure, .. } => (Some(failure), None),
+    };
+    Ok(VerifyReport {
+        ok: failure.is_none(),
+        records: walk.records,
+        files: segments.len(),
+        failure,
+        torn_last_line,
+    })
+}
+
+/// The chain fields of a decoded line, whatever the decoder produced.
+pub(crate) trait ChainLine {
+    fn seq(&self) -> u64;
+    fn prev(&self) -> &str;
+    fn hash(&self) -> &str;
+    fn body_end(&self) -> usize;
+}
+
+impl ChainLine for LineHeader {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev(&self) -> &str {
+        &self.prev
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+    fn body_end(&self) -> usize {
+        self.body_end
+    }
+}
+
+/// Where the chain stands: the seq and `prev` the next line must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainState {
+    pub next_seq: u64,
+    pub prev: String,
+}
+
+impl ChainState {
+    pub fn genesis() -> Self {
+        ChainState {
+            next_seq: 1,
+            prev: GENESIS_PREV.to_string(),
+        }
+    }
+
+    /// Checks one line against the chain; the message says what is wrong.
+    fn check(&self, line: &[u8], decoded: &impl ChainLine) -> Result<(), String> {
+        let prefix = line.get(..decoded.body_end()).unwrap_or(line);
+        if hash_hex(prefix) != decoded.hash().as_bytes() {
+            return Err("hash mismatch: line changed".into());
+        }
+        let (seq, expected) = (decoded.seq(), self.next_seq);
+        if seq != expected {
+            let before = expected.saturating_sub(1);
+            return Err(if expected == 1 {
+                format!("the first record has seq {seq}, expected 1: records missing at the start")
+            } else if seq > expected {
+                let missing = seq - expected;
+                format!("seq {seq} follows seq {before}: {missing} record(s) missing or moved")
+            } else {
+                format!("seq {seq} follows seq {before}: line duplicated or out of order")
+            });
+        }
+        if decoded.prev() != self.prev {
+            return Err("prev does not match the previous line's hash".into());
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, decoded: &impl ChainLine) {
+        self.next_seq = decoded.seq().saturating_add(1);
+        self.prev.clear();
+        self.prev.push_str(decoded.hash());
+    }
+}
+
+/// How a walk ended.
+#[derive(Debug)]
+pub(crate) enum WalkEnd {
+    /// Every line verified.
+    Clean,
+    /// The last line of the last file is incomplete or unparsable; it starts at byte `start`.
+    Torn {
+        segment: usize,
+        start: u64,
+        description: String,
+    },
+    /// The first bad line starts at byte `start` of `segments[segment]`.
+    Broken {
+        segment: usize,
+        start: u64,
+        failure: VerifyFailure,
+    },
+}
+
+/// The result of [`walk`]: the chain state after the last good line, and how it ended.
+#[derive(Debug)]
+pub(crate) struct Walk {
+    pub records: u64,
+    pub chain: ChainState,
+    pub end: WalkEnd,
+}
+
+/// Reads `segments` in order, decodes each line with `decode` (an `Err` means malformed), checks
+/// it against the chain and hands each good line (decoded and raw) to `accept`, stopping at the first bad line.
+/// `Err` only for I/O errors or when `accept` fails.
+pub(crate) fn walk<L: ChainLine>(
+    segments: &[Segment],
+    mut decode: impl FnMut(&[u8]) -> Result<L, String>,
+    mut accept: impl FnMut(L, &[u8], &Segment, &LineInfo) -> Result<(), AuditError>,
+) -> Result<Walk, AuditError> {
+    let mut chain = ChainState::genesis();
+    let mut records = 0;
+    for (index, segment) in segments.iter().enumerate() {
+        let last_segment = index + 1 == segments.len();
+        let mut reader = LineReader::open(&segment.path)?;
+        while let Some((info, line)) = reader.next_line()? {
+            let torn_possible = last_segment && info.last;
+            let verdict = if info.complete {
+                decode(line)
+            } else {
+                Err("incomplete line (no newline at the end of the file)".to_string())
+            };
+            let decoded = match verdict {
+                Ok(decoded) => decoded,
+                Err(description) if torn_possible => {
+                    let end = WalkEnd::Torn {
+                        segment: index,
+                        start: info.start,
+                        description: format!(
+                            "{}:{}: {description}",
+                            segment.path.display(),
+                            info.number
+                        ),
+                    };
+                    return Ok(Walk {
+                        records,
+                        chain,
+                        end,
+                    });
+                }
+                Err(message) => {
+                    let end = broken(index, segment, &info, &chain, message);
+                    return Ok(Walk {
+                        records,
+                        chain,
+                        end,
+                    });
+                }
+            };
+            let mut verdict = chain.check(line, &decoded);
+            if verdict.is_ok() && info.number == 1 && decoded.seq() != segment.first_seq {
+                verdict = Err(format!(
+                    "the file name says it starts at seq {}, but its first line has seq {}",
+                    segment.first_seq,
+                    decoded.seq()
+                ));
+            }
+            if let Err(message) = verdict {
+                let end = broken(index, segment, &info, &chain, message);
+                return Ok(Walk {
+                    records,
+                    chain,
+                    end,
+                });
+            }
+            chain.advance(&decoded);
+            records += 1;
+            accept(decoded, line, segment, &info)?;
+        }
+    }
+    Ok(Walk {
+        records,
+        chain,
+        end: WalkEnd::Clean,
+    })
+}
+
+fn broken(
+    index: usize,
+    segment: &Segment,
+    info: &LineInfo,
+    chain: &ChainState,
+    message: String,
+) -> WalkEnd {
+    WalkEnd::Broken {
+        segment: index,
+        start: info.start,
+        failure: VerifyFailure {
+            file: segment.path.clone(),
+            line: info.number,
+            seq: chain.next_seq,
+            message,
+        },
+    }
+}

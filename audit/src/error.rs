@@ -1,0 +1,93 @@
+//! Errors of the audit log, and the description of where a chain is broken.
+//!
+//! Messages name the file (and line) involved and say what to do, because the reader is usually an
+//! operator looking at a log that will not open.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Where and how the hash chain is broken: the first bad line found.
+///
+/// It is a value (not only an error) because `recover` reports it after moving the damage aside,
+/// and `verify_dir` reports it without failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// The file holding the first bad line.
+    pub file: PathBuf,
+    /// The bad line's number within `file`, counting from 1.
+    pub line: u64,
+    /// The first bad sequence number: the seq expected at that position.
+    pub seq: u64,
+    /// What is wrong, e.g. "hash mismatch: line changed".
+    pub message: String,
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} (expected seq {}): {}",
+            self.file.display(),
+            self.line,
+            self.seq,
+            self.message
+        )
+    }
+}
+
+/// Everything that can go wrong with the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A file operation failed; `path` is the file or directory involved.
+    #[error("audit log I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The chain does not verify. Nothing was changed on disk; open with `recover: true` to move the
+    /// damaged part aside and continue from the last good record.
+    #[error(
+        "audit log chain is broken at {0}; inspect the file, or open with recover=true to move the damaged part aside"
+    )]
+    Broken(VerifyFailure),
+    /// The log was closed (or its writer stopped); no more records can be appended.
+    #[error("audit log is closed; no more records can be appended")]
+    Closed,
+    /// The event could not be turned into a JSON object with no reserved keys.
+    #[error("cannot encode audit event: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A line of the chain is intact but its event cannot be decoded into the event type (for
+    /// example a `kind` written by a newer version).
+    #[error(
+        "cannot decode audit record at {}:{line}: {message}; is this log from a newer version?",
+        file.display()
+    )]
+    Decode {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
+    /// An option is out of range.
+    #[error("invalid audit options: {0}")]
+    InvalidOptions(String),
+    /// The writer could not restore the file after a failed write, so it refuses to write more
+    /// rather than risk a partial line in the middle of the chain.
+    #[error(
+        "audit writer stopped after an unrecoverable write error ({0}); restart so that open() repairs the log"
+    )]
+    WriterFailed(String),
+    /// A background task died; this is a bug.
+    #[error("internal error in the audit log (a bug): {0}")]
+    Internal(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        AuditError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

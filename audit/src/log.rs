@@ -1,0 +1,188 @@
+//! [`AuditLog`]: the cheap, cloneable handle callers append through.
+//!
+//! It never touches a file itself: start-up runs on a blocking thread and every write goes through
+//! the single writer thread, so no tokio worker ever waits on the disk.
+
+use crate::record::encode_event;
+use crate::writer::{self, Command, Shared, WriterConfig};
+use crate::{AuditError, AuditOptions, OpenReport, Record, open};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Records handed from the start-up scan to `replay` at a time.
+const REPLAY_BATCH: usize = 1024;
+
+/// A handle on an open audit log; clones share the same writer.
+///
+/// Dropping every handle lets the writer commit what is queued and stop, but only [`close`]
+/// waits for that: call it before the process exits.
+///
+/// [`close`]: AuditLog::close
+pub struct AuditLog<E> {
+    inner: Arc<Inner<E>>,
+}
+
+struct Inner<E> {
+    tx: mpsc::Sender<Command<E>>,
+    broadcast: broadcast::Sender<Arc<Record<E>>>,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    closed: AtomicBool,
+}
+
+impl<E> Clone for AuditLog<E> {
+    fn clone(&self) -> Self {
+        AuditLog {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for AuditLog<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.inner.dir)
+            .field("last_seq", &self.last_seq())
+            .finish()
+    }
+}
+
+impl<E> AuditLog<E>
+where
+    E: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Opens (or creates) the log: verifies the whole chain, cuts off a torn last line, calls
+    /// `replay` for every valid record in order (streamed, never all in memory), then starts the
+    /// writer. A broken chain is [`AuditError::Broken`] unless `options.recover` is set. If it
+    /// fails, `replay` may already have seen the records before the failure.
+    pub async fn open(
+        options: AuditOptions,
+        mut replay: impl FnMut(&Record<E>),
+    ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
+        options.validate()?;
+        let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<E>>>(4);
+        let scan_options = options.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(REPLAY_BATCH);
+            let result = open::scan::<E>(&scan_options, |record| {
+                batch.push(record);
+                if batch.len() == REPLAY_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+                    batch_tx
+                        .blocking_send(full)
+                        .map_err(|_| AuditError::Closed)?;
+                }
+                Ok(())
+            });
+            if result.is_ok() && !batch.is_empty() {
+                batch_tx
+                    .blocking_send(batch)
+                    .map_err(|_| AuditError::Closed)?;
+            }
+            result
+        });
+        while let Some(batch) = batch_rx.recv().await {
+            batch.iter().for_each(&mut replay);
+        }
+        let (report, resume) = scan
+            .await
+            .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
+        let (tx, rx) = mpsc::channel(options.channel_capacity);
+        let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
+        let shared = Arc::new(Shared::default());
+        shared.last_seq.store(report.last_seq, Ordering::Release);
+        let config = WriterConfig {
+            dir: options.dir.clone(),
+            max_file_bytes: options.max_file_bytes,
+            fsync: options.fsync,
+        };
+        writer::spawn(
+            config,
+            resume.chain,
+            resume.last_ts_ms,
+            resume.segment,
+            rx,
+            broadcast.clone(),
+            Arc::clone(&shared),
+        )?;
+        let inner = Inner {
+            tx,
+            broadcast,
+            shared,
+            dir: options.dir,
+            closed: AtomicBool::new(false),
+        };
+        Ok((
+            AuditLog {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
+    }
+
+    /// Appends `event` and resolves once its record is durable (written, and `fdatasync`ed when
+    /// `fsync` is on): acknowledge a call only after this. If the future is dropped after the
+    /// event was queued, the record is still written.
+    pub async fn append(&self, event: E) -> Result<Arc<Record<E>>, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.send(event, Some(ack)).await?;
+        done.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues `event` without waiting for durability; a later [`append`](Self::append) resolving
+    /// implies this one is durable too (one ordered writer). Waits for queue space, never drops.
+    pub async fn submit(&self, event: E) -> Result<(), AuditError> {
+        self.send(event, None).await
+    }
+
+    async fn send(&self, event: E, ack: Option<writer::Ack<E>>) -> Result<(), AuditError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(AuditError::Closed);
+        }
+        let json = encode_event(&event).map_err(AuditError::Encode)?;
+        self.inner
+            .tx
+            .send(Command::Append { event, json, ack })
+            .await
+            .map_err(|_| AuditError::Closed)
+    }
+}
+
+impl<E> AuditLog<E> {
+    /// Every record after it is durable, in order: the feed for live watchers. Subscribe before
+    /// calling [`read_from`](crate::read_from) and skip seqs already seen, so that nothing falls
+    /// between the two. A receiver that falls `broadcast_capacity` behind gets `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record<E>>> {
+        self.inner.broadcast.subscribe()
+    }
+
+    /// The seq of the last durable record (0 when the log is empty).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.shared.last_seq.load(Ordering::Acquire)
+    }
+
+    /// How many batches the writer has committed: with `last_seq`, shows how well concurrent
+    /// appends are grouped (one write and one sync per batch).
+    pub fn batches_committed(&self) -> u64 {
+        self.inner.shared.batches.load(Ordering::Relaxed)
+    }
+
+    /// The directory of the log files.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Commits everything queued so far, syncs and stops the writer; later appends fail with
+    /// [`AuditError::Closed`]. Safe to call more than once and from several clones.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let (done, stopped) = oneshot::channel();
+        if self.inner.tx.send(Command::Close { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Start-up: verify the whole log, repair a torn last line, recover from a broken chain if asked,
+//! and tell the writer where the chain continues.
+//!
+//! Runs on a blocking thread and streams records out as it reads them, so a large log never sits
+//! in memory. It changes files only to cut off a torn line or, with `recover`, to move damage aside.
+
+use crate::chain::{ChainState, WalkEnd, walk};
+use crate::record::{fast_header, parse_line};
+use crate::segment::{Segment, list_segments, sync_dir};
+use crate::writer::{OpenSegment, unix_ms};
+use crate::{AuditError, AuditOptions, LineHeader, Record, VerifyFailure};
+use serde::de::DeserializeOwned;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// What opening the log found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Valid records replayed.
+    pub records: u64,
+    /// The seq of the last valid record (0 for an empty log).
+    pub last_seq: u64,
+    /// Log files in the directory after opening.
+    pub files: usize,
+    /// What was cut off the end of the last file, if its last line was torn by a crash.
+    pub torn_line_repaired: Option<String>,
+    /// The broken chain that `recover` moved aside.
+    pub recovered_from: Option<VerifyFailure>,
+}
+
+/// Where the writer continues.
+pub(crate) struct Resume {
+    pub chain: ChainState,
+    pub last_ts_ms: i64,
+    pub segment: OpenSegment,
+}
+
+/// Lines handed from the verifying thread to the decoding thread at a time.
+const CHUNK_LINES: usize = 1024;
+
+/// Verified lines of one file, waiting to be decoded.
+struct Chunk {
+    path: PathBuf,
+    first_seq: u64,
+    bytes: Vec<u8>,
+    /// End offset in `bytes` and line number in the file, per line.
+    lines: Vec<(usize, u64)>,
+}
+
+impl Chunk {
+    fn new(segment: &Segment) -> Self {
+        Chunk {
+            path: segment.path.clone(),
+            first_seq: segment.first_seq,
+            bytes: Vec::with_capacity(CHUNK_LINES * 512),
+            lines: Vec::with_capacity(CHUNK_LINES),
+        }
+    }
+}
+
+/// Scans, repairs and prepares the directory; hands every valid record to `sink` in order.
+///
+/// Two threads split the work: this one reads, hashes and checks the chain (reading only the
+/// chain fields), a scoped one decodes the events, so start-up costs the slower of the two.
+pub(crate) fn scan<E: DeserializeOwned>(
+    options: &AuditOptions,
+    sink: impl FnMut(Record<E>) -> Result<(), AuditError> + Send,
+) -> Result<(OpenReport, Resume), AuditError> {
+    let dir = &options.dir;
+    fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+    let segments = list_segments(dir)?;
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(4);
+    let (walked, decoded) = std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || decode_chunks::<E>(chunk_rx, sink));
+        let mut pending: Option<Chunk> = None;
+        let walked = walk(&segments, header, |_, line, segment, info| {
+            if pending
+                .as_ref()
+                .is_some_and(|c| c.first_seq != segment.first_seq)
+                && let Some(done) = pending.take()
+            {
+                chunk_tx.send(done).map_err(|_| AuditError::Closed)?;
+            }
+            let chunk = pending.get_or_insert_with(|| Chunk::new(segment));
+            chunk.bytes.extend_from_slice(line);
+            chunk.lines.push((chunk.bytes.len(), info.number));
+            if chunk.lines.len() == CHUNK_LINES
+                && let Some(full) = pending.take()
+            {
+                chunk_tx.send(full).map_err(|_| AuditError::Closed)?;
+            }
+            Ok(())
+        });
+        if let Some(last) = pending.take() {
+            // A send error means the decoder stopped; its own error is reported below.
+            let _ = chunk_tx.send(last);
+        }
+        drop(chunk_tx);
+        let decoded = decoder
+            .join()
+            .unwrap_or_else(|_| Err(AuditError::Internal("audit record decoder panicked".into())));
+        (walked, decoded)
+    });
+    let last_ts_ms = decoded?;
+    let walk = walked?;
+    let mut torn_line_repaired = None;
+    let mut recovered_from = None;
+    let kept = match walk.end {
+        WalkEnd::Clean => segments.len(),
+        WalkEnd::Torn {
+            segment,
+            start,
+            description,
+        } => {
+            truncate(&segments[segment].path, start)?;
+            tracing::warn!(%description, "cut off a torn last line of the audit log (an unacknowledged write)");
+            torn_line_repaired = Some(description);
+            segments.len()
+        }
+        WalkEnd::Broken {
+            segment,
+            start,
+            failure,
+        } => {
+            if !options.recover {
+                return Err(AuditError::Broken(failure));
+            }
+            let kept = move_damage_aside(dir, &segments, segment, start)?;
+            tracing::warn!(%failure, "audit chain broken; damaged part moved aside, continuing from the last good record");
+            recovered_from = Some(failure);
+            kept
+        }
+    };
+    let segment = current_segment(dir, &segments[..kept], walk.chain.next_seq)?;
+    let report = OpenReport {
+        records: walk.records,
+        last_seq: walk.chain.next_seq.saturating_sub(1),
+        files: list_segments(dir)?.len(),
+        torn_line_repaired,
+        recovered_from,
+    };
+    let resume = Resume {
+        chain: walk.chain,
+        last_ts_ms,
+        segment,
+    };
+    Ok((report, resume))
+}
+
+/// Keeps the valid prefix of `segments[damaged]` (a copy of the whole file goes aside) and moves
+/// every later file aside. Returns how many files stay in place.
+fn move_damage_aside(
+    dir: &Path,
+    segments: &[Segment],
+    damaged: usize,
+    start: u64,
+) -> Result<usize, AuditError> {
+    let stamp = unix_ms();
+    let path = &segments[damaged].path;
+    let kept = if start == 0 {
+        rename(path, &aside(path, stamp))?;
+        damaged
+    } else {
+        let copy = aside(path, stamp);
+        fs::copy(path, &copy).map_err(|e| AuditError::io(&copy, e))?;
+        truncate(path, start)?;
+        damaged + 1
+    };
+    for later in &segments[damaged + 1..] {
+        rename(&later.path, &aside(&later.path, stamp))?;
+    }
+    sync_dir(dir)?;
+    Ok(kept)
+}
+
+/// The file to append to: the last kept one, unless it is empty and named for another seq (then
+/// it holds nothing and is replaced by one named for `next_seq`).
+fn current_segment(dir: &Path, kept: &[Segment], next_seq: u64) -> Result<OpenSegment, AuditError> {
+    if let Some(last) = kept.last() {
+        let segment = OpenSegment::open_existing(&last.path)?;
+        if segment.len > 0 || last.first_seq == next_seq {
+            return Ok(segment);
+        }
+        drop(segment);
+        fs::remove_file(&last.path).map_err(|e| AuditError::io(&last.path, e))?;
+    }
+    OpenSegment::create(dir, next_seq)
+}
+
+fn aside(path: &Path, stamp: i64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{stamp}"));
+    path.with_file_name(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), AuditError> {
+    fs::rename(from, to).map_err(|e| AuditError::io(from, e))
+}
+
+/// Cuts `path` to `len` bytes, durably.
+fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| AuditError::io(path, e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| AuditError::io(path, e))
+}
+
+/// The chain fields of a line: the fast reading of the writer's layout, else a full parse.
+fn header(line: &[u8]) -> Result<LineHeader, String> {
+    fast_header(line).map_or_else(|| parse_line(line), Ok)
+}
+
+/// Decodes verified lines into records for `sink`; returns the last record's timestamp.
+fn decode_chunks<E: DeserializeOwned>(
+    chunks: mpsc::Receiver<Chunk>,
+    mut sink: impl FnMut(Record<E>) -> Result<(), AuditError>,
+) -> Result<i64, AuditError> {
+    let mut last_ts_ms = 0;
+    for chunk in chunks {
+        let mut start = 0;
+        for &(end, number) in &chunk.lines {
+            let line = &chunk.bytes[start..end];
+            start = end;
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let record: Record<E> =
+                serde_json::from_slice(line).map_err(|e| AuditError::Decode {
+                    file: chunk.path.clone(),
+                    line: number,
+                    message: e.to_string(),
+                })?;
+            last_ts_ms = record.ts_ms;
+            sink(record)?;
+        }
+    }
+    Ok(last_ts_ms)
+}

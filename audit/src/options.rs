@@ -1,0 +1,66 @@
+//! Options of an audit log, checked once before anything touches the disk.
+
+use crate::AuditError;
+use std::path::PathBuf;
+
+/// How to open an audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// The directory holding the `audit-<seq>.jsonl` files; created if missing.
+    pub dir: PathBuf,
+    /// A file is closed and the next one started once a batch leaves it larger than this, so that
+    /// old files can be archived and `read_from` can skip them whole.
+    pub max_file_bytes: u64,
+    /// `fdatasync` every batch before acknowledging it. Turn off only for tests and benchmarks:
+    /// without it an acknowledged record can be lost in a crash.
+    pub fsync: bool,
+    /// On a broken chain, move the damaged part aside and continue instead of failing to open.
+    pub recover: bool,
+    /// Queued appends before `append`/`submit` wait (back-pressure).
+    pub channel_capacity: usize,
+    /// Records a subscriber may fall behind before it gets `RecvError::Lagged`.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            dir: PathBuf::from("audit_logs"),
+            max_file_bytes: 64 * 1024 * 1024,
+            fsync: true,
+            recover: false,
+            channel_capacity: 4096,
+            broadcast_capacity: 4096,
+        }
+    }
+}
+
+impl AuditOptions {
+    /// Options for `dir` with every other setting at its default.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        AuditOptions {
+            dir: dir.into(),
+            ..AuditOptions::default()
+        }
+    }
+
+    /// Rejects values tokio's channels would panic on, or that would make one file per record.
+    pub(crate) fn validate(&self) -> Result<(), AuditError> {
+        if self.max_file_bytes == 0 {
+            return Err(AuditError::InvalidOptions(
+                "max_file_bytes must be greater than zero".into(),
+            ));
+        }
+        if self.channel_capacity == 0 {
+            return Err(AuditError::InvalidOptions(
+                "channel_capacity must be greater than zero".into(),
+            ));
+        }
+        if self.broadcast_capacity == 0 {
+            return Err(AuditError::InvalidOptions(
+                "broadcast_capacity must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! The line format: how an event becomes one hash-chained JSON line, and how a line is read back.
+//!
+//! `{"seq":N,"ts_ms":T,"prev":"<hex>",<event fields>,"hash":"<hex>"}\n`, where `hash` is the sha256
+//! of the line's bytes up to the last `,"hash":"`. Pure functions only, no I/O, so the format can be
+//! fuzzed and tested alone. Nothing here may panic on any input.
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::io::Write as _;
+
+/// The `prev` of the first record: 64 zeros.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What precedes the hash on every line; the *last* occurrence is the real one, since an event can
+/// contain this text inside a nested object but the writer always appends the hash at the end.
+const HASH_MARKER: &[u8] = b",\"hash\":\"";
+
+/// Keys the record itself uses; an event using them would make the line ambiguous.
+const RESERVED_KEYS: [&str; 4] = ["seq", "ts_ms", "prev", "hash"];
+
+/// One line of the log: the event with its place in the chain.
+///
+/// The event's own fields are flattened into the line, so readers of the JSON see one flat object
+/// with a `kind` beside `seq` and `ts_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record<E> {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, assigned by the writer (never decreasing within a run).
+    pub ts_ms: i64,
+    /// The previous line's `hash` ([`GENESIS_PREV`] for seq 1).
+    pub prev: String,
+    #[serde(flatten)]
+    pub event: E,
+    /// sha256 (lowercase hex) of this line's bytes before `,"hash":"`.
+    pub hash: String,
+}
+
+/// The chain fields of a line, enough to verify it without knowing the event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineHeader {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    /// Where the hashed prefix ends: `line[..body_end]` is what `hash` covers.
+    pub body_end: usize,
+}
+
+/// The lowercase hex sha256 of `prefix`, as stored in `hash`.
+pub fn line_hash(prefix: &[u8]) -> String {
+    String::from_utf8_lossy(&hash_hex(prefix)).into_owned()
+}
+
+/// Same as [`line_hash`] without allocating, for the hot verify loop.
+pub(crate) fn hash_hex(prefix: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(prefix);
+    let mut out = [0u8; 64];
+    for (i, byte) in digest.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
+}
+
+/// Parses a line's chain fields and checks its shape: valid JSON, `hash` the last field, `hash`
+/// and `prev` 64 lowercase hex digits. Does not check the hash itself (see [`line_hash`]).
+/// A trailing `\n` is allowed.
+pub fn parse_line(line: &[u8]) -> Result<LineHeader, String> {
+    #[derive(Deserialize)]
+    struct Fields {
+        seq: u64,
+        prev: String,
+        hash: String,
+    }
+    let line = strip_newline(line);
+    let fields: Fields =
+        serde_json::from_slice(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    let body_end = check_hash_position(line, &fields.hash, &fields.prev)?;
+    Ok(LineHeader {
+        seq: fields.seq,
+        prev: fields.prev,
+        hash: fields.hash,
+        body_end,
+    })
+}
+
+/// Decodes a whole record, checking the same shape as [`parse_line`]; returns where the hashed
+/// prefix ends. One JSON parse, because start-up replays every line.
+pub(crate) fn decode_record<E: DeserializeOwned>(
+    line: &[u8],
+) -> Result<(Record<E>, usize), String> {
+    let line = strip_newline(line);
+    let record: Record<E> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let body_end = check_hash_position(line, &record.hash, &record.prev)?;
+    Ok((record, body_end))
+}
+
+/// The chain fields of a line laid out exactly as the writer writes it, read without a JSON parse
+/// (start-up reads every line; the full decode runs on another thread). `None` when the line is
+/// in any other layout: callers fall back to [`parse_line`].
+pub(crate) fn fast_header(line: &[u8]) -> Option<LineHeader> {
+    let line = strip_newline(line);
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let (seq, rest) = split_number(rest)?;
+    let rest = rest.strip_prefix(b",\"ts_ms\":")?;
+    let (_, rest) = split_number(rest.strip_prefix(b"-").unwrap_or(rest))?;
+    let rest = rest.strip_prefix(b",\"prev\":\"")?;
+    let prev = std::str::from_utf8(rest.get(..64)?).ok()?;
+    if rest.get(64..66)? != b"\"," {
+        return None;
+    }
+    let header_end = line.len() - rest.len() + 65;
+    let hash_start = line.len().checked_sub(66)?;
+    let hash = std::str::from_utf8(&line[hash_start..line.len() - 2]).ok()?;
+    let body_end = hash_start.checked_sub(HASH_MARKER.len())?;
+    if body_end < header_end
+        || &line[body_end..hash_start] != HASH_MARKER
+        || !line.ends_with(b"\"}")
+    {
+        return None;
+    }
+    if !is_hex64(prev) || !is_hex64(hash) {
+        return None;
+    }
+    let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+    Some(LineHeader {
+        seq,
+        prev: prev.to_string(),
+        hash: hash.to_string(),
+        body_end,
+    })
+}
+
+/// Splits leading ASCII digits (at least one) off `bytes`.
+fn split_number(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    (digits > 0).then(|| bytes.split_at(digits))
+}
+
+/// The seq of a line as the writer lays it out (`{"seq":N,`), without a full parse; `None` when
+/// the line is not in that layout, so callers fall back to decoding.
+pub(crate) fn leading_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// Checks that the parsed `hash` is the last field, written as the writer writes it, and returns
+/// the end of the hashed prefix.
+fn check_hash_position(line: &[u8], hash: &str, prev: &str) -> Result<usize, String> {
+    if !is_hex64(prev) {
+        return Err("prev is not 64 lowercase hex digits".into());
+    }
+    if !is_hex64(hash) {
+        return Err("hash is not 64 lowercase hex digits".into());
+    }
+    let body_end = line
+        .windows(HASH_MARKER.len())
+        .rposition(|w| w == HASH_MARKER)
+        .ok_or("no \"hash\" field after the other fields")?;
+    let value = &line[body_end + HASH_MARKER.len()..];
+    if value.len() != hash.len() + 2
+        || !value.starts_with(hash.as_bytes())
+        || !value.ends_with(b"\"}")
+    {
+        return Err("\"hash\" is not the last field of the line".into());
+    }
+    Ok(body_end)
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Serializes an event for the writer: it must be a JSON object without the record's own keys.
+/// Done by the caller's task, so the single writer thread only hashes and writes.
+pub(crate) fn encode_event<E: Serialize>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
+    let json = serde_json::to_vec(event)?;
+    let mut de = serde_json::Deserializer::from_slice(&json);
+    de.deserialize_map(TopLevelKeys)?;
+    Ok(json)
+}
+
+/// Checks the top level of an encoded event: an object whose keys are not reserved.
+struct TopLevelKeys;
+
+impl<'de> Visitor<'de> for TopLevelKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the event to serialize as a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if RESERVED_KEYS.contains(&key.as_str()) {
+                return Err(de::Error::custom(format!(
+                    "event field `{key}` clashes with the record's own `{key}`; rename it"
+                )));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends one complete line (with `\n`) for an encoded event to `buf`; returns its hash.
+/// `event_json` comes from [`encode_event`], so it is `{...}`.
+pub(crate) fn write_line(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    ts_ms: i64,
+    prev: &str,
+    event_json: &[u8],
+) -> String {
+    let start = buf.len();
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "{{\"seq\":{seq},\"ts_ms\":{ts_ms},\"prev\":\"{prev}\"");
+    if let Some(fields) = event_json.get(1..event_json.len().saturating_sub(1))
+        && !fields.is_empty()
+    {
+        buf.push(b',');
+        buf.extend_from_slice(fields);
+    }
+    let hash = hash_hex(&buf[start..]);
+    buf.extend_from_slice(HASH_MARKER);
+    buf.extend_from_slice(&hash);
+    buf.extend_from_slice(b"\"}\n");
+    String::from_utf8_lossy(&hash).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Ev {
+        Ping { n: u32 },
+        Empty {},
+    }
+
+    fn line_for(event: &Ev) -> Vec<u8> {
+        let mut buf = Vec::new();
+        write_line(&mut buf, 1, 42, GENESIS_PREV, &encode_event(event).unwrap());
+        buf
+    }
+
+    #[test]
+    fn written_line_is_what_serde_writes_for_the_record() {
+        let line = line_for(&Ev::Ping { n: 7 });
+        let header = parse_line(&line).unwrap();
+        let record = Record {
+            seq: 1,
+            ts_ms: 42,
+            prev: GENESIS_PREV.to_string(),
+            event: Ev::Ping { n: 7 },
+            hash: header.hash.clone(),
+        };
+        let mut expected = serde_json::to_vec(&record).unwrap();
+        expected.push(b'\n');
+        assert_eq!(line, expected);
+        assert_eq!(line_hash(&line[..header.body_end]), header.hash);
+        let (decoded, body_end) = decode_record::<Ev>(&line).unwrap();
+        assert_eq!((decoded, body_end), (record, header.body_end));
+        assert_eq!(fast_header(&line), Some(header));
+        assert_eq!(leading_seq(&line), Some(1));
+    }
+
+    #[test]
+    fn an_event_without_fields_besides_its_tag_round_trips() {
+        let line = line_for(&Ev::Empty {});
+        let (decoded, _) = decode_record::<Ev>(&line).unwrap();
+        assert_eq!(decoded.event, Ev::Empty {});
+    }
+
+    #[test]
+    fn events_that_are_not_objects_or_use_reserved_keys_are_refused() {
+        assert!(encode_event(&5).is_err());
+        assert!(encode_event(&json!(["a"])).is_err());
+        let err = encode_event(&json!({"kind": "x", "seq": 1})).unwrap_err();
+        assert!(err.to_string().contains("`seq`"), "{err}");
+        assert!(encode_event(&json!({"kind": "x", "nested": {"hash": "y"}})).is_ok());
+    }
+
+    #[test]
+    fn a_nested_hash_key_does_not_confuse_the_parser() {
+        let mut buf = Vec::new();
+        let ev = encode_event(&json!({"kind": "x", "args": {"a": 1, "hash": "zz"}})).unwrap();
+        write_line(&mut buf, 3, 0, GENESIS_PREV, &ev);
+        let header = parse_line(&buf).unwrap();
+        assert_eq!(line_hash(&buf[..header.body_end]), header.hash);
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_writer_are_tolerated() {
+        let mut buf = Vec::new();
+        let ev = encode_event(&json!({"kind": "ping", "n": 2, "added_later": [1]})).unwrap();
+        write_line(&mut buf, 1, 0, GENESIS_PREV, &ev);
+        let (decoded, _) = decode_record::<Ev>(&buf).unwrap();
+        assert_eq!(decoded.event, Ev::Ping { n: 2 });
+    }
+
+    #[test]
+    fn malformed_lines_say_what_is_wrong() {
+        assert!(
+            parse_line(b"garbage")
+                .unwrap_err()
+                .starts_with("not valid JSON")
+        );
+        let line = line_for(&Ev::Ping { n: 1 });
+        let text = String::from_utf8(line).unwrap();
+        let moved = text
+            .replacen("{\"seq\":1,", "{", 1)
+            .replacen("\"}\n", "\",\"seq\":1}", 1);
+        assert!(
+            parse_line(moved.as_bytes())
+                .unwrap_err()
+                .contains("last field")
+        );
+        let upper = text.replace("0000", "AAAA");
+        assert!(parse_line(upper.as_bytes()).unwrap_err().contains("prev"));
+        assert_eq!(leading_seq(b"{\"seq\":x,"), None);
+        assert_eq!(fast_header(moved.as_bytes()), None);
+        assert_eq!(fast_header(b"{\"seq\":1,\"ts_ms\":-"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// The fast reader never panics and, where both read a line, agrees with the full parser.
+        #[test]
+        fn fast_header_agrees_with_parse_line(
+            at in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..400,
+        ) {
+            let mut line = line_for(&Ev::Ping { n: 9 });
+            let at = at % line.len();
+            line[at] = byte;
+            line.truncate(cut.max(at + 1));
+            if let (Some(fast), Ok(full)) = (fast_header(&line), parse_line(&line)) {
+                proptest::prop_assert_eq!(fast, full);
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Appending, group commit, reopening, subscribing and closing, on real files.
+
+mod common;
+
+use common::{Ev, log_files, note, open, options, read_all, wait_until, write_log};
+use conductor_audit::{AuditError, AuditLog, AuditOptions, read_from, verify_dir};
+use std::collections::HashMap;
+use tokio::sync::broadcast::error::RecvError;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_gapless_durable_and_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, report, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    assert_eq!((report.records, report.last_seq, report.files), (0, 0, 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64u64 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            let mut written = Vec::new();
+            for i in 0..20 {
+                written.push(log.append(note(task * 100 + i)).await.unwrap());
+            }
+            written
+        });
+    }
+    let mut acked = HashMap::new();
+    while let Some(written) = tasks.join_next().await {
+        for record in written.unwrap() {
+            acked.insert(record.seq, record);
+        }
+    }
+    assert_eq!(log.last_seq(), 1280);
+    let batches = log.batches_committed();
+    assert!(
+        batches < 1280,
+        "{batches} batches for 1280 records: no group commit"
+    );
+    log.close().await;
+
+    let on_disk = read_all(dir.path());
+    let seqs: Vec<u64> = on_disk.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=1280).collect::<Vec<_>>());
+    for record in &on_disk {
+        assert_eq!(**acked.get(&record.seq).unwrap(), *record);
+    }
+    let verified = verify_dir(dir.path()).unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.records, 1280);
+}
+
+#[tokio::test]
+async fn reopening_replays_in_order_and_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, u64::MAX).await;
+    let (log, report, replayed) = open(options(dir.path())).await.unwrap();
+    assert_eq!((report.records, report.last_seq, report.files), (10, 10, 1));
+    assert_eq!(report.torn_line_repaired, None);
+    let events: Vec<Ev> = replayed.iter().map(|r| r.event.clone()).collect();
+    assert_eq!(events, (1..=10).map(note).collect::<Vec<_>>());
+    assert_eq!(log.last_seq(), 10);
+    let next = log.append(Ev::Flag { on: true }).await.unwrap();
+    assert_eq!(next.seq, 11);
+    assert_eq!(next.prev, replayed[9].hash);
+    assert!(next.ts_ms >= replayed[9].ts_ms);
+    log.close().await;
+    assert!(verify_dir(dir.path()).unwrap().ok);
+}
+
+#[tokio::test]
+async fn rotation_spreads_the_chain_over_files_and_read_from_skips_whole_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 40, 1000).await;
+    let files = log_files(dir.path());
+    assert!(files.len() >= 4, "{files:?}");
+    let report = verify_dir(dir.path()).unwrap();
+    assert!(report.ok && report.records == 40 && report.files == files.len());
+
+    // Each file is named by its first seq, and the chain continues across them.
+    let (_, report, replayed) = open(options(dir.path())).await.unwrap();
+    assert_eq!(report.records, 40);
+    assert_eq!(replayed.len(), 40);
+
+    let from_30: Vec<u64> = read_from::<Ev>(dir.path(), 30)
+        .unwrap()
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(from_30, (30..=40).collect::<Vec<_>>());
+    // Files before the one holding seq 30 are not opened: making them unreadable changes nothing.
+    std::fs::write(&files[0], b"not a log\n").unwrap();
+    assert_eq!(read_from::<Ev>(dir.path(), 30).unwrap().count(), 11);
+    assert_eq!(read_from::<Ev>(dir.path(), 41).unwrap().count(), 0);
+    assert!(
+        read_from::<Ev>(dir.path(), 1)
+            .unwrap()
+            .next()
+            .unwrap()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn subscribers_see_durable_records_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(options(dir.path())).await.unwrap();
+    let mut feed = log.subscribe();
+    for i in 1..=10 {
+        log.submit(note(i)).await.unwrap();
+    }
+    for seq in 1..=10 {
+        let record = feed.recv().await.unwrap();
+        assert_eq!(record.seq, seq);
+        assert!(log.last_seq() >= seq, "published before durable");
+    }
+    log.close().await;
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_told_it_lagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions {
+        broadcast_capacity: 4,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let mut feed = log.subscribe();
+    for i in 1..=20 {
+        log.append(note(i)).await.unwrap();
+    }
+    assert!(matches!(feed.recv().await, Err(RecvError::Lagged(16))));
+    assert_eq!(feed.recv().await.unwrap().seq, 17);
+    log.close().await;
+}
+
+#[tokio::test]
+async fn close_flushes_queued_submits_and_refuses_later_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    for i in 1..=200 {
+        log.submit(note(i)).await.unwrap();
+    }
+    let clone = log.clone();
+    log.close().await;
+    assert_eq!(read_all(dir.path()).len(), 200);
+    assert!(matches!(
+        clone.append(note(0)).await,
+        Err(AuditError::Closed)
+    ));
+    assert!(matches!(
+        clone.submit(note(0)).await,
+        Err(AuditError::Closed)
+    ));
+    clone.close().await;
+}
+
+#[tokio::test]
+async fn dropping_every_handle_still_writes_what_was_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(options(dir.path())).await.unwrap();
+    for i in 1..=50 {
+        log.submit(note(i)).await.unwrap();
+    }
+    drop(log);
+    wait_until("the writer to drain", || read_all(dir.path()).len() == 50);
+}
+
+#[tokio::test]
+async fn events_clashing_with_record_fields_are_refused_before_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    // serde_json::Value stands in for an event type that can serialize to anything.
+    let (log, _) = AuditLog::<serde_json::Value>::open(options(dir.path()), |_| {})
+        .await
+        .unwrap();
+    let err = log
+        .append(serde_json::json!({"kind": "x", "hash": "mine"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::Encode(_)), "{err}");
+    assert!(err.to_string().contains("`hash`"), "{err}");
+    let err = log.append(serde_json::json!([1, 2])).await.unwrap_err();
+    assert!(matches!(err, AuditError::Encode(_)), "{err}");
+    assert_eq!(log.append(serde_json::json!({})).await.unwrap().seq, 1);
+    log.close().await;
+    assert!(verify_dir(dir.path()).unwrap().ok);
+}
+
+#[tokio::test]
+async fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = open(AuditOptions {
+        channel_capacity: 0,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AuditError::InvalidOptions(_)), "{err}");
+}
