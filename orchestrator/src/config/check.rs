@@ -1,0 +1,462 @@
+//! Turns the raw configuration into a checked [`Config`], collecting every problem with its JSON path.
+//!
+//! Checks: well-formed entries (via serde, with the path of the field), names that resolve (servers,
+//! tools, templates), no duplicate names, no dependency cycles, and templates whose steps, run in order
+//! and all succeeding, would not be denied by an ordering rule. It never stops at the first problem.
+
+use super::raw::{RawConfig, RawRule, RawScope, RawServer};
+use super::{
+    AuditSettings, Config, ListenSettings, McpSettings, RuleSummary, ServerConfig, Step, Template,
+    ToolRoute, Transport, parse_duration,
+};
+use crate::policy::{
+    self, ApprovalGate, CallRequest, Decision, ExclusiveGroup, Name, PolicySet, RunningCalls, Scope,
+    WorkflowHistory,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One thing wrong with a configuration, at a JSON path such as `rules[2].after[0]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => "$".to_owned(),
+            p => p,
+        };
+        ConfigError::Invalid { problems: vec![Problem { path, message: e.inner().to_string() }] }
+    })
+}
+
+/// Collects problems while building the checked configuration.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, path: String, text: Option<&str>, default: Duration) -> Duration {
+        match text.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() => {
+                self.problem(path, "must be longer than zero");
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(message)) => {
+                self.problem(path, message);
+                default
+            }
+        }
+    }
+
+    /// Resolves a tool name used at `path`; reports it when no server offers it.
+    fn tool(&mut self, tools: &BTreeMap<Name, ToolRoute>, path: String, name: &str) -> Option<Name> {
+        match tools.get_key_value(name) {
+            Some((key, _)) => Some(key.clone()),
+            None => {
+                let known = tools.keys().map(|k| k.as_ref()).collect::<Vec<_>>().join(", ");
+                self.problem(path, format!("unknown tool {name:?}; the configured tools are: {known}"));
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigError> {
+    let mut c = Checker::default();
+    let (servers, tools) = check_servers(&mut c, &raw.servers);
+    if let Some(ledger) = &raw.approval_ledger {
+        match servers.get(ledger) {
+            None => c.problem("approval_ledger", format!("unknown server {ledger:?}")),
+            Some(s) if !matches!(s.transport, Transport::Grpc { .. }) => {
+                c.problem("approval_ledger", format!("server {ledger:?} must be a gRPC server"))
+            }
+            Some(_) => {}
+        }
+    }
+    let approval_timeout = c.duration(
+        "control.approval_timeout".into(),
+        raw.control.approval_timeout.as_deref(),
+        DEFAULT_APPROVAL_TIMEOUT,
+    );
+    let (policies, rules) = check_rules(&mut c, &raw.rules, &tools, approval_timeout);
+    check_cycles(&mut c, &policies, &tools);
+    let templates = check_templates(&mut c, &raw, &tools, &policies, approval_timeout);
+    let control_token = match (&raw.control.token, &raw.control.token_env) {
+        (Some(_), Some(_)) => {
+            c.problem("control", "set either token or token_env, not both");
+            None
+        }
+        (Some(token), None) if token.is_empty() => {
+            c.problem("control.token", "must not be empty");
+            None
+        }
+        (Some(token), None) => Some(token.clone()),
+        (None, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
+        (None, None) => None,
+    };
+    let listen = ListenSettings {
+        grpc: parse_addr(&mut c, "listen.grpc", raw.listen.grpc.as_deref()),
+        http: parse_addr(&mut c, "listen.http", raw.listen.http.as_deref()),
+    };
+    if raw.audit.max_file_bytes == Some(0) {
+        c.problem("audit.max_file_bytes", "must be greater than zero");
+    }
+    if !c.problems.is_empty() {
+        return Err(ConfigError::Invalid { problems: c.problems });
+    }
+    Ok(Config {
+        version,
+        servers,
+        tools,
+        policies,
+        rules,
+        templates,
+        approval_ledger: raw.approval_ledger,
+        control_token,
+        approval_timeout,
+        audit: AuditSettings {
+            dir: raw.audit.dir.map(Into::into),
+            max_file_bytes: raw.audit.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
+        },
+        listen,
+        mcp: McpSettings {
+            allowed_origins: raw.mcp.allowed_origins,
+            allowed_hosts: raw.mcp.allowed_hosts,
+        },
+    })
+}
+
+fn parse_addr(c: &mut Checker, path: &str, text: Option<&str>) -> Option<std::net::SocketAddr> {
+    let text = text?;
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            c.problem(path, format!("{text:?} is not an address like 127.0.0.1:50051 ({e})"));
+            None
+        }
+    }
+}
+
+fn check_servers(
+    c: &mut Checker,
+    raw: &BTreeMap<String, RawServer>,
+) -> (BTreeMap<String, ServerConfig>, BTreeMap<Name, ToolRoute>) {
+    let mut servers = BTreeMap::new();
+    let mut tools: BTreeMap<Name, ToolRoute> = BTreeMap::new();
+    if raw.is_empty() {
+        c.problem("servers", "at least one server is needed");
+    }
+    for (name, server) in raw {
+        let path = format!("servers.{name}");
+        if !valid_name(name) {
+            c.problem(&path, "a server name uses letters, digits, '_' and '-' only");
+        }
+        let transport = match (&server.grpc, &server.mcp_stdio, &server.mcp_url) {
+            (Some(url), None, None) => Transport::Grpc { url: url.clone() },
+            (None, Some(stdio), None) => Transport::McpStdio {
+                command: stdio.command.clone(),
+                args: stdio.args.clone(),
+                env: stdio.env.clone(),
+            },
+            (None, None, Some(url)) => Transport::McpHttp { url: url.clone() },
+            _ => {
+                c.problem(&path, "give exactly one of grpc, mcp_stdio or mcp_url");
+                continue;
+            }
+        };
+        if let Transport::Grpc { url } | Transport::McpHttp { url } = &transport {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                c.problem(format!("{path}.url"), format!("{url:?} must start with http:// or https://"));
+            }
+        }
+        if server.tools.is_empty() {
+            c.problem(format!("{path}.tools"), "list the tools this server offers");
+        }
+        let prefix = server.prefix.clone().unwrap_or_default();
+        for (i, tool) in server.tools.iter().enumerate() {
+            let public = format!("{prefix}{tool}");
+            if !valid_name(&public) {
+                c.problem(format!("{path}.tools[{i}]"), format!("{public:?} is not a valid tool name"));
+            }
+            if let Some(existing) = tools.get(public.as_str()) {
+                c.problem(
+                    format!("{path}.tools[{i}]"),
+                    format!(
+                        "tool {public:?} is also offered by server {:?}; give one of them a \"prefix\"",
+                        existing.server
+                    ),
+                );
+                continue;
+            }
+            tools.insert(
+                public.into(),
+                ToolRoute { server: name.clone(), remote_name: tool.clone() },
+            );
+        }
+        let timeout = c.duration(format!("{path}.timeout"), server.timeout.as_deref(), DEFAULT_TOOL_TIMEOUT);
+        servers.insert(
+            name.clone(),
+            ServerConfig { name: name.clone(), transport, tools: server.tools.clone(), timeout },
+        );
+    }
+    (servers, tools)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+}
+
+fn check_rules(
+    c: &mut Checker,
+    raw: &[RawRule],
+    tools: &BTreeMap<Name, ToolRoute>,
+    approval_timeout: Duration,
+) -> (PolicySet, Vec<RuleSummary>) {
+    let mut policies = PolicySet::default();
+    let mut summaries = Vec::new();
+    let mut ids = HashSet::new();
+    let mut gated: HashMap<Name, usize> = HashMap::new();
+    for (i, rule) in raw.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let id = rule_id(rule);
+        if id.is_empty() {
+            c.problem(format!("{path}.id"), "must not be empty");
+        } else if !ids.insert(id.to_owned()) {
+            c.problem(format!("{path}.id"), format!("duplicate rule id {id:?}"));
+        }
+        let id: Name = id.into();
+        match rule {
+            RawRule::Sequence { tool, after, .. } | RawRule::Conditional { tool, requires_success: after, .. } => {
+                let sequence = matches!(rule, RawRule::Sequence { .. });
+                let field = if sequence { "after" } else { "requires_success" };
+                if after.is_empty() {
+                    c.problem(format!("{path}.{field}"), "name at least one tool");
+                }
+                let target = c.tool(tools, format!("{path}.tool"), tool);
+                for (j, need) in after.iter().enumerate() {
+                    let need_path = format!("{path}.{field}[{j}]");
+                    let Some(need) = c.tool(tools, need_path.clone(), need) else { continue };
+                    let Some(target) = &target else { continue };
+                    if need == *target {
+                        c.problem(need_path, format!("{tool} cannot depend on itself"));
+                    } else if sequence {
+                        policies.add_sequence(&id, target, &need);
+                    } else {
+                        policies.add_conditional(&id, target, &need);
+                    }
+                }
+                let verb = if sequence { "after" } else { "after a successful" };
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: if sequence { "sequence" } else { "conditional" },
+                    description: format!("{tool} only {verb} {}", after.join(", ")),
+                });
+            }
+            RawRule::Exclusive { tools: members, scope, .. } => {
+                if members.is_empty() {
+                    c.problem(format!("{path}.tools"), "name at least one tool");
+                }
+                let mut resolved: Vec<Name> = Vec::new();
+                for (j, member) in members.iter().enumerate() {
+                    if let Some(name) = c.tool(tools, format!("{path}.tools[{j}]"), member) {
+                        if resolved.contains(&name) {
+                            c.problem(format!("{path}.tools[{j}]"), format!("{member} is listed twice"));
+                        } else {
+                            resolved.push(name);
+                        }
+                    }
+                }
+                let scope = match scope {
+                    RawScope::Workflow => Scope::Workflow,
+                    RawScope::Global => Scope::Global,
+                };
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: "exclusive",
+                    description: format!("never at the same time ({scope}): {}", members.join(", ")),
+                });
+                policies.add_exclusive(ExclusiveGroup { id: id.clone(), tools: resolved, scope });
+            }
+            RawRule::Approval { tool, timeout, .. } => {
+                let timeout = c.duration(format!("{path}.timeout"), timeout.as_deref(), approval_timeout);
+                if let Some(name) = c.tool(tools, format!("{path}.tool"), tool) {
+                    if let Some(first) = gated.insert(name.clone(), i) {
+                        c.problem(format!("{path}.tool"), format!("{tool} already has an approval rule at rules[{first}]"));
+                    }
+                    policies.add_gate(&name, ApprovalGate { id: id.clone(), timeout });
+                }
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: "approval",
+                    description: format!("{tool} waits for a person's approval (time-out {})", humantime::format_duration(timeout)),
+                });
+            }
+        }
+    }
+    (policies, summaries)
+}
+
+fn rule_id(rule: &RawRule) -> &str {
+    match rule {
+        RawRule::Sequence { id, .. }
+        | RawRule::Conditional { id, .. }
+        | RawRule::Exclusive { id, .. }
+        | RawRule::Approval { id, .. } => id,
+    }
+}
+
+/// Reports every dependency cycle once (a cycle makes its tools uncallable).
+fn check_cycles(c: &mut Checker, policies: &PolicySet, tools: &BTreeMap<Name, ToolRoute>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Unvisited,
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        tool: &'a Name,
+        policies: &'a PolicySet,
+        marks: &mut HashMap<&'a str, Mark>,
+        stack: &mut Vec<(&'a Name, &'a Name)>,
+        cycles: &mut Vec<String>,
+    ) {
+        marks.insert(tool, Mark::Visiting);
+        for need in policies.prerequisites(tool) {
+            match marks.get(&*need.tool).copied().unwrap_or(Mark::Unvisited) {
+                Mark::Unvisited => {
+                    stack.push((&need.tool, &need.rule_id));
+                    visit(&need.tool, policies, marks, stack, cycles);
+                    stack.pop();
+                }
+                Mark::Visiting => {
+                    let start = stack.iter().position(|(t, _)| **t == need.tool).unwrap_or(0);
+                    let mut path: Vec<String> =
+                        stack[start..].iter().map(|(t, r)| format!("{t} (rule {r})")).collect();
+                    path.push(format!("{} (rule {})", need.tool, need.rule_id));
+                    cycles.push(path.join(" -> "));
+                }
+                Mark::Done => {}
+            }
+        }
+        marks.insert(tool, Mark::Done);
+    }
+    let mut marks = HashMap::new();
+    let mut cycles = Vec::new();
+    for tool in tools.keys() {
+        if marks.get(&**tool).copied().unwrap_or(Mark::Unvisited) == Mark::Unvisited {
+            let mut stack = vec![(tool, tool)];
+            visit(tool, policies, &mut marks, &mut stack, &mut cycles);
+        }
+    }
+    for cycle in cycles {
+        c.problem("rules", format!("dependency cycle: {cycle}; none of these tools could ever run"));
+    }
+}
+
+fn check_templates(
+    c: &mut Checker,
+    raw: &RawConfig,
+    tools: &BTreeMap<Name, ToolRoute>,
+    policies: &PolicySet,
+    approval_timeout: Duration,
+) -> BTreeMap<String, Arc<Template>> {
+    let mut templates = BTreeMap::new();
+    for (name, template) in &raw.templates {
+        let path = format!("templates.{name}");
+        if !valid_name(name) {
+            c.problem(&path, "a template name uses letters, digits, '_', '-' and '.' only");
+        }
+        if template.steps.is_empty() {
+            c.problem(format!("{path}.steps"), "a template needs at least one step");
+        }
+        let mut steps = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, step) in template.steps.iter().enumerate() {
+            let step_path = format!("{path}.steps[{i}]");
+            if !valid_name(&step.name) {
+                c.problem(format!("{step_path}.name"), "a step name uses letters, digits, '_', '-' and '.' only");
+            } else if !seen.insert(step.name.as_str()) {
+                c.problem(format!("{step_path}.name"), format!("duplicate step name {:?}", step.name));
+            }
+            if let Err(message) = crate::template::check_references(&step.arguments, &seen, &step.name) {
+                c.problem(format!("{step_path}.arguments"), message);
+            }
+            let Some(tool) = c.tool(tools, format!("{step_path}.tool"), &step.tool) else { continue };
+            let timeout = c.duration(
+                format!("{step_path}.approval_timeout"),
+                step.approval_timeout.as_deref(),
+                approval_timeout,
+            );
+            let gate = step
+                .approval
+                .then(|| ApprovalGate { id: format!("{name}.{}", step.name).into(), timeout });
+            steps.push(Step { name: step.name.clone(), tool, arguments: step.arguments.clone(), gate });
+        }
+        simulate(c, &path, &steps, policies);
+        let template = Template { name: name.clone(), description: template.description.clone(), steps };
+        templates.insert(name.clone(), Arc::new(template));
+    }
+    templates
+}
+
+/// Runs a template's steps through the policy engine, each succeeding, with nothing else running: a step
+/// an ordering rule would deny can never run, so the template is broken.
+fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
+    let mut history = WorkflowHistory::default();
+    let running = RunningCalls::default();
+    for (i, step) in steps.iter().enumerate() {
+        let call = CallRequest { workflow_id: "check", tool: &step.tool, step_gate: None, approval_granted: true };
+        if let Decision::Deny { violations } = policy::decide(policies, &history, &running, &call) {
+            for v in violations {
+                c.problem(
+                    format!("{path}.steps[{i}]"),
+                    format!("step {:?} breaks rule {:?}: {} ({})", step.name, v.rule_id, v.message, v.unblock_hint),
+                );
+            }
+        }
+        history.record(&step.tool, true);
+    }
+}

@@ -1,0 +1,146 @@
+//! The orchestrator's configuration: parsed once, checked once, then trusted.
+//!
+//! `raw` holds the file's serde types; `check` turns them into [`Config`], reporting every problem with
+//! its JSON path. Nothing here opens a connection: the same checks run offline in `conductorctl policy check`.
+
+mod check;
+mod raw;
+
+use crate::policy::{ApprovalGate, Name, PolicySet, Scope};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use check::{ConfigError, Problem};
+
+/// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
+/// started under.
+#[derive(Debug)]
+pub struct Config {
+    /// The first 16 hex digits of the file's sha256: recorded with every decision.
+    pub version: String,
+    pub servers: BTreeMap<String, ServerConfig>,
+    /// Every tool callable through the orchestrator, by its public name.
+    pub tools: BTreeMap<Name, ToolRoute>,
+    pub policies: PolicySet,
+    /// The rules as configured, for listings and reports.
+    pub rules: Vec<RuleSummary>,
+    pub templates: BTreeMap<String, Arc<Template>>,
+    pub approval_ledger: Option<String>,
+    pub control_token: Option<String>,
+    pub approval_timeout: Duration,
+    pub audit: AuditSettings,
+    pub listen: ListenSettings,
+    pub mcp: McpSettings,
+}
+
+/// How to reach one downstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Grpc { url: String },
+    McpStdio { command: String, args: Vec<String>, env: BTreeMap<String, String> },
+    McpHttp { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub transport: Transport,
+    /// The tools the server offers, by their downstream names.
+    pub tools: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// Where a public tool name goes.
+#[derive(Debug, Clone)]
+pub struct ToolRoute {
+    pub server: String,
+    /// The tool's name on its server (differs from the public name when the server has a prefix).
+    pub remote_name: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleSummary {
+    pub id: String,
+    pub kind: &'static str,
+    pub description: String,
+}
+
+/// A named, ordered list of steps.
+#[derive(Debug)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub tool: Name,
+    /// JSON with `${input.x}` and `${steps.NAME.output.y}` references, resolved when the step runs.
+    pub arguments: serde_json::Value,
+    pub gate: Option<ApprovalGate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub dir: Option<PathBuf>,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListenSettings {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct McpSettings {
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// For messages and listings.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Workflow => "workflow",
+            Scope::Global => "global",
+        })
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_slice(&bytes)
+    }
+
+    /// Parses and checks configuration text; the version is the hash of exactly these bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let version = hex::encode(&Sha256::digest(bytes)[..8]);
+        let raw = check::parse(bytes)?;
+        check::check(raw, version)
+    }
+
+    pub fn template(&self, name: &str) -> Option<&Arc<Template>> {
+        self.templates.get(name)
+    }
+}
+
+/// Parses a human duration ("30s", "5m", "1h 30m") for configuration fields.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The configuration file exactly as written: plain serde types, unknown fields rejected.
+//!
+//! Nothing outside `config` sees these types: `check` turns them into the checked `Config` that the rest of
+//! the orchestrator trusts.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Downstream tool servers by name.
+    pub servers: BTreeMap<String, RawServer>,
+    /// The server that keeps the durable approval ledger (it must serve `ApprovalLedger`).
+    #[serde(default)]
+    pub approval_ledger: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub templates: BTreeMap<String, RawTemplate>,
+    #[serde(default)]
+    pub control: RawControl,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub mcp: RawMcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// gRPC `ToolService` address, e.g. `http://127.0.0.1:50061`.
+    #[serde(default)]
+    pub grpc: Option<String>,
+    /// A downstream MCP server started as a child process speaking MCP over stdio.
+    #[serde(default)]
+    pub mcp_stdio: Option<RawMcpStdio>,
+    /// A downstream MCP server reached over Streamable HTTP.
+    #[serde(default)]
+    pub mcp_url: Option<String>,
+    /// The tools this server offers (checked against the server's own list when it is reached).
+    pub tools: Vec<String>,
+    /// Prefix added to this server's tool names, to resolve collisions between servers.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Per-call time-out, e.g. "30s".
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpStdio {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawRule {
+    /// `tool` may be called only after each of `after` has been called (finished, any outcome).
+    Sequence { id: String, tool: String, after: Vec<String> },
+    /// `tool` may be called only after each of `requires_success` has succeeded.
+    Conditional {
+        id: String,
+        tool: String,
+        requires_success: Vec<String>,
+    },
+    /// The tools never run at the same time, within one workflow or across the orchestrator.
+    Exclusive {
+        id: String,
+        tools: Vec<String>,
+        #[serde(default)]
+        scope: RawScope,
+    },
+    /// A call of `tool` waits for a person's decision.
+    Approval {
+        id: String,
+        tool: String,
+        #[serde(default)]
+        timeout: Option<String>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawScope {
+    #[default]
+    Workflow,
+    Global,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplate {
+    #[serde(default)]
+    pub description: String,
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub name: String,
+    pub tool: String,
+    #[serde(default = "empty_object")]
+    pub arguments: serde_json::Value,
+    /// Gate this step behind a person's approval (in addition to any approval rule of its tool).
+    #[serde(default)]
+    pub approval: bool,
+    /// Time-out of this step's approval gate, e.g. "10m".
+    #[serde(default)]
+    pub approval_timeout: Option<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Bearer token required by approve, deny, cancel and reload. Prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Default time-out of approval gates, e.g. "5m".
+    #[serde(default)]
+    pub approval_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Rotate the current file when it passes this many bytes.
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    #[serde(default)]
+    pub grpc: Option<String>,
+    #[serde(default)]
+    pub http: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// Extra `Origin` values accepted by the MCP HTTP front (loopback origins are always accepted).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Extra `Host` values accepted by the MCP HTTP front.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}

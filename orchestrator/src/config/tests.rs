@@ -1,0 +1,173 @@
+//! Configuration checks: each problem is reported with its JSON path, and all of them at once.
+
+use super::*;
+use serde_json::{Value, json};
+
+fn base() -> Value {
+    json!({
+        "servers": {
+            "a": { "grpc": "http://127.0.0.1:1", "tools": ["validate", "process"] },
+            "b": { "grpc": "http://127.0.0.1:2", "tools": ["backup", "notify"] }
+        },
+        "rules": [
+            { "id": "seq", "kind": "sequence", "tool": "process", "after": ["validate"] },
+            { "id": "cond", "kind": "conditional", "tool": "backup", "requires_success": ["validate"] },
+            { "id": "ex", "kind": "exclusive", "tools": ["backup", "notify"], "scope": "global" },
+            { "id": "gate", "kind": "approval", "tool": "notify", "timeout": "2m" }
+        ],
+        "templates": {
+            "flow": { "steps": [
+                { "name": "v", "tool": "validate", "arguments": { "r": "${input.records}" } },
+                { "name": "p", "tool": "process", "arguments": { "r": "${steps.v.output.records}" } },
+                { "name": "b", "tool": "backup", "approval": true }
+            ] }
+        }
+    })
+}
+
+fn load(value: &Value) -> Result<Config, ConfigError> {
+    Config::from_slice(value.to_string().as_bytes())
+}
+
+/// The problems as "path: message" lines.
+fn problems(value: &Value) -> Vec<String> {
+    match load(value) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_problem(value: &Value, path: &str, needle: &str) {
+    let found = problems(value);
+    assert!(
+        found.iter().any(|p| p.starts_with(&format!("{path}: ")) && p.contains(needle)),
+        "expected a problem at {path} containing {needle:?}, got {found:#?}"
+    );
+}
+
+#[test]
+fn a_good_configuration_loads() {
+    let config = load(&base()).expect("valid");
+    assert_eq!(config.tools.len(), 4);
+    assert_eq!(config.rules.len(), 4);
+    let flow = config.template("flow").expect("template");
+    assert_eq!(flow.steps.len(), 3);
+    assert!(flow.steps[2].gate.is_some());
+    assert_eq!(config.version.len(), 16);
+    assert!(config.policies.tool("notify").and_then(|p| p.gate.as_ref()).is_some_and(|g| g.timeout == Duration::from_secs(120)));
+}
+
+#[test]
+fn the_shipped_configuration_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/config.json");
+    let config = Config::load(&path).expect("config/config.json is valid");
+    assert!(config.template("customer_onboarding").is_some());
+}
+
+#[test]
+fn unknown_fields_and_malformed_entries_name_their_path() {
+    let mut v = base();
+    v["rules"][1]["colour"] = json!("red");
+    assert_problem(&v, "rules[1]", "unknown field `colour`");
+
+    let mut v = base();
+    v["rules"][0]["kind"] = json!("sometimes");
+    assert_problem(&v, "rules[0].kind", "unknown variant `sometimes`");
+
+    let mut v = base();
+    v["servers"]["a"]["tools"] = json!("validate");
+    assert_problem(&v, "servers.a.tools", "expected a sequence");
+
+    assert!(problems(&json!("text"))[0].starts_with("$: "), "{:?}", problems(&json!("text")));
+    let err = Config::from_slice(b"{ not json").unwrap_err();
+    assert!(!err.problems().is_empty());
+}
+
+#[test]
+fn unknown_tools_servers_and_templates() {
+    let mut v = base();
+    v["rules"][0]["after"] = json!(["validat"]);
+    assert_problem(&v, "rules[0].after[0]", "unknown tool \"validat\"");
+
+    let mut v = base();
+    v["templates"]["flow"]["steps"][1]["tool"] = json!("nope");
+    assert_problem(&v, "templates.flow.steps[1].tool", "unknown tool");
+
+    let mut v = base();
+    v["approval_ledger"] = json!("ledger");
+    assert_problem(&v, "approval_ledger", "unknown server");
+}
+
+#[test]
+fn duplicates_are_reported() {
+    let mut v = base();
+    v["rules"][1]["id"] = json!("seq");
+    assert_problem(&v, "rules[1].id", "duplicate rule id");
+
+    let mut v = base();
+    v["servers"]["b"]["tools"] = json!(["validate"]);
+    assert_problem(&v, "servers.b.tools[0]", "also offered by server \"a\"");
+
+    let mut v = base();
+    v["servers"]["b"]["prefix"] = json!("b_");
+    v["servers"]["b"]["tools"] = json!(["validate"]);
+    v["rules"] = json!([]);
+    v["templates"] = json!({});
+    let config = load(&v).expect("a prefix resolves the collision");
+    assert_eq!(config.tools["b_validate"].remote_name, "validate");
+
+    let mut v = base();
+    v["templates"]["flow"]["steps"][1]["name"] = json!("v");
+    assert_problem(&v, "templates.flow.steps[1].name", "duplicate step name");
+}
+
+#[test]
+fn dependency_cycles_are_rejected() {
+    let mut v = base();
+    v["rules"].as_array_mut().unwrap().push(json!({ "id": "back", "kind": "conditional", "tool": "validate", "requires_success": ["process"] }));
+    assert_problem(&v, "rules", "dependency cycle");
+    let text = problems(&v).join("\n");
+    assert!(text.contains("rule back") && text.contains("rule seq"), "{text}");
+
+    let mut v = base();
+    v["rules"][0]["after"] = json!(["process"]);
+    assert_problem(&v, "rules[0].after[0]", "cannot depend on itself");
+}
+
+#[test]
+fn templates_that_break_a_policy_are_rejected() {
+    let mut v = base();
+    v["templates"]["flow"]["steps"] = json!([
+        { "name": "p", "tool": "process" },
+        { "name": "v", "tool": "validate" }
+    ]);
+    assert_problem(&v, "templates.flow.steps[0]", "breaks rule \"seq\"");
+}
+
+#[test]
+fn bad_references_durations_and_addresses() {
+    let mut v = base();
+    v["templates"]["flow"]["steps"][0]["arguments"] = json!({ "x": "${steps.p.output}" });
+    assert_problem(&v, "templates.flow.steps[0].arguments", "not an earlier step");
+
+    let mut v = base();
+    v["rules"][3]["timeout"] = json!("soon");
+    assert_problem(&v, "rules[3].timeout", "is not a duration");
+
+    let mut v = base();
+    v["listen"] = json!({ "grpc": "localhost" });
+    assert_problem(&v, "listen.grpc", "is not an address");
+
+    let mut v = base();
+    v["servers"]["a"]["grpc"] = json!("127.0.0.1:1");
+    assert_problem(&v, "servers.a.url", "must start with http://");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut v = base();
+    v["rules"][0]["after"] = json!(["x"]);
+    v["rules"][2]["tools"] = json!(["y"]);
+    v["templates"]["flow"]["steps"][0]["tool"] = json!("z");
+    assert!(problems(&v).len() >= 3, "{:#?}", problems(&v));
+}

@@ -1,0 +1,112 @@
+//! The gRPC `ToolService` client of one downstream server: a lazily connected, shared channel.
+//!
+//! Generated types stop here: callers get a JSON value, a [`ToolFailure`], or an [`Error`] naming the
+//! server. The channel reconnects by itself, so a server that comes back is used again.
+
+use super::{MAX_MESSAGE_BYTES, ToolFailure, ToolInfo, deadline};
+use crate::config::ServerConfig;
+use crate::error::Error;
+use conductor_proto::v1::call_tool_response::Outcome as WireOutcome;
+use conductor_proto::v1::tool_service_client::ToolServiceClient;
+use conductor_proto::v1::{CallToolRequest, ListToolsRequest};
+use serde_json::Value;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// A cheap, cloneable client of one `ToolService`.
+#[derive(Clone)]
+pub(super) struct GrpcTools {
+    client: ToolServiceClient<Channel>,
+}
+
+impl GrpcTools {
+    /// Builds the channel without connecting: the first call connects.
+    pub(super) fn new(server: &ServerConfig, url: &str) -> Result<Self, Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::InvalidArgument(format!("server {:?}: bad address {url:?}: {e}", server.name)))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let client = ToolServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(GrpcTools { client })
+    }
+
+    /// Calls one tool, bounded by the server's time-out (also sent downstream as the gRPC deadline).
+    pub(super) async fn call(
+        &self,
+        server: &ServerConfig,
+        tool: &str,
+        arguments: &Value,
+        workflow_id: &str,
+        call_id: &str,
+    ) -> Result<Result<Value, ToolFailure>, Error> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(CallToolRequest {
+            tool: tool.to_owned(),
+            arguments_json: arguments.to_string(),
+            workflow_id: workflow_id.to_owned(),
+            call_id: call_id.to_owned(),
+        });
+        request.set_timeout(server.timeout);
+        let response = tokio::time::timeout(server.timeout, client.call_tool(request))
+            .await
+            .map_err(|_| deadline(tool, server.timeout))?
+            .map_err(|status| status_error(server, tool, status))?
+            .into_inner();
+        match response.outcome {
+            Some(WireOutcome::ResultJson(text)) => serde_json::from_str(&text).map(Ok).map_err(|e| Error::Downstream {
+                server: server.name.clone(),
+                tool: tool.to_owned(),
+                message: format!("the result is not valid JSON: {e}"),
+            }),
+            Some(WireOutcome::Error(error)) => Ok(Err(ToolFailure {
+                code: error.code,
+                message: error.message,
+                details: (!error.details_json.is_empty()).then(|| serde_json::from_str(&error.details_json).ok()).flatten(),
+            })),
+            None => Err(Error::Downstream {
+                server: server.name.clone(),
+                tool: tool.to_owned(),
+                message: "the response carries neither a result nor an error".into(),
+            }),
+        }
+    }
+
+    /// The server's own list of tools.
+    pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(ListToolsRequest {});
+        request.set_timeout(Duration::from_secs(5));
+        let tools = client.list_tools(request).await.map_err(|status| status_error(server, "ListTools", status))?.into_inner().tools;
+        Ok(tools
+            .into_iter()
+            .map(|t| ToolInfo {
+                input_schema: serde_json::from_str(&t.input_schema_json).unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+                name: t.name,
+                description: t.description,
+                server: server.name.clone(),
+            })
+            .collect())
+    }
+}
+
+fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Error {
+    use tonic::Code;
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::InvalidArgument => Error::InvalidArgument(message),
+        Code::DeadlineExceeded => deadline(tool, server.timeout),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable {
+            server: server.name.clone(),
+            message: if message.is_empty() { format!("{:?}", status.code()) } else { message },
+        },
+        Code::NotFound => Error::Downstream {
+            server: server.name.clone(),
+            tool: tool.to_owned(),
+            message: format!("the server does not know the tool: {message}"),
+        },
+        code => Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: format!("{code:?}: {message}") },
+    }
+}

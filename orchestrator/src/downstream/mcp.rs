@@ -1,0 +1,178 @@
+//! The MCP client of one downstream MCP server: a child process speaking MCP over stdio, or a
+//! Streamable HTTP endpoint, through the official SDK (`rmcp`).
+//!
+//! One session per server, opened on first use and shared by concurrent calls. A session that breaks
+//! (the child exited, the connection dropped, garbage instead of an answer, no answer in time) is
+//! cancelled, which also kills the child, and the next call opens a new one: a dead server costs the
+//! calls in flight, never the orchestrator.
+
+use super::{ToolFailure, ToolInfo, deadline};
+use crate::config::{ServerConfig, Transport};
+use crate::error::Error;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation};
+use rmcp::service::{RunningService, ServiceError};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+type Session = RunningService<RoleClient, ConductorClient>;
+
+/// How Conductorio introduces itself to the MCP servers it calls.
+#[derive(Clone)]
+pub(super) struct ConductorClient;
+
+impl ClientHandler for ConductorClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("conductorio", env!("CARGO_PKG_VERSION")))
+    }
+}
+
+/// The session with one MCP server. The async mutex serialises opening a session (so a burst of calls
+/// starts one child, not many); calls themselves run outside it, concurrently.
+#[derive(Default)]
+pub(super) struct McpTools {
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+}
+
+impl McpTools {
+    pub(super) fn new(_server: &ServerConfig) -> Self {
+        McpTools::default()
+    }
+
+    /// Calls one tool within the server's time-out (opening the session counts against it).
+    pub(super) async fn call(&self, server: &ServerConfig, tool: &str, arguments: &Value) -> Result<Result<Value, ToolFailure>, Error> {
+        let arguments = match arguments {
+            Value::Object(map) => Some(map.clone()),
+            Value::Null => None,
+            other => return Err(Error::InvalidArgument(format!("the arguments of {tool} must be a JSON object, not {other}"))),
+        };
+        let started = Instant::now();
+        let session = tokio::time::timeout(server.timeout, self.session(server)).await.map_err(|_| deadline(tool, server.timeout))??;
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = arguments;
+        let remaining = server.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, session.call_tool(params)).await {
+            Ok(Ok(result)) => Ok(outcome(result)),
+            Ok(Err(e)) => Err(self.failed(server, tool, &session, e).await),
+            Err(_) => {
+                self.discard(&session).await;
+                Err(deadline(tool, server.timeout))
+            }
+        }
+    }
+
+    /// The server's own list of tools, within its time-out.
+    pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
+        let work = async {
+            let session = self.session(server).await?;
+            match session.list_all_tools().await {
+                Ok(tools) => Ok(tools),
+                Err(e) => Err(self.failed(server, "tools/list", &session, e).await),
+            }
+        };
+        let tools = tokio::time::timeout(server.timeout, work).await.map_err(|_| deadline("tools/list", server.timeout))??;
+        Ok(tools
+            .into_iter()
+            .map(|tool| ToolInfo {
+                name: tool.name.to_string(),
+                description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
+                input_schema: Value::Object((*tool.input_schema).clone()),
+                server: server.name.clone(),
+            })
+            .collect())
+    }
+
+    /// The open session, or a new one when there is none or the last one has ended.
+    async fn session(&self, server: &ServerConfig) -> Result<Arc<Session>, Error> {
+        let mut current = self.session.lock().await;
+        if let Some(session) = current.as_ref() {
+            if !session.is_closed() && !session.peer().is_transport_closed() {
+                return Ok(session.clone());
+            }
+            tracing::warn!(server = %server.name, "the MCP session has ended; opening a new one");
+        }
+        let session = Arc::new(open(server).await?);
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Ends `session` (killing its child) unless a newer one has already replaced it.
+    async fn discard(&self, session: &Arc<Session>) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *current = None;
+        }
+        session.cancellation_token().cancel();
+    }
+
+    /// Maps a failed request to our error; a broken transport also ends the session.
+    async fn failed(&self, server: &ServerConfig, tool: &str, session: &Arc<Session>, error: ServiceError) -> Error {
+        match error {
+            ServiceError::McpError(e) if e.code == rmcp::model::ErrorCode::INVALID_PARAMS => {
+                Error::InvalidArgument(format!("server {:?} refused the arguments of {tool}: {}", server.name, e.message))
+            }
+            ServiceError::McpError(e) => Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: e.message.to_string() },
+            ServiceError::Timeout { .. } => {
+                self.discard(session).await;
+                deadline(tool, server.timeout)
+            }
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) | ServiceError::Cancelled { .. } => {
+                self.discard(session).await;
+                Error::Unavailable {
+                    server: server.name.clone(),
+                    message: format!("the MCP connection closed during {tool} ({error}); the server may have exited, and it is started again on the next call"),
+                }
+            }
+            other => {
+                self.discard(session).await;
+                Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: other.to_string() }
+            }
+        }
+    }
+}
+
+/// Starts the child or connects, and performs the MCP handshake.
+async fn open(server: &ServerConfig) -> Result<Session, Error> {
+    let unavailable = |message: String| Error::Unavailable { server: server.name.clone(), message };
+    match &server.transport {
+        Transport::McpStdio { command, args, env } => {
+            let mut child = tokio::process::Command::new(command);
+            child.args(args).envs(env).kill_on_drop(true);
+            let (transport, _stderr) = TokioChildProcess::builder(child)
+                .spawn()
+                .map_err(|e| unavailable(format!("cannot start `{command}`: {e}")))?;
+            tracing::info!(server = %server.name, %command, "started MCP server");
+            ConductorClient.serve(transport).await.map_err(|e| unavailable(format!("the MCP handshake with `{command}` failed: {e}")))
+        }
+        Transport::McpHttp { url } => {
+            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            ConductorClient.serve(transport).await.map_err(|e| unavailable(format!("the MCP handshake with {url} failed: {e}")))
+        }
+        Transport::Grpc { url } => Err(unavailable(format!("{url} is a gRPC server, not an MCP server"))),
+    }
+}
+
+/// A tool result as a domain value: the structured content when there is one, else the text (parsed as
+/// JSON when it is JSON). `isError` results become [`ToolFailure`]s, keeping a `code` and `details` that
+/// the server put in its structured content.
+fn outcome(result: CallToolResult) -> Result<Value, ToolFailure> {
+    let texts: Vec<&str> = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.as_str())).collect();
+    if result.is_error == Some(true) {
+        let structured = result.structured_content.as_ref();
+        let field = |name: &str| structured.and_then(|s| s.get(name)).and_then(Value::as_str).map(str::to_owned);
+        return Err(ToolFailure {
+            code: field("code").unwrap_or_else(|| "tool_error".to_owned()),
+            message: field("message").unwrap_or_else(|| texts.join("\n")),
+            details: structured.and_then(|s| s.get("details")).cloned().or_else(|| result.structured_content.clone()),
+        });
+    }
+    if let Some(value) = result.structured_content {
+        return Ok(value);
+    }
+    match texts.as_slice() {
+        [text] if texts.len() == result.content.len() => Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String((*text).to_owned()))),
+        _ => Ok(json!({ "content": serde_json::to_value(&result.content).unwrap_or(Value::Null) })),
+    }
+}

@@ -1,0 +1,150 @@
+//! Clients of the downstream tool servers: gRPC `ToolService`s ([`grpc`]) and MCP servers, as child
+//! processes over stdio or over Streamable HTTP ([`mcp`]). One client per server, created on first use.
+//!
+//! This module turns protocol types into domain values at the edge: callers get a JSON value or a
+//! [`ToolFailure`], and transport problems become [`Error`]s that name the server. A dead server is not
+//! fatal: the next call reconnects (gRPC, MCP over HTTP) or starts the child again (MCP over stdio).
+
+mod grpc;
+mod mcp;
+
+use crate::config::{Config, ServerConfig, Transport};
+use crate::error::Error;
+use grpc::GrpcTools;
+use mcp::McpTools;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// gRPC messages larger than this are refused with a clear error, both ways.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A tool's own failure: the call was made and the tool said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolFailure {
+    pub code: String,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+/// A tool as its server describes it.
+#[derive(Debug, Clone)]
+pub struct ToolInfo {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub server: String,
+}
+
+/// One call to forward.
+pub struct Forward<'a> {
+    pub server: &'a ServerConfig,
+    pub remote_name: &'a str,
+    pub arguments: &'a Value,
+    pub workflow_id: &'a str,
+    pub call_id: &'a str,
+}
+
+#[derive(Clone)]
+enum Client {
+    Grpc(GrpcTools),
+    Mcp(Arc<McpTools>),
+}
+
+/// The clients of every configured server, created on first use and kept across configuration reloads
+/// while the server's transport stays the same.
+#[derive(Default)]
+pub struct Downstream {
+    clients: Mutex<HashMap<String, (Transport, Client)>>,
+    catalog: Mutex<HashMap<String, Vec<ToolInfo>>>,
+}
+
+impl Downstream {
+    fn client(&self, server: &ServerConfig) -> Result<Client, Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((transport, client)) = clients.get(&server.name) {
+            if *transport == server.transport {
+                return Ok(client.clone());
+            }
+        }
+        let client = match &server.transport {
+            Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
+            Transport::McpStdio { .. } | Transport::McpHttp { .. } => Client::Mcp(Arc::new(McpTools::new(server))),
+        };
+        clients.insert(server.name.clone(), (server.transport.clone(), client.clone()));
+        Ok(client)
+    }
+
+    /// Forwards one call, bounded by the server's time-out.
+    pub async fn call(&self, forward: Forward<'_>) -> Result<Result<Value, ToolFailure>, Error> {
+        let server = forward.server;
+        match self.client(server)? {
+            Client::Grpc(client) => client.call(server, forward.remote_name, forward.arguments, forward.workflow_id, forward.call_id).await,
+            Client::Mcp(client) => client.call(server, forward.remote_name, forward.arguments).await,
+        }
+    }
+
+    /// The tools of every configured server under their public names, asking each server whose list is not
+    /// known yet. A server that cannot be reached contributes its configured names without schemas.
+    pub async fn tools(&self, config: &Config) -> Vec<ToolInfo> {
+        let mut out = Vec::new();
+        for server in config.servers.values() {
+            let cached = self.catalog.lock().unwrap_or_else(|e| e.into_inner()).get(&server.name).cloned();
+            let listed = match cached {
+                Some(list) => Some(list),
+                None => match self.list_server(server).await {
+                    Ok(list) => {
+                        self.catalog.lock().unwrap_or_else(|e| e.into_inner()).insert(server.name.clone(), list.clone());
+                        Some(list)
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %server.name, error = %e, "cannot list tools");
+                        None
+                    }
+                },
+            };
+            for (public, route) in &config.tools {
+                if route.server != server.name {
+                    continue;
+                }
+                let found = listed.as_ref().and_then(|l| l.iter().find(|t| t.name == route.remote_name));
+                out.push(ToolInfo {
+                    name: public.to_string(),
+                    description: found.map(|t| t.description.clone()).unwrap_or_default(),
+                    input_schema: found
+                        .map(|t| t.input_schema.clone())
+                        .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                    server: server.name.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Asks one server for its tools; warns about configured tools it does not offer.
+    pub async fn list_server(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
+        let list = match self.client(server)? {
+            Client::Grpc(client) => client.list(server).await?,
+            Client::Mcp(client) => client.list(server).await?,
+        };
+        for tool in &server.tools {
+            if !list.iter().any(|t| &t.name == tool) {
+                tracing::warn!(server = %server.name, %tool, "the configuration names a tool the server does not offer");
+            }
+        }
+        Ok(list)
+    }
+
+    /// Forgets cached tool lists (after a reload, or when asked to refresh).
+    pub fn forget_catalog(&self) {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+fn deadline(tool: &str, limit: Duration) -> Error {
+    Error::DeadlineExceeded { tool: tool.to_owned(), limit: humantime::format_duration(limit).to_string() }
+}
+
+/// Wraps the shared [`Downstream`] for the gateway.
+pub type SharedDownstream = Arc<Downstream>;

@@ -1,0 +1,58 @@
+//! The orchestrator's errors, and the one place that maps them to gRPC status codes.
+
+use crate::config::ConfigError;
+use conductor_audit::AuditError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("workflow {0:?} not found; list workflows with `conductorctl workflows`")]
+    WorkflowNotFound(String),
+    #[error("workflow {id} has already {state}; start a new workflow to call more tools")]
+    WorkflowFinished { id: String, state: &'static str },
+    #[error("unknown tool {tool:?}; the tools are: {known}")]
+    UnknownTool { tool: String, known: String },
+    #[error("unknown template {name:?}; the templates are: {known}")]
+    UnknownTemplate { name: String, known: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("server {server:?} is unavailable: {message}")]
+    Unavailable { server: String, message: String },
+    #[error("tool {tool} did not answer within its time-out of {limit}; the call was cancelled")]
+    DeadlineExceeded { tool: String, limit: String },
+    #[error("server {server:?} failed the call of {tool}: {message}")]
+    Downstream { server: String, tool: String, message: String },
+    #[error("approval {0:?} not found; list pending approvals with `conductorctl pending`")]
+    ApprovalNotFound(String),
+    #[error("approval {id} is already {state}")]
+    ApprovalDecided { id: String, state: String },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("audit log: {0}; the call was not acknowledged")]
+    Audit(#[from] AuditError),
+    #[error("the orchestrator is shutting down")]
+    ShuttingDown,
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        use tonic::Code;
+        let code = match &error {
+            Error::WorkflowNotFound(_) | Error::UnknownTool { .. } | Error::UnknownTemplate { .. } => {
+                Code::NotFound
+            }
+            Error::ApprovalNotFound(_) => Code::NotFound,
+            Error::WorkflowFinished { .. } | Error::ApprovalDecided { .. } => Code::FailedPrecondition,
+            Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
+            Error::Unavailable { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::Downstream { .. } | Error::Audit(_) => Code::Internal,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+        };
+        tonic::Status::new(code, error.to_string())
+    }
+}

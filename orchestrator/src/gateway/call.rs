@@ -1,0 +1,399 @@
+//! The one path every call takes, from the gRPC front, the MCP front and template runs alike:
+//! request → decide → audit(decision) → [approval] → forward → audit(outcome) → reply.
+//!
+//! Each call runs in its own task, so a caller that goes away cannot leave a call half-recorded.
+
+use super::{Gateway, now_ms};
+use crate::approval::{self, Approval, DecisionRequest};
+use crate::audit::{ApprovalVerdict, AuditEvent, DecisionKind, Outcome};
+use crate::config::Step;
+use crate::downstream::{Forward, ToolFailure};
+use crate::error::Error;
+use crate::metrics::Counted;
+use crate::policy::{self, CallRequest, Decision, Name, RuleKind, RunningCall, Violation};
+use crate::workflow::{CallEntry, CallStatus};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A call asked for by a caller or a template step.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    pub workflow_id: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub caller: String,
+    /// The template step this call is, if any.
+    pub step: Option<usize>,
+}
+
+/// How a call ended, as its caller sees it.
+#[derive(Debug, Clone)]
+pub enum CallResult {
+    Succeeded(Value),
+    /// The tool ran and reported a failure.
+    Failed(ToolFailure),
+    /// A policy (or a person, at an approval gate) refused the call; it did not run.
+    Denied(Vec<Violation>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub call_id: String,
+    pub tool: String,
+    pub result: CallResult,
+    pub duration_us: u64,
+    /// The approval that released the call, if it went through a gate.
+    pub approval: Option<Approval>,
+}
+
+/// What the engine said, after the state was updated under the lock.
+enum Verdict {
+    Run { server: String, remote: String, timeout: Duration },
+    Deny(Vec<Violation>),
+    Gate { gate: policy::ApprovalGate, config_version: String },
+}
+
+impl Gateway {
+    /// Runs a call to its end in a task of its own and returns its report.
+    pub async fn call(&self, spec: CallSpec) -> Result<CallReport, Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let gateway = self.clone();
+        let task = self.inner.tasks.spawn(async move { gateway.execute(spec, None).await });
+        task.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The call path. `resumed` carries an approval request that was pending when the orchestrator
+    /// restarted: the call then waits for it instead of being decided anew.
+    pub(crate) async fn execute(&self, spec: CallSpec, resumed: Option<(String, Approval)>) -> Result<CallReport, Error> {
+        let (call_id, approval) = match resumed {
+            Some((call_id, approval)) => (call_id, approval),
+            None => {
+                let call_id = format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                match self.decide(&spec, &call_id, false).await? {
+                    Verdict::Run { server, remote, timeout } => {
+                        return self.forward(&spec, call_id, server, remote, timeout, None).await;
+                    }
+                    Verdict::Deny(violations) => {
+                        return Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(violations), duration_us: 0, approval: None });
+                    }
+                    Verdict::Gate { gate, config_version } => {
+                        let approval = self.request_approval(&spec, &call_id, &gate, config_version).await?;
+                        (call_id, approval)
+                    }
+                }
+            }
+        };
+        let approval = self.await_approval(approval).await?;
+        if approval.verdict != Some(ApprovalVerdict::Approved) {
+            let violation = approval_violation(&approval);
+            self.settle_denied(&spec, &call_id, vec![violation.clone()]);
+            return Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(vec![violation]), duration_us: 0, approval: Some(approval) });
+        }
+        match self.decide(&spec, &call_id, true).await? {
+            Verdict::Run { server, remote, timeout } => self.forward(&spec, call_id, server, remote, timeout, Some(approval)).await,
+            Verdict::Deny(violations) => Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(violations), duration_us: 0, approval: Some(approval) }),
+            Verdict::Gate { .. } => unreachable!("an approved call is not gated again"),
+        }
+    }
+
+    /// Decides under the state lock (so exclusive groups hold under any interleaving), updates the
+    /// workflow, then records the decision. Denials are durable before they are returned.
+    async fn decide(&self, spec: &CallSpec, call_id: &str, approval_granted: bool) -> Result<Verdict, Error> {
+        let now = now_ms();
+        let (verdict, event) = {
+            let mut state = self.inner.state();
+            let state = &mut *state;
+            let workflow = state.workflows.get_mut(spec.workflow_id.as_str()).ok_or_else(|| Error::WorkflowNotFound(spec.workflow_id.clone()))?;
+            if workflow.state.is_finished() {
+                return Err(Error::WorkflowFinished { id: spec.workflow_id.clone(), state: workflow.state.as_str() });
+            }
+            let config = workflow.config.clone();
+            let (tool, route) = config.tools.get_key_value(spec.tool.as_str()).ok_or_else(|| Error::UnknownTool {
+                tool: spec.tool.clone(),
+                known: config.tools.keys().map(|t| t.as_ref()).collect::<Vec<_>>().join(", "),
+            })?;
+            let template = workflow.template.clone();
+            let step: Option<&Step> = spec.step.and_then(|i| template.as_ref().and_then(|t| t.steps.get(i)));
+            let request = CallRequest { workflow_id: &spec.workflow_id, tool, step_gate: step.and_then(|s| s.gate.as_ref()), approval_granted };
+            let decision = policy::decide(&config.policies, &workflow.history, &state.running, &request);
+            let (kind, violations, gate) = match &decision {
+                Decision::Allow => (DecisionKind::Allow, Vec::new(), None),
+                Decision::Deny { violations } => (DecisionKind::Deny, violations.clone(), None),
+                Decision::NeedsApproval { gate } => (DecisionKind::NeedsApproval, Vec::new(), Some(gate.id.to_string())),
+            };
+            let call_id: Name = call_id.into();
+            let status = match &decision {
+                Decision::Allow => {
+                    state.running.insert(tool, RunningCall { workflow_id: workflow.id.clone(), call_id: call_id.clone() });
+                    CallStatus::Running
+                }
+                Decision::Deny { violations } => {
+                    workflow.violations += violations.len() as u32;
+                    CallStatus::Denied { violations: violations.clone() }
+                }
+                Decision::NeedsApproval { .. } => CallStatus::WaitingApproval { approval_id: String::new() },
+            };
+            match workflow.call_mut(&call_id) {
+                Some(entry) => entry.status = status,
+                None => workflow.calls.push(CallEntry {
+                    call_id: call_id.clone(),
+                    tool: tool.clone(),
+                    step: step.map(|s| s.name.clone()),
+                    status,
+                    started_at_ms: now,
+                    duration_us: 0,
+                    approval_id: None,
+                    gate: gate.clone(),
+                }),
+            }
+            workflow.refresh_state();
+            let event = AuditEvent::CallDecided {
+                workflow_id: spec.workflow_id.clone(),
+                call_id: call_id.to_string(),
+                tool: spec.tool.clone(),
+                step: step.map(|s| s.name.clone()),
+                arguments: spec.arguments.clone(),
+                caller: spec.caller.clone(),
+                decision: kind,
+                violations,
+                gate,
+                config_version: config.version.clone(),
+            };
+            let verdict = match decision {
+                Decision::Allow => Verdict::Run { server: route.server.clone(), remote: route.remote_name.clone(), timeout: config.servers.get(&route.server).map_or(Duration::from_secs(30), |s| s.timeout) },
+                Decision::Deny { violations } => Verdict::Deny(violations),
+                Decision::NeedsApproval { gate } => Verdict::Gate { gate, config_version: config.version.clone() },
+            };
+            (verdict, event)
+        };
+        match &verdict {
+            Verdict::Run { .. } => self.inner.audit.submit(event).await?,
+            Verdict::Deny(violations) => {
+                self.inner.metrics.call_denied(&spec.tool, violations.iter().map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())));
+                self.inner.audit.append(event).await?;
+            }
+            Verdict::Gate { .. } => {
+                self.inner.audit.append(event).await?;
+            }
+        }
+        Ok(verdict)
+    }
+
+    async fn forward(&self, spec: &CallSpec, call_id: String, server: String, remote: String, timeout: Duration, approval: Option<Approval>) -> Result<CallReport, Error> {
+        let config = self.workflow_config(&spec.workflow_id)?;
+        let started = Instant::now();
+        let audit = &self.inner.audit;
+        let result = match audit
+            .submit(AuditEvent::CallStarted { workflow_id: spec.workflow_id.clone(), call_id: call_id.clone(), tool: spec.tool.clone(), server: server.clone() })
+            .await
+        {
+            Err(e) => Err(Error::from(e)),
+            Ok(()) => match config.servers.get(&server) {
+                None => Err(Error::Unavailable { server: server.clone(), message: "no longer configured".into() }),
+                Some(server_config) => {
+                    let mut server_config = server_config.clone();
+                    server_config.timeout = timeout;
+                    let forward = Forward { server: &server_config, remote_name: &remote, arguments: &spec.arguments, workflow_id: &spec.workflow_id, call_id: &call_id };
+                    self.inner.downstream.call(forward).await
+                }
+            },
+        };
+        let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (outcome, error, result_value) = match &result {
+            Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone())),
+            Ok(Err(failure)) => (Outcome::Failed, Some(format!("{}: {}", failure.code, failure.message)), None),
+            Err(Error::Unavailable { .. }) | Err(Error::Audit(_)) => (Outcome::Unavailable, Some(result.as_ref().err().map(ToString::to_string).unwrap_or_default()), None),
+            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
+        };
+        self.settle_finished(spec, &call_id, outcome, error.clone(), result_value.clone(), duration_us);
+        self.inner.metrics.call_finished(&spec.tool, if outcome == Outcome::Succeeded { Counted::Success } else { Counted::Failure }, duration_us);
+        self.inner
+            .audit
+            .append(AuditEvent::CallFinished {
+                workflow_id: spec.workflow_id.clone(),
+                call_id: call_id.clone(),
+                tool: spec.tool.clone(),
+                outcome,
+                duration_us,
+                error,
+                result: result_value,
+            })
+            .await?;
+        let result = match result? {
+            Ok(value) => CallResult::Succeeded(value),
+            Err(failure) => CallResult::Failed(failure),
+        };
+        Ok(CallReport { call_id, tool: spec.tool.clone(), result, duration_us, approval })
+    }
+
+    /// Updates the workflow when a call has finished: the running set, the history, template progress.
+    pub(crate) fn settle_finished(&self, spec: &CallSpec, call_id: &str, outcome: Outcome, error: Option<String>, result: Option<Value>, duration_us: u64) {
+        let mut state = self.inner.state();
+        let state = &mut *state;
+        state.running.remove(&spec.tool, call_id);
+        if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
+            super::replay::apply_finished(workflow, call_id, outcome, error, result, duration_us);
+        }
+    }
+
+    fn settle_denied(&self, spec: &CallSpec, call_id: &str, violations: Vec<Violation>) {
+        self.inner.metrics.call_denied(&spec.tool, violations.iter().map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())));
+        let mut state = self.inner.state();
+        if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
+            workflow.violations += violations.len() as u32;
+            if let Some(entry) = workflow.call_mut(call_id) {
+                entry.status = CallStatus::Denied { violations };
+            }
+            workflow.refresh_state();
+        }
+    }
+
+    async fn request_approval(&self, spec: &CallSpec, call_id: &str, gate: &policy::ApprovalGate, config_version: String) -> Result<Approval, Error> {
+        let now = now_ms();
+        let approval = Approval {
+            id: format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            workflow_id: spec.workflow_id.clone(),
+            call_id: call_id.to_owned(),
+            tool: spec.tool.clone(),
+            step: spec.step.and_then(|i| self.step_name(&spec.workflow_id, i)),
+            gate: gate.id.to_string(),
+            arguments_digest: approval::digest(&spec.arguments),
+            arguments: spec.arguments.clone(),
+            config_version,
+            requested_by: spec.caller.clone(),
+            requested_at_ms: now,
+            expires_at_ms: now.saturating_add(i64::try_from(gate.timeout.as_millis()).unwrap_or(i64::MAX)),
+            verdict: None,
+            decided_by: String::new(),
+            reason: String::new(),
+            decided_at_ms: 0,
+        };
+        if let Err(e) = self.inner.approvals.record_request(&approval).await {
+            let message = e.to_string();
+            self.settle_finished(spec, call_id, Outcome::Unavailable, Some(message.clone()), None, 0);
+            self.inner
+                .audit
+                .append(AuditEvent::CallFinished { workflow_id: spec.workflow_id.clone(), call_id: call_id.to_owned(), tool: spec.tool.clone(), outcome: Outcome::Unavailable, duration_us: 0, error: Some(message), result: None })
+                .await?;
+            return Err(e);
+        }
+        {
+            let mut state = self.inner.state();
+            if let Some(entry) = state.workflows.get_mut(spec.workflow_id.as_str()).and_then(|w| w.call_mut(call_id)) {
+                entry.status = CallStatus::WaitingApproval { approval_id: approval.id.clone() };
+                entry.approval_id = Some(approval.id.clone());
+            }
+        }
+        self.inner
+            .audit
+            .append(AuditEvent::ApprovalRequested {
+                workflow_id: approval.workflow_id.clone(),
+                call_id: call_id.to_owned(),
+                tool: approval.tool.clone(),
+                approval_id: approval.id.clone(),
+                gate: approval.gate.clone(),
+                arguments_digest: approval.arguments_digest.clone(),
+                expires_at_ms: approval.expires_at_ms,
+            })
+            .await?;
+        Ok(approval)
+    }
+
+    /// Waits, holding no lock, for a person's decision or the deadline; records the decision durably and
+    /// confirms it to the approver.
+    async fn await_approval(&self, mut approval: Approval) -> Result<Approval, Error> {
+        let decisions = self.inner.approvals.open(approval.clone());
+        let remaining = Duration::from_millis(u64::try_from(approval.expires_at_ms - now_ms()).unwrap_or(0));
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(remaining, decisions) => waited,
+            () = self.inner.shutdown.cancelled() => {
+                self.inner.approvals.forget(&approval.id);
+                return Err(Error::ShuttingDown);
+            }
+        };
+        let (request, reply) = match waited {
+            Ok(Ok(DecisionRequest { verdict, approver, reason, reply })) => ((verdict, approver, reason), Some(reply)),
+            Ok(Err(_)) => ((ApprovalVerdict::Expired, "system".to_owned(), "the approval was withdrawn".to_owned()), None),
+            Err(_) => {
+                let waited = humantime::format_duration(Duration::from_secs(u64::try_from((approval.expires_at_ms - approval.requested_at_ms) / 1000).unwrap_or(0)));
+                ((ApprovalVerdict::Expired, "system:timeout".to_owned(), format!("no decision within {waited}")), None)
+            }
+        };
+        let (verdict, approver, reason) = request;
+        let now = now_ms();
+        approval.verdict = Some(verdict);
+        approval.decided_by = approver;
+        approval.reason = reason;
+        approval.decided_at_ms = now;
+        let recorded = self.record_decision(&approval, now).await;
+        self.inner.approvals.close(approval.clone());
+        let outcome = recorded.map(|()| approval.clone());
+        if let Some(reply) = reply {
+            let _ = reply.send(match &outcome {
+                Ok(a) => Ok(a.clone()),
+                Err(e) => Err(Error::InvalidArgument(e.to_string())),
+            });
+        }
+        outcome
+    }
+
+    async fn record_decision(&self, approval: &Approval, now: i64) -> Result<(), Error> {
+        if let Err(e) = self.inner.approvals.record_decision(approval).await {
+            tracing::warn!(approval = %approval.id, error = %e, "the approval ledger did not take the decision; the audit log has it");
+        }
+        let verdict = approval.verdict.unwrap_or(ApprovalVerdict::Expired);
+        self.inner
+            .audit
+            .append(AuditEvent::ApprovalDecided {
+                workflow_id: approval.workflow_id.clone(),
+                call_id: approval.call_id.clone(),
+                approval_id: approval.id.clone(),
+                verdict,
+                approver: approval.decided_by.clone(),
+                reason: approval.reason.clone(),
+                waited_ms: u64::try_from(now - approval.requested_at_ms).unwrap_or(0),
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn workflow_config(&self, workflow_id: &str) -> Result<Arc<crate::config::Config>, Error> {
+        let state = self.inner.state();
+        state.workflows.get(workflow_id).map(|w| w.config.clone()).ok_or_else(|| Error::WorkflowNotFound(workflow_id.to_owned()))
+    }
+
+    fn step_name(&self, workflow_id: &str, index: usize) -> Option<String> {
+        let state = self.inner.state();
+        let workflow = state.workflows.get(workflow_id)?;
+        workflow.template.as_ref()?.steps.get(index).map(|s| s.name.clone())
+    }
+}
+
+fn approval_violation(approval: &Approval) -> Violation {
+    let (message, hint) = match approval.verdict {
+        Some(ApprovalVerdict::Denied) => (
+            format!("{} was denied by {}{}", approval.tool, approval.decided_by, reason_suffix(&approval.reason)),
+            "do not retry this call unchanged; ask the approver what to change".to_owned(),
+        ),
+        _ => (
+            format!("{} was not approved in time ({}){}", approval.tool, approval.decided_by, reason_suffix(&approval.reason)),
+            format!("call it again and have someone run `conductorctl approve <id>` before the gate's time-out (gate {})", approval.gate),
+        ),
+    };
+    Violation {
+        rule_id: approval.gate.clone(),
+        rule_kind: RuleKind::Approval,
+        tool: approval.tool.clone(),
+        message,
+        unblock_hint: hint,
+        required_tools: Vec::new(),
+        retry_after_ms: None,
+    }
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+}

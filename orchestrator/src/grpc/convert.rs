@@ -1,0 +1,276 @@
+//! Domain values to generated protobuf types (and the few the other way). The only place that knows both.
+
+use crate::approval::Approval;
+use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, DecisionKind, Outcome};
+use crate::config::Template;
+use crate::downstream::ToolInfo;
+use crate::gateway::{StatusSnapshot, WorkflowView};
+use crate::policy::Violation;
+use crate::report::{ComplianceReport, VerifyOutcome};
+use crate::workflow::{CallEntry, CallStatus, WorkflowState};
+use conductor_proto::v1 as pb;
+
+pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
+    pb::ToolDescriptor { name: info.name, description: info.description, input_schema_json: info.input_schema.to_string(), server: info.server }
+}
+
+pub fn template(template: &Template) -> pb::TemplateInfo {
+    pb::TemplateInfo {
+        name: template.name.clone(),
+        description: template.description.clone(),
+        steps: template
+            .steps
+            .iter()
+            .map(|s| pb::TemplateStep {
+                name: s.name.clone(),
+                tool: s.tool.to_string(),
+                arguments_template_json: s.arguments.to_string(),
+                requires_approval: s.gate.is_some(),
+            })
+            .collect(),
+    }
+}
+
+pub fn violation(v: &Violation) -> pb::Violation {
+    pb::Violation {
+        rule_id: v.rule_id.clone(),
+        rule_kind: v.rule_kind.as_str().to_owned(),
+        tool: v.tool.clone(),
+        message: v.message.clone(),
+        unblock_hint: v.unblock_hint.clone(),
+        required_tools: v.required_tools.clone(),
+        retry_after_ms: v.retry_after_ms.unwrap_or(0),
+    }
+}
+
+fn decision_kind(kind: DecisionKind) -> pb::DecisionKind {
+    match kind {
+        DecisionKind::Allow => pb::DecisionKind::Allow,
+        DecisionKind::Deny => pb::DecisionKind::Deny,
+        DecisionKind::NeedsApproval => pb::DecisionKind::NeedsApproval,
+    }
+}
+
+pub fn decision(kind: DecisionKind, violations: &[Violation], approval: Option<&Approval>) -> pb::Decision {
+    pb::Decision {
+        kind: decision_kind(kind) as i32,
+        violations: violations.iter().map(violation).collect(),
+        gate: approval.map(|a| a.gate.clone()).unwrap_or_default(),
+        approval_id: approval.map(|a| a.id.clone()).unwrap_or_default(),
+    }
+}
+
+/// Decodes the `Decision` a denial carries in its status details (for clients of this crate).
+pub fn decision_of(status: &tonic::Status) -> Option<pb::Decision> {
+    use prost::Message;
+    pb::Decision::decode(status.details()).ok().filter(|d| d.kind != 0)
+}
+
+pub fn decision_filter(kind: i32) -> Option<DecisionKind> {
+    match pb::DecisionKind::try_from(kind).ok()? {
+        pb::DecisionKind::Allow => Some(DecisionKind::Allow),
+        pb::DecisionKind::Deny => Some(DecisionKind::Deny),
+        pb::DecisionKind::NeedsApproval => Some(DecisionKind::NeedsApproval),
+        pb::DecisionKind::Unspecified => None,
+    }
+}
+
+fn workflow_state(state: WorkflowState) -> pb::WorkflowState {
+    match state {
+        WorkflowState::Running => pb::WorkflowState::Running,
+        WorkflowState::WaitingApproval => pb::WorkflowState::WaitingApproval,
+        WorkflowState::Completed => pb::WorkflowState::Completed,
+        WorkflowState::Failed => pb::WorkflowState::Failed,
+        WorkflowState::Cancelled => pb::WorkflowState::Cancelled,
+    }
+}
+
+fn outcome(outcome: Outcome) -> pb::CallOutcome {
+    match outcome {
+        Outcome::Succeeded => pb::CallOutcome::Succeeded,
+        Outcome::Failed | Outcome::Unavailable => pb::CallOutcome::Failed,
+        Outcome::Interrupted => pb::CallOutcome::Interrupted,
+    }
+}
+
+fn call(entry: &CallEntry) -> pb::CallRecord {
+    let (call_outcome, decision, error) = match &entry.status {
+        CallStatus::WaitingApproval { .. } => (pb::CallOutcome::WaitingApproval, decision(DecisionKind::NeedsApproval, &[], None), String::new()),
+        CallStatus::Running => (pb::CallOutcome::Running, decision(DecisionKind::Allow, &[], None), String::new()),
+        CallStatus::Finished { outcome: o, error } => (outcome(*o), decision(DecisionKind::Allow, &[], None), error.clone().unwrap_or_default()),
+        CallStatus::Denied { violations } => (pb::CallOutcome::Denied, decision(DecisionKind::Deny, violations, None), String::new()),
+    };
+    let mut decision = decision;
+    decision.gate = entry.gate.clone().unwrap_or_default();
+    decision.approval_id = entry.approval_id.clone().unwrap_or_default();
+    pb::CallRecord {
+        call_id: entry.call_id.to_string(),
+        tool: entry.tool.to_string(),
+        step: entry.step.clone().unwrap_or_default(),
+        outcome: call_outcome as i32,
+        decision: Some(decision),
+        duration_us: entry.duration_us,
+        started_at_ms: entry.started_at_ms,
+        error_message: error,
+        approval_id: entry.approval_id.clone().unwrap_or_default(),
+    }
+}
+
+pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
+    pb::WorkflowInfo {
+        id: view.id.clone(),
+        template: view.template.clone().unwrap_or_default(),
+        state: workflow_state(view.state) as i32,
+        steps_done: u32::try_from(view.steps_done).unwrap_or(u32::MAX),
+        steps_total: u32::try_from(view.steps_total).unwrap_or(u32::MAX),
+        next_step: view.next_step.clone().unwrap_or_default(),
+        started_at_ms: view.started_at_ms,
+        finished_at_ms: view.finished_at_ms.unwrap_or(0),
+        duration_ms: view.duration_ms,
+        caller: view.caller.clone(),
+        error: view.error.clone().unwrap_or_default(),
+        history: view.calls.as_deref().unwrap_or_default().iter().map(call).collect(),
+        outputs_json: view.outputs.as_ref().map(|o| serde_json::Value::Object(o.clone()).to_string()).unwrap_or_default(),
+        config_version: view.config_version.clone(),
+        violations: view.violations,
+    }
+}
+
+fn approval_state(verdict: Option<ApprovalVerdict>) -> pb::ApprovalState {
+    verdict.map_or(pb::ApprovalState::Pending, ApprovalVerdict::state)
+}
+
+pub fn approval(a: &Approval) -> pb::ApprovalInfo {
+    pb::ApprovalInfo {
+        id: a.id.clone(),
+        workflow_id: a.workflow_id.clone(),
+        tool: a.tool.clone(),
+        step: a.step.clone().unwrap_or_default(),
+        gate: a.gate.clone(),
+        arguments_json: a.arguments.to_string(),
+        arguments_digest: a.arguments_digest.clone(),
+        config_version: a.config_version.clone(),
+        requested_by: a.requested_by.clone(),
+        requested_at_ms: a.requested_at_ms,
+        expires_at_ms: a.expires_at_ms,
+        state: approval_state(a.verdict) as i32,
+        decided_by: a.decided_by.clone(),
+        reason: a.reason.clone(),
+        decided_at_ms: a.decided_at_ms,
+    }
+}
+
+pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
+    pb::StatusResponse {
+        active_workflows: s.active_workflows,
+        completed_today: s.completed_today,
+        failed_today: s.failed_today,
+        policy_violations: s.policy_violations,
+        pending_approvals: s.pending_approvals,
+        workflows: s.workflows.iter().map(workflow).collect(),
+        tools: s
+            .tools
+            .iter()
+            .map(|(name, t)| pb::ToolMetrics {
+                tool: name.clone(),
+                calls: t.calls,
+                successes: t.successes,
+                failures: t.failures,
+                denials: t.denials,
+                success_rate: t.success_rate(),
+                p50_us: t.percentile_us(0.5),
+                p95_us: t.percentile_us(0.95),
+                p99_us: t.percentile_us(0.99),
+            })
+            .collect(),
+        rules: s.rules.iter().map(|(id, r)| pb::RuleViolations { rule_id: id.clone(), rule_kind: r.kind.clone(), violations: r.violations }).collect(),
+        last_seq: s.last_seq,
+        config_version: s.config_version.clone(),
+        server_time_ms: s.now_ms,
+    }
+}
+
+pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
+    let mut e = pb::AuditEvent {
+        seq: record.seq,
+        timestamp_ms: record.ts_ms,
+        kind: record.event.kind().to_owned(),
+        workflow_id: record.event.workflow_id().unwrap_or_default().to_owned(),
+        tool: record.event.tool().unwrap_or_default().to_owned(),
+        raw_json: serde_json::to_string(record).unwrap_or_default(),
+        ..Default::default()
+    };
+    match &record.event {
+        AuditEvent::ConfigLoaded { config_version, .. } => e.config_version = config_version.clone(),
+        AuditEvent::WorkflowStarted { template, caller, config_version, .. } => {
+            e.template = template.clone().unwrap_or_default();
+            e.caller = caller.clone();
+            e.config_version = config_version.clone();
+        }
+        AuditEvent::CallDecided { call_id, step, caller, decision: kind, violations, gate, config_version, .. } => {
+            e.call_id = call_id.clone();
+            e.step = step.clone().unwrap_or_default();
+            e.caller = caller.clone();
+            e.config_version = config_version.clone();
+            let mut d = decision(*kind, violations, None);
+            d.gate = gate.clone().unwrap_or_default();
+            e.decision = Some(d);
+        }
+        AuditEvent::ApprovalRequested { call_id, approval_id, gate, .. } => {
+            e.call_id = call_id.clone();
+            e.approval_id = approval_id.clone();
+            e.decision = Some(pb::Decision { kind: pb::DecisionKind::NeedsApproval as i32, gate: gate.clone(), approval_id: approval_id.clone(), violations: Vec::new() });
+        }
+        AuditEvent::ApprovalDecided { call_id, approval_id, verdict, approver, reason, .. } => {
+            e.call_id = call_id.clone();
+            e.approval_id = approval_id.clone();
+            e.approver = approver.clone();
+            e.reason = reason.clone();
+            let kind = if *verdict == ApprovalVerdict::Approved { pb::DecisionKind::Allow } else { pb::DecisionKind::Deny };
+            e.decision = Some(pb::Decision { kind: kind as i32, approval_id: approval_id.clone(), ..Default::default() });
+        }
+        AuditEvent::CallStarted { call_id, .. } => e.call_id = call_id.clone(),
+        AuditEvent::CallFinished { call_id, outcome: o, duration_us, error, .. } => {
+            e.call_id = call_id.clone();
+            e.outcome = outcome(*o) as i32;
+            e.duration_us = *duration_us;
+            e.reason = error.clone().unwrap_or_default();
+        }
+        AuditEvent::WorkflowFinished { state, error, duration_ms, .. } => {
+            e.reason = error.clone().unwrap_or_default();
+            e.duration_us = duration_ms.saturating_mul(1000);
+            e.outcome = match state {
+                crate::audit::WorkflowEnd::Completed => pb::CallOutcome::Succeeded,
+                crate::audit::WorkflowEnd::Failed => pb::CallOutcome::Failed,
+                crate::audit::WorkflowEnd::Cancelled => pb::CallOutcome::Interrupted,
+            } as i32;
+        }
+        AuditEvent::ControlRefused { reason, caller, .. } => {
+            e.reason = reason.clone();
+            e.caller = caller.clone();
+        }
+    }
+    e
+}
+
+pub fn verify_report(v: &VerifyOutcome) -> pb::VerifyAuditResponse {
+    pb::VerifyAuditResponse {
+        ok: v.ok,
+        records: v.records,
+        first_bad_seq: v.first_bad_seq.unwrap_or(0),
+        file: v.file.clone().unwrap_or_default(),
+        line: v.line.unwrap_or(0),
+        message: v.message.clone(),
+    }
+}
+
+pub fn compliance(r: &ComplianceReport) -> pb::ComplianceReportResponse {
+    pb::ComplianceReportResponse {
+        compliant: r.compliant,
+        findings: r.findings.clone(),
+        calls: r.calls.iter().map(audit_event).collect(),
+        violations: r.violations.iter().map(audit_event).collect(),
+        approvals: r.approvals.iter().map(approval).collect(),
+        report_json: r.to_json().to_string(),
+    }
+}

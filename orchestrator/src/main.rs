@@ -1,0 +1,109 @@
+//! The `orchestrator` daemon: parses flags, loads the configuration, binds the listeners, serves.
+
+use anyhow::Context;
+use clap::Parser;
+use conductor_audit::AuditOptions;
+use conductor_orchestrator::config::Config;
+use conductor_orchestrator::{Gateway, GatewayOptions, Listeners, mcp, serve};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+/// Conductorio's orchestrator: policy-checked, audited tool calls for AI agents.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = "Examples:\n  orchestrator --config config/config.json --listen 127.0.0.1:50051 --http 127.0.0.1:8080\n  orchestrator --stdio --config config/config.json   (MCP over stdin/stdout, for desktop AI applications)")]
+struct Args {
+    /// The configuration file (servers, rules, templates).
+    #[arg(long, default_value = "config/config.json", env = "CONDUCTOR_CONFIG")]
+    config: PathBuf,
+    /// gRPC address of the Orchestrator service (default: the configuration's listen.grpc, else 127.0.0.1:50051).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// HTTP address for /metrics and /mcp (default: the configuration's listen.http, else 127.0.0.1:8080).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// The audit log directory (default: the configuration's audit.dir, else audit_logs).
+    #[arg(long)]
+    audit_dir: Option<PathBuf>,
+    /// Start even if the audit chain is broken: the damaged part is moved aside and the valid prefix kept.
+    #[arg(long)]
+    audit_recover: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Serve MCP over stdin/stdout (what desktop AI applications launch), besides gRPC and HTTP; logs go
+    /// to stderr. Stops when the client closes stdin.
+    #[arg(long)]
+    stdio: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let config = Config::load(&args.config).with_context(|| format!("configuration {}", args.config.display()))?;
+    if args.check {
+        println!("{}: valid (version {})", args.config.display(), config.version);
+        return Ok(());
+    }
+    let grpc_addr = args.listen.or(config.listen.grpc).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let http_addr = args.http.or(config.listen.http).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let audit_dir = args.audit_dir.or_else(|| config.audit.dir.clone()).unwrap_or_else(|| PathBuf::from("audit_logs"));
+    let audit = AuditOptions { dir: audit_dir.clone(), max_file_bytes: config.audit.max_file_bytes, recover: args.audit_recover, ..AuditOptions::default() };
+    let grpc = TcpListener::bind(grpc_addr).await.with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
+    let http = TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let gateway = Gateway::start(GatewayOptions { config, config_path: Some(args.config.clone()), audit })
+        .await
+        .with_context(|| format!("cannot start with the audit log in {}", audit_dir.display()))?;
+    tracing::info!("listening on {} (gRPC) and {} (HTTP: /metrics, /mcp)", grpc.local_addr()?, http.local_addr()?);
+    if args.stdio {
+        tracing::info!("serving MCP on stdin/stdout");
+        let (closed, stdio_closed) = tokio::sync::oneshot::channel::<()>();
+        let (stopping, stop_stdio) = tokio::sync::oneshot::channel::<()>();
+        let session = gateway.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mcp::serve_stdio(session, async move { let _ = stop_stdio.await; }).await {
+                tracing::error!(error = %e, "the MCP stdio session failed");
+            }
+            tracing::info!("the MCP client closed stdin: stopping");
+            let _ = closed.send(());
+        });
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                _ = stdio_closed => {}
+            }
+            let _ = stopping.send(());
+        };
+        serve(gateway, Listeners { grpc, http: Some(http) }, shutdown).await?;
+    } else {
+        serve(gateway, Listeners { grpc, http: Some(http) }, shutdown_signal()).await?;
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: stopping"),
+        () = term => tracing::info!("SIGTERM: stopping"),
+    }
+}

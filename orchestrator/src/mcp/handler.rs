@@ -1,0 +1,167 @@
+//! The MCP `ServerHandler`: `tools/list` from the gateway's catalogue, `tools/call` through the one call
+//! path ([`Gateway::call`]), and the `conductor_start_workflow` tool that (re)binds the session.
+//!
+//! It never decides anything itself: policies, audit and metrics all happen in the gateway. It only
+//! translates, and keeps which workflow this MCP session is.
+
+use super::reply;
+use super::waiting::ApprovalProgress;
+use crate::error::Error;
+use crate::gateway::{CallSpec, Gateway};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// The tool that starts a new workflow for the session, ad hoc or from a template.
+pub const START_WORKFLOW_TOOL: &str = "conductor_start_workflow";
+/// `_meta` key (in results, and accepted in requests) naming the workflow a call belongs to.
+pub const WORKFLOW_META_KEY: &str = "io.conductorio/workflowId";
+/// HTTP header naming the workflow a request belongs to (for clients without sessions).
+pub const WORKFLOW_HEADER: &str = "x-conductor-workflow";
+
+/// Where the handler is served, for the caller name recorded with each workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    Http,
+    Stdio,
+}
+
+/// One MCP session's handler. Streamable HTTP builds one per session (and one per request in the
+/// session-free 2026-07-28 era); stdio has exactly one.
+#[derive(Clone)]
+pub struct ConductorMcp {
+    gateway: Gateway,
+    front: Front,
+    /// The workflow of this session, started lazily at the first `tools/call`. An async mutex, so two
+    /// concurrent first calls start one workflow, not two.
+    workflow: Arc<tokio::sync::Mutex<Option<String>>>,
+}
+
+impl ConductorMcp {
+    pub fn new(gateway: Gateway, front: Front) -> Self {
+        ConductorMcp { gateway, front, workflow: Arc::default() }
+    }
+
+    /// Who is calling: the client's name and the transport session, recorded with the workflow.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> String {
+        let client = context.client_info().map_or_else(|| "unknown-client".to_owned(), |info| info.name);
+        let session = match self.front {
+            Front::Stdio => "stdio".to_owned(),
+            Front::Http => request_header(context, "mcp-session-id").map_or_else(|| "http".to_owned(), |id| format!("http session {id}")),
+        };
+        format!("mcp:{client} ({session})")
+    }
+
+    /// The workflow a call belongs to: named by the request (`_meta` or header), else the session's,
+    /// started now if this is the session's first call.
+    async fn workflow_for(&self, context: &RequestContext<RoleServer>) -> Result<String, Error> {
+        let named = context
+            .meta
+            .0
+            .get(WORKFLOW_META_KEY)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| request_header(context, WORKFLOW_HEADER));
+        if let Some(id) = named {
+            self.gateway.workflow(&id, false)?;
+            return Ok(id);
+        }
+        let mut bound = self.workflow.lock().await;
+        if let Some(id) = bound.as_ref() {
+            return Ok(id.clone());
+        }
+        let view = self.gateway.start_workflow(None, Value::Null, &self.caller(context)).await?;
+        tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
+        *bound = Some(view.id.clone());
+        Ok(view.id)
+    }
+
+    /// `conductor_start_workflow`: starts a workflow (from `template`, with `input`) and binds the
+    /// session to it; later calls of this session belong to it.
+    async fn start_workflow(&self, arguments: Option<Map<String, Value>>, context: &RequestContext<RoleServer>) -> Result<CallToolResult, Error> {
+        let arguments = arguments.unwrap_or_default();
+        let template = match arguments.get("template") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name.as_str()),
+            Some(other) => return Err(Error::InvalidArgument(format!("template must be a template name (a string), not {other}"))),
+        };
+        let input = arguments.get("input").cloned().unwrap_or(Value::Null);
+        let view = self.gateway.start_workflow(template, input, &self.caller(context)).await?;
+        *self.workflow.lock().await = Some(view.id.clone());
+        let summary = json!({ "workflow_id": view.id, "template": view.template, "steps_total": view.steps_total, "next_step": view.next_step });
+        let text = match &view.template {
+            Some(name) => format!("This session now runs workflow {} of template {name}; the next step is {}.", view.id, view.next_step.as_deref().unwrap_or("none")),
+            None => format!("This session now runs the new ad-hoc workflow {}.", view.id),
+        };
+        Ok(reply::with_workflow(CallToolResult::structured(summary), &view.id, Some(text)))
+    }
+
+    async fn call(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResult, Error> {
+        if request.name == START_WORKFLOW_TOOL {
+            return self.start_workflow(request.arguments, &context).await;
+        }
+        let workflow_id = self.workflow_for(&context).await?;
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let spec = CallSpec { workflow_id: workflow_id.clone(), tool: request.name.to_string(), arguments, caller: self.caller(&context), step: None };
+        let progress = context.meta.get_progress_token().map(|token| ApprovalProgress::new(&self.gateway, &spec, token, context.peer.clone()));
+        let call = self.gateway.call(spec);
+        let report = match progress {
+            Some(progress) => progress.run_while(call).await?,
+            None => call.await?,
+        };
+        Ok(reply::report(report, &workflow_id))
+    }
+}
+
+impl ServerHandler for ConductorMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_instructions(format!(
+                "Conductorio forwards these tools under workflow policies. Your session is one workflow: a call that is out of order is refused with the rule and what to call first; a call that needs a person's approval waits for it. To run a named template, call {START_WORKFLOW_TOOL} first."
+            ));
+        info.server_info = Implementation::new("conductorio", env!("CARGO_PKG_VERSION"));
+        info
+    }
+
+    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        let mut tools: Vec<Tool> = self.gateway.tools().await.into_iter().map(reply::tool).collect();
+        tools.push(start_workflow_tool());
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        match self.call(request, context).await {
+            Ok(result) => Ok(result.into()),
+            Err(error) => reply::error(&tool, error).map(Into::into),
+        }
+    }
+}
+
+fn start_workflow_tool() -> Tool {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "template": { "type": "string", "description": "A template name from the orchestrator's configuration; omit for a new ad-hoc workflow." },
+            "input": { "type": "object", "description": "The template's input (its ${input.x} values)." }
+        },
+        "additionalProperties": false
+    });
+    let Value::Object(schema) = schema else { unreachable!("a JSON object literal") };
+    Tool::new(
+        START_WORKFLOW_TOOL,
+        "Start a new workflow for this session (ad hoc, or from a named template) and make later calls belong to it. Calls are checked against the workflow's history, so a new workflow starts with a clean history.",
+        Arc::new(schema),
+    )
+}
+
+/// A header of the HTTP request that carried this MCP request (none over stdio).
+fn request_header(context: &RequestContext<RoleServer>, name: &str) -> Option<String> {
+    let parts = context.extensions.get::<axum::http::request::Parts>()?;
+    parts.headers.get(name)?.to_str().ok().map(str::to_owned)
+}

@@ -1,0 +1,122 @@
+//! The MCP front: Conductorio as an MCP server to AI applications, over Streamable HTTP at `/mcp` and
+//! over stdio (`orchestrator --stdio`), with the official Rust SDK (`rmcp`). It translates MCP to the
+//! gateway's one call path and back; it never decides or records anything itself.
+//!
+//! # Sessions and workflows
+//! Each MCP session is one workflow. The workflow starts, ad hoc, at the session's first `tools/call`
+//! (its caller is `mcp:<clientInfo.name> (<transport session>)`), so policies such as "process_data
+//! after validate_data" hold across the session's calls.
+//!
+//! - **Binding to a template.** Call the tool `conductor_start_workflow` with `{"template": NAME,
+//!   "input": {...}}`: it starts a workflow of that template and later calls of the session belong to
+//!   it. Without `template` it starts a fresh ad-hoc workflow (a clean history). This works the same
+//!   over HTTP and stdio, in every protocol era, and needs no client support beyond calling a tool.
+//! - **Naming a workflow explicitly.** Every tool result carries the workflow id in
+//!   `_meta["io.conductorio/workflowId"]`. A request may name a workflow with the same `_meta` key, or
+//!   with the HTTP header `X-Conductor-Workflow`; this is how clients of the session-free 2026-07-28
+//!   era (where every HTTP request is on its own) keep their calls in one workflow. Without it, such a
+//!   request starts a new ad-hoc workflow.
+//!
+//! # Results
+//! A refused call is a tool result with `isError: true`: its text names every blocking rule (id, kind,
+//! message) and what to do first; `structuredContent` holds the violations. A tool's own failure is
+//! `isError: true` with its code, message and details. A call at an approval gate waits; when the
+//! request carries a `progressToken`, progress notifications give the approval id and the command
+//! (`conductorctl approve <id>`) until a person decides, then the call returns.
+//!
+//! # Protocol eras
+//! Both eras `rmcp` 3.11 serves: the `initialize` handshake (2024-11-05 … 2025-11-25; HTTP sessions
+//! with `Mcp-Session-Id`) and the handshake-free 2026-07-28 era (`server/discover`, per-request
+//! `_meta`).
+//!
+//! # HTTP security
+//! `Host` must be loopback or listed in `mcp.allowed_hosts` (DNS rebinding); a request with an `Origin`
+//! that is neither loopback nor listed in `mcp.allowed_origins` gets 403 with the fix in the body.
+//!
+//! # Desktop clients (stdio)
+//! A desktop MCP client starts the orchestrator itself and talks over its stdin/stdout; logs go to
+//! stderr. It still serves gRPC (for `conductorctl approve`) and HTTP on the configured addresses, so
+//! give it its own addresses and audit directory when an orchestrator daemon also runs:
+//!
+//! ```json
+//! {
+//!   "mcpServers": {
+//!     "conductorio": {
+//!       "command": "/path/to/target/debug/orchestrator",
+//!       "args": ["--stdio", "--config", "/path/to/config/config.json",
+//!                "--listen", "127.0.0.1:50151", "--http", "127.0.0.1:8181",
+//!                "--audit-dir", "/path/to/audit_logs_desktop"]
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! Clients that speak Streamable HTTP use `{"url": "http://127.0.0.1:8080/mcp"}` against the daemon.
+
+mod handler;
+mod origin;
+mod reply;
+mod waiting;
+
+pub use handler::{ConductorMcp, Front, START_WORKFLOW_TOOL, WORKFLOW_HEADER, WORKFLOW_META_KEY};
+pub use origin::origin_allowed;
+pub use reply::denial_text;
+
+use crate::error::Error;
+use crate::gateway::Gateway;
+use axum::Router;
+use rmcp::ErrorData;
+use rmcp::ServiceExt;
+use rmcp::model::ErrorCode;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use std::future::Future;
+use std::sync::Arc;
+
+/// `/mcp`: the Streamable HTTP service, behind the `Origin` check. Each MCP session gets its own
+/// handler, hence its own workflow.
+pub fn router(gateway: Gateway) -> Router {
+    let config = gateway.config();
+    let hosts = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(config.mcp.allowed_hosts.iter().cloned());
+    let settings = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    let sessions = gateway.clone();
+    let service = StreamableHttpService::new(move || Ok(ConductorMcp::new(sessions.clone(), Front::Http)), Arc::new(LocalSessionManager::default()), settings);
+    Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(gateway, origin::check_origin))
+}
+
+/// Serves one MCP session over stdin/stdout until the client closes it or `shutdown` resolves.
+pub async fn serve_stdio(gateway: Gateway, shutdown: impl Future<Output = ()>) -> Result<(), std::io::Error> {
+    let handler = ConductorMcp::new(gateway, Front::Stdio);
+    tokio::pin!(shutdown);
+    let running = tokio::select! {
+        running = handler.serve(rmcp::transport::stdio()) => running.map_err(std::io::Error::other)?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let stop = running.cancellation_token();
+    let ended = running.waiting();
+    tokio::pin!(ended);
+    tokio::select! {
+        ended = &mut ended => {
+            ended.map_err(std::io::Error::other)?;
+        }
+        () = &mut shutdown => {
+            stop.cancel();
+            let _ = ended.await;
+        }
+    }
+    Ok(())
+}
+
+/// The one mapping from the orchestrator's errors to MCP protocol errors (JSON-RPC codes). Most call
+/// errors reach the model as tool results instead (see `reply::error`).
+impl From<Error> for ErrorData {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::UnknownTool { .. } | Error::UnknownTemplate { .. } | Error::InvalidArgument(_) | Error::Config(_) => ErrorCode::INVALID_PARAMS,
+            Error::WorkflowNotFound(_) | Error::ApprovalNotFound(_) => ErrorCode::RESOURCE_NOT_FOUND,
+            Error::WorkflowFinished { .. } | Error::ApprovalDecided { .. } | Error::Unauthenticated(_) | Error::PermissionDenied(_) => ErrorCode::INVALID_REQUEST,
+            Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::Downstream { .. } | Error::Audit(_) | Error::ShuttingDown => ErrorCode::INTERNAL_ERROR,
+        };
+        ErrorData::new(code, error.to_string(), None)
+    }
+}

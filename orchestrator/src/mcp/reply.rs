@@ -1,0 +1,126 @@
+//! Turning the gateway's answers into MCP results: what a model reads when a call succeeds, fails, or is
+//! refused. A refusal is a tool result with `isError: true` (not a protocol error), because MCP clients
+//! show tool results to the model and hide protocol errors: the model must read which rule blocked it
+//! and what to do first.
+
+use super::handler::WORKFLOW_META_KEY;
+use crate::downstream::{ToolFailure, ToolInfo};
+use crate::error::Error;
+use crate::gateway::{CallReport, CallResult};
+use crate::policy::Violation;
+use rmcp::ErrorData;
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject, Tool};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// A downstream tool as MCP lists it.
+pub fn tool(info: ToolInfo) -> Tool {
+    let schema = match info.input_schema {
+        Value::Object(map) => map,
+        _ => serde_json::Map::from_iter([("type".to_owned(), Value::String("object".into()))]),
+    };
+    let description = if info.description.is_empty() { format!("{} (server {})", info.name, info.server) } else { info.description };
+    Tool::new(info.name, description, Arc::new(schema))
+}
+
+/// The result of a call that went through the gateway.
+pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
+    let approval = report.approval.as_ref().map(|a| {
+        json!({ "id": a.id, "verdict": a.verdict, "decided_by": a.decided_by, "reason": a.reason })
+    });
+    let result = match report.result {
+        CallResult::Succeeded(value) => succeeded(value),
+        CallResult::Failed(failure) => failed(&report.tool, &failure),
+        CallResult::Denied(violations) => denied(&report.tool, &violations, workflow_id),
+    };
+    let mut result = with_workflow(result, workflow_id, None);
+    if let (Some(approval), Some(meta)) = (approval, result.meta.as_mut()) {
+        meta.0.insert("io.conductorio/approval".to_owned(), approval);
+    }
+    result
+}
+
+fn succeeded(value: Value) -> CallToolResult {
+    match value {
+        // MCP's structuredContent is an object; anything else travels as JSON text.
+        Value::Object(_) => CallToolResult::structured(value),
+        Value::String(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+        other => CallToolResult::success(vec![ContentBlock::text(other.to_string())]),
+    }
+}
+
+fn failed(tool: &str, failure: &ToolFailure) -> CallToolResult {
+    let mut text = format!("{tool} failed: {}: {}", failure.code, failure.message);
+    if let Some(details) = &failure.details {
+        let _ = write!(text, "\ndetails: {details}");
+    }
+    let mut result = CallToolResult::structured_error(json!({ "code": failure.code, "message": failure.message, "details": failure.details }));
+    result.content = vec![ContentBlock::text(text)];
+    result
+}
+
+/// The text a model reads when a policy refused its call: every blocking rule, and what to do first.
+pub fn denial_text(tool: &str, violations: &[Violation], workflow_id: &str) -> String {
+    let mut text = format!("Conductorio refused {tool} (workflow {workflow_id}); it did not run. Blocked by:");
+    for v in violations {
+        let _ = write!(text, "\n- rule {} ({}): {}", v.rule_id, v.rule_kind.as_str(), v.message);
+        if !v.unblock_hint.is_empty() {
+            let _ = write!(text, "\n  What to do first: {}", v.unblock_hint);
+        }
+        if !v.required_tools.is_empty() {
+            let _ = write!(text, "\n  Call first: {}", v.required_tools.join(", "));
+        }
+    }
+    text
+}
+
+fn denied(tool: &str, violations: &[Violation], workflow_id: &str) -> CallToolResult {
+    let mut result = CallToolResult::structured_error(json!({ "denied": true, "tool": tool, "violations": violations }));
+    result.content = vec![ContentBlock::text(denial_text(tool, violations, workflow_id))];
+    result
+}
+
+/// Adds the workflow id to a result's `_meta` (and optionally a first text block), so a client without a
+/// session can name the workflow in its next request.
+pub fn with_workflow(mut result: CallToolResult, workflow_id: &str, text: Option<String>) -> CallToolResult {
+    let mut meta = result.meta.take().unwrap_or_else(MetaObject::new);
+    meta.0.insert(WORKFLOW_META_KEY.to_owned(), Value::String(workflow_id.to_owned()));
+    result.meta = Some(meta);
+    if let Some(text) = text {
+        result.content.insert(0, ContentBlock::text(text));
+    }
+    result
+}
+
+/// A call the gateway could not run. Problems the model can act on (a server down, a time-out, bad
+/// arguments, a finished workflow) are tool errors it reads; an unknown tool or an orchestrator that
+/// cannot serve at all are protocol errors.
+pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
+    match error {
+        Error::UnknownTool { .. } | Error::Audit(_) | Error::ShuttingDown => Err(error.into()),
+        other => {
+            let mut result = CallToolResult::structured_error(json!({ "code": code(&other), "message": other.to_string() }));
+            result.content = vec![ContentBlock::text(format!("{tool} could not run: {other}"))];
+            Ok(result)
+        }
+    }
+}
+
+/// A short, stable code for a call error, for programs reading `structuredContent`.
+fn code(error: &Error) -> &'static str {
+    match error {
+        Error::WorkflowNotFound(_) => "workflow_not_found",
+        Error::WorkflowFinished { .. } => "workflow_finished",
+        Error::UnknownTool { .. } => "unknown_tool",
+        Error::UnknownTemplate { .. } => "unknown_template",
+        Error::InvalidArgument(_) | Error::Config(_) => "invalid_argument",
+        Error::Unavailable { .. } => "unavailable",
+        Error::DeadlineExceeded { .. } => "deadline_exceeded",
+        Error::Downstream { .. } => "downstream_error",
+        Error::ApprovalNotFound(_) | Error::ApprovalDecided { .. } => "approval",
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) => "permission_denied",
+        Error::Audit(_) => "audit",
+        Error::ShuttingDown => "shutting_down",
+    }
+}

@@ -1,0 +1,124 @@
+//! Progress notifications while a call waits at an approval gate: the client learns the approval id and
+//! the exact command that releases it, and hears a heartbeat until a person decides.
+//!
+//! Event-driven: it follows the audit log's live broadcast for the call's `approval_requested` record
+//! (subscribed before the call starts, so it cannot be missed). It never touches the call itself.
+
+use crate::approval;
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::error::Error;
+use crate::gateway::{CallReport, CallSpec, Gateway, now_ms};
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::{Peer, RoleServer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// How often a waiting call reminds the client that it is still waiting.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Reports a call's wait for approval to the MCP client that asked for progress.
+pub struct ApprovalProgress {
+    gateway: Gateway,
+    live: broadcast::Receiver<Arc<AuditRecord>>,
+    workflow_id: String,
+    tool: String,
+    digest: String,
+    token: ProgressToken,
+    peer: Peer<RoleServer>,
+    sent: u32,
+}
+
+/// The approval a call waits for.
+struct Waiting {
+    id: String,
+    expires_at_ms: i64,
+}
+
+impl ApprovalProgress {
+    pub fn new(gateway: &Gateway, spec: &CallSpec, token: ProgressToken, peer: Peer<RoleServer>) -> Self {
+        ApprovalProgress {
+            gateway: gateway.clone(),
+            live: gateway.audit().subscribe(),
+            workflow_id: spec.workflow_id.clone(),
+            tool: spec.tool.clone(),
+            digest: approval::digest(&spec.arguments),
+            token,
+            peer,
+            sent: 0,
+        }
+    }
+
+    /// Drives `call` to its end, sending progress while it waits for an approval.
+    pub async fn run_while(mut self, call: impl Future<Output = Result<CallReport, Error>>) -> Result<CallReport, Error> {
+        tokio::pin!(call);
+        let mut waiting: Option<Waiting> = None;
+        let mut listening = true;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.reset();
+        loop {
+            tokio::select! {
+                result = &mut call => return result,
+                record = self.live.recv(), if listening && waiting.is_none() => {
+                    let found = match record {
+                        Ok(record) => self.matches(&record),
+                        Err(RecvError::Lagged(_)) => self.pending(),
+                        Err(RecvError::Closed) => {
+                            listening = false;
+                            None
+                        }
+                    };
+                    if let Some(found) = found {
+                        self.notify(&found, true).await;
+                        heartbeat.reset();
+                        waiting = Some(found);
+                    }
+                }
+                _ = heartbeat.tick(), if waiting.is_some() => {
+                    if let Some(found) = &waiting {
+                        self.notify(found, false).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn matches(&self, record: &AuditRecord) -> Option<Waiting> {
+        match &record.event {
+            AuditEvent::ApprovalRequested { workflow_id, tool, approval_id, arguments_digest, expires_at_ms, .. }
+                if *workflow_id == self.workflow_id && *tool == self.tool && *arguments_digest == self.digest =>
+            {
+                Some(Waiting { id: approval_id.clone(), expires_at_ms: *expires_at_ms })
+            }
+            _ => None,
+        }
+    }
+
+    /// After missing broadcast records: looks for the request among the pending approvals instead.
+    fn pending(&self) -> Option<Waiting> {
+        self.gateway
+            .pending_approvals()
+            .into_iter()
+            .find(|a| a.workflow_id == self.workflow_id && a.tool == self.tool && a.arguments_digest == self.digest)
+            .map(|a| Waiting { id: a.id, expires_at_ms: a.expires_at_ms })
+    }
+
+    async fn notify(&mut self, waiting: &Waiting, first: bool) {
+        self.sent += 1;
+        let left = Duration::from_secs(u64::try_from((waiting.expires_at_ms - now_ms()) / 1000).unwrap_or(0));
+        let message = format!(
+            "{} {} for approval {} (expires in {}). To approve: conductorctl approve {} — to deny: conductorctl deny {}",
+            self.tool,
+            if first { "is waiting" } else { "is still waiting" },
+            waiting.id,
+            humantime::format_duration(left),
+            waiting.id,
+            waiting.id
+        );
+        let params = ProgressNotificationParam::new(self.token.clone(), f64::from(self.sent)).with_message(message);
+        if let Err(e) = self.peer.notify_progress(params).await {
+            tracing::debug!(error = %e, "cannot send an MCP progress notification");
+        }
+    }
+}

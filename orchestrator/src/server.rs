@@ -1,0 +1,73 @@
+//! Serving the orchestrator: the gRPC listener (Orchestrator, health, reflection v1 and v1alpha) and the
+//! HTTP listener, until a shutdown signal; then in-flight calls finish and the audit log is flushed.
+
+use crate::downstream::MAX_MESSAGE_BYTES;
+use crate::gateway::Gateway;
+use crate::grpc::OrchestratorService;
+use conductor_proto::v1::orchestrator_server::OrchestratorServer;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// Bound listeners: `main` binds the configured addresses, tests bind port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` resolves, then drains: in-flight calls finish, the audit log is flushed.
+pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<OrchestratorServer<OrchestratorService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(conductor_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(conductor_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let service = OrchestratorServer::new(OrchestratorService::new(gateway.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc_stop = stop.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move { grpc_stop.cancelled().await });
+    let http = {
+        let stop = stop.clone();
+        let router = crate::http::router(gateway.clone());
+        async move {
+            match listeners.http {
+                Some(listener) => crate::http::serve(listener, router, async move { stop.cancelled().await }).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let (grpc, http) = tokio::join!(grpc, http);
+    gateway.begin_shutdown();
+    gateway.shutdown().await;
+    grpc?;
+    http?;
+    Ok(())
+}

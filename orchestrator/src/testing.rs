@@ -1,0 +1,63 @@
+//! Starting a real orchestrator in-process on loopback port 0, for integration tests of this and other
+//! crates (the CLI's, the benchmarks'). Not a fake: the same `serve` as the binary.
+
+use crate::config::Config;
+use crate::gateway::{Gateway, GatewayOptions};
+use crate::server::{Listeners, serve};
+use conductor_audit::AuditOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct RunningOrchestrator {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub gateway: Gateway,
+    pub audit_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningOrchestrator {
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stops it the way SIGTERM would: in-flight calls finish, the audit log is flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts an orchestrator with the configuration text `config_json` and its audit log in `audit_dir`.
+pub async fn spawn(config_json: &str, config_path: Option<&Path>, audit_dir: &Path) -> Result<RunningOrchestrator, crate::Error> {
+    let config = Config::from_slice(config_json.as_bytes())?;
+    let audit = AuditOptions { dir: audit_dir.to_path_buf(), ..AuditOptions::default() };
+    let gateway = Gateway::start(GatewayOptions { config, config_path: config_path.map(Path::to_path_buf), audit }).await?;
+    let grpc = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
+    let http = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
+    let grpc_addr = grpc.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let http_addr = http.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = gateway.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = serve(served, Listeners { grpc, http: Some(http) }, shutdown).await {
+            tracing::error!(error = %e, "orchestrator stopped with an error");
+        }
+    });
+    Ok(RunningOrchestrator { grpc_addr, http_addr, gateway, audit_dir: audit_dir.to_path_buf(), stop: Some(stop), task: Some(task) })
+}

@@ -1,0 +1,137 @@
+//! Workflows: one run of a template, or one ad-hoc session, with its history and progress.
+//!
+//! A workflow is plain data owned by the gateway's state; it is changed only inside the gateway's short
+//! critical sections and never awaits anything itself.
+
+use crate::audit::Outcome;
+use crate::config::{Config, Template};
+use crate::policy::{Name, Violation, WorkflowHistory};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowState {
+    Running,
+    WaitingApproval,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl WorkflowState {
+    pub fn is_finished(self) -> bool {
+        matches!(self, WorkflowState::Completed | WorkflowState::Failed | WorkflowState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::WaitingApproval => "waiting for approval",
+            WorkflowState::Completed => "completed",
+            WorkflowState::Failed => "failed",
+            WorkflowState::Cancelled => "been cancelled",
+        }
+    }
+}
+
+/// Where a call stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallStatus {
+    WaitingApproval { approval_id: String },
+    Running,
+    Finished { outcome: Outcome, error: Option<String> },
+    Denied { violations: Vec<Violation> },
+}
+
+#[derive(Debug, Clone)]
+pub struct CallEntry {
+    pub call_id: Name,
+    pub tool: Name,
+    pub step: Option<String>,
+    pub status: CallStatus,
+    pub started_at_ms: i64,
+    pub duration_us: u64,
+    pub approval_id: Option<String>,
+    pub gate: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Workflow {
+    pub id: Name,
+    pub template: Option<Arc<Template>>,
+    /// The configuration the workflow started under; it keeps it until it finishes.
+    pub config: Arc<Config>,
+    pub caller: String,
+    pub input: Value,
+    pub state: WorkflowState,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub history: WorkflowHistory,
+    pub calls: Vec<CallEntry>,
+    /// Outputs of finished template steps, by step name.
+    pub outputs: Map<String, Value>,
+    pub steps_done: usize,
+    pub error: Option<String>,
+    pub violations: u32,
+}
+
+impl Workflow {
+    pub fn new(id: Name, template: Option<Arc<Template>>, config: Arc<Config>, caller: String, input: Value, now_ms: i64) -> Self {
+        Workflow {
+            id,
+            template,
+            config,
+            caller,
+            input,
+            state: WorkflowState::Running,
+            started_at_ms: now_ms,
+            finished_at_ms: None,
+            history: WorkflowHistory::default(),
+            calls: Vec::new(),
+            outputs: Map::new(),
+            steps_done: 0,
+            error: None,
+            violations: 0,
+        }
+    }
+
+    pub fn steps_total(&self) -> usize {
+        self.template.as_ref().map_or(0, |t| t.steps.len())
+    }
+
+    /// The next template step's name, or the tools that would be allowed next in an ad-hoc workflow are
+    /// not guessed: ad-hoc workflows have no next step.
+    pub fn next_step(&self) -> Option<&str> {
+        if self.state.is_finished() {
+            return None;
+        }
+        let template = self.template.as_ref()?;
+        template.steps.get(self.steps_done).map(|s| s.name.as_str())
+    }
+
+    pub fn call_mut(&mut self, call_id: &str) -> Option<&mut CallEntry> {
+        self.calls.iter_mut().rev().find(|c| &*c.call_id == call_id)
+    }
+
+    pub fn waiting_calls(&self) -> usize {
+        self.calls.iter().filter(|c| matches!(c.status, CallStatus::WaitingApproval { .. })).count()
+    }
+
+    /// Running or waiting for approval, from the calls it has.
+    pub fn refresh_state(&mut self) {
+        if !self.state.is_finished() {
+            self.state = if self.waiting_calls() > 0 { WorkflowState::WaitingApproval } else { WorkflowState::Running };
+        }
+    }
+
+    pub fn finish(&mut self, state: WorkflowState, error: Option<String>, now_ms: i64) {
+        self.state = state;
+        self.error = error;
+        self.finished_at_ms = Some(now_ms);
+    }
+
+    pub fn duration_ms(&self, now_ms: i64) -> u64 {
+        let end = self.finished_at_ms.unwrap_or(now_ms);
+        u64::try_from(end - self.started_at_ms).unwrap_or(0)
+    }
+}

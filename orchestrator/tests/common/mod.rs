@@ -1,0 +1,157 @@
+//! Shared set-up of the orchestrator's integration tests: the five real tool servers and a real
+//! orchestrator, in-process on loopback port 0, talked to over real gRPC.
+#![allow(dead_code)]
+
+use conductor_orchestrator::audit::{AuditEvent, AuditRecord};
+use conductor_orchestrator::testing::{self, RunningOrchestrator};
+use conductor_proto::v1 as pb;
+use conductor_proto::v1::orchestrator_client::OrchestratorClient;
+use conductor_servers::ServerKind;
+use conductor_servers::testing::{ToolServers, spawn_all};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub type Client = OrchestratorClient<Channel>;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// config/config.json pointed at the given servers, without fixed listen addresses or audit dir.
+pub fn shipped_config(servers: &ToolServers) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("config/config.json")).expect("config/config.json");
+    let mut config: Value = serde_json::from_str(&text).expect("config/config.json is JSON");
+    point_at(&mut config, servers);
+    config
+}
+
+/// Rewrites every configured gRPC server address to the running test servers (by server name).
+pub fn point_at(config: &mut Value, servers: &ToolServers) {
+    let obj = config.as_object_mut().expect("config object");
+    obj.remove("listen");
+    obj.remove("audit");
+    for kind in ServerKind::ALL {
+        if let Some(server) = obj.get_mut("servers").and_then(|s| s.get_mut(kind.name())) {
+            server["grpc"] = json!(servers.get(kind).url());
+        }
+    }
+}
+
+/// A configuration with the shipped servers and tools, but only the given rules and templates.
+pub fn config_with(servers: &ToolServers, rules: Value, templates: Value) -> Value {
+    let mut config = shipped_config(servers);
+    config["rules"] = rules;
+    config["templates"] = templates;
+    config
+}
+
+pub struct Harness {
+    pub servers: ToolServers,
+    pub orchestrator: RunningOrchestrator,
+    pub dir: TempDir,
+    pub client: Client,
+}
+
+impl Harness {
+    /// Starts the tool servers and an orchestrator with the shipped configuration.
+    pub async fn shipped() -> Harness {
+        let servers = spawn_all().await;
+        let config = shipped_config(&servers);
+        Harness::with_servers(servers, config).await
+    }
+
+    /// Starts an orchestrator with `config` in front of already running servers.
+    pub async fn with_servers(servers: ToolServers, config: Value) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.json");
+        let text = serde_json::to_string_pretty(&config).expect("config");
+        std::fs::write(&config_path, &text).expect("write config");
+        let orchestrator = testing::spawn(&text, Some(&config_path), &dir.path().join("audit")).await.expect("orchestrator starts");
+        let client = connect(&orchestrator.grpc_url()).await;
+        Harness { servers, orchestrator, dir, client }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    pub async fn start_workflow(&self, template: &str, input: Value) -> String {
+        let request = pb::StartWorkflowRequest { template: template.into(), input_json: input.to_string(), caller: "test".into() };
+        self.client.clone().start_workflow(request).await.expect("start workflow").into_inner().id
+    }
+
+    pub async fn call(&self, workflow: &str, tool: &str, args: Value) -> Result<pb::WorkflowCallResponse, tonic::Status> {
+        let request = pb::WorkflowCallRequest { workflow_id: workflow.into(), tool: tool.into(), arguments_json: args.to_string() };
+        self.client.clone().call_tool(request).await.map(|r| r.into_inner())
+    }
+
+    /// Every record of the audit log, read from the files.
+    pub fn audit_records(&self) -> Vec<AuditRecord> {
+        read_audit(&self.orchestrator.audit_dir)
+    }
+
+    pub async fn pending(&self) -> Vec<pb::ApprovalInfo> {
+        self.client.clone().list_pending_approvals(pb::ListPendingApprovalsRequest {}).await.expect("pending").into_inner().approvals
+    }
+
+    /// Waits until an approval is pending for `workflow` and returns it.
+    pub async fn wait_pending(&self, workflow: &str) -> pb::ApprovalInfo {
+        let workflow = workflow.to_owned();
+        wait_until("an approval to be pending", || async {
+            self.pending().await.into_iter().find(|a| a.workflow_id == workflow)
+        })
+        .await
+    }
+
+    pub async fn workflow(&self, id: &str) -> pb::WorkflowInfo {
+        self.client.clone().get_workflow(pb::GetWorkflowRequest { workflow_id: id.into() }).await.expect("workflow").into_inner()
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    OrchestratorClient::new(channel)
+}
+
+pub fn read_audit(dir: &Path) -> Vec<AuditRecord> {
+    conductor_audit::read_from::<AuditEvent>(dir, 1).expect("audit dir").collect::<Result<Vec<_>, _>>().expect("audit records")
+}
+
+/// Polls `probe` until it yields a value, failing the test after 20 s (a condition, not a sleep).
+pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The decision a denial carries in its status details.
+pub fn denial(status: &tonic::Status) -> pb::Decision {
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "expected a policy denial, got {status:?}");
+    conductor_orchestrator::grpc::decision_of(status).expect("the denial carries its decision")
+}
+
+pub fn customers() -> Value {
+    json!([
+        { "id": "c-1", "name": "Ada", "email": "ada@example.com" },
+        { "id": "c-2", "name": "Grace", "email": "grace@example.com" }
+    ])
+}
+
+pub fn result_of(response: &pb::WorkflowCallResponse) -> Value {
+    match &response.outcome {
+        Some(pb::workflow_call_response::Outcome::ResultJson(text)) => serde_json::from_str(text).expect("result JSON"),
+        other => panic!("expected a result, got {other:?}"),
+    }
+}

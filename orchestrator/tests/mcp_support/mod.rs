@@ -1,0 +1,113 @@
+//! Shared set-up of the MCP integration tests (`tests/mcp_*.rs`): the Python interpreter with the
+//! official MCP SDK, configurations pointing at real in-process tool servers, approving through the
+//! gRPC API, and running the Python scripts of `tests/python/`.
+
+#![allow(dead_code)]
+
+use conductor_proto::v1::orchestrator_client::OrchestratorClient;
+use conductor_proto::v1::watch_event::Body;
+use conductor_proto::v1::{ApprovalDecisionRequest, WatchRequest};
+use conductor_servers::testing::ToolServers;
+use conductor_servers::ServerKind;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every wait in these tests is bounded by this, so a failure is an error, not a hung test.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Python interpreter with the `mcp` SDK: `$CONDUCTOR_TEST_PYTHON`, else `<repo>/.venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("CONDUCTOR_TEST_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the MCP SDK at {}: run scripts/setup-python-venv.sh first (or set CONDUCTOR_TEST_PYTHON)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn script(name: &str) -> PathBuf {
+    repo_root().join("tests/python").join(name)
+}
+
+/// The shipped `config/config.json` (its servers, rules and templates), pointed at the in-process
+/// servers; `extra_servers` (a JSON object's members, without braces) are added to its servers.
+pub fn shipped_config(servers: &ToolServers, extra_servers: Option<&str>) -> String {
+    let path = repo_root().join("config/config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config/config.json is readable")).expect("config/config.json is JSON");
+    for kind in ServerKind::ALL {
+        config["servers"][kind.name()]["grpc"] = Value::String(servers.get(kind).url());
+    }
+    if let Some(extra) = extra_servers {
+        let extra: Value = serde_json::from_str(&format!("{{{extra}}}")).expect("extra servers are JSON members");
+        for (name, server) in extra.as_object().into_iter().flatten() {
+            config["servers"][name] = server.clone();
+        }
+    }
+    if let Some(control) = config.get_mut("control").and_then(Value::as_object_mut) {
+        control.remove("token_env");
+    }
+    config.to_string()
+}
+
+/// Waits (through the gRPC `Watch` stream, replayed from the start) for the first approval request and
+/// approves it through the gRPC API, as `conductorctl approve` would. Returns the approval id.
+pub async fn approve_first_request(grpc_url: String) -> String {
+    let work = async move {
+        let mut client = OrchestratorClient::connect(grpc_url).await.expect("the orchestrator's gRPC API answers");
+        let mut events = client.watch(WatchRequest { workflow_id: String::new(), from_seq: 1 }).await.expect("Watch starts").into_inner();
+        let approval_id = loop {
+            let event = events.message().await.expect("the Watch stream stays healthy").expect("the Watch stream does not end");
+            if let Some(Body::Event(event)) = event.body {
+                if event.kind == "approval_requested" {
+                    break event.approval_id;
+                }
+            }
+        };
+        client
+            .approve(ApprovalDecisionRequest { approval_id: approval_id.clone(), approver: "test-approver".into(), reason: "interop test".into() })
+            .await
+            .expect("Approve succeeds");
+        approval_id
+    };
+    tokio::time::timeout(DEADLINE, work).await.expect("an approval request arrived in time")
+}
+
+/// Runs a Python script to its end and returns the JSON of its last stdout line; panics with its stderr.
+pub async fn run_python(args: &[String]) -> Value {
+    let mut command = tokio::process::Command::new(python());
+    command.args(args).kill_on_drop(true).env("PYTHONUNBUFFERED", "1");
+    let output = tokio::time::timeout(DEADLINE, command.output()).await.expect("the Python client finished in time").expect("Python starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the Python client failed ({}):\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}", output.status);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("the Python client's last line is not JSON ({e}): {last:?}\n--- stderr ---\n{stderr}"))
+}
+
+/// Checks the parts of a Python flow summary every transport and era shares.
+pub fn check_flow(summary: &Value) {
+    let tools = summary["tools"].as_object().expect("tools listed");
+    for tool in ["validate_data", "process_data", "create_backup", "restore_backup", "send_notification", "conductor_start_workflow"] {
+        assert!(tools.contains_key(tool), "{tool} missing from tools/list: {:?}", tools.keys().collect::<Vec<_>>());
+    }
+    assert_eq!(tools["validate_data"]["required"], serde_json::json!(["records", "schema"]), "validate_data's schema: {}", tools["validate_data"]);
+    assert_eq!(summary["server_name"], "conductorio");
+    let denied = &summary["denied"];
+    assert_eq!(denied["is_error"], true);
+    let text = denied["text"].as_str().unwrap_or_default();
+    assert!(text.contains("process-after-validate") && text.contains("sequence") && text.contains("validate_data"), "denial text: {text}");
+    assert!(text.contains("What to do first"), "the denial says what to do first: {text}");
+    assert_eq!(denied["structured"]["violations"][0]["rule_id"], "process-after-validate");
+    assert_eq!(summary["validated"]["is_error"], false, "{}", summary["validated"]);
+    assert_eq!(summary["processed"]["is_error"], false, "{}", summary["processed"]);
+    assert!(summary["workflow_id"].as_str().is_some_and(|w| w.starts_with("wf-")));
+}
