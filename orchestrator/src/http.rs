@@ -30,15 +30,37 @@ pub fn router(gateway: Gateway) -> Router {
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     let status = gateway.status(0);
     let extra = [
-        ("conductor_workflows_active", "Workflows running or waiting for approval.", f64::from(status.active_workflows)),
-        ("conductor_approvals_pending", "Approval requests waiting for a decision.", f64::from(status.pending_approvals)),
-        ("conductor_audit_last_seq", "Sequence number of the last durable audit record.", status.last_seq as f64),
+        (
+            "conductor_workflows_active",
+            "Workflows running or waiting for approval.",
+            f64::from(status.active_workflows),
+        ),
+        (
+            "conductor_approvals_pending",
+            "Approval requests waiting for a decision.",
+            f64::from(status.pending_approvals),
+        ),
+        (
+            "conductor_audit_last_seq",
+            "Sequence number of the last durable audit record.",
+            status.last_seq as f64,
+        ),
     ];
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], gateway.metrics().render_prometheus(&extra))
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway.metrics().render_prometheus(&extra),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
@@ -56,16 +78,25 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
         shutdown.await;
         stopping.cancel();
     };
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Makes an event stream end when the server stops; other responses are left as they are.
 fn end_streams_on(stopping: CancellationToken, response: Response) -> Response {
-    let is_stream = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     if !is_stream {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let body = Body::from_stream(body.into_data_stream().take_until(stopping.cancelled_owned()));
+    let body = Body::from_stream(
+        body.into_data_stream()
+            .take_until(stopping.cancelled_owned()),
+    );
     Response::from_parts(parts, body)
 }

@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 
 /// Conductorio's orchestrator: policy-checked, audited tool calls for AI agents.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = "Examples:\n  orchestrator --config config/config.json --listen 127.0.0.1:50051 --http 127.0.0.1:8080\n  orchestrator --stdio --config config/config.json   (MCP over stdin/stdout, for desktop AI applications)")]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  orchestrator --config config/config.json --listen 127.0.0.1:50051 --http 127.0.0.1:8080\n  orchestrator --stdio --config config/config.json   (MCP over stdin/stdout, for desktop AI applications)"
+)]
 struct Args {
     /// The configuration file (servers, rules, templates).
     #[arg(long, default_value = "config/config.json", env = "CONDUCTOR_CONFIG")]
@@ -41,31 +45,68 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
-    let config = Config::load(&args.config).with_context(|| format!("configuration {}", args.config.display()))?;
+    let config = Config::load(&args.config)
+        .with_context(|| format!("configuration {}", args.config.display()))?;
     if args.check {
-        println!("{}: valid (version {})", args.config.display(), config.version);
+        println!(
+            "{}: valid (version {})",
+            args.config.display(),
+            config.version
+        );
         return Ok(());
     }
-    let grpc_addr = args.listen.or(config.listen.grpc).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
-    let http_addr = args.http.or(config.listen.http).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let audit_dir = args.audit_dir.or_else(|| config.audit.dir.clone()).unwrap_or_else(|| PathBuf::from("audit_logs"));
-    let audit = AuditOptions { dir: audit_dir.clone(), max_file_bytes: config.audit.max_file_bytes, recover: args.audit_recover, ..AuditOptions::default() };
-    let grpc = TcpListener::bind(grpc_addr).await.with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
-    let http = TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
-    let gateway = Gateway::start(GatewayOptions { config, config_path: Some(args.config.clone()), audit })
+    let grpc_addr = args
+        .listen
+        .or(config.listen.grpc)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let http_addr = args
+        .http
+        .or(config.listen.http)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let audit_dir = args
+        .audit_dir
+        .or_else(|| config.audit.dir.clone())
+        .unwrap_or_else(|| PathBuf::from("audit_logs"));
+    let audit = AuditOptions {
+        dir: audit_dir.clone(),
+        max_file_bytes: config.audit.max_file_bytes,
+        recover: args.audit_recover,
+        ..AuditOptions::default()
+    };
+    let grpc = TcpListener::bind(grpc_addr)
         .await
-        .with_context(|| format!("cannot start with the audit log in {}", audit_dir.display()))?;
-    tracing::info!("listening on {} (gRPC) and {} (HTTP: /metrics, /mcp)", grpc.local_addr()?, http.local_addr()?);
+        .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let gateway = Gateway::start(GatewayOptions {
+        config,
+        config_path: Some(args.config.clone()),
+        audit,
+    })
+    .await
+    .with_context(|| format!("cannot start with the audit log in {}", audit_dir.display()))?;
+    tracing::info!(
+        "listening on {} (gRPC) and {} (HTTP: /metrics, /mcp)",
+        grpc.local_addr()?,
+        http.local_addr()?
+    );
     if args.stdio {
         tracing::info!("serving MCP on stdin/stdout");
         let (closed, stdio_closed) = tokio::sync::oneshot::channel::<()>();
         let (stopping, stop_stdio) = tokio::sync::oneshot::channel::<()>();
         let session = gateway.clone();
         tokio::spawn(async move {
-            if let Err(e) = mcp::serve_stdio(session, async move { let _ = stop_stdio.await; }).await {
+            if let Err(e) = mcp::serve_stdio(session, async move {
+                let _ = stop_stdio.await;
+            })
+            .await
+            {
                 tracing::error!(error = %e, "the MCP stdio session failed");
             }
             tracing::info!("the MCP client closed stdin: stopping");
@@ -78,9 +119,25 @@ async fn main() -> anyhow::Result<()> {
             }
             let _ = stopping.send(());
         };
-        serve(gateway, Listeners { grpc, http: Some(http) }, shutdown).await?;
+        serve(
+            gateway,
+            Listeners {
+                grpc,
+                http: Some(http),
+            },
+            shutdown,
+        )
+        .await?;
     } else {
-        serve(gateway, Listeners { grpc, http: Some(http) }, shutdown_signal()).await?;
+        serve(
+            gateway,
+            Listeners {
+                grpc,
+                http: Some(http),
+            },
+            shutdown_signal(),
+        )
+        .await?;
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -7,7 +7,9 @@ use crate::grpc::OrchestratorService;
 use conductor_proto::v1::orchestrator_server::OrchestratorServer;
 use std::future::Future;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+// tonic sets TCP_NODELAY only on listeners it binds itself; ours come bound, so say it here (without it
+// every small response waits ~40 ms for the peer's delayed ACK).
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 
 /// Bound listeners: `main` binds the configured addresses, tests bind port 0.
@@ -30,8 +32,12 @@ pub enum ServeError {
 pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
+    let draining = gateway.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // First end what would keep connections open (waits for approvals, Watch streams), then stop
+        // accepting; calls already forwarded finish and are recorded.
+        draining.begin_shutdown();
         trigger.cancel();
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -53,7 +59,7 @@ pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move { grpc_stop.cancelled().await });
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), async move { grpc_stop.cancelled().await });
     let http = {
         let stop = stop.clone();
         let router = crate::http::router(gateway.clone());

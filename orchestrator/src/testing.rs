@@ -42,8 +42,14 @@ impl RunningOrchestrator {
 
 /// Starts an orchestrator with the configuration text `config_json` and its audit log in `audit_dir`.
 pub async fn spawn(config_json: &str, config_path: Option<&Path>, audit_dir: &Path) -> Result<RunningOrchestrator, crate::Error> {
+    spawn_with_audit(config_json, config_path, AuditOptions { dir: audit_dir.to_path_buf(), ..AuditOptions::default() }).await
+}
+
+/// Like [`spawn`], with every audit option (e.g. a tiny broadcast buffer to exercise lagging watchers).
+pub async fn spawn_with_audit(config_json: &str, config_path: Option<&Path>, audit: AuditOptions) -> Result<RunningOrchestrator, crate::Error> {
     let config = Config::from_slice(config_json.as_bytes())?;
-    let audit = AuditOptions { dir: audit_dir.to_path_buf(), ..AuditOptions::default() };
+    let audit_dir = audit.dir.clone();
+    let audit_dir = audit_dir.as_path();
     let gateway = Gateway::start(GatewayOptions { config, config_path: config_path.map(Path::to_path_buf), audit }).await?;
     let grpc = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
     let http = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;

@@ -6,33 +6,71 @@
 mod mcp_support;
 
 use conductor_orchestrator::testing;
-use mcp_support::{DEADLINE, approve_first_request, check_flow, run_python, script, shipped_config};
+use mcp_support::{
+    DEADLINE, approve_first_request, check_flow, run_python, script, shipped_config,
+};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn check_approval(summary: &Value, approval_id: &str) {
     let restored = &summary["restored"];
-    assert_eq!(restored["is_error"], false, "restore_backup after approval: {restored}");
-    assert_eq!(restored["meta"]["io.conductorio/approval"]["id"], approval_id);
-    assert_eq!(restored["meta"]["io.conductorio/approval"]["verdict"], "approved");
-    let progress: Vec<&str> = summary["progress"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!(
+        restored["is_error"], false,
+        "restore_backup after approval: {restored}"
+    );
+    assert_eq!(
+        restored["meta"]["io.conductorio/approval"]["id"],
+        approval_id
+    );
+    assert_eq!(
+        restored["meta"]["io.conductorio/approval"]["verdict"],
+        "approved"
+    );
+    let progress: Vec<&str> = summary["progress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let command = format!("conductorctl approve {approval_id}");
-    assert!(progress.iter().any(|m| m.contains(&command)), "a progress notification names `{command}`: {progress:?}");
+    assert!(
+        progress.iter().any(|m| m.contains(&command)),
+        "a progress notification names `{command}`: {progress:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_over_http_in_the_handshake_era() {
     let servers = conductor_servers::testing::spawn_all().await;
     let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path()).await.expect("orchestrator starts");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
     let url = format!("{}/mcp", orchestrator.http_url());
-    let args = vec![script("mcp_client_flow.py").display().to_string(), "--url".into(), url, "--approval".into()];
-    let (summary, approval_id) = tokio::join!(run_python(&args), approve_first_request(orchestrator.grpc_url()));
+    let args = vec![
+        script("mcp_client_flow.py").display().to_string(),
+        "--url".into(),
+        url,
+        "--approval".into(),
+    ];
+    let (summary, approval_id) = tokio::join!(
+        run_python(&args),
+        approve_first_request(orchestrator.grpc_url())
+    );
     check_flow(&summary);
     assert_eq!(summary["protocol_version"], "2025-11-25");
     check_approval(&summary, &approval_id);
-    let workflow = orchestrator.gateway.workflow(summary["workflow_id"].as_str().unwrap_or_default(), false).expect("the session's workflow exists");
-    assert!(workflow.caller.starts_with("mcp:python-interop-test (http session "), "caller: {}", workflow.caller);
+    let workflow = orchestrator
+        .gateway
+        .workflow(summary["workflow_id"].as_str().unwrap_or_default(), false)
+        .expect("the session's workflow exists");
+    assert!(
+        workflow
+            .caller
+            .starts_with("mcp:python-interop-test (http session "),
+        "caller: {}",
+        workflow.caller
+    );
     orchestrator.stop().await;
     servers.stop().await;
 }
@@ -41,10 +79,22 @@ async fn python_client_over_http_in_the_handshake_era() {
 async fn python_client_over_http_in_the_session_free_era() {
     let servers = conductor_servers::testing::spawn_all().await;
     let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path()).await.expect("orchestrator starts");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
     let url = format!("{}/mcp", orchestrator.http_url());
-    let args = vec![script("mcp_client_flow.py").display().to_string(), "--url".into(), url, "--era".into(), "modern".into(), "--approval".into()];
-    let (summary, approval_id) = tokio::join!(run_python(&args), approve_first_request(orchestrator.grpc_url()));
+    let args = vec![
+        script("mcp_client_flow.py").display().to_string(),
+        "--url".into(),
+        url,
+        "--era".into(),
+        "modern".into(),
+        "--approval".into(),
+    ];
+    let (summary, approval_id) = tokio::join!(
+        run_python(&args),
+        approve_first_request(orchestrator.grpc_url())
+    );
     check_flow(&summary);
     assert_eq!(summary["protocol_version"], "2026-07-28");
     check_approval(&summary, &approval_id);
@@ -63,7 +113,16 @@ async fn python_client_over_stdio() {
     let mut command = tokio::process::Command::new(mcp_support::python());
     command
         .arg(script("mcp_client_flow.py"))
-        .args(["--approval", "--stdio", env!("CARGO_BIN_EXE_orchestrator"), "--stdio", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--approval",
+            "--stdio",
+            env!("CARGO_BIN_EXE_orchestrator"),
+            "--stdio",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--audit-dir")
@@ -89,15 +148,28 @@ async fn python_client_over_stdio() {
         }
         all
     });
-    let grpc = tokio::time::timeout(DEADLINE, found).await.expect("the orchestrator logged its address in time").expect("the orchestrator started");
+    let grpc = tokio::time::timeout(DEADLINE, found)
+        .await
+        .expect("the orchestrator logged its address in time")
+        .expect("the orchestrator started");
     let approval_id = approve_first_request(format!("http://{grpc}")).await;
-    let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("the Python client finished in time").expect("Python ran");
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("the Python client finished in time")
+        .expect("Python ran");
     let stderr = log.await.unwrap_or_default();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the Python client failed:\n{stderr}\n{stdout}");
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON summary");
+    assert!(
+        output.status.success(),
+        "the Python client failed:\n{stderr}\n{stdout}"
+    );
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON summary");
     check_flow(&summary);
     check_approval(&summary, &approval_id);
-    assert!(stderr.contains("the MCP client closed stdin: stopping"), "the orchestrator stops when the client leaves:\n{stderr}");
+    assert!(
+        stderr.contains("the MCP client closed stdin: stopping"),
+        "the orchestrator stops when the client leaves:\n{stderr}"
+    );
     servers.stop().await;
 }

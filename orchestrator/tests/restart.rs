@@ -174,3 +174,57 @@ async fn the_binary_refuses_a_broken_chain_unless_told_to_recover() {
     assert!(aside, "the damaged file is kept aside");
     daemon.kill();
 }
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_even_with_a_watch_stream_open() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let config = shipped_config(&servers);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let audit = dir.path().join("audit");
+    let mut daemon = start(&config_path, &audit, &[]);
+    let mut client = connect(&daemon.url).await;
+    let mut stream = client.watch(pb::WatchRequest::default()).await.expect("watch").into_inner();
+    let wf = start_workflow(&mut client).await;
+    let first = tokio_stream::StreamExt::next(&mut stream).await.expect("an event").expect("ok");
+    assert!(first.seq > 0);
+    let status = Command::new("kill").args(["-TERM", &daemon.child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(exit) = daemon.child.try_wait().expect("wait") {
+                return exit;
+            }
+            assert!(std::time::Instant::now() < deadline, "the orchestrator did not stop within 20 s of SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(exit.success(), "exit status {exit:?}");
+    // Everything it acknowledged is in the log, and the chain verifies.
+    let records = read_audit(&audit);
+    assert!(records.iter().any(|r| matches!(&r.event, AuditEvent::WorkflowStarted { workflow_id, .. } if *workflow_id == wf)));
+    assert!(conductor_audit::verify_dir(&audit).expect("verify").ok);
+}
+
+#[test]
+fn the_binary_refuses_an_invalid_configuration_and_says_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("config/config.json")).expect("config")).expect("json");
+    config["rules"][0]["after"] = json!(["validate_dta"]);
+    std::fs::write(&path, config.to_string()).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["--config", &path.display().to_string(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--audit-dir", &dir.path().join("audit").display().to_string()])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rules[0].after[0]: unknown tool \"validate_dta\""), "{stderr}");
+    assert!(!dir.path().join("audit").exists(), "nothing is written before the configuration is valid");
+}

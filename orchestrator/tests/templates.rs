@@ -142,3 +142,41 @@ async fn status_reports_the_dashboard_figures() {
     assert!(validate.p50_us > 0 && validate.p99_us >= validate.p50_us);
     assert_eq!(status.rules[0].rule_id, "process-after-validate");
 }
+
+#[tokio::test]
+async fn a_lagging_watcher_is_told_and_caught_up_from_the_files() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let config = shipped_config(&servers);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = conductor_audit::AuditOptions { dir: dir.path().join("audit"), broadcast_capacity: 8, ..Default::default() };
+    let orchestrator = conductor_orchestrator::testing::spawn_with_audit(&config.to_string(), None, audit).await.expect("start");
+    let mut client = connect(&orchestrator.grpc_url()).await;
+    // A watcher with a small HTTP/2 window, so that it really falls behind while it does not read.
+    let channel = tonic::transport::Endpoint::from_shared(orchestrator.grpc_url())
+        .expect("url")
+        .initial_stream_window_size(Some(8 * 1024))
+        .initial_connection_window_size(Some(8 * 1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut watcher = conductor_proto::v1::orchestrator_client::OrchestratorClient::new(channel);
+    let mut stream = watcher.watch(pb::WatchRequest { workflow_id: String::new(), from_seq: 1 }).await.expect("watch").into_inner();
+    // Far more events than the watcher's buffer and the broadcast hold, while nobody reads the stream.
+    for _ in 0..600 {
+        client.start_workflow(pb::StartWorkflowRequest::default()).await.expect("start");
+    }
+    let last = client.status(pb::StatusRequest {}).await.expect("status").into_inner().last_seq;
+    let mut seen = Vec::new();
+    let mut lagged = false;
+    while seen.last() != Some(&last) {
+        let event = stream.next().await.expect("stream open").expect("event");
+        match event.body {
+            Some(pb::watch_event::Body::Lagged(_)) => lagged = true,
+            Some(pb::watch_event::Body::Event(e)) => seen.push(e.seq),
+            None => {}
+        }
+    }
+    assert!(lagged, "the watcher is told it lagged");
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "and still misses nothing");
+    orchestrator.stop().await;
+}

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use conductor_proto::v1::approval_ledger_server::ApprovalLedgerServer;
 use conductor_proto::v1::tool_service_server::ToolServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+// tonic sets TCP_NODELAY only on listeners it binds itself; ours come bound, so say it here (without it
+// every small response waits ~40 ms for the peer's delayed ACK).
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -142,7 +144,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(tool_service)
         .add_optional_service(ledger_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopping)
         .await?;
     tracing::info!(server = kind.name(), "stopped");
     Ok(())

@@ -23,7 +23,12 @@ impl GrpcTools {
     /// Builds the channel without connecting: the first call connects.
     pub(super) fn new(server: &ServerConfig, url: &str) -> Result<Self, Error> {
         let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| Error::InvalidArgument(format!("server {:?}: bad address {url:?}: {e}", server.name)))?
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "server {:?}: bad address {url:?}: {e}",
+                    server.name
+                ))
+            })?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(30));
@@ -56,15 +61,21 @@ impl GrpcTools {
             .map_err(|status| status_error(server, tool, status))?
             .into_inner();
         match response.outcome {
-            Some(WireOutcome::ResultJson(text)) => serde_json::from_str(&text).map(Ok).map_err(|e| Error::Downstream {
-                server: server.name.clone(),
-                tool: tool.to_owned(),
-                message: format!("the result is not valid JSON: {e}"),
-            }),
+            Some(WireOutcome::ResultJson(text)) => {
+                serde_json::from_str(&text)
+                    .map(Ok)
+                    .map_err(|e| Error::Downstream {
+                        server: server.name.clone(),
+                        tool: tool.to_owned(),
+                        message: format!("the result is not valid JSON: {e}"),
+                    })
+            }
             Some(WireOutcome::Error(error)) => Ok(Err(ToolFailure {
                 code: error.code,
                 message: error.message,
-                details: (!error.details_json.is_empty()).then(|| serde_json::from_str(&error.details_json).ok()).flatten(),
+                details: (!error.details_json.is_empty())
+                    .then(|| serde_json::from_str(&error.details_json).ok())
+                    .flatten(),
             })),
             None => Err(Error::Downstream {
                 server: server.name.clone(),
@@ -79,11 +90,17 @@ impl GrpcTools {
         let mut client = self.client.clone();
         let mut request = tonic::Request::new(ListToolsRequest {});
         request.set_timeout(Duration::from_secs(5));
-        let tools = client.list_tools(request).await.map_err(|status| status_error(server, "ListTools", status))?.into_inner().tools;
+        let tools = client
+            .list_tools(request)
+            .await
+            .map_err(|status| status_error(server, "ListTools", status))?
+            .into_inner()
+            .tools;
         Ok(tools
             .into_iter()
             .map(|t| ToolInfo {
-                input_schema: serde_json::from_str(&t.input_schema_json).unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+                input_schema: serde_json::from_str(&t.input_schema_json)
+                    .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
                 name: t.name,
                 description: t.description,
                 server: server.name.clone(),
@@ -100,13 +117,21 @@ fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Err
         Code::DeadlineExceeded => deadline(tool, server.timeout),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable {
             server: server.name.clone(),
-            message: if message.is_empty() { format!("{:?}", status.code()) } else { message },
+            message: if message.is_empty() {
+                format!("{:?}", status.code())
+            } else {
+                message
+            },
         },
         Code::NotFound => Error::Downstream {
             server: server.name.clone(),
             tool: tool.to_owned(),
             message: format!("the server does not know the tool: {message}"),
         },
-        code => Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: format!("{code:?}: {message}") },
+        code => Error::Downstream {
+            server: server.name.clone(),
+            tool: tool.to_owned(),
+            message: format!("{code:?}: {message}"),
+        },
     }
 }

@@ -9,13 +9,15 @@
 use super::{ToolFailure, ToolInfo, deadline};
 use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+};
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 type Session = RunningService<RoleClient, ConductorClient>;
 
@@ -25,7 +27,10 @@ pub(super) struct ConductorClient;
 
 impl ClientHandler for ConductorClient {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("conductorio", env!("CARGO_PKG_VERSION")))
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("conductorio", env!("CARGO_PKG_VERSION")),
+        )
     }
 }
 
@@ -41,19 +46,28 @@ impl McpTools {
         McpTools::default()
     }
 
-    /// Calls one tool within the server's time-out (opening the session counts against it).
-    pub(super) async fn call(&self, server: &ServerConfig, tool: &str, arguments: &Value) -> Result<Result<Value, ToolFailure>, Error> {
+    /// Calls one tool within the server's time-out, once a session is open (see [`open_limit`]).
+    pub(super) async fn call(
+        &self,
+        server: &ServerConfig,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<Result<Value, ToolFailure>, Error> {
         let arguments = match arguments {
             Value::Object(map) => Some(map.clone()),
             Value::Null => None,
-            other => return Err(Error::InvalidArgument(format!("the arguments of {tool} must be a JSON object, not {other}"))),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "the arguments of {tool} must be a JSON object, not {other}"
+                )));
+            }
         };
-        let started = Instant::now();
-        let session = tokio::time::timeout(server.timeout, self.session(server)).await.map_err(|_| deadline(tool, server.timeout))??;
+        let session = tokio::time::timeout(open_limit(server), self.session(server))
+            .await
+            .map_err(|_| deadline(tool, open_limit(server)))??;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        let remaining = server.timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, session.call_tool(params)).await {
+        match tokio::time::timeout(server.timeout, session.call_tool(params)).await {
             Ok(Ok(result)) => Ok(outcome(result)),
             Ok(Err(e)) => Err(self.failed(server, tool, &session, e).await),
             Err(_) => {
@@ -72,7 +86,10 @@ impl McpTools {
                 Err(e) => Err(self.failed(server, "tools/list", &session, e).await),
             }
         };
-        let tools = tokio::time::timeout(server.timeout, work).await.map_err(|_| deadline("tools/list", server.timeout))??;
+        let limit = open_limit(server) + server.timeout;
+        let tools = tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| deadline("tools/list", limit))??;
         Ok(tools
             .into_iter()
             .map(|tool| ToolInfo {
@@ -108,34 +125,64 @@ impl McpTools {
     }
 
     /// Maps a failed request to our error; a broken transport also ends the session.
-    async fn failed(&self, server: &ServerConfig, tool: &str, session: &Arc<Session>, error: ServiceError) -> Error {
+    async fn failed(
+        &self,
+        server: &ServerConfig,
+        tool: &str,
+        session: &Arc<Session>,
+        error: ServiceError,
+    ) -> Error {
         match error {
             ServiceError::McpError(e) if e.code == rmcp::model::ErrorCode::INVALID_PARAMS => {
-                Error::InvalidArgument(format!("server {:?} refused the arguments of {tool}: {}", server.name, e.message))
+                Error::InvalidArgument(format!(
+                    "server {:?} refused the arguments of {tool}: {}",
+                    server.name, e.message
+                ))
             }
-            ServiceError::McpError(e) => Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: e.message.to_string() },
+            ServiceError::McpError(e) => Error::Downstream {
+                server: server.name.clone(),
+                tool: tool.to_owned(),
+                message: e.message.to_string(),
+            },
             ServiceError::Timeout { .. } => {
                 self.discard(session).await;
                 deadline(tool, server.timeout)
             }
-            ServiceError::TransportClosed | ServiceError::TransportSend(_) | ServiceError::Cancelled { .. } => {
+            ServiceError::TransportClosed
+            | ServiceError::TransportSend(_)
+            | ServiceError::Cancelled { .. } => {
                 self.discard(session).await;
                 Error::Unavailable {
                     server: server.name.clone(),
-                    message: format!("the MCP connection closed during {tool} ({error}); the server may have exited, and it is started again on the next call"),
+                    message: format!(
+                        "the MCP connection closed during {tool} ({error}); the server may have exited, and it is started again on the next call"
+                    ),
                 }
             }
             other => {
                 self.discard(session).await;
-                Error::Downstream { server: server.name.clone(), tool: tool.to_owned(), message: other.to_string() }
+                Error::Downstream {
+                    server: server.name.clone(),
+                    tool: tool.to_owned(),
+                    message: other.to_string(),
+                }
             }
         }
     }
 }
 
+/// How long starting a server and its handshake may take: a child process may need longer to start
+/// (an interpreter importing its SDK) than a call may take, so at least ten seconds.
+fn open_limit(server: &ServerConfig) -> Duration {
+    server.timeout.max(Duration::from_secs(10))
+}
+
 /// Starts the child or connects, and performs the MCP handshake.
 async fn open(server: &ServerConfig) -> Result<Session, Error> {
-    let unavailable = |message: String| Error::Unavailable { server: server.name.clone(), message };
+    let unavailable = |message: String| Error::Unavailable {
+        server: server.name.clone(),
+        message,
+    };
     match &server.transport {
         Transport::McpStdio { command, args, env } => {
             let mut child = tokio::process::Command::new(command);
@@ -144,13 +191,21 @@ async fn open(server: &ServerConfig) -> Result<Session, Error> {
                 .spawn()
                 .map_err(|e| unavailable(format!("cannot start `{command}`: {e}")))?;
             tracing::info!(server = %server.name, %command, "started MCP server");
-            ConductorClient.serve(transport).await.map_err(|e| unavailable(format!("the MCP handshake with `{command}` failed: {e}")))
+            ConductorClient
+                .serve(transport)
+                .await
+                .map_err(|e| unavailable(format!("the MCP handshake with `{command}` failed: {e}")))
         }
         Transport::McpHttp { url } => {
             let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-            ConductorClient.serve(transport).await.map_err(|e| unavailable(format!("the MCP handshake with {url} failed: {e}")))
+            ConductorClient
+                .serve(transport)
+                .await
+                .map_err(|e| unavailable(format!("the MCP handshake with {url} failed: {e}")))
         }
-        Transport::Grpc { url } => Err(unavailable(format!("{url} is a gRPC server, not an MCP server"))),
+        Transport::Grpc { url } => Err(unavailable(format!(
+            "{url} is a gRPC server, not an MCP server"
+        ))),
     }
 }
 
@@ -158,21 +213,35 @@ async fn open(server: &ServerConfig) -> Result<Session, Error> {
 /// JSON when it is JSON). `isError` results become [`ToolFailure`]s, keeping a `code` and `details` that
 /// the server put in its structured content.
 fn outcome(result: CallToolResult) -> Result<Value, ToolFailure> {
-    let texts: Vec<&str> = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.as_str())).collect();
+    let texts: Vec<&str> = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect();
     if result.is_error == Some(true) {
         let structured = result.structured_content.as_ref();
-        let field = |name: &str| structured.and_then(|s| s.get(name)).and_then(Value::as_str).map(str::to_owned);
+        let field = |name: &str| {
+            structured
+                .and_then(|s| s.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         return Err(ToolFailure {
             code: field("code").unwrap_or_else(|| "tool_error".to_owned()),
             message: field("message").unwrap_or_else(|| texts.join("\n")),
-            details: structured.and_then(|s| s.get("details")).cloned().or_else(|| result.structured_content.clone()),
+            details: structured
+                .and_then(|s| s.get("details"))
+                .cloned()
+                .or_else(|| result.structured_content.clone()),
         });
     }
     if let Some(value) = result.structured_content {
         return Ok(value);
     }
     match texts.as_slice() {
-        [text] if texts.len() == result.content.len() => Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String((*text).to_owned()))),
+        [text] if texts.len() == result.content.len() => {
+            Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String((*text).to_owned())))
+        }
         _ => Ok(json!({ "content": serde_json::to_value(&result.content).unwrap_or(Value::Null) })),
     }
 }

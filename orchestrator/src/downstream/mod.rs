@@ -70,9 +70,14 @@ impl Downstream {
         }
         let client = match &server.transport {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
-            Transport::McpStdio { .. } | Transport::McpHttp { .. } => Client::Mcp(Arc::new(McpTools::new(server))),
+            Transport::McpStdio { .. } | Transport::McpHttp { .. } => {
+                Client::Mcp(Arc::new(McpTools::new(server)))
+            }
         };
-        clients.insert(server.name.clone(), (server.transport.clone(), client.clone()));
+        clients.insert(
+            server.name.clone(),
+            (server.transport.clone(), client.clone()),
+        );
         Ok(client)
     }
 
@@ -80,8 +85,22 @@ impl Downstream {
     pub async fn call(&self, forward: Forward<'_>) -> Result<Result<Value, ToolFailure>, Error> {
         let server = forward.server;
         match self.client(server)? {
-            Client::Grpc(client) => client.call(server, forward.remote_name, forward.arguments, forward.workflow_id, forward.call_id).await,
-            Client::Mcp(client) => client.call(server, forward.remote_name, forward.arguments).await,
+            Client::Grpc(client) => {
+                client
+                    .call(
+                        server,
+                        forward.remote_name,
+                        forward.arguments,
+                        forward.workflow_id,
+                        forward.call_id,
+                    )
+                    .await
+            }
+            Client::Mcp(client) => {
+                client
+                    .call(server, forward.remote_name, forward.arguments)
+                    .await
+            }
         }
     }
 
@@ -90,12 +109,20 @@ impl Downstream {
     pub async fn tools(&self, config: &Config) -> Vec<ToolInfo> {
         let mut out = Vec::new();
         for server in config.servers.values() {
-            let cached = self.catalog.lock().unwrap_or_else(|e| e.into_inner()).get(&server.name).cloned();
+            let cached = self
+                .catalog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&server.name)
+                .cloned();
             let listed = match cached {
                 Some(list) => Some(list),
                 None => match self.list_server(server).await {
                     Ok(list) => {
-                        self.catalog.lock().unwrap_or_else(|e| e.into_inner()).insert(server.name.clone(), list.clone());
+                        self.catalog
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(server.name.clone(), list.clone());
                         Some(list)
                     }
                     Err(e) => {
@@ -108,7 +135,9 @@ impl Downstream {
                 if route.server != server.name {
                     continue;
                 }
-                let found = listed.as_ref().and_then(|l| l.iter().find(|t| t.name == route.remote_name));
+                let found = listed
+                    .as_ref()
+                    .and_then(|l| l.iter().find(|t| t.name == route.remote_name));
                 out.push(ToolInfo {
                     name: public.to_string(),
                     description: found.map(|t| t.description.clone()).unwrap_or_default(),
@@ -138,12 +167,18 @@ impl Downstream {
 
     /// Forgets cached tool lists (after a reload, or when asked to refresh).
     pub fn forget_catalog(&self) {
-        self.catalog.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
 fn deadline(tool: &str, limit: Duration) -> Error {
-    Error::DeadlineExceeded { tool: tool.to_owned(), limit: humantime::format_duration(limit).to_string() }
+    Error::DeadlineExceeded {
+        tool: tool.to_owned(),
+        limit: humantime::format_duration(limit).to_string(),
+    }
 }
 
 /// Wraps the shared [`Downstream`] for the gateway.

@@ -43,8 +43,16 @@ impl Watcher {
         if self.catch_up().await.is_err() {
             return;
         }
+        let shutdown = self.gateway.inner.shutdown.clone();
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = shutdown.cancelled() => {
+                    let _ = self.tx.try_send(Err(Status::unavailable("the orchestrator is shutting down; reconnect with from_seq to resume")));
+                    return;
+                }
+            };
+            match received {
                 Ok(record) => {
                     if record.seq < self.next {
                         continue;

@@ -9,8 +9,8 @@ use super::waiting::ApprovalProgress;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -44,15 +44,22 @@ pub struct ConductorMcp {
 
 impl ConductorMcp {
     pub fn new(gateway: Gateway, front: Front) -> Self {
-        ConductorMcp { gateway, front, workflow: Arc::default() }
+        ConductorMcp {
+            gateway,
+            front,
+            workflow: Arc::default(),
+        }
     }
 
     /// Who is calling: the client's name and the transport session, recorded with the workflow.
     fn caller(&self, context: &RequestContext<RoleServer>) -> String {
-        let client = context.client_info().map_or_else(|| "unknown-client".to_owned(), |info| info.name);
+        let client = context
+            .client_info()
+            .map_or_else(|| "unknown-client".to_owned(), |info| info.name);
         let session = match self.front {
             Front::Stdio => "stdio".to_owned(),
-            Front::Http => request_header(context, "mcp-session-id").map_or_else(|| "http".to_owned(), |id| format!("http session {id}")),
+            Front::Http => request_header(context, "mcp-session-id")
+                .map_or_else(|| "http".to_owned(), |id| format!("http session {id}")),
         };
         format!("mcp:{client} ({session})")
     }
@@ -75,7 +82,10 @@ impl ConductorMcp {
         if let Some(id) = bound.as_ref() {
             return Ok(id.clone());
         }
-        let view = self.gateway.start_workflow(None, Value::Null, &self.caller(context)).await?;
+        let view = self
+            .gateway
+            .start_workflow(None, Value::Null, &self.caller(context))
+            .await?;
         tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
         *bound = Some(view.id.clone());
         Ok(view.id)
@@ -83,32 +93,64 @@ impl ConductorMcp {
 
     /// `conductor_start_workflow`: starts a workflow (from `template`, with `input`) and binds the
     /// session to it; later calls of this session belong to it.
-    async fn start_workflow(&self, arguments: Option<Map<String, Value>>, context: &RequestContext<RoleServer>) -> Result<CallToolResult, Error> {
+    async fn start_workflow(
+        &self,
+        arguments: Option<Map<String, Value>>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
         let arguments = arguments.unwrap_or_default();
         let template = match arguments.get("template") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) => Some(name.as_str()),
-            Some(other) => return Err(Error::InvalidArgument(format!("template must be a template name (a string), not {other}"))),
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "template must be a template name (a string), not {other}"
+                )));
+            }
         };
         let input = arguments.get("input").cloned().unwrap_or(Value::Null);
-        let view = self.gateway.start_workflow(template, input, &self.caller(context)).await?;
+        let view = self
+            .gateway
+            .start_workflow(template, input, &self.caller(context))
+            .await?;
         *self.workflow.lock().await = Some(view.id.clone());
         let summary = json!({ "workflow_id": view.id, "template": view.template, "steps_total": view.steps_total, "next_step": view.next_step });
         let text = match &view.template {
-            Some(name) => format!("This session now runs workflow {} of template {name}; the next step is {}.", view.id, view.next_step.as_deref().unwrap_or("none")),
+            Some(name) => format!(
+                "This session now runs workflow {} of template {name}; the next step is {}.",
+                view.id,
+                view.next_step.as_deref().unwrap_or("none")
+            ),
             None => format!("This session now runs the new ad-hoc workflow {}.", view.id),
         };
-        Ok(reply::with_workflow(CallToolResult::structured(summary), &view.id, Some(text)))
+        Ok(reply::with_workflow(
+            CallToolResult::structured(summary),
+            &view.id,
+            Some(text),
+        ))
     }
 
-    async fn call(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResult, Error> {
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
         if request.name == START_WORKFLOW_TOOL {
             return self.start_workflow(request.arguments, &context).await;
         }
         let workflow_id = self.workflow_for(&context).await?;
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let spec = CallSpec { workflow_id: workflow_id.clone(), tool: request.name.to_string(), arguments, caller: self.caller(&context), step: None };
-        let progress = context.meta.get_progress_token().map(|token| ApprovalProgress::new(&self.gateway, &spec, token, context.peer.clone()));
+        let spec = CallSpec {
+            workflow_id: workflow_id.clone(),
+            tool: request.name.to_string(),
+            arguments,
+            caller: self.caller(&context),
+            step: None,
+        };
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| ApprovalProgress::new(&self.gateway, &spec, token, context.peer.clone()));
         let call = self.gateway.call(spec);
         let report = match progress {
             Some(progress) => progress.run_while(call).await?,
@@ -128,13 +170,27 @@ impl ServerHandler for ConductorMcp {
         info
     }
 
-    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = self.gateway.tools().await.into_iter().map(reply::tool).collect();
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut tools: Vec<Tool> = self
+            .gateway
+            .tools()
+            .await
+            .into_iter()
+            .map(reply::tool)
+            .collect();
         tools.push(start_workflow_tool());
         Ok(ListToolsResult::with_all_items(tools))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
         match self.call(request, context).await {
             Ok(result) => Ok(result.into()),
@@ -152,7 +208,9 @@ fn start_workflow_tool() -> Tool {
         },
         "additionalProperties": false
     });
-    let Value::Object(schema) = schema else { unreachable!("a JSON object literal") };
+    let Value::Object(schema) = schema else {
+        unreachable!("a JSON object literal")
+    };
     Tool::new(
         START_WORKFLOW_TOOL,
         "Start a new workflow for this session (ad hoc, or from a named template) and make later calls belong to it. Calls are checked against the workflow's history, so a new workflow starts with a clean history.",

@@ -32,6 +32,8 @@
 //! # HTTP security
 //! `Host` must be loopback or listed in `mcp.allowed_hosts` (DNS rebinding); a request with an `Origin`
 //! that is neither loopback nor listed in `mcp.allowed_origins` gets 403 with the fix in the body.
+//! A body that is not JSON gets a JSON-RPC `-32700` error, one that is not a JSON-RPC message `-32600`,
+//! an unknown method `-32601`; none of them affects other sessions.
 //!
 //! # Desktop clients (stdio)
 //! A desktop MCP client starts the orchestrator itself and talks over its stdin/stdout; logs go to
@@ -53,6 +55,7 @@
 //!
 //! Clients that speak Streamable HTTP use `{"url": "http://127.0.0.1:8080/mcp"}` against the daemon.
 
+mod frames;
 mod handler;
 mod origin;
 mod reply;
@@ -77,15 +80,31 @@ use std::sync::Arc;
 /// handler, hence its own workflow.
 pub fn router(gateway: Gateway) -> Router {
     let config = gateway.config();
-    let hosts = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(config.mcp.allowed_hosts.iter().cloned());
+    let hosts = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(config.mcp.allowed_hosts.iter().cloned());
     let settings = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
     let sessions = gateway.clone();
-    let service = StreamableHttpService::new(move || Ok(ConductorMcp::new(sessions.clone(), Front::Http)), Arc::new(LocalSessionManager::default()), settings);
-    Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(gateway, origin::check_origin))
+    let service = StreamableHttpService::new(
+        move || Ok(ConductorMcp::new(sessions.clone(), Front::Http)),
+        Arc::new(LocalSessionManager::default()),
+        settings,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(frames::json_rpc_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway,
+            origin::check_origin,
+        ))
 }
 
 /// Serves one MCP session over stdin/stdout until the client closes it or `shutdown` resolves.
-pub async fn serve_stdio(gateway: Gateway, shutdown: impl Future<Output = ()>) -> Result<(), std::io::Error> {
+pub async fn serve_stdio(
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), std::io::Error> {
     let handler = ConductorMcp::new(gateway, Front::Stdio);
     tokio::pin!(shutdown);
     let running = tokio::select! {
@@ -112,10 +131,22 @@ pub async fn serve_stdio(gateway: Gateway, shutdown: impl Future<Output = ()>) -
 impl From<Error> for ErrorData {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::UnknownTool { .. } | Error::UnknownTemplate { .. } | Error::InvalidArgument(_) | Error::Config(_) => ErrorCode::INVALID_PARAMS,
-            Error::WorkflowNotFound(_) | Error::ApprovalNotFound(_) => ErrorCode::RESOURCE_NOT_FOUND,
-            Error::WorkflowFinished { .. } | Error::ApprovalDecided { .. } | Error::Unauthenticated(_) | Error::PermissionDenied(_) => ErrorCode::INVALID_REQUEST,
-            Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::Downstream { .. } | Error::Audit(_) | Error::ShuttingDown => ErrorCode::INTERNAL_ERROR,
+            Error::UnknownTool { .. }
+            | Error::UnknownTemplate { .. }
+            | Error::InvalidArgument(_)
+            | Error::Config(_) => ErrorCode::INVALID_PARAMS,
+            Error::WorkflowNotFound(_) | Error::ApprovalNotFound(_) => {
+                ErrorCode::RESOURCE_NOT_FOUND
+            }
+            Error::WorkflowFinished { .. }
+            | Error::ApprovalDecided { .. }
+            | Error::Unauthenticated(_)
+            | Error::PermissionDenied(_) => ErrorCode::INVALID_REQUEST,
+            Error::Unavailable { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::Downstream { .. }
+            | Error::Audit(_)
+            | Error::ShuttingDown => ErrorCode::INTERNAL_ERROR,
         };
         ErrorData::new(code, error.to_string(), None)
     }

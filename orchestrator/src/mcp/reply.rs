@@ -20,7 +20,11 @@ pub fn tool(info: ToolInfo) -> Tool {
         Value::Object(map) => map,
         _ => serde_json::Map::from_iter([("type".to_owned(), Value::String("object".into()))]),
     };
-    let description = if info.description.is_empty() { format!("{} (server {})", info.name, info.server) } else { info.description };
+    let description = if info.description.is_empty() {
+        format!("{} (server {})", info.name, info.server)
+    } else {
+        info.description
+    };
     Tool::new(info.name, description, Arc::new(schema))
 }
 
@@ -36,7 +40,8 @@ pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
     };
     let mut result = with_workflow(result, workflow_id, None);
     if let (Some(approval), Some(meta)) = (approval, result.meta.as_mut()) {
-        meta.0.insert("io.conductorio/approval".to_owned(), approval);
+        meta.0
+            .insert("io.conductorio/approval".to_owned(), approval);
     }
     result
 }
@@ -55,16 +60,25 @@ fn failed(tool: &str, failure: &ToolFailure) -> CallToolResult {
     if let Some(details) = &failure.details {
         let _ = write!(text, "\ndetails: {details}");
     }
-    let mut result = CallToolResult::structured_error(json!({ "code": failure.code, "message": failure.message, "details": failure.details }));
+    let mut result = CallToolResult::structured_error(
+        json!({ "code": failure.code, "message": failure.message, "details": failure.details }),
+    );
     result.content = vec![ContentBlock::text(text)];
     result
 }
 
 /// The text a model reads when a policy refused its call: every blocking rule, and what to do first.
 pub fn denial_text(tool: &str, violations: &[Violation], workflow_id: &str) -> String {
-    let mut text = format!("Conductorio refused {tool} (workflow {workflow_id}); it did not run. Blocked by:");
+    let mut text =
+        format!("Conductorio refused {tool} (workflow {workflow_id}); it did not run. Blocked by:");
     for v in violations {
-        let _ = write!(text, "\n- rule {} ({}): {}", v.rule_id, v.rule_kind.as_str(), v.message);
+        let _ = write!(
+            text,
+            "\n- rule {} ({}): {}",
+            v.rule_id,
+            v.rule_kind.as_str(),
+            v.message
+        );
         if !v.unblock_hint.is_empty() {
             let _ = write!(text, "\n  What to do first: {}", v.unblock_hint);
         }
@@ -76,16 +90,29 @@ pub fn denial_text(tool: &str, violations: &[Violation], workflow_id: &str) -> S
 }
 
 fn denied(tool: &str, violations: &[Violation], workflow_id: &str) -> CallToolResult {
-    let mut result = CallToolResult::structured_error(json!({ "denied": true, "tool": tool, "violations": violations }));
-    result.content = vec![ContentBlock::text(denial_text(tool, violations, workflow_id))];
+    let mut result = CallToolResult::structured_error(
+        json!({ "denied": true, "tool": tool, "violations": violations }),
+    );
+    result.content = vec![ContentBlock::text(denial_text(
+        tool,
+        violations,
+        workflow_id,
+    ))];
     result
 }
 
 /// Adds the workflow id to a result's `_meta` (and optionally a first text block), so a client without a
 /// session can name the workflow in its next request.
-pub fn with_workflow(mut result: CallToolResult, workflow_id: &str, text: Option<String>) -> CallToolResult {
+pub fn with_workflow(
+    mut result: CallToolResult,
+    workflow_id: &str,
+    text: Option<String>,
+) -> CallToolResult {
     let mut meta = result.meta.take().unwrap_or_else(MetaObject::new);
-    meta.0.insert(WORKFLOW_META_KEY.to_owned(), Value::String(workflow_id.to_owned()));
+    meta.0.insert(
+        WORKFLOW_META_KEY.to_owned(),
+        Value::String(workflow_id.to_owned()),
+    );
     result.meta = Some(meta);
     if let Some(text) = text {
         result.content.insert(0, ContentBlock::text(text));
@@ -100,7 +127,9 @@ pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
     match error {
         Error::UnknownTool { .. } | Error::Audit(_) | Error::ShuttingDown => Err(error.into()),
         other => {
-            let mut result = CallToolResult::structured_error(json!({ "code": code(&other), "message": other.to_string() }));
+            let mut result = CallToolResult::structured_error(
+                json!({ "code": code(&other), "message": other.to_string() }),
+            );
             result.content = vec![ContentBlock::text(format!("{tool} could not run: {other}"))];
             Ok(result)
         }

@@ -37,7 +37,12 @@ struct Waiting {
 }
 
 impl ApprovalProgress {
-    pub fn new(gateway: &Gateway, spec: &CallSpec, token: ProgressToken, peer: Peer<RoleServer>) -> Self {
+    pub fn new(
+        gateway: &Gateway,
+        spec: &CallSpec,
+        token: ProgressToken,
+        peer: Peer<RoleServer>,
+    ) -> Self {
         ApprovalProgress {
             gateway: gateway.clone(),
             live: gateway.audit().subscribe(),
@@ -51,7 +56,10 @@ impl ApprovalProgress {
     }
 
     /// Drives `call` to its end, sending progress while it waits for an approval.
-    pub async fn run_while(mut self, call: impl Future<Output = Result<CallReport, Error>>) -> Result<CallReport, Error> {
+    pub async fn run_while(
+        mut self,
+        call: impl Future<Output = Result<CallReport, Error>>,
+    ) -> Result<CallReport, Error> {
         tokio::pin!(call);
         let mut waiting: Option<Waiting> = None;
         let mut listening = true;
@@ -86,10 +94,21 @@ impl ApprovalProgress {
 
     fn matches(&self, record: &AuditRecord) -> Option<Waiting> {
         match &record.event {
-            AuditEvent::ApprovalRequested { workflow_id, tool, approval_id, arguments_digest, expires_at_ms, .. }
-                if *workflow_id == self.workflow_id && *tool == self.tool && *arguments_digest == self.digest =>
+            AuditEvent::ApprovalRequested {
+                workflow_id,
+                tool,
+                approval_id,
+                arguments_digest,
+                expires_at_ms,
+                ..
+            } if *workflow_id == self.workflow_id
+                && *tool == self.tool
+                && *arguments_digest == self.digest =>
             {
-                Some(Waiting { id: approval_id.clone(), expires_at_ms: *expires_at_ms })
+                Some(Waiting {
+                    id: approval_id.clone(),
+                    expires_at_ms: *expires_at_ms,
+                })
             }
             _ => None,
         }
@@ -100,23 +119,37 @@ impl ApprovalProgress {
         self.gateway
             .pending_approvals()
             .into_iter()
-            .find(|a| a.workflow_id == self.workflow_id && a.tool == self.tool && a.arguments_digest == self.digest)
-            .map(|a| Waiting { id: a.id, expires_at_ms: a.expires_at_ms })
+            .find(|a| {
+                a.workflow_id == self.workflow_id
+                    && a.tool == self.tool
+                    && a.arguments_digest == self.digest
+            })
+            .map(|a| Waiting {
+                id: a.id,
+                expires_at_ms: a.expires_at_ms,
+            })
     }
 
     async fn notify(&mut self, waiting: &Waiting, first: bool) {
         self.sent += 1;
-        let left = Duration::from_secs(u64::try_from((waiting.expires_at_ms - now_ms()) / 1000).unwrap_or(0));
+        let left = Duration::from_secs(
+            u64::try_from((waiting.expires_at_ms - now_ms()) / 1000).unwrap_or(0),
+        );
         let message = format!(
             "{} {} for approval {} (expires in {}). To approve: conductorctl approve {} — to deny: conductorctl deny {}",
             self.tool,
-            if first { "is waiting" } else { "is still waiting" },
+            if first {
+                "is waiting"
+            } else {
+                "is still waiting"
+            },
             waiting.id,
             humantime::format_duration(left),
             waiting.id,
             waiting.id
         );
-        let params = ProgressNotificationParam::new(self.token.clone(), f64::from(self.sent)).with_message(message);
+        let params = ProgressNotificationParam::new(self.token.clone(), f64::from(self.sent))
+            .with_message(message);
         if let Err(e) = self.peer.notify_progress(params).await {
             tracing::debug!(error = %e, "cannot send an MCP progress notification");
         }

@@ -7,8 +7,8 @@
 use conductor_proto::v1::orchestrator_client::OrchestratorClient;
 use conductor_proto::v1::watch_event::Body;
 use conductor_proto::v1::{ApprovalDecisionRequest, WatchRequest};
-use conductor_servers::testing::ToolServers;
 use conductor_servers::ServerKind;
+use conductor_servers::testing::ToolServers;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,12 +42,16 @@ pub fn script(name: &str) -> PathBuf {
 /// servers; `extra_servers` (a JSON object's members, without braces) are added to its servers.
 pub fn shipped_config(servers: &ToolServers, extra_servers: Option<&str>) -> String {
     let path = repo_root().join("config/config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("config/config.json is readable")).expect("config/config.json is JSON");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).expect("config/config.json is readable"),
+    )
+    .expect("config/config.json is JSON");
     for kind in ServerKind::ALL {
         config["servers"][kind.name()]["grpc"] = Value::String(servers.get(kind).url());
     }
     if let Some(extra) = extra_servers {
-        let extra: Value = serde_json::from_str(&format!("{{{extra}}}")).expect("extra servers are JSON members");
+        let extra: Value =
+            serde_json::from_str(&format!("{{{extra}}}")).expect("extra servers are JSON members");
         for (name, server) in extra.as_object().into_iter().flatten() {
             config["servers"][name] = server.clone();
         }
@@ -62,10 +66,23 @@ pub fn shipped_config(servers: &ToolServers, extra_servers: Option<&str>) -> Str
 /// approves it through the gRPC API, as `conductorctl approve` would. Returns the approval id.
 pub async fn approve_first_request(grpc_url: String) -> String {
     let work = async move {
-        let mut client = OrchestratorClient::connect(grpc_url).await.expect("the orchestrator's gRPC API answers");
-        let mut events = client.watch(WatchRequest { workflow_id: String::new(), from_seq: 1 }).await.expect("Watch starts").into_inner();
+        let mut client = OrchestratorClient::connect(grpc_url)
+            .await
+            .expect("the orchestrator's gRPC API answers");
+        let mut events = client
+            .watch(WatchRequest {
+                workflow_id: String::new(),
+                from_seq: 1,
+            })
+            .await
+            .expect("Watch starts")
+            .into_inner();
         let approval_id = loop {
-            let event = events.message().await.expect("the Watch stream stays healthy").expect("the Watch stream does not end");
+            let event = events
+                .message()
+                .await
+                .expect("the Watch stream stays healthy")
+                .expect("the Watch stream does not end");
             if let Some(Body::Event(event)) = event.body {
                 if event.kind == "approval_requested" {
                     break event.approval_id;
@@ -73,41 +90,174 @@ pub async fn approve_first_request(grpc_url: String) -> String {
             }
         };
         client
-            .approve(ApprovalDecisionRequest { approval_id: approval_id.clone(), approver: "test-approver".into(), reason: "interop test".into() })
+            .approve(ApprovalDecisionRequest {
+                approval_id: approval_id.clone(),
+                approver: "test-approver".into(),
+                reason: "interop test".into(),
+            })
             .await
             .expect("Approve succeeds");
         approval_id
     };
-    tokio::time::timeout(DEADLINE, work).await.expect("an approval request arrived in time")
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("an approval request arrived in time")
 }
 
 /// Runs a Python script to its end and returns the JSON of its last stdout line; panics with its stderr.
 pub async fn run_python(args: &[String]) -> Value {
     let mut command = tokio::process::Command::new(python());
-    command.args(args).kill_on_drop(true).env("PYTHONUNBUFFERED", "1");
-    let output = tokio::time::timeout(DEADLINE, command.output()).await.expect("the Python client finished in time").expect("Python starts");
+    command
+        .args(args)
+        .kill_on_drop(true)
+        .env("PYTHONUNBUFFERED", "1");
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("the Python client finished in time")
+        .expect("Python starts");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the Python client failed ({}):\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}", output.status);
+    assert!(
+        output.status.success(),
+        "the Python client failed ({}):\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}",
+        output.status
+    );
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("the Python client's last line is not JSON ({e}): {last:?}\n--- stderr ---\n{stderr}"))
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "the Python client's last line is not JSON ({e}): {last:?}\n--- stderr ---\n{stderr}"
+        )
+    })
 }
 
 /// Checks the parts of a Python flow summary every transport and era shares.
 pub fn check_flow(summary: &Value) {
     let tools = summary["tools"].as_object().expect("tools listed");
-    for tool in ["validate_data", "process_data", "create_backup", "restore_backup", "send_notification", "conductor_start_workflow"] {
-        assert!(tools.contains_key(tool), "{tool} missing from tools/list: {:?}", tools.keys().collect::<Vec<_>>());
+    for tool in [
+        "validate_data",
+        "process_data",
+        "create_backup",
+        "restore_backup",
+        "send_notification",
+        "conductor_start_workflow",
+    ] {
+        assert!(
+            tools.contains_key(tool),
+            "{tool} missing from tools/list: {:?}",
+            tools.keys().collect::<Vec<_>>()
+        );
     }
-    assert_eq!(tools["validate_data"]["required"], serde_json::json!(["records", "schema"]), "validate_data's schema: {}", tools["validate_data"]);
-    assert_eq!(summary["server_name"], "conductorio");
+    assert_eq!(
+        tools["validate_data"]["required"],
+        serde_json::json!(["records", "schema"]),
+        "validate_data's schema: {}",
+        tools["validate_data"]
+    );
+    if summary["era"] == "handshake" {
+        assert_eq!(summary["server_name"], "conductorio");
+    } else {
+        assert!(
+            summary["supported_versions"]
+                .as_array()
+                .is_some_and(
+                    |v| v.iter().any(|v| v == "2025-11-25") && v.iter().any(|v| v == "2026-07-28")
+                ),
+            "{}",
+            summary["supported_versions"]
+        );
+    }
     let denied = &summary["denied"];
     assert_eq!(denied["is_error"], true);
     let text = denied["text"].as_str().unwrap_or_default();
-    assert!(text.contains("process-after-validate") && text.contains("sequence") && text.contains("validate_data"), "denial text: {text}");
-    assert!(text.contains("What to do first"), "the denial says what to do first: {text}");
-    assert_eq!(denied["structured"]["violations"][0]["rule_id"], "process-after-validate");
-    assert_eq!(summary["validated"]["is_error"], false, "{}", summary["validated"]);
-    assert_eq!(summary["processed"]["is_error"], false, "{}", summary["processed"]);
-    assert!(summary["workflow_id"].as_str().is_some_and(|w| w.starts_with("wf-")));
+    assert!(
+        text.contains("process-after-validate")
+            && text.contains("sequence")
+            && text.contains("validate_data"),
+        "denial text: {text}"
+    );
+    assert!(
+        text.contains("What to do first"),
+        "the denial says what to do first: {text}"
+    );
+    assert_eq!(
+        denied["structured"]["violations"][0]["rule_id"],
+        "process-after-validate"
+    );
+    assert_eq!(
+        summary["validated"]["is_error"], false,
+        "{}",
+        summary["validated"]
+    );
+    assert_eq!(
+        summary["processed"]["is_error"], false,
+        "{}",
+        summary["processed"]
+    );
+    assert!(
+        summary["workflow_id"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("wf-"))
+    );
 }
+
+/// An HTTP reply as raw text: enough to check status codes and bodies of refused or malformed requests.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// POSTs `body` to `/mcp` over a fresh connection, with the headers an MCP client sends plus `extra`.
+pub async fn raw_post(addr: std::net::SocketAddr, extra: &[(&str, &str)], body: &str) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let mut request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in extra {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("request sent");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("reply read");
+        raw
+    };
+    let raw = tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("the server answered in time");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw-http-test","version":"0"}}}"#;

@@ -1,0 +1,55 @@
+//! Malformed JSON-RPC frames on the HTTP front get a JSON-RPC error, as JSON-RPC 2.0 says: `-32700`
+//! for a body that is not JSON, `-32600` for JSON that is not a valid request. The SDK refuses both
+//! with a bare `415`; this layer keeps the body at hand and rewrites only that refusal, so valid frames
+//! pay one copy of their body and nothing else.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// The largest body read (the SDK's own limit is 4 MiB; larger bodies get 413 either way).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub async fn json_rpc_errors(request: Request, next: Next) -> Response {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if request.method() != Method::POST || !is_json {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, format!("Payload Too Large: the body exceeds {MAX_BODY_BYTES} bytes or could not be read: {e}\n")).into_response(),
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes.clone())))
+        .await;
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    let (code, message) = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(e) => (-32700, format!("Parse error: the body is not JSON ({e})")),
+        Ok(_) => (-32600, "Invalid Request: the body is JSON but not a JSON-RPC 2.0 message MCP knows (check \"jsonrpc\": \"2.0\", \"method\", \"id\" and \"params\")".to_owned()),
+    };
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let body = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } });
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

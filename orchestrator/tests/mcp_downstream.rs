@@ -1,0 +1,227 @@
+//! The orchestrator as an MCP client: a Python MCP server (written with the official SDK) as a child
+//! process over stdio, and another orchestrator's `/mcp` over Streamable HTTP. Their tools are listed,
+//! policy-checked and audited like gRPC tools; a crash, a hang or garbage on stdout gives a clear error
+//! and the next call starts the server again.
+
+mod mcp_support;
+
+use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};
+use conductor_orchestrator::gateway::{CallResult, CallSpec};
+use conductor_orchestrator::{Error, testing};
+use mcp_support::{python, script, shipped_config};
+use rmcp::RoleClient;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+
+fn echo_config() -> String {
+    json!({
+        "servers": {
+            "echo": {
+                "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
+                "tools": ["echo", "pid", "misbehave"],
+                "timeout": "2s"
+            }
+        },
+        "rules": [{ "id": "echo-first", "kind": "sequence", "tool": "pid", "after": ["echo"] }]
+    })
+    .to_string()
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    arguments: Value,
+) -> CallToolResult {
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    params.arguments = arguments.as_object().cloned();
+    client
+        .call_tool(params)
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"))
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The downstream's process id, from the `pid` tool.
+async fn pid(client: &RunningService<RoleClient, ()>) -> i64 {
+    let result = call(client, "pid", json!({})).await;
+    assert_eq!(result.is_error, Some(false), "pid: {}", text(&result));
+    let value = result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| serde_json::from_str(&text(&result)).unwrap_or(Value::Null));
+    value
+        .get("result")
+        .unwrap_or(&value)
+        .as_i64()
+        .unwrap_or_else(|| panic!("pid is a number: {value}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_stdio_server_is_listed_checked_audited_and_restarted() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the MCP client initializes");
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let echo = tools
+        .iter()
+        .find(|t| t.name == "echo")
+        .expect("the Python server's echo is listed");
+    assert_eq!(
+        echo.description.as_deref(),
+        Some("Returns the text it was given.")
+    );
+    assert_eq!(
+        echo.input_schema.get("required"),
+        Some(&json!(["text"])),
+        "{:?}",
+        echo.input_schema
+    );
+    assert!(tools.iter().any(|t| t.name == "misbehave") && tools.iter().any(|t| t.name == "pid"));
+
+    let denied = call(&client, "pid", json!({})).await;
+    assert_eq!(denied.is_error, Some(true));
+    assert!(
+        text(&denied).contains("echo-first"),
+        "the sequence rule applies to MCP tools: {}",
+        text(&denied)
+    );
+    let echoed = call(&client, "echo", json!({ "text": "hello" })).await;
+    assert_eq!(echoed.is_error, Some(false), "{}", text(&echoed));
+    assert!(text(&echoed).contains("hello"), "{}", text(&echoed));
+    let first = pid(&client).await;
+
+    let crashed = call(&client, "misbehave", json!({ "mode": "crash" })).await;
+    assert_eq!(crashed.is_error, Some(true));
+    assert!(
+        text(&crashed).contains(r#"server "echo" is unavailable"#),
+        "a crash names the server: {}",
+        text(&crashed)
+    );
+    let second = pid(&client).await;
+    assert_ne!(first, second, "the next call started the server again");
+
+    let hung = call(&client, "misbehave", json!({ "mode": "hang" })).await;
+    assert_eq!(hung.is_error, Some(true));
+    assert!(
+        text(&hung).contains("did not answer within its time-out of 2s"),
+        "a hang times out clearly: {}",
+        text(&hung)
+    );
+    let third = pid(&client).await;
+    assert_ne!(second, third, "the hung server was replaced");
+
+    let garbage = call(&client, "misbehave", json!({ "mode": "garbage" })).await;
+    assert_eq!(garbage.is_error, Some(true), "{}", text(&garbage));
+    assert!(
+        text(&garbage).contains("did not answer"),
+        "garbage instead of an answer ends in a clear time-out: {}",
+        text(&garbage)
+    );
+    let fourth = pid(&client).await;
+    assert_ne!(third, fourth, "the server that wrote garbage was replaced");
+
+    client.cancel().await.expect("the client closes");
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    orchestrator.stop().await;
+    let records: Vec<AuditEvent> = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .collect();
+    let decided = |tool: &str, kind: DecisionKind| {
+        records.iter().any(|e| matches!(e, AuditEvent::CallDecided { tool: t, decision, .. } if t == tool && *decision == kind))
+    };
+    let finished = |tool: &str, outcome: Outcome| {
+        records.iter().any(|e| matches!(e, AuditEvent::CallFinished { tool: t, outcome: o, .. } if t == tool && *o == outcome))
+    };
+    assert!(decided("pid", DecisionKind::Deny), "the denial is audited");
+    assert!(
+        finished("echo", Outcome::Succeeded),
+        "the MCP call is audited"
+    );
+    assert!(
+        finished("misbehave", Outcome::Unavailable),
+        "the crash is audited as unavailable"
+    );
+    assert!(
+        finished("misbehave", Outcome::Failed),
+        "the time-out is audited"
+    );
+}
+
+/// Another orchestrator's `/mcp` as a Streamable HTTP downstream: listed and called; when it stops, the
+/// call fails naming the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamable_http_server_is_listed_and_called() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let inner_audit = tempfile::tempdir().expect("temp dir");
+    let inner = testing::spawn(&shipped_config(&servers, None), None, inner_audit.path())
+        .await
+        .expect("inner orchestrator starts");
+    let config = json!({
+        "servers": { "remote": { "mcp_url": format!("{}/mcp", inner.http_url()), "tools": ["validate_data", "list_schemas"], "timeout": "5s" } }
+    });
+    let outer_audit = tempfile::tempdir().expect("temp dir");
+    let outer = testing::spawn(&config.to_string(), None, outer_audit.path())
+        .await
+        .expect("outer orchestrator starts");
+
+    let tools = outer.gateway.tools().await;
+    let validate = tools
+        .iter()
+        .find(|t| t.name == "validate_data")
+        .expect("listed through MCP");
+    assert_eq!(validate.server, "remote");
+    assert_eq!(
+        validate.input_schema["required"],
+        json!(["records", "schema"]),
+        "{}",
+        validate.input_schema
+    );
+
+    let workflow = outer
+        .gateway
+        .start_workflow(None, Value::Null, "test")
+        .await
+        .expect("a workflow");
+    let spec = |tool: &str| CallSpec {
+        workflow_id: workflow.id.clone(),
+        tool: tool.into(),
+        arguments: json!({}),
+        caller: "test".into(),
+        step: None,
+    };
+    let listed = outer
+        .gateway
+        .call(spec("list_schemas"))
+        .await
+        .expect("the call runs");
+    match &listed.result {
+        CallResult::Succeeded(value) => assert!(value.to_string().contains("customer"), "{value}"),
+        other => panic!("list_schemas over MCP: {other:?}"),
+    }
+
+    inner.stop().await;
+    match outer.gateway.call(spec("list_schemas")).await {
+        Err(Error::Unavailable { server, .. }) => assert_eq!(server, "remote"),
+        Err(Error::Downstream { server, .. }) => assert_eq!(server, "remote"),
+        other => panic!("a stopped MCP server is reported: {other:?}"),
+    }
+    outer.stop().await;
+    servers.stop().await;
+}

@@ -1,0 +1,271 @@
+//! The MCP HTTP front's edges: `Origin` validation, malformed JSON-RPC frames, and rmcp's own client
+//! (the Rust SDK) against `/mcp`, including how long a plain round trip takes.
+
+mod mcp_support;
+
+use conductor_orchestrator::testing;
+use mcp_support::{INITIALIZE, raw_post, shipped_config};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn params(tool: &str, arguments: Value) -> CallToolRequestParams {
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    params.arguments = arguments.as_object().cloned();
+    params
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused_and_loopback_origins_pass() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    for origin in [
+        "https://evil.example",
+        "http://localhost.evil.example:8080",
+        "null",
+    ] {
+        let reply = raw_post(orchestrator.http_addr, &[("Origin", origin)], INITIALIZE).await;
+        assert_eq!(reply.status, 403, "Origin {origin}: {reply:?}");
+        assert!(
+            reply.body.contains("allowed_origins"),
+            "the refusal says how to allow it: {}",
+            reply.body
+        );
+    }
+    for origin in ["http://localhost:6274", "http://127.0.0.1:3000"] {
+        let reply = raw_post(orchestrator.http_addr, &[("Origin", origin)], INITIALIZE).await;
+        assert_eq!(reply.status, 200, "Origin {origin}: {reply:?}");
+        assert!(
+            reply.header("mcp-session-id").is_some(),
+            "a session was created: {reply:?}"
+        );
+    }
+    let reply = raw_post(orchestrator.http_addr, &[], INITIALIZE).await;
+    assert_eq!(
+        reply.status, 200,
+        "no Origin (a non-browser client): {reply:?}"
+    );
+    orchestrator.stop().await;
+    servers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_origins_pass() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let mut config: Value = serde_json::from_str(&shipped_config(&servers, None)).expect("JSON");
+    config["mcp"] = json!({ "allowed_origins": ["https://app.example.com"] });
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let reply = raw_post(
+        orchestrator.http_addr,
+        &[("Origin", "https://app.example.com")],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let reply = raw_post(
+        orchestrator.http_addr,
+        &[("Origin", "https://other.example.com")],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_json_rpc_errors_and_the_server_stays_up() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let addr = orchestrator.http_addr;
+
+    let reply = raw_post(addr, &[], "{this is not json").await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let error: Value = serde_json::from_str(&reply.body).expect("a JSON-RPC error body");
+    assert_eq!(error["error"]["code"], -32700, "{error}");
+
+    let reply = raw_post(
+        addr,
+        &[],
+        r#"{"jsonrpc":"1.0","id":7,"method":"initialize","params":{}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let error: Value = serde_json::from_str(&reply.body).expect("a JSON-RPC error body");
+    assert_eq!(
+        (error["error"]["code"].clone(), error["id"].clone()),
+        (json!(-32600), json!(7)),
+        "{error}"
+    );
+
+    let reply = raw_post(addr, &[], r#"[1, 2, 3]"#).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened
+        .header("mcp-session-id")
+        .expect("initialize opens a session");
+    let headers = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let reply = raw_post(
+        addr,
+        &headers,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let reply = raw_post(
+        addr,
+        &headers,
+        r#"{"jsonrpc":"2.0","id":2,"method":"no/such_method","params":{}}"#,
+    )
+    .await;
+    assert!(
+        reply.body.contains("-32601"),
+        "an unknown method gets METHOD_NOT_FOUND: {reply:?}"
+    );
+    let reply = raw_post(addr, &headers, r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#).await;
+    assert!(
+        reply.body.contains("-32602") && reply.body.contains("unknown tool"),
+        "an unknown tool is a protocol error: {reply:?}"
+    );
+    let reply = raw_post(
+        addr,
+        &headers,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":42}}"#,
+    )
+    .await;
+    assert!(
+        reply.status == 400 || reply.body.contains("\"error\""),
+        "a malformed tools/call is refused: {reply:?}"
+    );
+
+    let reply = raw_post(
+        addr,
+        &headers,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#,
+    )
+    .await;
+    assert!(
+        reply.body.contains("validate_data"),
+        "the session still works: {reply:?}"
+    );
+    let reply = raw_post(addr, &[], INITIALIZE).await;
+    assert_eq!(
+        reply.status, 200,
+        "the server still accepts sessions: {reply:?}"
+    );
+    orchestrator.stop().await;
+    servers.stop().await;
+}
+
+/// rmcp's own client: the same policies through `/mcp`, and a round trip that shows no Nagle delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_client_calls_through_the_policies() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    let info = client.peer_info().expect("a handshake took place");
+    assert_eq!(
+        info.server_info.as_ref().map(|s| s.name.as_str()),
+        Some("conductorio")
+    );
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let validate = tools
+        .iter()
+        .find(|t| t.name == "validate_data")
+        .expect("validate_data listed");
+    assert!(
+        validate.input_schema.contains_key("properties"),
+        "{:?}",
+        validate.input_schema
+    );
+
+    let records = json!([{ "id": "1", "name": "Ada", "email": "ada@example.com" }]);
+    let denied = client
+        .call_tool(params("process_data", json!({ "records": records })))
+        .await
+        .expect("tools/call");
+    assert_eq!(denied.is_error, Some(true));
+    assert!(
+        text(&denied).contains("process-after-validate"),
+        "{}",
+        text(&denied)
+    );
+    let validated = client
+        .call_tool(params(
+            "validate_data",
+            json!({ "records": records, "schema": "customer" }),
+        ))
+        .await
+        .expect("tools/call");
+    assert_eq!(validated.is_error, Some(false), "{}", text(&validated));
+    assert_eq!(
+        validated
+            .structured_content
+            .as_ref()
+            .map(|v| v["valid"].clone()),
+        Some(json!(true))
+    );
+    let processed = client
+        .call_tool(params("process_data", json!({ "records": records })))
+        .await
+        .expect("tools/call");
+    assert_eq!(processed.is_error, Some(false), "{}", text(&processed));
+
+    let invalid = client
+        .call_tool(params("validate_data", json!({ "records": "not a list" })))
+        .await
+        .expect("tools/call");
+    assert_eq!(
+        invalid.is_error,
+        Some(true),
+        "bad arguments are a tool error the model can read: {}",
+        text(&invalid)
+    );
+
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        client.list_all_tools().await.expect("tools/list");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    assert!(
+        times[10] < Duration::from_millis(20),
+        "a tools/list round trip took {:?} (p50): is TCP_NODELAY set?",
+        times[10]
+    );
+
+    client.cancel().await.expect("the client closes");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
