@@ -5,11 +5,17 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/conductor/v1/tool.proto", "proto/conductor/v1/orchestrator.proto"];
+    let files = [
+        "proto/conductor/v1/tool.proto",
+        "proto/conductor/v1/orchestrator.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("conductor_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("conductor_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -39,6 +39,9 @@ pub struct Approval {
     pub decided_by: String,
     pub reason: String,
     pub decided_at_ms: i64,
+    /// The approver must be someone other than `workflow_caller`.
+    pub four_eyes: bool,
+    pub workflow_caller: String,
 }
 
 /// A decision on its way to the waiting call, with the channel on which the call confirms it.
@@ -77,13 +80,18 @@ impl Approvals {
             None => None,
             Some(url) => {
                 let endpoint = Endpoint::from_shared(url.to_owned())
-                    .map_err(|e| Error::InvalidArgument(format!("approval ledger address {url:?}: {e}")))?
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("approval ledger address {url:?}: {e}"))
+                    })?
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(2));
                 Some(ApprovalLedgerClient::new(endpoint.connect_lazy()))
             }
         };
-        Ok(Approvals { desk: Mutex::new(Desk::default()), ledger })
+        Ok(Approvals {
+            desk: Mutex::new(Desk::default()),
+            ledger,
+        })
     }
 
     fn desk(&self) -> std::sync::MutexGuard<'_, Desk> {
@@ -92,7 +100,9 @@ impl Approvals {
 
     /// Records the request in the ledger (idempotent by id, so a resumed request can be sent again).
     pub async fn record_request(&self, approval: &Approval) -> Result<(), Error> {
-        let Some(mut ledger) = self.ledger.clone() else { return Ok(()) };
+        let Some(mut ledger) = self.ledger.clone() else {
+            return Ok(());
+        };
         let request = CreateApprovalRequest {
             id: approval.id.clone(),
             workflow_id: approval.workflow_id.clone(),
@@ -104,16 +114,24 @@ impl Approvals {
             expires_at_ms: approval.expires_at_ms,
             call_id: approval.call_id.clone(),
         };
-        ledger.create_approval(request).await.map_err(ledger_error)?;
+        ledger
+            .create_approval(request)
+            .await
+            .map_err(ledger_error)?;
         Ok(())
     }
 
     /// Records the decision in the ledger. A ledger that already holds a decision keeps it.
     pub async fn record_decision(&self, approval: &Approval) -> Result<(), Error> {
-        let Some(mut ledger) = self.ledger.clone() else { return Ok(()) };
+        let Some(mut ledger) = self.ledger.clone() else {
+            return Ok(());
+        };
         let request = DecideApprovalRequest {
             id: approval.id.clone(),
-            decision: approval.verdict.map_or(ApprovalState::Pending, ApprovalVerdict::state) as i32,
+            decision: approval
+                .verdict
+                .map_or(ApprovalState::Pending, ApprovalVerdict::state)
+                as i32,
             decided_by: approval.decided_by.clone(),
             reason: approval.reason.clone(),
         };
@@ -127,34 +145,85 @@ impl Approvals {
     /// Lists the request as pending; returns the channel on which its decision will arrive.
     pub fn open(&self, approval: Approval) -> oneshot::Receiver<DecisionRequest> {
         let (tx, rx) = oneshot::channel();
-        self.desk().pending.insert(approval.id.clone(), Pending { approval, decide: Some(tx) });
+        self.desk().pending.insert(
+            approval.id.clone(),
+            Pending {
+                approval,
+                decide: Some(tx),
+            },
+        );
         rx
     }
 
-    /// Hands a decision to the waiting call and waits until the call has recorded it.
-    pub async fn decide(&self, id: &str, verdict: ApprovalVerdict, approver: &str, reason: &str) -> Result<Approval, Error> {
+    /// Hands a decision to the waiting call and waits until the call has recorded it. An approval names
+    /// the digest of the arguments it releases (when given, it must match) and, under four eyes, cannot
+    /// come from the caller who started the workflow. It is single-use: the first decision wins.
+    pub async fn decide(
+        &self,
+        id: &str,
+        verdict: ApprovalVerdict,
+        approver: &str,
+        reason: &str,
+        digest: Option<&str>,
+    ) -> Result<Approval, Error> {
         if approver.trim().is_empty() {
-            return Err(Error::InvalidArgument("every decision names its approver: set approver (conductorctl --as NAME)".into()));
+            return Err(Error::InvalidArgument(
+                "every decision names its approver: set approver (conductorctl --as NAME)".into(),
+            ));
         }
         let sender = {
             let mut desk = self.desk();
             match desk.pending.get_mut(id) {
-                Some(pending) => pending.decide.take(),
+                Some(pending) => {
+                    let approval = &pending.approval;
+                    if let Some(digest) = digest.filter(|d| !d.is_empty())
+                        && digest != approval.arguments_digest
+                    {
+                        return Err(Error::ApprovalMismatch(format!(
+                            "approval {id} is for arguments with digest {}, not {digest}: the call's arguments differ from what was reviewed; look again with `conductorctl pending`",
+                            approval.arguments_digest
+                        )));
+                    }
+                    if verdict == ApprovalVerdict::Approved
+                        && approval.four_eyes
+                        && same_person(approver, &approval.workflow_caller)
+                    {
+                        return Err(Error::PermissionDenied(format!(
+                            "four eyes: {approver} started workflow {} and cannot approve its own call; ask someone else",
+                            approval.workflow_id
+                        )));
+                    }
+                    pending.decide.take()
+                }
                 None => {
                     return Err(match desk.decided.iter().find(|a| a.id == id) {
-                        Some(done) => Error::ApprovalDecided { id: id.to_owned(), state: describe(done) },
+                        Some(done) => Error::ApprovalDecided {
+                            id: id.to_owned(),
+                            state: describe(done),
+                        },
                         None => Error::ApprovalNotFound(id.to_owned()),
                     });
                 }
             }
         };
         let Some(sender) = sender else {
-            return Err(Error::ApprovalDecided { id: id.to_owned(), state: "being decided by someone else".into() });
+            return Err(Error::ApprovalDecided {
+                id: id.to_owned(),
+                state: "being decided by someone else".into(),
+            });
         };
         let (reply, confirmed) = oneshot::channel();
-        let request = DecisionRequest { verdict, approver: approver.to_owned(), reason: reason.to_owned(), reply };
+        let request = DecisionRequest {
+            verdict,
+            approver: approver.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        };
         if sender.send(request).is_err() {
-            return Err(Error::ApprovalDecided { id: id.to_owned(), state: "expired".into() });
+            return Err(Error::ApprovalDecided {
+                id: id.to_owned(),
+                state: "expired".into(),
+            });
         }
         confirmed.await.map_err(|_| Error::ShuttingDown)?
     }
@@ -175,18 +244,36 @@ impl Approvals {
     }
 
     pub fn pending(&self) -> Vec<Approval> {
-        self.desk().pending.values().map(|p| p.approval.clone()).collect()
+        self.desk()
+            .pending
+            .values()
+            .map(|p| p.approval.clone())
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Approval> {
         let desk = self.desk();
-        desk.pending.get(id).map(|p| p.approval.clone()).or_else(|| desk.decided.iter().find(|a| a.id == id).cloned())
+        desk.pending
+            .get(id)
+            .map(|p| p.approval.clone())
+            .or_else(|| desk.decided.iter().find(|a| a.id == id).cloned())
     }
 
     /// The pending requests of one workflow (to expire them when it is cancelled).
     pub fn pending_of(&self, workflow_id: &str) -> Vec<String> {
-        self.desk().pending.values().filter(|p| p.approval.workflow_id == workflow_id).map(|p| p.approval.id.clone()).collect()
+        self.desk()
+            .pending
+            .values()
+            .filter(|p| p.approval.workflow_id == workflow_id)
+            .map(|p| p.approval.id.clone())
+            .collect()
     }
+}
+
+/// Identities are "NAME" or "NAME/SESSION": the same name is the same person.
+fn same_person(a: &str, b: &str) -> bool {
+    let name = |s: &str| s.split('/').next().unwrap_or(s).trim().to_ascii_lowercase();
+    name(a) == name(b)
 }
 
 fn describe(approval: &Approval) -> String {
@@ -196,11 +283,18 @@ fn describe(approval: &Approval) -> String {
         Some(ApprovalVerdict::Expired) => "expired",
         None => "pending",
     };
-    if approval.decided_by.is_empty() { state.to_owned() } else { format!("{state} by {}", approval.decided_by) }
+    if approval.decided_by.is_empty() {
+        state.to_owned()
+    } else {
+        format!("{state} by {}", approval.decided_by)
+    }
 }
 
 fn ledger_error(status: tonic::Status) -> Error {
-    Error::Unavailable { server: "approval ledger".into(), message: status.message().to_owned() }
+    Error::Unavailable {
+        server: "approval ledger".into(),
+        message: status.message().to_owned(),
+    }
 }
 
 impl ApprovalVerdict {

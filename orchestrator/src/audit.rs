@@ -90,6 +90,8 @@ pub enum AuditEvent {
         gate: String,
         arguments_digest: String,
         expires_at_ms: i64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        four_eyes: bool,
     },
     ApprovalDecided {
         workflow_id: String,

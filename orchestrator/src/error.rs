@@ -20,11 +20,17 @@ pub enum Error {
     #[error("tool {tool} did not answer within its time-out of {limit}; the call was cancelled")]
     DeadlineExceeded { tool: String, limit: String },
     #[error("server {server:?} failed the call of {tool}: {message}")]
-    Downstream { server: String, tool: String, message: String },
+    Downstream {
+        server: String,
+        tool: String,
+        message: String,
+    },
     #[error("approval {0:?} not found; list pending approvals with `conductorctl pending`")]
     ApprovalNotFound(String),
     #[error("approval {id} is already {state}")]
     ApprovalDecided { id: String, state: String },
+    #[error("{0}")]
+    ApprovalMismatch(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -41,11 +47,13 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         use tonic::Code;
         let code = match &error {
-            Error::WorkflowNotFound(_) | Error::UnknownTool { .. } | Error::UnknownTemplate { .. } => {
-                Code::NotFound
-            }
+            Error::WorkflowNotFound(_)
+            | Error::UnknownTool { .. }
+            | Error::UnknownTemplate { .. } => Code::NotFound,
             Error::ApprovalNotFound(_) => Code::NotFound,
-            Error::WorkflowFinished { .. } | Error::ApprovalDecided { .. } => Code::FailedPrecondition,
+            Error::WorkflowFinished { .. }
+            | Error::ApprovalDecided { .. }
+            | Error::ApprovalMismatch(_) => Code::FailedPrecondition,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
             Error::Unavailable { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,

@@ -27,17 +27,26 @@ impl ToolStats {
             successes: 0,
             failures: 0,
             denials: 0,
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid"),
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("static histogram bounds are valid"),
         }
     }
 
     pub fn success_rate(&self) -> f64 {
         let finished = self.successes + self.failures;
-        if finished == 0 { 0.0 } else { self.successes as f64 / finished as f64 }
+        if finished == 0 {
+            0.0
+        } else {
+            self.successes as f64 / finished as f64
+        }
     }
 
     pub fn percentile_us(&self, q: f64) -> u64 {
-        if self.latency_us.is_empty() { 0 } else { self.latency_us.value_at_quantile(q) }
+        if self.latency_us.is_empty() {
+            0
+        } else {
+            self.latency_us.value_at_quantile(q)
+        }
     }
 }
 
@@ -82,7 +91,9 @@ impl Metrics {
                 Counted::Success => stats.successes += 1,
                 Counted::Failure => stats.failures += 1,
             }
-            let _ = stats.latency_us.record(duration_us.clamp(1, MAX_LATENCY_US));
+            let _ = stats
+                .latency_us
+                .record(duration_us.clamp(1, MAX_LATENCY_US));
         });
     }
 
@@ -189,7 +200,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Label values escape backslash, double quote and newline.
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -200,7 +214,15 @@ mod tests {
     fn percentiles_and_rates() {
         let m = Metrics::default();
         for us in 1..=100 {
-            m.call_finished("t", if us % 10 == 0 { Counted::Failure } else { Counted::Success }, us * 10);
+            m.call_finished(
+                "t",
+                if us % 10 == 0 {
+                    Counted::Failure
+                } else {
+                    Counted::Success
+                },
+                us * 10,
+            );
         }
         let tools = m.tools();
         let t = &tools["t"];
@@ -216,7 +238,13 @@ mod tests {
         let m = Metrics::default();
         m.call_denied("a\"b", [("r\\1", "sequence")]);
         let text = m.render_prometheus(&[]);
-        assert!(text.contains("conductor_tool_denials_total{tool=\"a\\\"b\"} 1"), "{text}");
-        assert!(text.contains("conductor_rule_violations_total{rule=\"r\\\\1\",kind=\"sequence\"} 1"), "{text}");
+        assert!(
+            text.contains("conductor_tool_denials_total{tool=\"a\\\"b\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conductor_rule_violations_total{rule=\"r\\\\1\",kind=\"sequence\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -20,6 +20,12 @@ pub enum RuleKind {
     Conditional,
     Exclusive,
     Approval,
+    /// Too many calls of the tool are running.
+    Concurrency,
+    /// The tool's (or the workflow's) token bucket is empty.
+    RateLimit,
+    /// The workflow may not call this tool at all (template or client allow-list).
+    AllowList,
 }
 
 impl RuleKind {
@@ -29,6 +35,9 @@ impl RuleKind {
             RuleKind::Conditional => "conditional",
             RuleKind::Exclusive => "exclusive",
             RuleKind::Approval => "approval",
+            RuleKind::Concurrency => "concurrency",
+            RuleKind::RateLimit => "rate_limit",
+            RuleKind::AllowList => "allow_list",
         }
     }
 }
@@ -61,6 +70,95 @@ pub struct ExclusiveGroup {
 pub struct ApprovalGate {
     pub id: Name,
     pub timeout: Duration,
+    /// The approver must be someone other than the caller who started the workflow.
+    pub four_eyes: bool,
+}
+
+/// At most `calls` calls per `per`, with bursts of up to `calls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub calls: u32,
+    pub per: Duration,
+}
+
+/// A token bucket: pure arithmetic on the time passed in, so the engine never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    tokens: f64,
+    updated_ms: i64,
+}
+
+impl TokenBucket {
+    pub fn full(limit: RateLimit, now_ms: i64) -> Self {
+        TokenBucket {
+            tokens: f64::from(limit.calls),
+            updated_ms: now_ms,
+        }
+    }
+
+    fn refill_per_ms(limit: RateLimit) -> f64 {
+        f64::from(limit.calls) / (limit.per.as_millis().max(1) as f64)
+    }
+
+    /// Tokens available at `now_ms`.
+    pub fn available(&self, limit: RateLimit, now_ms: i64) -> f64 {
+        let elapsed = (now_ms - self.updated_ms).max(0) as f64;
+        (self.tokens + elapsed * Self::refill_per_ms(limit)).min(f64::from(limit.calls))
+    }
+
+    /// Milliseconds until one token is available (0 when one is).
+    pub fn retry_after_ms(&self, limit: RateLimit, now_ms: i64) -> u64 {
+        let missing = 1.0 - self.available(limit, now_ms);
+        if missing <= 0.0 {
+            0
+        } else {
+            (missing / Self::refill_per_ms(limit)).ceil() as u64
+        }
+    }
+
+    pub fn take(&mut self, limit: RateLimit, now_ms: i64) {
+        self.tokens = (self.available(limit, now_ms) - 1.0).max(0.0);
+        self.updated_ms = now_ms.max(self.updated_ms);
+    }
+}
+
+/// Token buckets by tool: one set for the whole orchestrator, one per workflow.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets {
+    by_tool: HashMap<Name, TokenBucket>,
+}
+
+impl Buckets {
+    fn retry_after_ms(&self, tool: &str, limit: RateLimit, now_ms: i64) -> u64 {
+        self.by_tool
+            .get(tool)
+            .map_or(0, |b| b.retry_after_ms(limit, now_ms))
+    }
+
+    fn take(&mut self, tool: &Name, limit: RateLimit, now_ms: i64) {
+        self.by_tool
+            .entry(tool.clone())
+            .or_insert_with(|| TokenBucket::full(limit, now_ms))
+            .take(limit, now_ms);
+    }
+}
+
+/// Limits of one tool: concurrency and rates, each from a named rule.
+#[derive(Debug, Clone, Default)]
+pub struct ToolLimits {
+    pub rule_id: Option<Name>,
+    pub max_concurrent: Option<u32>,
+    pub rate: Option<RateLimit>,
+    pub rate_per_workflow: Option<RateLimit>,
+    /// Per-call time-out, overriding the server's.
+    pub timeout: Option<Duration>,
+}
+
+/// The tools a workflow may call at all, and why (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    pub source: String,
+    pub tools: std::collections::BTreeSet<Name>,
 }
 
 /// The rules that concern one tool, gathered at configuration load so a decision never scans all rules.
@@ -70,6 +168,7 @@ pub struct ToolPolicy {
     pub requires_success: Vec<Requirement>,
     pub groups: Vec<usize>,
     pub gate: Option<ApprovalGate>,
+    pub limits: ToolLimits,
 }
 
 /// Every rule of a configuration, indexed by tool.
@@ -81,11 +180,17 @@ pub struct PolicySet {
 
 impl PolicySet {
     pub fn add_sequence(&mut self, rule_id: &Name, tool: &Name, after: &Name) {
-        self.entry(tool).after.push(Requirement { rule_id: rule_id.clone(), tool: after.clone() });
+        self.entry(tool).after.push(Requirement {
+            rule_id: rule_id.clone(),
+            tool: after.clone(),
+        });
     }
 
     pub fn add_conditional(&mut self, rule_id: &Name, tool: &Name, requires: &Name) {
-        let requirement = Requirement { rule_id: rule_id.clone(), tool: requires.clone() };
+        let requirement = Requirement {
+            rule_id: rule_id.clone(),
+            tool: requires.clone(),
+        };
         self.entry(tool).requires_success.push(requirement);
     }
 
@@ -101,13 +206,20 @@ impl PolicySet {
         self.entry(tool).gate = Some(gate);
     }
 
+    pub fn set_limits(&mut self, tool: &Name, limits: ToolLimits) {
+        self.entry(tool).limits = limits;
+    }
+
     pub fn tool(&self, tool: &str) -> Option<&ToolPolicy> {
         self.tools.get(tool)
     }
 
     /// The tools `tool` depends on (sequence and conditional), for cycle checks and hints.
     pub fn prerequisites(&self, tool: &str) -> impl Iterator<Item = &Requirement> {
-        self.tools.get(tool).into_iter().flat_map(|p| p.after.iter().chain(&p.requires_success))
+        self.tools
+            .get(tool)
+            .into_iter()
+            .flat_map(|p| p.after.iter().chain(&p.requires_success))
     }
 
     pub fn groups(&self) -> &[ExclusiveGroup] {
@@ -199,6 +311,36 @@ pub struct CallRequest<'a> {
     pub step_gate: Option<&'a ApprovalGate>,
     /// The call's approval was already given: gates no longer apply, every other rule still does.
     pub approval_granted: bool,
+    /// The tools the workflow may call, when it is restricted.
+    pub allowed: Option<&'a AllowList>,
+    /// Now, for rate limits (passed in: the engine never reads a clock).
+    pub now_ms: i64,
+}
+
+/// The rate-limit state a decision reads: the orchestrator's buckets and the workflow's.
+#[derive(Debug, Clone, Copy)]
+pub struct RateState<'a> {
+    pub global: &'a Buckets,
+    pub workflow: &'a Buckets,
+}
+
+/// Takes a token from every bucket that limits an allowed call.
+pub fn consume(
+    policies: &PolicySet,
+    tool: &Name,
+    global: &mut Buckets,
+    workflow: &mut Buckets,
+    now_ms: i64,
+) {
+    let Some(limits) = policies.tool(tool).map(|p| &p.limits) else {
+        return;
+    };
+    if let Some(limit) = limits.rate {
+        global.take(tool, limit, now_ms);
+    }
+    if let Some(limit) = limits.rate_per_workflow {
+        workflow.take(tool, limit, now_ms);
+    }
 }
 
 /// One rule that blocks a call, and what would unblock it.
@@ -219,8 +361,12 @@ pub struct Violation {
 pub enum Decision {
     Allow,
     /// Every rule that blocks the call, not just the first.
-    Deny { violations: Vec<Violation> },
-    NeedsApproval { gate: ApprovalGate },
+    Deny {
+        violations: Vec<Violation>,
+    },
+    NeedsApproval {
+        gate: ApprovalGate,
+    },
 }
 
 /// Decides one call. Ordering rules (sequence, conditional) and exclusive groups are all checked and all
@@ -230,9 +376,16 @@ pub fn decide(
     policies: &PolicySet,
     history: &WorkflowHistory,
     running: &RunningCalls,
+    rates: RateState<'_>,
     call: &CallRequest<'_>,
 ) -> Decision {
     let mut violations = Vec::new();
+    if let Some(allowed) = call.allowed
+        && !allowed.tools.contains(call.tool)
+    {
+        violations.push(allow_list_violation(call.tool, allowed));
+        return Decision::Deny { violations };
+    }
     let policy = policies.tool(call.tool);
     if let Some(policy) = policy {
         for need in &policy.after {
@@ -251,16 +404,94 @@ pub fn decide(
                 violations.push(violation);
             }
         }
+        limit_violations(&policy.limits, running, rates, call, &mut violations);
     }
     if !violations.is_empty() {
         return Decision::Deny { violations };
     }
-    if !call.approval_granted {
-        if let Some(gate) = call.step_gate.or(policy.and_then(|p| p.gate.as_ref())) {
-            return Decision::NeedsApproval { gate: gate.clone() };
-        }
+    if !call.approval_granted
+        && let Some(gate) = call.step_gate.or(policy.and_then(|p| p.gate.as_ref()))
+    {
+        return Decision::NeedsApproval { gate: gate.clone() };
     }
     Decision::Allow
+}
+
+fn allow_list_violation(tool: &str, allowed: &AllowList) -> Violation {
+    let tools = allowed
+        .tools
+        .iter()
+        .map(|t| t.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Violation {
+        rule_id: allowed.source.clone(),
+        rule_kind: RuleKind::AllowList,
+        tool: tool.to_owned(),
+        message: format!(
+            "{tool} is not among the tools this workflow may call ({}): {tools}",
+            allowed.source
+        ),
+        unblock_hint: format!(
+            "use one of: {tools}; or start a workflow that is allowed to call {tool}"
+        ),
+        required_tools: Vec::new(),
+        retry_after_ms: None,
+    }
+}
+
+fn limit_violations(
+    limits: &ToolLimits,
+    running: &RunningCalls,
+    rates: RateState<'_>,
+    call: &CallRequest<'_>,
+    out: &mut Vec<Violation>,
+) {
+    let rule_id = limits.rule_id.as_deref().unwrap_or("limits").to_owned();
+    if let Some(max) = limits.max_concurrent {
+        let now_running = running.of_tool(call.tool).len();
+        if now_running >= max as usize {
+            out.push(Violation {
+                rule_id: rule_id.clone(),
+                rule_kind: RuleKind::Concurrency,
+                tool: call.tool.to_owned(),
+                message: format!(
+                    "{} allows at most {max} call(s) at a time and {now_running} are running",
+                    call.tool
+                ),
+                unblock_hint: format!("wait: retry when a running {} call has finished", call.tool),
+                required_tools: Vec::new(),
+                retry_after_ms: None,
+            });
+        }
+    }
+    let buckets = [
+        (limits.rate, rates.global, "across the orchestrator"),
+        (limits.rate_per_workflow, rates.workflow, "in this workflow"),
+    ];
+    for (limit, buckets, scope) in buckets {
+        let Some(limit) = limit else { continue };
+        let retry = buckets.retry_after_ms(call.tool, limit, call.now_ms);
+        if retry > 0 {
+            out.push(Violation {
+                rule_id: rule_id.clone(),
+                rule_kind: RuleKind::RateLimit,
+                tool: call.tool.to_owned(),
+                message: format!(
+                    "{} is limited to {} call(s) per {} {scope}, and the limit is reached",
+                    call.tool,
+                    limit.calls,
+                    humantime::format_duration(limit.per)
+                ),
+                unblock_hint: format!(
+                    "retry in {}",
+                    humantime::format_duration(Duration::from_millis(retry))
+                ),
+                required_tools: Vec::new(),
+                retry_after_ms: Some(retry),
+            });
+        }
+    }
 }
 
 fn sequence_violation(tool: &str, need: &Requirement) -> Violation {
@@ -280,18 +511,27 @@ fn sequence_violation(tool: &str, need: &Requirement) -> Violation {
 
 fn conditional_violation(tool: &str, need: &Requirement, tally: ToolTally) -> Violation {
     let (state, hint) = if tally.finished == 0 {
-        ("it has not been called", format!("call {} and make it succeed first", need.tool))
+        (
+            "it has not been called",
+            format!("call {} and make it succeed first", need.tool),
+        )
     } else {
         (
             "its last call failed",
-            format!("fix what made {} fail and call it again until it succeeds", need.tool),
+            format!(
+                "fix what made {} fail and call it again until it succeeds",
+                need.tool
+            ),
         )
     };
     Violation {
         rule_id: need.rule_id.to_string(),
         rule_kind: RuleKind::Conditional,
         tool: tool.to_owned(),
-        message: format!("{tool} may run only after {} succeeded in this workflow; {state}", need.tool),
+        message: format!(
+            "{tool} may run only after {} succeeded in this workflow; {state}",
+            need.tool
+        ),
         unblock_hint: hint,
         required_tools: vec![need.tool.to_string()],
         retry_after_ms: None,

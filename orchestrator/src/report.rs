@@ -26,19 +26,34 @@ impl AuditFilter {
         let event = &record.event;
         self.since_ms.is_none_or(|t| record.ts_ms >= t)
             && self.until_ms.is_none_or(|t| record.ts_ms < t)
-            && self.workflow_id.as_deref().is_none_or(|w| event.workflow_id() == Some(w))
+            && self
+                .workflow_id
+                .as_deref()
+                .is_none_or(|w| event.workflow_id() == Some(w))
             && self.tool.as_deref().is_none_or(|t| event.tool() == Some(t))
             && self.kind.as_deref().is_none_or(|k| event.kind() == k)
-            && self.decision.is_none_or(|d| matches!(event, AuditEvent::CallDecided { decision, .. } if *decision == d))
+            && self.decision.is_none_or(
+                |d| matches!(event, AuditEvent::CallDecided { decision, .. } if *decision == d),
+            )
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AuditError> + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| Error::ShuttingDown)?.map_err(Error::from)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::ShuttingDown)?
+        .map_err(Error::from)
 }
 
 /// Up to `limit` matching records with seq > `after_seq`, and the `after_seq` of the next page.
-pub async fn query(dir: &Path, filter: &AuditFilter, after_seq: u64, limit: usize) -> Result<(Vec<AuditRecord>, Option<u64>), Error> {
+pub async fn query(
+    dir: &Path,
+    filter: &AuditFilter,
+    after_seq: u64,
+    limit: usize,
+) -> Result<(Vec<AuditRecord>, Option<u64>), Error> {
     let dir = dir.to_path_buf();
     let filter = filter.clone();
     blocking(move || {
@@ -81,7 +96,10 @@ pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
                 first_bad_seq: None,
                 file: None,
                 line: None,
-                message: format!("{} records in {} file(s); the hash chain is intact", report.records, report.files),
+                message: format!(
+                    "{} records in {} file(s); the hash chain is intact",
+                    report.records, report.files
+                ),
             },
             Some(f) => VerifyOutcome {
                 ok: false,
@@ -136,7 +154,12 @@ impl ComplianceReport {
 
 pub async fn compliance(dir: &Path, scope: &ReportScope) -> Result<ComplianceReport, Error> {
     let chain = verify(dir).await?;
-    let filter = AuditFilter { since_ms: scope.since_ms, until_ms: scope.until_ms, workflow_id: scope.workflow_id.clone(), ..Default::default() };
+    let filter = AuditFilter {
+        since_ms: scope.since_ms,
+        until_ms: scope.until_ms,
+        workflow_id: scope.workflow_id.clone(),
+        ..Default::default()
+    };
     let dir = dir.to_path_buf();
     let mut report = blocking(move || {
         let mut builder = ReportBuilder::default();
@@ -152,7 +175,14 @@ pub async fn compliance(dir: &Path, scope: &ReportScope) -> Result<ComplianceRep
     if !chain.ok {
         report.compliant = false;
         report.chain_intact = false;
-        report.findings.insert(0, format!("the audit chain is broken at seq {}: {}", chain.first_bad_seq.unwrap_or(0), chain.message));
+        report.findings.insert(
+            0,
+            format!(
+                "the audit chain is broken at seq {}: {}",
+                chain.first_bad_seq.unwrap_or(0),
+                chain.message
+            ),
+        );
     }
     Ok(report)
 }
@@ -171,7 +201,9 @@ struct ReportBuilder {
 impl ReportBuilder {
     fn add(&mut self, record: AuditRecord) {
         match &record.event {
-            AuditEvent::CallDecided { call_id, decision, .. } => {
+            AuditEvent::CallDecided {
+                call_id, decision, ..
+            } => {
                 let entry = self.allowed.entry(call_id.clone()).or_default();
                 match decision {
                     DecisionKind::Allow => entry.0 = true,
@@ -180,7 +212,16 @@ impl ReportBuilder {
                 }
                 self.calls.push(record);
             }
-            AuditEvent::ApprovalRequested { workflow_id, call_id, tool, approval_id, gate, arguments_digest, expires_at_ms } => {
+            AuditEvent::ApprovalRequested {
+                workflow_id,
+                call_id,
+                tool,
+                approval_id,
+                gate,
+                arguments_digest,
+                expires_at_ms,
+                four_eyes,
+            } => {
                 self.approvals.push(Approval {
                     id: approval_id.clone(),
                     workflow_id: workflow_id.clone(),
@@ -198,23 +239,44 @@ impl ReportBuilder {
                     decided_by: String::new(),
                     reason: String::new(),
                     decided_at_ms: 0,
+                    four_eyes: *four_eyes,
+                    workflow_caller: String::new(),
                 });
             }
-            AuditEvent::ApprovalDecided { call_id, approval_id, verdict, approver, reason, .. } => {
-                if let Some(a) = self.approvals.iter_mut().rev().find(|a| &a.id == approval_id) {
+            AuditEvent::ApprovalDecided {
+                call_id,
+                approval_id,
+                verdict,
+                approver,
+                reason,
+                ..
+            } => {
+                if let Some(a) = self
+                    .approvals
+                    .iter_mut()
+                    .rev()
+                    .find(|a| &a.id == approval_id)
+                {
                     a.verdict = Some(*verdict);
                     a.decided_by = approver.clone();
                     a.reason = reason.clone();
                     a.decided_at_ms = record.ts_ms;
                 }
                 if *verdict == ApprovalVerdict::Approved {
-                    self.allowed.entry(call_id.clone()).or_default().2 = !approver.trim().is_empty();
+                    self.allowed.entry(call_id.clone()).or_default().2 =
+                        !approver.trim().is_empty();
                 } else {
                     self.violations.push(record);
                 }
             }
-            AuditEvent::CallFinished { call_id, tool, outcome, .. } => {
-                let (allowed, gated, approved) = self.allowed.get(call_id).copied().unwrap_or_default();
+            AuditEvent::CallFinished {
+                call_id,
+                tool,
+                outcome,
+                ..
+            } => {
+                let (allowed, gated, approved) =
+                    self.allowed.get(call_id).copied().unwrap_or_default();
                 if !allowed {
                     self.findings.push(format!("call {call_id} of {tool} ran without an allow decision in this report's range"));
                 } else if gated && !approved {
@@ -231,9 +293,15 @@ impl ReportBuilder {
 
     fn finish(mut self) -> ComplianceReport {
         self.compliant = self.findings.is_empty();
-        let ran = self.calls.iter().filter(|r| matches!(r.event, AuditEvent::CallFinished { .. })).count();
+        let ran = self
+            .calls
+            .iter()
+            .filter(|r| matches!(r.event, AuditEvent::CallFinished { .. }))
+            .count();
         let blocked = self.violations.len();
-        let mut findings = vec![format!("{ran} call(s) ran; {blocked} attempt(s) were blocked by policy or by an approver and did not run")];
+        let mut findings = vec![format!(
+            "{ran} call(s) ran; {blocked} attempt(s) were blocked by policy or by an approver and did not run"
+        )];
         findings.append(&mut self.findings);
         ComplianceReport {
             compliant: self.compliant,

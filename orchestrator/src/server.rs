@@ -9,8 +9,8 @@ use std::future::Future;
 use tokio::net::TcpListener;
 // tonic sets TCP_NODELAY only on listeners it binds itself; ours come bound, so say it here (without it
 // every small response waits ~40 ms for the peer's delayed ACK).
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 /// Bound listeners: `main` binds the configured addresses, tests bind port 0.
 pub struct Listeners {
@@ -29,7 +29,11 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` resolves, then drains: in-flight calls finish, the audit log is flushed.
-pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    gateway: Gateway,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
     let draining = gateway.clone();
@@ -40,8 +44,12 @@ pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future
         draining.begin_shutdown();
         trigger.cancel();
     });
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(gateway.clone(), stop.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<OrchestratorServer<OrchestratorService>>().await;
+    health_reporter
+        .set_serving::<OrchestratorServer<OrchestratorService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(conductor_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -59,13 +67,19 @@ pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), async move { grpc_stop.cancelled().await });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            async move { grpc_stop.cancelled().await },
+        );
     let http = {
         let stop = stop.clone();
         let router = crate::http::router(gateway.clone());
         async move {
             match listeners.http {
-                Some(listener) => crate::http::serve(listener, router, async move { stop.cancelled().await }).await,
+                Some(listener) => {
+                    crate::http::serve(listener, router, async move { stop.cancelled().await })
+                        .await
+                }
                 None => Ok(()),
             }
         }
@@ -76,4 +90,28 @@ pub async fn serve(gateway: Gateway, listeners: Listeners, shutdown: impl Future
     grpc?;
     http?;
     Ok(())
+}
+
+/// SIGHUP reloads the configuration file, as `conductorctl config reload` does; a bad file is refused
+/// (and logged) and the running configuration stays.
+#[cfg(unix)]
+async fn reload_on_hangup(gateway: Gateway, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => if received.is_none() { return },
+            () = stop.cancelled() => return,
+        }
+        match gateway.reload_config().await {
+            Ok((config, previous, on_previous)) => tracing::info!(
+                version = %config.version, %previous, workflows_on_previous = on_previous, "SIGHUP: configuration reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused; the running one stays")
+            }
+        }
+    }
 }

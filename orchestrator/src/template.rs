@@ -8,7 +8,11 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 
 /// Checks that every reference in `arguments` is well-formed and names an earlier step.
-pub fn check_references(arguments: &Value, steps_so_far: &HashSet<&str>, current: &str) -> Result<(), String> {
+pub fn check_references(
+    arguments: &Value,
+    steps_so_far: &HashSet<&str>,
+    current: &str,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     visit_strings(arguments, &mut |text| {
         for reference in references(text) {
@@ -17,24 +21,34 @@ pub fn check_references(arguments: &Value, steps_so_far: &HashSet<&str>, current
                 Ok(Source::Step(name, _)) if name == current => {
                     problems.push(format!("${{{reference}}} refers to the step itself"))
                 }
-                Ok(Source::Step(name, _)) if !steps_so_far.contains(name) => {
-                    problems.push(format!("${{{reference}}} refers to {name:?}, which is not an earlier step"))
-                }
+                Ok(Source::Step(name, _)) if !steps_so_far.contains(name) => problems.push(
+                    format!("${{{reference}}} refers to {name:?}, which is not an earlier step"),
+                ),
                 Ok(Source::Step(..)) => {}
                 Err(message) => problems.push(message),
             }
         }
     });
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Resolves every reference in `arguments` against the workflow input and earlier steps' outputs.
-pub fn resolve(arguments: &Value, input: &Value, outputs: &Map<String, Value>) -> Result<Value, String> {
+pub fn resolve(
+    arguments: &Value,
+    input: &Value,
+    outputs: &Map<String, Value>,
+) -> Result<Value, String> {
     match arguments {
         Value::String(text) => resolve_string(text, input, outputs),
-        Value::Array(items) => {
-            items.iter().map(|item| resolve(item, input, outputs)).collect::<Result<_, _>>().map(Value::Array)
-        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| resolve(item, input, outputs))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         Value::Object(fields) => fields
             .iter()
             .map(|(k, v)| Ok((k.clone(), resolve(v, input, outputs)?)))
@@ -44,7 +58,11 @@ pub fn resolve(arguments: &Value, input: &Value, outputs: &Map<String, Value>) -
     }
 }
 
-fn resolve_string(text: &str, input: &Value, outputs: &Map<String, Value>) -> Result<Value, String> {
+fn resolve_string(
+    text: &str,
+    input: &Value,
+    outputs: &Map<String, Value>,
+) -> Result<Value, String> {
     let refs: Vec<&str> = references(text).collect();
     if refs.is_empty() {
         return Ok(Value::String(text.to_owned()));
@@ -56,7 +74,9 @@ fn resolve_string(text: &str, input: &Value, outputs: &Map<String, Value>) -> Re
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
-        let Some(len) = rest[start + 2..].find('}') else { break };
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
         let reference = &rest[start + 2..start + 2 + len];
         match lookup(reference, input, outputs)? {
             Value::String(s) => out.push_str(s),
@@ -81,14 +101,20 @@ fn parse(reference: &str) -> Result<Source<'_>, String> {
             let name = parts.next().filter(|n| !n.is_empty());
             match (name, parts.next()) {
                 (Some(name), Some("output")) => Ok(Source::Step(name, parts.collect())),
-                _ => Err(format!("${{{reference}}} must look like ${{steps.NAME.output}} or ${{steps.NAME.output.field}}")),
+                _ => Err(format!(
+                    "${{{reference}}} must look like ${{steps.NAME.output}} or ${{steps.NAME.output.field}}"
+                )),
             }
         }
         _ => Err(format!("${{{reference}}} must start with input or steps")),
     }
 }
 
-fn lookup<'v>(reference: &str, input: &'v Value, outputs: &'v Map<String, Value>) -> Result<&'v Value, String> {
+fn lookup<'v>(
+    reference: &str,
+    input: &'v Value,
+    outputs: &'v Map<String, Value>,
+) -> Result<&'v Value, String> {
     let (root, path, what) = match parse(reference)? {
         Source::Input(path) => (input, path, "the workflow input".to_owned()),
         Source::Step(name, path) => {
@@ -138,7 +164,10 @@ mod tests {
 
     fn outputs() -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("validate".into(), json!({"records": [{"id": 1}], "count": 1}));
+        m.insert(
+            "validate".into(),
+            json!({"records": [{"id": 1}], "count": 1}),
+        );
         m
     }
 
@@ -170,9 +199,25 @@ mod tests {
     fn check_rejects_forward_self_and_malformed_references() {
         let seen: HashSet<&str> = ["a", "b"].into_iter().collect();
         assert!(check_references(&json!({"x": "${steps.a.output.y}"}), &seen, "b").is_ok());
-        assert!(check_references(&json!("${steps.b.output}"), &seen, "b").unwrap_err().contains("itself"));
-        assert!(check_references(&json!("${steps.c.output}"), &seen, "b").unwrap_err().contains("not an earlier"));
-        assert!(check_references(&json!("${nothing}"), &seen, "b").unwrap_err().contains("must start"));
-        assert!(check_references(&json!("${steps.a}"), &seen, "b").unwrap_err().contains("must look like"));
+        assert!(
+            check_references(&json!("${steps.b.output}"), &seen, "b")
+                .unwrap_err()
+                .contains("itself")
+        );
+        assert!(
+            check_references(&json!("${steps.c.output}"), &seen, "b")
+                .unwrap_err()
+                .contains("not an earlier")
+        );
+        assert!(
+            check_references(&json!("${nothing}"), &seen, "b")
+                .unwrap_err()
+                .contains("must start")
+        );
+        assert!(
+            check_references(&json!("${steps.a}"), &seen, "b")
+                .unwrap_err()
+                .contains("must look like")
+        );
     }
 }

@@ -41,29 +41,74 @@ impl RunningOrchestrator {
 }
 
 /// Starts an orchestrator with the configuration text `config_json` and its audit log in `audit_dir`.
-pub async fn spawn(config_json: &str, config_path: Option<&Path>, audit_dir: &Path) -> Result<RunningOrchestrator, crate::Error> {
-    spawn_with_audit(config_json, config_path, AuditOptions { dir: audit_dir.to_path_buf(), ..AuditOptions::default() }).await
+pub async fn spawn(
+    config_json: &str,
+    config_path: Option<&Path>,
+    audit_dir: &Path,
+) -> Result<RunningOrchestrator, crate::Error> {
+    spawn_with_audit(
+        config_json,
+        config_path,
+        AuditOptions {
+            dir: audit_dir.to_path_buf(),
+            ..AuditOptions::default()
+        },
+    )
+    .await
 }
 
 /// Like [`spawn`], with every audit option (e.g. a tiny broadcast buffer to exercise lagging watchers).
-pub async fn spawn_with_audit(config_json: &str, config_path: Option<&Path>, audit: AuditOptions) -> Result<RunningOrchestrator, crate::Error> {
+pub async fn spawn_with_audit(
+    config_json: &str,
+    config_path: Option<&Path>,
+    audit: AuditOptions,
+) -> Result<RunningOrchestrator, crate::Error> {
     let config = Config::from_slice(config_json.as_bytes())?;
     let audit_dir = audit.dir.clone();
     let audit_dir = audit_dir.as_path();
-    let gateway = Gateway::start(GatewayOptions { config, config_path: config_path.map(Path::to_path_buf), audit }).await?;
-    let grpc = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
-    let http = TcpListener::bind("127.0.0.1:0").await.map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
-    let grpc_addr = grpc.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
-    let http_addr = http.local_addr().map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let gateway = Gateway::start(GatewayOptions {
+        config,
+        config_path: config_path.map(Path::to_path_buf),
+        audit,
+    })
+    .await?;
+    let grpc = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
+    let http = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
+    let grpc_addr = grpc
+        .local_addr()
+        .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let served = gateway.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        if let Err(e) = serve(served, Listeners { grpc, http: Some(http) }, shutdown).await {
+        if let Err(e) = serve(
+            served,
+            Listeners {
+                grpc,
+                http: Some(http),
+            },
+            shutdown,
+        )
+        .await
+        {
             tracing::error!(error = %e, "orchestrator stopped with an error");
         }
     });
-    Ok(RunningOrchestrator { grpc_addr, http_addr, gateway, audit_dir: audit_dir.to_path_buf(), stop: Some(stop), task: Some(task) })
+    Ok(RunningOrchestrator {
+        grpc_addr,
+        http_addr,
+        gateway,
+        audit_dir: audit_dir.to_path_buf(),
+        stop: Some(stop),
+        task: Some(task),
+    })
 }

@@ -5,7 +5,7 @@
 
 use crate::audit::Outcome;
 use crate::config::{Config, Template};
-use crate::policy::{Name, Violation, WorkflowHistory};
+use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -20,7 +20,10 @@ pub enum WorkflowState {
 
 impl WorkflowState {
     pub fn is_finished(self) -> bool {
-        matches!(self, WorkflowState::Completed | WorkflowState::Failed | WorkflowState::Cancelled)
+        matches!(
+            self,
+            WorkflowState::Completed | WorkflowState::Failed | WorkflowState::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -37,10 +40,17 @@ impl WorkflowState {
 /// Where a call stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallStatus {
-    WaitingApproval { approval_id: String },
+    WaitingApproval {
+        approval_id: String,
+    },
     Running,
-    Finished { outcome: Outcome, error: Option<String> },
-    Denied { violations: Vec<Violation> },
+    Finished {
+        outcome: Outcome,
+        error: Option<String>,
+    },
+    Denied {
+        violations: Vec<Violation>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,11 +83,25 @@ pub struct Workflow {
     pub steps_done: usize,
     pub error: Option<String>,
     pub violations: u32,
+    /// The tools it may call at all (its template's, its client's allow-list); `None`: any.
+    pub allowed: Option<AllowList>,
+    /// Per-workflow rate limits.
+    pub buckets: Buckets,
 }
 
 impl Workflow {
-    pub fn new(id: Name, template: Option<Arc<Template>>, config: Arc<Config>, caller: String, input: Value, now_ms: i64) -> Self {
+    pub fn new(
+        id: Name,
+        template: Option<Arc<Template>>,
+        config: Arc<Config>,
+        caller: String,
+        input: Value,
+        now_ms: i64,
+    ) -> Self {
+        let allowed = config.allowed_for(&caller, template.as_deref());
         Workflow {
+            allowed,
+            buckets: Buckets::default(),
             id,
             template,
             config,
@@ -99,8 +123,7 @@ impl Workflow {
         self.template.as_ref().map_or(0, |t| t.steps.len())
     }
 
-    /// The next template step's name, or the tools that would be allowed next in an ad-hoc workflow are
-    /// not guessed: ad-hoc workflows have no next step.
+    /// The next template step's name (ad-hoc workflows have none).
     pub fn next_step(&self) -> Option<&str> {
         if self.state.is_finished() {
             return None;
@@ -114,13 +137,20 @@ impl Workflow {
     }
 
     pub fn waiting_calls(&self) -> usize {
-        self.calls.iter().filter(|c| matches!(c.status, CallStatus::WaitingApproval { .. })).count()
+        self.calls
+            .iter()
+            .filter(|c| matches!(c.status, CallStatus::WaitingApproval { .. }))
+            .count()
     }
 
     /// Running or waiting for approval, from the calls it has.
     pub fn refresh_state(&mut self) {
         if !self.state.is_finished() {
-            self.state = if self.waiting_calls() > 0 { WorkflowState::WaitingApproval } else { WorkflowState::Running };
+            self.state = if self.waiting_calls() > 0 {
+                WorkflowState::WaitingApproval
+            } else {
+                WorkflowState::Running
+            };
         }
     }
 

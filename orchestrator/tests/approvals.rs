@@ -18,7 +18,12 @@ async fn gated(timeout: &str, control: serde_json::Value) -> Harness {
 }
 
 fn decision(id: &str, approver: &str, reason: &str) -> pb::ApprovalDecisionRequest {
-    pb::ApprovalDecisionRequest { approval_id: id.into(), approver: approver.into(), reason: reason.into() }
+    pb::ApprovalDecisionRequest {
+        approval_id: id.into(),
+        approver: approver.into(),
+        reason: reason.into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -29,7 +34,13 @@ async fn an_approved_call_runs_and_records_who_approved() {
         let (h_client, wf) = (h.client.clone(), wf.clone());
         tokio::spawn(async move {
             let mut client = h_client;
-            client.call_tool(pb::WorkflowCallRequest { workflow_id: wf, tool: "list_backups".into(), arguments_json: "{}".into() }).await
+            client
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: wf,
+                    tool: "list_backups".into(),
+                    arguments_json: "{}".into(),
+                })
+                .await
         })
     };
     let pending = h.wait_pending(&wf).await;
@@ -37,30 +48,79 @@ async fn an_approved_call_runs_and_records_who_approved() {
     assert_eq!(pending.gate, "listing-needs-approval");
     assert_eq!(pending.arguments_json, "{}");
     assert_eq!(pending.arguments_digest.len(), 64);
-    assert_eq!(h.workflow(&wf).await.state, pb::WorkflowState::WaitingApproval as i32);
+    assert_eq!(
+        h.workflow(&wf).await.state,
+        pb::WorkflowState::WaitingApproval as i32
+    );
 
-    let approved = h.client.clone().approve(decision(&pending.id, "alice", "looks right")).await.expect("approve").into_inner();
+    let approved = h
+        .client
+        .clone()
+        .approve(decision(&pending.id, "alice", "looks right"))
+        .await
+        .expect("approve")
+        .into_inner();
     assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
     assert_eq!(approved.decided_by, "alice");
-    let response = call.await.expect("task").expect("the call ran").into_inner();
-    assert_eq!(response.decision.as_ref().map(|d| d.approval_id.as_str()), Some(pending.id.as_str()));
+    let response = call
+        .await
+        .expect("task")
+        .expect("the call ran")
+        .into_inner();
+    assert_eq!(
+        response.decision.as_ref().map(|d| d.approval_id.as_str()),
+        Some(pending.id.as_str())
+    );
     assert!(result_of(&response)["backups"].is_array());
 
-    let again = h.client.clone().approve(decision(&pending.id, "bob", "")).await.unwrap_err();
+    let again = h
+        .client
+        .clone()
+        .approve(decision(&pending.id, "bob", ""))
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
-    assert!(again.message().contains("approved by alice"), "{}", again.message());
+    assert!(
+        again.message().contains("approved by alice"),
+        "{}",
+        again.message()
+    );
 
     let decided = h.audit_records().into_iter().find_map(|r| match r.event {
-        AuditEvent::ApprovalDecided { verdict, approver, reason, .. } => Some((verdict, approver, reason)),
+        AuditEvent::ApprovalDecided {
+            verdict,
+            approver,
+            reason,
+            ..
+        } => Some((verdict, approver, reason)),
         _ => None,
     });
-    assert_eq!(decided, Some((ApprovalVerdict::Approved, "alice".to_owned(), "looks right".to_owned())));
+    assert_eq!(
+        decided,
+        Some((
+            ApprovalVerdict::Approved,
+            "alice".to_owned(),
+            "looks right".to_owned()
+        ))
+    );
     // The durable ledger on the approval server holds the decision too.
     let mut ledger = conductor_proto::v1::approval_ledger_client::ApprovalLedgerClient::new(
-        h.servers.get(conductor_servers::ServerKind::Approval).channel().await,
+        h.servers
+            .get(conductor_servers::ServerKind::Approval)
+            .channel()
+            .await,
     );
-    let record = ledger.get_approval(pb::GetApprovalRequest { id: pending.id.clone() }).await.expect("in the ledger").into_inner();
-    assert_eq!((record.state, record.decided_by.as_str()), (pb::ApprovalState::Approved as i32, "alice"));
+    let record = ledger
+        .get_approval(pb::GetApprovalRequest {
+            id: pending.id.clone(),
+        })
+        .await
+        .expect("in the ledger")
+        .into_inner();
+    assert_eq!(
+        (record.state, record.decided_by.as_str()),
+        (pb::ApprovalState::Approved as i32, "alice")
+    );
 }
 
 #[tokio::test]
@@ -71,16 +131,35 @@ async fn a_denied_call_does_not_run_and_says_who_denied_it() {
         let (client, wf) = (h.client.clone(), wf.clone());
         tokio::spawn(async move {
             let mut client = client;
-            client.call_tool(pb::WorkflowCallRequest { workflow_id: wf, tool: "list_backups".into(), arguments_json: "{}".into() }).await
+            client
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: wf,
+                    tool: "list_backups".into(),
+                    arguments_json: "{}".into(),
+                })
+                .await
         })
     };
     let pending = h.wait_pending(&wf).await;
-    h.client.clone().deny(decision(&pending.id, "bob", "not during the freeze")).await.expect("deny");
+    h.client
+        .clone()
+        .deny(decision(&pending.id, "bob", "not during the freeze"))
+        .await
+        .expect("deny");
     let status = call.await.expect("task").unwrap_err();
     let decision = denial(&status);
     assert_eq!(decision.violations[0].rule_kind, "approval");
-    assert!(decision.violations[0].message.contains("denied by bob: not during the freeze"), "{:?}", decision.violations);
-    let ran = h.audit_records().iter().any(|r| matches!(r.event, AuditEvent::CallStarted { .. }));
+    assert!(
+        decision.violations[0]
+            .message
+            .contains("denied by bob: not during the freeze"),
+        "{:?}",
+        decision.violations
+    );
+    let ran = h
+        .audit_records()
+        .iter()
+        .any(|r| matches!(r.event, AuditEvent::CallStarted { .. }));
     assert!(!ran, "a denied call never reaches its server");
 }
 
@@ -90,12 +169,23 @@ async fn an_approval_that_times_out_is_a_denial() {
     let wf = h.start_workflow("", json!({})).await;
     let status = h.call(&wf, "list_backups", json!({})).await.unwrap_err();
     let decision = denial(&status);
-    assert!(decision.violations[0].message.contains("not approved in time"), "{:?}", decision.violations);
+    assert!(
+        decision.violations[0]
+            .message
+            .contains("not approved in time"),
+        "{:?}",
+        decision.violations
+    );
     let verdict = h.audit_records().into_iter().find_map(|r| match r.event {
-        AuditEvent::ApprovalDecided { verdict, approver, .. } => Some((verdict, approver)),
+        AuditEvent::ApprovalDecided {
+            verdict, approver, ..
+        } => Some((verdict, approver)),
         _ => None,
     });
-    assert_eq!(verdict, Some((ApprovalVerdict::Expired, "system:timeout".to_owned())));
+    assert_eq!(
+        verdict,
+        Some((ApprovalVerdict::Expired, "system:timeout".to_owned()))
+    );
     assert!(h.pending().await.is_empty());
 }
 
@@ -107,22 +197,57 @@ async fn control_rpcs_need_the_token_and_refusals_are_audited() {
         let (client, wf) = (h.client.clone(), wf.clone());
         tokio::spawn(async move {
             let mut client = client;
-            client.call_tool(pb::WorkflowCallRequest { workflow_id: wf, tool: "list_backups".into(), arguments_json: "{}".into() }).await
+            client
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: wf,
+                    tool: "list_backups".into(),
+                    arguments_json: "{}".into(),
+                })
+                .await
         })
     };
     let pending = h.wait_pending(&wf).await;
-    let missing = h.client.clone().approve(decision(&pending.id, "mallory", "")).await.unwrap_err();
+    let missing = h
+        .client
+        .clone()
+        .approve(decision(&pending.id, "mallory", ""))
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::Unauthenticated);
     let mut wrong = Request::new(decision(&pending.id, "mallory", ""));
-    wrong.metadata_mut().insert("authorization", "Bearer guess".parse().expect("header"));
-    assert_eq!(h.client.clone().approve(wrong).await.unwrap_err().code(), tonic::Code::PermissionDenied);
-    let mut cancel = Request::new(pb::CancelWorkflowRequest { workflow_id: wf.clone(), reason: String::new() });
-    cancel.metadata_mut().insert("authorization", "Bearer nope".parse().expect("header"));
-    assert_eq!(h.client.clone().cancel_workflow(cancel).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer guess".parse().expect("header"));
+    assert_eq!(
+        h.client.clone().approve(wrong).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let mut cancel = Request::new(pb::CancelWorkflowRequest {
+        workflow_id: wf.clone(),
+        reason: String::new(),
+    });
+    cancel
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().expect("header"));
+    assert_eq!(
+        h.client
+            .clone()
+            .cancel_workflow(cancel)
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::PermissionDenied
+    );
 
     let mut right = Request::new(decision(&pending.id, "alice", "ok"));
-    right.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("header"));
-    h.client.clone().approve(right).await.expect("approved with the token");
+    right
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+    h.client
+        .clone()
+        .approve(right)
+        .await
+        .expect("approved with the token");
     call.await.expect("task").expect("call ran");
     let refused: Vec<String> = h
         .audit_records()
@@ -138,21 +263,40 @@ async fn control_rpcs_need_the_token_and_refusals_are_audited() {
 #[tokio::test]
 async fn deciding_needs_an_approver_and_a_known_id() {
     let h = gated("1m", json!({})).await;
-    let status = h.client.clone().approve(decision("ap-nope", "alice", "")).await.unwrap_err();
+    let status = h
+        .client
+        .clone()
+        .approve(decision("ap-nope", "alice", ""))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
     let wf = h.start_workflow("", json!({})).await;
     let call = {
         let (client, wf) = (h.client.clone(), wf.clone());
         tokio::spawn(async move {
             let mut client = client;
-            client.call_tool(pb::WorkflowCallRequest { workflow_id: wf, tool: "list_backups".into(), arguments_json: "{}".into() }).await
+            client
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: wf,
+                    tool: "list_backups".into(),
+                    arguments_json: "{}".into(),
+                })
+                .await
         })
     };
     let pending = h.wait_pending(&wf).await;
     // No approver given: the gRPC caller's identity (header or peer address) is recorded instead.
     let mut request = Request::new(decision(&pending.id, "", ""));
-    request.metadata_mut().insert("x-conductor-caller", "carol".parse().expect("header"));
-    let approved = h.client.clone().approve(request).await.expect("approve").into_inner();
+    request
+        .metadata_mut()
+        .insert("x-conductor-caller", "carol".parse().expect("header"));
+    let approved = h
+        .client
+        .clone()
+        .approve(request)
+        .await
+        .expect("approve")
+        .into_inner();
     assert_eq!(approved.decided_by, "carol");
     call.await.expect("task").expect("ran");
 }

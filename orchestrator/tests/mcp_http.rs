@@ -269,3 +269,23 @@ async fn rmcp_client_calls_through_the_policies() {
     orchestrator.stop().await;
     servers.stop().await;
 }
+
+/// An MCP client that keeps its session (and its event stream) open must not keep the orchestrator
+/// from stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_does_not_wait_for_open_mcp_sessions() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    client.list_all_tools().await.expect("tools/list");
+    tokio::time::timeout(mcp_support::DEADLINE, orchestrator.stop())
+        .await
+        .expect("the orchestrator stopped with a session open");
+    drop(client);
+    servers.stop().await;
+}

@@ -138,10 +138,10 @@ async fn python_client_over_stdio() {
         let mut address = Some(address);
         let mut all = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                if let (Some(grpc), Some(sender)) = (rest.split(" (gRPC)").next(), address.take()) {
-                    let _ = sender.send(grpc.trim().to_owned());
-                }
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let (Some(grpc), Some(sender)) = (rest.split(" (gRPC)").next(), address.take())
+            {
+                let _ = sender.send(grpc.trim().to_owned());
             }
             all.push_str(&line);
             all.push('\n');

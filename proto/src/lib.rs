@@ -12,4 +12,5 @@ pub mod v1 {
 pub use v1::*;
 
 /// The encoded `FileDescriptorSet` of every Conductorio proto, for the gRPC reflection services.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conductor_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/conductor_descriptor.bin"));

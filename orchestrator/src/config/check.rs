@@ -4,14 +4,15 @@
 //! tools, templates), no duplicate names, no dependency cycles, and templates whose steps, run in order
 //! and all succeeding, would not be denied by an ordering rule. It never stops at the first problem.
 
+use super::raw::{RawClient, RawRate};
 use super::raw::{RawConfig, RawRule, RawScope, RawServer};
 use super::{
-    AuditSettings, Config, ListenSettings, McpSettings, RuleSummary, ServerConfig, Step, Template,
-    ToolRoute, Transport, parse_duration,
+    AuditSettings, ClientConfig, Config, ListenSettings, McpSettings, RuleSummary, ServerConfig,
+    Step, Template, ToolRoute, Transport, parse_duration,
 };
 use crate::policy::{
-    self, ApprovalGate, CallRequest, Decision, ExclusiveGroup, Name, PolicySet, RunningCalls, Scope,
-    WorkflowHistory,
+    self, AllowList, ApprovalGate, Buckets, CallRequest, Decision, ExclusiveGroup, Name, PolicySet,
+    RateLimit, RateState, RunningCalls, Scope, ToolLimits, WorkflowHistory,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -38,7 +39,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid { problems: Vec<Problem> },
 }
@@ -59,7 +63,12 @@ pub(super) fn parse(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
             p if p == "." => "$".to_owned(),
             p => p,
         };
-        ConfigError::Invalid { problems: vec![Problem { path, message: e.inner().to_string() }] }
+        ConfigError::Invalid {
+            problems: vec![Problem {
+                path,
+                message: e.inner().to_string(),
+            }],
+        }
     })
 }
 
@@ -71,7 +80,10 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), message: message.into() });
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, path: String, text: Option<&str>, default: Duration) -> Duration {
@@ -90,12 +102,24 @@ impl Checker {
     }
 
     /// Resolves a tool name used at `path`; reports it when no server offers it.
-    fn tool(&mut self, tools: &BTreeMap<Name, ToolRoute>, path: String, name: &str) -> Option<Name> {
+    fn tool(
+        &mut self,
+        tools: &BTreeMap<Name, ToolRoute>,
+        path: String,
+        name: &str,
+    ) -> Option<Name> {
         match tools.get_key_value(name) {
             Some((key, _)) => Some(key.clone()),
             None => {
-                let known = tools.keys().map(|k| k.as_ref()).collect::<Vec<_>>().join(", ");
-                self.problem(path, format!("unknown tool {name:?}; the configured tools are: {known}"));
+                let known = tools
+                    .keys()
+                    .map(|k| k.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.problem(
+                    path,
+                    format!("unknown tool {name:?}; the configured tools are: {known}"),
+                );
                 None
             }
         }
@@ -108,9 +132,10 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
     if let Some(ledger) = &raw.approval_ledger {
         match servers.get(ledger) {
             None => c.problem("approval_ledger", format!("unknown server {ledger:?}")),
-            Some(s) if !matches!(s.transport, Transport::Grpc { .. }) => {
-                c.problem("approval_ledger", format!("server {ledger:?} must be a gRPC server"))
-            }
+            Some(s) if !matches!(s.transport, Transport::Grpc { .. }) => c.problem(
+                "approval_ledger",
+                format!("server {ledger:?} must be a gRPC server"),
+            ),
             Some(_) => {}
         }
     }
@@ -139,11 +164,14 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         grpc: parse_addr(&mut c, "listen.grpc", raw.listen.grpc.as_deref()),
         http: parse_addr(&mut c, "listen.http", raw.listen.http.as_deref()),
     };
+    let clients = check_clients(&mut c, &raw.clients, &tools);
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");
     }
     if !c.problems.is_empty() {
-        return Err(ConfigError::Invalid { problems: c.problems });
+        return Err(ConfigError::Invalid {
+            problems: c.problems,
+        });
     }
     Ok(Config {
         version,
@@ -164,6 +192,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
             allowed_origins: raw.mcp.allowed_origins,
             allowed_hosts: raw.mcp.allowed_hosts,
         },
+        clients,
     })
 }
 
@@ -172,7 +201,10 @@ fn parse_addr(c: &mut Checker, path: &str, text: Option<&str>) -> Option<std::ne
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(e) => {
-            c.problem(path, format!("{text:?} is not an address like 127.0.0.1:50051 ({e})"));
+            c.problem(
+                path,
+                format!("{text:?} is not an address like 127.0.0.1:50051 ({e})"),
+            );
             None
         }
     }
@@ -190,7 +222,10 @@ fn check_servers(
     for (name, server) in raw {
         let path = format!("servers.{name}");
         if !valid_name(name) {
-            c.problem(&path, "a server name uses letters, digits, '_' and '-' only");
+            c.problem(
+                &path,
+                "a server name uses letters, digits, '_' and '-' only",
+            );
         }
         let transport = match (&server.grpc, &server.mcp_stdio, &server.mcp_url) {
             (Some(url), None, None) => Transport::Grpc { url: url.clone() },
@@ -205,19 +240,48 @@ fn check_servers(
                 continue;
             }
         };
-        if let Transport::Grpc { url } | Transport::McpHttp { url } = &transport {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                c.problem(format!("{path}.url"), format!("{url:?} must start with http:// or https://"));
-            }
+        if let Transport::Grpc { url } | Transport::McpHttp { url } = &transport
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            c.problem(
+                format!("{path}.url"),
+                format!("{url:?} must start with http:// or https://"),
+            );
         }
         if server.tools.is_empty() {
             c.problem(format!("{path}.tools"), "list the tools this server offers");
         }
         let prefix = server.prefix.clone().unwrap_or_default();
+        for (j, pattern) in server.exclude.iter().enumerate() {
+            if !server.tools.iter().any(|t| glob_match(pattern, t)) {
+                c.problem(
+                    format!("{path}.exclude[{j}]"),
+                    format!("{pattern:?} matches none of the server's tools"),
+                );
+            }
+        }
+        for from in server.rename.keys() {
+            if !server.tools.contains(from) {
+                c.problem(
+                    format!("{path}.rename.{from}"),
+                    format!("the server has no tool {from:?} to rename"),
+                );
+            }
+        }
         for (i, tool) in server.tools.iter().enumerate() {
-            let public = format!("{prefix}{tool}");
+            if server.exclude.iter().any(|p| glob_match(p, tool)) {
+                continue;
+            }
+            let public = server
+                .rename
+                .get(tool)
+                .cloned()
+                .unwrap_or_else(|| format!("{prefix}{tool}"));
             if !valid_name(&public) {
-                c.problem(format!("{path}.tools[{i}]"), format!("{public:?} is not a valid tool name"));
+                c.problem(
+                    format!("{path}.tools[{i}]"),
+                    format!("{public:?} is not a valid tool name"),
+                );
             }
             if let Some(existing) = tools.get(public.as_str()) {
                 c.problem(
@@ -231,22 +295,128 @@ fn check_servers(
             }
             tools.insert(
                 public.into(),
-                ToolRoute { server: name.clone(), remote_name: tool.clone() },
+                ToolRoute {
+                    server: name.clone(),
+                    remote_name: tool.clone(),
+                },
             );
         }
-        let timeout = c.duration(format!("{path}.timeout"), server.timeout.as_deref(), DEFAULT_TOOL_TIMEOUT);
+        let timeout = c.duration(
+            format!("{path}.timeout"),
+            server.timeout.as_deref(),
+            DEFAULT_TOOL_TIMEOUT,
+        );
         servers.insert(
             name.clone(),
-            ServerConfig { name: name.clone(), transport, tools: server.tools.clone(), timeout },
+            ServerConfig {
+                name: name.clone(),
+                transport,
+                tools: server.tools.clone(),
+                timeout,
+            },
         );
     }
     (servers, tools)
 }
 
+/// `*` matches any run of characters; everything else matches itself.
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i))
+                .any(|i| glob_match(tail, &rest[i..]))
+        }
+    }
+}
+
+fn check_clients(
+    c: &mut Checker,
+    raw: &BTreeMap<String, RawClient>,
+    tools: &BTreeMap<Name, ToolRoute>,
+) -> BTreeMap<String, ClientConfig> {
+    let mut clients = BTreeMap::new();
+    let mut tokens = HashSet::new();
+    for (name, client) in raw {
+        let path = format!("clients.{name}");
+        if !valid_name(name) {
+            c.problem(
+                &path,
+                "a client name uses letters, digits, '_', '-' and '.' only",
+            );
+        }
+        let allowed = if client.tools.iter().any(|t| t == "*") {
+            None
+        } else {
+            let mut set = std::collections::BTreeSet::new();
+            for (i, tool) in client.tools.iter().enumerate() {
+                if let Some(name) = c.tool(tools, format!("{path}.tools[{i}]"), tool) {
+                    set.insert(name);
+                }
+            }
+            Some(AllowList {
+                source: format!("allow-list of client {name}"),
+                tools: set,
+            })
+        };
+        let token = match (&client.token, &client.token_env) {
+            (Some(_), Some(_)) => {
+                c.problem(&path, "set either token or token_env, not both");
+                None
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
+            (None, None) => None,
+        };
+        if let Some(token) = &token
+            && !tokens.insert(token.clone())
+        {
+            c.problem(format!("{path}.token"), "two clients share one token");
+        }
+        clients.insert(
+            name.clone(),
+            ClientConfig {
+                name: name.clone(),
+                allowed,
+                token,
+            },
+        );
+    }
+    clients
+}
+
+fn parse_rate(c: &mut Checker, path: String, rate: Option<&RawRate>) -> Option<RateLimit> {
+    let rate = rate?;
+    if rate.calls == 0 {
+        c.problem(format!("{path}.calls"), "must be at least 1");
+        return None;
+    }
+    match parse_duration(&rate.per) {
+        Ok(per) if !per.is_zero() => Some(RateLimit {
+            calls: rate.calls,
+            per,
+        }),
+        Ok(_) => {
+            c.problem(format!("{path}.per"), "must be longer than zero");
+            None
+        }
+        Err(message) => {
+            c.problem(format!("{path}.per"), message);
+            None
+        }
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
 }
 
 fn check_rules(
@@ -259,6 +429,7 @@ fn check_rules(
     let mut summaries = Vec::new();
     let mut ids = HashSet::new();
     let mut gated: HashMap<Name, usize> = HashMap::new();
+    let mut limited: HashMap<Name, usize> = HashMap::new();
     for (i, rule) in raw.iter().enumerate() {
         let path = format!("rules[{i}]");
         let id = rule_id(rule);
@@ -269,16 +440,27 @@ fn check_rules(
         }
         let id: Name = id.into();
         match rule {
-            RawRule::Sequence { tool, after, .. } | RawRule::Conditional { tool, requires_success: after, .. } => {
+            RawRule::Sequence { tool, after, .. }
+            | RawRule::Conditional {
+                tool,
+                requires_success: after,
+                ..
+            } => {
                 let sequence = matches!(rule, RawRule::Sequence { .. });
-                let field = if sequence { "after" } else { "requires_success" };
+                let field = if sequence {
+                    "after"
+                } else {
+                    "requires_success"
+                };
                 if after.is_empty() {
                     c.problem(format!("{path}.{field}"), "name at least one tool");
                 }
                 let target = c.tool(tools, format!("{path}.tool"), tool);
                 for (j, need) in after.iter().enumerate() {
                     let need_path = format!("{path}.{field}[{j}]");
-                    let Some(need) = c.tool(tools, need_path.clone(), need) else { continue };
+                    let Some(need) = c.tool(tools, need_path.clone(), need) else {
+                        continue;
+                    };
                     let Some(target) = &target else { continue };
                     if need == *target {
                         c.problem(need_path, format!("{tool} cannot depend on itself"));
@@ -288,14 +470,22 @@ fn check_rules(
                         policies.add_conditional(&id, target, &need);
                     }
                 }
-                let verb = if sequence { "after" } else { "after a successful" };
+                let verb = if sequence {
+                    "after"
+                } else {
+                    "after a successful"
+                };
                 summaries.push(RuleSummary {
                     id: id.to_string(),
                     kind: if sequence { "sequence" } else { "conditional" },
                     description: format!("{tool} only {verb} {}", after.join(", ")),
                 });
             }
-            RawRule::Exclusive { tools: members, scope, .. } => {
+            RawRule::Exclusive {
+                tools: members,
+                scope,
+                ..
+            } => {
                 if members.is_empty() {
                     c.problem(format!("{path}.tools"), "name at least one tool");
                 }
@@ -303,7 +493,10 @@ fn check_rules(
                 for (j, member) in members.iter().enumerate() {
                     if let Some(name) = c.tool(tools, format!("{path}.tools[{j}]"), member) {
                         if resolved.contains(&name) {
-                            c.problem(format!("{path}.tools[{j}]"), format!("{member} is listed twice"));
+                            c.problem(
+                                format!("{path}.tools[{j}]"),
+                                format!("{member} is listed twice"),
+                            );
                         } else {
                             resolved.push(name);
                         }
@@ -316,22 +509,121 @@ fn check_rules(
                 summaries.push(RuleSummary {
                     id: id.to_string(),
                     kind: "exclusive",
-                    description: format!("never at the same time ({scope}): {}", members.join(", ")),
+                    description: format!(
+                        "never at the same time ({scope}): {}",
+                        members.join(", ")
+                    ),
                 });
-                policies.add_exclusive(ExclusiveGroup { id: id.clone(), tools: resolved, scope });
+                policies.add_exclusive(ExclusiveGroup {
+                    id: id.clone(),
+                    tools: resolved,
+                    scope,
+                });
             }
-            RawRule::Approval { tool, timeout, .. } => {
-                let timeout = c.duration(format!("{path}.timeout"), timeout.as_deref(), approval_timeout);
+            RawRule::Approval {
+                tool,
+                timeout,
+                four_eyes,
+                ..
+            } => {
+                let timeout = c.duration(
+                    format!("{path}.timeout"),
+                    timeout.as_deref(),
+                    approval_timeout,
+                );
                 if let Some(name) = c.tool(tools, format!("{path}.tool"), tool) {
                     if let Some(first) = gated.insert(name.clone(), i) {
-                        c.problem(format!("{path}.tool"), format!("{tool} already has an approval rule at rules[{first}]"));
+                        c.problem(
+                            format!("{path}.tool"),
+                            format!("{tool} already has an approval rule at rules[{first}]"),
+                        );
                     }
-                    policies.add_gate(&name, ApprovalGate { id: id.clone(), timeout });
+                    policies.add_gate(
+                        &name,
+                        ApprovalGate {
+                            id: id.clone(),
+                            timeout,
+                            four_eyes: *four_eyes,
+                        },
+                    );
                 }
+                let eyes = if *four_eyes {
+                    ", by someone other than the caller"
+                } else {
+                    ""
+                };
                 summaries.push(RuleSummary {
                     id: id.to_string(),
                     kind: "approval",
-                    description: format!("{tool} waits for a person's approval (time-out {})", humantime::format_duration(timeout)),
+                    description: format!(
+                        "{tool} waits for a person's approval{eyes} (time-out {})",
+                        humantime::format_duration(timeout)
+                    ),
+                });
+            }
+            RawRule::Limit {
+                tool,
+                timeout,
+                max_concurrent,
+                rate,
+                rate_per_workflow,
+                ..
+            } => {
+                let timeout = timeout
+                    .as_deref()
+                    .map(|t| c.duration(format!("{path}.timeout"), Some(t), DEFAULT_TOOL_TIMEOUT));
+                if *max_concurrent == Some(0) {
+                    c.problem(format!("{path}.max_concurrent"), "must be at least 1");
+                }
+                let rate = parse_rate(c, format!("{path}.rate"), rate.as_ref());
+                let rate_per_workflow = parse_rate(
+                    c,
+                    format!("{path}.rate_per_workflow"),
+                    rate_per_workflow.as_ref(),
+                );
+                if timeout.is_none()
+                    && max_concurrent.is_none()
+                    && rate.is_none()
+                    && rate_per_workflow.is_none()
+                {
+                    c.problem(&path, "a limit needs at least one of timeout, max_concurrent, rate, rate_per_workflow");
+                }
+                if let Some(name) = c.tool(tools, format!("{path}.tool"), tool) {
+                    if let Some(first) = limited.insert(name.clone(), i) {
+                        c.problem(
+                            format!("{path}.tool"),
+                            format!("{tool} already has a limit rule at rules[{first}]"),
+                        );
+                    }
+                    let limits = ToolLimits {
+                        rule_id: Some(id.clone()),
+                        max_concurrent: *max_concurrent,
+                        rate,
+                        rate_per_workflow,
+                        timeout,
+                    };
+                    policies.set_limits(&name, limits);
+                }
+                let mut parts = Vec::new();
+                if let Some(t) = timeout {
+                    parts.push(format!("time-out {}", humantime::format_duration(t)));
+                }
+                if let Some(n) = max_concurrent {
+                    parts.push(format!("at most {n} at a time"));
+                }
+                for (label, r) in [("", rate), (" per workflow", rate_per_workflow)] {
+                    if let Some(r) = r {
+                        parts.push(format!(
+                            "{} per {}{label}",
+                            r.calls,
+                            humantime::format_duration(r.per)
+                        ));
+                    }
+                }
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: "limit",
+                    description: format!("{tool}: {}", parts.join(", ")),
                 });
             }
         }
@@ -344,7 +636,8 @@ fn rule_id(rule: &RawRule) -> &str {
         RawRule::Sequence { id, .. }
         | RawRule::Conditional { id, .. }
         | RawRule::Exclusive { id, .. }
-        | RawRule::Approval { id, .. } => id,
+        | RawRule::Approval { id, .. }
+        | RawRule::Limit { id, .. } => id,
     }
 }
 
@@ -372,9 +665,14 @@ fn check_cycles(c: &mut Checker, policies: &PolicySet, tools: &BTreeMap<Name, To
                     stack.pop();
                 }
                 Mark::Visiting => {
-                    let start = stack.iter().position(|(t, _)| **t == need.tool).unwrap_or(0);
-                    let mut path: Vec<String> =
-                        stack[start..].iter().map(|(t, r)| format!("{t} (rule {r})")).collect();
+                    let start = stack
+                        .iter()
+                        .position(|(t, _)| **t == need.tool)
+                        .unwrap_or(0);
+                    let mut path: Vec<String> = stack[start..]
+                        .iter()
+                        .map(|(t, r)| format!("{t} (rule {r})"))
+                        .collect();
                     path.push(format!("{} (rule {})", need.tool, need.rule_id));
                     cycles.push(path.join(" -> "));
                 }
@@ -392,7 +690,10 @@ fn check_cycles(c: &mut Checker, policies: &PolicySet, tools: &BTreeMap<Name, To
         }
     }
     for cycle in cycles {
-        c.problem("rules", format!("dependency cycle: {cycle}; none of these tools could ever run"));
+        c.problem(
+            "rules",
+            format!("dependency cycle: {cycle}; none of these tools could ever run"),
+        );
     }
 }
 
@@ -407,36 +708,68 @@ fn check_templates(
     for (name, template) in &raw.templates {
         let path = format!("templates.{name}");
         if !valid_name(name) {
-            c.problem(&path, "a template name uses letters, digits, '_', '-' and '.' only");
+            c.problem(
+                &path,
+                "a template name uses letters, digits, '_', '-' and '.' only",
+            );
         }
         if template.steps.is_empty() {
-            c.problem(format!("{path}.steps"), "a template needs at least one step");
+            c.problem(
+                format!("{path}.steps"),
+                "a template needs at least one step",
+            );
         }
         let mut steps = Vec::new();
         let mut seen = HashSet::new();
         for (i, step) in template.steps.iter().enumerate() {
             let step_path = format!("{path}.steps[{i}]");
             if !valid_name(&step.name) {
-                c.problem(format!("{step_path}.name"), "a step name uses letters, digits, '_', '-' and '.' only");
+                c.problem(
+                    format!("{step_path}.name"),
+                    "a step name uses letters, digits, '_', '-' and '.' only",
+                );
             } else if !seen.insert(step.name.as_str()) {
-                c.problem(format!("{step_path}.name"), format!("duplicate step name {:?}", step.name));
+                c.problem(
+                    format!("{step_path}.name"),
+                    format!("duplicate step name {:?}", step.name),
+                );
             }
-            if let Err(message) = crate::template::check_references(&step.arguments, &seen, &step.name) {
+            if let Err(message) =
+                crate::template::check_references(&step.arguments, &seen, &step.name)
+            {
                 c.problem(format!("{step_path}.arguments"), message);
             }
-            let Some(tool) = c.tool(tools, format!("{step_path}.tool"), &step.tool) else { continue };
+            let Some(tool) = c.tool(tools, format!("{step_path}.tool"), &step.tool) else {
+                continue;
+            };
             let timeout = c.duration(
                 format!("{step_path}.approval_timeout"),
                 step.approval_timeout.as_deref(),
                 approval_timeout,
             );
-            let gate = step
-                .approval
-                .then(|| ApprovalGate { id: format!("{name}.{}", step.name).into(), timeout });
-            steps.push(Step { name: step.name.clone(), tool, arguments: step.arguments.clone(), gate });
+            let gate = step.approval.then(|| ApprovalGate {
+                id: format!("{name}.{}", step.name).into(),
+                timeout,
+                four_eyes: step.four_eyes,
+            });
+            steps.push(Step {
+                name: step.name.clone(),
+                tool,
+                arguments: step.arguments.clone(),
+                gate,
+            });
         }
         simulate(c, &path, &steps, policies);
-        let template = Template { name: name.clone(), description: template.description.clone(), steps };
+        let allowed = AllowList {
+            source: format!("template {name}"),
+            tools: steps.iter().map(|s| s.tool.clone()).collect(),
+        };
+        let template = Template {
+            name: name.clone(),
+            description: template.description.clone(),
+            steps,
+            allowed,
+        };
         templates.insert(name.clone(), Arc::new(template));
     }
     templates
@@ -447,13 +780,30 @@ fn check_templates(
 fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
     let mut history = WorkflowHistory::default();
     let running = RunningCalls::default();
+    let buckets = Buckets::default();
+    let rates = RateState {
+        global: &buckets,
+        workflow: &buckets,
+    };
     for (i, step) in steps.iter().enumerate() {
-        let call = CallRequest { workflow_id: "check", tool: &step.tool, step_gate: None, approval_granted: true };
-        if let Decision::Deny { violations } = policy::decide(policies, &history, &running, &call) {
+        let call = CallRequest {
+            workflow_id: "check",
+            tool: &step.tool,
+            step_gate: None,
+            approval_granted: true,
+            allowed: None,
+            now_ms: 0,
+        };
+        if let Decision::Deny { violations } =
+            policy::decide(policies, &history, &running, rates, &call)
+        {
             for v in violations {
                 c.problem(
                     format!("{path}.steps[{i}]"),
-                    format!("step {:?} breaks rule {:?}: {} ({})", step.name, v.rule_id, v.message, v.unblock_hint),
+                    format!(
+                        "step {:?} breaks rule {:?}: {} ({})",
+                        step.name, v.rule_id, v.message, v.unblock_hint
+                    ),
                 );
             }
         }

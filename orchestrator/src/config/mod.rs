@@ -6,7 +6,7 @@
 mod check;
 mod raw;
 
-use crate::policy::{ApprovalGate, Name, PolicySet, Scope};
+use crate::policy::{AllowList, ApprovalGate, Name, PolicySet, Scope};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,14 +36,33 @@ pub struct Config {
     pub audit: AuditSettings,
     pub listen: ListenSettings,
     pub mcp: McpSettings,
+    /// Known callers by name: their allow-lists and tokens.
+    pub clients: BTreeMap<String, ClientConfig>,
+}
+
+/// A known caller.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    /// `None`: every tool.
+    pub allowed: Option<AllowList>,
+    pub token: Option<String>,
 }
 
 /// How to reach one downstream server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    Grpc { url: String },
-    McpStdio { command: String, args: Vec<String>, env: BTreeMap<String, String> },
-    McpHttp { url: String },
+    Grpc {
+        url: String,
+    },
+    McpStdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+    },
+    McpHttp {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +95,8 @@ pub struct Template {
     pub name: String,
     pub description: String,
     pub steps: Vec<Step>,
+    /// The tools its steps use: a run (or a session bound to it) may call only these.
+    pub allowed: AllowList,
 }
 
 #[derive(Debug)]
@@ -135,11 +156,42 @@ impl Config {
     pub fn template(&self, name: &str) -> Option<&Arc<Template>> {
         self.templates.get(name)
     }
+
+    /// The client a caller identity ("NAME" or "NAME/SESSION") belongs to, if it is a known one.
+    pub fn client_of(&self, caller: &str) -> Option<&ClientConfig> {
+        self.clients
+            .get(caller)
+            .or_else(|| self.clients.get(caller.split('/').next().unwrap_or(caller)))
+    }
+
+    /// The client whose bearer token this is.
+    pub fn client_by_token(&self, token: &str) -> Option<&ClientConfig> {
+        self.clients.values().find(|c| {
+            c.token
+                .as_deref()
+                .is_some_and(|t| crate::gateway::constant_time_eq(t.as_bytes(), token.as_bytes()))
+        })
+    }
+
+    /// What a workflow of `caller` (optionally running `template`) may call: the intersection of the
+    /// template's tools and the client's allow-list; `None` when unrestricted.
+    pub fn allowed_for(&self, caller: &str, template: Option<&Template>) -> Option<AllowList> {
+        let client = self.client_of(caller).and_then(|c| c.allowed.as_ref());
+        match (template.map(|t| &t.allowed), client) {
+            (None, None) => None,
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (Some(t), Some(c)) => Some(AllowList {
+                source: format!("{} and {}", t.source, c.source),
+                tools: t.tools.intersection(&c.tools).cloned().collect(),
+            }),
+        }
+    }
 }
 
 /// Parses a human duration ("30s", "5m", "1h 30m") for configuration fields.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
 }
 
 #[cfg(test)]

@@ -26,6 +26,22 @@ pub struct RawConfig {
     pub listen: RawListen,
     #[serde(default)]
     pub mcp: RawMcp,
+    /// Known callers (MCP clients, gRPC services) by name, with their allow-lists and tokens.
+    #[serde(default)]
+    pub clients: BTreeMap<String, RawClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// The tools this client may call ("*" for all).
+    pub tools: Vec<String>,
+    /// A bearer token that identifies this client. Prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the client's bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +64,12 @@ pub struct RawServer {
     /// Per-call time-out, e.g. "30s".
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Tools of the server not to publish (`*` matches any run of characters).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Publish tools under other names: server name -> public name.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,7 +86,11 @@ pub struct RawMcpStdio {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawRule {
     /// `tool` may be called only after each of `after` has been called (finished, any outcome).
-    Sequence { id: String, tool: String, after: Vec<String> },
+    Sequence {
+        id: String,
+        tool: String,
+        after: Vec<String>,
+    },
     /// `tool` may be called only after each of `requires_success` has succeeded.
     Conditional {
         id: String,
@@ -84,7 +110,31 @@ pub enum RawRule {
         tool: String,
         #[serde(default)]
         timeout: Option<String>,
+        /// The approver must differ from the caller who started the workflow.
+        #[serde(default)]
+        four_eyes: bool,
     },
+    /// Per-tool limits: a call time-out, concurrent calls, and rates (token buckets).
+    Limit {
+        id: String,
+        tool: String,
+        #[serde(default)]
+        timeout: Option<String>,
+        #[serde(default)]
+        max_concurrent: Option<u32>,
+        #[serde(default)]
+        rate: Option<RawRate>,
+        #[serde(default)]
+        rate_per_workflow: Option<RawRate>,
+    },
+}
+
+/// `calls` per `per` (e.g. 10 per "1s"), bursts of up to `calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub calls: u32,
+    pub per: String,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +166,9 @@ pub struct RawStep {
     /// Time-out of this step's approval gate, e.g. "10m".
     #[serde(default)]
     pub approval_timeout: Option<String>,
+    /// The step's approver must differ from the caller who started the workflow.
+    #[serde(default)]
+    pub four_eyes: bool,
 }
 
 fn empty_object() -> serde_json::Value {

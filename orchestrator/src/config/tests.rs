@@ -40,7 +40,9 @@ fn problems(value: &Value) -> Vec<String> {
 fn assert_problem(value: &Value, path: &str, needle: &str) {
     let found = problems(value);
     assert!(
-        found.iter().any(|p| p.starts_with(&format!("{path}: ")) && p.contains(needle)),
+        found
+            .iter()
+            .any(|p| p.starts_with(&format!("{path}: ")) && p.contains(needle)),
         "expected a problem at {path} containing {needle:?}, got {found:#?}"
     );
 }
@@ -54,7 +56,13 @@ fn a_good_configuration_loads() {
     assert_eq!(flow.steps.len(), 3);
     assert!(flow.steps[2].gate.is_some());
     assert_eq!(config.version.len(), 16);
-    assert!(config.policies.tool("notify").and_then(|p| p.gate.as_ref()).is_some_and(|g| g.timeout == Duration::from_secs(120)));
+    assert!(
+        config
+            .policies
+            .tool("notify")
+            .and_then(|p| p.gate.as_ref())
+            .is_some_and(|g| g.timeout == Duration::from_secs(120))
+    );
 }
 
 #[test]
@@ -78,7 +86,11 @@ fn unknown_fields_and_malformed_entries_name_their_path() {
     v["servers"]["a"]["tools"] = json!("validate");
     assert_problem(&v, "servers.a.tools", "expected a sequence");
 
-    assert!(problems(&json!("text"))[0].starts_with("$: "), "{:?}", problems(&json!("text")));
+    assert!(
+        problems(&json!("text"))[0].starts_with("$: "),
+        "{:?}",
+        problems(&json!("text"))
+    );
     let err = Config::from_slice(b"{ not json").unwrap_err();
     assert!(!err.problems().is_empty());
 }
@@ -127,7 +139,10 @@ fn dependency_cycles_are_rejected() {
     v["rules"].as_array_mut().unwrap().push(json!({ "id": "back", "kind": "conditional", "tool": "validate", "requires_success": ["process"] }));
     assert_problem(&v, "rules", "dependency cycle");
     let text = problems(&v).join("\n");
-    assert!(text.contains("rule back") && text.contains("rule seq"), "{text}");
+    assert!(
+        text.contains("rule back") && text.contains("rule seq"),
+        "{text}"
+    );
 
     let mut v = base();
     v["rules"][0]["after"] = json!(["process"]);
@@ -148,7 +163,11 @@ fn templates_that_break_a_policy_are_rejected() {
 fn bad_references_durations_and_addresses() {
     let mut v = base();
     v["templates"]["flow"]["steps"][0]["arguments"] = json!({ "x": "${steps.p.output}" });
-    assert_problem(&v, "templates.flow.steps[0].arguments", "not an earlier step");
+    assert_problem(
+        &v,
+        "templates.flow.steps[0].arguments",
+        "not an earlier step",
+    );
 
     let mut v = base();
     v["rules"][3]["timeout"] = json!("soon");

@@ -42,10 +42,6 @@ pub(super) struct McpTools {
 }
 
 impl McpTools {
-    pub(super) fn new(_server: &ServerConfig) -> Self {
-        McpTools::default()
-    }
-
     /// Calls one tool within the server's time-out, once a session is open (see [`open_limit`]).
     pub(super) async fn call(
         &self,

@@ -63,16 +63,14 @@ pub struct Downstream {
 impl Downstream {
     fn client(&self, server: &ServerConfig) -> Result<Client, Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((transport, client)) = clients.get(&server.name) {
-            if *transport == server.transport {
-                return Ok(client.clone());
-            }
+        if let Some((transport, client)) = clients.get(&server.name)
+            && *transport == server.transport
+        {
+            return Ok(client.clone());
         }
         let client = match &server.transport {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
-            Transport::McpStdio { .. } | Transport::McpHttp { .. } => {
-                Client::Mcp(Arc::new(McpTools::new(server)))
-            }
+            Transport::McpStdio { .. } | Transport::McpHttp { .. } => Client::Mcp(Arc::default()),
         };
         clients.insert(
             server.name.clone(),

@@ -10,7 +10,9 @@ use crate::config::Step;
 use crate::downstream::{Forward, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
-use crate::policy::{self, CallRequest, Decision, Name, RuleKind, RunningCall, Violation};
+use crate::policy::{
+    self, CallRequest, Decision, Name, RateState, RuleKind, RunningCall, Violation,
+};
 use crate::workflow::{CallEntry, CallStatus};
 use serde_json::Value;
 use std::sync::Arc;
@@ -49,9 +51,16 @@ pub struct CallReport {
 
 /// What the engine said, after the state was updated under the lock.
 enum Verdict {
-    Run { server: String, remote: String, timeout: Duration },
+    Run {
+        server: String,
+        remote: String,
+        timeout: Duration,
+    },
     Deny(Vec<Violation>),
-    Gate { gate: policy::ApprovalGate, config_version: String },
+    Gate {
+        gate: policy::ApprovalGate,
+        config_version: String,
+    },
 }
 
 impl Gateway {
@@ -61,80 +70,185 @@ impl Gateway {
             return Err(Error::ShuttingDown);
         }
         let gateway = self.clone();
-        let task = self.inner.tasks.spawn(async move { gateway.execute(spec, None).await });
+        let task = self
+            .inner
+            .tasks
+            .spawn(async move { gateway.execute(spec, None).await });
         task.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// The call path. `resumed` carries an approval request that was pending when the orchestrator
     /// restarted: the call then waits for it instead of being decided anew.
-    pub(crate) async fn execute(&self, spec: CallSpec, resumed: Option<(String, Approval)>) -> Result<CallReport, Error> {
+    pub(crate) async fn execute(
+        &self,
+        spec: CallSpec,
+        resumed: Option<(String, Approval)>,
+    ) -> Result<CallReport, Error> {
         let (call_id, approval) = match resumed {
             Some((call_id, approval)) => (call_id, approval),
             None => {
                 let call_id = format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
                 match self.decide(&spec, &call_id, false).await? {
-                    Verdict::Run { server, remote, timeout } => {
-                        return self.forward(&spec, call_id, server, remote, timeout, None).await;
+                    Verdict::Run {
+                        server,
+                        remote,
+                        timeout,
+                    } => {
+                        return self
+                            .forward(&spec, call_id, server, remote, timeout, None)
+                            .await;
                     }
                     Verdict::Deny(violations) => {
-                        return Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(violations), duration_us: 0, approval: None });
+                        return Ok(CallReport {
+                            call_id,
+                            tool: spec.tool,
+                            result: CallResult::Denied(violations),
+                            duration_us: 0,
+                            approval: None,
+                        });
                     }
-                    Verdict::Gate { gate, config_version } => {
-                        let approval = self.request_approval(&spec, &call_id, &gate, config_version).await?;
+                    Verdict::Gate {
+                        gate,
+                        config_version,
+                    } => {
+                        let approval = self
+                            .request_approval(&spec, &call_id, &gate, config_version)
+                            .await?;
                         (call_id, approval)
                     }
                 }
             }
         };
         let approval = self.await_approval(approval).await?;
-        if approval.verdict != Some(ApprovalVerdict::Approved) {
+        let released = approval.verdict == Some(ApprovalVerdict::Approved)
+            && approval.arguments_digest == approval::digest(&spec.arguments);
+        if !released {
             let violation = approval_violation(&approval);
             self.settle_denied(&spec, &call_id, vec![violation.clone()]);
-            return Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(vec![violation]), duration_us: 0, approval: Some(approval) });
+            return Ok(CallReport {
+                call_id,
+                tool: spec.tool,
+                result: CallResult::Denied(vec![violation]),
+                duration_us: 0,
+                approval: Some(approval),
+            });
         }
         match self.decide(&spec, &call_id, true).await? {
-            Verdict::Run { server, remote, timeout } => self.forward(&spec, call_id, server, remote, timeout, Some(approval)).await,
-            Verdict::Deny(violations) => Ok(CallReport { call_id, tool: spec.tool, result: CallResult::Denied(violations), duration_us: 0, approval: Some(approval) }),
+            Verdict::Run {
+                server,
+                remote,
+                timeout,
+            } => {
+                self.forward(&spec, call_id, server, remote, timeout, Some(approval))
+                    .await
+            }
+            Verdict::Deny(violations) => Ok(CallReport {
+                call_id,
+                tool: spec.tool,
+                result: CallResult::Denied(violations),
+                duration_us: 0,
+                approval: Some(approval),
+            }),
             Verdict::Gate { .. } => unreachable!("an approved call is not gated again"),
         }
     }
 
     /// Decides under the state lock (so exclusive groups hold under any interleaving), updates the
     /// workflow, then records the decision. Denials are durable before they are returned.
-    async fn decide(&self, spec: &CallSpec, call_id: &str, approval_granted: bool) -> Result<Verdict, Error> {
+    async fn decide(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        approval_granted: bool,
+    ) -> Result<Verdict, Error> {
         let now = now_ms();
         let (verdict, event) = {
             let mut state = self.inner.state();
             let state = &mut *state;
-            let workflow = state.workflows.get_mut(spec.workflow_id.as_str()).ok_or_else(|| Error::WorkflowNotFound(spec.workflow_id.clone()))?;
+            let workflow = state
+                .workflows
+                .get_mut(spec.workflow_id.as_str())
+                .ok_or_else(|| Error::WorkflowNotFound(spec.workflow_id.clone()))?;
             if workflow.state.is_finished() {
-                return Err(Error::WorkflowFinished { id: spec.workflow_id.clone(), state: workflow.state.as_str() });
+                return Err(Error::WorkflowFinished {
+                    id: spec.workflow_id.clone(),
+                    state: workflow.state.as_str(),
+                });
             }
             let config = workflow.config.clone();
-            let (tool, route) = config.tools.get_key_value(spec.tool.as_str()).ok_or_else(|| Error::UnknownTool {
-                tool: spec.tool.clone(),
-                known: config.tools.keys().map(|t| t.as_ref()).collect::<Vec<_>>().join(", "),
-            })?;
+            let (tool, route) =
+                config
+                    .tools
+                    .get_key_value(spec.tool.as_str())
+                    .ok_or_else(|| Error::UnknownTool {
+                        tool: spec.tool.clone(),
+                        known: config
+                            .tools
+                            .keys()
+                            .map(|t| t.as_ref())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
             let template = workflow.template.clone();
-            let step: Option<&Step> = spec.step.and_then(|i| template.as_ref().and_then(|t| t.steps.get(i)));
-            let request = CallRequest { workflow_id: &spec.workflow_id, tool, step_gate: step.and_then(|s| s.gate.as_ref()), approval_granted };
-            let decision = policy::decide(&config.policies, &workflow.history, &state.running, &request);
+            let step: Option<&Step> = spec
+                .step
+                .and_then(|i| template.as_ref().and_then(|t| t.steps.get(i)));
+            let request = CallRequest {
+                workflow_id: &spec.workflow_id,
+                tool,
+                step_gate: step.and_then(|s| s.gate.as_ref()),
+                approval_granted,
+                allowed: workflow.allowed.as_ref(),
+                now_ms: now,
+            };
+            let rates = RateState {
+                global: &state.buckets,
+                workflow: &workflow.buckets,
+            };
+            let decision = policy::decide(
+                &config.policies,
+                &workflow.history,
+                &state.running,
+                rates,
+                &request,
+            );
             let (kind, violations, gate) = match &decision {
                 Decision::Allow => (DecisionKind::Allow, Vec::new(), None),
                 Decision::Deny { violations } => (DecisionKind::Deny, violations.clone(), None),
-                Decision::NeedsApproval { gate } => (DecisionKind::NeedsApproval, Vec::new(), Some(gate.id.to_string())),
+                Decision::NeedsApproval { gate } => (
+                    DecisionKind::NeedsApproval,
+                    Vec::new(),
+                    Some(gate.id.to_string()),
+                ),
             };
             let call_id: Name = call_id.into();
             let status = match &decision {
                 Decision::Allow => {
-                    state.running.insert(tool, RunningCall { workflow_id: workflow.id.clone(), call_id: call_id.clone() });
+                    state.running.insert(
+                        tool,
+                        RunningCall {
+                            workflow_id: workflow.id.clone(),
+                            call_id: call_id.clone(),
+                        },
+                    );
+                    policy::consume(
+                        &config.policies,
+                        tool,
+                        &mut state.buckets,
+                        &mut workflow.buckets,
+                        now,
+                    );
                     CallStatus::Running
                 }
                 Decision::Deny { violations } => {
                     workflow.violations += violations.len() as u32;
-                    CallStatus::Denied { violations: violations.clone() }
+                    CallStatus::Denied {
+                        violations: violations.clone(),
+                    }
                 }
-                Decision::NeedsApproval { .. } => CallStatus::WaitingApproval { approval_id: String::new() },
+                Decision::NeedsApproval { .. } => CallStatus::WaitingApproval {
+                    approval_id: String::new(),
+                },
             };
             match workflow.call_mut(&call_id) {
                 Some(entry) => entry.status = status,
@@ -163,16 +277,39 @@ impl Gateway {
                 config_version: config.version.clone(),
             };
             let verdict = match decision {
-                Decision::Allow => Verdict::Run { server: route.server.clone(), remote: route.remote_name.clone(), timeout: config.servers.get(&route.server).map_or(Duration::from_secs(30), |s| s.timeout) },
+                Decision::Allow => {
+                    let server_timeout = config
+                        .servers
+                        .get(&route.server)
+                        .map_or(Duration::from_secs(30), |s| s.timeout);
+                    let timeout = config
+                        .policies
+                        .tool(tool)
+                        .and_then(|p| p.limits.timeout)
+                        .unwrap_or(server_timeout);
+                    Verdict::Run {
+                        server: route.server.clone(),
+                        remote: route.remote_name.clone(),
+                        timeout,
+                    }
+                }
                 Decision::Deny { violations } => Verdict::Deny(violations),
-                Decision::NeedsApproval { gate } => Verdict::Gate { gate, config_version: config.version.clone() },
+                Decision::NeedsApproval { gate } => Verdict::Gate {
+                    gate,
+                    config_version: config.version.clone(),
+                },
             };
             (verdict, event)
         };
         match &verdict {
             Verdict::Run { .. } => self.inner.audit.submit(event).await?,
             Verdict::Deny(violations) => {
-                self.inner.metrics.call_denied(&spec.tool, violations.iter().map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())));
+                self.inner.metrics.call_denied(
+                    &spec.tool,
+                    violations
+                        .iter()
+                        .map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())),
+                );
                 self.inner.audit.append(event).await?;
             }
             Verdict::Gate { .. } => {
@@ -182,21 +319,43 @@ impl Gateway {
         Ok(verdict)
     }
 
-    async fn forward(&self, spec: &CallSpec, call_id: String, server: String, remote: String, timeout: Duration, approval: Option<Approval>) -> Result<CallReport, Error> {
+    async fn forward(
+        &self,
+        spec: &CallSpec,
+        call_id: String,
+        server: String,
+        remote: String,
+        timeout: Duration,
+        approval: Option<Approval>,
+    ) -> Result<CallReport, Error> {
         let config = self.workflow_config(&spec.workflow_id)?;
         let started = Instant::now();
         let audit = &self.inner.audit;
         let result = match audit
-            .submit(AuditEvent::CallStarted { workflow_id: spec.workflow_id.clone(), call_id: call_id.clone(), tool: spec.tool.clone(), server: server.clone() })
+            .submit(AuditEvent::CallStarted {
+                workflow_id: spec.workflow_id.clone(),
+                call_id: call_id.clone(),
+                tool: spec.tool.clone(),
+                server: server.clone(),
+            })
             .await
         {
             Err(e) => Err(Error::from(e)),
             Ok(()) => match config.servers.get(&server) {
-                None => Err(Error::Unavailable { server: server.clone(), message: "no longer configured".into() }),
+                None => Err(Error::Unavailable {
+                    server: server.clone(),
+                    message: "no longer configured".into(),
+                }),
                 Some(server_config) => {
                     let mut server_config = server_config.clone();
                     server_config.timeout = timeout;
-                    let forward = Forward { server: &server_config, remote_name: &remote, arguments: &spec.arguments, workflow_id: &spec.workflow_id, call_id: &call_id };
+                    let forward = Forward {
+                        server: &server_config,
+                        remote_name: &remote,
+                        arguments: &spec.arguments,
+                        workflow_id: &spec.workflow_id,
+                        call_id: &call_id,
+                    };
                     self.inner.downstream.call(forward).await
                 }
             },
@@ -204,12 +363,41 @@ impl Gateway {
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (outcome, error, result_value) = match &result {
             Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone())),
-            Ok(Err(failure)) => (Outcome::Failed, Some(format!("{}: {}", failure.code, failure.message)), None),
-            Err(Error::Unavailable { .. }) | Err(Error::Audit(_)) => (Outcome::Unavailable, Some(result.as_ref().err().map(ToString::to_string).unwrap_or_default()), None),
+            Ok(Err(failure)) => (
+                Outcome::Failed,
+                Some(format!("{}: {}", failure.code, failure.message)),
+                None,
+            ),
+            Err(Error::Unavailable { .. }) | Err(Error::Audit(_)) => (
+                Outcome::Unavailable,
+                Some(
+                    result
+                        .as_ref()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                None,
+            ),
             Err(e) => (Outcome::Failed, Some(e.to_string()), None),
         };
-        self.settle_finished(spec, &call_id, outcome, error.clone(), result_value.clone(), duration_us);
-        self.inner.metrics.call_finished(&spec.tool, if outcome == Outcome::Succeeded { Counted::Success } else { Counted::Failure }, duration_us);
+        self.settle_finished(
+            spec,
+            &call_id,
+            outcome,
+            error.clone(),
+            result_value.clone(),
+            duration_us,
+        );
+        self.inner.metrics.call_finished(
+            &spec.tool,
+            if outcome == Outcome::Succeeded {
+                Counted::Success
+            } else {
+                Counted::Failure
+            },
+            duration_us,
+        );
         self.inner
             .audit
             .append(AuditEvent::CallFinished {
@@ -226,11 +414,25 @@ impl Gateway {
             Ok(value) => CallResult::Succeeded(value),
             Err(failure) => CallResult::Failed(failure),
         };
-        Ok(CallReport { call_id, tool: spec.tool.clone(), result, duration_us, approval })
+        Ok(CallReport {
+            call_id,
+            tool: spec.tool.clone(),
+            result,
+            duration_us,
+            approval,
+        })
     }
 
     /// Updates the workflow when a call has finished: the running set, the history, template progress.
-    pub(crate) fn settle_finished(&self, spec: &CallSpec, call_id: &str, outcome: Outcome, error: Option<String>, result: Option<Value>, duration_us: u64) {
+    pub(crate) fn settle_finished(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        outcome: Outcome,
+        error: Option<String>,
+        result: Option<Value>,
+        duration_us: u64,
+    ) {
         let mut state = self.inner.state();
         let state = &mut *state;
         state.running.remove(&spec.tool, call_id);
@@ -240,7 +442,12 @@ impl Gateway {
     }
 
     fn settle_denied(&self, spec: &CallSpec, call_id: &str, violations: Vec<Violation>) {
-        self.inner.metrics.call_denied(&spec.tool, violations.iter().map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())));
+        self.inner.metrics.call_denied(
+            &spec.tool,
+            violations
+                .iter()
+                .map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())),
+        );
         let mut state = self.inner.state();
         if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
             workflow.violations += violations.len() as u32;
@@ -251,7 +458,13 @@ impl Gateway {
         }
     }
 
-    async fn request_approval(&self, spec: &CallSpec, call_id: &str, gate: &policy::ApprovalGate, config_version: String) -> Result<Approval, Error> {
+    async fn request_approval(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        gate: &policy::ApprovalGate,
+        config_version: String,
+    ) -> Result<Approval, Error> {
         let now = now_ms();
         let approval = Approval {
             id: format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -265,25 +478,49 @@ impl Gateway {
             config_version,
             requested_by: spec.caller.clone(),
             requested_at_ms: now,
-            expires_at_ms: now.saturating_add(i64::try_from(gate.timeout.as_millis()).unwrap_or(i64::MAX)),
+            expires_at_ms: now
+                .saturating_add(i64::try_from(gate.timeout.as_millis()).unwrap_or(i64::MAX)),
             verdict: None,
             decided_by: String::new(),
             reason: String::new(),
             decided_at_ms: 0,
+            four_eyes: gate.four_eyes,
+            workflow_caller: self.workflow_caller(&spec.workflow_id),
         };
         if let Err(e) = self.inner.approvals.record_request(&approval).await {
             let message = e.to_string();
-            self.settle_finished(spec, call_id, Outcome::Unavailable, Some(message.clone()), None, 0);
+            self.settle_finished(
+                spec,
+                call_id,
+                Outcome::Unavailable,
+                Some(message.clone()),
+                None,
+                0,
+            );
             self.inner
                 .audit
-                .append(AuditEvent::CallFinished { workflow_id: spec.workflow_id.clone(), call_id: call_id.to_owned(), tool: spec.tool.clone(), outcome: Outcome::Unavailable, duration_us: 0, error: Some(message), result: None })
+                .append(AuditEvent::CallFinished {
+                    workflow_id: spec.workflow_id.clone(),
+                    call_id: call_id.to_owned(),
+                    tool: spec.tool.clone(),
+                    outcome: Outcome::Unavailable,
+                    duration_us: 0,
+                    error: Some(message),
+                    result: None,
+                })
                 .await?;
             return Err(e);
         }
         {
             let mut state = self.inner.state();
-            if let Some(entry) = state.workflows.get_mut(spec.workflow_id.as_str()).and_then(|w| w.call_mut(call_id)) {
-                entry.status = CallStatus::WaitingApproval { approval_id: approval.id.clone() };
+            if let Some(entry) = state
+                .workflows
+                .get_mut(spec.workflow_id.as_str())
+                .and_then(|w| w.call_mut(call_id))
+            {
+                entry.status = CallStatus::WaitingApproval {
+                    approval_id: approval.id.clone(),
+                };
                 entry.approval_id = Some(approval.id.clone());
             }
         }
@@ -297,6 +534,7 @@ impl Gateway {
                 gate: approval.gate.clone(),
                 arguments_digest: approval.arguments_digest.clone(),
                 expires_at_ms: approval.expires_at_ms,
+                four_eyes: approval.four_eyes,
             })
             .await?;
         Ok(approval)
@@ -306,7 +544,8 @@ impl Gateway {
     /// confirms it to the approver.
     async fn await_approval(&self, mut approval: Approval) -> Result<Approval, Error> {
         let decisions = self.inner.approvals.open(approval.clone());
-        let remaining = Duration::from_millis(u64::try_from(approval.expires_at_ms - now_ms()).unwrap_or(0));
+        let remaining =
+            Duration::from_millis(u64::try_from(approval.expires_at_ms - now_ms()).unwrap_or(0));
         let waited = tokio::select! {
             waited = tokio::time::timeout(remaining, decisions) => waited,
             () = self.inner.shutdown.cancelled() => {
@@ -315,11 +554,33 @@ impl Gateway {
             }
         };
         let (request, reply) = match waited {
-            Ok(Ok(DecisionRequest { verdict, approver, reason, reply })) => ((verdict, approver, reason), Some(reply)),
-            Ok(Err(_)) => ((ApprovalVerdict::Expired, "system".to_owned(), "the approval was withdrawn".to_owned()), None),
+            Ok(Ok(DecisionRequest {
+                verdict,
+                approver,
+                reason,
+                reply,
+            })) => ((verdict, approver, reason), Some(reply)),
+            Ok(Err(_)) => (
+                (
+                    ApprovalVerdict::Expired,
+                    "system".to_owned(),
+                    "the approval was withdrawn".to_owned(),
+                ),
+                None,
+            ),
             Err(_) => {
-                let waited = humantime::format_duration(Duration::from_secs(u64::try_from((approval.expires_at_ms - approval.requested_at_ms) / 1000).unwrap_or(0)));
-                ((ApprovalVerdict::Expired, "system:timeout".to_owned(), format!("no decision within {waited}")), None)
+                let waited = humantime::format_duration(Duration::from_secs(
+                    u64::try_from((approval.expires_at_ms - approval.requested_at_ms) / 1000)
+                        .unwrap_or(0),
+                ));
+                (
+                    (
+                        ApprovalVerdict::Expired,
+                        "system:timeout".to_owned(),
+                        format!("no decision within {waited}"),
+                    ),
+                    None,
+                )
             }
         };
         let (verdict, approver, reason) = request;
@@ -362,25 +623,56 @@ impl Gateway {
 
     fn workflow_config(&self, workflow_id: &str) -> Result<Arc<crate::config::Config>, Error> {
         let state = self.inner.state();
-        state.workflows.get(workflow_id).map(|w| w.config.clone()).ok_or_else(|| Error::WorkflowNotFound(workflow_id.to_owned()))
+        state
+            .workflows
+            .get(workflow_id)
+            .map(|w| w.config.clone())
+            .ok_or_else(|| Error::WorkflowNotFound(workflow_id.to_owned()))
+    }
+
+    fn workflow_caller(&self, workflow_id: &str) -> String {
+        self.inner
+            .state()
+            .workflows
+            .get(workflow_id)
+            .map(|w| w.caller.clone())
+            .unwrap_or_default()
     }
 
     fn step_name(&self, workflow_id: &str, index: usize) -> Option<String> {
         let state = self.inner.state();
         let workflow = state.workflows.get(workflow_id)?;
-        workflow.template.as_ref()?.steps.get(index).map(|s| s.name.clone())
+        workflow
+            .template
+            .as_ref()?
+            .steps
+            .get(index)
+            .map(|s| s.name.clone())
     }
 }
 
 fn approval_violation(approval: &Approval) -> Violation {
     let (message, hint) = match approval.verdict {
         Some(ApprovalVerdict::Denied) => (
-            format!("{} was denied by {}{}", approval.tool, approval.decided_by, reason_suffix(&approval.reason)),
+            format!(
+                "{} was denied by {}{}",
+                approval.tool,
+                approval.decided_by,
+                reason_suffix(&approval.reason)
+            ),
             "do not retry this call unchanged; ask the approver what to change".to_owned(),
         ),
         _ => (
-            format!("{} was not approved in time ({}){}", approval.tool, approval.decided_by, reason_suffix(&approval.reason)),
-            format!("call it again and have someone run `conductorctl approve <id>` before the gate's time-out (gate {})", approval.gate),
+            format!(
+                "{} was not approved in time ({}){}",
+                approval.tool,
+                approval.decided_by,
+                reason_suffix(&approval.reason)
+            ),
+            format!(
+                "call it again and have someone run `conductorctl approve <id>` before the gate's time-out (gate {})",
+                approval.gate
+            ),
         ),
     };
     Violation {
@@ -395,5 +687,9 @@ fn approval_violation(approval: &Approval) -> Violation {
 }
 
 fn reason_suffix(reason: &str) -> String {
-    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
 }

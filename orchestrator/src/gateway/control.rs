@@ -76,22 +76,47 @@ const DAY_MS: i64 = 86_400_000;
 
 impl Gateway {
     /// Starts a workflow: ad hoc (no template) or a template run that the caller drives step by step.
-    pub async fn start_workflow(&self, template: Option<&str>, input: Value, caller: &str) -> Result<WorkflowView, Error> {
+    pub async fn start_workflow(
+        &self,
+        template: Option<&str>,
+        input: Value,
+        caller: &str,
+    ) -> Result<WorkflowView, Error> {
         let config = self.config();
         let template = match template.filter(|t| !t.is_empty()) {
             None => None,
-            Some(name) => Some(config.template(name).cloned().ok_or_else(|| Error::UnknownTemplate {
-                name: name.to_owned(),
-                known: config.templates.keys().cloned().collect::<Vec<_>>().join(", "),
+            Some(name) => Some(config.template(name).cloned().ok_or_else(|| {
+                Error::UnknownTemplate {
+                    name: name.to_owned(),
+                    known: config
+                        .templates
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
             })?),
         };
         if !input.is_object() && !input.is_null() {
-            return Err(Error::InvalidArgument("the workflow input must be a JSON object".into()));
+            return Err(Error::InvalidArgument(
+                "the workflow input must be a JSON object".into(),
+            ));
         }
         let now = now_ms();
         let id: Name = format!("wf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).into();
-        let caller = if caller.is_empty() { "anonymous".to_owned() } else { caller.to_owned() };
-        let workflow = Workflow::new(id.clone(), template.clone(), config.clone(), caller.clone(), input.clone(), now);
+        let caller = if caller.is_empty() {
+            "anonymous".to_owned()
+        } else {
+            caller.to_owned()
+        };
+        let workflow = Workflow::new(
+            id.clone(),
+            template.clone(),
+            config.clone(),
+            caller.clone(),
+            input.clone(),
+            now,
+        );
         let view = WorkflowView::of(&workflow, false, now);
         self.inner.state().workflows.insert(id.clone(), workflow);
         self.inner.metrics.workflow_started();
@@ -109,7 +134,13 @@ impl Gateway {
     }
 
     /// Runs a template as a new workflow in the orchestrator; with `wait`, returns when it has ended.
-    pub async fn run_template(&self, template: &str, input: Value, caller: &str, wait: bool) -> Result<WorkflowView, Error> {
+    pub async fn run_template(
+        &self,
+        template: &str,
+        input: Value,
+        caller: &str,
+        wait: bool,
+    ) -> Result<WorkflowView, Error> {
         if template.is_empty() {
             return Err(Error::InvalidArgument("name the template to run".into()));
         }
@@ -124,11 +155,18 @@ impl Gateway {
     }
 
     /// Ends a workflow and records how; a workflow that has already ended stays as it is.
-    pub(crate) async fn finish_workflow(&self, id: &str, state: WorkflowState, error: Option<String>) -> Result<bool, Error> {
+    pub(crate) async fn finish_workflow(
+        &self,
+        id: &str,
+        state: WorkflowState,
+        error: Option<String>,
+    ) -> Result<bool, Error> {
         let now = now_ms();
         let duration_ms = {
             let mut guard = self.inner.state();
-            let Some(workflow) = guard.workflows.get_mut(id) else { return Err(Error::WorkflowNotFound(id.to_owned())) };
+            let Some(workflow) = guard.workflows.get_mut(id) else {
+                return Err(Error::WorkflowNotFound(id.to_owned()));
+            };
             if workflow.state.is_finished() {
                 return Ok(false);
             }
@@ -141,26 +179,56 @@ impl Gateway {
             WorkflowState::Cancelled => WorkflowEnd::Cancelled,
             _ => WorkflowEnd::Failed,
         };
-        self.inner.audit.append(AuditEvent::WorkflowFinished { workflow_id: id.to_owned(), state: end, error, duration_ms }).await?;
+        self.inner
+            .audit
+            .append(AuditEvent::WorkflowFinished {
+                workflow_id: id.to_owned(),
+                state: end,
+                error,
+                duration_ms,
+            })
+            .await?;
         Ok(true)
     }
 
     /// Cancels a workflow: pending approvals of it expire, running calls finish and are recorded.
-    pub async fn cancel_workflow(&self, id: &str, reason: &str, caller: &str) -> Result<WorkflowView, Error> {
-        let reason = if reason.is_empty() { format!("cancelled by {caller}") } else { format!("cancelled by {caller}: {reason}") };
-        if !self.finish_workflow(id, WorkflowState::Cancelled, Some(reason.clone())).await? {
+    pub async fn cancel_workflow(
+        &self,
+        id: &str,
+        reason: &str,
+        caller: &str,
+    ) -> Result<WorkflowView, Error> {
+        let reason = if reason.is_empty() {
+            format!("cancelled by {caller}")
+        } else {
+            format!("cancelled by {caller}: {reason}")
+        };
+        if !self
+            .finish_workflow(id, WorkflowState::Cancelled, Some(reason.clone()))
+            .await?
+        {
             let state = self.workflow(id, false)?.state;
-            return Err(Error::WorkflowFinished { id: id.to_owned(), state: state.as_str() });
+            return Err(Error::WorkflowFinished {
+                id: id.to_owned(),
+                state: state.as_str(),
+            });
         }
         for approval in self.inner.approvals.pending_of(id) {
-            let _ = self.inner.approvals.decide(&approval, ApprovalVerdict::Expired, caller, &reason).await;
+            let _ = self
+                .inner
+                .approvals
+                .decide(&approval, ApprovalVerdict::Expired, caller, &reason, None)
+                .await;
         }
         self.workflow(id, false)
     }
 
     pub fn workflow(&self, id: &str, with_history: bool) -> Result<WorkflowView, Error> {
         let state = self.inner.state();
-        let workflow = state.workflows.get(id).ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
+        let workflow = state
+            .workflows
+            .get(id)
+            .ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
         Ok(WorkflowView::of(workflow, with_history, now_ms()))
     }
 
@@ -168,9 +236,20 @@ impl Gateway {
     pub fn workflows(&self, active_only: bool, limit: usize) -> Vec<WorkflowView> {
         let now = now_ms();
         let state = self.inner.state();
-        let mut list: Vec<&Workflow> = state.workflows.values().filter(|w| !active_only || !w.state.is_finished()).collect();
-        list.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then_with(|| b.id.cmp(&a.id)));
-        list.into_iter().take(limit).map(|w| WorkflowView::of(w, false, now)).collect()
+        let mut list: Vec<&Workflow> = state
+            .workflows
+            .values()
+            .filter(|w| !active_only || !w.state.is_finished())
+            .collect();
+        list.sort_by(|a, b| {
+            b.started_at_ms
+                .cmp(&a.started_at_ms)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        list.into_iter()
+            .take(limit)
+            .map(|w| WorkflowView::of(w, false, now))
+            .collect()
     }
 
     pub fn pending_approvals(&self) -> Vec<Approval> {
@@ -182,17 +261,53 @@ impl Gateway {
     }
 
     /// Decides an approval; returns once the decision is durable.
-    pub async fn decide_approval(&self, id: &str, approve: bool, approver: &str, reason: &str) -> Result<Approval, Error> {
-        let verdict = if approve { ApprovalVerdict::Approved } else { ApprovalVerdict::Denied };
-        self.inner.approvals.decide(id, verdict, approver, reason).await
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+    ) -> Result<Approval, Error> {
+        self.decide_approval_checked(id, approve, approver, reason, None)
+            .await
+    }
+
+    /// Decides an approval that must be for arguments with `digest` (when given).
+    pub async fn decide_approval_checked(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+        digest: Option<&str>,
+    ) -> Result<Approval, Error> {
+        let verdict = if approve {
+            ApprovalVerdict::Approved
+        } else {
+            ApprovalVerdict::Denied
+        };
+        self.inner
+            .approvals
+            .decide(id, verdict, approver, reason, digest)
+            .await
     }
 
     /// Checks the bearer token of a control action (approve, deny, cancel, reload); a refusal is recorded.
-    pub async fn authorize_control(&self, token: Option<&str>, action: &str, target: &str, caller: &str) -> Result<(), Error> {
+    pub async fn authorize_control(
+        &self,
+        token: Option<&str>,
+        action: &str,
+        target: &str,
+        caller: &str,
+    ) -> Result<(), Error> {
         let config = self.config();
-        let Some(expected) = config.control_token.as_deref() else { return Ok(()) };
+        let Some(expected) = config.control_token.as_deref() else {
+            return Ok(());
+        };
         let refusal = match token {
-            None => Error::Unauthenticated(format!("{action} needs the control token: send `authorization: Bearer <token>` (conductorctl reads CONDUCTOR_TOKEN)")),
+            None => Error::Unauthenticated(format!(
+                "{action} needs the control token: send `authorization: Bearer <token>` (conductorctl reads CONDUCTOR_TOKEN)"
+            )),
             Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
                 Error::PermissionDenied(format!("{action} refused: the control token is wrong"))
             }
@@ -200,7 +315,12 @@ impl Gateway {
         };
         self.inner
             .audit
-            .append(AuditEvent::ControlRefused { action: action.to_owned(), target: target.to_owned(), reason: refusal.to_string(), caller: caller.to_owned() })
+            .append(AuditEvent::ControlRefused {
+                action: action.to_owned(),
+                target: target.to_owned(),
+                reason: refusal.to_string(),
+                caller: caller.to_owned(),
+            })
             .await?;
         Err(refusal)
     }
@@ -216,16 +336,30 @@ impl Gateway {
             for w in state.workflows.values() {
                 match w.state {
                     WorkflowState::Running | WorkflowState::WaitingApproval => active += 1,
-                    WorkflowState::Completed if w.finished_at_ms.unwrap_or(0) >= day_start => completed += 1,
-                    WorkflowState::Failed | WorkflowState::Cancelled if w.finished_at_ms.unwrap_or(0) >= day_start => failed += 1,
+                    WorkflowState::Completed if w.finished_at_ms.unwrap_or(0) >= day_start => {
+                        completed += 1
+                    }
+                    WorkflowState::Failed | WorkflowState::Cancelled
+                        if w.finished_at_ms.unwrap_or(0) >= day_start =>
+                    {
+                        failed += 1
+                    }
                     _ => {}
                 }
             }
             let mut list: Vec<&Workflow> = state.workflows.values().collect();
             list.sort_by(|a, b| {
-                a.state.is_finished().cmp(&b.state.is_finished()).then_with(|| b.started_at_ms.cmp(&a.started_at_ms)).then_with(|| b.id.cmp(&a.id))
+                a.state
+                    .is_finished()
+                    .cmp(&b.state.is_finished())
+                    .then_with(|| b.started_at_ms.cmp(&a.started_at_ms))
+                    .then_with(|| b.id.cmp(&a.id))
             });
-            let views = list.into_iter().take(recent).map(|w| WorkflowView::of(w, false, now)).collect::<Vec<_>>();
+            let views = list
+                .into_iter()
+                .take(recent)
+                .map(|w| WorkflowView::of(w, false, now))
+                .collect::<Vec<_>>();
             (active, completed, failed, views)
         };
         StatusSnapshot {
@@ -233,7 +367,8 @@ impl Gateway {
             completed_today: completed,
             failed_today: failed,
             policy_violations: self.inner.metrics.total_violations(),
-            pending_approvals: u32::try_from(self.inner.approvals.pending().len()).unwrap_or(u32::MAX),
+            pending_approvals: u32::try_from(self.inner.approvals.pending().len())
+                .unwrap_or(u32::MAX),
             workflows,
             tools: self.inner.metrics.tools(),
             rules: self.inner.metrics.rules(),
@@ -250,23 +385,39 @@ impl Gateway {
 
     /// Validates the configuration file again and swaps it in; running workflows keep their version.
     pub async fn reload_config(&self) -> Result<(Arc<Config>, String, u32), Error> {
-        let path = self.inner.config_path.clone().ok_or_else(|| Error::InvalidArgument("the orchestrator was started without a configuration file".into()))?;
+        let path = self.inner.config_path.clone().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the orchestrator was started without a configuration file".into(),
+            )
+        })?;
         let config = Arc::new(Config::load(&path)?);
         let previous = self.inner.config.swap(config.clone());
         self.inner.downstream.forget_catalog();
         let on_previous = {
             let state = self.inner.state();
-            state.workflows.values().filter(|w| !w.state.is_finished() && w.config.version != config.version).count()
+            state
+                .workflows
+                .values()
+                .filter(|w| !w.state.is_finished() && w.config.version != config.version)
+                .count()
         };
         self.inner
             .audit
-            .append(AuditEvent::ConfigLoaded { config_version: config.version.clone(), path: Some(path.display().to_string()) })
+            .append(AuditEvent::ConfigLoaded {
+                config_version: config.version.clone(),
+                path: Some(path.display().to_string()),
+            })
             .await?;
         tracing::info!(version = %config.version, previous = %previous.version, on_previous, "configuration reloaded");
-        Ok((config, previous.version.clone(), u32::try_from(on_previous).unwrap_or(u32::MAX)))
+        Ok((
+            config,
+            previous.version.clone(),
+            u32::try_from(on_previous).unwrap_or(u32::MAX),
+        ))
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without an early exit that would leak how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -10,7 +10,7 @@ mod control;
 mod replay;
 
 pub use call::{CallReport, CallResult, CallSpec};
-pub use control::{StatusSnapshot, WorkflowView};
+pub use control::{StatusSnapshot, WorkflowView, constant_time_eq};
 
 use crate::approval::Approvals;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
@@ -18,7 +18,7 @@ use crate::config::{Config, Transport};
 use crate::downstream::Downstream;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::policy::{Name, RunningCalls};
+use crate::policy::{Buckets, Name, RunningCalls};
 use crate::workflow::Workflow;
 use arc_swap::ArcSwap;
 use conductor_audit::AuditOptions;
@@ -39,6 +39,8 @@ pub fn now_ms() -> i64 {
 pub(crate) struct State {
     pub workflows: HashMap<Name, Workflow>,
     pub running: RunningCalls,
+    /// Orchestrator-wide rate limits.
+    pub buckets: Buckets,
 }
 
 pub(crate) struct Inner {
@@ -80,19 +82,30 @@ impl Gateway {
     /// running are marked interrupted, pending approvals wait again, template runs continue.
     pub async fn start(options: GatewayOptions) -> Result<Gateway, Error> {
         let config = Arc::new(options.config);
-        let ledger_url = config.approval_ledger.as_ref().and_then(|name| match config.servers.get(name).map(|s| &s.transport) {
-            Some(Transport::Grpc { url }) => Some(url.clone()),
-            _ => None,
+        let ledger_url = config.approval_ledger.as_ref().and_then(|name| {
+            match config.servers.get(name).map(|s| &s.transport) {
+                Some(Transport::Grpc { url }) => Some(url.clone()),
+                _ => None,
+            }
         });
         let approvals = Approvals::new(ledger_url.as_deref())?;
         let mut state = State::default();
-        let mut replayer = replay::Replayer { state: &mut state, config: &config, unfinished: HashMap::new() };
-        let (audit, report) = AuditLog::open(options.audit, |record| replayer.apply(record)).await?;
+        let mut replayer = replay::Replayer {
+            state: &mut state,
+            config: &config,
+            unfinished: HashMap::new(),
+        };
+        let (audit, report) =
+            AuditLog::open(options.audit, |record| replayer.apply(record)).await?;
         let unfinished = std::mem::take(&mut replayer.unfinished);
         if let Some(torn) = &report.torn_line_repaired {
             tracing::warn!(%torn, "the audit log ended in a torn line (a crash mid-write); it was cut off");
         }
-        tracing::info!(records = report.records, workflows = state.workflows.len(), "audit log opened and state rebuilt");
+        tracing::info!(
+            records = report.records,
+            workflows = state.workflows.len(),
+            "audit log opened and state rebuilt"
+        );
         let gateway = Gateway {
             inner: Arc::new(Inner {
                 config: ArcSwap::new(config.clone()),
@@ -121,38 +134,72 @@ impl Gateway {
     async fn resume(&self, unfinished: Vec<replay::Unfinished>) -> Result<(), Error> {
         let mut waiting_steps = HashMap::new();
         for call in unfinished {
-            let step_index = call.step.as_ref().and_then(|step| self.step_index(&call.workflow_id, step));
-            let spec = CallSpec { workflow_id: call.workflow_id.clone(), tool: call.tool.clone(), arguments: call.arguments, caller: call.caller, step: step_index };
+            let step_index = call
+                .step
+                .as_ref()
+                .and_then(|step| self.step_index(&call.workflow_id, step));
+            let spec = CallSpec {
+                workflow_id: call.workflow_id.clone(),
+                tool: call.tool.clone(),
+                arguments: call.arguments,
+                caller: call.caller,
+                step: step_index,
+            };
             match call.approval {
                 Some(approval) => {
                     tracing::info!(approval = %approval.id, workflow = %call.workflow_id, "approval still pending after restart");
                     if step_index.is_some() {
-                        waiting_steps.insert(call.workflow_id.clone(), (spec, call.call_id, approval));
+                        waiting_steps
+                            .insert(call.workflow_id.clone(), (spec, call.call_id, approval));
                     } else {
                         let gateway = self.clone();
                         self.inner.tasks.spawn(async move {
-                            if let Err(e) = gateway.execute(spec, Some((call.call_id, approval))).await {
+                            if let Err(e) =
+                                gateway.execute(spec, Some((call.call_id, approval))).await
+                            {
                                 tracing::warn!(error = %e, "resumed call failed");
                             }
                         });
                     }
                 }
                 None => {
-                    let message = "the orchestrator stopped while the call ran; its effect is unknown".to_owned();
-                    self.settle_finished(&spec, &call.call_id, Outcome::Interrupted, Some(message.clone()), None, 0);
+                    let message =
+                        "the orchestrator stopped while the call ran; its effect is unknown"
+                            .to_owned();
+                    self.settle_finished(
+                        &spec,
+                        &call.call_id,
+                        Outcome::Interrupted,
+                        Some(message.clone()),
+                        None,
+                        0,
+                    );
                     self.inner
                         .audit
-                        .append(AuditEvent::CallFinished { workflow_id: call.workflow_id, call_id: call.call_id, tool: call.tool, outcome: Outcome::Interrupted, duration_us: 0, error: Some(message), result: None })
+                        .append(AuditEvent::CallFinished {
+                            workflow_id: call.workflow_id,
+                            call_id: call.call_id,
+                            tool: call.tool,
+                            outcome: Outcome::Interrupted,
+                            duration_us: 0,
+                            error: Some(message),
+                            result: None,
+                        })
                         .await?;
                 }
             }
         }
         let templated: Vec<Name> = {
             let state = self.inner.state();
-            state.workflows.values().filter(|w| w.template.is_some() && !w.state.is_finished()).map(|w| w.id.clone()).collect()
+            state
+                .workflows
+                .values()
+                .filter(|w| w.template.is_some() && !w.state.is_finished())
+                .map(|w| w.id.clone())
+                .collect()
         };
         for id in templated {
-            let resumed = waiting_steps.remove(&*id).map(|(spec, call_id, approval)| (spec, call_id, approval));
+            let resumed = waiting_steps.remove(&*id);
             crate::runner::spawn(self.clone(), id, resumed);
         }
         Ok(())
@@ -160,7 +207,14 @@ impl Gateway {
 
     fn step_index(&self, workflow_id: &str, step: &str) -> Option<usize> {
         let state = self.inner.state();
-        state.workflows.get(workflow_id)?.template.as_ref()?.steps.iter().position(|s| s.name == step)
+        state
+            .workflows
+            .get(workflow_id)?
+            .template
+            .as_ref()?
+            .steps
+            .iter()
+            .position(|s| s.name == step)
     }
 
     /// The configuration new workflows start under.

@@ -33,20 +33,53 @@ impl Replayer<'_> {
     pub fn apply(&mut self, record: &AuditRecord) {
         let at = record.ts_ms;
         match &record.event {
-            AuditEvent::WorkflowStarted { workflow_id, template, input, caller, .. } => {
-                let template = template.as_deref().and_then(|t| self.config.template(t)).cloned();
-                let workflow = Workflow::new(workflow_id.as_str().into(), template, self.config.clone(), caller.clone(), input.clone(), at);
+            AuditEvent::WorkflowStarted {
+                workflow_id,
+                template,
+                input,
+                caller,
+                ..
+            } => {
+                let template = template
+                    .as_deref()
+                    .and_then(|t| self.config.template(t))
+                    .cloned();
+                let workflow = Workflow::new(
+                    workflow_id.as_str().into(),
+                    template,
+                    self.config.clone(),
+                    caller.clone(),
+                    input.clone(),
+                    at,
+                );
                 self.state.workflows.insert(workflow.id.clone(), workflow);
             }
-            AuditEvent::CallDecided { workflow_id, call_id, tool, step, arguments, caller, decision, violations, gate, .. } => {
-                let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) else { return };
+            AuditEvent::CallDecided {
+                workflow_id,
+                call_id,
+                tool,
+                step,
+                arguments,
+                caller,
+                decision,
+                violations,
+                gate,
+                ..
+            } => {
+                let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) else {
+                    return;
+                };
                 let status = match decision {
                     DecisionKind::Allow => CallStatus::Running,
                     DecisionKind::Deny => {
                         workflow.violations += violations.len() as u32;
-                        CallStatus::Denied { violations: violations.clone() }
+                        CallStatus::Denied {
+                            violations: violations.clone(),
+                        }
                     }
-                    DecisionKind::NeedsApproval => CallStatus::WaitingApproval { approval_id: String::new() },
+                    DecisionKind::NeedsApproval => CallStatus::WaitingApproval {
+                        approval_id: String::new(),
+                    },
                 };
                 let finished = matches!(status, CallStatus::Denied { .. });
                 match workflow.call_mut(call_id) {
@@ -66,23 +99,41 @@ impl Replayer<'_> {
                 if finished {
                     self.unfinished.remove(call_id);
                 } else {
-                    let entry = self.unfinished.entry(call_id.clone()).or_insert_with(|| Unfinished {
-                        workflow_id: workflow_id.clone(),
-                        call_id: call_id.clone(),
-                        tool: tool.clone(),
-                        step: step.clone(),
-                        arguments: arguments.clone(),
-                        caller: caller.clone(),
-                        approval: None,
-                    });
+                    let entry =
+                        self.unfinished
+                            .entry(call_id.clone())
+                            .or_insert_with(|| Unfinished {
+                                workflow_id: workflow_id.clone(),
+                                call_id: call_id.clone(),
+                                tool: tool.clone(),
+                                step: step.clone(),
+                                arguments: arguments.clone(),
+                                caller: caller.clone(),
+                                approval: None,
+                            });
                     if *decision == DecisionKind::Allow {
                         entry.approval = None;
                     }
                 }
             }
-            AuditEvent::ApprovalRequested { workflow_id, call_id, approval_id, gate, arguments_digest, expires_at_ms, tool } => {
-                let Some(unfinished) = self.unfinished.get_mut(call_id) else { return };
-                let config_version = self.state.workflows.get(workflow_id.as_str()).map(|w| w.config.version.clone()).unwrap_or_default();
+            AuditEvent::ApprovalRequested {
+                workflow_id,
+                call_id,
+                approval_id,
+                gate,
+                arguments_digest,
+                expires_at_ms,
+                tool,
+                four_eyes,
+            } => {
+                let Some(unfinished) = self.unfinished.get_mut(call_id) else {
+                    return;
+                };
+                let workflow = self.state.workflows.get(workflow_id.as_str());
+                let config_version = workflow
+                    .map(|w| w.config.version.clone())
+                    .unwrap_or_default();
+                let workflow_caller = workflow.map(|w| w.caller.clone()).unwrap_or_default();
                 unfinished.approval = Some(Approval {
                     id: approval_id.clone(),
                     workflow_id: workflow_id.clone(),
@@ -100,13 +151,27 @@ impl Replayer<'_> {
                     decided_by: String::new(),
                     reason: String::new(),
                     decided_at_ms: 0,
+                    four_eyes: *four_eyes,
+                    workflow_caller,
                 });
-                if let Some(entry) = self.state.workflows.get_mut(workflow_id.as_str()).and_then(|w| w.call_mut(call_id)) {
-                    entry.status = CallStatus::WaitingApproval { approval_id: approval_id.clone() };
+                if let Some(entry) = self
+                    .state
+                    .workflows
+                    .get_mut(workflow_id.as_str())
+                    .and_then(|w| w.call_mut(call_id))
+                {
+                    entry.status = CallStatus::WaitingApproval {
+                        approval_id: approval_id.clone(),
+                    };
                     entry.approval_id = Some(approval_id.clone());
                 }
             }
-            AuditEvent::ApprovalDecided { workflow_id, call_id, verdict, .. } => {
+            AuditEvent::ApprovalDecided {
+                workflow_id,
+                call_id,
+                verdict,
+                ..
+            } => {
                 if let Some(unfinished) = self.unfinished.get_mut(call_id) {
                     unfinished.approval = None;
                 }
@@ -115,19 +180,41 @@ impl Replayer<'_> {
                     if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
                         workflow.violations += 1;
                         if let Some(entry) = workflow.call_mut(call_id) {
-                            entry.status = CallStatus::Denied { violations: Vec::new() };
+                            entry.status = CallStatus::Denied {
+                                violations: Vec::new(),
+                            };
                         }
                         workflow.refresh_state();
                     }
                 }
             }
-            AuditEvent::CallFinished { workflow_id, call_id, outcome, error, result, duration_us, .. } => {
+            AuditEvent::CallFinished {
+                workflow_id,
+                call_id,
+                outcome,
+                error,
+                result,
+                duration_us,
+                ..
+            } => {
                 self.unfinished.remove(call_id);
                 if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
-                    apply_finished(workflow, call_id, *outcome, error.clone(), result.clone(), *duration_us);
+                    apply_finished(
+                        workflow,
+                        call_id,
+                        *outcome,
+                        error.clone(),
+                        result.clone(),
+                        *duration_us,
+                    );
                 }
             }
-            AuditEvent::WorkflowFinished { workflow_id, state, error, .. } => {
+            AuditEvent::WorkflowFinished {
+                workflow_id,
+                state,
+                error,
+                ..
+            } => {
                 if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
                     let state = match state {
                         WorkflowEnd::Completed => WorkflowState::Completed,
@@ -137,14 +224,25 @@ impl Replayer<'_> {
                     workflow.finish(state, error.clone(), at);
                 }
             }
-            AuditEvent::ConfigLoaded { .. } | AuditEvent::CallStarted { .. } | AuditEvent::ControlRefused { .. } => {}
+            AuditEvent::ConfigLoaded { .. }
+            | AuditEvent::CallStarted { .. }
+            | AuditEvent::ControlRefused { .. } => {}
         }
     }
 }
 
 /// Records a finished call in its workflow: status, duration, the policy history, template progress.
-pub(crate) fn apply_finished(workflow: &mut Workflow, call_id: &str, outcome: Outcome, error: Option<String>, result: Option<Value>, duration_us: u64) {
-    let Some(entry) = workflow.call_mut(call_id) else { return };
+pub(crate) fn apply_finished(
+    workflow: &mut Workflow,
+    call_id: &str,
+    outcome: Outcome,
+    error: Option<String>,
+    result: Option<Value>,
+    duration_us: u64,
+) {
+    let Some(entry) = workflow.call_mut(call_id) else {
+        return;
+    };
     entry.status = CallStatus::Finished { outcome, error };
     entry.duration_us = duration_us;
     let tool = entry.tool.clone();
@@ -154,11 +252,15 @@ pub(crate) fn apply_finished(workflow: &mut Workflow, call_id: &str, outcome: Ou
         Outcome::Failed => workflow.history.record(&tool, false),
         Outcome::Unavailable | Outcome::Interrupted => {}
     }
-    if let (Outcome::Succeeded, Some(step), Some(template)) = (outcome, step, workflow.template.clone()) {
-        if template.steps.get(workflow.steps_done).is_some_and(|s| s.name == step) {
-            workflow.outputs.insert(step, result.unwrap_or(Value::Null));
-            workflow.steps_done += 1;
-        }
+    if let (Outcome::Succeeded, Some(step), Some(template)) =
+        (outcome, step, workflow.template.clone())
+        && template
+            .steps
+            .get(workflow.steps_done)
+            .is_some_and(|s| s.name == step)
+    {
+        workflow.outputs.insert(step, result.unwrap_or(Value::Null));
+        workflow.steps_done += 1;
     }
     workflow.refresh_state();
 }

@@ -11,7 +11,12 @@ use crate::workflow::{CallEntry, CallStatus, WorkflowState};
 use conductor_proto::v1 as pb;
 
 pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
-    pb::ToolDescriptor { name: info.name, description: info.description, input_schema_json: info.input_schema.to_string(), server: info.server }
+    pb::ToolDescriptor {
+        name: info.name,
+        description: info.description,
+        input_schema_json: info.input_schema.to_string(),
+        server: info.server,
+    }
 }
 
 pub fn template(template: &Template) -> pb::TemplateInfo {
@@ -51,7 +56,11 @@ fn decision_kind(kind: DecisionKind) -> pb::DecisionKind {
     }
 }
 
-pub fn decision(kind: DecisionKind, violations: &[Violation], approval: Option<&Approval>) -> pb::Decision {
+pub fn decision(
+    kind: DecisionKind,
+    violations: &[Violation],
+    approval: Option<&Approval>,
+) -> pb::Decision {
     pb::Decision {
         kind: decision_kind(kind) as i32,
         violations: violations.iter().map(violation).collect(),
@@ -63,7 +72,9 @@ pub fn decision(kind: DecisionKind, violations: &[Violation], approval: Option<&
 /// Decodes the `Decision` a denial carries in its status details (for clients of this crate).
 pub fn decision_of(status: &tonic::Status) -> Option<pb::Decision> {
     use prost::Message;
-    pb::Decision::decode(status.details()).ok().filter(|d| d.kind != 0)
+    pb::Decision::decode(status.details())
+        .ok()
+        .filter(|d| d.kind != 0)
 }
 
 pub fn decision_filter(kind: i32) -> Option<DecisionKind> {
@@ -95,10 +106,26 @@ fn outcome(outcome: Outcome) -> pb::CallOutcome {
 
 fn call(entry: &CallEntry) -> pb::CallRecord {
     let (call_outcome, decision, error) = match &entry.status {
-        CallStatus::WaitingApproval { .. } => (pb::CallOutcome::WaitingApproval, decision(DecisionKind::NeedsApproval, &[], None), String::new()),
-        CallStatus::Running => (pb::CallOutcome::Running, decision(DecisionKind::Allow, &[], None), String::new()),
-        CallStatus::Finished { outcome: o, error } => (outcome(*o), decision(DecisionKind::Allow, &[], None), error.clone().unwrap_or_default()),
-        CallStatus::Denied { violations } => (pb::CallOutcome::Denied, decision(DecisionKind::Deny, violations, None), String::new()),
+        CallStatus::WaitingApproval { .. } => (
+            pb::CallOutcome::WaitingApproval,
+            decision(DecisionKind::NeedsApproval, &[], None),
+            String::new(),
+        ),
+        CallStatus::Running => (
+            pb::CallOutcome::Running,
+            decision(DecisionKind::Allow, &[], None),
+            String::new(),
+        ),
+        CallStatus::Finished { outcome: o, error } => (
+            outcome(*o),
+            decision(DecisionKind::Allow, &[], None),
+            error.clone().unwrap_or_default(),
+        ),
+        CallStatus::Denied { violations } => (
+            pb::CallOutcome::Denied,
+            decision(DecisionKind::Deny, violations, None),
+            String::new(),
+        ),
     };
     let mut decision = decision;
     decision.gate = entry.gate.clone().unwrap_or_default();
@@ -129,8 +156,18 @@ pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
         duration_ms: view.duration_ms,
         caller: view.caller.clone(),
         error: view.error.clone().unwrap_or_default(),
-        history: view.calls.as_deref().unwrap_or_default().iter().map(call).collect(),
-        outputs_json: view.outputs.as_ref().map(|o| serde_json::Value::Object(o.clone()).to_string()).unwrap_or_default(),
+        history: view
+            .calls
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(call)
+            .collect(),
+        outputs_json: view
+            .outputs
+            .as_ref()
+            .map(|o| serde_json::Value::Object(o.clone()).to_string())
+            .unwrap_or_default(),
         config_version: view.config_version.clone(),
         violations: view.violations,
     }
@@ -157,6 +194,8 @@ pub fn approval(a: &Approval) -> pb::ApprovalInfo {
         decided_by: a.decided_by.clone(),
         reason: a.reason.clone(),
         decided_at_ms: a.decided_at_ms,
+        four_eyes: a.four_eyes,
+        workflow_caller: a.workflow_caller.clone(),
     }
 }
 
@@ -183,7 +222,15 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
                 p99_us: t.percentile_us(0.99),
             })
             .collect(),
-        rules: s.rules.iter().map(|(id, r)| pb::RuleViolations { rule_id: id.clone(), rule_kind: r.kind.clone(), violations: r.violations }).collect(),
+        rules: s
+            .rules
+            .iter()
+            .map(|(id, r)| pb::RuleViolations {
+                rule_id: id.clone(),
+                rule_kind: r.kind.clone(),
+                violations: r.violations,
+            })
+            .collect(),
         last_seq: s.last_seq,
         config_version: s.config_version.clone(),
         server_time_ms: s.now_ms,
@@ -201,13 +248,29 @@ pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
         ..Default::default()
     };
     match &record.event {
-        AuditEvent::ConfigLoaded { config_version, .. } => e.config_version = config_version.clone(),
-        AuditEvent::WorkflowStarted { template, caller, config_version, .. } => {
+        AuditEvent::ConfigLoaded { config_version, .. } => {
+            e.config_version = config_version.clone()
+        }
+        AuditEvent::WorkflowStarted {
+            template,
+            caller,
+            config_version,
+            ..
+        } => {
             e.template = template.clone().unwrap_or_default();
             e.caller = caller.clone();
             e.config_version = config_version.clone();
         }
-        AuditEvent::CallDecided { call_id, step, caller, decision: kind, violations, gate, config_version, .. } => {
+        AuditEvent::CallDecided {
+            call_id,
+            step,
+            caller,
+            decision: kind,
+            violations,
+            gate,
+            config_version,
+            ..
+        } => {
             e.call_id = call_id.clone();
             e.step = step.clone().unwrap_or_default();
             e.caller = caller.clone();
@@ -216,27 +279,63 @@ pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
             d.gate = gate.clone().unwrap_or_default();
             e.decision = Some(d);
         }
-        AuditEvent::ApprovalRequested { call_id, approval_id, gate, .. } => {
+        AuditEvent::ApprovalRequested {
+            call_id,
+            approval_id,
+            gate,
+            ..
+        } => {
             e.call_id = call_id.clone();
             e.approval_id = approval_id.clone();
-            e.decision = Some(pb::Decision { kind: pb::DecisionKind::NeedsApproval as i32, gate: gate.clone(), approval_id: approval_id.clone(), violations: Vec::new() });
+            e.decision = Some(pb::Decision {
+                kind: pb::DecisionKind::NeedsApproval as i32,
+                gate: gate.clone(),
+                approval_id: approval_id.clone(),
+                violations: Vec::new(),
+            });
         }
-        AuditEvent::ApprovalDecided { call_id, approval_id, verdict, approver, reason, .. } => {
+        AuditEvent::ApprovalDecided {
+            call_id,
+            approval_id,
+            verdict,
+            approver,
+            reason,
+            ..
+        } => {
             e.call_id = call_id.clone();
             e.approval_id = approval_id.clone();
             e.approver = approver.clone();
             e.reason = reason.clone();
-            let kind = if *verdict == ApprovalVerdict::Approved { pb::DecisionKind::Allow } else { pb::DecisionKind::Deny };
-            e.decision = Some(pb::Decision { kind: kind as i32, approval_id: approval_id.clone(), ..Default::default() });
+            let kind = if *verdict == ApprovalVerdict::Approved {
+                pb::DecisionKind::Allow
+            } else {
+                pb::DecisionKind::Deny
+            };
+            e.decision = Some(pb::Decision {
+                kind: kind as i32,
+                approval_id: approval_id.clone(),
+                ..Default::default()
+            });
         }
         AuditEvent::CallStarted { call_id, .. } => e.call_id = call_id.clone(),
-        AuditEvent::CallFinished { call_id, outcome: o, duration_us, error, .. } => {
+        AuditEvent::CallFinished {
+            call_id,
+            outcome: o,
+            duration_us,
+            error,
+            ..
+        } => {
             e.call_id = call_id.clone();
             e.outcome = outcome(*o) as i32;
             e.duration_us = *duration_us;
             e.reason = error.clone().unwrap_or_default();
         }
-        AuditEvent::WorkflowFinished { state, error, duration_ms, .. } => {
+        AuditEvent::WorkflowFinished {
+            state,
+            error,
+            duration_ms,
+            ..
+        } => {
             e.reason = error.clone().unwrap_or_default();
             e.duration_us = duration_ms.saturating_mul(1000);
             e.outcome = match state {

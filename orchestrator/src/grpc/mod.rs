@@ -30,65 +30,131 @@ impl OrchestratorService {
     }
 }
 
-/// Who is calling: the explicit field, else the caller header, else the peer address.
-fn caller_of<T>(request: &Request<T>, explicit: &str) -> String {
+/// Who is calling: a known client's bearer token, else the explicit field, else the caller header, else
+/// the peer address.
+fn caller_of<T>(gateway: &Gateway, request: &Request<T>, explicit: &str) -> String {
+    if let Some(client) = bearer(request).and_then(|token| {
+        gateway
+            .config()
+            .client_by_token(&token)
+            .map(|c| c.name.clone())
+    }) {
+        return client;
+    }
     if !explicit.trim().is_empty() {
         return explicit.trim().to_owned();
     }
-    if let Some(name) = request.metadata().get(CALLER_HEADER).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty()) {
+    if let Some(name) = request
+        .metadata()
+        .get(CALLER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+    {
         return name.trim().to_owned();
     }
-    request.remote_addr().map_or_else(|| "grpc:unknown".to_owned(), |a| format!("grpc:{a}"))
+    request
+        .remote_addr()
+        .map_or_else(|| "grpc:unknown".to_owned(), |a| format!("grpc:{a}"))
 }
 
 fn bearer<T>(request: &Request<T>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_owned())
 }
 
 fn parse_json(text: &str, what: &str) -> Result<Value, Status> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_str(text).map_err(|e| Status::from(Error::InvalidArgument(format!("{what} is not valid JSON: {e}"))))
+    serde_json::from_str(text).map_err(|e| {
+        Status::from(Error::InvalidArgument(format!(
+            "{what} is not valid JSON: {e}"
+        )))
+    })
 }
 
 #[tonic::async_trait]
 impl Orchestrator for OrchestratorService {
-    async fn list_tools(&self, _: Request<pb::ListToolsRequest>) -> Result<Response<pb::ListToolsResponse>, Status> {
-        let tools = self.gateway.tools().await.into_iter().map(convert::tool).collect();
+    async fn list_tools(
+        &self,
+        _: Request<pb::ListToolsRequest>,
+    ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        let tools = self
+            .gateway
+            .tools()
+            .await
+            .into_iter()
+            .map(convert::tool)
+            .collect();
         Ok(Response::new(pb::ListToolsResponse { tools }))
     }
 
-    async fn list_templates(&self, _: Request<pb::ListTemplatesRequest>) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+    async fn list_templates(
+        &self,
+        _: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
         let config = self.gateway.config();
-        let templates = config.templates.values().map(|t| convert::template(t)).collect();
+        let templates = config
+            .templates
+            .values()
+            .map(|t| convert::template(t))
+            .collect();
         Ok(Response::new(pb::ListTemplatesResponse { templates }))
     }
 
-    async fn start_workflow(&self, request: Request<pb::StartWorkflowRequest>) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&request, &request.get_ref().caller);
+    async fn start_workflow(
+        &self,
+        request: Request<pb::StartWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        let caller = caller_of(&self.gateway, &request, &request.get_ref().caller);
         let body = request.into_inner();
         let input = parse_json(&body.input_json, "input_json")?;
-        let view = self.gateway.start_workflow(Some(&body.template), input, &caller).await?;
+        let view = self
+            .gateway
+            .start_workflow(Some(&body.template), input, &caller)
+            .await?;
         Ok(Response::new(convert::workflow(&view)))
     }
 
-    async fn call_tool(&self, request: Request<pb::WorkflowCallRequest>) -> Result<Response<pb::WorkflowCallResponse>, Status> {
-        let caller = caller_of(&request, "");
+    async fn call_tool(
+        &self,
+        request: Request<pb::WorkflowCallRequest>,
+    ) -> Result<Response<pb::WorkflowCallResponse>, Status> {
+        let caller = caller_of(&self.gateway, &request, "");
         let body = request.into_inner();
         if body.workflow_id.is_empty() {
-            return Err(Error::InvalidArgument("workflow_id is required: start a workflow first (StartWorkflow)".into()).into());
+            return Err(Error::InvalidArgument(
+                "workflow_id is required: start a workflow first (StartWorkflow)".into(),
+            )
+            .into());
         }
         let arguments = parse_json(&body.arguments_json, "arguments_json")?;
         if !arguments.is_object() {
-            return Err(Error::InvalidArgument("arguments_json must be a JSON object".into()).into());
+            return Err(
+                Error::InvalidArgument("arguments_json must be a JSON object".into()).into(),
+            );
         }
-        let spec = CallSpec { workflow_id: body.workflow_id, tool: body.tool, arguments, caller, step: None };
+        let spec = CallSpec {
+            workflow_id: body.workflow_id,
+            tool: body.tool,
+            arguments,
+            caller,
+            step: None,
+        };
         let report = self.gateway.call(spec).await?;
-        let approval_id = report.approval.as_ref().map(|a| a.id.clone()).unwrap_or_default();
+        let approval_id = report
+            .approval
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default();
         let (kind, outcome) = match report.result {
-            CallResult::Succeeded(value) => (pb::DecisionKind::Allow, pb::workflow_call_response::Outcome::ResultJson(value.to_string())),
+            CallResult::Succeeded(value) => (
+                pb::DecisionKind::Allow,
+                pb::workflow_call_response::Outcome::ResultJson(value.to_string()),
+            ),
             CallResult::Failed(failure) => (
                 pb::DecisionKind::Allow,
                 pb::workflow_call_response::Outcome::Error(pb::ToolError {
@@ -98,67 +164,138 @@ impl Orchestrator for OrchestratorService {
                 }),
             ),
             CallResult::Denied(violations) => {
-                let decision = convert::decision(DomainDecision::Deny, &violations, report.approval.as_ref());
-                let summary = violations.iter().map(|v| format!("{} [rule {}] — {}", v.message, v.rule_id, v.unblock_hint)).collect::<Vec<_>>().join("; ");
+                let decision =
+                    convert::decision(DomainDecision::Deny, &violations, report.approval.as_ref());
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{} [rule {}] — {}", v.message, v.rule_id, v.unblock_hint))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let status = Status::with_details(
                     tonic::Code::FailedPrecondition,
-                    format!("call {} of {} denied: {summary}", report.call_id, report.tool),
+                    format!(
+                        "call {} of {} denied: {summary}",
+                        report.call_id, report.tool
+                    ),
                     decision.encode_to_vec().into(),
                 );
                 return Err(status);
             }
         };
-        let decision = pb::Decision { kind: kind as i32, approval_id, gate: report.approval.map(|a| a.gate).unwrap_or_default(), violations: Vec::new() };
-        Ok(Response::new(pb::WorkflowCallResponse { call_id: report.call_id, decision: Some(decision), duration_us: report.duration_us, outcome: Some(outcome) }))
+        let decision = pb::Decision {
+            kind: kind as i32,
+            approval_id,
+            gate: report.approval.map(|a| a.gate).unwrap_or_default(),
+            violations: Vec::new(),
+        };
+        Ok(Response::new(pb::WorkflowCallResponse {
+            call_id: report.call_id,
+            decision: Some(decision),
+            duration_us: report.duration_us,
+            outcome: Some(outcome),
+        }))
     }
 
-    async fn run_template(&self, request: Request<pb::RunTemplateRequest>) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&request, &request.get_ref().caller);
+    async fn run_template(
+        &self,
+        request: Request<pb::RunTemplateRequest>,
+    ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        let caller = caller_of(&self.gateway, &request, &request.get_ref().caller);
         let body = request.into_inner();
         let input = parse_json(&body.input_json, "input_json")?;
-        let view = self.gateway.run_template(&body.template, input, &caller, body.wait).await?;
+        let view = self
+            .gateway
+            .run_template(&body.template, input, &caller, body.wait)
+            .await?;
         Ok(Response::new(convert::workflow(&view)))
     }
 
-    async fn cancel_workflow(&self, request: Request<pb::CancelWorkflowRequest>) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&request, "");
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        let caller = caller_of(&self.gateway, &request, "");
         let token = bearer(&request);
         let body = request.into_inner();
-        self.gateway.authorize_control(token.as_deref(), "cancel", &body.workflow_id, &caller).await?;
-        let view = self.gateway.cancel_workflow(&body.workflow_id, &body.reason, &caller).await?;
+        self.gateway
+            .authorize_control(token.as_deref(), "cancel", &body.workflow_id, &caller)
+            .await?;
+        let view = self
+            .gateway
+            .cancel_workflow(&body.workflow_id, &body.reason, &caller)
+            .await?;
         Ok(Response::new(convert::workflow(&view)))
     }
 
-    async fn get_workflow(&self, request: Request<pb::GetWorkflowRequest>) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let view = self.gateway.workflow(&request.get_ref().workflow_id, true)?;
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        let view = self
+            .gateway
+            .workflow(&request.get_ref().workflow_id, true)?;
         Ok(Response::new(convert::workflow(&view)))
     }
 
-    async fn list_workflows(&self, request: Request<pb::ListWorkflowsRequest>) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
         let body = request.into_inner();
-        let limit = if body.limit == 0 { 100 } else { body.limit as usize };
-        let workflows = self.gateway.workflows(body.active_only, limit).iter().map(convert::workflow).collect();
+        let limit = if body.limit == 0 {
+            100
+        } else {
+            body.limit as usize
+        };
+        let workflows = self
+            .gateway
+            .workflows(body.active_only, limit)
+            .iter()
+            .map(convert::workflow)
+            .collect();
         Ok(Response::new(pb::ListWorkflowsResponse { workflows }))
     }
 
-    async fn list_pending_approvals(&self, _: Request<pb::ListPendingApprovalsRequest>) -> Result<Response<pb::ListPendingApprovalsResponse>, Status> {
-        let approvals = self.gateway.pending_approvals().iter().map(convert::approval).collect();
-        Ok(Response::new(pb::ListPendingApprovalsResponse { approvals }))
+    async fn list_pending_approvals(
+        &self,
+        _: Request<pb::ListPendingApprovalsRequest>,
+    ) -> Result<Response<pb::ListPendingApprovalsResponse>, Status> {
+        let approvals = self
+            .gateway
+            .pending_approvals()
+            .iter()
+            .map(convert::approval)
+            .collect();
+        Ok(Response::new(pb::ListPendingApprovalsResponse {
+            approvals,
+        }))
     }
 
-    async fn approve(&self, request: Request<pb::ApprovalDecisionRequest>) -> Result<Response<pb::ApprovalInfo>, Status> {
+    async fn approve(
+        &self,
+        request: Request<pb::ApprovalDecisionRequest>,
+    ) -> Result<Response<pb::ApprovalInfo>, Status> {
         self.decide(request, true).await
     }
 
-    async fn deny(&self, request: Request<pb::ApprovalDecisionRequest>) -> Result<Response<pb::ApprovalInfo>, Status> {
+    async fn deny(
+        &self,
+        request: Request<pb::ApprovalDecisionRequest>,
+    ) -> Result<Response<pb::ApprovalInfo>, Status> {
         self.decide(request, false).await
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(convert::status(&self.gateway.status(20))))
     }
 
-    async fn query_audit(&self, request: Request<pb::AuditQueryRequest>) -> Result<Response<pb::AuditQueryResponse>, Status> {
+    async fn query_audit(
+        &self,
+        request: Request<pb::AuditQueryRequest>,
+    ) -> Result<Response<pb::AuditQueryResponse>, Status> {
         let body = request.into_inner();
         let filter = AuditFilter {
             since_ms: (body.since_ms > 0).then_some(body.since_ms),
@@ -168,18 +305,32 @@ impl Orchestrator for OrchestratorService {
             kind: Some(body.kind).filter(|s| !s.is_empty()),
             decision: convert::decision_filter(body.decision),
         };
-        let limit = if body.limit == 0 { 100 } else { body.limit.min(1000) as usize };
-        let (records, next) = report::query(self.gateway.audit().dir(), &filter, body.after_seq, limit).await?;
+        let limit = if body.limit == 0 {
+            100
+        } else {
+            body.limit.min(1000) as usize
+        };
+        let (records, next) =
+            report::query(self.gateway.audit().dir(), &filter, body.after_seq, limit).await?;
         let events = records.iter().map(convert::audit_event).collect();
-        Ok(Response::new(pb::AuditQueryResponse { events, next_after_seq: next.unwrap_or(0) }))
+        Ok(Response::new(pb::AuditQueryResponse {
+            events,
+            next_after_seq: next.unwrap_or(0),
+        }))
     }
 
-    async fn verify_audit(&self, _: Request<pb::VerifyAuditRequest>) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+    async fn verify_audit(
+        &self,
+        _: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         let report = report::verify(self.gateway.audit().dir()).await?;
         Ok(Response::new(convert::verify_report(&report)))
     }
 
-    async fn compliance_report(&self, request: Request<pb::ComplianceReportRequest>) -> Result<Response<pb::ComplianceReportResponse>, Status> {
+    async fn compliance_report(
+        &self,
+        request: Request<pb::ComplianceReportRequest>,
+    ) -> Result<Response<pb::ComplianceReportResponse>, Status> {
         let body = request.into_inner();
         let scope = report::ReportScope {
             workflow_id: Some(body.workflow_id).filter(|s| !s.is_empty()),
@@ -192,28 +343,57 @@ impl Orchestrator for OrchestratorService {
 
     type WatchStream = watch::WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(watch::start(self.gateway.clone(), request.into_inner())))
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(watch::start(
+            self.gateway.clone(),
+            request.into_inner(),
+        )))
     }
 
-    async fn reload_config(&self, request: Request<pb::ReloadConfigRequest>) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        let caller = caller_of(&request, "");
+    async fn reload_config(
+        &self,
+        request: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let caller = caller_of(&self.gateway, &request, "");
         let token = bearer(&request);
-        self.gateway.authorize_control(token.as_deref(), "reload", "configuration", &caller).await?;
+        self.gateway
+            .authorize_control(token.as_deref(), "reload", "configuration", &caller)
+            .await?;
         let (config, previous, on_previous) = self.gateway.reload_config().await?;
-        Ok(Response::new(pb::ReloadConfigResponse { config_version: config.version.clone(), previous_version: previous, workflows_on_previous: on_previous }))
+        Ok(Response::new(pb::ReloadConfigResponse {
+            config_version: config.version.clone(),
+            previous_version: previous,
+            workflows_on_previous: on_previous,
+        }))
     }
 }
 
 impl OrchestratorService {
-    async fn decide(&self, request: Request<pb::ApprovalDecisionRequest>, approve: bool) -> Result<Response<pb::ApprovalInfo>, Status> {
-        let caller = caller_of(&request, "");
+    async fn decide(
+        &self,
+        request: Request<pb::ApprovalDecisionRequest>,
+        approve: bool,
+    ) -> Result<Response<pb::ApprovalInfo>, Status> {
+        let caller = caller_of(&self.gateway, &request, "");
         let token = bearer(&request);
         let body = request.into_inner();
         let action = if approve { "approve" } else { "deny" };
-        self.gateway.authorize_control(token.as_deref(), action, &body.approval_id, &caller).await?;
-        let approver = if body.approver.trim().is_empty() { caller } else { body.approver };
-        let approval = self.gateway.decide_approval(&body.approval_id, approve, &approver, &body.reason).await?;
+        self.gateway
+            .authorize_control(token.as_deref(), action, &body.approval_id, &caller)
+            .await?;
+        let approver = if body.approver.trim().is_empty() {
+            caller
+        } else {
+            body.approver
+        };
+        let digest = Some(body.arguments_digest.as_str()).filter(|d| !d.is_empty());
+        let approval = self
+            .gateway
+            .decide_approval_checked(&body.approval_id, approve, &approver, &body.reason, digest)
+            .await?;
         Ok(Response::new(convert::approval(&approval)))
     }
 }

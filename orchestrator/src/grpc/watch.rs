@@ -22,9 +22,18 @@ pub fn start(gateway: Gateway, request: pb::WatchRequest) -> WatchStream {
     let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
     let live = gateway.audit().subscribe();
     let filter = Some(request.workflow_id).filter(|w| !w.is_empty());
-    let next = if request.from_seq > 0 { request.from_seq } else { gateway.audit().last_seq() + 1 };
+    let next = if request.from_seq > 0 {
+        request.from_seq
+    } else {
+        gateway.audit().last_seq() + 1
+    };
     tokio::spawn(async move {
-        let watcher = Watcher { gateway, tx, filter, next };
+        let watcher = Watcher {
+            gateway,
+            tx,
+            filter,
+            next,
+        };
         watcher.run(live).await;
     });
     ReceiverStream::new(rx)
@@ -67,7 +76,10 @@ impl Watcher {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let notice = pb::WatchEvent {
                         seq: self.next,
-                        body: Some(pb::watch_event::Body::Lagged(pb::Lagged { missed, resume_from: self.next })),
+                        body: Some(pb::watch_event::Body::Lagged(pb::Lagged {
+                            missed,
+                            resume_from: self.next,
+                        })),
                         workflow: None,
                     };
                     if self.tx.send(Ok(notice)).await.is_err() || self.catch_up().await.is_err() {
@@ -89,7 +101,8 @@ impl Watcher {
         let from = self.next;
         let (batch_tx, mut batch_rx) = mpsc::channel::<AuditRecord>(WATCHER_BUFFER);
         let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let records = conductor_audit::read_from::<AuditEvent>(&dir, from).map_err(|e| e.to_string())?;
+            let records =
+                conductor_audit::read_from::<AuditEvent>(&dir, from).map_err(|e| e.to_string())?;
             for record in records {
                 let record = record.map_err(|e| e.to_string())?;
                 if record.seq > last {
@@ -109,7 +122,12 @@ impl Watcher {
         match reader.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => {
-                let _ = self.tx.send(Err(Status::internal(format!("cannot read the audit log: {message}")))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::internal(format!(
+                        "cannot read the audit log: {message}"
+                    ))))
+                    .await;
                 Err(())
             }
             Err(_) => Err(()),
@@ -119,16 +137,23 @@ impl Watcher {
     async fn send(&mut self, record: &AuditRecord) -> Result<(), ()> {
         self.next = record.seq + 1;
         let workflow_id = record.event.workflow_id();
-        if let Some(filter) = &self.filter {
-            if workflow_id != Some(filter.as_str()) {
-                return Ok(());
-            }
+        if let Some(filter) = &self.filter
+            && workflow_id != Some(filter.as_str())
+        {
+            return Ok(());
         }
         let workflow = workflow_id.and_then(|id| {
             let state = self.gateway.inner.state();
-            state.workflows.get(id).map(|w| convert::workflow(&WorkflowView::of(w, false, now_ms())))
+            state
+                .workflows
+                .get(id)
+                .map(|w| convert::workflow(&WorkflowView::of(w, false, now_ms())))
         });
-        let event = pb::WatchEvent { seq: record.seq, body: Some(pb::watch_event::Body::Event(convert::audit_event(record))), workflow };
+        let event = pb::WatchEvent {
+            seq: record.seq,
+            body: Some(pb::watch_event::Body::Event(convert::audit_event(record))),
+            workflow,
+        };
         self.tx.send(Ok(event)).await.map_err(|_| ())
     }
 }

@@ -140,6 +140,7 @@ impl From<Error> for ErrorData {
             }
             Error::WorkflowFinished { .. }
             | Error::ApprovalDecided { .. }
+            | Error::ApprovalMismatch(_)
             | Error::Unauthenticated(_)
             | Error::PermissionDenied(_) => ErrorCode::INVALID_REQUEST,
             Error::Unavailable { .. }

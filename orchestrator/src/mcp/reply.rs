@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::gateway::{CallReport, CallResult};
 use crate::policy::Violation;
 use rmcp::ErrorData;
-use rmcp::model::{CallToolResult, ContentBlock, MetaObject, Tool};
+use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -108,7 +108,7 @@ pub fn with_workflow(
     workflow_id: &str,
     text: Option<String>,
 ) -> CallToolResult {
-    let mut meta = result.meta.take().unwrap_or_else(MetaObject::new);
+    let mut meta = result.meta.take().unwrap_or_default();
     meta.0.insert(
         WORKFLOW_META_KEY.to_owned(),
         Value::String(workflow_id.to_owned()),
@@ -147,7 +147,9 @@ fn code(error: &Error) -> &'static str {
         Error::Unavailable { .. } => "unavailable",
         Error::DeadlineExceeded { .. } => "deadline_exceeded",
         Error::Downstream { .. } => "downstream_error",
-        Error::ApprovalNotFound(_) | Error::ApprovalDecided { .. } => "approval",
+        Error::ApprovalNotFound(_) | Error::ApprovalDecided { .. } | Error::ApprovalMismatch(_) => {
+            "approval"
+        }
         Error::Unauthenticated(_) | Error::PermissionDenied(_) => "permission_denied",
         Error::Audit(_) => "audit",
         Error::ShuttingDown => "shutting_down",

@@ -22,7 +22,8 @@ pub fn repo_root() -> PathBuf {
 
 /// config/config.json pointed at the given servers, without fixed listen addresses or audit dir.
 pub fn shipped_config(servers: &ToolServers) -> Value {
-    let text = std::fs::read_to_string(repo_root().join("config/config.json")).expect("config/config.json");
+    let text = std::fs::read_to_string(repo_root().join("config/config.json"))
+        .expect("config/config.json");
     let mut config: Value = serde_json::from_str(&text).expect("config/config.json is JSON");
     point_at(&mut config, servers);
     config
@@ -69,9 +70,16 @@ impl Harness {
         let config_path = dir.path().join("config.json");
         let text = serde_json::to_string_pretty(&config).expect("config");
         std::fs::write(&config_path, &text).expect("write config");
-        let orchestrator = testing::spawn(&text, Some(&config_path), &dir.path().join("audit")).await.expect("orchestrator starts");
+        let orchestrator = testing::spawn(&text, Some(&config_path), &dir.path().join("audit"))
+            .await
+            .expect("orchestrator starts");
         let client = connect(&orchestrator.grpc_url()).await;
-        Harness { servers, orchestrator, dir, client }
+        Harness {
+            servers,
+            orchestrator,
+            dir,
+            client,
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -79,13 +87,36 @@ impl Harness {
     }
 
     pub async fn start_workflow(&self, template: &str, input: Value) -> String {
-        let request = pb::StartWorkflowRequest { template: template.into(), input_json: input.to_string(), caller: "test".into() };
-        self.client.clone().start_workflow(request).await.expect("start workflow").into_inner().id
+        let request = pb::StartWorkflowRequest {
+            template: template.into(),
+            input_json: input.to_string(),
+            caller: "test".into(),
+        };
+        self.client
+            .clone()
+            .start_workflow(request)
+            .await
+            .expect("start workflow")
+            .into_inner()
+            .id
     }
 
-    pub async fn call(&self, workflow: &str, tool: &str, args: Value) -> Result<pb::WorkflowCallResponse, tonic::Status> {
-        let request = pb::WorkflowCallRequest { workflow_id: workflow.into(), tool: tool.into(), arguments_json: args.to_string() };
-        self.client.clone().call_tool(request).await.map(|r| r.into_inner())
+    pub async fn call(
+        &self,
+        workflow: &str,
+        tool: &str,
+        args: Value,
+    ) -> Result<pb::WorkflowCallResponse, tonic::Status> {
+        let request = pb::WorkflowCallRequest {
+            workflow_id: workflow.into(),
+            tool: tool.into(),
+            arguments_json: args.to_string(),
+        };
+        self.client
+            .clone()
+            .call_tool(request)
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Every record of the audit log, read from the files.
@@ -94,30 +125,53 @@ impl Harness {
     }
 
     pub async fn pending(&self) -> Vec<pb::ApprovalInfo> {
-        self.client.clone().list_pending_approvals(pb::ListPendingApprovalsRequest {}).await.expect("pending").into_inner().approvals
+        self.client
+            .clone()
+            .list_pending_approvals(pb::ListPendingApprovalsRequest {})
+            .await
+            .expect("pending")
+            .into_inner()
+            .approvals
     }
 
     /// Waits until an approval is pending for `workflow` and returns it.
     pub async fn wait_pending(&self, workflow: &str) -> pb::ApprovalInfo {
         let workflow = workflow.to_owned();
         wait_until("an approval to be pending", || async {
-            self.pending().await.into_iter().find(|a| a.workflow_id == workflow)
+            self.pending()
+                .await
+                .into_iter()
+                .find(|a| a.workflow_id == workflow)
         })
         .await
     }
 
     pub async fn workflow(&self, id: &str) -> pb::WorkflowInfo {
-        self.client.clone().get_workflow(pb::GetWorkflowRequest { workflow_id: id.into() }).await.expect("workflow").into_inner()
+        self.client
+            .clone()
+            .get_workflow(pb::GetWorkflowRequest {
+                workflow_id: id.into(),
+            })
+            .await
+            .expect("workflow")
+            .into_inner()
     }
 }
 
 pub async fn connect(url: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
     OrchestratorClient::new(channel)
 }
 
 pub fn read_audit(dir: &Path) -> Vec<AuditRecord> {
-    conductor_audit::read_from::<AuditEvent>(dir, 1).expect("audit dir").collect::<Result<Vec<_>, _>>().expect("audit records")
+    conductor_audit::read_from::<AuditEvent>(dir, 1)
+        .expect("audit dir")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("audit records")
 }
 
 /// Polls `probe` until it yields a value, failing the test after 20 s (a condition, not a sleep).
@@ -131,14 +185,21 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// The decision a denial carries in its status details.
 pub fn denial(status: &tonic::Status) -> pb::Decision {
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "expected a policy denial, got {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::FailedPrecondition,
+        "expected a policy denial, got {status:?}"
+    );
     conductor_orchestrator::grpc::decision_of(status).expect("the denial carries its decision")
 }
 
@@ -151,7 +212,9 @@ pub fn customers() -> Value {
 
 pub fn result_of(response: &pb::WorkflowCallResponse) -> Value {
     match &response.outcome {
-        Some(pb::workflow_call_response::Outcome::ResultJson(text)) => serde_json::from_str(text).expect("result JSON"),
+        Some(pb::workflow_call_response::Outcome::ResultJson(text)) => {
+            serde_json::from_str(text).expect("result JSON")
+        }
         other => panic!("expected a result, got {other:?}"),
     }
 }

@@ -83,20 +83,30 @@ pub async fn approve_first_request(grpc_url: String) -> String {
                 .await
                 .expect("the Watch stream stays healthy")
                 .expect("the Watch stream does not end");
-            if let Some(Body::Event(event)) = event.body {
-                if event.kind == "approval_requested" {
-                    break event.approval_id;
-                }
+            if let Some(Body::Event(event)) = event.body
+                && event.kind == "approval_requested"
+            {
+                break event.approval_id;
             }
         };
-        client
-            .approve(ApprovalDecisionRequest {
+        // The gateway records `approval_requested` a moment before the waiting call registers the
+        // approval as decidable, so an immediate Approve may get NotFound (reported to the gateway's
+        // owner). Until that is fixed, retry NotFound within the deadline.
+        loop {
+            let decision = ApprovalDecisionRequest {
                 approval_id: approval_id.clone(),
                 approver: "test-approver".into(),
                 reason: "interop test".into(),
-            })
-            .await
-            .expect("Approve succeeds");
+                ..Default::default()
+            };
+            match client.approve(decision).await {
+                Ok(_) => break,
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(status) => panic!("Approve failed: {status}"),
+            }
+        }
         approval_id
     };
     tokio::time::timeout(DEADLINE, work)

@@ -1,0 +1,365 @@
+//! `audit tail|query|verify|report`: reading the tamper-evident audit log.
+//!
+//! `verify DIR` works offline with the same chain walk the orchestrator uses on start; without DIR the
+//! orchestrator verifies its own log. A broken chain names the first bad seq, file and line, and exits 1.
+
+use crate::cli::{
+    AuditCommand, DecisionFilter, Global, QueryArgs, ReportArgs, TailArgs, VerifyArgs,
+};
+use crate::client::{Answer, CliError, Client};
+use crate::output::{
+    Out, clip, duration_us, parse_time, print_json, print_json_line, table, time_ms,
+};
+use crate::present::{approval_state, describe, event_json, event_line, outcome, violations};
+use crate::watch::{Followed, Follower, print_event};
+use conductor_proto::v1 as pb;
+use serde_json::{Value, json};
+
+pub async fn audit(global: &Global, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail(args) => tail(global, args).await,
+        AuditCommand::Query(args) => query(global, args).await,
+        AuditCommand::Verify(args) => verify(global, args).await,
+        AuditCommand::Report(args) => report(global, args).await,
+    }
+}
+
+fn print_events(out: &Out, events: &[pb::AuditEvent]) {
+    for e in events {
+        if out.json {
+            print_json_line(&event_json(e));
+        } else {
+            println!("{}", event_line(out, e));
+        }
+    }
+}
+
+async fn tail(global: &Global, args: TailArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let last = client
+        .rpc()
+        .status(pb::StatusRequest {})
+        .await
+        .answer(&client)?
+        .last_seq;
+    let mut after = last.saturating_sub(args.count);
+    while after < last {
+        let request = pb::AuditQueryRequest {
+            after_seq: after,
+            limit: u32::try_from(last - after).unwrap_or(1000).min(1000),
+            ..Default::default()
+        };
+        let page = client.rpc().query_audit(request).await.answer(&client)?;
+        let events: Vec<pb::AuditEvent> =
+            page.events.into_iter().filter(|e| e.seq <= last).collect();
+        print_events(&out, &events);
+        match events.last() {
+            Some(e) if page.next_after_seq != 0 => after = e.seq,
+            _ => break,
+        }
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let mut follower = Follower::start(&client, global, None, Some(last + 1)).await?;
+    loop {
+        match follower.next().await {
+            Followed::Event(event) => print_event(&out, &event),
+            Followed::Lost(reason) => eprintln!("connection lost ({reason}); reconnecting…"),
+            Followed::Resumed(seq) => eprintln!("reconnected; resuming from seq {seq}"),
+        }
+    }
+}
+
+async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(0);
+    let until_ms = args
+        .until
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(0);
+    let decision = match args.decision {
+        None => pb::DecisionKind::Unspecified,
+        Some(DecisionFilter::Allow) => pb::DecisionKind::Allow,
+        Some(DecisionFilter::Deny) => pb::DecisionKind::Deny,
+        Some(DecisionFilter::NeedsApproval) => pb::DecisionKind::NeedsApproval,
+    };
+    let client = Client::connect(global).await?;
+    let mut events = Vec::new();
+    let mut after_seq = 0;
+    while events.len() < args.limit as usize {
+        let request = pb::AuditQueryRequest {
+            since_ms,
+            until_ms,
+            workflow_id: args.workflow.clone().unwrap_or_default(),
+            tool: args.tool.clone().unwrap_or_default(),
+            kind: args.kind.clone().unwrap_or_default(),
+            decision: decision as i32,
+            after_seq,
+            limit: (args.limit as usize - events.len()).min(1000) as u32,
+        };
+        let page = client.rpc().query_audit(request).await.answer(&client)?;
+        events.extend(page.events);
+        if page.next_after_seq == 0 {
+            break;
+        }
+        after_seq = page.next_after_seq;
+    }
+    if out.json {
+        print_json(&Value::Array(events.iter().map(event_json).collect()));
+    } else if events.is_empty() {
+        println!("no events match");
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    time_ms(e.timestamp_ms),
+                    e.workflow_id.clone(),
+                    e.kind.clone(),
+                    describe(
+                        &Out {
+                            color: false,
+                            ..out
+                        },
+                        e,
+                    ),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(&out, &["SEQ", "TIME", "WORKFLOW", "KIND", "WHAT"], &rows)
+        );
+    }
+    Ok(())
+}
+
+async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let (ok, records, where_, first_bad, message, extra) = match &args.dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(CliError::Failed(format!(
+                    "{} is not a directory of audit log files",
+                    dir.display()
+                ))
+                .into());
+            }
+            let report = conductor_audit::verify_dir(dir)
+                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", dir.display())))?;
+            let failure = report.failure.as_ref();
+            (
+                report.ok,
+                report.records,
+                failure.map(|f| (f.file.display().to_string(), f.line)),
+                failure.map(|f| f.seq),
+                failure.map(|f| f.message.clone()).unwrap_or_default(),
+                json!({"files": report.files, "torn_last_line": report.torn_last_line, "dir": dir.display().to_string()}),
+            )
+        }
+        None => {
+            let client = Client::connect(global).await?;
+            let r = client
+                .rpc()
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await
+                .answer(&client)?;
+            let where_ = (!r.ok).then(|| (r.file.clone(), r.line));
+            (
+                r.ok,
+                r.records,
+                where_,
+                (!r.ok).then_some(r.first_bad_seq),
+                r.message,
+                json!({"orchestrator": client.url}),
+            )
+        }
+    };
+    if out.json {
+        let mut value = json!({"ok": ok, "records": records, "first_bad_seq": first_bad, "file": where_.as_ref().map(|w| &w.0),
+            "line": where_.as_ref().map(|w| w.1), "message": message});
+        if let (Some(map), Value::Object(more)) = (value.as_object_mut(), extra) {
+            map.extend(more);
+        }
+        print_json(&value);
+    } else if ok {
+        println!(
+            "{} the hash chain of {records} record(s) is intact",
+            out.ok("ok:")
+        );
+        if let Some(torn) = extra.get("torn_last_line").and_then(Value::as_str) {
+            println!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
+        }
+    } else {
+        let (file, line) = where_.unwrap_or_default();
+        println!("{} the audit log has been altered", out.bad("BROKEN:"));
+        println!("  first bad seq: {}", first_bad.unwrap_or(0));
+        println!("  at:            {file}:{line}");
+        println!("  problem:       {message}");
+        println!("  {records} record(s) before it verified");
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Reported.into())
+    }
+}
+
+async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(0);
+    let until_ms = args
+        .until
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(0);
+    let client = Client::connect(global).await?;
+    let request = pb::ComplianceReportRequest {
+        workflow_id: args.workflow.clone().unwrap_or_default(),
+        since_ms,
+        until_ms,
+    };
+    let r = client
+        .rpc()
+        .compliance_report(request)
+        .await
+        .answer(&client)?;
+    if out.json {
+        print_json(
+            &serde_json::from_str::<Value>(&r.report_json)
+                .unwrap_or_else(|_| json!({"compliant": r.compliant, "findings": r.findings})),
+        );
+        return Ok(());
+    }
+    let scope = match (&args.workflow, &args.since) {
+        (Some(w), _) => format!("workflow {w}"),
+        (None, Some(since)) => format!("since {}", time_ms(since_ms).if_empty(since)),
+        (None, None) => "the whole log".to_owned(),
+    };
+    let verdict = if r.compliant {
+        out.ok("compliant")
+    } else {
+        out.bad("NOT compliant")
+    };
+    println!("{} for {scope}: {verdict}", out.bold("compliance report"));
+    for finding in &r.findings {
+        println!("  - {finding}");
+    }
+    let plain = Out {
+        color: false,
+        ..out
+    };
+    let calls: Vec<Vec<String>> = r
+        .calls
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                time_ms(e.timestamp_ms),
+                e.workflow_id.clone(),
+                e.tool.clone(),
+                outcome(e.outcome).to_owned(),
+                duration_us(e.duration_us),
+                clip(&e.reason, 50),
+            ]
+        })
+        .collect();
+    println!("\n{} ({})", out.bold("calls that ran"), calls.len());
+    if !calls.is_empty() {
+        println!(
+            "{}",
+            table(
+                &out,
+                &[
+                    "SEQ", "TIME", "WORKFLOW", "TOOL", "OUTCOME", "DURATION", "ERROR"
+                ],
+                &calls
+            )
+        );
+    }
+    let blocked: Vec<Vec<String>> = r
+        .violations
+        .iter()
+        .map(|e| {
+            let why = e
+                .decision
+                .as_ref()
+                .map(|d| violations(d).join("; "))
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| describe(&plain, e));
+            vec![
+                e.seq.to_string(),
+                time_ms(e.timestamp_ms),
+                e.workflow_id.clone(),
+                e.tool.clone(),
+                why,
+            ]
+        })
+        .collect();
+    println!("\n{} ({})", out.bold("calls blocked"), blocked.len());
+    if !blocked.is_empty() {
+        println!(
+            "{}",
+            table(&out, &["SEQ", "TIME", "WORKFLOW", "TOOL", "WHY"], &blocked)
+        );
+    }
+    let approvals: Vec<Vec<String>> = r
+        .approvals
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.workflow_id.clone(),
+                a.tool.clone(),
+                approval_state(a.state).to_owned(),
+                a.decided_by.clone(),
+                time_ms(a.decided_at_ms),
+                a.reason.clone(),
+            ]
+        })
+        .collect();
+    println!("\n{} ({})", out.bold("approvals"), approvals.len());
+    if !approvals.is_empty() {
+        println!(
+            "{}",
+            table(
+                &out,
+                &[
+                    "APPROVAL", "WORKFLOW", "TOOL", "STATE", "BY", "WHEN", "REASON"
+                ],
+                &approvals
+            )
+        );
+    }
+    Ok(())
+}
+
+trait IfEmpty {
+    fn if_empty(self, other: &str) -> String;
+}
+
+impl IfEmpty for String {
+    fn if_empty(self, other: &str) -> String {
+        if self.is_empty() {
+            other.to_owned()
+        } else {
+            self
+        }
+    }
+}

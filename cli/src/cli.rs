@@ -1,0 +1,331 @@
+//! The command line's grammar: every command, flag and example, as clap derive types.
+//!
+//! Only parsing lives here; each command group's behaviour is in its own module. Every command carries
+//! an example in `after_help`, so `--help` always shows one real invocation.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// conductorctl: run, watch, approve and audit the workflows of a Conductorio orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "conductorctl", version, about, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command understands.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The orchestrator's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_ORCHESTRATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub orchestrator: String,
+    /// Bearer token for control actions (approve, deny, cancel, config reload).
+    #[arg(long, global = true, env = "CONDUCTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine-readable JSON output instead of tables and prose.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to use colour; NO_COLOR in the environment turns it off whatever this says.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal only.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow template and follow its steps live.
+    #[command(
+        after_help = "Examples:\n  conductorctl run order_summary --input config/examples/orders.json\n  conductorctl run customer_onboarding --input config/examples/onboarding.json --set batch=nov-2\n  conductorctl run order_summary --input orders.json --detach"
+    )]
+    Run(RunArgs),
+    /// Follow the orchestrator live: a dashboard on a terminal, one line (or JSON object) per event otherwise.
+    #[command(
+        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json"
+    )]
+    Watch(WatchArgs),
+    /// Approve a pending approval request: the waiting call runs.
+    #[command(
+        after_help = "Example:\n  conductorctl approve ap-1a2b3c --reason \"checked the recipients\""
+    )]
+    Approve(DecideArgs),
+    /// Deny a pending approval request: the waiting call does not run.
+    #[command(after_help = "Example:\n  conductorctl deny ap-1a2b3c --reason \"wrong snapshot\"")]
+    Deny(DecideArgs),
+    /// List the approval requests that wait for a person, with the arguments they would release.
+    #[command(after_help = "Example:\n  conductorctl pending --json")]
+    Pending,
+    /// The dashboard's figures: workflows, violations, per-tool metrics.
+    #[command(after_help = "Example:\n  conductorctl status")]
+    Status,
+    /// List the workflow templates and their steps.
+    #[command(after_help = "Example:\n  conductorctl templates")]
+    Templates,
+    /// List every tool of every downstream server.
+    #[command(after_help = "Example:\n  conductorctl tools --json")]
+    Tools,
+    /// List workflows (active ones unless --all).
+    #[command(
+        after_help = "Examples:\n  conductorctl workflows\n  conductorctl workflows --all --limit 50"
+    )]
+    Workflows(WorkflowsArgs),
+    /// Show one workflow with its history: each call's decision, reason and duration.
+    #[command(after_help = "Example:\n  conductorctl workflow wf-1a2b3c4d5e6f")]
+    Workflow(WorkflowArgs),
+    /// Call one tool through the policy engine (in a new ad-hoc workflow unless --workflow).
+    #[command(
+        after_help = "Examples:\n  conductorctl call validate_data --args '{\"records\":[{\"id\":\"o-1\",\"customer_id\":\"c-1\",\"amount\":3}],\"schema\":\"order\"}'\n  conductorctl call process_data --workflow wf-1a2b3c4d5e6f --args '{\"records\":[]}'"
+    )]
+    Call(CallArgs),
+    /// Cancel a running workflow.
+    #[command(
+        after_help = "Example:\n  conductorctl cancel wf-1a2b3c4d5e6f --reason \"started by mistake\""
+    )]
+    Cancel(CancelArgs),
+    /// Manage the orchestrator's configuration.
+    #[command(subcommand, after_help = "Example:\n  conductorctl config reload")]
+    Config(ConfigCommand),
+    /// Read, query, verify and report on the audit log.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  conductorctl audit tail -f\n  conductorctl audit verify audit_logs"
+    )]
+    Audit(AuditCommand),
+    /// Check configuration files offline.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  conductorctl policy check config/config.json"
+    )]
+    Policy(PolicyCommand),
+    /// Narrated demonstrations of the policies against the running daemons.
+    #[command(
+        after_help = "Examples:\n  conductorctl demo\n  conductorctl demo violation\n  conductorctl demo approval --manual"
+    )]
+    Demo(DemoArgs),
+    /// A prompt to start a workflow and call tools one at a time, seeing each decision.
+    #[command(
+        after_help = "Example:\n  conductorctl interactive\n  conductor> start\n  conductor> call process_data {\"records\": []}"
+    )]
+    Interactive(InteractiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The template to run (see `conductorctl templates`).
+    pub template: String,
+    /// A JSON file with the workflow input (an object).
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+    /// Set one input field (`key=value`; dotted keys nest; the value is JSON when it parses, else text).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Start the run, print its workflow id and return without following it.
+    #[arg(long, short)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this workflow's events; the command ends when it finishes (outside the dashboard).
+    #[arg(long, short)]
+    pub workflow: Option<String>,
+    /// Replay from this audit sequence number first (default: only new events).
+    #[arg(long)]
+    pub from: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The approval request's id (see `conductorctl pending`).
+    pub id: String,
+    /// Why: recorded in the audit log with the decision.
+    #[arg(long, short)]
+    pub reason: Option<String>,
+    /// Who decides (default: your login name).
+    #[arg(long = "as", value_name = "NAME")]
+    pub approver: Option<String>,
+    /// Refuse the decision unless the request's arguments digest is this one (the sha256 that
+    /// `conductorctl pending` shows): you release exactly the call you looked at.
+    #[arg(long, value_name = "SHA256")]
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowsArgs {
+    /// Include finished workflows.
+    #[arg(long, short)]
+    pub all: bool,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The tool to call (see `conductorctl tools`).
+    pub tool: String,
+    /// The arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Call inside this workflow instead of a new ad-hoc one.
+    #[arg(long, short)]
+    pub workflow: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub id: String,
+    #[arg(long, short)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Re-read and re-check the orchestrator's configuration file and swap it in; a bad file is refused.
+    #[command(after_help = "Example:\n  CONDUCTOR_TOKEN=secret conductorctl config reload")]
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The last events of the audit log; with -f, keep following new ones.
+    #[command(
+        after_help = "Examples:\n  conductorctl audit tail -n 50\n  conductorctl audit tail -f --json"
+    )]
+    Tail(TailArgs),
+    /// Search the audit log.
+    #[command(
+        after_help = "Examples:\n  conductorctl audit query --decision deny --since 1h\n  conductorctl audit query --workflow wf-1a2b3c4d5e6f --kind call_finished"
+    )]
+    Query(QueryArgs),
+    /// Check the hash chain: offline on DIR, or by the orchestrator on its own log.
+    #[command(
+        after_help = "Examples:\n  conductorctl audit verify\n  conductorctl audit verify audit_logs"
+    )]
+    Verify(VerifyArgs),
+    /// Compliance report: which calls ran, which were blocked and why, who approved what.
+    #[command(
+        after_help = "Examples:\n  conductorctl audit report --since 24h\n  conductorctl audit report --workflow wf-1a2b3c4d5e6f --json"
+    )]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Keep following new events.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many past events to show.
+    #[arg(short = 'n', long = "lines", default_value_t = 20)]
+    pub count: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[arg(long)]
+    pub workflow: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Event kind, e.g. call_decided, call_finished, approval_decided.
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionFilter>,
+    /// A duration back from now (`1h`, `30m`) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// A duration back from now or an RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionFilter {
+    Allow,
+    Deny,
+    NeedsApproval,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// An audit log directory to verify offline (default: ask the orchestrator to verify its own).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, conflicts_with = "since")]
+    pub workflow: Option<String>,
+    /// A duration back from now (`24h`) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the orchestrator's configuration checks offline; every problem with its JSON path.
+    #[command(after_help = "Example:\n  conductorctl policy check config/config.json")]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// One scenario (default: all of them, one after the other).
+    #[arg(value_enum)]
+    pub scenario: Option<Scenario>,
+    /// Wait for a person's `conductorctl approve` at approval gates instead of approving them.
+    #[arg(long)]
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// validate → process → backup → notify, all allowed.
+    Success,
+    /// An out-of-order call is blocked with its reason; then the right order works.
+    Dependency,
+    /// A conditional rule after a failed validation, and the parallel restriction.
+    Violation,
+    /// A gated call waits for a decision.
+    Approval,
+    /// Template runs with live progress.
+    Templates,
+}
+
+#[derive(Debug, Args)]
+pub struct InteractiveArgs {
+    /// The orchestrator's configuration file, to list the next allowed tools (used only when it is the
+    /// version the orchestrator runs).
+    #[arg(long, env = "CONDUCTOR_CONFIG", default_value = "config/config.json")]
+    pub config: PathBuf,
+}

@@ -1,0 +1,213 @@
+//! The connection to the orchestrator: the channel, the metadata every request carries (caller identity,
+//! control token), and the one mapping from gRPC failures to what the user reads and the exit code.
+//!
+//! Nothing else in the crate looks at a `tonic::Status`: handlers use [`Answer::answer`] and `?`.
+
+use crate::cli::Global;
+use conductor_proto::v1 as pb;
+use conductor_proto::v1::orchestrator_client::OrchestratorClient;
+use prost::Message;
+use std::process::ExitCode;
+use std::time::Duration;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+/// The metadata key naming who calls; the orchestrator records it with every decision.
+pub const CALLER_HEADER: &str = "x-conductor-caller";
+
+/// How long to wait for the orchestrator to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The generated client with our metadata on every request.
+pub type Rpc = OrchestratorClient<InterceptedService<Channel, Metadata>>;
+
+/// Failures with a meaning for the exit code. Anything else is a plain failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "cannot reach the orchestrator at {url}: {reason}\n  start it with `./run.sh --keep` (all daemons) or `orchestrator --config config/config.json`,\n  or point --orchestrator / CONDUCTOR_ORCHESTRATOR at the right address"
+    )]
+    Unreachable { url: String, reason: String },
+    /// A policy (or a person) refused a call; the decision says which rules and what to do first.
+    #[error("{message}")]
+    Denied {
+        message: String,
+        decision: Box<pb::Decision>,
+    },
+    /// The orchestrator refused a control action for want of the right token.
+    #[error("{0}\n  set CONDUCTOR_TOKEN (or --token) to the orchestrator's control token")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Failed(String),
+    /// The command has already told the user what went wrong; exit 1 quietly.
+    #[error("failed")]
+    Reported,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Unreachable { .. } => ExitCode::from(3),
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+/// The exit code and message of any error a command returns.
+pub fn report_error(error: &anyhow::Error) -> ExitCode {
+    match error.downcast_ref::<CliError>() {
+        Some(CliError::Reported) => ExitCode::from(1),
+        Some(known) => {
+            eprintln!("error: {known}");
+            known.exit_code()
+        }
+        None => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Metadata added to every request.
+#[derive(Clone)]
+pub struct Metadata {
+    caller: AsciiMetadataValue,
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for Metadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(CALLER_HEADER, self.caller.clone());
+        if let Some(auth) = &self.authorization {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The person at the keyboard: their login name, or "conductorctl".
+pub fn login_name() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|key| std::env::var(key).ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty() && name.is_ascii())
+        .unwrap_or_else(|| "conductorctl".to_owned())
+}
+
+/// A connected orchestrator client.
+#[derive(Clone)]
+pub struct Client {
+    rpc: Rpc,
+    pub url: String,
+}
+
+impl Client {
+    /// Connects at once, so an orchestrator that is not there is reported before any work starts.
+    pub async fn connect(global: &Global) -> Result<Client, CliError> {
+        let url = global.orchestrator.trim().to_owned();
+        let unreachable = |reason: String| CliError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| CliError::Failed(format!("--orchestrator {url:?} is not a URL: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let caller = MetadataValue::try_from(login_name())
+            .unwrap_or_else(|_| MetadataValue::from_static("conductorctl"));
+        let authorization = match global
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(
+                |_| CliError::Failed("the control token must be printable ASCII".into()),
+            )?),
+            None => None,
+        };
+        let rpc = OrchestratorClient::with_interceptor(
+            channel,
+            Metadata {
+                caller,
+                authorization,
+            },
+        )
+        .max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Client { rpc, url })
+    }
+
+    /// A handle for one or more calls (cheap: it shares the channel).
+    pub fn rpc(&self) -> Rpc {
+        self.rpc.clone()
+    }
+
+    /// Turns a failed call into the error the user should read.
+    pub fn error(&self, status: Status) -> CliError {
+        match status.code() {
+            Code::Unavailable | Code::Unknown if is_transport(&status) => CliError::Unreachable {
+                url: self.url.clone(),
+                reason: status.message().to_owned(),
+            },
+            Code::FailedPrecondition => match decision_of(&status) {
+                Some(decision) => CliError::Denied {
+                    message: status.message().to_owned(),
+                    decision: Box::new(decision),
+                },
+                None => CliError::Failed(status.message().to_owned()),
+            },
+            Code::Unauthenticated | Code::PermissionDenied => {
+                CliError::Unauthorized(status.message().to_owned())
+            }
+            Code::Unavailable => CliError::Failed(format!("unavailable: {}", status.message())),
+            Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
+            _ => CliError::Failed(status.message().to_owned()),
+        }
+    }
+}
+
+/// The `Decision` a policy denial carries in its status details.
+pub fn decision_of(status: &Status) -> Option<pb::Decision> {
+    pb::Decision::decode(status.details())
+        .ok()
+        .filter(|d| d.kind != 0)
+}
+
+/// A transport failure (nothing listening, connection dropped) rather than an answer of the orchestrator.
+fn is_transport(status: &Status) -> bool {
+    status.code() == Code::Unavailable && !status.message().starts_with("server ")
+        || status.message().contains("transport error")
+        || status.message().contains("connection")
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `rpc.status(..).await.answer(&client)?`: the response body, or the mapped error.
+pub trait Answer<T> {
+    fn answer(self, client: &Client) -> Result<T, CliError>;
+}
+
+impl<T> Answer<T> for Result<Response<T>, Status> {
+    fn answer(self, client: &Client) -> Result<T, CliError> {
+        self.map(Response::into_inner)
+            .map_err(|status| client.error(status))
+    }
+}

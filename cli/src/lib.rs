@@ -1,0 +1,100 @@
+//! conductorctl, the command line of Conductorio: run templates and follow them live, watch the
+//! dashboard, decide approvals, read and verify the audit log, check configurations, and run the demos.
+//!
+//! One module per command group; [`client`] owns the connection and the meaning of failures (exit codes),
+//! [`output`] and [`present`] own how things look. The binary (`main.rs`) only calls [`main`].
+
+pub mod approval;
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod control;
+pub mod dashboard;
+pub mod demo;
+pub mod interactive;
+pub mod output;
+pub mod policy;
+pub mod present;
+pub mod progress;
+pub mod run;
+pub mod status;
+pub mod watch;
+
+use clap::Parser;
+use cli::{Cli, Command, ConfigCommand};
+use std::process::ExitCode;
+
+/// Parses the command line (usage errors exit 2, as clap does), runs the command, and maps its result
+/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => client::report_error(&error),
+    }
+}
+
+/// Runs one parsed command.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Run(args) => run::run(global, args).await,
+        Command::Watch(args) => watch::watch(global, args).await,
+        Command::Approve(args) => approval::decide(global, args, true).await,
+        Command::Deny(args) => approval::decide(global, args, false).await,
+        Command::Pending => approval::pending(global).await,
+        Command::Status => status::status(global).await,
+        Command::Templates => status::templates(global).await,
+        Command::Tools => status::tools(global).await,
+        Command::Workflows(args) => status::workflows(global, args).await,
+        Command::Workflow(args) => status::workflow(global, args).await,
+        Command::Call(args) => control::call(global, args).await,
+        Command::Cancel(args) => control::cancel(global, args).await,
+        Command::Config(ConfigCommand::Reload) => control::reload(global).await,
+        Command::Audit(command) => audit::audit(global, command).await,
+        Command::Policy(command) => policy::policy(global, command),
+        Command::Demo(args) => demo::demo(global, args).await,
+        Command::Interactive(args) => interactive::interactive(global, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cli::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        fn check(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("conductorctl") || help.contains("conductor>"),
+                    "{name} has no example in --help"
+                );
+                check(sub, &name);
+            }
+        }
+        check(&Cli::command(), "conductorctl");
+    }
+}

@@ -1,0 +1,229 @@
+//! How output looks: colour (only on a terminal, never with `NO_COLOR`), aligned tables, JSON for
+//! scripts, and the formatting of times and durations.
+//!
+//! Commands decide *what* to print; this module decides only how, so `--json` and colour behave the same
+//! everywhere.
+
+use crate::cli::{ColorChoice, Global};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The output settings of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub color: bool,
+    pub json: bool,
+}
+
+/// True when `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn no_color_env() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+impl Out {
+    pub fn new(global: &Global) -> Out {
+        let color = !no_color_env()
+            && match global.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => std::io::stdout().is_terminal(),
+            };
+        Out {
+            color,
+            json: global.json,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn ok(&self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    pub fn bad(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    pub fn warn(&self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    /// Colours a state or outcome word by what it means.
+    pub fn state(&self, word: &str) -> String {
+        match word {
+            "completed" | "succeeded" | "allow" | "allowed" | "approved" | "ok" => self.ok(word),
+            "failed" | "denied" | "deny" | "cancelled" | "expired" | "interrupted" | "broken" => {
+                self.bad(word)
+            }
+            "waiting approval" | "needs approval" | "needs_approval" | "pending" | "running" => {
+                self.warn(word)
+            }
+            _ => word.to_owned(),
+        }
+    }
+}
+
+/// Prints a JSON value, pretty, on stdout.
+pub fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// Prints a JSON value on one line (for streams of events).
+pub fn print_json_line(value: &Value) {
+    println!("{value}");
+}
+
+/// Left-aligned columns; `header` is printed bold. Cells must not contain colour codes (they would
+/// break the alignment): colour whole lines afterwards if needed.
+pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let mut text = out.bold(&line(header.to_vec()));
+    for row in rows {
+        text.push('\n');
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+/// A Unix time in milliseconds as RFC 3339 (UTC, seconds); empty for 0.
+pub fn time_ms(ms: i64) -> String {
+    if ms <= 0 {
+        return String::new();
+    }
+    let time = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// A Unix time in milliseconds as `HH:MM:SS.mmm` (UTC), for event lines.
+pub fn clock_ms(ms: i64) -> String {
+    let day_ms = ms.rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+/// A duration in microseconds, short: `850µs`, `12.3ms`, `3.2s`, `4m12s`.
+pub fn duration_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1_000.0),
+        1_000_000..60_000_000 => format!("{:.1}s", us as f64 / 1_000_000.0),
+        _ => format!("{}m{:02}s", us / 60_000_000, us / 1_000_000 % 60),
+    }
+}
+
+pub fn duration_ms(ms: u64) -> String {
+    duration_us(ms.saturating_mul(1000))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `--since`/`--until` values: a duration back from now (`90m`, `24h`) or an RFC 3339 time.
+pub fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        return Ok(now_ms().saturating_sub(ago));
+    }
+    match humantime::parse_rfc3339_weak(text) {
+        Ok(time) => Ok(time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        Err(_) => anyhow::bail!(
+            "{text:?} is neither a duration (e.g. 30m, 24h) nor a time (e.g. 2026-11-02T09:00:00Z)"
+        ),
+    }
+}
+
+/// Shortens text to `max` characters with an ellipsis.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_us(850), "850µs");
+        assert_eq!(duration_us(12_340), "12.3ms");
+        assert_eq!(duration_us(3_200_000), "3.2s");
+        assert_eq!(duration_us(252_000_000), "4m12s");
+    }
+
+    #[test]
+    fn times_parse_as_durations_or_dates() {
+        let an_hour_ago = parse_time("1h").unwrap();
+        assert!((now_ms() - an_hour_ago - 3_600_000).abs() < 5_000);
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert!(parse_time("yesterday-ish").is_err());
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let out = Out {
+            color: false,
+            json: false,
+        };
+        let text = table(&out, &["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(text, "A    BB\nxxx  y");
+    }
+}

@@ -1,0 +1,67 @@
+//! `policy check FILE`: the orchestrator's own configuration checks, run offline (no daemon needed).
+//!
+//! It calls the same `Config::load` the orchestrator starts with, so a file that passes here is a file
+//! the orchestrator accepts; each problem is printed with its JSON path.
+
+use crate::cli::{CheckArgs, Global, PolicyCommand};
+use crate::client::CliError;
+use crate::output::{Out, print_json};
+use conductor_orchestrator::config::{Config, ConfigError};
+use serde_json::json;
+
+pub fn policy(global: &Global, command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check(args) => check(global, &args),
+    }
+}
+
+fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let file = args.file.display().to_string();
+    match Config::load(&args.file) {
+        Ok(config) => {
+            if out.json {
+                print_json(&json!({
+                    "file": file, "ok": true, "config_version": config.version,
+                    "servers": config.servers.len(), "tools": config.tools.len(), "rules": config.rules.len(),
+                    "templates": config.templates.keys().collect::<Vec<_>>(), "problems": [],
+                }));
+            } else {
+                println!("{} {file} (version {})", out.ok("ok:"), config.version);
+                println!(
+                    "  {} server(s), {} tool(s), {} rule(s), {} template(s)",
+                    config.servers.len(),
+                    config.tools.len(),
+                    config.rules.len(),
+                    config.templates.len()
+                );
+                for rule in &config.rules {
+                    println!("  rule {} ({}): {}", rule.id, rule.kind, rule.description);
+                }
+            }
+            Ok(())
+        }
+        Err(ConfigError::Read { source, .. }) => {
+            Err(CliError::Failed(format!("cannot read {file}: {source}")).into())
+        }
+        Err(ConfigError::Invalid { problems }) => {
+            if out.json {
+                let list: Vec<_> = problems
+                    .iter()
+                    .map(|p| json!({"path": p.path, "message": p.message}))
+                    .collect();
+                print_json(&json!({"file": file, "ok": false, "problems": list}));
+            } else {
+                println!(
+                    "{} {file}: {} problem(s)",
+                    out.bad("invalid:"),
+                    problems.len()
+                );
+                for problem in &problems {
+                    println!("  {}: {}", out.bold(&problem.path), problem.message);
+                }
+            }
+            Err(CliError::Reported.into())
+        }
+    }
+}

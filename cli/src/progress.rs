@@ -1,0 +1,156 @@
+//! The display of a followed template run: indicatif bars (one line per step with its state and elapsed
+//! time, and a bar for the workflow) on a terminal, plain lines otherwise, nothing but notes with `--json`.
+//!
+//! It only shows what the events of the run say; deciding what they mean is `run.rs`'s job.
+
+use crate::output::{Out, duration_us};
+use crate::run::RunEnd;
+use conductor_proto::v1 as pb;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// The display of one run: indicatif bars on a terminal, plain lines otherwise (or nothing with --json).
+pub struct RunView<'a> {
+    out: &'a Out,
+    template: &'a pb::TemplateInfo,
+    workflow_id: String,
+    bars: Option<(MultiProgress, Vec<ProgressBar>, ProgressBar)>,
+}
+
+impl<'a> RunView<'a> {
+    pub fn new(out: &'a Out, template: &'a pb::TemplateInfo, workflow_id: &str) -> Self {
+        let total = template.steps.len();
+        let header = format!(
+            "{} {} — template {} ({total} steps)",
+            out.bold("▶ workflow"),
+            workflow_id,
+            template.name
+        );
+        let bars = if out.json {
+            None
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let _ = multi.println(header);
+            let steps = template
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(step_style("  {prefix} {msg}"));
+                    bar.set_prefix(format!("[{}/{total}] {} ({})", i + 1, step.name, step.tool));
+                    bar.set_message("pending");
+                    bar
+                })
+                .collect();
+            let overall = multi.add(ProgressBar::new(total as u64));
+            let bar = if out.color {
+                "  {bar:30.green/white} {pos}/{len} steps  {elapsed}"
+            } else {
+                "  {bar:30} {pos}/{len} steps  {elapsed}"
+            };
+            overall.set_style(
+                ProgressStyle::with_template(bar)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("█░ "),
+            );
+            overall.enable_steady_tick(Duration::from_millis(200));
+            Some((multi, steps, overall))
+        } else {
+            println!("{header}");
+            None
+        };
+        RunView {
+            out,
+            template,
+            workflow_id: workflow_id.to_owned(),
+            bars,
+        }
+    }
+
+    fn label(&self, index: usize) -> String {
+        let step = &self.template.steps[index];
+        format!(
+            "[{}/{}] {} ({})",
+            index + 1,
+            self.template.steps.len(),
+            step.name,
+            step.tool
+        )
+    }
+
+    pub fn note(&self, text: &str) {
+        match &self.bars {
+            Some((multi, ..)) => {
+                let _ = multi.println(text);
+            }
+            None if self.out.json => eprintln!("{text}"),
+            None => println!("{text}"),
+        }
+    }
+
+    pub fn step_state(&self, index: usize, state: &str, ticking: bool) {
+        match &self.bars {
+            Some((_, steps, _)) => {
+                let bar = &steps[index];
+                if ticking {
+                    bar.reset_elapsed();
+                    bar.set_style(step_style("  {prefix} {spinner} {msg} {elapsed}"));
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                }
+                bar.set_message(state.to_owned());
+            }
+            None if self.out.json => {}
+            None => println!("  {} {}", self.label(index), self.out.state(state)),
+        }
+    }
+
+    pub fn step_done(&self, index: usize, succeeded: bool, detail: &str) {
+        let mark = if succeeded {
+            self.out.ok("✔")
+        } else {
+            self.out.bad("✘")
+        };
+        match &self.bars {
+            Some((_, steps, overall)) => {
+                steps[index].set_style(step_style("  {prefix} {msg}"));
+                steps[index].finish_with_message(format!("{mark} {detail}"));
+                if succeeded {
+                    overall.inc(1);
+                }
+            }
+            None if self.out.json => {}
+            None => println!("  {} {mark} {detail}", self.label(index)),
+        }
+    }
+
+    pub fn finish(&self, end: &RunEnd, duration: u64) {
+        let text = match end {
+            RunEnd::Completed => format!(
+                "{} workflow {} completed in {}",
+                self.out.ok("✔"),
+                self.workflow_id,
+                duration_us(duration)
+            ),
+            RunEnd::Failed(reason) => format!(
+                "{} workflow {} {reason}",
+                self.out.bad("✘"),
+                self.workflow_id
+            ),
+        };
+        if let Some((multi, steps, overall)) = &self.bars {
+            for bar in steps.iter().filter(|b| !b.is_finished()) {
+                bar.abandon();
+            }
+            overall.abandon();
+            let _ = multi.println(&text);
+        } else if !self.out.json {
+            println!("{text}");
+        }
+    }
+}
+
+fn step_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}

@@ -1,0 +1,307 @@
+//! `run TEMPLATE`: starts a template run in the orchestrator and follows it over `Watch` with one line per
+//! step (state and elapsed time) and a bar for the workflow; at an approval gate it says exactly how to
+//! approve. Exit 0 when the workflow completes, 1 with the reason otherwise.
+//!
+//! [`follow_run`] is also what `demo templates` narrates with; it never drives the workflow itself (the
+//! orchestrator does), it only shows it — except that a demo may approve its own gate.
+
+use crate::cli::{Global, RunArgs};
+use crate::client::{Answer, CliError, Client, login_name};
+use crate::output::{Out, duration_us, print_json};
+use crate::present::{decision_kind, violations, workflow_json};
+use crate::progress::RunView;
+use crate::watch::{Followed, Follower};
+use anyhow::Context as _;
+use conductor_proto::v1 as pb;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let input = build_input(args.input.as_deref(), &args.set)?;
+    let template = find_template(&client, &args.template).await?;
+    let (started, last_seq) = start_run(&client, &template.name, &input).await?;
+    if args.detach {
+        if out.json {
+            print_json(&workflow_json(&started));
+        } else {
+            println!("{}", started.id);
+            eprintln!(
+                "follow it with `conductorctl watch --workflow {} --from {}`",
+                started.id,
+                last_seq + 1
+            );
+        }
+        return Ok(());
+    }
+    let mut follower = Follower::start(
+        &client,
+        global,
+        Some(started.id.clone()),
+        Some(last_seq + 1),
+    )
+    .await?;
+    let finished = follow_run(&out, &template, &started.id, &mut follower, None).await?;
+    if out.json {
+        let full = client
+            .rpc()
+            .get_workflow(pb::GetWorkflowRequest {
+                workflow_id: started.id.clone(),
+            })
+            .await
+            .answer(&client)?;
+        print_json(&workflow_json(&full));
+    }
+    match finished {
+        RunEnd::Completed => Ok(()),
+        RunEnd::Failed(reason) => {
+            Err(CliError::Failed(format!("workflow {} {reason}", started.id)).into())
+        }
+    }
+}
+
+/// Starts a template run without waiting; returns the new workflow and the audit seq before it started
+/// (follow from `seq + 1` to see every event of the run).
+pub async fn start_run(
+    client: &Client,
+    template: &str,
+    input: &Value,
+) -> anyhow::Result<(pb::WorkflowInfo, u64)> {
+    let last_seq = client
+        .rpc()
+        .status(pb::StatusRequest {})
+        .await
+        .answer(client)?
+        .last_seq;
+    let request = pb::RunTemplateRequest {
+        template: template.to_owned(),
+        input_json: input.to_string(),
+        wait: false,
+        caller: String::new(),
+    };
+    let started = client.rpc().run_template(request).await.answer(client)?;
+    Ok((started, last_seq))
+}
+
+/// How a followed run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Completed,
+    /// `failed: <why>` or `cancelled: <why>`.
+    Failed(String),
+}
+
+/// The template by name, or an error that lists the known ones.
+pub async fn find_template(client: &Client, name: &str) -> anyhow::Result<pb::TemplateInfo> {
+    let templates = client
+        .rpc()
+        .list_templates(pb::ListTemplatesRequest {})
+        .await
+        .answer(client)?
+        .templates;
+    let known = templates
+        .iter()
+        .map(|t| t.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    templates
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| {
+            CliError::Failed(format!(
+                "unknown template {name:?}; the templates are: {known}"
+            ))
+            .into()
+        })
+}
+
+/// The workflow input: the `--input` file's object, then each `--set key=value` (dotted keys nest; the
+/// value is JSON when it parses as JSON, else text).
+pub fn build_input(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Value> {
+    let mut input = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the input file {}", path.display()))?;
+            serde_json::from_str::<Value>(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
+        None => Value::Object(Map::new()),
+    };
+    if !input.is_object() {
+        anyhow::bail!("the input must be a JSON object");
+    }
+    for set in sets {
+        let (key, raw) = set
+            .split_once('=')
+            .with_context(|| format!("--set {set:?}: write key=value"))?;
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        let mut target = &mut input;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if part.is_empty() {
+                anyhow::bail!("--set {set:?}: empty key");
+            }
+            let Some(map) = target.as_object_mut() else {
+                anyhow::bail!("--set {set:?}: {part:?} is inside a value that is not an object")
+            };
+            if i + 1 == parts.len() {
+                map.insert((*part).to_owned(), value.clone());
+                break;
+            }
+            target = map
+                .entry((*part).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    Ok(input)
+}
+
+/// Shows a template run's progress until it ends. With `approve_as`, approves its own gates (the demo).
+pub async fn follow_run(
+    out: &Out,
+    template: &pb::TemplateInfo,
+    workflow_id: &str,
+    follower: &mut Follower,
+    approve_as: Option<&Client>,
+) -> anyhow::Result<RunEnd> {
+    let view = RunView::new(out, template, workflow_id);
+    let mut step_of_call: HashMap<String, usize> = HashMap::new();
+    loop {
+        let event = match follower.next().await {
+            Followed::Event(event) => event,
+            Followed::Lost(reason) => {
+                view.note(&format!("connection lost ({reason}); reconnecting…"));
+                continue;
+            }
+            Followed::Resumed(seq) => {
+                view.note(&format!("reconnected; resuming from seq {seq}"));
+                continue;
+            }
+        };
+        let Some(pb::watch_event::Body::Event(e)) = event.body else {
+            continue;
+        };
+        let step = step_of_call.get(&e.call_id).copied();
+        match e.kind.as_str() {
+            "call_decided" => {
+                let Some(index) = template.steps.iter().position(|s| s.name == e.step) else {
+                    continue;
+                };
+                step_of_call.insert(e.call_id.clone(), index);
+                let decision = e.decision.unwrap_or_default();
+                match decision_kind(decision.kind) {
+                    "deny" => view.step_done(
+                        index,
+                        false,
+                        &format!("denied: {}", violations(&decision).join("; ")),
+                    ),
+                    "needs_approval" => view.step_state(index, "needs approval", false),
+                    _ => view.step_state(index, "allowed", false),
+                }
+            }
+            "approval_requested" => {
+                if let Some(index) = step {
+                    view.step_state(
+                        index,
+                        &format!("waiting for approval {}", e.approval_id),
+                        true,
+                    );
+                }
+                let step_name =
+                    step.map_or(String::new(), |i| format!(" {:?}", template.steps[i].name));
+                view.note(&format!(
+                    "{} step{step_name} ({}) waits for approval {}\n    approve: conductorctl approve {}\n    deny:    conductorctl deny {} --reason \"...\"",
+                    out.warn("⏸"),
+                    e.tool,
+                    out.bold(&e.approval_id),
+                    e.approval_id,
+                    e.approval_id
+                ));
+                if let Some(client) = approve_as {
+                    let request = pb::ApprovalDecisionRequest {
+                        approval_id: e.approval_id.clone(),
+                        approver: login_name(),
+                        reason: "approved by conductorctl demo".into(),
+                        arguments_digest: serde_json::from_str::<Value>(&e.raw_json)
+                            .ok()
+                            .and_then(|raw| raw["arguments_digest"].as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                    };
+                    client.rpc().approve(request).await.answer(client)?;
+                }
+            }
+            "approval_decided" => {
+                if let Some(index) = step {
+                    let approved = e
+                        .decision
+                        .as_ref()
+                        .is_some_and(|d| decision_kind(d.kind) == "allow");
+                    let word = if approved { "approved" } else { "denied" };
+                    view.step_state(index, &format!("{word} by {}", e.approver), false);
+                }
+            }
+            "call_started" => {
+                if let Some(index) = step {
+                    view.step_state(index, "running", true);
+                }
+            }
+            "call_finished" => {
+                if let Some(index) = step {
+                    let succeeded = crate::present::outcome(e.outcome) == "succeeded";
+                    let detail = if succeeded {
+                        String::new()
+                    } else {
+                        format!(": {}", e.reason)
+                    };
+                    let word = if succeeded {
+                        "succeeded"
+                    } else {
+                        crate::present::outcome(e.outcome)
+                    };
+                    view.step_done(
+                        index,
+                        succeeded,
+                        &format!("{word} in {}{detail}", duration_us(e.duration_us)),
+                    );
+                }
+            }
+            "workflow_finished" if e.workflow_id == workflow_id => {
+                let end = match crate::present::outcome(e.outcome) {
+                    "succeeded" => RunEnd::Completed,
+                    "interrupted" => RunEnd::Failed(format!("was cancelled: {}", e.reason)),
+                    _ => RunEnd::Failed(format!("failed: {}", e.reason)),
+                };
+                view.finish(&end, e.duration_us);
+                return Ok(end);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_merges_file_and_sets() {
+        let dir = std::env::temp_dir().join(format!("conductorctl-input-{}", std::process::id()));
+        std::fs::write(&dir, r#"{"batch":"a","n":1}"#).unwrap();
+        let sets = [
+            "batch=b".to_owned(),
+            "n=2".to_owned(),
+            "deep.er=x y".to_owned(),
+            "list=[1,2]".to_owned(),
+        ];
+        let input = build_input(Some(&dir), &sets).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(
+            input,
+            serde_json::json!({"batch":"b","n":2,"deep":{"er":"x y"},"list":[1,2]})
+        );
+        assert!(build_input(None, &["novalue".to_owned()]).is_err());
+    }
+}

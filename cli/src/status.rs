@@ -1,0 +1,315 @@
+//! Read-only views: `status` (the dashboard's figures and metrics), `templates`, `tools`, `workflows` and
+//! `workflow ID` (one workflow's history with each decision, reason and duration).
+
+use crate::cli::{Global, WorkflowArgs, WorkflowsArgs};
+use crate::client::{Answer, Client};
+use crate::output::{Out, clip, duration_ms, duration_us, print_json, table, time_ms};
+use crate::present::{
+    decision_json, decision_kind, outcome, violations, workflow_json, workflow_state,
+};
+use conductor_proto::v1 as pb;
+use serde_json::{Value, json};
+
+pub async fn status(global: &Global) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let s = client
+        .rpc()
+        .status(pb::StatusRequest {})
+        .await
+        .answer(&client)?;
+    if out.json {
+        print_json(&json!({
+            "active_workflows": s.active_workflows, "completed_today": s.completed_today, "failed_today": s.failed_today,
+            "policy_violations": s.policy_violations, "pending_approvals": s.pending_approvals,
+            "last_seq": s.last_seq, "config_version": s.config_version, "server_time_ms": s.server_time_ms,
+            "workflows": s.workflows.iter().map(workflow_json).collect::<Vec<_>>(),
+            "tools": s.tools.iter().map(|t| json!({"tool": t.tool, "calls": t.calls, "successes": t.successes,
+                "failures": t.failures, "denials": t.denials, "success_rate": t.success_rate,
+                "p50_us": t.p50_us, "p95_us": t.p95_us, "p99_us": t.p99_us})).collect::<Vec<_>>(),
+            "rules": s.rules.iter().map(|r| json!({"rule_id": r.rule_id, "rule_kind": r.rule_kind, "violations": r.violations})).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!(
+        "{} {} (configuration {}, audit seq {})",
+        out.bold("orchestrator"),
+        client.url,
+        s.config_version,
+        s.last_seq
+    );
+    println!("Active Workflows:  {}", s.active_workflows);
+    println!("Completed Today:   {}", s.completed_today);
+    println!("Failed Today:      {}", s.failed_today);
+    println!("Policy Violations: {}", s.policy_violations);
+    println!("Pending Approvals: {}", s.pending_approvals);
+    if !s.workflows.is_empty() {
+        println!("\n{}", workflows_table(&out, &s.workflows));
+    }
+    if !s.tools.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .tools
+            .iter()
+            .map(|t| {
+                vec![
+                    t.tool.clone(),
+                    t.calls.to_string(),
+                    format!("{:.0}%", t.success_rate * 100.0),
+                    t.denials.to_string(),
+                    duration_us(t.p50_us),
+                    duration_us(t.p95_us),
+                    duration_us(t.p99_us),
+                ]
+            })
+            .collect();
+        println!(
+            "\n{}",
+            table(
+                &out,
+                &["TOOL", "CALLS", "SUCCESS", "DENIED", "P50", "P95", "P99"],
+                &rows
+            )
+        );
+    }
+    if !s.rules.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .rules
+            .iter()
+            .map(|r| {
+                vec![
+                    r.rule_id.clone(),
+                    r.rule_kind.clone(),
+                    r.violations.to_string(),
+                ]
+            })
+            .collect();
+        println!("\n{}", table(&out, &["RULE", "KIND", "VIOLATIONS"], &rows));
+    }
+    Ok(())
+}
+
+fn workflows_table(out: &Out, workflows: &[pb::WorkflowInfo]) -> String {
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|w| {
+            let progress = if w.steps_total > 0 {
+                format!("{}/{}", w.steps_done, w.steps_total)
+            } else {
+                "-".into()
+            };
+            vec![
+                w.id.clone(),
+                if w.template.is_empty() {
+                    "(ad hoc)".into()
+                } else {
+                    w.template.clone()
+                },
+                workflow_state(w.state).to_owned(),
+                progress,
+                duration_ms(w.duration_ms),
+                time_ms(w.started_at_ms),
+                w.caller.clone(),
+                clip(&w.error, 60),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "WORKFLOW", "TEMPLATE", "STATE", "STEPS", "DURATION", "STARTED", "CALLER", "ERROR",
+        ],
+        &rows,
+    )
+}
+
+pub async fn templates(global: &Global) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let templates = client
+        .rpc()
+        .list_templates(pb::ListTemplatesRequest {})
+        .await
+        .answer(&client)?
+        .templates;
+    if out.json {
+        print_json(&Value::Array(
+            templates
+                .iter()
+                .map(|t| {
+                    json!({"name": t.name, "description": t.description, "steps": t.steps.iter().map(|s| json!({
+                        "name": s.name, "tool": s.tool, "requires_approval": s.requires_approval,
+                        "arguments": serde_json::from_str::<Value>(&s.arguments_template_json).unwrap_or(Value::Null),
+                    })).collect::<Vec<_>>()})
+                })
+                .collect(),
+        ));
+        return Ok(());
+    }
+    for t in &templates {
+        println!("{} — {}", out.bold(&t.name), t.description);
+        for (i, s) in t.steps.iter().enumerate() {
+            let gate = if s.requires_approval {
+                format!("  {}", out.warn("(needs approval)"))
+            } else {
+                String::new()
+            };
+            println!("  {}. {} → {}{gate}", i + 1, s.name, s.tool);
+        }
+        println!("  run: conductorctl run {} --input FILE\n", t.name);
+    }
+    Ok(())
+}
+
+pub async fn tools(global: &Global) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let tools = client
+        .rpc()
+        .list_tools(pb::ListToolsRequest {})
+        .await
+        .answer(&client)?
+        .tools;
+    if out.json {
+        print_json(&Value::Array(
+            tools
+                .iter()
+                .map(|t| json!({"name": t.name, "server": t.server, "description": t.description,
+                    "input_schema": serde_json::from_str::<Value>(&t.input_schema_json).unwrap_or(Value::Null)}))
+                .collect(),
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = tools
+        .iter()
+        .map(|t| vec![t.name.clone(), t.server.clone(), clip(&t.description, 80)])
+        .collect();
+    println!("{}", table(&out, &["TOOL", "SERVER", "DESCRIPTION"], &rows));
+    Ok(())
+}
+
+pub async fn workflows(global: &Global, args: WorkflowsArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let request = pb::ListWorkflowsRequest {
+        active_only: !args.all,
+        limit: args.limit,
+    };
+    let list = client
+        .rpc()
+        .list_workflows(request)
+        .await
+        .answer(&client)?
+        .workflows;
+    if out.json {
+        print_json(&Value::Array(list.iter().map(workflow_json).collect()));
+    } else if list.is_empty() {
+        println!(
+            "{}",
+            if args.all {
+                "no workflows yet"
+            } else {
+                "no active workflows (add --all for finished ones)"
+            }
+        );
+    } else {
+        println!("{}", workflows_table(&out, &list));
+    }
+    Ok(())
+}
+
+pub async fn workflow(global: &Global, args: WorkflowArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let client = Client::connect(global).await?;
+    let w = client
+        .rpc()
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: args.id,
+        })
+        .await
+        .answer(&client)?;
+    if out.json {
+        print_json(&workflow_json(&w));
+        return Ok(());
+    }
+    print_workflow(&out, &w);
+    Ok(())
+}
+
+/// One workflow with its history, for `workflow ID` and the interactive `history`.
+pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
+    let what = if w.template.is_empty() {
+        "ad-hoc workflow".to_owned()
+    } else {
+        format!("template {}", w.template)
+    };
+    println!(
+        "{} {} — {what}, {}",
+        out.bold("workflow"),
+        w.id,
+        out.state(workflow_state(w.state))
+    );
+    println!(
+        "  started {} by {}; {} so far; configuration {}",
+        time_ms(w.started_at_ms),
+        w.caller,
+        duration_ms(w.duration_ms),
+        w.config_version
+    );
+    if w.steps_total > 0 {
+        let next = if w.next_step.is_empty() {
+            String::new()
+        } else {
+            format!("; next step: {}", w.next_step)
+        };
+        println!("  steps {}/{}{next}", w.steps_done, w.steps_total);
+    }
+    if !w.error.is_empty() {
+        println!("  {} {}", out.bad("error:"), w.error);
+    }
+    if w.history.is_empty() {
+        println!("  no calls yet");
+        return;
+    }
+    let rows: Vec<Vec<String>> = w
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let decision = c.decision.clone().unwrap_or_default();
+            let mut why = violations(&decision).join("; ");
+            if why.is_empty() {
+                why = c.error_message.clone();
+            }
+            if !c.approval_id.is_empty() {
+                why = format!("approval {} {why}", c.approval_id)
+                    .trim_end()
+                    .to_owned();
+            }
+            vec![
+                (i + 1).to_string(),
+                if c.step.is_empty() {
+                    c.tool.clone()
+                } else {
+                    format!("{} [{}]", c.tool, c.step)
+                },
+                decision_kind(decision.kind).to_owned(),
+                outcome(c.outcome).to_owned(),
+                duration_us(c.duration_us),
+                why,
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            out,
+            &["#", "CALL", "DECISION", "OUTCOME", "DURATION", "REASON"],
+            &rows
+        )
+    );
+}
+
+/// The decision of a call as JSON, for `call --json`.
+pub fn decision_value(decision: Option<&pb::Decision>) -> Value {
+    decision.map_or(Value::Null, decision_json)
+}

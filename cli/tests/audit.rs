@@ -1,0 +1,120 @@
+//! End-to-end tests of `conductorctl audit ...` against a real orchestrator's log.
+
+mod common;
+
+use common::{Stack, repo_file};
+use serde_json::Value;
+
+fn example(name: &str) -> String {
+    repo_file(&format!("config/examples/{name}"))
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_on_the_log_and_names_the_first_tampered_seq() {
+    let stack = Stack::start().await;
+    let done = stack
+        .ctl(&["run", "order_summary", "--input", &example("orders.json")])
+        .await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    let audit_dir = stack.audit_dir.display().to_string();
+    let offline = stack.ctl(&["audit", "verify", &audit_dir]).await;
+    assert_eq!(offline.code, 0, "{}", offline.text());
+    assert!(offline.stdout.contains("intact"), "{}", offline.text());
+    let online = stack.ctl(&["audit", "verify"]).await;
+    assert_eq!(online.code, 0, "{}", online.text());
+
+    let copy = stack.dir.path().join("tampered");
+    std::fs::create_dir(&copy).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&stack.audit_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut tampered_seq = None;
+    for file in &files {
+        let mut text = std::fs::read_to_string(file).unwrap();
+        if tampered_seq.is_none()
+            && let Some((changed, seq)) = tamper(&text)
+        {
+            text = changed;
+            tampered_seq = Some(seq);
+        }
+        std::fs::write(copy.join(file.file_name().unwrap()), text).unwrap();
+    }
+    let seq = tampered_seq.expect("a workflow_started line to change");
+    let broken = stack
+        .ctl(&["audit", "verify", &copy.display().to_string()])
+        .await;
+    assert_eq!(broken.code, 1, "{}", broken.text());
+    assert!(
+        broken.stdout.contains(&format!("first bad seq: {seq}")),
+        "{}",
+        broken.text()
+    );
+    let json = stack
+        .ctl(&["audit", "verify", &copy.display().to_string(), "--json"])
+        .await;
+    let report: Value = serde_json::from_str(&json.stdout).expect("JSON report");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["first_bad_seq"], seq);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_queries_and_report_read_the_log() {
+    let stack = Stack::start().await;
+    let done = stack
+        .ctl(&[
+            "run",
+            "customer_onboarding",
+            "--input",
+            &example("onboarding-invalid.json"),
+        ])
+        .await;
+    assert_eq!(done.code, 1, "{}", done.text());
+    let tail = stack.ctl(&["audit", "tail", "-n", "3", "--json"]).await;
+    assert_eq!(tail.code, 0, "{}", tail.text());
+    assert_eq!(tail.stdout.lines().count(), 3, "{}", tail.text());
+    let query = stack
+        .ctl(&["audit", "query", "--kind", "call_finished", "--json"])
+        .await;
+    let events: Value = serde_json::from_str(&query.stdout).expect("JSON");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] == "call_finished"),
+        "{}",
+        query.text()
+    );
+    let report = stack.ctl(&["audit", "report", "--since", "1h"]).await;
+    assert_eq!(report.code, 0, "{}", report.text());
+    assert!(
+        report.stdout.contains("compliance report") && report.stdout.contains("calls that ran"),
+        "{}",
+        report.text()
+    );
+    let report = stack
+        .ctl(&["audit", "report", "--since", "1h", "--json"])
+        .await;
+    serde_json::from_str::<Value>(&report.stdout).expect("the report as JSON");
+    stack.stop().await;
+}
+
+/// Changes the caller of the first `workflow_started` line (keeping it valid JSON); returns the new text
+/// and the changed line's seq.
+fn tamper(text: &str) -> Option<(String, u64)> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let index = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"workflow_started\""))?;
+    let seq = serde_json::from_str::<Value>(&lines[index]).ok()?["seq"].as_u64()?;
+    let changed = lines[index].replace("\"caller\":\"tester\"", "\"caller\":\"mallory\"");
+    assert_ne!(changed, lines[index], "the line names the caller");
+    lines[index] = changed;
+    Some((lines.join("\n") + "\n", seq))
+}

@@ -1,0 +1,332 @@
+//! End-to-end tests of `conductorctl` against real tool servers and a real orchestrator (in-process, port 0).
+
+mod common;
+
+use common::{Stack, approval_id_in, repo_file};
+use serde_json::Value;
+
+fn example(name: &str) -> String {
+    repo_file(&format!("config/examples/{name}"))
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_of_a_template_succeeds_with_a_line_per_step() {
+    let stack = Stack::start().await;
+    let done = stack
+        .ctl(&["run", "order_summary", "--input", &example("orders.json")])
+        .await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    for step in [
+        "[1/3] validate (validate_data)",
+        "[2/3] aggregate (process_data)",
+        "[3/3] report (send_notification)",
+    ] {
+        assert!(
+            done.stdout.contains(step),
+            "missing {step}: {}",
+            done.text()
+        );
+    }
+    assert!(done.stdout.contains("completed in"), "{}", done.text());
+    let listed = stack.ctl(&["workflows", "--all", "--json"]).await;
+    let workflows: Value = serde_json::from_str(&listed.stdout).expect("JSON list");
+    assert_eq!(workflows[0]["state"], "completed", "{}", listed.text());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_at_a_failed_step_with_the_reason() {
+    let stack = Stack::start().await;
+    let done = stack
+        .ctl(&[
+            "run",
+            "customer_onboarding",
+            "--input",
+            &example("onboarding-invalid.json"),
+        ])
+        .await;
+    assert_eq!(done.code, 1, "{}", done.text());
+    assert!(
+        done.stderr.contains("failed") && done.stderr.contains("validate"),
+        "{}",
+        done.text()
+    );
+    assert!(
+        done.stdout.contains("validation_failed") || done.stderr.contains("validation_failed"),
+        "{}",
+        done.text()
+    );
+    assert!(
+        !done.stdout.contains("[2/5] process (process_data) ✔"),
+        "{}",
+        done.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_in_another_process_unblocks_a_waiting_run() {
+    let stack = Stack::start().await;
+    let run = stack.spawn(&[
+        "run",
+        "customer_onboarding",
+        "--input",
+        &example("onboarding.json"),
+        "--set",
+        "batch=approval-test",
+    ]);
+    let line = run
+        .wait_for_line("the approve command", |l| {
+            l.contains("conductorctl approve ")
+        })
+        .await;
+    let id = approval_id_in(&line);
+
+    let pending = stack.ctl(&["pending"]).await;
+    assert_eq!(pending.code, 0, "{}", pending.text());
+    assert!(
+        pending.stdout.contains(&id) && pending.stdout.contains("sha256:"),
+        "{}",
+        pending.text()
+    );
+    assert!(
+        pending.stdout.contains("new-customers@example.com"),
+        "the arguments are shown: {}",
+        pending.text()
+    );
+
+    let digest = pending
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sha256:"))
+        .map(|d| d.trim().to_owned())
+        .expect("the digest line");
+    let wrong = "0".repeat(64);
+    let refused = stack.ctl(&["approve", &id, "--digest", &wrong]).await;
+    assert_eq!(
+        refused.code,
+        1,
+        "a wrong digest is refused: {}",
+        refused.text()
+    );
+
+    let approved = stack
+        .ctl(&[
+            "approve",
+            &id,
+            "--digest",
+            &digest,
+            "--reason",
+            "checked the list",
+            "--as",
+            "alice",
+        ])
+        .await;
+    assert_eq!(approved.code, 0, "{}", approved.text());
+    assert!(
+        approved.stdout.contains("approved by alice"),
+        "{}",
+        approved.text()
+    );
+
+    let done = run.finish().await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    assert!(
+        done.stdout
+            .contains("[5/5] notify_team (send_notification) ✔"),
+        "{}",
+        done.text()
+    );
+    let again = stack.ctl(&["approve", &id]).await;
+    assert_eq!(
+        again.code,
+        1,
+        "a decided approval cannot be decided again: {}",
+        again.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_in_another_process_fails_the_run() {
+    let stack = Stack::start().await;
+    let run = stack.spawn(&[
+        "run",
+        "customer_onboarding",
+        "--input",
+        &example("onboarding.json"),
+    ]);
+    let id = approval_id_in(
+        &run.wait_for_line("the approve command", |l| {
+            l.contains("conductorctl approve ")
+        })
+        .await,
+    );
+    let denied = stack.ctl(&["deny", &id, "--reason", "wrong list"]).await;
+    assert_eq!(denied.code, 0, "{}", denied.text());
+    let done = run.finish().await;
+    assert_eq!(done.code, 1, "{}", done.text());
+    assert!(done.stderr.contains("denied"), "{}", done.text());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_json_receives_a_runs_events_in_order() {
+    let stack = Stack::start().await;
+    let started = stack
+        .ctl(&[
+            "run",
+            "customer_onboarding",
+            "--input",
+            &example("onboarding.json"),
+            "--detach",
+        ])
+        .await;
+    assert_eq!(started.code, 0, "{}", started.text());
+    let id = started.stdout.trim().to_owned();
+    let watch = stack.spawn(&["watch", "--json", "--workflow", &id, "--from", "1"]);
+    let waiting = watch
+        .wait_for_line("approval_requested", |l| {
+            l.contains("\"approval_requested\"")
+        })
+        .await;
+    let waiting: Value = serde_json::from_str(&waiting).expect("a JSON line");
+    let approval = waiting["approval_id"]
+        .as_str()
+        .expect("approval id")
+        .to_owned();
+    let approved = stack.ctl(&["approve", &approval]).await;
+    assert_eq!(approved.code, 0, "{}", approved.text());
+    let done = watch.finish().await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    let events: Vec<Value> = done
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq increases: {seqs:?}"
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"workflow_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"workflow_finished"), "{kinds:?}");
+    for kind in [
+        "call_decided",
+        "call_started",
+        "call_finished",
+        "approval_requested",
+        "approval_decided",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+    assert!(
+        events.iter().all(|e| e["workflow_id"] == id.as_str()),
+        "only the watched workflow"
+    );
+    assert_eq!(events.last().unwrap()["workflow"]["state"], "completed");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_every_scenario_against_the_daemons() {
+    let stack = Stack::start().await;
+    let demo = stack.ctl(&["demo"]).await;
+    assert_eq!(demo.code, 0, "{}", demo.text());
+    assert!(
+        demo.stdout
+            .contains("all 5 scenario(s) behaved as expected"),
+        "{}",
+        demo.text()
+    );
+    for expected in [
+        "blocked by a sequence rule",
+        "blocked by a conditional rule",
+        "waits for approval",
+        "restored",
+    ] {
+        assert!(
+            demo.stdout.contains(expected) || demo.stderr.contains(expected),
+            "missing {expected:?}: {}",
+            demo.text()
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_session_shows_a_denial_with_its_reason_and_the_next_steps() {
+    let stack = Stack::start().await;
+    let config = stack.config_path.display().to_string();
+    let orders = r#"[{"id":"o-1","customer_id":"c-1","amount":3}]"#;
+    let script = format!(
+        "help\nstart\ncall process_data {{\"records\": {orders}}}\ncall validate_data {{\"records\": {orders}, \"schema\": \"order\"}}\ncall process_data {{\"records\": {orders}}}\nhistory\nquit\n"
+    );
+    let session = stack
+        .ctl_with_stdin(&["interactive", "--config", &config], &script)
+        .await;
+    assert_eq!(session.code, 0, "{}", session.text());
+    let out = &session.stdout;
+    assert!(
+        out.contains("conductor> call process_data"),
+        "the script is echoed: {}",
+        session.text()
+    );
+    assert!(out.contains("process_data: DENIED"), "{}", session.text());
+    assert!(
+        out.contains("reason:") && out.contains("validate_data"),
+        "{}",
+        session.text()
+    );
+    assert!(out.contains("next allowed:"), "{}", session.text());
+    assert!(
+        out.contains("process_data: allowed → succeeded"),
+        "{}",
+        session.text()
+    );
+    assert!(
+        out.contains("DECISION"),
+        "history table: {}",
+        session.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_hoc_call_prints_its_workflow_and_a_denial_exits_1() {
+    let stack = Stack::start().await;
+    let denied = stack
+        .ctl(&[
+            "call",
+            "create_backup",
+            "--args",
+            r#"{"name":"x","data":[]}"#,
+        ])
+        .await;
+    assert_eq!(denied.code, 1, "{}", denied.text());
+    assert!(
+        denied.stdout.contains("started ad-hoc workflow wf-") && denied.stdout.contains("DENIED"),
+        "{}",
+        denied.text()
+    );
+    let status = stack.ctl(&["status", "--json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).expect("JSON status");
+    assert!(
+        status["policy_violations"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    for command in [&["templates"][..], &["tools"], &["workflows", "--all"]] {
+        let listed = stack.ctl(command).await;
+        assert_eq!(listed.code, 0, "{command:?}: {}", listed.text());
+    }
+    stack.stop().await;
+}

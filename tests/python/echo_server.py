@@ -1,0 +1,61 @@
+"""A small downstream MCP server written with the official Python MCP SDK (2.x), for the orchestrator's
+MCP-client tests (orchestrator/tests/mcp_downstream.rs). Speaks MCP over stdio.
+
+Tools:
+  echo(text)       -> the text back
+  pid()            -> this process's id (so a test can see a restart)
+  misbehave(mode)  -> "crash": exits at once; "hang": never answers; "garbage": writes a line that is
+                      not JSON-RPC to stdout instead of answering
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import time
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("echo-server")
+
+
+@server.tool(description="Returns the text it was given.")
+def echo(text: str) -> str:
+    return text
+
+
+@server.tool(description="The server's process id.")
+def pid() -> int:
+    return os.getpid()
+
+
+def wire_fd() -> int:
+    """The descriptor the SDK writes protocol frames to: it moves the real stdout to a private duplicate
+    (a write-only pipe above 2) and points fd 1 at stderr, so a stray print cannot corrupt the stream."""
+    stdin = os.fstat(0).st_ino
+    for fd in range(3, 256):
+        try:
+            info = os.fstat(fd)
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        except OSError:
+            continue
+        if stat.S_ISFIFO(info.st_mode) and info.st_ino != stdin and flags & os.O_ACCMODE == os.O_WRONLY:
+            return fd
+    return 1
+
+
+@server.tool(description="Misbehaves on purpose: mode is crash, hang or garbage.")
+def misbehave(mode: str) -> str:
+    if mode == "crash":
+        os._exit(3)
+    if mode == "garbage":
+        os.write(wire_fd(), b"this is not JSON-RPC {{{\n")
+        time.sleep(3600)
+    if mode == "hang":
+        time.sleep(3600)
+    raise ValueError(f"unknown mode {mode!r}; use crash, hang or garbage")
+
+
+if __name__ == "__main__":
+    server.run()
