@@ -270,10 +270,9 @@ impl Approvals {
     }
 }
 
-/// Identities are "NAME" or "NAME/SESSION": the same name is the same person.
+/// The same name is the same person, whatever session or transport it came through.
 fn same_person(a: &str, b: &str) -> bool {
-    let name = |s: &str| s.split('/').next().unwrap_or(s).trim().to_ascii_lowercase();
-    name(a) == name(b)
+    crate::config::caller_name(a).eq_ignore_ascii_case(crate::config::caller_name(b))
 }
 
 fn describe(approval: &Approval) -> String {

@@ -161,7 +161,7 @@ impl Config {
     pub fn client_of(&self, caller: &str) -> Option<&ClientConfig> {
         self.clients
             .get(caller)
-            .or_else(|| self.clients.get(caller.split('/').next().unwrap_or(caller)))
+            .or_else(|| self.clients.get(caller_name(caller)))
     }
 
     /// The client whose bearer token this is.
@@ -186,6 +186,18 @@ impl Config {
             }),
         }
     }
+}
+
+/// The name in a caller identity: identities look like `NAME`, `NAME/SESSION`, `mcp:NAME (session ..)`
+/// or `grpc:ADDR`; allow-lists and four-eyes checks compare names.
+pub fn caller_name(caller: &str) -> &str {
+    let caller = caller.trim();
+    let caller = caller
+        .strip_prefix("mcp:")
+        .or_else(|| caller.strip_prefix("grpc:"))
+        .unwrap_or(caller);
+    let end = caller.find([' ', '/', '(']).unwrap_or(caller.len());
+    &caller[..end]
 }
 
 /// Parses a human duration ("30s", "5m", "1h 30m") for configuration fields.

@@ -190,3 +190,74 @@ fn every_problem_is_reported_at_once() {
     v["templates"]["flow"]["steps"][0]["tool"] = json!("z");
     assert!(problems(&v).len() >= 3, "{:#?}", problems(&v));
 }
+
+#[test]
+fn limits_clients_and_exposure_filters() {
+    let mut v = base();
+    v["rules"].as_array_mut().unwrap().push(json!({
+        "id": "lim", "kind": "limit", "tool": "backup", "timeout": "5s", "max_concurrent": 2,
+        "rate": { "calls": 10, "per": "1s" }, "rate_per_workflow": { "calls": 1, "per": "1m" }
+    }));
+    v["clients"] =
+        json!({ "bot": { "tools": ["validate"], "token": "t1" }, "ops": { "tools": ["*"] } });
+    let config = load(&v).expect("valid");
+    let limits = &config.policies.tool("backup").unwrap().limits;
+    assert_eq!(
+        (limits.max_concurrent, limits.timeout),
+        (Some(2), Some(Duration::from_secs(5)))
+    );
+    assert_eq!(
+        limits.rate_per_workflow.map(|r| r.per),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        config.client_by_token("t1").map(|c| c.name.as_str()),
+        Some("bot")
+    );
+    assert!(config.allowed_for("ops", None).is_none());
+    assert!(
+        config
+            .allowed_for("mcp:bot (http session 1)", None)
+            .is_some_and(|a| a.tools.len() == 1)
+    );
+    let both = config
+        .allowed_for("bot", config.template("flow").map(|t| &**t))
+        .unwrap();
+    assert_eq!(
+        both.tools.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+        ["validate"],
+        "template ∩ client"
+    );
+
+    let mut v = base();
+    v["rules"].as_array_mut().unwrap().push(json!({ "id": "lim", "kind": "limit", "tool": "backup", "rate": { "calls": 0, "per": "soon" } }));
+    assert_problem(&v, "rules[4].rate.calls", "at least 1");
+    let mut v = base();
+    v["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "id": "lim", "kind": "limit", "tool": "backup" }));
+    assert_problem(&v, "rules[4]", "at least one of");
+    let mut v = base();
+    v["clients"] = json!({ "bot": { "tools": ["nope"] } });
+    assert_problem(&v, "clients.bot.tools[0]", "unknown tool");
+
+    let mut v = base();
+    v["servers"]["b"]["exclude"] = json!(["not*"]);
+    v["servers"]["b"]["rename"] = json!({ "backup": "safe_backup" });
+    v["rules"] = json!([]);
+    v["templates"] = json!({});
+    let config = load(&v).expect("valid");
+    assert!(config.tools.contains_key("safe_backup") && !config.tools.contains_key("notify"));
+    assert_eq!(config.tools["safe_backup"].remote_name, "backup");
+    v["servers"]["b"]["exclude"] = json!(["zzz*"]);
+    assert_problem(&v, "servers.b.exclude[0]", "matches none");
+}
+
+#[test]
+fn caller_names_ignore_transport_and_session() {
+    assert_eq!(caller_name("mcp:claude (http session 12)"), "claude");
+    assert_eq!(caller_name("alice/laptop"), "alice");
+    assert_eq!(caller_name("grpc:127.0.0.1:5000"), "127.0.0.1:5000");
+    assert_eq!(caller_name("bob"), "bob");
+}

@@ -115,6 +115,8 @@ fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Err
     match status.code() {
         Code::InvalidArgument => Error::InvalidArgument(message),
         Code::DeadlineExceeded => deadline(tool, server.timeout),
+        // tonic's client enforces the `grpc-timeout` it sends and reports its own expiry this way.
+        Code::Cancelled if message.contains("Timeout expired") => deadline(tool, server.timeout),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable {
             server: server.name.clone(),
             message: if message.is_empty() {

@@ -17,6 +17,7 @@ use crate::workflow::{CallEntry, CallStatus};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// A call asked for by a caller or a template step.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ impl Gateway {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        let spec = self.bind_step(spec);
         let gateway = self.clone();
         let task = self
             .inner
@@ -84,8 +86,11 @@ impl Gateway {
         spec: CallSpec,
         resumed: Option<(String, Approval)>,
     ) -> Result<CallReport, Error> {
-        let (call_id, approval) = match resumed {
-            Some((call_id, approval)) => (call_id, approval),
+        let (call_id, approval, decisions) = match resumed {
+            Some((call_id, approval)) => {
+                let decisions = self.inner.approvals.open(approval.clone());
+                (call_id, approval, decisions)
+            }
             None => {
                 let call_id = format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
                 match self.decide(&spec, &call_id, false).await? {
@@ -111,15 +116,15 @@ impl Gateway {
                         gate,
                         config_version,
                     } => {
-                        let approval = self
+                        let (approval, decisions) = self
                             .request_approval(&spec, &call_id, &gate, config_version)
                             .await?;
-                        (call_id, approval)
+                        (call_id, approval, decisions)
                     }
                 }
             }
         };
-        let approval = self.await_approval(approval).await?;
+        let approval = self.await_approval(approval, decisions).await?;
         let released = approval.verdict == Some(ApprovalVerdict::Approved)
             && approval.arguments_digest == approval::digest(&spec.arguments);
         if !released {
@@ -464,7 +469,7 @@ impl Gateway {
         call_id: &str,
         gate: &policy::ApprovalGate,
         config_version: String,
-    ) -> Result<Approval, Error> {
+    ) -> Result<(Approval, oneshot::Receiver<DecisionRequest>), Error> {
         let now = now_ms();
         let approval = Approval {
             id: format!("ap-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -524,6 +529,8 @@ impl Gateway {
                 entry.approval_id = Some(approval.id.clone());
             }
         }
+        // Listed as pending before anyone can see the request in the log, so that it can be decided at once.
+        let decisions = self.inner.approvals.open(approval.clone());
         self.inner
             .audit
             .append(AuditEvent::ApprovalRequested {
@@ -537,13 +544,16 @@ impl Gateway {
                 four_eyes: approval.four_eyes,
             })
             .await?;
-        Ok(approval)
+        Ok((approval, decisions))
     }
 
     /// Waits, holding no lock, for a person's decision or the deadline; records the decision durably and
     /// confirms it to the approver.
-    async fn await_approval(&self, mut approval: Approval) -> Result<Approval, Error> {
-        let decisions = self.inner.approvals.open(approval.clone());
+    async fn await_approval(
+        &self,
+        mut approval: Approval,
+        decisions: oneshot::Receiver<DecisionRequest>,
+    ) -> Result<Approval, Error> {
         let remaining =
             Duration::from_millis(u64::try_from(approval.expires_at_ms - now_ms()).unwrap_or(0));
         let waited = tokio::select! {
@@ -628,6 +638,25 @@ impl Gateway {
             .get(workflow_id)
             .map(|w| w.config.clone())
             .ok_or_else(|| Error::WorkflowNotFound(workflow_id.to_owned()))
+    }
+
+    /// A call in a template workflow that is the template's next step (same tool) counts as that step,
+    /// so a caller that drives a template itself (e.g. an MCP session bound to one) gets the step's gate
+    /// and moves the template's progress.
+    fn bind_step(&self, mut spec: CallSpec) -> CallSpec {
+        if spec.step.is_none() {
+            let state = self.inner.state();
+            let next = state
+                .workflows
+                .get(spec.workflow_id.as_str())
+                .and_then(|w| {
+                    let template = w.template.as_ref().filter(|_| !w.state.is_finished())?;
+                    let step = template.steps.get(w.steps_done)?;
+                    (*step.tool == *spec.tool).then_some(w.steps_done)
+                });
+            spec.step = next;
+        }
+        spec
     }
 
     fn workflow_caller(&self, workflow_id: &str) -> String {

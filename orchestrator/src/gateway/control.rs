@@ -383,6 +383,33 @@ impl Gateway {
         self.inner.downstream.tools(&self.config()).await
     }
 
+    /// The tools a caller may call: those of its workflow's allow-list when it has a workflow, else its
+    /// client's; tools it may not call are left out.
+    pub async fn tools_for(
+        &self,
+        caller: &str,
+        workflow_id: Option<&str>,
+    ) -> Vec<crate::downstream::ToolInfo> {
+        let allowed = match workflow_id {
+            Some(id) => self
+                .inner
+                .state()
+                .workflows
+                .get(id)
+                .map(|w| w.allowed.clone()),
+            None => None,
+        };
+        let allowed = allowed.unwrap_or_else(|| self.config().allowed_for(caller, None));
+        let tools = self.tools().await;
+        match allowed {
+            None => tools,
+            Some(list) => tools
+                .into_iter()
+                .filter(|t| list.tools.contains(t.name.as_str()))
+                .collect(),
+        }
+    }
+
     /// Validates the configuration file again and swaps it in; running workflows keep their version.
     pub async fn reload_config(&self) -> Result<(Arc<Config>, String, u32), Error> {
         let path = self.inner.config_path.clone().ok_or_else(|| {

@@ -173,11 +173,12 @@ impl ServerHandler for ConductorMcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let workflow = self.workflow.lock().await.clone();
         let mut tools: Vec<Tool> = self
             .gateway
-            .tools()
+            .tools_for(&self.caller(&context), workflow.as_deref())
             .await
             .into_iter()
             .map(reply::tool)
