@@ -323,9 +323,4 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Args)]
-pub struct InteractiveArgs {
-    /// The orchestrator's configuration file, to list the next allowed tools (used only when it is the
-    /// version the orchestrator runs).
-    #[arg(long, env = "CONDUCTOR_CONFIG", default_value = "config/config.json")]
-    pub config: PathBuf,
-}
+pub struct InteractiveArgs {}

@@ -2,19 +2,15 @@
 //! reason and hint of a denial, and the next allowed steps.
 //!
 //! On a terminal it uses rustyline (editing, history); otherwise it reads plain lines from stdin and echoes
-//! them, so a scripted session reads like a transcript. The next allowed tools come from the pure policy
-//! engine run locally on the workflow's history, but only when the local configuration file is exactly the
-//! version the orchestrator runs; otherwise the orchestrator's hints are all we show.
+//! them, so a scripted session reads like a transcript. The next allowed tools come from the orchestrator
+//! (the outlook of `GetWorkflow`), so they account for every rule, the calls running elsewhere, rate limits
+//! and the workflow's allow-list.
 
 use crate::cli::{Global, InteractiveArgs};
 use crate::client::{Answer, Client};
 use crate::control::{Called, announce_gate, call_tool, start_ad_hoc};
 use crate::output::Out;
 use crate::status::print_workflow;
-use conductor_orchestrator::config::Config;
-use conductor_orchestrator::policy::{
-    self, Buckets, CallRequest, Decision, Name, RateState, RunningCalls, WorkflowHistory,
-};
 use conductor_proto::v1 as pb;
 use serde_json::Value;
 use std::io::{BufRead, IsTerminal};
@@ -75,21 +71,14 @@ struct Session {
     workflow: Option<String>,
     templates: Vec<pb::TemplateInfo>,
     tools: Vec<String>,
-    /// The orchestrator's configuration, when the local file is the same version.
-    local: Option<Config>,
 }
 
-pub async fn interactive(global: &Global, args: InteractiveArgs) -> anyhow::Result<()> {
+pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Result<()> {
     let out = Out {
         json: false,
         ..Out::new(global)
     };
     let client = Client::connect(global).await?;
-    let status = client
-        .rpc()
-        .status(pb::StatusRequest {})
-        .await
-        .answer(&client)?;
     let templates = client
         .rpc()
         .list_templates(pb::ListTemplatesRequest {})
@@ -105,24 +94,12 @@ pub async fn interactive(global: &Global, args: InteractiveArgs) -> anyhow::Resu
         .into_iter()
         .map(|t| t.name)
         .collect();
-    let local = match Config::load(&args.config) {
-        Ok(config) if config.version == status.config_version => Some(config),
-        Ok(_) => {
-            println!(
-                "(next allowed tools not shown: {} is not the configuration the orchestrator runs)",
-                args.config.display()
-            );
-            None
-        }
-        Err(_) => None,
-    };
     let mut session = Session {
         out,
         client,
         workflow: None,
         templates,
         tools,
-        local,
     };
     println!(
         "conductorctl interactive — {} (type `help`)",
@@ -305,8 +282,16 @@ impl Session {
                 tool.unwrap_or("?")
             );
         }
-        let Some(config) = &self.local else { return };
-        let (allowed, gated, blocked) = next_allowed(config, w, &self.tools);
+        let mut allowed = Vec::new();
+        let mut gated = Vec::new();
+        let mut blocked = Vec::new();
+        for tool in &w.outlook {
+            match pb::DecisionKind::try_from(tool.decision) {
+                Ok(pb::DecisionKind::Allow) => allowed.push(tool.tool.as_str()),
+                Ok(pb::DecisionKind::NeedsApproval) => gated.push(tool.tool.as_str()),
+                _ => blocked.push((tool.tool.as_str(), tool.hint.as_str())),
+            }
+        }
         println!(
             "  next allowed: {}",
             if allowed.is_empty() {
@@ -322,49 +307,4 @@ impl Session {
             println!("  blocked: {tool} — {hint}");
         }
     }
-}
-
-/// Which tools the policy engine would allow next in this workflow: a preview that does not know the calls
-/// running elsewhere, rate-limit buckets or a workflow's allow-list (the orchestrator decides for real).
-fn next_allowed(
-    config: &Config,
-    w: &pb::WorkflowInfo,
-    tools: &[String],
-) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
-    let mut history = WorkflowHistory::default();
-    for call in &w.history {
-        match crate::present::outcome(call.outcome) {
-            "succeeded" => history.record(&Name::from(call.tool.as_str()), true),
-            "failed" | "interrupted" => history.record(&Name::from(call.tool.as_str()), false),
-            _ => {}
-        }
-    }
-    let running = RunningCalls::default();
-    let buckets = Buckets::default();
-    let rates = RateState {
-        global: &buckets,
-        workflow: &buckets,
-    };
-    let now_ms = crate::output::now_ms();
-    let (mut allowed, mut gated, mut blocked) = (Vec::new(), Vec::new(), Vec::new());
-    for tool in tools {
-        let request = CallRequest {
-            workflow_id: &w.id,
-            tool,
-            step_gate: None,
-            approval_granted: false,
-            allowed: None,
-            now_ms,
-        };
-        match policy::decide(&config.policies, &history, &running, rates, &request) {
-            Decision::Allow => allowed.push(tool.clone()),
-            Decision::NeedsApproval { .. } => gated.push(tool.clone()),
-            Decision::Deny { violations } => {
-                let hints: Vec<String> =
-                    violations.iter().map(|v| v.unblock_hint.clone()).collect();
-                blocked.push((tool.clone(), hints.join("; ")));
-            }
-        }
-    }
-    (allowed, gated, blocked)
 }

@@ -13,8 +13,8 @@ use conductor_proto::v1::tool_service_server::ToolServiceServer;
 use tokio::net::TcpListener;
 // tonic sets TCP_NODELAY only on listeners it binds itself; ours come bound, so say it here (without it
 // every small response waits ~40 ms for the peer's delayed ACK).
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::approval::{self, ApprovalLedgerService, Ledger};
@@ -144,7 +144,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(tool_service)
         .add_optional_service(ledger_service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopping)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stopping,
+        )
         .await?;
     tracing::info!(server = kind.name(), "stopped");
     Ok(())

@@ -31,6 +31,16 @@ pub struct WorkflowView {
     /// The call history, when asked for.
     pub calls: Option<Vec<CallEntry>>,
     pub outputs: Option<Map<String, Value>>,
+    /// What the engine would decide now for each tool the workflow may call, when asked for.
+    pub outlook: Option<Vec<Outlook>>,
+}
+
+/// What the engine would decide now for one tool: so a person or an agent sees the next allowed steps.
+#[derive(Debug, Clone)]
+pub struct Outlook {
+    pub tool: String,
+    pub decision: crate::audit::DecisionKind,
+    pub hint: String,
 }
 
 impl WorkflowView {
@@ -51,8 +61,66 @@ impl WorkflowView {
             violations: workflow.violations,
             calls: with_history.then(|| workflow.calls.clone()),
             outputs: with_history.then(|| workflow.outputs.clone()),
+            outlook: None,
         }
     }
+}
+
+/// Asks the engine about every tool the workflow may call, without changing anything.
+fn outlook(state: &super::State, workflow: &Workflow, now: i64) -> Vec<Outlook> {
+    use crate::audit::DecisionKind;
+    use crate::policy::{CallRequest, Decision, RateState, decide};
+    let config = &workflow.config;
+    let rates = RateState {
+        global: &state.buckets,
+        workflow: &workflow.buckets,
+    };
+    config
+        .tools
+        .keys()
+        .filter(|tool| {
+            workflow
+                .allowed
+                .as_ref()
+                .is_none_or(|a| a.tools.contains(*tool))
+        })
+        .map(|tool| {
+            let request = CallRequest {
+                workflow_id: &workflow.id,
+                tool,
+                step_gate: None,
+                approval_granted: false,
+                allowed: None,
+                now_ms: now,
+            };
+            let (decision, hint) = match decide(
+                &config.policies,
+                &workflow.history,
+                &state.running,
+                rates,
+                &request,
+            ) {
+                Decision::Allow => (DecisionKind::Allow, String::new()),
+                Decision::NeedsApproval { gate } => (
+                    DecisionKind::NeedsApproval,
+                    format!("waits for approval (gate {})", gate.id),
+                ),
+                Decision::Deny { violations } => (
+                    DecisionKind::Deny,
+                    violations
+                        .iter()
+                        .map(|v| v.unblock_hint.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            Outlook {
+                tool: tool.to_string(),
+                decision,
+                hint,
+            }
+        })
+        .collect()
 }
 
 /// The dashboard's figures.
@@ -224,12 +292,17 @@ impl Gateway {
     }
 
     pub fn workflow(&self, id: &str, with_history: bool) -> Result<WorkflowView, Error> {
+        let now = now_ms();
         let state = self.inner.state();
         let workflow = state
             .workflows
             .get(id)
             .ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
-        Ok(WorkflowView::of(workflow, with_history, now_ms()))
+        let mut view = WorkflowView::of(workflow, with_history, now);
+        if with_history && !workflow.state.is_finished() {
+            view.outlook = Some(outlook(&state, workflow, now));
+        }
+        Ok(view)
     }
 
     /// Workflows, most recently started first.

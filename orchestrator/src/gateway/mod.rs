@@ -10,7 +10,7 @@ mod control;
 mod replay;
 
 pub use call::{CallReport, CallResult, CallSpec};
-pub use control::{StatusSnapshot, WorkflowView, constant_time_eq};
+pub use control::{Outlook, StatusSnapshot, WorkflowView, constant_time_eq};
 
 use crate::approval::Approvals;
 use crate::audit::{AuditEvent, AuditLog, Outcome};

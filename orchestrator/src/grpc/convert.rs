@@ -170,6 +170,17 @@ pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
             .unwrap_or_default(),
         config_version: view.config_version.clone(),
         violations: view.violations,
+        outlook: view
+            .outlook
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|o| pb::ToolOutlook {
+                tool: o.tool.clone(),
+                decision: decision_kind(o.decision) as i32,
+                hint: o.hint.clone(),
+            })
+            .collect(),
     }
 }
 
