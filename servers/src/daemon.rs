@@ -6,12 +6,72 @@
 //! with the address actually bound.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::{ServerKind, ServerOptions, serve};
+
+/// The flags every tool server takes; defaults depend on the server, so they are set at run time.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct DaemonArgs {
+    /// The address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The server's data directory, created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// A JSON file of named record schemas (`{"name": <JSON Schema>, ...}`) added to the built-in ones
+    /// (validation server only).
+    #[arg(long, value_name = "FILE")]
+    pub schemas: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The command line of `kind`'s binary: its name, description and defaults.
+    pub fn command(kind: ServerKind) -> clap::Command {
+        let command = <Self as CommandFactory>::command()
+            .name(kind.binary_name())
+            .about(format!(
+                "Conductorio's {} tool server (gRPC ToolService with health and reflection).",
+                kind.name()
+            ))
+            .mut_arg("listen", |a| {
+                a.default_value(kind.default_listen()).required(false)
+            })
+            .mut_arg("data_dir", |a| {
+                a.default_value(kind.default_data_dir()).required(false)
+            });
+        if kind == ServerKind::Validation {
+            command
+        } else {
+            command.mut_arg("schemas", |a| a.hide(true))
+        }
+    }
+}
+
+/// The whole `main` of a tool server binary: parse the flags, serve until SIGINT or SIGTERM.
+pub async fn main(kind: ServerKind) -> ExitCode {
+    let matches = DaemonArgs::command(kind).get_matches();
+    let args = match DaemonArgs::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    if args.schemas.is_some() && kind != ServerKind::Validation {
+        eprintln!("error: --schemas is for the validation server only");
+        return ExitCode::from(2);
+    }
+    let options = ServerOptions {
+        data_dir: args.data_dir,
+        schemas: args.schemas,
+    };
+    run(kind, &args.listen, options).await
+}
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -66,6 +126,25 @@ pub async fn run(kind: ServerKind, listen: &str, options: ServerOptions) -> Exit
         Err(error) => {
             eprintln!("error: {}: {error}", kind.binary_name());
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_has_consistent_flags_and_its_own_defaults() {
+        for kind in ServerKind::ALL {
+            let command = DaemonArgs::command(kind);
+            command.clone().debug_assert();
+            let matches = command
+                .try_get_matches_from([kind.binary_name()])
+                .expect("defaults parse");
+            let args = DaemonArgs::from_arg_matches(&matches).expect("args");
+            assert_eq!(args.listen, kind.default_listen());
+            assert_eq!(args.data_dir, PathBuf::from(kind.default_data_dir()));
         }
     }
 }
