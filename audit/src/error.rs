@@ -52,6 +52,12 @@ pub enum AuditError {
         "audit log chain is broken at {0}; inspect the file, or open with recover=true to move the damaged part aside"
     )]
     Broken(VerifyFailure),
+    /// Another process (or another open log in this one) is writing this directory.
+    #[error(
+        "audit log {} is in use by another process (its .lock is held); stop that orchestrator or use another --audit-dir",
+        .0.display()
+    )]
+    Locked(PathBuf),
     /// The log was closed (or its writer stopped); no more records can be appended.
     #[error("audit log is closed; no more records can be appended")]
     Closed,

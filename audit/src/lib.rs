@@ -16,6 +16,7 @@
 
 mod chain;
 mod error;
+mod lock;
 mod log;
 mod open;
 mod options;

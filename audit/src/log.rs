@@ -64,6 +64,7 @@ where
         mut replay: impl FnMut(&Record<E>),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
+        let lock = crate::lock::acquire(&options.dir)?;
         let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<E>>>(4);
         let scan_options = options.clone();
         let scan = tokio::task::spawn_blocking(move || {
@@ -108,6 +109,7 @@ where
             rx,
             broadcast.clone(),
             Arc::clone(&shared),
+            lock,
         )?;
         let inner = Inner {
             tx,

@@ -96,6 +96,7 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     rx: mpsc::Receiver<Command<E>>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
+    lock: std::fs::File,
 ) -> Result<(), AuditError> {
     let dir = config.dir.clone();
     let writer = Writer {
@@ -111,7 +112,11 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     };
     std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || {
+            // Held until the last queued record is written.
+            let _lock = lock;
+            writer.run(rx)
+        })
         .map_err(|e| AuditError::io(dir, e))?;
     Ok(())
 }

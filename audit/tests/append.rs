@@ -195,3 +195,28 @@ async fn invalid_options_are_refused() {
     .unwrap_err();
     assert!(matches!(err, AuditError::InvalidOptions(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_second_writer_of_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || conductor_audit::AuditOptions::new(dir.path());
+    let (first, _) = conductor_audit::AuditLog::<serde_json::Value>::open(options(), |_| {})
+        .await
+        .expect("first");
+    let second = conductor_audit::AuditLog::<serde_json::Value>::open(options(), |_| {}).await;
+    match second {
+        Err(conductor_audit::AuditError::Locked(path)) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+    first.close().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conductor_audit::AuditLog::<serde_json::Value>::open(options(), |_| {}).await {
+            Ok(_) => break,
+            Err(conductor_audit::AuditError::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("reopen after close: {e}"),
+        }
+    }
+}
