@@ -100,6 +100,7 @@ where
             dir: options.dir.clone(),
             max_file_bytes: options.max_file_bytes,
             fsync: options.fsync,
+            lock,
         };
         writer::spawn(
             config,
@@ -109,7 +110,6 @@ where
             rx,
             broadcast.clone(),
             Arc::clone(&shared),
-            lock,
         )?;
         let inner = Inner {
             tx,

@@ -42,11 +42,15 @@ pub(crate) struct Shared {
 }
 
 /// What the writer needs to know about its files.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct WriterConfig {
     pub dir: PathBuf,
     pub max_file_bytes: u64,
     pub fsync: bool,
+    /// The directory's lock, held by the writer thread until its last record is written (never read:
+    /// holding it is the point).
+    #[allow(dead_code)]
+    pub lock: std::fs::File,
 }
 
 /// The file being appended to.
@@ -96,7 +100,6 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     rx: mpsc::Receiver<Command<E>>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
-    lock: std::fs::File,
 ) -> Result<(), AuditError> {
     let dir = config.dir.clone();
     let writer = Writer {
@@ -112,11 +115,7 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     };
     std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || {
-            // Held until the last queued record is written.
-            let _lock = lock;
-            writer.run(rx)
-        })
+        .spawn(move || writer.run(rx))
         .map_err(|e| AuditError::io(dir, e))?;
     Ok(())
 }

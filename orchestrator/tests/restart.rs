@@ -48,9 +48,13 @@ fn start(config: &Path, audit: &Path, extra: &[&str]) -> Daemon {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut seen = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .unwrap_or_else(|_| panic!("no listening line; log so far: {seen:#?}"));
+        let Ok(line) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line; log so far: {seen:#?}");
+        };
         if let Some(rest) = line.split("listening on ").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
             return Daemon {

@@ -79,11 +79,21 @@ fn verdict(d: &Decision) -> String {
     }
 }
 
+/// name, tool, history (tool, succeeded), running (tool, workflow), approval granted, expected.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, bool)],
+    &'static [(&'static str, &'static str)],
+    bool,
+    &'static str,
+);
+
 #[test]
 fn decisions_table() {
     let p = policies();
     #[rustfmt::skip]
-    let cases: &[(&str, &str, &[(&str, bool)], &[(&str, &str)], bool, &str)] = &[
+    let cases: &[Case] = &[
         // name, tool, history, running (tool, workflow), approval granted, expected
         ("no rules", "other", &[], &[], false, "allow"),
         ("sequence unmet", "process", &[], &[], false, "seq"),
