@@ -239,7 +239,9 @@ impl Gateway {
                 return Ok(false);
             }
             workflow.finish(state, error.clone(), now);
-            workflow.duration_ms(now)
+            let duration = workflow.duration_ms(now);
+            guard.finished(id.into());
+            duration
         };
         self.inner.metrics.workflow_finished(state);
         let end = match state {

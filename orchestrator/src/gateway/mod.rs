@@ -22,7 +22,7 @@ use crate::policy::{Buckets, Name, RunningCalls};
 use crate::workflow::Workflow;
 use arc_swap::ArcSwap;
 use conductor_audit::AuditOptions;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,24 @@ pub(crate) struct State {
     pub running: RunningCalls,
     /// Orchestrator-wide rate limits.
     pub buckets: Buckets,
+    /// Finished workflows, oldest first: only the newest [`FINISHED_KEPT`] stay in memory (the audit
+    /// log keeps them all), so a long-running daemon's memory does not grow with its history.
+    pub finished: VecDeque<Name>,
+}
+
+/// How many finished workflows stay in memory for `workflow`, `workflows` and the dashboard.
+pub const FINISHED_KEPT: usize = 10_000;
+
+impl State {
+    /// Notes that a workflow finished and forgets the oldest finished ones beyond [`FINISHED_KEPT`].
+    pub fn finished(&mut self, id: Name) {
+        self.finished.push_back(id);
+        while self.finished.len() > FINISHED_KEPT {
+            if let Some(old) = self.finished.pop_front() {
+                self.workflows.remove(&old);
+            }
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -98,6 +116,16 @@ impl Gateway {
         let (audit, report) =
             AuditLog::open(options.audit, |record| replayer.apply(record)).await?;
         let unfinished = std::mem::take(&mut replayer.unfinished);
+        let mut ended: Vec<(i64, Name)> = state
+            .workflows
+            .values()
+            .filter(|w| w.state.is_finished())
+            .map(|w| (w.finished_at_ms.unwrap_or(0), w.id.clone()))
+            .collect();
+        ended.sort();
+        for (_, id) in ended {
+            state.finished(id);
+        }
         if let Some(torn) = &report.torn_line_repaired {
             tracing::warn!(%torn, "the audit log ended in a torn line (a crash mid-write); it was cut off");
         }
@@ -240,5 +268,52 @@ impl Gateway {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.audit.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_finished_workflows_stay_in_memory() {
+        let config = Arc::new(
+            Config::from_slice(
+                br#"{"servers": {"s": {"grpc": "http://127.0.0.1:1", "tools": ["t"]}}}"#,
+            )
+            .expect("config"),
+        );
+        let mut state = State::default();
+        for i in 0..FINISHED_KEPT + 5 {
+            let id: Name = format!("wf-{i}").into();
+            let workflow = Workflow::new(
+                id.clone(),
+                None,
+                config.clone(),
+                "test".into(),
+                serde_json::Value::Null,
+                0,
+            );
+            state.workflows.insert(id.clone(), workflow);
+            state.finished(id);
+        }
+        let running: Name = "wf-running".into();
+        state.workflows.insert(
+            running.clone(),
+            Workflow::new(
+                running.clone(),
+                None,
+                config,
+                "test".into(),
+                serde_json::Value::Null,
+                0,
+            ),
+        );
+        assert_eq!(state.workflows.len(), FINISHED_KEPT + 1);
+        assert!(!state.workflows.contains_key("wf-4") && state.workflows.contains_key("wf-5"));
+        assert!(
+            state.workflows.contains_key(&running),
+            "running workflows are never forgotten"
+        );
     }
 }
