@@ -102,7 +102,7 @@ impl TokenBucket {
 
     /// Tokens available at `now_ms`.
     pub fn available(&self, limit: RateLimit, now_ms: i64) -> f64 {
-        let elapsed = (now_ms - self.updated_ms).max(0) as f64;
+        let elapsed = now_ms.saturating_sub(self.updated_ms).max(0) as f64;
         (self.tokens + elapsed * Self::refill_per_ms(limit)).min(f64::from(limit.calls))
     }
 

@@ -261,3 +261,21 @@ fn caller_names_ignore_transport_and_session() {
     assert_eq!(caller_name("grpc:127.0.0.1:5000"), "127.0.0.1:5000");
     assert_eq!(caller_name("bob"), "bob");
 }
+
+#[test]
+fn glob_patterns() {
+    use super::check::glob_match;
+    for (pattern, text, expected) in [
+        ("admin_*", "admin_drop", true),
+        ("admin_*", "user_drop", false),
+        ("*_file", "read_file", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("*", "", true),
+        ("exact", "exact", true),
+        ("exact", "exactly", false),
+        ("*a*a*a*a*a*a*a*a*a*a*a*a*b", &"a".repeat(40), false),
+    ] {
+        assert_eq!(glob_match(pattern, text), expected, "{pattern} ~ {text}");
+    }
+}

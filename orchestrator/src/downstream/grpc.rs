@@ -117,6 +117,14 @@ fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Err
         Code::DeadlineExceeded => deadline(tool, server.timeout),
         // tonic's client enforces the `grpc-timeout` it sends and reports its own expiry this way.
         Code::Cancelled if message.contains("Timeout expired") => deadline(tool, server.timeout),
+        // A status made by the client from a broken connection (an h2 error as the server shut down),
+        // not one the server sent: the server is going away, and the call's effect is unknown.
+        Code::Internal if std::error::Error::source(&status).is_some() => Error::Unavailable {
+            server: server.name.clone(),
+            message: format!(
+                "the connection broke during the call (its effect is unknown): {message}"
+            ),
+        },
         Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable {
             server: server.name.clone(),
             message: if message.is_empty() {

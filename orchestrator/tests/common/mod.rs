@@ -218,3 +218,99 @@ pub fn result_of(response: &pb::WorkflowCallResponse) -> Value {
         other => panic!("expected a result, got {other:?}"),
     }
 }
+
+/// The real `orchestrator` binary, started on loopback port 0 (for crash tests: it can be SIGKILLed).
+pub struct OrchestratorProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// What it logged up to and including its `listening on` line.
+    pub early: Vec<String>,
+}
+
+/// Starts the real binary with `--listen 127.0.0.1:0 --http 127.0.0.1:0 --audit-dir AUDIT` and `extra`,
+/// and reads the bound gRPC address from its `listening on` log line (30 s deadline).
+pub fn spawn_orchestrator_binary(
+    config: &Path,
+    audit: &Path,
+    extra: &[&str],
+) -> OrchestratorProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--audit-dir")
+        .arg(audit)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("CONDUCTOR_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the orchestrator binary");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut early = Vec::new();
+    loop {
+        let Ok(line) =
+            lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the orchestrator did not log `listening on`; its log: {early:#?}");
+        };
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        early.push(line);
+        if let Some(addr) = addr {
+            return OrchestratorProcess {
+                child,
+                url: format!("http://{addr}"),
+                lines,
+                early,
+            };
+        }
+    }
+}
+
+impl OrchestratorProcess {
+    /// SIGKILL (no chance to flush anything), then reaps it; returns everything it logged.
+    pub fn kill(mut self) -> Vec<String> {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        let mut log = std::mem::take(&mut self.early);
+        // The reader thread ends once the pipe closes: drain what it still has, bounded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            log.push(line);
+        }
+        log
+    }
+}
+
+/// Every record of the audit log up to the first line that does not read (a torn last line after a
+/// crash), without failing on it.
+pub fn read_audit_prefix(dir: &Path) -> Vec<AuditRecord> {
+    conductor_audit::read_from::<AuditEvent>(dir, 1)
+        .expect("audit dir")
+        .map_while(Result::ok)
+        .collect()
+}
