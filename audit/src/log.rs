@@ -64,7 +64,10 @@ where
         mut replay: impl FnMut(&Record<E>),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
-        let lock = crate::lock::acquire(&options.dir)?;
+        let dir = options.dir.clone();
+        let lock = tokio::task::spawn_blocking(move || crate::lock::acquire(&dir))
+            .await
+            .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
         let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<E>>>(4);
         let scan_options = options.clone();
         let scan = tokio::task::spawn_blocking(move || {

@@ -266,14 +266,11 @@ async fn demo_runs_every_scenario_against_the_daemons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_session_shows_a_denial_with_its_reason_and_the_next_steps() {
     let stack = Stack::start().await;
-    let config = stack.config_path.display().to_string();
     let orders = r#"[{"id":"o-1","customer_id":"c-1","amount":3}]"#;
     let script = format!(
         "help\nstart\ncall process_data {{\"records\": {orders}}}\ncall validate_data {{\"records\": {orders}, \"schema\": \"order\"}}\ncall process_data {{\"records\": {orders}}}\nhistory\nquit\n"
     );
-    let session = stack
-        .ctl_with_stdin(&["interactive", "--config", &config], &script)
-        .await;
+    let session = stack.ctl_with_stdin(&["interactive"], &script).await;
     assert_eq!(session.code, 0, "{}", session.text());
     let out = &session.stdout;
     assert!(
