@@ -7,80 +7,13 @@ use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};
 use conductor_proto::v1 as pb;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-struct Daemon {
-    child: Child,
-    url: String,
-    stderr: std::sync::mpsc::Receiver<String>,
-    /// What it logged before it listened.
-    early: Vec<String>,
-}
-
-/// Starts the real binary on port 0 and reads the bound address from its log.
-fn start(config: &Path, audit: &Path, extra: &[&str]) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .args([
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args(["--audit-dir", &audit.display().to_string()])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the orchestrator binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let Ok(line) =
-            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no listening line; log so far: {seen:#?}");
-        };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().expect("address");
-            return Daemon {
-                child,
-                url: format!("http://{addr}"),
-                stderr: rx,
-                early: seen,
-            };
-        }
-        seen.push(line);
-    }
-}
-
-impl Daemon {
-    fn kill(mut self) -> Vec<String> {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-        self.early
-            .into_iter()
-            .chain(self.stderr.try_iter())
-            .collect()
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
+/// The real binary on port 0 (see `common::spawn_orchestrator_binary`).
+fn start(config: &Path, audit: &Path, extra: &[&str]) -> OrchestratorProcess {
+    spawn_orchestrator_binary(config, audit, extra)
 }
 
 async fn call(
@@ -248,7 +181,6 @@ async fn the_binary_refuses_a_broken_chain_unless_told_to_recover() {
     for _ in 0..3 {
         start_workflow(&mut client).await;
     }
-    let _ = daemon.log();
     daemon.kill();
     let file = std::fs::read_dir(&audit)
         .expect("dir")

@@ -1,0 +1,198 @@
+//! Figures 5–7: the policy engine alone (5), start-up over a long audit log (6), and the
+//! orchestrator's memory with many live workflows (7).
+
+use crate::decisions::{self, DecisionFigures};
+use crate::load::{Route, Worker};
+use crate::recovery::{self, StartKind};
+use crate::report::Report;
+use crate::scenario::orchestrator_config;
+use crate::stack::Stack;
+use crate::stats::median;
+use crate::suite::Scale;
+use anyhow::{Result, anyhow};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tonic::transport::Endpoint;
+
+/// Figure 5: p99 per decision with 100 rules, and how flat it stays as history and live workflows grow.
+pub fn policy(report: &mut Report, scale: &Scale) {
+    let run = |h, l| decisions::measure(h, l, scale.decisions, scale.rounds);
+    let by_history: Vec<DecisionFigures> = [10, 1_000, 100_000]
+        .into_iter()
+        .map(|h| run(h, 10))
+        .collect();
+    let by_live: Vec<DecisionFigures> = [10, 1_000, 10_000]
+        .into_iter()
+        .map(|l| run(10, l))
+        .collect();
+    let worst = run(100_000, 10_000);
+    for f in by_history.iter().chain(&by_live).chain([&worst]) {
+        let name = format!(
+            "decision, history {} / live {}: p50 {:.0} ns, mean {:.0} ns; p99",
+            f.history_events, f.live_workflows, f.p50_ns, f.mean_ns
+        );
+        report.info(5, &name, f.p99_ns, "ns");
+    }
+    let p99 = by_history
+        .iter()
+        .chain(&by_live)
+        .chain([&worst])
+        .map(|f| f.p99_ns)
+        .fold(0.0, f64::max);
+    report.goal(
+        5,
+        "decision p99, 100 rules, worst configuration",
+        p99,
+        "ns",
+        "< 2,000 ns".into(),
+        p99 < 2_000.0,
+        false,
+    );
+    let spread = |fs: &[DecisionFigures], key: fn(&DecisionFigures) -> f64| {
+        let max = fs.iter().map(key).fold(0.0, f64::max);
+        let min = fs.iter().map(key).fold(f64::INFINITY, f64::min);
+        max / min
+    };
+    for (name, fs) in [
+        ("history 10 → 100,000", &by_history),
+        ("live workflows 10 → 10,000", &by_live),
+    ] {
+        let mean = spread(fs, |f| f.mean_ns);
+        report.goal(
+            5,
+            &format!("flatness over {name}: max/min mean"),
+            mean,
+            "×",
+            "≤ 1.2".into(),
+            mean <= 1.2,
+            false,
+        );
+        let p99 = spread(fs, |f| f.p99_ns);
+        report.goal(
+            5,
+            &format!("flatness over {name}: max/min p99"),
+            p99,
+            "×",
+            "≤ 1.2".into(),
+            p99 <= 1.2,
+            false,
+        );
+    }
+    report.detail("5_by_history", &by_history);
+    report.detail("5_by_live", &by_live);
+    report.detail("5_worst", worst);
+}
+
+/// Figure 6: generate the log, then time start-ups in a child pinned to one core.
+pub async fn recovery(report: &mut Report, scale: &Scale, stack: &Stack) -> Result<()> {
+    let dir = stack.work_dir.join("recovery-log");
+    let generated =
+        recovery::generate(&dir, scale.recovery_records, scale.recovery_workflows).await?;
+    report.info(
+        6,
+        &format!(
+            "generated records (fsync off; {} workflows, {:.0} MB, {:.1} s)",
+            generated.workflows,
+            generated.bytes as f64 / 1e6,
+            generated.seconds
+        ),
+        generated.records as f64,
+        "records",
+    );
+    let config_file = stack.work_dir.join("recovery-config.json");
+    std::fs::write(&config_file, orchestrator_config(&stack.urls, None))?;
+    let pin = recovery::taskset_available();
+    let times = |kind| -> Result<(f64, f64)> {
+        recovery::time_start(&dir, &config_file, kind, pin)?; // warm-up: the file in the page cache
+        let runs: Vec<_> = (0..scale.recovery_rounds)
+            .map(|_| recovery::time_start(&dir, &config_file, kind, pin))
+            .collect::<Result<_>>()?;
+        Ok((
+            median(runs.iter().map(|r| r.ms)),
+            median(runs.iter().map(|r| r.cpu_ms)),
+        ))
+    };
+    let (audit_ms, audit_cpu) = times(StartKind::Audit)?;
+    let (gateway_ms, gateway_cpu) = times(StartKind::Gateway)?;
+    let cores = if pin {
+        "1 core (taskset -c 0)"
+    } else {
+        "NOT pinned: taskset unavailable"
+    };
+    report.info(
+        6,
+        &format!("audit open alone (scan, parse, chain), {cores}"),
+        audit_ms,
+        "ms",
+    );
+    report.info(
+        6,
+        "Gateway::start replay beyond the audit open",
+        gateway_ms - audit_ms,
+        "ms",
+    );
+    report.goal(
+        6,
+        &format!("start-up, {} records, {cores}", generated.records),
+        gateway_ms / 1000.0,
+        "s",
+        "< 1.5 s (1,000,000 records)".into(),
+        gateway_ms < 1_500.0,
+        true,
+    );
+    report.detail("6_recovery", serde_json::json!({ "generated": generated, "pinned": pin, "audit_open_ms": audit_ms, "audit_open_cpu_ms": audit_cpu, "gateway_start_ms": gateway_ms, "gateway_start_cpu_ms": gateway_cpu }));
+    Ok(())
+}
+
+/// Figure 7: a fresh orchestrator process, `memory_workflows` ad-hoc workflows of 3 calls each.
+pub async fn memory(report: &mut Report, scale: &Scale, stack: &Stack) -> Result<()> {
+    let orchestrator = stack.orchestrator("memory", None)?;
+    let (idle, _) = orchestrator.memory()?;
+    let channel = Endpoint::from_shared(orchestrator.url(0))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let remaining = Arc::new(AtomicUsize::new(scale.memory_workflows));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (channel, remaining) = (channel.clone(), Arc::clone(&remaining));
+        tasks.push(tokio::spawn(async move {
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                // Starts the workflow and calls the prerequisite: then two more calls.
+                let mut worker = Worker::prepare(Route::Orchestrated, channel.clone()).await?;
+                worker.call().await?;
+                worker.call().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| anyhow!("a worker panicked: {e}"))??;
+    }
+    let (rss, peak) = orchestrator.memory()?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let n = scale.memory_workflows;
+    report.info(7, "orchestrator RSS idle", mib(idle), "MiB");
+    report.goal(
+        7,
+        &format!("orchestrator RSS with {n} live workflows × 3 calls"),
+        mib(rss),
+        "MiB",
+        "< 64 MiB (10,000 workflows)".into(),
+        mib(rss) < 64.0,
+        true,
+    );
+    report.info(7, "orchestrator RSS peak (VmHWM)", mib(peak), "MiB");
+    report.info(
+        7,
+        "RSS growth per workflow",
+        (rss.saturating_sub(idle)) as f64 / n as f64 / 1024.0,
+        "KiB",
+    );
+    report.detail("7_memory", serde_json::json!({ "workflows": n, "idle_bytes": idle, "rss_bytes": rss, "peak_bytes": peak }));
+    Ok(())
+}
