@@ -269,36 +269,76 @@ pub struct RunningCall {
     pub call_id: Name,
 }
 
-/// Every call running now, by tool: what exclusive groups are checked against.
+/// Every call running now, by tool and by workflow: what exclusive groups and concurrency limits are
+/// checked against. Every question it answers costs the same however many calls run.
 #[derive(Debug, Clone, Default)]
 pub struct RunningCalls {
-    by_tool: HashMap<Name, Vec<RunningCall>>,
+    by_tool: HashMap<Name, ToolRunning>,
+    total: usize,
+}
+
+/// The running calls of one tool: by call id, and their ids by workflow.
+#[derive(Debug, Clone, Default)]
+struct ToolRunning {
+    calls: HashMap<Name, RunningCall>,
+    by_workflow: HashMap<Name, Vec<Name>>,
 }
 
 impl RunningCalls {
     pub fn insert(&mut self, tool: &Name, call: RunningCall) {
-        self.by_tool.entry(tool.clone()).or_default().push(call);
-    }
-
-    pub fn remove(&mut self, tool: &str, call_id: &str) {
-        if let Some(calls) = self.by_tool.get_mut(tool) {
-            calls.retain(|c| &*c.call_id != call_id);
-            if calls.is_empty() {
-                self.by_tool.remove(tool);
-            }
+        let running = self.by_tool.entry(tool.clone()).or_default();
+        running
+            .by_workflow
+            .entry(call.workflow_id.clone())
+            .or_default()
+            .push(call.call_id.clone());
+        if running.calls.insert(call.call_id.clone(), call).is_none() {
+            self.total += 1;
         }
     }
 
-    pub fn of_tool(&self, tool: &str) -> &[RunningCall] {
-        self.by_tool.get(tool).map(Vec::as_slice).unwrap_or(&[])
+    pub fn remove(&mut self, tool: &str, call_id: &str) {
+        let Some(running) = self.by_tool.get_mut(tool) else {
+            return;
+        };
+        let Some(call) = running.calls.remove(call_id) else {
+            return;
+        };
+        self.total -= 1;
+        if let Some(ids) = running.by_workflow.get_mut(&call.workflow_id) {
+            ids.retain(|id| &**id != call_id);
+            if ids.is_empty() {
+                running.by_workflow.remove(&call.workflow_id);
+            }
+        }
+        if running.calls.is_empty() {
+            self.by_tool.remove(tool);
+        }
+    }
+
+    /// How many calls of `tool` run now.
+    pub fn count(&self, tool: &str) -> usize {
+        self.by_tool.get(tool).map_or(0, |r| r.calls.len())
+    }
+
+    /// A running call of `tool`, anywhere.
+    pub fn any(&self, tool: &str) -> Option<&RunningCall> {
+        self.by_tool.get(tool)?.calls.values().next()
+    }
+
+    /// A running call of `tool` in `workflow_id`.
+    pub fn any_in_workflow(&self, tool: &str, workflow_id: &str) -> Option<&RunningCall> {
+        let running = self.by_tool.get(tool)?;
+        let id = running.by_workflow.get(workflow_id)?.first()?;
+        running.calls.get(id)
     }
 
     pub fn len(&self) -> usize {
-        self.by_tool.values().map(Vec::len).sum()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_tool.is_empty()
+        self.total == 0
     }
 }
 
@@ -449,7 +489,7 @@ fn limit_violations(
 ) {
     let rule_id = limits.rule_id.as_deref().unwrap_or("limits").to_owned();
     if let Some(max) = limits.max_concurrent {
-        let now_running = running.of_tool(call.tool).len();
+        let now_running = running.count(call.tool);
         if now_running >= max as usize {
             out.push(Violation {
                 rule_id: rule_id.clone(),
@@ -544,10 +584,10 @@ fn exclusive_violation(
     call: &CallRequest<'_>,
 ) -> Option<Violation> {
     for member in &group.tools {
-        let blocker = running
-            .of_tool(member)
-            .iter()
-            .find(|r| group.scope == Scope::Global || &*r.workflow_id == call.workflow_id);
+        let blocker = match group.scope {
+            Scope::Global => running.any(member),
+            Scope::Workflow => running.any_in_workflow(member, call.workflow_id),
+        };
         if let Some(blocker) = blocker {
             let scope = match group.scope {
                 Scope::Global => "anywhere in the orchestrator",

@@ -7,6 +7,7 @@ use crate::audit::Outcome;
 use crate::config::{Config, Template};
 use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,10 @@ pub struct Workflow {
     pub steps_done: usize,
     pub error: Option<String>,
     pub violations: u32,
+    /// Where each call sits in `calls`, so that finding one costs the same at any history length.
+    index: HashMap<Name, usize>,
+    /// How many calls wait for approval (kept with every status change, never counted by a scan).
+    waiting: usize,
     /// The tools it may call at all (its template's, its client's allow-list); `None`: any.
     pub allowed: Option<AllowList>,
     /// Per-workflow rate limits.
@@ -116,6 +121,8 @@ impl Workflow {
             steps_done: 0,
             error: None,
             violations: 0,
+            index: HashMap::new(),
+            waiting: 0,
         }
     }
 
@@ -132,15 +139,38 @@ impl Workflow {
         template.steps.get(self.steps_done).map(|s| s.name.as_str())
     }
 
+    /// Adds a call, or sets the status of the call with the same id.
+    pub fn record_call(&mut self, entry: CallEntry) {
+        if self.index.contains_key(&entry.call_id) {
+            let call_id = entry.call_id.clone();
+            self.set_status(&call_id, entry.status);
+            return;
+        }
+        if matches!(entry.status, CallStatus::WaitingApproval { .. }) {
+            self.waiting += 1;
+        }
+        self.index.insert(entry.call_id.clone(), self.calls.len());
+        self.calls.push(entry);
+    }
+
+    /// Changes a call's status (the one way to, so that the count of waiting calls stays right).
+    pub fn set_status(&mut self, call_id: &str, status: CallStatus) -> Option<&mut CallEntry> {
+        let position = *self.index.get(call_id)?;
+        let entry = &mut self.calls[position];
+        let was_waiting = matches!(entry.status, CallStatus::WaitingApproval { .. });
+        let waits = matches!(status, CallStatus::WaitingApproval { .. });
+        self.waiting = self.waiting + usize::from(waits) - usize::from(was_waiting);
+        entry.status = status;
+        Some(entry)
+    }
+
     pub fn call_mut(&mut self, call_id: &str) -> Option<&mut CallEntry> {
-        self.calls.iter_mut().rev().find(|c| &*c.call_id == call_id)
+        let position = *self.index.get(call_id)?;
+        self.calls.get_mut(position)
     }
 
     pub fn waiting_calls(&self) -> usize {
-        self.calls
-            .iter()
-            .filter(|c| matches!(c.status, CallStatus::WaitingApproval { .. }))
-            .count()
+        self.waiting
     }
 
     /// Running or waiting for approval, from the calls it has.

@@ -255,19 +255,16 @@ impl Gateway {
                     approval_id: String::new(),
                 },
             };
-            match workflow.call_mut(&call_id) {
-                Some(entry) => entry.status = status,
-                None => workflow.calls.push(CallEntry {
-                    call_id: call_id.clone(),
-                    tool: tool.clone(),
-                    step: step.map(|s| s.name.clone()),
-                    status,
-                    started_at_ms: now,
-                    duration_us: 0,
-                    approval_id: None,
-                    gate: gate.clone(),
-                }),
-            }
+            workflow.record_call(CallEntry {
+                call_id: call_id.clone(),
+                tool: tool.clone(),
+                step: step.map(|s| s.name.clone()),
+                status,
+                started_at_ms: now,
+                duration_us: 0,
+                approval_id: None,
+                gate: gate.clone(),
+            });
             workflow.refresh_state();
             let event = AuditEvent::CallDecided {
                 workflow_id: spec.workflow_id.clone(),
@@ -456,9 +453,7 @@ impl Gateway {
         let mut state = self.inner.state();
         if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
             workflow.violations += violations.len() as u32;
-            if let Some(entry) = workflow.call_mut(call_id) {
-                entry.status = CallStatus::Denied { violations };
-            }
+            workflow.set_status(call_id, CallStatus::Denied { violations });
             workflow.refresh_state();
         }
     }
@@ -518,14 +513,14 @@ impl Gateway {
         }
         {
             let mut state = self.inner.state();
+            let waiting = CallStatus::WaitingApproval {
+                approval_id: approval.id.clone(),
+            };
             if let Some(entry) = state
                 .workflows
                 .get_mut(spec.workflow_id.as_str())
-                .and_then(|w| w.call_mut(call_id))
+                .and_then(|w| w.set_status(call_id, waiting))
             {
-                entry.status = CallStatus::WaitingApproval {
-                    approval_id: approval.id.clone(),
-                };
                 entry.approval_id = Some(approval.id.clone());
             }
         }

@@ -82,19 +82,16 @@ impl Replayer<'_> {
                     },
                 };
                 let finished = matches!(status, CallStatus::Denied { .. });
-                match workflow.call_mut(call_id) {
-                    Some(entry) => entry.status = status,
-                    None => workflow.calls.push(CallEntry {
-                        call_id: call_id.as_str().into(),
-                        tool: tool.as_str().into(),
-                        step: step.clone(),
-                        status,
-                        started_at_ms: at,
-                        duration_us: 0,
-                        approval_id: None,
-                        gate: gate.clone(),
-                    }),
-                }
+                workflow.record_call(CallEntry {
+                    call_id: call_id.as_str().into(),
+                    tool: tool.as_str().into(),
+                    step: step.clone(),
+                    status,
+                    started_at_ms: at,
+                    duration_us: 0,
+                    approval_id: None,
+                    gate: gate.clone(),
+                });
                 workflow.refresh_state();
                 if finished {
                     self.unfinished.remove(call_id);
@@ -154,15 +151,15 @@ impl Replayer<'_> {
                     four_eyes: *four_eyes,
                     workflow_caller,
                 });
+                let waiting = CallStatus::WaitingApproval {
+                    approval_id: approval_id.clone(),
+                };
                 if let Some(entry) = self
                     .state
                     .workflows
                     .get_mut(workflow_id.as_str())
-                    .and_then(|w| w.call_mut(call_id))
+                    .and_then(|w| w.set_status(call_id, waiting))
                 {
-                    entry.status = CallStatus::WaitingApproval {
-                        approval_id: approval_id.clone(),
-                    };
                     entry.approval_id = Some(approval_id.clone());
                 }
             }
@@ -179,11 +176,12 @@ impl Replayer<'_> {
                     self.unfinished.remove(call_id);
                     if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
                         workflow.violations += 1;
-                        if let Some(entry) = workflow.call_mut(call_id) {
-                            entry.status = CallStatus::Denied {
+                        workflow.set_status(
+                            call_id,
+                            CallStatus::Denied {
                                 violations: Vec::new(),
-                            };
-                        }
+                            },
+                        );
                         workflow.refresh_state();
                     }
                 }
@@ -240,10 +238,9 @@ pub(crate) fn apply_finished(
     result: Option<Value>,
     duration_us: u64,
 ) {
-    let Some(entry) = workflow.call_mut(call_id) else {
+    let Some(entry) = workflow.set_status(call_id, CallStatus::Finished { outcome, error }) else {
         return;
     };
-    entry.status = CallStatus::Finished { outcome, error };
     entry.duration_us = duration_us;
     let tool = entry.tool.clone();
     let step = entry.step.clone();
