@@ -284,3 +284,43 @@ async fn a_dead_tool_server_gives_a_clear_error_and_is_used_again_when_back() {
     });
     assert!(unavailable, "the failed call is audited as unavailable");
 }
+
+#[tokio::test]
+async fn the_orchestrator_forwards_to_each_of_the_five_servers() {
+    let h = Harness::shipped().await;
+    let wf = h.start_workflow("", json!({})).await;
+    let calls = [
+        ("list_schemas", json!({}), "schemas"),
+        ("list_backups", json!({}), "backups"),
+        ("list_notifications", json!({}), "notifications"),
+        ("list_approvals", json!({"pending_only": true}), "approvals"),
+        (
+            "validate_data",
+            json!({"records": customers(), "schema": "customer"}),
+            "records",
+        ),
+        ("process_data", json!({"records": customers()}), "records"),
+    ];
+    for (tool, args, field) in calls {
+        let response = h
+            .call(&wf, tool, args)
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e:?}"));
+        assert!(
+            result_of(&response).get(field).is_some(),
+            "{tool} answers with {field}"
+        );
+    }
+    let servers: std::collections::BTreeSet<String> = h
+        .client
+        .clone()
+        .list_tools(pb::ListToolsRequest {})
+        .await
+        .expect("tools")
+        .into_inner()
+        .tools
+        .into_iter()
+        .map(|t| t.server)
+        .collect();
+    assert_eq!(servers.len(), 5, "{servers:?}");
+}
