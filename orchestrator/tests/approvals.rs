@@ -30,19 +30,7 @@ fn decision(id: &str, approver: &str, reason: &str) -> pb::ApprovalDecisionReque
 async fn an_approved_call_runs_and_records_who_approved() {
     let h = gated("1m", json!({})).await;
     let wf = h.start_workflow("", json!({})).await;
-    let call = {
-        let (h_client, wf) = (h.client.clone(), wf.clone());
-        tokio::spawn(async move {
-            let mut client = h_client;
-            client
-                .call_tool(pb::WorkflowCallRequest {
-                    workflow_id: wf,
-                    tool: "list_backups".into(),
-                    arguments_json: "{}".into(),
-                })
-                .await
-        })
-    };
+    let call = h.spawn_call(&wf, "list_backups", json!({}));
     let pending = h.wait_pending(&wf).await;
     assert_eq!(pending.tool, "list_backups");
     assert_eq!(pending.gate, "listing-needs-approval");
@@ -62,11 +50,7 @@ async fn an_approved_call_runs_and_records_who_approved() {
         .into_inner();
     assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
     assert_eq!(approved.decided_by, "alice");
-    let response = call
-        .await
-        .expect("task")
-        .expect("the call ran")
-        .into_inner();
+    let response = call.await.expect("task").expect("the call ran");
     assert_eq!(
         response.decision.as_ref().map(|d| d.approval_id.as_str()),
         Some(pending.id.as_str())
@@ -127,19 +111,7 @@ async fn an_approved_call_runs_and_records_who_approved() {
 async fn a_denied_call_does_not_run_and_says_who_denied_it() {
     let h = gated("1m", json!({})).await;
     let wf = h.start_workflow("", json!({})).await;
-    let call = {
-        let (client, wf) = (h.client.clone(), wf.clone());
-        tokio::spawn(async move {
-            let mut client = client;
-            client
-                .call_tool(pb::WorkflowCallRequest {
-                    workflow_id: wf,
-                    tool: "list_backups".into(),
-                    arguments_json: "{}".into(),
-                })
-                .await
-        })
-    };
+    let call = h.spawn_call(&wf, "list_backups", json!({}));
     let pending = h.wait_pending(&wf).await;
     h.client
         .clone()
@@ -193,19 +165,7 @@ async fn an_approval_that_times_out_is_a_denial() {
 async fn control_rpcs_need_the_token_and_refusals_are_audited() {
     let h = gated("1m", json!({ "token": "s3cret" })).await;
     let wf = h.start_workflow("", json!({})).await;
-    let call = {
-        let (client, wf) = (h.client.clone(), wf.clone());
-        tokio::spawn(async move {
-            let mut client = client;
-            client
-                .call_tool(pb::WorkflowCallRequest {
-                    workflow_id: wf,
-                    tool: "list_backups".into(),
-                    arguments_json: "{}".into(),
-                })
-                .await
-        })
-    };
+    let call = h.spawn_call(&wf, "list_backups", json!({}));
     let pending = h.wait_pending(&wf).await;
     let missing = h
         .client
@@ -271,19 +231,7 @@ async fn deciding_needs_an_approver_and_a_known_id() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
     let wf = h.start_workflow("", json!({})).await;
-    let call = {
-        let (client, wf) = (h.client.clone(), wf.clone());
-        tokio::spawn(async move {
-            let mut client = client;
-            client
-                .call_tool(pb::WorkflowCallRequest {
-                    workflow_id: wf,
-                    tool: "list_backups".into(),
-                    arguments_json: "{}".into(),
-                })
-                .await
-        })
-    };
+    let call = h.spawn_call(&wf, "list_backups", json!({}));
     let pending = h.wait_pending(&wf).await;
     // No approver given: the gRPC caller's identity (header or peer address) is recorded instead.
     let mut request = Request::new(decision(&pending.id, "", ""));

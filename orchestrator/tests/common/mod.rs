@@ -119,6 +119,22 @@ impl Harness {
             .map(|r| r.into_inner())
     }
 
+    /// Starts a call in a task of its own (for calls that wait, e.g. at an approval gate).
+    pub fn spawn_call(
+        &self,
+        workflow: &str,
+        tool: &str,
+        args: Value,
+    ) -> tokio::task::JoinHandle<Result<pb::WorkflowCallResponse, tonic::Status>> {
+        let mut client = self.client.clone();
+        let request = pb::WorkflowCallRequest {
+            workflow_id: workflow.into(),
+            tool: tool.into(),
+            arguments_json: args.to_string(),
+        };
+        tokio::spawn(async move { client.call_tool(request).await.map(|r| r.into_inner()) })
+    }
+
     /// Every record of the audit log, read from the files.
     pub fn audit_records(&self) -> Vec<AuditRecord> {
         read_audit(&self.orchestrator.audit_dir)
