@@ -243,13 +243,16 @@ pub struct TailArgs {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
+    /// Only this workflow's events.
     #[arg(long)]
     pub workflow: Option<String>,
+    /// Only events about this tool.
     #[arg(long)]
     pub tool: Option<String>,
     /// Event kind, e.g. call_decided, call_finished, approval_decided.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only decisions of this kind.
     #[arg(long, value_enum)]
     pub decision: Option<DecisionFilter>,
     /// A duration back from now (`1h`, `30m`) or an RFC 3339 time.
@@ -258,6 +261,7 @@ pub struct QueryArgs {
     /// A duration back from now or an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
+    /// At most this many events.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
 }
@@ -277,11 +281,13 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Report on this workflow.
     #[arg(long, conflicts_with = "since")]
     pub workflow: Option<String>,
     /// A duration back from now (`24h`) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
+    /// The end of the range: a duration back from now or an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
 }
