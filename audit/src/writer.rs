@@ -2,11 +2,8 @@
 //!
 //! It takes every queued append (up to [`MAX_BATCH`]) at once, chains and hashes them, writes them
 //! with one `write_all` and makes them durable with one `fdatasync`, then acknowledges and
-//! publishes them. A batch that nobody waits on (only `submit`s) is written but its sync is deferred
-//! for up to [`LINGER`]: the next batch with a waiter makes both durable with one sync, so a call
-//! whose decision is submitted before it runs and whose outcome is appended after pays one sync,
-//! not two. It must never leave a partial line behind a failed batch, and never run on (or block) a
-//! tokio worker.
+//! publishes them. It must never leave a partial line behind a failed batch, and never run on (or
+//! block) a tokio worker.
 
 use crate::chain::ChainState;
 use crate::record::write_line;
@@ -17,16 +14,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Most appends in one batch: bounds the write size and the latency of the first waiter.
 pub(crate) const MAX_BATCH: usize = 1024;
-
-/// How long written-but-unsynced submits wait for a batch with a waiter before they are synced (and
-/// published) on their own.
-pub(crate) const LINGER: Duration = Duration::from_micros(500);
 
 /// How an `append` learns that its record is durable (or why not).
 pub(crate) type Ack<E> = oneshot::Sender<Result<Arc<Record<E>>, AuditError>>;
@@ -121,7 +112,6 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
         buf: Vec::with_capacity(256 * 1024),
         shared,
         broadcast,
-        unsynced: Vec::new(),
     };
     std::thread::Builder::new()
         .name("audit-writer".into())
@@ -152,15 +142,12 @@ struct Writer<E> {
     buf: Vec<u8>,
     shared: Arc<Shared>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
-    /// Records written to the current file but not yet synced: published (and counted in
-    /// `last_seq`) only once a sync covers them.
-    unsynced: Vec<Arc<Record<E>>>,
 }
 
 impl<E> Writer<E> {
     fn run(mut self, mut rx: mpsc::Receiver<Command<E>>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = self.next_command(&mut rx) {
+        while let Some(first) = rx.blocking_recv() {
             batch.append(&mut self.retry);
             let mut close = push(&mut batch, first);
             while close.is_none() && batch.len() < MAX_BATCH {
@@ -199,8 +186,6 @@ impl<E> Writer<E> {
             }
             return;
         }
-        // Sync now when someone waits (or when syncs are off anyway); otherwise defer it.
-        let durable_now = !self.config.fsync || batch.iter().any(|p| p.ack.is_some());
         let ts_ms = unix_ms().max(self.last_ts_ms);
         let mut seq = self.chain.next_seq;
         let mut prev = self.chain.prev.clone();
@@ -218,27 +203,21 @@ impl<E> Writer<E> {
             written.push((record, pending.json, pending.ack));
             seq += 1;
         }
-        match self.write_buf(durable_now) {
+        match self.write_buf() {
             Ok(()) => {
                 self.chain = ChainState {
                     next_seq: seq,
                     prev,
                 };
                 self.last_ts_ms = ts_ms;
+                self.shared.last_seq.store(seq - 1, Ordering::Release);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                if durable_now {
-                    self.publish_unsynced();
-                    self.shared.last_seq.store(seq - 1, Ordering::Release);
-                    for (record, _, ack) in written {
-                        let record = Arc::new(record);
-                        let _ = self.broadcast.send(Arc::clone(&record));
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Ok(record));
-                        }
+                for (record, _, ack) in written {
+                    let record = Arc::new(record);
+                    let _ = self.broadcast.send(Arc::clone(&record));
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(record));
                     }
-                } else {
-                    self.unsynced
-                        .extend(written.into_iter().map(|(record, ..)| Arc::new(record)));
                 }
                 self.rotate_if_full();
             }
@@ -260,54 +239,8 @@ impl<E> Writer<E> {
         }
     }
 
-    /// The next command; while unsynced records wait, only for up to [`LINGER`] before syncing them.
-    fn next_command(&mut self, rx: &mut mpsc::Receiver<Command<E>>) -> Option<Command<E>> {
-        if self.unsynced.is_empty() {
-            return rx.blocking_recv();
-        }
-        let deadline = Instant::now() + LINGER;
-        loop {
-            match rx.try_recv() {
-                Ok(command) => return Some(command),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                Err(TryRecvError::Empty) => {
-                    self.sync_unsynced();
-                    return rx.blocking_recv();
-                }
-            }
-        }
-    }
-
-    /// Makes the written-but-unsynced records durable and publishes them. On failure they stay
-    /// unsynced: the next sync of this file covers them.
-    fn sync_unsynced(&mut self) {
-        if self.unsynced.is_empty() {
-            return;
-        }
-        let Some(segment) = &self.segment else { return };
-        match segment.file.sync_data() {
-            Ok(()) => self.publish_unsynced(),
-            Err(error) => {
-                tracing::error!(%error, path = %segment.path.display(), "syncing submitted audit records failed; retrying with the next batch")
-            }
-        }
-    }
-
-    /// Publishes records a sync has just covered, in order.
-    fn publish_unsynced(&mut self) {
-        if let Some(last) = self.unsynced.last() {
-            self.shared.last_seq.store(last.seq, Ordering::Release);
-        }
-        for record in self.unsynced.drain(..) {
-            let _ = self.broadcast.send(record);
-        }
-    }
-
-    /// One `write_all` and, when `sync`, one `fdatasync`; on failure, cuts the file back to where it was.
-    fn write_buf(&mut self, sync: bool) -> Result<(), AuditError> {
+    /// One `write_all` and one `fdatasync`; on failure, cuts the file back to where it was.
+    fn write_buf(&mut self) -> Result<(), AuditError> {
         let segment = match &mut self.segment {
             Some(segment) => segment,
             None => self
@@ -316,7 +249,7 @@ impl<E> Writer<E> {
         };
         let before = segment.len;
         let result = segment.file.write_all(&self.buf).and_then(|()| {
-            if sync && self.config.fsync {
+            if self.config.fsync {
                 segment.file.sync_data()
             } else {
                 Ok(())
@@ -348,11 +281,6 @@ impl<E> Writer<E> {
         if !full {
             return;
         }
-        // Records waiting for a sync are in this file: sync them before it is closed.
-        self.sync_unsynced();
-        if !self.unsynced.is_empty() {
-            return;
-        }
         self.segment = None;
         match OpenSegment::create(&self.config.dir, self.chain.next_seq) {
             Ok(segment) => self.segment = Some(segment),
@@ -374,14 +302,10 @@ impl<E> Writer<E> {
                 );
             }
         }
-        match &self.segment {
-            Some(segment) => match segment.file.sync_all() {
-                Ok(()) => self.publish_unsynced(),
-                Err(error) => {
-                    tracing::error!(%error, path = %segment.path.display(), "final sync of the audit log failed")
-                }
-            },
-            None => self.publish_unsynced(),
+        if let Some(segment) = &self.segment
+            && let Err(error) = segment.file.sync_all()
+        {
+            tracing::error!(%error, path = %segment.path.display(), "final sync of the audit log failed");
         }
     }
 }

@@ -220,37 +220,3 @@ async fn a_second_writer_of_the_same_directory_is_refused_until_the_first_closes
         }
     }
 }
-
-#[tokio::test]
-async fn a_submit_nobody_waits_for_is_still_synced_and_published_soon() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (log, _) = conductor_audit::AuditLog::<serde_json::Value>::open(
-        conductor_audit::AuditOptions::new(dir.path()),
-        |_| {},
-    )
-    .await
-    .expect("open");
-    let mut live = log.subscribe();
-    log.submit(serde_json::json!({"kind": "alone"}))
-        .await
-        .expect("submit");
-    let record = tokio::time::timeout(std::time::Duration::from_secs(10), live.recv())
-        .await
-        .expect("published within the linger")
-        .expect("record");
-    assert_eq!(record.seq, 1);
-    assert_eq!(log.last_seq(), 1, "last_seq counts it once it is durable");
-    // A submit followed by an append: both durable when the append returns, published in order.
-    log.submit(serde_json::json!({"kind": "decided"}))
-        .await
-        .expect("submit");
-    let appended = log
-        .append(serde_json::json!({"kind": "finished"}))
-        .await
-        .expect("append");
-    assert_eq!(appended.seq, 3);
-    assert_eq!(live.recv().await.expect("second").seq, 2);
-    assert_eq!(live.recv().await.expect("third").seq, 3);
-    log.close().await;
-    assert!(conductor_audit::verify_dir(dir.path()).expect("verify").ok);
-}
