@@ -162,62 +162,45 @@ pub async fn spawn_all() -> ToolServers {
     ToolServers { data_dir, servers }
 }
 
-/// The services a server lists over gRPC reflection v1 (sorted).
-pub async fn reflection_services_v1(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut client = ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a reflection message")
-        .expect("a reflection response");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            names
+/// Defines a function that lists a server's services over one version of the reflection protocol: the
+/// two versions' generated types have the same shape but are distinct, so one body serves both.
+macro_rules! reflection_services {
+    ($(#[$doc:meta])* $name:ident, $version:ident) => {
+        $(#[$doc])*
+        pub async fn $name(channel: Channel) -> Vec<String> {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let request = tonic_reflection::pb::$version::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .expect("reflection answers")
+                .into_inner();
+            let response = responses.message().await.expect("a reflection message").expect("a reflection response");
+            match response.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+                    names.sort();
+                    names
+                }
+                other => panic!("unexpected reflection answer {other:?}"),
+            }
         }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    };
 }
 
-/// The services a server lists over gRPC reflection v1alpha, the protocol older clients (grpcurl 1.8) speak.
-pub async fn reflection_services_v1alpha(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let mut client = ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a reflection message")
-        .expect("a reflection response");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            names
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-}
+reflection_services!(
+    /// The services a server lists over gRPC reflection v1 (sorted).
+    reflection_services_v1,
+    v1
+);
+reflection_services!(
+    /// The services a server lists over gRPC reflection v1alpha, the protocol older clients (grpcurl
+    /// 1.8) speak (sorted).
+    reflection_services_v1alpha,
+    v1alpha
+);
