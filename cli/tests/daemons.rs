@@ -327,3 +327,45 @@ async fn ad_hoc_call_prints_its_workflow_and_a_denial_exits_1() {
     }
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reconnects_after_an_orchestrator_restart_without_missing_events() {
+    let mut stack = Stack::start().await;
+    let watch = stack.spawn(&["watch", "--json"]);
+    let before = stack.ctl(&["call", "list_schemas", "--args", "{}"]).await;
+    assert_eq!(before.code, 0, "{}", before.text());
+    watch
+        .wait_for_line("the first call", |l| l.contains("\"call_finished\""))
+        .await;
+
+    stack.restart_orchestrator().await;
+    // Events made while the watcher is still reconnecting must reach it too (it resumes from its last seq).
+    let after = stack.ctl(&["call", "list_backups", "--args", "{}"]).await;
+    assert_eq!(after.code, 0, "{}", after.text());
+    watch
+        .wait_for_line("the call after the restart", |l| {
+            l.contains("\"call_finished\"") && l.contains("list_backups")
+        })
+        .await;
+    let done = watch.kill().await;
+    let seqs: Vec<u64> = done
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    let first = *seqs.first().expect("events");
+    let last = *seqs.last().expect("events");
+    assert_eq!(
+        seqs,
+        (first..=last).collect::<Vec<_>>(),
+        "every event exactly once across the restart\n{}",
+        done.text()
+    );
+    assert!(
+        done.stdout.contains("\"config_loaded\""),
+        "the restart itself is an event: {}",
+        done.text()
+    );
+    stack.stop().await;
+}

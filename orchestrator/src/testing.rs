@@ -63,6 +63,23 @@ pub async fn spawn_with_audit(
     config_path: Option<&Path>,
     audit: AuditOptions,
 ) -> Result<RunningOrchestrator, crate::Error> {
+    spawn_on(
+        config_json,
+        config_path,
+        audit,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+}
+
+/// Like [`spawn_with_audit`], with gRPC on `grpc_addr`: to restart an orchestrator where its clients
+/// expect it (the address of one that was just stopped).
+pub async fn spawn_on(
+    config_json: &str,
+    config_path: Option<&Path>,
+    audit: AuditOptions,
+    grpc_addr: SocketAddr,
+) -> Result<RunningOrchestrator, crate::Error> {
     let config = Config::from_slice(config_json.as_bytes())?;
     let audit_dir = audit.dir.clone();
     let audit_dir = audit_dir.as_path();
@@ -72,7 +89,7 @@ pub async fn spawn_with_audit(
         audit,
     })
     .await?;
-    let grpc = TcpListener::bind("127.0.0.1:0")
+    let grpc = TcpListener::bind(grpc_addr)
         .await
         .map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
     let http = TcpListener::bind("127.0.0.1:0")

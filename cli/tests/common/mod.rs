@@ -102,7 +102,7 @@ pub struct Stack {
     pub config_path: PathBuf,
     pub audit_dir: PathBuf,
     pub url: String,
-    orchestrator: RunningOrchestrator,
+    orchestrator: Option<RunningOrchestrator>,
     servers: ToolServers,
 }
 
@@ -131,9 +131,31 @@ impl Stack {
             dir,
             config_path,
             audit_dir,
-            orchestrator,
+            orchestrator: Some(orchestrator),
             servers,
         }
+    }
+
+    /// Stops the orchestrator (as SIGTERM would) and starts a new one on the same address, with the same
+    /// configuration and audit log: what a client sees across an orchestrator restart.
+    pub async fn restart_orchestrator(&mut self) {
+        let old = self.orchestrator.take().expect("an orchestrator runs");
+        let addr = old.grpc_addr;
+        old.stop().await;
+        let config = std::fs::read_to_string(&self.config_path).expect("config");
+        let audit = conductor_audit::AuditOptions {
+            dir: self.audit_dir.clone(),
+            ..Default::default()
+        };
+        let new = conductor_orchestrator::testing::spawn_on(
+            &config,
+            Some(&self.config_path),
+            audit,
+            addr,
+        )
+        .await
+        .expect("the orchestrator starts again on the same address");
+        self.orchestrator = Some(new);
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -158,7 +180,9 @@ impl Stack {
     }
 
     pub async fn stop(self) {
-        self.orchestrator.stop().await;
+        if let Some(orchestrator) = self.orchestrator {
+            orchestrator.stop().await;
+        }
         self.servers.stop().await;
     }
 }
@@ -232,6 +256,12 @@ impl Running {
                 self.stderr.lock().unwrap().join("\n")
             ),
         }
+    }
+
+    /// Ends the process (for commands that run until stopped, like `watch`) and returns its output.
+    pub async fn kill(mut self) -> Outcome {
+        let _ = self.child.start_kill();
+        self.finish().await
     }
 
     /// Waits for the process to end.
