@@ -74,86 +74,6 @@ pub struct ApprovalGate {
     pub four_eyes: bool,
 }
 
-/// At most `calls` calls per `per`, with bursts of up to `calls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub calls: u32,
-    pub per: Duration,
-}
-
-/// A token bucket: pure arithmetic on the time passed in, so the engine never reads a clock.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenBucket {
-    tokens: f64,
-    updated_ms: i64,
-}
-
-impl TokenBucket {
-    pub fn full(limit: RateLimit, now_ms: i64) -> Self {
-        TokenBucket {
-            tokens: f64::from(limit.calls),
-            updated_ms: now_ms,
-        }
-    }
-
-    fn refill_per_ms(limit: RateLimit) -> f64 {
-        f64::from(limit.calls) / (limit.per.as_millis().max(1) as f64)
-    }
-
-    /// Tokens available at `now_ms`.
-    pub fn available(&self, limit: RateLimit, now_ms: i64) -> f64 {
-        let elapsed = now_ms.saturating_sub(self.updated_ms).max(0) as f64;
-        (self.tokens + elapsed * Self::refill_per_ms(limit)).min(f64::from(limit.calls))
-    }
-
-    /// Milliseconds until one token is available (0 when one is).
-    pub fn retry_after_ms(&self, limit: RateLimit, now_ms: i64) -> u64 {
-        let missing = 1.0 - self.available(limit, now_ms);
-        if missing <= 0.0 {
-            0
-        } else {
-            (missing / Self::refill_per_ms(limit)).ceil() as u64
-        }
-    }
-
-    pub fn take(&mut self, limit: RateLimit, now_ms: i64) {
-        self.tokens = (self.available(limit, now_ms) - 1.0).max(0.0);
-        self.updated_ms = now_ms.max(self.updated_ms);
-    }
-}
-
-/// Token buckets by tool: one set for the whole orchestrator, one per workflow.
-#[derive(Debug, Clone, Default)]
-pub struct Buckets {
-    by_tool: HashMap<Name, TokenBucket>,
-}
-
-impl Buckets {
-    fn retry_after_ms(&self, tool: &str, limit: RateLimit, now_ms: i64) -> u64 {
-        self.by_tool
-            .get(tool)
-            .map_or(0, |b| b.retry_after_ms(limit, now_ms))
-    }
-
-    fn take(&mut self, tool: &Name, limit: RateLimit, now_ms: i64) {
-        self.by_tool
-            .entry(tool.clone())
-            .or_insert_with(|| TokenBucket::full(limit, now_ms))
-            .take(limit, now_ms);
-    }
-}
-
-/// Limits of one tool: concurrency and rates, each from a named rule.
-#[derive(Debug, Clone, Default)]
-pub struct ToolLimits {
-    pub rule_id: Option<Name>,
-    pub max_concurrent: Option<u32>,
-    pub rate: Option<RateLimit>,
-    pub rate_per_workflow: Option<RateLimit>,
-    /// Per-call time-out, overriding the server's.
-    pub timeout: Option<Duration>,
-}
-
 /// The tools a workflow may call at all, and why (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowList {
@@ -231,117 +151,6 @@ impl PolicySet {
     }
 }
 
-/// What one tool has done so far in one workflow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ToolTally {
-    pub finished: u32,
-    pub succeeded: u32,
-    /// The outcome of the most recent finished call; conditional rules look at this one.
-    pub last_succeeded: bool,
-}
-
-/// A workflow's history as the engine needs it: a tally per tool, updated as calls finish. Its size
-/// grows with the number of distinct tools, never with the number of calls.
-#[derive(Debug, Clone, Default)]
-pub struct WorkflowHistory {
-    tools: HashMap<Name, ToolTally>,
-}
-
-impl WorkflowHistory {
-    pub fn record(&mut self, tool: &Name, succeeded: bool) {
-        let tally = self.tools.entry(tool.clone()).or_default();
-        tally.finished = tally.finished.saturating_add(1);
-        if succeeded {
-            tally.succeeded = tally.succeeded.saturating_add(1);
-        }
-        tally.last_succeeded = succeeded;
-    }
-
-    pub fn tally(&self, tool: &str) -> ToolTally {
-        self.tools.get(tool).copied().unwrap_or_default()
-    }
-}
-
-/// A call that is running now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningCall {
-    pub workflow_id: Name,
-    pub call_id: Name,
-}
-
-/// Every call running now, by tool and by workflow: what exclusive groups and concurrency limits are
-/// checked against. Every question it answers costs the same however many calls run.
-#[derive(Debug, Clone, Default)]
-pub struct RunningCalls {
-    by_tool: HashMap<Name, ToolRunning>,
-    total: usize,
-}
-
-/// The running calls of one tool: by call id, and their ids by workflow.
-#[derive(Debug, Clone, Default)]
-struct ToolRunning {
-    calls: HashMap<Name, RunningCall>,
-    by_workflow: HashMap<Name, Vec<Name>>,
-}
-
-impl RunningCalls {
-    pub fn insert(&mut self, tool: &Name, call: RunningCall) {
-        let running = self.by_tool.entry(tool.clone()).or_default();
-        running
-            .by_workflow
-            .entry(call.workflow_id.clone())
-            .or_default()
-            .push(call.call_id.clone());
-        if running.calls.insert(call.call_id.clone(), call).is_none() {
-            self.total += 1;
-        }
-    }
-
-    pub fn remove(&mut self, tool: &str, call_id: &str) {
-        let Some(running) = self.by_tool.get_mut(tool) else {
-            return;
-        };
-        let Some(call) = running.calls.remove(call_id) else {
-            return;
-        };
-        self.total -= 1;
-        if let Some(ids) = running.by_workflow.get_mut(&call.workflow_id) {
-            ids.retain(|id| &**id != call_id);
-            if ids.is_empty() {
-                running.by_workflow.remove(&call.workflow_id);
-            }
-        }
-        if running.calls.is_empty() {
-            self.by_tool.remove(tool);
-        }
-    }
-
-    /// How many calls of `tool` run now.
-    pub fn count(&self, tool: &str) -> usize {
-        self.by_tool.get(tool).map_or(0, |r| r.calls.len())
-    }
-
-    /// A running call of `tool`, anywhere.
-    pub fn any(&self, tool: &str) -> Option<&RunningCall> {
-        self.by_tool.get(tool)?.calls.values().next()
-    }
-
-    /// A running call of `tool` in `workflow_id`.
-    pub fn any_in_workflow(&self, tool: &str, workflow_id: &str) -> Option<&RunningCall> {
-        let running = self.by_tool.get(tool)?;
-        let id = running.by_workflow.get(workflow_id)?.first()?;
-        running.calls.get(id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-}
-
 /// The call being decided.
 #[derive(Debug, Clone)]
 pub struct CallRequest<'a> {
@@ -355,32 +164,6 @@ pub struct CallRequest<'a> {
     pub allowed: Option<&'a AllowList>,
     /// Now, for rate limits (passed in: the engine never reads a clock).
     pub now_ms: i64,
-}
-
-/// The rate-limit state a decision reads: the orchestrator's buckets and the workflow's.
-#[derive(Debug, Clone, Copy)]
-pub struct RateState<'a> {
-    pub global: &'a Buckets,
-    pub workflow: &'a Buckets,
-}
-
-/// Takes a token from every bucket that limits an allowed call.
-pub fn consume(
-    policies: &PolicySet,
-    tool: &Name,
-    global: &mut Buckets,
-    workflow: &mut Buckets,
-    now_ms: i64,
-) {
-    let Some(limits) = policies.tool(tool).map(|p| &p.limits) else {
-        return;
-    };
-    if let Some(limit) = limits.rate {
-        global.take(tool, limit, now_ms);
-    }
-    if let Some(limit) = limits.rate_per_workflow {
-        workflow.take(tool, limit, now_ms);
-    }
 }
 
 /// One rule that blocks a call, and what would unblock it.
@@ -444,7 +227,7 @@ pub fn decide(
                 violations.push(violation);
             }
         }
-        limit_violations(&policy.limits, running, rates, call, &mut violations);
+        limits::limit_violations(&policy.limits, running, rates, call, &mut violations);
     }
     if !violations.is_empty() {
         return Decision::Deny { violations };
@@ -477,60 +260,6 @@ fn allow_list_violation(tool: &str, allowed: &AllowList) -> Violation {
         ),
         required_tools: Vec::new(),
         retry_after_ms: None,
-    }
-}
-
-fn limit_violations(
-    limits: &ToolLimits,
-    running: &RunningCalls,
-    rates: RateState<'_>,
-    call: &CallRequest<'_>,
-    out: &mut Vec<Violation>,
-) {
-    let rule_id = limits.rule_id.as_deref().unwrap_or("limits").to_owned();
-    if let Some(max) = limits.max_concurrent {
-        let now_running = running.count(call.tool);
-        if now_running >= max as usize {
-            out.push(Violation {
-                rule_id: rule_id.clone(),
-                rule_kind: RuleKind::Concurrency,
-                tool: call.tool.to_owned(),
-                message: format!(
-                    "{} allows at most {max} call(s) at a time and {now_running} are running",
-                    call.tool
-                ),
-                unblock_hint: format!("wait: retry when a running {} call has finished", call.tool),
-                required_tools: Vec::new(),
-                retry_after_ms: None,
-            });
-        }
-    }
-    let buckets = [
-        (limits.rate, rates.global, "across the orchestrator"),
-        (limits.rate_per_workflow, rates.workflow, "in this workflow"),
-    ];
-    for (limit, buckets, scope) in buckets {
-        let Some(limit) = limit else { continue };
-        let retry = buckets.retry_after_ms(call.tool, limit, call.now_ms);
-        if retry > 0 {
-            out.push(Violation {
-                rule_id: rule_id.clone(),
-                rule_kind: RuleKind::RateLimit,
-                tool: call.tool.to_owned(),
-                message: format!(
-                    "{} is limited to {} call(s) per {} {scope}, and the limit is reached",
-                    call.tool,
-                    limit.calls,
-                    humantime::format_duration(limit.per)
-                ),
-                unblock_hint: format!(
-                    "retry in {}",
-                    humantime::format_duration(Duration::from_millis(retry))
-                ),
-                required_tools: Vec::new(),
-                retry_after_ms: Some(retry),
-            });
-        }
     }
 }
 
@@ -616,6 +345,12 @@ fn exclusive_violation(
     }
     None
 }
+
+mod limits;
+mod state;
+
+pub use limits::{Buckets, RateLimit, RateState, TokenBucket, ToolLimits, consume};
+pub use state::{RunningCall, RunningCalls, ToolTally, WorkflowHistory};
 
 #[cfg(test)]
 mod tests;
