@@ -5,6 +5,8 @@
 
 mod check;
 mod raw;
+mod rules;
+mod templates;
 
 use crate::policy::{AllowList, ApprovalGate, Name, PolicySet, Scope};
 use sha2::{Digest, Sha256};

@@ -1,0 +1,127 @@
+//! Checking the `templates` of a configuration: names, references, tools, and a simulated run through
+//! the policy engine that finds steps an ordering rule would always deny.
+
+use super::check::{Checker, valid_name};
+use super::raw::RawConfig;
+use super::{Step, Template, ToolRoute};
+use crate::policy::{
+    self, AllowList, ApprovalGate, Buckets, CallRequest, Decision, Name, PolicySet, RateState,
+    RunningCalls, WorkflowHistory,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) fn check_templates(
+    c: &mut Checker,
+    raw: &RawConfig,
+    tools: &BTreeMap<Name, ToolRoute>,
+    policies: &PolicySet,
+    approval_timeout: Duration,
+) -> BTreeMap<String, Arc<Template>> {
+    let mut templates = BTreeMap::new();
+    for (name, template) in &raw.templates {
+        let path = format!("templates.{name}");
+        if !valid_name(name) {
+            c.problem(
+                &path,
+                "a template name uses letters, digits, '_', '-' and '.' only",
+            );
+        }
+        if template.steps.is_empty() {
+            c.problem(
+                format!("{path}.steps"),
+                "a template needs at least one step",
+            );
+        }
+        let mut steps = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, step) in template.steps.iter().enumerate() {
+            let step_path = format!("{path}.steps[{i}]");
+            if !valid_name(&step.name) {
+                c.problem(
+                    format!("{step_path}.name"),
+                    "a step name uses letters, digits, '_', '-' and '.' only",
+                );
+            } else if !seen.insert(step.name.as_str()) {
+                c.problem(
+                    format!("{step_path}.name"),
+                    format!("duplicate step name {:?}", step.name),
+                );
+            }
+            if let Err(message) =
+                crate::template::check_references(&step.arguments, &seen, &step.name)
+            {
+                c.problem(format!("{step_path}.arguments"), message);
+            }
+            let Some(tool) = c.tool(tools, format!("{step_path}.tool"), &step.tool) else {
+                continue;
+            };
+            let timeout = c.duration(
+                format!("{step_path}.approval_timeout"),
+                step.approval_timeout.as_deref(),
+                approval_timeout,
+            );
+            let gate = step.approval.then(|| ApprovalGate {
+                id: format!("{name}.{}", step.name).into(),
+                timeout,
+                four_eyes: step.four_eyes,
+            });
+            steps.push(Step {
+                name: step.name.clone(),
+                tool,
+                arguments: step.arguments.clone(),
+                gate,
+            });
+        }
+        simulate(c, &path, &steps, policies);
+        let allowed = AllowList {
+            source: format!("template {name}"),
+            tools: steps.iter().map(|s| s.tool.clone()).collect(),
+        };
+        let template = Template {
+            name: name.clone(),
+            description: template.description.clone(),
+            steps,
+            allowed,
+        };
+        templates.insert(name.clone(), Arc::new(template));
+    }
+    templates
+}
+
+/// Runs a template's steps through the policy engine, each succeeding, with nothing else running: a step
+/// an ordering rule would deny can never run, so the template is broken.
+fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
+    let mut history = WorkflowHistory::default();
+    let running = RunningCalls::default();
+    let buckets = Buckets::default();
+    let rates = RateState {
+        global: &buckets,
+        workflow: &buckets,
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let call = CallRequest {
+            workflow_id: "check",
+            tool: &step.tool,
+            step_gate: None,
+            approval_granted: true,
+            allowed: None,
+            now_ms: 0,
+        };
+        if let Decision::Deny { violations } =
+            policy::decide(policies, &history, &running, rates, &call)
+        {
+            for v in violations {
+                c.problem(
+                    format!("{path}.steps[{i}]"),
+                    format!(
+                        "step {:?} breaks rule {:?}: {} ({})",
+                        step.name, v.rule_id, v.message, v.unblock_hint
+                    ),
+                );
+            }
+        }
+        history.record(&step.tool, true);
+    }
+}
