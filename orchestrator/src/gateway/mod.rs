@@ -7,10 +7,13 @@
 
 mod call;
 mod control;
+mod gate;
 mod replay;
+mod view;
 
 pub use call::{CallReport, CallResult, CallSpec};
-pub use control::{Outlook, StatusSnapshot, WorkflowView, constant_time_eq};
+pub use control::constant_time_eq;
+pub use view::{Outlook, StatusSnapshot, WorkflowView};
 
 use crate::approval::Approvals;
 use crate::audit::{AuditEvent, AuditLog, Outcome};

@@ -1,0 +1,228 @@
+//! Read-only views of the state for the fronts: a workflow with its history and outlook, workflow
+//! lists, and the dashboard's status snapshot. Each is copied out under one short lock.
+
+use super::{Gateway, now_ms};
+use crate::error::Error;
+use crate::metrics::{RuleStats, ToolStats};
+use crate::workflow::{CallEntry, Workflow, WorkflowState};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A copy of a workflow for display, taken under the lock.
+#[derive(Debug, Clone)]
+pub struct WorkflowView {
+    pub id: String,
+    pub template: Option<String>,
+    pub state: WorkflowState,
+    pub steps_done: usize,
+    pub steps_total: usize,
+    pub next_step: Option<String>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub duration_ms: u64,
+    pub caller: String,
+    pub error: Option<String>,
+    pub config_version: String,
+    pub violations: u32,
+    /// The call history, when asked for.
+    pub calls: Option<Vec<CallEntry>>,
+    pub outputs: Option<Map<String, Value>>,
+    /// What the engine would decide now for each tool the workflow may call, when asked for.
+    pub outlook: Option<Vec<Outlook>>,
+}
+
+/// What the engine would decide now for one tool: so a person or an agent sees the next allowed steps.
+#[derive(Debug, Clone)]
+pub struct Outlook {
+    pub tool: String,
+    pub decision: crate::audit::DecisionKind,
+    pub hint: String,
+}
+
+impl WorkflowView {
+    pub(crate) fn of(workflow: &Workflow, with_history: bool, now: i64) -> Self {
+        WorkflowView {
+            id: workflow.id.to_string(),
+            template: workflow.template.as_ref().map(|t| t.name.clone()),
+            state: workflow.state,
+            steps_done: workflow.steps_done,
+            steps_total: workflow.steps_total(),
+            next_step: workflow.next_step().map(str::to_owned),
+            started_at_ms: workflow.started_at_ms,
+            finished_at_ms: workflow.finished_at_ms,
+            duration_ms: workflow.duration_ms(now),
+            caller: workflow.caller.clone(),
+            error: workflow.error.clone(),
+            config_version: workflow.config.version.clone(),
+            violations: workflow.violations,
+            calls: with_history.then(|| workflow.calls.clone()),
+            outputs: with_history.then(|| workflow.outputs.clone()),
+            outlook: None,
+        }
+    }
+}
+
+/// Asks the engine about every tool the workflow may call, without changing anything.
+fn outlook(state: &super::State, workflow: &Workflow, now: i64) -> Vec<Outlook> {
+    use crate::audit::DecisionKind;
+    use crate::policy::{CallRequest, Decision, RateState, decide};
+    let config = &workflow.config;
+    let rates = RateState {
+        global: &state.buckets,
+        workflow: &workflow.buckets,
+    };
+    config
+        .tools
+        .keys()
+        .filter(|tool| {
+            workflow
+                .allowed
+                .as_ref()
+                .is_none_or(|a| a.tools.contains(*tool))
+        })
+        .map(|tool| {
+            let request = CallRequest {
+                workflow_id: &workflow.id,
+                tool,
+                step_gate: None,
+                approval_granted: false,
+                allowed: None,
+                now_ms: now,
+            };
+            let (decision, hint) = match decide(
+                &config.policies,
+                &workflow.history,
+                &state.running,
+                rates,
+                &request,
+            ) {
+                Decision::Allow => (DecisionKind::Allow, String::new()),
+                Decision::NeedsApproval { gate } => (
+                    DecisionKind::NeedsApproval,
+                    format!("waits for approval (gate {})", gate.id),
+                ),
+                Decision::Deny { violations } => (
+                    DecisionKind::Deny,
+                    violations
+                        .iter()
+                        .map(|v| v.unblock_hint.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            Outlook {
+                tool: tool.to_string(),
+                decision,
+                hint,
+            }
+        })
+        .collect()
+}
+
+/// The dashboard's figures.
+#[derive(Debug, Clone)]
+pub struct StatusSnapshot {
+    pub active_workflows: u32,
+    pub completed_today: u32,
+    pub failed_today: u32,
+    pub policy_violations: u64,
+    pub pending_approvals: u32,
+    /// The most recently started workflows first (active ones before finished ones).
+    pub workflows: Vec<WorkflowView>,
+    pub tools: BTreeMap<String, ToolStats>,
+    pub rules: BTreeMap<String, RuleStats>,
+    pub last_seq: u64,
+    pub config_version: String,
+    pub now_ms: i64,
+}
+
+impl Gateway {
+    pub fn workflow(&self, id: &str, with_history: bool) -> Result<WorkflowView, Error> {
+        let now = now_ms();
+        let state = self.inner.state();
+        let workflow = state
+            .workflows
+            .get(id)
+            .ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
+        let mut view = WorkflowView::of(workflow, with_history, now);
+        if with_history && !workflow.state.is_finished() {
+            view.outlook = Some(outlook(&state, workflow, now));
+        }
+        Ok(view)
+    }
+
+    /// Workflows, most recently started first.
+    pub fn workflows(&self, active_only: bool, limit: usize) -> Vec<WorkflowView> {
+        let now = now_ms();
+        let state = self.inner.state();
+        let mut list: Vec<&Workflow> = state
+            .workflows
+            .values()
+            .filter(|w| !active_only || !w.state.is_finished())
+            .collect();
+        list.sort_by(|a, b| {
+            b.started_at_ms
+                .cmp(&a.started_at_ms)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        list.into_iter()
+            .take(limit)
+            .map(|w| WorkflowView::of(w, false, now))
+            .collect()
+    }
+
+    pub fn status(&self, recent: usize) -> StatusSnapshot {
+        let now = now_ms();
+        let day_start = now - now.rem_euclid(DAY_MS);
+        let (active, completed, failed, workflows) = {
+            let state = self.inner.state();
+            let mut active = 0;
+            let mut completed = 0;
+            let mut failed = 0;
+            for w in state.workflows.values() {
+                match w.state {
+                    WorkflowState::Running | WorkflowState::WaitingApproval => active += 1,
+                    WorkflowState::Completed if w.finished_at_ms.unwrap_or(0) >= day_start => {
+                        completed += 1
+                    }
+                    WorkflowState::Failed | WorkflowState::Cancelled
+                        if w.finished_at_ms.unwrap_or(0) >= day_start =>
+                    {
+                        failed += 1
+                    }
+                    _ => {}
+                }
+            }
+            let mut list: Vec<&Workflow> = state.workflows.values().collect();
+            list.sort_by(|a, b| {
+                a.state
+                    .is_finished()
+                    .cmp(&b.state.is_finished())
+                    .then_with(|| b.started_at_ms.cmp(&a.started_at_ms))
+                    .then_with(|| b.id.cmp(&a.id))
+            });
+            let views = list
+                .into_iter()
+                .take(recent)
+                .map(|w| WorkflowView::of(w, false, now))
+                .collect::<Vec<_>>();
+            (active, completed, failed, views)
+        };
+        StatusSnapshot {
+            active_workflows: active,
+            completed_today: completed,
+            failed_today: failed,
+            policy_violations: self.inner.metrics.total_violations(),
+            pending_approvals: u32::try_from(self.inner.approvals.pending().len())
+                .unwrap_or(u32::MAX),
+            workflows,
+            tools: self.inner.metrics.tools(),
+            rules: self.inner.metrics.rules(),
+            last_seq: self.inner.audit.last_seq(),
+            config_version: self.config().version.clone(),
+            now_ms: now,
+        }
+    }
+}
