@@ -8,7 +8,7 @@ mod mcp_support;
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};
 use conductor_orchestrator::gateway::{CallResult, CallSpec};
 use conductor_orchestrator::{Error, testing};
-use mcp_support::{python, script, shipped_config};
+use mcp_support::{python, script, shipped_config, text};
 use rmcp::RoleClient;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -41,15 +41,6 @@ async fn call(
         .call_tool(params)
         .await
         .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"))
-}
-
-fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The downstream's process id, from the `pid` tool.

@@ -4,27 +4,11 @@
 mod mcp_support;
 
 use conductor_orchestrator::testing;
-use mcp_support::{INITIALIZE, raw_post, shipped_config};
+use mcp_support::{INITIALIZE, params, raw_post, shipped_config, text};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn params(tool: &str, arguments: Value) -> CallToolRequestParams {
-    let mut params = CallToolRequestParams::new(tool.to_owned());
-    params.arguments = arguments.as_object().cloned();
-    params
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origins_are_refused_and_loopback_origins_pass() {

@@ -13,6 +13,23 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The text parts of a tool result, one per line.
+pub fn text(result: &rmcp::model::CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `tools/call` request for `tool` with the JSON object `arguments`.
+pub fn params(tool: &str, arguments: Value) -> rmcp::model::CallToolRequestParams {
+    let mut params = rmcp::model::CallToolRequestParams::new(tool.to_owned());
+    params.arguments = arguments.as_object().cloned();
+    params
+}
+
 /// Every wait in these tests is bounded by this, so a failure is an error, not a hung test.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
