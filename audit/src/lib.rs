@@ -13,6 +13,7 @@
 //! - `writer`: the group-commit writer thread.
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
+//! - `tagged`: [`KindTagged`], events as `kind`-tagged objects read in one pass.
 
 mod chain;
 mod error;
@@ -23,6 +24,7 @@ mod options;
 mod read;
 mod record;
 mod segment;
+mod tagged;
 mod writer;
 
 pub use chain::{VerifyReport, verify_dir};
@@ -32,3 +34,4 @@ pub use open::OpenReport;
 pub use options::AuditOptions;
 pub use read::read_from;
 pub use record::{GENESIS_PREV, LineHeader, Record, line_hash, parse_line};
+pub use tagged::{KIND, KindTagged};

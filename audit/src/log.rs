@@ -61,7 +61,7 @@ where
     /// fails, `replay` may already have seen the records before the failure.
     pub async fn open(
         options: AuditOptions,
-        mut replay: impl FnMut(&Record<E>),
+        mut replay: impl FnMut(Record<E>),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
         let dir = options.dir.clone();
@@ -69,16 +69,20 @@ where
             .await
             .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
         let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<E>>>(4);
+        // Emptied batches go back to the scan, so their buffers are reused rather than reallocated.
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<E>>>(4);
         let scan_options = options.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(REPLAY_BATCH);
-            let result = open::scan::<E>(&scan_options, |record| {
-                batch.push(record);
-                if batch.len() == REPLAY_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
-                    batch_tx
-                        .blocking_send(full)
-                        .map_err(|_| AuditError::Closed)?;
+            let (filling, sender) = (&mut batch, &batch_tx);
+            let result = open::scan::<E>(&scan_options, move |record| {
+                filling.push(record);
+                if filling.len() == REPLAY_BATCH {
+                    let next = spare_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
+                    let full = std::mem::replace(filling, next);
+                    sender.blocking_send(full).map_err(|_| AuditError::Closed)?;
                 }
                 Ok(())
             });
@@ -89,8 +93,9 @@ where
             }
             result
         });
-        while let Some(batch) = batch_rx.recv().await {
-            batch.iter().for_each(&mut replay);
+        while let Some(mut batch) = batch_rx.recv().await {
+            batch.drain(..).for_each(&mut replay);
+            let _ = spare_tx.try_send(batch);
         }
         let (report, resume) = scan
             .await

@@ -27,6 +27,7 @@ pub fn read_from<E: DeserializeOwned>(
         segments,
         current: None,
         from_seq,
+        scratch: Vec::new(),
         _event: PhantomData,
     })
 }
@@ -36,6 +37,7 @@ struct Records<E> {
     segments: Vec<Segment>,
     current: Option<(Segment, LineReader)>,
     from_seq: u64,
+    scratch: Vec<u8>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -66,7 +68,7 @@ impl<E: DeserializeOwned> Records<E> {
                 continue;
             }
             let decoded = if info.complete {
-                decode_record::<E>(line)
+                decode_record::<E>(line, &mut self.scratch)
             } else {
                 Err("incomplete line (no newline) at the end of a file that is not the last".into())
             };

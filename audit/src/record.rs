@@ -87,49 +87,97 @@ pub fn parse_line(line: &[u8]) -> Result<LineHeader, String> {
 }
 
 /// Decodes a whole record, checking the same shape as [`parse_line`]; returns where the hashed
-/// prefix ends. One JSON parse, because start-up replays every line.
+/// prefix ends. Start-up and catch-up read every line, so a line in the writer's own layout is
+/// split without a parse and only its event is parsed, from `scratch` (reused between calls);
+/// any other layout gets the full parse.
 pub(crate) fn decode_record<E: DeserializeOwned>(
     line: &[u8],
+    scratch: &mut Vec<u8>,
 ) -> Result<(Record<E>, usize), String> {
     let line = strip_newline(line);
+    if let Some(layout) = Layout::split(line) {
+        scratch.clear();
+        scratch.push(b'{');
+        scratch.extend_from_slice(layout.fields);
+        scratch.push(b'}');
+        let event = serde_json::from_slice(scratch).map_err(|e| e.to_string())?;
+        let record = Record {
+            seq: layout.seq,
+            ts_ms: layout.ts_ms,
+            prev: layout.prev.to_string(),
+            event,
+            hash: layout.hash.to_string(),
+        };
+        return Ok((record, layout.body_end));
+    }
     let record: Record<E> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     let body_end = check_hash_position(line, &record.hash, &record.prev)?;
     Ok((record, body_end))
+}
+
+/// A line laid out exactly as the writer writes it, split without a JSON parse:
+/// `{"seq":N,"ts_ms":T,"prev":"<hex>"[,<fields>],"hash":"<hex>"}`.
+struct Layout<'a> {
+    seq: u64,
+    ts_ms: i64,
+    prev: &'a str,
+    /// The event's fields (without braces), or empty.
+    fields: &'a [u8],
+    hash: &'a str,
+    body_end: usize,
+}
+
+impl<'a> Layout<'a> {
+    /// `None` when the line is in any other layout (callers fall back to a full parse). `line`
+    /// has no trailing newline.
+    fn split(line: &'a [u8]) -> Option<Self> {
+        let rest = line.strip_prefix(b"{\"seq\":")?;
+        let (seq, rest) = split_number(rest)?;
+        let rest = rest.strip_prefix(b",\"ts_ms\":")?;
+        let negative = rest.starts_with(b"-");
+        let (ts_ms, rest) = split_number(&rest[usize::from(negative)..])?;
+        let rest = rest.strip_prefix(b",\"prev\":\"")?;
+        let prev = std::str::from_utf8(rest.get(..64)?).ok()?;
+        if rest.get(64..66)? != b"\"," {
+            return None;
+        }
+        let header_end = line.len() - rest.len() + 65;
+        let hash_start = line.len().checked_sub(66)?;
+        let hash = std::str::from_utf8(&line[hash_start..line.len() - 2]).ok()?;
+        let body_end = hash_start.checked_sub(HASH_MARKER.len())?;
+        if body_end < header_end
+            || &line[body_end..hash_start] != HASH_MARKER
+            || !line.ends_with(b"\"}")
+        {
+            return None;
+        }
+        if !is_hex64(prev) || !is_hex64(hash) {
+            return None;
+        }
+        let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+        let ts_ms: i64 = std::str::from_utf8(ts_ms).ok()?.parse().ok()?;
+        Some(Layout {
+            seq,
+            ts_ms: if negative { -ts_ms } else { ts_ms },
+            prev,
+            // After the header's comma; empty when the event has no fields.
+            fields: line.get(header_end + 1..body_end).unwrap_or_default(),
+            hash,
+            body_end,
+        })
+    }
 }
 
 /// The chain fields of a line laid out exactly as the writer writes it, read without a JSON parse
 /// (start-up reads every line; the full decode runs on another thread). `None` when the line is
 /// in any other layout: callers fall back to [`parse_line`].
 pub(crate) fn fast_header(line: &[u8]) -> Option<LineHeader> {
-    let line = strip_newline(line);
-    let rest = line.strip_prefix(b"{\"seq\":")?;
-    let (seq, rest) = split_number(rest)?;
-    let rest = rest.strip_prefix(b",\"ts_ms\":")?;
-    let (_, rest) = split_number(rest.strip_prefix(b"-").unwrap_or(rest))?;
-    let rest = rest.strip_prefix(b",\"prev\":\"")?;
-    let prev = std::str::from_utf8(rest.get(..64)?).ok()?;
-    if rest.get(64..66)? != b"\"," {
-        return None;
-    }
-    let header_end = line.len() - rest.len() + 65;
-    let hash_start = line.len().checked_sub(66)?;
-    let hash = std::str::from_utf8(&line[hash_start..line.len() - 2]).ok()?;
-    let body_end = hash_start.checked_sub(HASH_MARKER.len())?;
-    if body_end < header_end
-        || &line[body_end..hash_start] != HASH_MARKER
-        || !line.ends_with(b"\"}")
-    {
-        return None;
-    }
-    if !is_hex64(prev) || !is_hex64(hash) {
-        return None;
-    }
-    let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+    let layout = Layout::split(strip_newline(line))?;
     Some(LineHeader {
-        seq,
-        prev: prev.to_string(),
-        hash: hash.to_string(),
-        body_end,
+        seq: layout.seq,
+        prev: layout.prev.to_string(),
+        hash: layout.hash.to_string(),
+        body_end: layout.body_end,
     })
 }
 
@@ -271,16 +319,44 @@ mod tests {
         expected.push(b'\n');
         assert_eq!(line, expected);
         assert_eq!(line_hash(&line[..header.body_end]), header.hash);
-        let (decoded, body_end) = decode_record::<Ev>(&line).unwrap();
+        let (decoded, body_end) = decode_record::<Ev>(&line, &mut Vec::new()).unwrap();
         assert_eq!((decoded, body_end), (record, header.body_end));
         assert_eq!(fast_header(&line), Some(header));
         assert_eq!(leading_seq(&line), Some(1));
     }
 
     #[test]
+    fn the_split_and_the_full_parse_decode_the_same_record() {
+        let mut line = Vec::new();
+        write_line(
+            &mut line,
+            7,
+            -5,
+            GENESIS_PREV,
+            &encode_event(&Ev::Ping { n: 3 }).unwrap(),
+        );
+        let (fast, fast_end) = decode_record::<Ev>(&line, &mut Vec::new()).unwrap();
+        assert_eq!(
+            (fast.seq, fast.ts_ms, &fast.event),
+            (7, -5, &Ev::Ping { n: 3 })
+        );
+        // Any other layout (here a space after the colon) takes the full parse.
+        let spaced = String::from_utf8(line.clone())
+            .unwrap()
+            .replacen(":7,", ": 7,", 1);
+        assert!(Layout::split(strip_newline(spaced.as_bytes())).is_none());
+        let (full, full_end) = decode_record::<Ev>(spaced.as_bytes(), &mut Vec::new()).unwrap();
+        assert_eq!((full, full_end), (fast, fast_end + 1));
+        let broken = String::from_utf8(line)
+            .unwrap()
+            .replacen("\"n\":3", "\"n\":", 1);
+        assert!(decode_record::<Ev>(broken.as_bytes(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
     fn an_event_without_fields_besides_its_tag_round_trips() {
         let line = line_for(&Ev::Empty {});
-        let (decoded, _) = decode_record::<Ev>(&line).unwrap();
+        let (decoded, _) = decode_record::<Ev>(&line, &mut Vec::new()).unwrap();
         assert_eq!(decoded.event, Ev::Empty {});
     }
 
@@ -307,7 +383,7 @@ mod tests {
         let mut buf = Vec::new();
         let ev = encode_event(&json!({"kind": "ping", "n": 2, "added_later": [1]})).unwrap();
         write_line(&mut buf, 1, 0, GENESIS_PREV, &ev);
-        let (decoded, _) = decode_record::<Ev>(&buf).unwrap();
+        let (decoded, _) = decode_record::<Ev>(&buf, &mut Vec::new()).unwrap();
         assert_eq!(decoded.event, Ev::Ping { n: 2 });
     }
 

@@ -61,7 +61,7 @@ async fn opening_a_million_records() {
 
     let started = Instant::now();
     let mut replayed = 0u64;
-    let (log, report) = AuditLog::<Ev>::open(options(dir.path()), |r: &Record<Ev>| {
+    let (log, report) = AuditLog::<Ev>::open(options(dir.path()), |r: Record<Ev>| {
         replayed += r.seq.min(1);
     })
     .await

@@ -6,7 +6,8 @@
 //! (readers default it); renaming or removing one breaks old logs.
 
 use crate::policy::Violation;
-use serde::{Deserialize, Serialize};
+use conductor_audit::KindTagged;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// How a decided call ended.
@@ -48,8 +49,12 @@ pub enum WorkflowEnd {
     Cancelled,
 }
 
+/// One event, written as a flat JSON object whose first field `kind` names the variant. serde's
+/// `remote = "Self"` derives the plain representation as inherent functions, which
+/// [`KindTagged`] turns into that object in one pass (serde's own `tag = "kind"` would read every
+/// event twice; start-up reads them all).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum AuditEvent {
     /// The orchestrator started, or reloaded, with this configuration.
     ConfigLoaded {
@@ -136,6 +141,18 @@ pub enum AuditEvent {
         reason: String,
         caller: String,
     },
+}
+
+impl Serialize for AuditEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AuditEvent::serialize(self, KindTagged(serializer))
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        AuditEvent::deserialize(KindTagged(deserializer))
+    }
 }
 
 impl AuditEvent {

@@ -35,7 +35,7 @@ pub async fn open(
     options: AuditOptions,
 ) -> Result<(AuditLog<Ev>, OpenReport, Vec<Record<Ev>>), conductor_audit::AuditError> {
     let mut replayed = Vec::new();
-    let (log, report) = AuditLog::open(options, |r: &Record<Ev>| replayed.push(r.clone())).await?;
+    let (log, report) = AuditLog::open(options, |r: Record<Ev>| replayed.push(r)).await?;
     Ok((log, report, replayed))
 }
 

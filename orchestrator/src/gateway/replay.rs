@@ -30,9 +30,11 @@ pub(crate) struct Replayer<'a> {
 }
 
 impl Replayer<'_> {
-    pub fn apply(&mut self, record: &AuditRecord) {
+    /// Applies one record, taking its fields (a million of them at start-up: nothing is copied
+    /// that can be moved).
+    pub fn apply(&mut self, record: AuditRecord) {
         let at = record.ts_ms;
-        match &record.event {
+        match record.event {
             AuditEvent::WorkflowStarted {
                 workflow_id,
                 template,
@@ -48,8 +50,8 @@ impl Replayer<'_> {
                     workflow_id.as_str().into(),
                     template,
                     self.config.clone(),
-                    caller.clone(),
-                    input.clone(),
+                    caller,
+                    input,
                     at,
                 );
                 self.state.workflows.insert(workflow.id.clone(), workflow);
@@ -73,9 +75,7 @@ impl Replayer<'_> {
                     DecisionKind::Allow => CallStatus::Running,
                     DecisionKind::Deny => {
                         workflow.violations += violations.len() as u32;
-                        CallStatus::Denied {
-                            violations: violations.clone(),
-                        }
+                        CallStatus::Denied { violations }
                     }
                     DecisionKind::NeedsApproval => CallStatus::WaitingApproval {
                         approval_id: String::new(),
@@ -90,25 +90,25 @@ impl Replayer<'_> {
                     started_at_ms: at,
                     duration_us: 0,
                     approval_id: None,
-                    gate: gate.clone(),
+                    gate,
                 });
                 workflow.refresh_state();
                 if finished {
-                    self.unfinished.remove(call_id);
+                    self.unfinished.remove(&call_id);
                 } else {
-                    let entry =
-                        self.unfinished
-                            .entry(call_id.clone())
-                            .or_insert_with(|| Unfinished {
-                                workflow_id: workflow_id.clone(),
-                                call_id: call_id.clone(),
-                                tool: tool.clone(),
-                                step: step.clone(),
-                                arguments: arguments.clone(),
-                                caller: caller.clone(),
-                                approval: None,
-                            });
-                    if *decision == DecisionKind::Allow {
+                    let entry = self
+                        .unfinished
+                        .entry(call_id)
+                        .or_insert_with_key(|call_id| Unfinished {
+                            workflow_id,
+                            call_id: call_id.clone(),
+                            tool,
+                            step,
+                            arguments,
+                            caller,
+                            approval: None,
+                        });
+                    if decision == DecisionKind::Allow {
                         entry.approval = None;
                     }
                 }
@@ -123,7 +123,7 @@ impl Replayer<'_> {
                 tool,
                 four_eyes,
             } => {
-                let Some(unfinished) = self.unfinished.get_mut(call_id) else {
+                let Some(unfinished) = self.unfinished.get_mut(&call_id) else {
                     return;
                 };
                 let workflow = self.state.workflows.get(workflow_id.as_str());
@@ -143,12 +143,12 @@ impl Replayer<'_> {
                     config_version,
                     requested_by: unfinished.caller.clone(),
                     requested_at_ms: at,
-                    expires_at_ms: *expires_at_ms,
+                    expires_at_ms: expires_at_ms,
                     verdict: None,
                     decided_by: String::new(),
                     reason: String::new(),
                     decided_at_ms: 0,
-                    four_eyes: *four_eyes,
+                    four_eyes: four_eyes,
                     workflow_caller,
                 });
                 let waiting = CallStatus::WaitingApproval {
@@ -158,7 +158,7 @@ impl Replayer<'_> {
                     .state
                     .workflows
                     .get_mut(workflow_id.as_str())
-                    .and_then(|w| w.set_status(call_id, waiting))
+                    .and_then(|w| w.set_status(&call_id, waiting))
                 {
                     entry.approval_id = Some(approval_id.clone());
                 }
@@ -169,15 +169,15 @@ impl Replayer<'_> {
                 verdict,
                 ..
             } => {
-                if let Some(unfinished) = self.unfinished.get_mut(call_id) {
+                if let Some(unfinished) = self.unfinished.get_mut(&call_id) {
                     unfinished.approval = None;
                 }
-                if *verdict != ApprovalVerdict::Approved {
-                    self.unfinished.remove(call_id);
+                if verdict != ApprovalVerdict::Approved {
+                    self.unfinished.remove(&call_id);
                     if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
                         workflow.violations += 1;
                         workflow.set_status(
-                            call_id,
+                            &call_id,
                             CallStatus::Denied {
                                 violations: Vec::new(),
                             },
@@ -195,16 +195,9 @@ impl Replayer<'_> {
                 duration_us,
                 ..
             } => {
-                self.unfinished.remove(call_id);
+                self.unfinished.remove(&call_id);
                 if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
-                    apply_finished(
-                        workflow,
-                        call_id,
-                        *outcome,
-                        error.clone(),
-                        result.clone(),
-                        *duration_us,
-                    );
+                    apply_finished(workflow, &call_id, outcome, error, result, duration_us);
                 }
             }
             AuditEvent::WorkflowFinished {
@@ -219,7 +212,7 @@ impl Replayer<'_> {
                         WorkflowEnd::Failed => WorkflowState::Failed,
                         WorkflowEnd::Cancelled => WorkflowState::Cancelled,
                     };
-                    workflow.finish(state, error.clone(), at);
+                    workflow.finish(state, error, at);
                 }
             }
             AuditEvent::ConfigLoaded { .. }
