@@ -7,6 +7,11 @@ use conductor_bench::suite::{self, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The start-up child (figure 6) runs the orchestrator's own start-up in this process, so it uses
+/// the orchestrator daemon's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Conductorio's benchmark: the real daemons on loopback, every figure of issue 9 with its goal.
 #[derive(Debug, Parser)]
 #[command(

@@ -9,6 +9,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 
+/// Every call allocates and frees a few dozen small objects (ids, JSON values, audit records) across
+/// threads; mimalloc's per-thread free lists cost a fraction of glibc malloc's there (see
+/// `bench/RESULTS.md`, figures 2 and 6).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Conductorio's orchestrator: policy-checked, audited tool calls for AI agents.
 #[derive(Debug, Parser)]
 #[command(
