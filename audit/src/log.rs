@@ -61,21 +61,31 @@ where
     /// fails, `replay` may already have seen the records before the failure.
     pub async fn open(
         options: AuditOptions,
-        mut replay: impl FnMut(Record<E>),
+        replay: impl FnMut(Record<E>),
+    ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
+        Self::open_as::<E>(options, replay).await
+    }
+
+    /// [`open`](AuditLog::open), reading each record for `replay` as `R` rather than as the
+    /// log's own event type: a projection that keeps only what the replay needs is read faster,
+    /// since the parser skips the rest without building it.
+    pub async fn open_as<R: DeserializeOwned + Send + 'static>(
+        options: AuditOptions,
+        mut replay: impl FnMut(Record<R>),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
         let dir = options.dir.clone();
         let lock = tokio::task::spawn_blocking(move || crate::lock::acquire(&dir))
             .await
             .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
-        let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<E>>>(4);
+        let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<R>>>(4);
         // Emptied batches go back to the scan, so their buffers are reused rather than reallocated.
-        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<E>>>(4);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<R>>>(4);
         let scan_options = options.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(REPLAY_BATCH);
             let (filling, sender) = (&mut batch, &batch_tx);
-            let result = open::scan::<E>(&scan_options, move |record| {
+            let result = open::scan::<R>(&scan_options, move |record| {
                 filling.push(record);
                 if filling.len() == REPLAY_BATCH {
                     let next = spare_rx

@@ -9,6 +9,7 @@ use crate::policy::Violation;
 use conductor_audit::KindTagged;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// How a decided call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,3 +202,306 @@ impl AuditEvent {
 pub type AuditLog = conductor_audit::AuditLog<AuditEvent>;
 /// One line of the log: the event with its place in the chain.
 pub type AuditRecord = conductor_audit::Record<AuditEvent>;
+
+/// What start-up reads of each line: the lines of [`AuditEvent`], with only the fields the replay
+/// needs. The parser skips the rest without building it (`config_version`, the whole of
+/// `call_started`, `control_refused`), and the `arguments` and `result` JSON stay text until a
+/// call turns out to need them (a call still unfinished when the log ends, a template step's
+/// output). A test keeps it in step with [`AuditEvent`].
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self", rename_all = "snake_case")]
+pub(crate) enum ReplayEvent {
+    ConfigLoaded {},
+    WorkflowStarted {
+        workflow_id: String,
+        #[serde(default)]
+        template: Option<String>,
+        #[serde(default)]
+        input: Value,
+        caller: String,
+    },
+    CallDecided {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        #[serde(default)]
+        step: Option<String>,
+        arguments: Box<RawValue>,
+        caller: String,
+        decision: DecisionKind,
+        #[serde(default)]
+        violations: Vec<Violation>,
+        #[serde(default)]
+        gate: Option<String>,
+    },
+    ApprovalRequested {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        approval_id: String,
+        gate: String,
+        arguments_digest: String,
+        expires_at_ms: i64,
+        #[serde(default)]
+        four_eyes: bool,
+    },
+    ApprovalDecided {
+        workflow_id: String,
+        call_id: String,
+        verdict: ApprovalVerdict,
+    },
+    CallStarted {},
+    CallFinished {
+        workflow_id: String,
+        call_id: String,
+        outcome: Outcome,
+        duration_us: u64,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        result: Option<Box<RawValue>>,
+    },
+    WorkflowFinished {
+        workflow_id: String,
+        state: WorkflowEnd,
+        #[serde(default)]
+        error: Option<String>,
+    },
+    ControlRefused {},
+}
+
+impl<'de> Deserialize<'de> for ReplayEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ReplayEvent::deserialize(KindTagged(deserializer))
+    }
+}
+
+/// JSON kept as text by [`ReplayEvent`], parsed when needed. It was parsed once already, when
+/// the line was read, so it is valid JSON.
+pub(crate) fn parse_raw(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Violation;
+    use serde_json::json;
+
+    /// One of every event, with every optional field set.
+    fn every_event() -> Vec<AuditEvent> {
+        let (w, c) = ("w-1".to_string(), "c-1".to_string());
+        vec![
+            AuditEvent::ConfigLoaded {
+                config_version: "v1".into(),
+                path: Some("config.json".into()),
+            },
+            AuditEvent::WorkflowStarted {
+                workflow_id: w.clone(),
+                template: Some("onboarding".into()),
+                input: json!({"customer": "ada"}),
+                caller: "cli".into(),
+                config_version: "v1".into(),
+            },
+            AuditEvent::CallDecided {
+                workflow_id: w.clone(),
+                call_id: c.clone(),
+                tool: "validate".into(),
+                step: Some("check".into()),
+                arguments: json!({"records": [1, {"a": "b"}]}),
+                caller: "cli".into(),
+                decision: DecisionKind::Deny,
+                violations: vec![Violation {
+                    rule_id: "r1".into(),
+                    rule_kind: crate::policy::RuleKind::Sequence,
+                    tool: "send".into(),
+                    message: "call validate first".into(),
+                    unblock_hint: "call validate".into(),
+                    required_tools: vec!["validate".into()],
+                    retry_after_ms: Some(3),
+                }],
+                gate: Some("g".into()),
+                config_version: "v1".into(),
+            },
+            AuditEvent::ApprovalRequested {
+                workflow_id: w.clone(),
+                call_id: c.clone(),
+                tool: "send".into(),
+                approval_id: "a-1".into(),
+                gate: "g".into(),
+                arguments_digest: "d".into(),
+                expires_at_ms: 9,
+                four_eyes: true,
+            },
+            AuditEvent::ApprovalDecided {
+                workflow_id: w.clone(),
+                call_id: c.clone(),
+                approval_id: "a-1".into(),
+                verdict: ApprovalVerdict::Expired,
+                approver: "bob".into(),
+                reason: "late".into(),
+                waited_ms: 5,
+            },
+            AuditEvent::CallStarted {
+                workflow_id: w.clone(),
+                call_id: c.clone(),
+                tool: "send".into(),
+                server: "notify".into(),
+            },
+            AuditEvent::CallFinished {
+                workflow_id: w.clone(),
+                call_id: c.clone(),
+                tool: "send".into(),
+                outcome: Outcome::Failed,
+                duration_us: 7,
+                error: Some("boom".into()),
+                result: Some(json!({"sent": [true]})),
+            },
+            AuditEvent::WorkflowFinished {
+                workflow_id: w,
+                state: WorkflowEnd::Cancelled,
+                error: Some("stopped".into()),
+                duration_ms: 3,
+            },
+            AuditEvent::ControlRefused {
+                action: "approve".into(),
+                target: "a-1".into(),
+                reason: "no token".into(),
+                caller: "eve".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_replay_reads_every_field_it_needs_from_what_is_written() {
+        for event in every_event() {
+            let text = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<AuditEvent>(&text).unwrap(), event);
+            let replay: ReplayEvent = serde_json::from_str(&text).unwrap();
+            let same = match (&event, replay) {
+                (AuditEvent::ConfigLoaded { .. }, ReplayEvent::ConfigLoaded {})
+                | (AuditEvent::CallStarted { .. }, ReplayEvent::CallStarted {})
+                | (AuditEvent::ControlRefused { .. }, ReplayEvent::ControlRefused {}) => true,
+                (
+                    AuditEvent::WorkflowStarted {
+                        workflow_id,
+                        template,
+                        input,
+                        caller,
+                        ..
+                    },
+                    ReplayEvent::WorkflowStarted {
+                        workflow_id: w,
+                        template: t,
+                        input: i,
+                        caller: c,
+                    },
+                ) => (workflow_id, template, input, caller) == (&w, &t, &i, &c),
+                (
+                    AuditEvent::CallDecided {
+                        workflow_id,
+                        call_id,
+                        tool,
+                        step,
+                        arguments,
+                        caller,
+                        decision,
+                        violations,
+                        gate,
+                        ..
+                    },
+                    ReplayEvent::CallDecided {
+                        workflow_id: w,
+                        call_id: c,
+                        tool: t,
+                        step: s,
+                        arguments: a,
+                        caller: who,
+                        decision: d,
+                        violations: v,
+                        gate: g,
+                    },
+                ) => {
+                    (workflow_id, call_id, tool, step, caller) == (&w, &c, &t, &s, &who)
+                        && (decision, violations, gate) == (&d, &v, &g)
+                        && *arguments == parse_raw(&a)
+                }
+                (
+                    AuditEvent::ApprovalRequested {
+                        workflow_id,
+                        call_id,
+                        tool,
+                        approval_id,
+                        gate,
+                        arguments_digest,
+                        expires_at_ms,
+                        four_eyes,
+                    },
+                    ReplayEvent::ApprovalRequested {
+                        workflow_id: w,
+                        call_id: c,
+                        tool: t,
+                        approval_id: a,
+                        gate: g,
+                        arguments_digest: d,
+                        expires_at_ms: e,
+                        four_eyes: f,
+                    },
+                ) => {
+                    (workflow_id, call_id, tool, approval_id) == (&w, &c, &t, &a)
+                        && (gate, arguments_digest, expires_at_ms, four_eyes) == (&g, &d, &e, &f)
+                }
+                (
+                    AuditEvent::ApprovalDecided {
+                        workflow_id,
+                        call_id,
+                        verdict,
+                        ..
+                    },
+                    ReplayEvent::ApprovalDecided {
+                        workflow_id: w,
+                        call_id: c,
+                        verdict: v,
+                    },
+                ) => (workflow_id, call_id, verdict) == (&w, &c, &v),
+                (
+                    AuditEvent::CallFinished {
+                        workflow_id,
+                        call_id,
+                        outcome,
+                        duration_us,
+                        error,
+                        result,
+                        ..
+                    },
+                    ReplayEvent::CallFinished {
+                        workflow_id: w,
+                        call_id: c,
+                        outcome: o,
+                        duration_us: d,
+                        error: e,
+                        result: r,
+                    },
+                ) => {
+                    (workflow_id, call_id, outcome, duration_us, error) == (&w, &c, &o, &d, &e)
+                        && *result == r.as_deref().map(parse_raw)
+                }
+                (
+                    AuditEvent::WorkflowFinished {
+                        workflow_id,
+                        state,
+                        error,
+                        ..
+                    },
+                    ReplayEvent::WorkflowFinished {
+                        workflow_id: w,
+                        state: s,
+                        error: e,
+                    },
+                ) => (workflow_id, state, error) == (&w, &s, &e),
+                _ => false,
+            };
+            assert!(same, "the replay misread {text}");
+        }
+    }
+}

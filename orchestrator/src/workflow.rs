@@ -7,7 +7,6 @@ use crate::audit::Outcome;
 use crate::config::{Config, Template};
 use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +84,7 @@ pub struct Workflow {
     pub error: Option<String>,
     pub violations: u32,
     /// Where each call sits in `calls`, so that finding one costs the same at any history length.
-    index: HashMap<Name, usize>,
+    index: crate::policy::Map<Name, usize>,
     /// How many calls wait for approval (kept with every status change, never counted by a scan).
     waiting: usize,
     /// The tools it may call at all (its template's, its client's allow-list); `None`: any.
@@ -121,7 +120,7 @@ impl Workflow {
             steps_done: 0,
             error: None,
             violations: 0,
-            index: HashMap::new(),
+            index: crate::policy::Map::default(),
             waiting: 0,
         }
     }

@@ -386,7 +386,7 @@ impl Gateway {
             &call_id,
             outcome,
             error.clone(),
-            result_value.clone(),
+            || result_value.clone(),
             duration_us,
         );
         self.inner.metrics.call_finished(
@@ -430,7 +430,7 @@ impl Gateway {
         call_id: &str,
         outcome: Outcome,
         error: Option<String>,
-        result: Option<Value>,
+        result: impl FnOnce() -> Option<Value>,
         duration_us: u64,
     ) {
         let mut state = self.inner.state();

@@ -48,7 +48,7 @@ impl Gateway {
                 call_id,
                 Outcome::Unavailable,
                 Some(message.clone()),
-                None,
+                || None,
                 0,
             );
             self.inner

@@ -21,7 +21,7 @@ use crate::config::{Config, Transport};
 use crate::downstream::Downstream;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::policy::{Buckets, Name, RunningCalls};
+use crate::policy::{Buckets, Map, Name, RunningCalls};
 use crate::workflow::Workflow;
 use arc_swap::ArcSwap;
 use conductor_audit::AuditOptions;
@@ -40,7 +40,7 @@ pub fn now_ms() -> i64 {
 
 #[derive(Default)]
 pub(crate) struct State {
-    pub workflows: HashMap<Name, Workflow>,
+    pub workflows: Map<Name, Workflow>,
     pub running: RunningCalls,
     /// Orchestrator-wide rate limits.
     pub buckets: Buckets,
@@ -114,10 +114,10 @@ impl Gateway {
         let mut replayer = replay::Replayer {
             state: &mut state,
             config: &config,
-            unfinished: HashMap::new(),
+            unfinished: Map::default(),
         };
         let (audit, report) =
-            AuditLog::open(options.audit, |record| replayer.apply(record)).await?;
+            AuditLog::open_as(options.audit, |record| replayer.apply(record)).await?;
         let unfinished = std::mem::take(&mut replayer.unfinished);
         let mut ended: Vec<(i64, Name)> = state
             .workflows
@@ -172,7 +172,7 @@ impl Gateway {
             let spec = CallSpec {
                 workflow_id: call.workflow_id.clone(),
                 tool: call.tool.clone(),
-                arguments: call.arguments,
+                arguments: call.arguments(),
                 caller: call.caller,
                 step: step_index,
             };
@@ -202,7 +202,7 @@ impl Gateway {
                         &call.call_id,
                         Outcome::Interrupted,
                         Some(message.clone()),
-                        None,
+                        || None,
                         0,
                     );
                     self.inner

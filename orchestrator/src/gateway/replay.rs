@@ -3,11 +3,13 @@
 
 use super::State;
 use crate::approval::Approval;
-use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, DecisionKind, Outcome, WorkflowEnd};
+use crate::audit::{ApprovalVerdict, DecisionKind, Outcome, ReplayEvent, WorkflowEnd, parse_raw};
 use crate::config::Config;
+use crate::policy::Map;
 use crate::workflow::{CallEntry, CallStatus, Workflow, WorkflowState};
+use conductor_audit::Record;
 use serde_json::Value;
-use std::collections::HashMap;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// A call found in flight or waiting when the log ends.
@@ -16,26 +18,33 @@ pub(crate) struct Unfinished {
     pub call_id: String,
     pub tool: String,
     pub step: Option<String>,
-    pub arguments: Value,
+    /// As written; parsed by [`Unfinished::arguments`] for the few calls that need it.
+    pub arguments: Box<RawValue>,
     pub caller: String,
     /// The approval it waits for, if it waits for one.
     pub approval: Option<Approval>,
+}
+
+impl Unfinished {
+    pub fn arguments(&self) -> Value {
+        parse_raw(&self.arguments)
+    }
 }
 
 /// Replays records in order into `state`, tracking what is still unfinished at the end.
 pub(crate) struct Replayer<'a> {
     pub state: &'a mut State,
     pub config: &'a Arc<Config>,
-    pub unfinished: HashMap<String, Unfinished>,
+    pub unfinished: Map<String, Unfinished>,
 }
 
 impl Replayer<'_> {
     /// Applies one record, taking its fields (a million of them at start-up: nothing is copied
     /// that can be moved).
-    pub fn apply(&mut self, record: AuditRecord) {
+    pub fn apply(&mut self, record: Record<ReplayEvent>) {
         let at = record.ts_ms;
         match record.event {
-            AuditEvent::WorkflowStarted {
+            ReplayEvent::WorkflowStarted {
                 workflow_id,
                 template,
                 input,
@@ -56,7 +65,7 @@ impl Replayer<'_> {
                 );
                 self.state.workflows.insert(workflow.id.clone(), workflow);
             }
-            AuditEvent::CallDecided {
+            ReplayEvent::CallDecided {
                 workflow_id,
                 call_id,
                 tool,
@@ -84,7 +93,12 @@ impl Replayer<'_> {
                 let finished = matches!(status, CallStatus::Denied { .. });
                 workflow.record_call(CallEntry {
                     call_id: call_id.as_str().into(),
-                    tool: tool.as_str().into(),
+                    // The configuration's own name when it knows the tool: shared, not copied.
+                    tool: self
+                        .config
+                        .tools
+                        .get_key_value(tool.as_str())
+                        .map_or_else(|| tool.as_str().into(), |(name, _)| name.clone()),
                     step: step.clone(),
                     status,
                     started_at_ms: at,
@@ -113,7 +127,7 @@ impl Replayer<'_> {
                     }
                 }
             }
-            AuditEvent::ApprovalRequested {
+            ReplayEvent::ApprovalRequested {
                 workflow_id,
                 call_id,
                 approval_id,
@@ -138,17 +152,17 @@ impl Replayer<'_> {
                     tool: tool.clone(),
                     step: unfinished.step.clone(),
                     gate: gate.clone(),
-                    arguments: unfinished.arguments.clone(),
+                    arguments: unfinished.arguments(),
                     arguments_digest: arguments_digest.clone(),
                     config_version,
                     requested_by: unfinished.caller.clone(),
                     requested_at_ms: at,
-                    expires_at_ms: expires_at_ms,
+                    expires_at_ms,
                     verdict: None,
                     decided_by: String::new(),
                     reason: String::new(),
                     decided_at_ms: 0,
-                    four_eyes: four_eyes,
+                    four_eyes,
                     workflow_caller,
                 });
                 let waiting = CallStatus::WaitingApproval {
@@ -163,7 +177,7 @@ impl Replayer<'_> {
                     entry.approval_id = Some(approval_id.clone());
                 }
             }
-            AuditEvent::ApprovalDecided {
+            ReplayEvent::ApprovalDecided {
                 workflow_id,
                 call_id,
                 verdict,
@@ -186,7 +200,7 @@ impl Replayer<'_> {
                     }
                 }
             }
-            AuditEvent::CallFinished {
+            ReplayEvent::CallFinished {
                 workflow_id,
                 call_id,
                 outcome,
@@ -197,10 +211,11 @@ impl Replayer<'_> {
             } => {
                 self.unfinished.remove(&call_id);
                 if let Some(workflow) = self.state.workflows.get_mut(workflow_id.as_str()) {
+                    let result = || result.as_deref().map(parse_raw);
                     apply_finished(workflow, &call_id, outcome, error, result, duration_us);
                 }
             }
-            AuditEvent::WorkflowFinished {
+            ReplayEvent::WorkflowFinished {
                 workflow_id,
                 state,
                 error,
@@ -215,20 +230,21 @@ impl Replayer<'_> {
                     workflow.finish(state, error, at);
                 }
             }
-            AuditEvent::ConfigLoaded { .. }
-            | AuditEvent::CallStarted { .. }
-            | AuditEvent::ControlRefused { .. } => {}
+            ReplayEvent::ConfigLoaded { .. }
+            | ReplayEvent::CallStarted { .. }
+            | ReplayEvent::ControlRefused { .. } => {}
         }
     }
 }
 
 /// Records a finished call in its workflow: status, duration, the policy history, template progress.
+/// `result` is asked for only when the call is a template step whose output is kept.
 pub(crate) fn apply_finished(
     workflow: &mut Workflow,
     call_id: &str,
     outcome: Outcome,
     error: Option<String>,
-    result: Option<Value>,
+    result: impl FnOnce() -> Option<Value>,
     duration_us: u64,
 ) {
     let Some(entry) = workflow.set_status(call_id, CallStatus::Finished { outcome, error }) else {
@@ -249,7 +265,9 @@ pub(crate) fn apply_finished(
             .get(workflow.steps_done)
             .is_some_and(|s| s.name == step)
     {
-        workflow.outputs.insert(step, result.unwrap_or(Value::Null));
+        workflow
+            .outputs
+            .insert(step, result().unwrap_or(Value::Null));
         workflow.steps_done += 1;
     }
     workflow.refresh_state();

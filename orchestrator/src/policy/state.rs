@@ -1,8 +1,7 @@
 //! What the engine reads about the present: each workflow's history as per-tool tallies, and the calls
 //! running now, indexed so that no question costs more as histories or live workflows grow.
 
-use super::Name;
-use std::collections::HashMap;
+use super::{Map, Name};
 
 /// What one tool has done so far in one workflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,7 +16,7 @@ pub struct ToolTally {
 /// grows with the number of distinct tools, never with the number of calls.
 #[derive(Debug, Clone, Default)]
 pub struct WorkflowHistory {
-    tools: HashMap<Name, ToolTally>,
+    tools: Map<Name, ToolTally>,
 }
 
 impl WorkflowHistory {
@@ -46,15 +45,15 @@ pub struct RunningCall {
 /// checked against. Every question it answers costs the same however many calls run.
 #[derive(Debug, Clone, Default)]
 pub struct RunningCalls {
-    by_tool: HashMap<Name, ToolRunning>,
+    by_tool: Map<Name, ToolRunning>,
     total: usize,
 }
 
 /// The running calls of one tool: by call id, and their ids by workflow.
 #[derive(Debug, Clone, Default)]
 struct ToolRunning {
-    calls: HashMap<Name, RunningCall>,
-    by_workflow: HashMap<Name, Vec<Name>>,
+    calls: Map<Name, RunningCall>,
+    by_workflow: Map<Name, Vec<Name>>,
 }
 
 impl RunningCalls {
