@@ -110,8 +110,28 @@ pub(crate) fn decode_record<E: DeserializeOwned>(
         };
         return Ok((record, layout.body_end));
     }
-    let record: Record<E> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let body_end = check_hash_position(line, &record.hash, &record.prev)?;
+    // Any other layout: the event's fields go through a map rather than through serde's
+    // `flatten`, which cannot hand an event a field kept as raw JSON text.
+    #[derive(Deserialize)]
+    struct Whole {
+        seq: u64,
+        ts_ms: i64,
+        prev: String,
+        hash: String,
+        #[serde(flatten)]
+        event: serde_json::Map<String, serde_json::Value>,
+    }
+    let whole: Whole = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let body_end = check_hash_position(line, &whole.hash, &whole.prev)?;
+    let event =
+        E::deserialize(serde_json::Value::Object(whole.event)).map_err(|e| e.to_string())?;
+    let record = Record {
+        seq: whole.seq,
+        ts_ms: whole.ts_ms,
+        prev: whole.prev,
+        event,
+        hash: whole.hash,
+    };
     Ok((record, body_end))
 }
 
@@ -351,6 +371,28 @@ mod tests {
             .unwrap()
             .replacen("\"n\":3", "\"n\":", 1);
         assert!(decode_record::<Ev>(broken.as_bytes(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn both_paths_hand_an_event_its_fields_as_raw_json_text() {
+        #[derive(Debug, Deserialize)]
+        struct Raw {
+            kind: String,
+            args: Box<serde_json::value::RawValue>,
+        }
+        let mut line = Vec::new();
+        let event = encode_event(&json!({"kind": "x", "args": {"a": [1, 2]}})).unwrap();
+        write_line(&mut line, 2, 0, GENESIS_PREV, &event);
+        let spaced = String::from_utf8(line.clone())
+            .unwrap()
+            .replacen(":2,", ": 2,", 1);
+        for line in [line, spaced.into_bytes()] {
+            let (record, _) = decode_record::<Raw>(&line, &mut Vec::new()).unwrap();
+            assert_eq!(record.seq, 2);
+            assert_eq!(record.event.kind, "x");
+            let args: serde_json::Value = serde_json::from_str(record.event.args.get()).unwrap();
+            assert_eq!(args, json!({"a": [1, 2]}));
+        }
     }
 
     #[test]
