@@ -252,7 +252,9 @@ fn is_hex64(s: &str) -> bool {
 /// Serializes an event for the writer: it must be a JSON object without the record's own keys.
 /// Done by the caller's task, so the single writer thread only hashes and writes.
 pub(crate) fn encode_event<E: Serialize>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(event)?;
+    // Most events fit: growing from empty would reallocate five or six times per record.
+    let mut json = Vec::with_capacity(512);
+    serde_json::to_writer(&mut json, event)?;
     let mut de = serde_json::Deserializer::from_slice(&json);
     de.deserialize_map(TopLevelKeys)?;
     Ok(json)
@@ -269,8 +271,8 @@ impl<'de> Visitor<'de> for TopLevelKeys {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if RESERVED_KEYS.contains(&key.as_str()) {
+        while let Some(reserved) = map.next_key_seed(ReservedKey)? {
+            if let Some(key) = reserved {
                 return Err(de::Error::custom(format!(
                     "event field `{key}` clashes with the record's own `{key}`; rename it"
                 )));
@@ -278,6 +280,29 @@ impl<'de> Visitor<'de> for TopLevelKeys {
             map.next_value::<IgnoredAny>()?;
         }
         Ok(())
+    }
+}
+
+/// Reads a key without allocating it: `Some` when it is one of the record's own keys.
+struct ReservedKey;
+
+impl<'de> de::DeserializeSeed<'de> for ReservedKey {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for ReservedKey {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(RESERVED_KEYS.iter().find(|r| **r == key).copied())
     }
 }
 

@@ -6,8 +6,11 @@
 //! [`KindTagged`] wraps a serializer or a deserializer so that an enum deriving serde's *default*
 //! (externally tagged) representation is written and read as the `kind`-tagged object directly:
 //!
-//! ```ignore
-//! #[derive(Serialize, Deserialize)]
+//! ```
+//! use conductor_audit::KindTagged;
+//! use serde::{Deserialize, Deserializer, Serialize, Serializer};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
 //! #[serde(remote = "Self", rename_all = "snake_case")]
 //! enum Event { Ping { n: u32 } }
 //!
@@ -21,6 +24,10 @@
 //!         Event::deserialize(KindTagged(d))
 //!     }
 //! }
+//!
+//! let text = serde_json::to_string(&Event::Ping { n: 1 }).unwrap();
+//! assert_eq!(text, r#"{"kind":"ping","n":1}"#);
+//! assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), Event::Ping { n: 1 });
 //! ```
 //!
 //! Writing puts `kind` first, so reading takes the one-pass path; an object whose `kind` comes

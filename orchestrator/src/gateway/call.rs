@@ -7,13 +7,14 @@ use super::gate::approval_violation;
 use super::{Gateway, now_ms};
 use crate::approval::{self, Approval};
 use crate::audit::{ApprovalVerdict, AuditEvent, DecisionKind, Outcome};
-use crate::config::Step;
+use crate::config::{Config, Step};
 use crate::downstream::{Forward, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::{self, CallRequest, Decision, Name, RateState, RunningCall, Violation};
 use crate::workflow::{CallEntry, CallStatus};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,13 +49,17 @@ pub struct CallReport {
     pub approval: Option<Approval>,
 }
 
+/// Where an allowed call goes, resolved under the lock from the workflow's configuration.
+struct Dispatch {
+    config: Arc<Config>,
+    server: String,
+    remote: String,
+    timeout: Duration,
+}
+
 /// What the engine said, after the state was updated under the lock.
 enum Verdict {
-    Run {
-        server: String,
-        remote: String,
-        timeout: Duration,
-    },
+    Run(Dispatch),
     Deny(Vec<Violation>),
     Gate {
         gate: policy::ApprovalGate,
@@ -92,14 +97,8 @@ impl Gateway {
             None => {
                 let call_id = format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
                 match self.decide(&spec, &call_id, false).await? {
-                    Verdict::Run {
-                        server,
-                        remote,
-                        timeout,
-                    } => {
-                        return self
-                            .forward(&spec, call_id, server, remote, timeout, None)
-                            .await;
+                    Verdict::Run(dispatch) => {
+                        return self.forward(&spec, call_id, dispatch, None).await;
                     }
                     Verdict::Deny(violations) => {
                         return Ok(CallReport {
@@ -137,14 +136,7 @@ impl Gateway {
             });
         }
         match self.decide(&spec, &call_id, true).await? {
-            Verdict::Run {
-                server,
-                remote,
-                timeout,
-            } => {
-                self.forward(&spec, call_id, server, remote, timeout, Some(approval))
-                    .await
-            }
+            Verdict::Run(dispatch) => self.forward(&spec, call_id, dispatch, Some(approval)).await,
             Verdict::Deny(violations) => Ok(CallReport {
                 call_id,
                 tool: spec.tool,
@@ -287,11 +279,12 @@ impl Gateway {
                         .tool(tool)
                         .and_then(|p| p.limits.timeout)
                         .unwrap_or(server_timeout);
-                    Verdict::Run {
+                    Verdict::Run(Dispatch {
+                        config: config.clone(),
                         server: route.server.clone(),
                         remote: route.remote_name.clone(),
                         timeout,
-                    }
+                    })
                 }
                 Decision::Deny { violations } => Verdict::Deny(violations),
                 Decision::NeedsApproval { gate } => Verdict::Gate {
@@ -302,7 +295,7 @@ impl Gateway {
             (verdict, event)
         };
         match &verdict {
-            Verdict::Run { .. } => self.inner.audit.submit(event).await?,
+            Verdict::Run(_) => self.inner.audit.submit(event).await?,
             Verdict::Deny(violations) => {
                 self.inner.metrics.call_denied(
                     &spec.tool,
@@ -323,12 +316,15 @@ impl Gateway {
         &self,
         spec: &CallSpec,
         call_id: String,
-        server: String,
-        remote: String,
-        timeout: Duration,
+        dispatch: Dispatch,
         approval: Option<Approval>,
     ) -> Result<CallReport, Error> {
-        let config = self.workflow_config(&spec.workflow_id)?;
+        let Dispatch {
+            config,
+            server,
+            remote,
+            timeout,
+        } = dispatch;
         let started = Instant::now();
         let audit = &self.inner.audit;
         let result = match audit
@@ -347,8 +343,14 @@ impl Gateway {
                     message: "no longer configured".into(),
                 }),
                 Some(server_config) => {
-                    let mut server_config = server_config.clone();
-                    server_config.timeout = timeout;
+                    // A tool's own time-out replaces its server's; the common case borrows.
+                    let server_config = if server_config.timeout == timeout {
+                        Cow::Borrowed(server_config)
+                    } else {
+                        let mut own = server_config.clone();
+                        own.timeout = timeout;
+                        Cow::Owned(own)
+                    };
                     let forward = Forward {
                         server: &server_config,
                         remote_name: &remote,
@@ -454,15 +456,6 @@ impl Gateway {
             workflow.set_status(call_id, CallStatus::Denied { violations });
             workflow.refresh_state();
         }
-    }
-
-    fn workflow_config(&self, workflow_id: &str) -> Result<Arc<crate::config::Config>, Error> {
-        let state = self.inner.state();
-        state
-            .workflows
-            .get(workflow_id)
-            .map(|w| w.config.clone())
-            .ok_or_else(|| Error::WorkflowNotFound(workflow_id.to_owned()))
     }
 
     /// A call in a template workflow that is the template's next step (same tool) counts as that step,
