@@ -58,7 +58,12 @@ fn wait_listening(addr: SocketAddr, daemon: &Daemon) -> Result<()> {
 
 /// Runs the MCP load against `url`: warm-up, then rounds at the bench's MCP concurrency.
 async fn measure(url: &str, scale: &Scale, calls: u64) -> Result<Summary> {
-    let call = McpCall::new(ECHO_TOOL, ECHO_ARGS)?;
+    measure_tool(url, ECHO_TOOL, scale, calls).await
+}
+
+/// [`measure`] for a proxy that publishes the echo tool under another name.
+async fn measure_tool(url: &str, tool: &str, scale: &Scale, calls: u64) -> Result<Summary> {
+    let call = McpCall::new(tool, ECHO_ARGS)?;
     let c = scale.mcp_concurrency;
     mcp_load::round(url, &call, c, (calls / 4).max(c as u64)).await?;
     let mut rounds = Vec::new();
@@ -130,7 +135,7 @@ pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Resul
         ),
         Err(e) => report.failed(4, "FastMCP proxy", &e),
     }
-    match rust_proxy(&echo_url, scale).await {
+    match rust_proxy(&echo_url, scale, &stack.work_dir).await {
         Ok(Some(peer)) => {
             report.info(4, &format!("mcp-proxy, c={c}"), peer.calls_per_s, "calls/s");
             let ratio = ours.calls_per_s / peer.calls_per_s;
@@ -186,21 +191,31 @@ fn has_fastmcp(python: &Path) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `mcp-proxy` serving Streamable HTTP in front of the echo server; `None` when not installed.
-async fn rust_proxy(echo_url: &str, scale: &Scale) -> Result<Option<Summary>> {
+/// The backend name `mcp-proxy` gives the echo server; it publishes the tool as `echo_<tool>`.
+const MCP_PROXY_BACKEND: &str = "echo";
+
+/// `mcp-proxy` (0.6: configured by a TOML file, serving Streamable HTTP at `/`) in front of the
+/// echo server, with its defaults (no cache, no retries); `None` when not installed.
+async fn rust_proxy(echo_url: &str, scale: &Scale, work_dir: &Path) -> Result<Option<Summary>> {
     let binary = mcp_proxy();
     if !binary.exists() {
         return Ok(None);
     }
     let addr = free_addr()?;
-    let args = std::env::var("BENCH_MCP_PROXY_ARGS")
-        .unwrap_or_else(|_| "--port {port} --host 127.0.0.1 {url}".into())
-        .replace("{port}", &addr.port().to_string())
-        .replace("{url}", echo_url);
-    let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+    let config = work_dir.join("mcp-proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nname = \"bench\"\nseparator = \"_\"\n\n[proxy.listen]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+             [[backends]]\nname = \"{MCP_PROXY_BACKEND}\"\ntransport = \"http\"\nurl = \"{echo_url}\"\n",
+            port = addr.port()
+        ),
+    )?;
+    let args = vec!["--config".to_owned(), config.display().to_string()];
     let proxy = Daemon::spawn_unannounced("mcp-proxy", &binary, &args)?;
     wait_listening(addr, &proxy)?;
+    let tool = format!("{MCP_PROXY_BACKEND}_{ECHO_TOOL}");
     Ok(Some(
-        measure(&format!("http://{addr}/mcp"), scale, scale.mcp_calls).await?,
+        measure_tool(&format!("http://{addr}/"), &tool, scale, scale.mcp_calls).await?,
     ))
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod ids;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

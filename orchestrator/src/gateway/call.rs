@@ -95,7 +95,7 @@ impl Gateway {
                 (call_id, approval, decisions)
             }
             None => {
-                let call_id = format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let call_id = crate::ids::call_id();
                 match self.decide(&spec, &call_id, false).await? {
                     Verdict::Run(dispatch) => {
                         return self.forward(&spec, call_id, dispatch, None).await;
