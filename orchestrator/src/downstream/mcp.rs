@@ -34,11 +34,13 @@ impl ClientHandler for ConductorClient {
     }
 }
 
-/// The session with one MCP server. The async mutex serialises opening a session (so a burst of calls
-/// starts one child, not many); calls themselves run outside it, concurrently.
+/// The session with one MCP server. Calls read the open session under a plain lock held for a
+/// pointer copy; the async `opening` lock serialises opening a new one (so a burst of calls starts
+/// one child, not many). Calls themselves run outside both, concurrently.
 #[derive(Default)]
 pub(super) struct McpTools {
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    current: std::sync::Mutex<Option<Arc<Session>>>,
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl McpTools {
@@ -65,9 +67,9 @@ impl McpTools {
         params.arguments = arguments;
         match tokio::time::timeout(server.timeout, session.call_tool(params)).await {
             Ok(Ok(result)) => Ok(outcome(result)),
-            Ok(Err(e)) => Err(self.failed(server, tool, &session, e).await),
+            Ok(Err(e)) => Err(self.failed(server, tool, &session, e)),
             Err(_) => {
-                self.discard(&session).await;
+                self.discard(&session);
                 Err(deadline(tool, server.timeout))
             }
         }
@@ -79,7 +81,7 @@ impl McpTools {
             let session = self.session(server).await?;
             match session.list_all_tools().await {
                 Ok(tools) => Ok(tools),
-                Err(e) => Err(self.failed(server, "tools/list", &session, e).await),
+                Err(e) => Err(self.failed(server, "tools/list", &session, e)),
             }
         };
         let limit = open_limit(server) + server.timeout;
@@ -99,29 +101,47 @@ impl McpTools {
 
     /// The open session, or a new one when there is none or the last one has ended.
     async fn session(&self, server: &ServerConfig) -> Result<Arc<Session>, Error> {
-        let mut current = self.session.lock().await;
-        if let Some(session) = current.as_ref() {
-            if !session.is_closed() && !session.peer().is_transport_closed() {
-                return Ok(session.clone());
-            }
+        if let Some(session) = self.open_session() {
+            return Ok(session);
+        }
+        let _opening = self.opening.lock().await;
+        // Another call may have opened one while this one waited.
+        if let Some(session) = self.open_session() {
+            return Ok(session);
+        }
+        if self.current().is_some() {
             tracing::warn!(server = %server.name, "the MCP session has ended; opening a new one");
         }
         let session = Arc::new(open(server).await?);
-        *current = Some(session.clone());
+        *self.current() = Some(session.clone());
         Ok(session)
     }
 
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Session>>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current session, if it is still open.
+    fn open_session(&self) -> Option<Arc<Session>> {
+        self.current()
+            .as_ref()
+            .filter(|s| !s.is_closed() && !s.peer().is_transport_closed())
+            .cloned()
+    }
+
     /// Ends `session` (killing its child) unless a newer one has already replaced it.
-    async fn discard(&self, session: &Arc<Session>) {
-        let mut current = self.session.lock().await;
-        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
-            *current = None;
+    fn discard(&self, session: &Arc<Session>) {
+        {
+            let mut current = self.current();
+            if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+                *current = None;
+            }
         }
         session.cancellation_token().cancel();
     }
 
     /// Maps a failed request to our error; a broken transport also ends the session.
-    async fn failed(
+    fn failed(
         &self,
         server: &ServerConfig,
         tool: &str,
@@ -141,13 +161,13 @@ impl McpTools {
                 message: e.message.to_string(),
             },
             ServiceError::Timeout { .. } => {
-                self.discard(session).await;
+                self.discard(session);
                 deadline(tool, server.timeout)
             }
             ServiceError::TransportClosed
             | ServiceError::TransportSend(_)
             | ServiceError::Cancelled { .. } => {
-                self.discard(session).await;
+                self.discard(session);
                 Error::Unavailable {
                     server: server.name.clone(),
                     message: format!(
@@ -156,7 +176,7 @@ impl McpTools {
                 }
             }
             other => {
-                self.discard(session).await;
+                self.discard(session);
                 Error::Downstream {
                     server: server.name.clone(),
                     tool: tool.to_owned(),
