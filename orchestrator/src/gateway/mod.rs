@@ -7,6 +7,7 @@
 
 mod call;
 mod control;
+mod decide;
 mod gate;
 mod replay;
 mod view;
