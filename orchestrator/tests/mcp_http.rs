@@ -273,3 +273,83 @@ async fn stopping_does_not_wait_for_open_mcp_sessions() {
     drop(client);
     servers.stop().await;
 }
+
+/// A session's ad-hoc workflow ends with the session (so it does not stay "active" on the
+/// dashboard), and no call can join it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_ad_hoc_workflow_ends_with_the_session() {
+    use conductor_proto::v1 as pb;
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    let records = json!([{ "id": "1", "name": "Ada", "email": "ada@example.com" }]);
+    let validated = client
+        .call_tool(params(
+            "validate_data",
+            json!({ "records": records, "schema": "customer" }),
+        ))
+        .await
+        .expect("tools/call");
+    assert_eq!(validated.is_error, Some(false), "{}", text(&validated));
+    let workflow_id = validated
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get("io.conductorio/workflowId"))
+        .and_then(Value::as_str)
+        .expect("the result names its workflow")
+        .to_owned();
+    let mut grpc = pb::orchestrator_client::OrchestratorClient::connect(orchestrator.grpc_url())
+        .await
+        .expect("gRPC connects");
+    let state = |info: &pb::WorkflowInfo| pb::WorkflowState::try_from(info.state).ok();
+    let get = pb::GetWorkflowRequest {
+        workflow_id: workflow_id.clone(),
+    };
+    let open = grpc
+        .get_workflow(get.clone())
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(state(&open), Some(pb::WorkflowState::Running));
+
+    client
+        .cancel()
+        .await
+        .expect("the client closes its session");
+    let deadline = Instant::now() + mcp_support::DEADLINE;
+    let ended = loop {
+        let info = grpc
+            .get_workflow(get.clone())
+            .await
+            .expect("get")
+            .into_inner();
+        if state(&info) != Some(pb::WorkflowState::Running) || Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        state(&ended),
+        Some(pb::WorkflowState::Completed),
+        "{ended:?}"
+    );
+    assert!(ended.error.contains("MCP session ended"), "{ended:?}");
+    let late = grpc
+        .call_tool(pb::WorkflowCallRequest {
+            workflow_id: workflow_id.clone(),
+            tool: "process_data".into(),
+            arguments_json: json!({ "records": records }).to_string(),
+        })
+        .await;
+    assert!(
+        late.is_err(),
+        "a call in the ended workflow is refused: {late:?}"
+    );
+    orchestrator.stop().await;
+    servers.stop().await;
+}

@@ -130,6 +130,54 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Ends the ad-hoc workflows of an MCP session that has ended, in a task of the gateway's own
+    /// (so that shutdown waits for it); see [`Gateway::end_session_workflow`].
+    pub fn end_session_workflows(&self, ids: Vec<String>) {
+        if ids.is_empty() || self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let gateway = self.clone();
+        self.inner.tasks.spawn(async move {
+            for id in ids {
+                if let Err(e) = gateway.end_session_workflow(&id).await {
+                    tracing::warn!(workflow = %id, error = %e, "could not end the workflow of an ended MCP session");
+                }
+            }
+        });
+    }
+
+    /// Ends an ad-hoc workflow whose MCP session has ended: nobody can call in it any more. It is
+    /// completed (running calls still finish and are recorded) and its pending approvals expire,
+    /// since the caller waiting for them has gone. Template workflows and ended ones are left as they
+    /// are: a template can still be driven by name from elsewhere.
+    pub async fn end_session_workflow(&self, id: &str) -> Result<(), Error> {
+        let ad_hoc = self
+            .workflow(id, false)
+            .is_ok_and(|w| w.template.is_none() && !w.state.is_finished());
+        if !ad_hoc {
+            return Ok(());
+        }
+        let reason = "its MCP session ended";
+        if self
+            .finish_workflow(id, WorkflowState::Completed, Some(reason.to_owned()))
+            .await?
+        {
+            self.expire_pending(id, "mcp", reason).await;
+        }
+        Ok(())
+    }
+
+    /// Expires the pending approvals of a workflow that has ended.
+    async fn expire_pending(&self, id: &str, by: &str, reason: &str) {
+        for approval in self.inner.approvals.pending_of(id) {
+            let _ = self
+                .inner
+                .approvals
+                .decide(&approval, ApprovalVerdict::Expired, by, reason, None)
+                .await;
+        }
+    }
+
     /// Cancels a workflow: pending approvals of it expire, running calls finish and are recorded.
     pub async fn cancel_workflow(
         &self,
@@ -152,13 +200,7 @@ impl Gateway {
                 state: state.as_str(),
             });
         }
-        for approval in self.inner.approvals.pending_of(id) {
-            let _ = self
-                .inner
-                .approvals
-                .decide(&approval, ApprovalVerdict::Expired, caller, &reason, None)
-                .await;
-        }
+        self.expire_pending(id, caller, &reason).await;
         self.workflow(id, false)
     }
 

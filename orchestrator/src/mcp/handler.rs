@@ -40,14 +40,50 @@ pub struct ConductorMcp {
     /// The workflow of this session, started lazily at the first `tools/call`. An async mutex, so two
     /// concurrent first calls start one workflow, not two.
     workflow: Arc<tokio::sync::Mutex<Option<String>>>,
+    session_end: Arc<SessionEnd>,
+}
+
+/// The ad-hoc workflows a session started, ended when the session ends (its handler's last clone
+/// is dropped), so that they do not stay "active" on the dashboard forever. Only a real session
+/// records any: a handler that serves one session-free request leaves its workflow open, since
+/// its client continues it by id (`X-Conductor-Workflow` or `_meta`).
+struct SessionEnd {
+    gateway: Gateway,
+    started: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        let started = std::mem::take(self.started.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.gateway.end_session_workflows(started);
+    }
 }
 
 impl ConductorMcp {
     pub fn new(gateway: Gateway, front: Front) -> Self {
         ConductorMcp {
+            session_end: Arc::new(SessionEnd {
+                gateway: gateway.clone(),
+                started: std::sync::Mutex::default(),
+            }),
             gateway,
             front,
             workflow: Arc::default(),
+        }
+    }
+
+    /// Remembers an ad-hoc workflow this session started, to end it with the session.
+    fn started_ad_hoc(&self, id: &str, context: &RequestContext<RoleServer>) {
+        let in_session = match self.front {
+            Front::Stdio => true,
+            Front::Http => request_header(context, "mcp-session-id").is_some(),
+        };
+        if in_session {
+            self.session_end
+                .started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.to_owned());
         }
     }
 
@@ -87,6 +123,7 @@ impl ConductorMcp {
             .start_workflow(None, Value::Null, &self.caller(context))
             .await?;
         tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
+        self.started_ad_hoc(&view.id, context);
         *bound = Some(view.id.clone());
         Ok(view.id)
     }
@@ -113,6 +150,9 @@ impl ConductorMcp {
             .gateway
             .start_workflow(template, input, &self.caller(context))
             .await?;
+        if view.template.is_none() {
+            self.started_ad_hoc(&view.id, context);
+        }
         *self.workflow.lock().await = Some(view.id.clone());
         let summary = json!({ "workflow_id": view.id, "template": view.template, "steps_total": view.steps_total, "next_step": view.next_step });
         let text = match &view.template {
