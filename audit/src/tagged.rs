@@ -241,11 +241,7 @@ fn buffered<'de, V: Visitor<'de>, A: MapAccess<'de>>(
         fields.insert(key, value);
     }
     let variant = match fields.remove(KIND) {
-        Some(serde_json::Value::String(kind)) => variants
-            .iter()
-            .find(|v| **v == kind)
-            .copied()
-            .ok_or_else(|| de::Error::unknown_variant(&kind, variants))?,
+        Some(serde_json::Value::String(kind)) => VariantName(variants).visit_str(&kind)?,
         Some(other) => {
             return Err(de::Error::custom(format!(
                 "`{KIND}` must be a string, not {other}"

@@ -10,13 +10,46 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// The tool servers and an orchestrator on the shipped configuration, with its audit directory.
+struct Stack {
+    servers: conductor_servers::testing::ToolServers,
+    orchestrator: testing::RunningOrchestrator,
+    _audit: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let servers = conductor_servers::testing::spawn_all().await;
+        let audit = tempfile::tempdir().expect("temp dir");
+        let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+            .await
+            .expect("orchestrator starts");
+        Stack {
+            servers,
+            orchestrator,
+            _audit: audit,
+        }
+    }
+
+    /// A session of rmcp's own client on the orchestrator's `/mcp`.
+    async fn rmcp_client(&self) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+        let url = format!("{}/mcp", self.orchestrator.http_url());
+        let transport = StreamableHttpClientTransport::from_uri(url);
+        ().serve(transport)
+            .await
+            .expect("the rmcp client initializes")
+    }
+
+    async fn stop(self) {
+        self.orchestrator.stop().await;
+        self.servers.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origins_are_refused_and_loopback_origins_pass() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
-        .await
-        .expect("orchestrator starts");
+    let stack = Stack::start().await;
+    let orchestrator = &stack.orchestrator;
     for origin in [
         "https://evil.example",
         "http://localhost.evil.example:8080",
@@ -43,8 +76,7 @@ async fn foreign_origins_are_refused_and_loopback_origins_pass() {
         reply.status, 200,
         "no Origin (a non-browser client): {reply:?}"
     );
-    orchestrator.stop().await;
-    servers.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +108,8 @@ async fn configured_origins_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_json_rpc_errors_and_the_server_stays_up() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
-        .await
-        .expect("orchestrator starts");
+    let stack = Stack::start().await;
+    let orchestrator = &stack.orchestrator;
     let addr = orchestrator.http_addr;
 
     let reply = raw_post(addr, &[], "{this is not json").await;
@@ -161,21 +190,14 @@ async fn malformed_frames_get_json_rpc_errors_and_the_server_stays_up() {
         reply.status, 200,
         "the server still accepts sessions: {reply:?}"
     );
-    orchestrator.stop().await;
-    servers.stop().await;
+    stack.stop().await;
 }
 
 /// rmcp's own client: the same policies through `/mcp`, and a round trip that shows no Nagle delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_client_calls_through_the_policies() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
-    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    let stack = Stack::start().await;
+    let client = stack.rmcp_client().await;
     let info = client.peer_info().expect("a handshake took place");
     assert_eq!(
         info.server_info.as_ref().map(|s| s.name.as_str()),
@@ -250,23 +272,21 @@ async fn rmcp_client_calls_through_the_policies() {
     );
 
     client.cancel().await.expect("the client closes");
-    orchestrator.stop().await;
-    servers.stop().await;
+    stack.stop().await;
 }
 
 /// An MCP client that keeps its session (and its event stream) open must not keep the orchestrator
 /// from stopping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_does_not_wait_for_open_mcp_sessions() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
-    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    let stack = Stack::start().await;
+    let client = stack.rmcp_client().await;
     client.list_all_tools().await.expect("tools/list");
+    let Stack {
+        servers,
+        orchestrator,
+        _audit,
+    } = stack;
     tokio::time::timeout(mcp_support::DEADLINE, orchestrator.stop())
         .await
         .expect("the orchestrator stopped with a session open");
@@ -279,14 +299,9 @@ async fn stopping_does_not_wait_for_open_mcp_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_ad_hoc_workflow_ends_with_the_session() {
     use conductor_proto::v1 as pb;
-    let servers = conductor_servers::testing::spawn_all().await;
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
-    let client = ().serve(transport).await.expect("the rmcp client initializes");
+    let stack = Stack::start().await;
+    let orchestrator = &stack.orchestrator;
+    let client = stack.rmcp_client().await;
     let records = json!([{ "id": "1", "name": "Ada", "email": "ada@example.com" }]);
     let validated = client
         .call_tool(params(
@@ -350,6 +365,5 @@ async fn a_sessions_ad_hoc_workflow_ends_with_the_session() {
         late.is_err(),
         "a call in the ended workflow is refused: {late:?}"
     );
-    orchestrator.stop().await;
-    servers.stop().await;
+    stack.stop().await;
 }
