@@ -78,12 +78,17 @@ pub enum AuditError {
     /// An option is out of range.
     #[error("invalid audit options: {0}")]
     InvalidOptions(String),
-    /// The writer could not restore the file after a failed write, so it refuses to write more
-    /// rather than risk a partial line in the middle of the chain.
+    /// The log cannot be written now (a full disk, a read-only file system): the record was not
+    /// made durable. The writer keeps what it was given and retries by itself; new intents are
+    /// refused until it can write again.
     #[error(
-        "audit writer stopped after an unrecoverable write error ({0}); restart so that open() repairs the log"
+        "the audit log cannot be written ({0}); nothing new runs until it can, and the orchestrator retries by itself"
     )]
-    WriterFailed(String),
+    Unwritable(String),
+    /// Too many records wait to be written (the disk is slower than the calls): a new intent is
+    /// refused rather than queued without bound.
+    #[error("the audit log has {0} records waiting to be written; try again shortly")]
+    Backlogged(usize),
     /// A background task died; this is a bug.
     #[error("internal error in the audit log (a bug): {0}")]
     Internal(String),

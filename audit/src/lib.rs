@@ -3,7 +3,9 @@
 //! Every event becomes one JSON line carrying a sequence number, a timestamp and the hash of the
 //! previous line, so that [`verify_dir`] proves no line was changed, removed, inserted or reordered.
 //! A single writer thread group-commits concurrent appends (one write and one `fdatasync` per batch),
-//! so acknowledging a call only after its record is durable stays cheap.
+//! so acknowledging a call only after its record is durable stays cheap. A log that cannot be
+//! written fails closed: callers hear at once, new intents are refused ([`Admit`]), and the writer
+//! retries by itself until the disk takes its bounded backlog again.
 //!
 //! Modules, one concept each:
 //! - `record`: the line format (pure, fuzzable): [`Record`], [`parse_line`], [`line_hash`].
@@ -13,7 +15,6 @@
 //! - `writer`: the group-commit writer thread.
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
-//! - `tagged`: [`KindTagged`], events as `kind`-tagged objects read in one pass.
 
 mod chain;
 mod error;
@@ -24,14 +25,13 @@ mod options;
 mod read;
 mod record;
 mod segment;
-mod tagged;
 mod writer;
 
 pub use chain::{VerifyReport, verify_dir};
 pub use error::{AuditError, VerifyFailure};
-pub use log::AuditLog;
+pub use log::{Admit, AuditHealth, AuditLog, Queued};
 pub use open::OpenReport;
 pub use options::AuditOptions;
 pub use read::read_from;
 pub use record::{GENESIS_PREV, LineHeader, Record, line_hash, parse_line};
-pub use tagged::{KIND, KindTagged};
+pub use writer::Unwritable;

@@ -4,13 +4,14 @@
 //! the single writer thread, so no tokio worker ever waits on the disk.
 
 use crate::record::encode_event;
-use crate::writer::{self, Command, Shared, WriterConfig};
+use crate::writer::{self, Command, Shared, Unwritable, WriterConfig};
 use crate::{AuditError, AuditOptions, OpenReport, Record, open};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as sync_mpsc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Records handed from the start-up scan to `replay` at a time.
@@ -27,7 +28,9 @@ pub struct AuditLog<E> {
 }
 
 struct Inner<E> {
-    tx: mpsc::Sender<Command<E>>,
+    tx: sync_mpsc::Sender<Command<E>>,
+    /// Records that may wait to be written before new intents are refused.
+    capacity: usize,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
     dir: PathBuf,
@@ -110,7 +113,7 @@ where
         let (report, resume) = scan
             .await
             .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
-        let (tx, rx) = mpsc::channel(options.channel_capacity);
+        let (tx, rx) = sync_mpsc::channel();
         let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
         let shared = Arc::new(Shared::default());
         shared.last_seq.store(report.last_seq, Ordering::Release);
@@ -131,6 +134,7 @@ where
         )?;
         let inner = Inner {
             tx,
+            capacity: options.channel_capacity,
             broadcast,
             shared,
             dir: options.dir,
@@ -144,32 +148,97 @@ where
         ))
     }
 
-    /// Appends `event` and resolves once its record is durable (written, and `fdatasync`ed when
-    /// `fsync` is on): acknowledge a call only after this. If the future is dropped after the
-    /// event was queued, the record is still written.
+    /// Appends `event`, stamped now, and resolves once its record is durable (written, and
+    /// `fdatasync`ed when `fsync` is on): acknowledge a call only after this. If the future is
+    /// dropped after the event was queued, the record is still written. While the log cannot be
+    /// written it fails at once ([`AuditError::Unwritable`]).
     pub async fn append(&self, event: E) -> Result<Arc<Record<E>>, AuditError> {
+        self.enqueue(writer::unix_ms(), event, Admit::Intent)?
+            .durable()
+            .await
+    }
+
+    /// Queues `event` with its timestamp and returns at once, without blocking or awaiting, so that
+    /// a caller can queue under its own short lock and the log's order is the order of its
+    /// changes. [`Queued::durable`] then waits for the record to be durable.
+    ///
+    /// An [`Admit::Intent`] is refused while the log cannot be written, or when `channel_capacity`
+    /// records already wait: nothing new starts that could not be recorded. An [`Admit::Outcome`]
+    /// (what became of something already recorded) is always queued, so that the record of what
+    /// happened is never dropped; its count is bounded by the intents admitted before it.
+    pub fn enqueue(&self, ts_ms: i64, event: E, admit: Admit) -> Result<Queued<E>, AuditError> {
+        self.admit(admit)?;
+        let shared = &self.inner.shared;
+        let json = encode_event(&event).map_err(AuditError::Encode)?;
         let (ack, done) = oneshot::channel();
-        self.send(event, Some(ack)).await?;
-        done.await.map_err(|_| AuditError::Closed)?
+        shared.queued.fetch_add(1, Ordering::AcqRel);
+        if self
+            .inner
+            .tx
+            .send(Command::Append {
+                ts_ms,
+                event,
+                json,
+                ack,
+            })
+            .is_err()
+        {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuditError::Closed);
+        }
+        Ok(Queued { done })
     }
+}
 
-    /// Queues `event` without waiting for durability; a later [`append`](Self::append) resolving
-    /// implies this one is durable too (one ordered writer). Waits for queue space, never drops.
-    pub async fn submit(&self, event: E) -> Result<(), AuditError> {
-        self.send(event, None).await
-    }
-
-    async fn send(&self, event: E, ack: Option<writer::Ack<E>>) -> Result<(), AuditError> {
+impl<E> AuditLog<E> {
+    /// Whether a record of this kind would be queued now: a caller that changes its own state
+    /// before queueing asks first, so that a refused record changes nothing.
+    pub fn admit(&self, admit: Admit) -> Result<(), AuditError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(AuditError::Closed);
         }
-        let json = encode_event(&event).map_err(AuditError::Encode)?;
-        self.inner
-            .tx
-            .send(Command::Append { event, json, ack })
-            .await
-            .map_err(|_| AuditError::Closed)
+        let shared = &self.inner.shared;
+        if admit == Admit::Intent {
+            if let Some(unwritable) = shared.unwritable() {
+                return Err(AuditError::Unwritable(unwritable.reason));
+            }
+            let queued = shared.queued.load(Ordering::Acquire);
+            if queued >= self.inner.capacity {
+                return Err(AuditError::Backlogged(queued));
+            }
+        }
+        Ok(())
     }
+}
+
+/// Whether a record may be refused when the log cannot take more (see [`AuditLog::enqueue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Something about to happen: refused while the log cannot be written.
+    Intent,
+    /// What became of something already recorded: always queued.
+    Outcome,
+}
+
+/// A queued record; [`Queued::durable`] resolves once it is durable, or with why it is not.
+#[must_use = "a queued record says whether it became durable only when awaited"]
+pub struct Queued<E> {
+    done: oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>,
+}
+
+impl<E> Queued<E> {
+    pub async fn durable(self) -> Result<Arc<Record<E>>, AuditError> {
+        self.done.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// Whether the log can be written now, for health checks, metrics and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHealth {
+    /// `None` while records are written; otherwise why not, and since when.
+    pub unwritable: Option<Unwritable>,
+    /// Records queued and not yet durable (the backlog of an unwritable log included).
+    pub queued: usize,
 }
 
 impl<E> AuditLog<E> {
@@ -191,6 +260,28 @@ impl<E> AuditLog<E> {
         self.inner.shared.batches.load(Ordering::Relaxed)
     }
 
+    /// Whether records can be written now, and how many wait.
+    pub fn health(&self) -> AuditHealth {
+        AuditHealth {
+            unwritable: self.inner.shared.unwritable(),
+            queued: self.inner.shared.queued.load(Ordering::Acquire),
+        }
+    }
+
+    /// Follows whether the log can be written (`true`) or not, for health checks.
+    pub fn watch_writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shared.writable.subscribe()
+    }
+
+    /// Test builds: makes every write fail as on a full disk (`ENOSPC`) while `full` is true.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_full_disk(&self, full: bool) {
+        self.inner
+            .shared
+            .inject_full_disk
+            .store(full, Ordering::Release);
+    }
+
     /// The directory of the log files.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -201,7 +292,7 @@ impl<E> AuditLog<E> {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let (done, stopped) = oneshot::channel();
-        if self.inner.tx.send(Command::Close { done }).await.is_ok() {
+        if self.inner.tx.send(Command::Close { done }).is_ok() {
             let _ = stopped.await;
         }
     }

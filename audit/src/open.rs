@@ -27,6 +27,8 @@ pub struct OpenReport {
     pub torn_line_repaired: Option<String>,
     /// The broken chain that `recover` moved aside.
     pub recovered_from: Option<VerifyFailure>,
+    /// The files `recover` set aside (copies of the damaged file, and every later file).
+    pub set_aside: Vec<PathBuf>,
 }
 
 /// Where the writer continues.
@@ -118,6 +120,7 @@ pub(crate) fn scan<E: DeserializeOwned>(
     let walk = walked?;
     let mut torn_line_repaired = None;
     let mut recovered_from = None;
+    let mut set_aside = Vec::new();
     let kept = match walk.end {
         WalkEnd::Clean => segments.len(),
         WalkEnd::Torn {
@@ -138,7 +141,8 @@ pub(crate) fn scan<E: DeserializeOwned>(
             if !options.recover {
                 return Err(AuditError::Broken(failure));
             }
-            let kept = move_damage_aside(dir, &segments, segment, start)?;
+            let (kept, aside) = move_damage_aside(dir, &segments, segment, start)?;
+            set_aside = aside;
             tracing::warn!(%failure, "audit chain broken; damaged part moved aside, continuing from the last good record");
             recovered_from = Some(failure);
             kept
@@ -151,6 +155,7 @@ pub(crate) fn scan<E: DeserializeOwned>(
         files: list_segments(dir)?.len(),
         torn_line_repaired,
         recovered_from,
+        set_aside,
     };
     let resume = Resume {
         chain: walk.chain,
@@ -161,29 +166,31 @@ pub(crate) fn scan<E: DeserializeOwned>(
 }
 
 /// Keeps the valid prefix of `segments[damaged]` (a copy of the whole file goes aside) and moves
-/// every later file aside. Returns how many files stay in place.
+/// every later file aside. Returns how many files stay in place, and the files set aside.
 fn move_damage_aside(
     dir: &Path,
     segments: &[Segment],
     damaged: usize,
     start: u64,
-) -> Result<usize, AuditError> {
+) -> Result<(usize, Vec<PathBuf>), AuditError> {
     let stamp = unix_ms();
     let path = &segments[damaged].path;
+    let mut set_aside = vec![aside(path, stamp)];
     let kept = if start == 0 {
-        rename(path, &aside(path, stamp))?;
+        rename(path, &set_aside[0])?;
         damaged
     } else {
-        let copy = aside(path, stamp);
-        fs::copy(path, &copy).map_err(|e| AuditError::io(&copy, e))?;
+        fs::copy(path, &set_aside[0]).map_err(|e| AuditError::io(&set_aside[0], e))?;
         truncate(path, start)?;
         damaged + 1
     };
     for later in &segments[damaged + 1..] {
-        rename(&later.path, &aside(&later.path, stamp))?;
+        let to = aside(&later.path, stamp);
+        rename(&later.path, &to)?;
+        set_aside.push(to);
     }
     sync_dir(dir)?;
-    Ok(kept)
+    Ok((kept, set_aside))
 }
 
 /// The file to append to: the last kept one, unless it is empty and named for another seq (then

@@ -16,7 +16,8 @@ pub struct AuditOptions {
     pub fsync: bool,
     /// On a broken chain, move the damaged part aside and continue instead of failing to open.
     pub recover: bool,
-    /// Queued appends before `append`/`submit` wait (back-pressure).
+    /// Records that may wait to be written before new intents are refused (admission control; see
+    /// [`crate::AuditLog::enqueue`]).
     pub channel_capacity: usize,
     /// Records a subscriber may fall behind before it gets `RecvError::Lagged`.
     pub broadcast_capacity: usize,

@@ -4,6 +4,14 @@
 //! with one `write_all` and makes them durable with one `fdatasync`, then acknowledges and
 //! publishes them. It must never leave a partial line behind a failed batch, and never run on (or
 //! block) a tokio worker.
+//!
+//! When a batch cannot be written (a full disk, a read-only remount), the file is cut back to its
+//! last whole line, every waiter is told at once, and the writer turns *unwritable*: the records it
+//! holds (the failed batch and whatever arrives meanwhile) wait in a backlog whose size is bounded
+//! by the log's admission control ([`crate::AuditLog::enqueue`] refuses new intents while the log
+//! is unwritable), and the writer tries them again every [`RETRY_EVERY`] until the disk takes
+//! them, in order, with the chain intact. Nothing is dropped and nothing is retried behind a
+//! caller's back: a caller learns that its record is not durable, and decides what that means.
 
 use crate::chain::ChainState;
 use crate::record::write_line;
@@ -12,33 +20,99 @@ use crate::{AuditError, Record};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
 
 /// Most appends in one batch: bounds the write size and the latency of the first waiter.
 pub(crate) const MAX_BATCH: usize = 1024;
+
+/// How often an unwritable log tries its backlog again.
+pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// How an `append` learns that its record is durable (or why not).
 pub(crate) type Ack<E> = oneshot::Sender<Result<Arc<Record<E>>, AuditError>>;
 
 /// What handles send to the writer.
 pub(crate) enum Command<E> {
-    /// An event already encoded by the caller; `ack` is `None` for `submit`.
+    /// An event already encoded and stamped by the caller.
     Append {
+        ts_ms: i64,
         event: E,
         json: Vec<u8>,
-        ack: Option<Ack<E>>,
+        ack: Ack<E>,
     },
     /// Commit what came before, sync, stop, then signal `done`.
     Close { done: oneshot::Sender<()> },
 }
 
-/// Counters the writer publishes to the handles.
-#[derive(Debug, Default)]
+/// Why the log cannot be written, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritable {
+    /// The error of the last failed attempt, naming the file and the OS error.
+    pub reason: String,
+    /// When the first attempt failed (ms since the Unix epoch).
+    pub since_ms: i64,
+}
+
+/// State the writer publishes to the handles.
+#[derive(Debug)]
 pub(crate) struct Shared {
     pub last_seq: AtomicU64,
     pub batches: AtomicU64,
+    /// Records enqueued and not yet written (the backlog included): the admission control's count.
+    pub queued: AtomicUsize,
+    /// Set while the log cannot be written; `unwritable` says why.
+    pub failing: AtomicBool,
+    pub unwritable: Mutex<Option<Unwritable>>,
+    /// `true` while records are written: health checks follow it without polling.
+    pub writable: tokio::sync::watch::Sender<bool>,
+    /// Test builds: the next writes fail as on a full disk while this is set.
+    #[cfg(feature = "fault-injection")]
+    pub inject_full_disk: AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            last_seq: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+            unwritable: Mutex::new(None),
+            writable: tokio::sync::watch::Sender::new(true),
+            #[cfg(feature = "fault-injection")]
+            inject_full_disk: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Shared {
+    fn set_unwritable(&self, reason: String) {
+        let mut slot = self.unwritable.lock().unwrap_or_else(|e| e.into_inner());
+        let since_ms = slot.as_ref().map_or_else(unix_ms, |u| u.since_ms);
+        *slot = Some(Unwritable { reason, since_ms });
+        self.failing.store(true, Ordering::Release);
+        self.writable.send_replace(false);
+    }
+
+    fn set_writable(&self) {
+        *self.unwritable.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.failing.store(false, Ordering::Release);
+        self.writable.send_replace(true);
+    }
+
+    pub fn unwritable(&self) -> Option<Unwritable> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.unwritable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// What the writer needs to know about its files.
@@ -97,7 +171,7 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     chain: ChainState,
     last_ts_ms: i64,
     segment: OpenSegment,
-    rx: mpsc::Receiver<Command<E>>,
+    rx: Receiver<Command<E>>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
 ) -> Result<(), AuditError> {
@@ -107,8 +181,8 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
         segment: Some(segment),
         chain,
         last_ts_ms,
-        retry: Vec::new(),
-        failed: None,
+        backlog: Vec::new(),
+        cut_to: None,
         buf: Vec::with_capacity(256 * 1024),
         shared,
         broadcast,
@@ -120,8 +194,9 @@ pub(crate) fn spawn<E: Send + Sync + 'static>(
     Ok(())
 }
 
-/// An event waiting to be written.
+/// An event waiting to be written; `ack` is taken once its waiter has been told.
 struct Pending<E> {
+    ts_ms: i64,
     event: E,
     json: Vec<u8>,
     ack: Option<Ack<E>>,
@@ -133,22 +208,35 @@ struct Writer<E> {
     segment: Option<OpenSegment>,
     chain: ChainState,
     last_ts_ms: i64,
-    /// Submitted events of a failed batch: written first in the next batch, so that a later
-    /// successful `append` still implies every earlier `submit` is durable.
-    retry: Vec<Pending<E>>,
-    /// Set when a failed batch could not be cut back off the file; writing more would bury a
-    /// partial line in the chain.
-    failed: Option<String>,
+    /// Records that could not be written yet, oldest first: written before anything newer.
+    backlog: Vec<Pending<E>>,
+    /// The length the current file must be cut back to before anything more is written: set when
+    /// a failed write could not be undone at once.
+    cut_to: Option<u64>,
     buf: Vec<u8>,
     shared: Arc<Shared>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
 }
 
 impl<E> Writer<E> {
-    fn run(mut self, mut rx: mpsc::Receiver<Command<E>>) {
+    fn run(mut self, rx: Receiver<Command<E>>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            batch.append(&mut self.retry);
+        loop {
+            let first = if self.backlog.is_empty() {
+                match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(RETRY_EVERY) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.retry_backlog();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
             let mut close = push(&mut batch, first);
             while close.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -156,7 +244,18 @@ impl<E> Writer<E> {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch);
+            if self.backlog.is_empty() {
+                self.commit(&mut batch);
+            } else {
+                // Unwritable: newer records queue behind the backlog, and their waiters hear now.
+                let reason = self.reason();
+                for mut pending in batch.drain(..) {
+                    if let Some(ack) = pending.ack.take() {
+                        let _ = ack.send(Err(AuditError::Unwritable(reason.clone())));
+                    }
+                    self.backlog.push(pending);
+                }
+            }
             if let Some(done) = close {
                 self.finish();
                 let _ = done.send(());
@@ -166,41 +265,49 @@ impl<E> Writer<E> {
         self.finish();
     }
 
-    /// Writes one batch and tells every waiter the outcome.
-    fn commit(&mut self, batch: &mut Vec<Pending<E>>) {
+    fn reason(&self) -> String {
+        self.shared.unwritable().map_or_else(
+            || "the audit log cannot be written".to_owned(),
+            |u| u.reason,
+        )
+    }
+
+    /// Writes the backlog again (in batches); the log is writable again once it is empty.
+    fn retry_backlog(&mut self) {
+        while !self.backlog.is_empty() {
+            let rest = self.backlog.split_off(self.backlog.len().min(MAX_BATCH));
+            let mut batch = std::mem::replace(&mut self.backlog, rest);
+            let written = self.commit(&mut batch);
+            if !written {
+                return;
+            }
+        }
+        self.shared.set_writable();
+        tracing::info!("the audit log can be written again; service resumes");
+    }
+
+    /// Writes one batch and tells every waiter the outcome. A batch that cannot be written goes to
+    /// the front of the backlog (before anything newer) and the log turns unwritable. Returns
+    /// whether it was written.
+    fn commit(&mut self, batch: &mut Vec<Pending<E>>) -> bool {
         if batch.is_empty() {
-            return;
+            return true;
         }
-        if let Some(reason) = &self.failed {
-            let lost = batch.iter().filter(|p| p.ack.is_none()).count();
-            if lost > 0 {
-                tracing::error!(
-                    lost,
-                    "audit writer has failed; submitted events were not written"
-                );
-            }
-            for pending in batch.drain(..) {
-                if let Some(ack) = pending.ack {
-                    let _ = ack.send(Err(AuditError::WriterFailed(reason.clone())));
-                }
-            }
-            return;
-        }
-        let ts_ms = unix_ms().max(self.last_ts_ms);
         let mut seq = self.chain.next_seq;
         let mut prev = self.chain.prev.clone();
+        let mut last_ts_ms = self.last_ts_ms;
         self.buf.clear();
-        let mut written = Vec::with_capacity(batch.len());
-        for pending in batch.drain(..) {
-            let hash = write_line(&mut self.buf, seq, ts_ms, &prev, &pending.json);
-            let record = Record {
+        let mut hashes = Vec::with_capacity(batch.len());
+        for pending in batch.iter() {
+            // Stamped by the caller; never earlier than the record before it.
+            last_ts_ms = pending.ts_ms.max(last_ts_ms);
+            let hash = write_line(&mut self.buf, seq, last_ts_ms, &prev, &pending.json);
+            hashes.push((
                 seq,
-                ts_ms,
-                prev: std::mem::replace(&mut prev, hash.clone()),
-                event: pending.event,
+                last_ts_ms,
+                std::mem::replace(&mut prev, hash.clone()),
                 hash,
-            };
-            written.push((record, pending.json, pending.ack));
+            ));
             seq += 1;
         }
         match self.write_buf() {
@@ -209,32 +316,41 @@ impl<E> Writer<E> {
                     next_seq: seq,
                     prev,
                 };
-                self.last_ts_ms = ts_ms;
+                self.last_ts_ms = last_ts_ms;
                 self.shared.last_seq.store(seq - 1, Ordering::Release);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                for (record, _, ack) in written {
-                    let record = Arc::new(record);
+                self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                for (pending, (seq, ts_ms, prev, hash)) in batch.drain(..).zip(hashes) {
+                    let record = Arc::new(Record {
+                        seq,
+                        ts_ms,
+                        prev,
+                        event: pending.event,
+                        hash,
+                    });
                     let _ = self.broadcast.send(Arc::clone(&record));
-                    if let Some(ack) = ack {
+                    if let Some(ack) = pending.ack {
                         let _ = ack.send(Ok(record));
                     }
                 }
                 self.rotate_if_full();
+                true
             }
             Err(error) => {
-                tracing::error!(%error, records = written.len(), "audit batch failed; will retry with the next batch");
-                for (record, json, ack) in written {
-                    match ack {
-                        Some(ack) => {
-                            let _ = ack.send(Err(duplicate(&error)));
-                        }
-                        None => self.retry.push(Pending {
-                            event: record.event,
-                            json,
-                            ack: None,
-                        }),
+                let first = self.backlog.is_empty();
+                self.shared.set_unwritable(error.to_string());
+                if first {
+                    tracing::error!(%error, records = batch.len(), "the audit log cannot be written: new calls are refused until it can; retrying every {RETRY_EVERY:?}");
+                }
+                let mut failed: Vec<Pending<E>> = std::mem::take(batch);
+                for pending in &mut failed {
+                    if let Some(ack) = pending.ack.take() {
+                        let _ = ack.send(Err(duplicate(&error)));
                     }
                 }
+                failed.append(&mut self.backlog);
+                self.backlog = failed;
+                false
             }
         }
     }
@@ -247,7 +363,22 @@ impl<E> Writer<E> {
                 .segment
                 .insert(OpenSegment::create(&self.config.dir, self.chain.next_seq)?),
         };
+        if let Some(len) = self.cut_to {
+            segment
+                .file
+                .set_len(len)
+                .map_err(|e| AuditError::io(&segment.path, e))?;
+            segment.len = len;
+            self.cut_to = None;
+        }
         let before = segment.len;
+        #[cfg(feature = "fault-injection")]
+        if self.shared.inject_full_disk.load(Ordering::Acquire) {
+            return Err(AuditError::io(
+                &segment.path,
+                std::io::Error::from_raw_os_error(28),
+            ));
+        }
         let result = segment.file.write_all(&self.buf).and_then(|()| {
             if self.config.fsync {
                 segment.file.sync_data()
@@ -262,10 +393,8 @@ impl<E> Writer<E> {
             }
             Err(error) => {
                 if let Err(cut) = segment.file.set_len(before) {
-                    self.failed = Some(format!(
-                        "writing {} failed ({error}) and cutting it back to {before} bytes failed too ({cut})",
-                        segment.path.display()
-                    ));
+                    tracing::error!(%cut, path = %segment.path.display(), "cannot cut a failed audit write back yet; nothing more is written until it can be");
+                    self.cut_to = Some(before);
                 }
                 Err(AuditError::io(&segment.path, error))
             }
@@ -290,15 +419,15 @@ impl<E> Writer<E> {
         }
     }
 
-    /// Last chance for retried submits, then a full sync (even with `fsync` off).
+    /// Last chance for the backlog, then a full sync (even with `fsync` off).
     fn finish(&mut self) {
-        if !self.retry.is_empty() {
-            let mut batch = std::mem::take(&mut self.retry);
-            self.commit(&mut batch);
-            if !self.retry.is_empty() {
+        if !self.backlog.is_empty() {
+            self.retry_backlog();
+            if !self.backlog.is_empty() {
                 tracing::error!(
-                    lost = self.retry.len(),
-                    "audit writer stopped with submitted events it could not write"
+                    lost = self.backlog.len(),
+                    reason = %self.reason(),
+                    "the audit writer stopped with records it could not write (their callers were told)"
                 );
             }
         }
@@ -313,8 +442,18 @@ impl<E> Writer<E> {
 /// Queues an append into `batch`, or returns the close signal.
 fn push<E>(batch: &mut Vec<Pending<E>>, command: Command<E>) -> Option<oneshot::Sender<()>> {
     match command {
-        Command::Append { event, json, ack } => {
-            batch.push(Pending { event, json, ack });
+        Command::Append {
+            ts_ms,
+            event,
+            json,
+            ack,
+        } => {
+            batch.push(Pending {
+                ts_ms,
+                event,
+                json,
+                ack: Some(ack),
+            });
             None
         }
         Command::Close { done } => Some(done),
@@ -326,9 +465,12 @@ fn duplicate(error: &AuditError) -> AuditError {
     match error {
         AuditError::Io { path, source } => AuditError::Io {
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            source: source.raw_os_error().map_or_else(
+                || std::io::Error::new(source.kind(), source.to_string()),
+                std::io::Error::from_raw_os_error,
+            ),
         },
-        other => AuditError::WriterFailed(other.to_string()),
+        other => AuditError::Unwritable(other.to_string()),
     }
 }
 

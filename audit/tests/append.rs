@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Ev, log_files, note, open, options, read_all, wait_until, write_log};
-use conductor_audit::{AuditError, AuditLog, AuditOptions, read_from, verify_dir};
+use conductor_audit::{Admit, AuditError, AuditLog, AuditOptions, read_from, verify_dir};
 use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -104,7 +104,7 @@ async fn subscribers_see_durable_records_in_order() {
     let (log, _, _) = open(options(dir.path())).await.unwrap();
     let mut feed = log.subscribe();
     for i in 1..=10 {
-        log.submit(note(i)).await.unwrap();
+        log.append(note(i)).await.unwrap();
     }
     for seq in 1..=10 {
         let record = feed.recv().await.unwrap();
@@ -133,11 +133,11 @@ async fn a_lagging_subscriber_is_told_it_lagged() {
 }
 
 #[tokio::test]
-async fn close_flushes_queued_submits_and_refuses_later_appends() {
+async fn close_flushes_queued_records_and_refuses_later_appends() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
     for i in 1..=200 {
-        log.submit(note(i)).await.unwrap();
+        let _queued = log.enqueue(0, note(i), Admit::Outcome).unwrap();
     }
     let clone = log.clone();
     log.close().await;
@@ -147,8 +147,8 @@ async fn close_flushes_queued_submits_and_refuses_later_appends() {
         Err(AuditError::Closed)
     ));
     assert!(matches!(
-        clone.submit(note(0)).await,
-        Err(AuditError::Closed)
+        clone.enqueue(0, note(0), Admit::Outcome).err(),
+        Some(AuditError::Closed)
     ));
     clone.close().await;
 }
@@ -158,7 +158,7 @@ async fn dropping_every_handle_still_writes_what_was_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _, _) = open(options(dir.path())).await.unwrap();
     for i in 1..=50 {
-        log.submit(note(i)).await.unwrap();
+        log.append(note(i)).await.unwrap();
     }
     drop(log);
     wait_until("the writer to drain", || read_all(dir.path()).len() == 50);

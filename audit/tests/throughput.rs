@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Ev, options};
-use conductor_audit::{AuditLog, AuditOptions, Record};
+use conductor_audit::{Admit, AuditLog, AuditOptions, Record};
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,10 @@ async fn opening_a_million_records() {
         let text = format!(
             "workflow wf-{n} call c-{n} tool search finished in 12 ms with a result of 3 items"
         );
-        log.submit(Ev::Note { n, text }).await.unwrap();
+        // Queued without waiting: `close` below waits for all of them.
+        let _queued = log
+            .enqueue(0, Ev::Note { n, text }, Admit::Outcome)
+            .unwrap();
     }
     log.close().await;
     let bytes: u64 = common::log_files(dir.path())

@@ -6,7 +6,7 @@
 //! tells where start-up time goes.
 
 use anyhow::{Context, Result, bail};
-use conductor_audit::AuditOptions;
+use conductor_audit::{Admit, AuditOptions};
 use conductor_orchestrator::audit::{AuditEvent, AuditLog, DecisionKind, Outcome};
 use conductor_orchestrator::config::Config;
 use conductor_orchestrator::{Gateway, GatewayOptions};
@@ -35,6 +35,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
         ..AuditOptions::default()
     };
     let (log, _) = AuditLog::open(options, |_| {}).await?;
+    let mut queue = Queue::new(&log);
     let mut written = 0u64;
     for w in 0..workflows {
         let event = AuditEvent::WorkflowStarted {
@@ -44,7 +45,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
             caller: "grpc:bench".into(),
             config_version: "bench-1".into(),
         };
-        log.submit(event).await?;
+        queue.push(event).await?;
         written += 1;
     }
     let mut call = 0usize;
@@ -64,36 +65,39 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 json!({ "count": 1, "records": [{ "id": call.to_string(), "amount": 42 }] }),
             )
         };
-        log.submit(AuditEvent::CallDecided {
-            workflow_id: workflow_id.clone(),
-            call_id: call_id.clone(),
-            tool: tool.into(),
-            step: None,
-            arguments,
-            caller: "grpc:bench".into(),
-            decision: DecisionKind::Allow,
-            violations: Vec::new(),
-            gate: None,
-            config_version: "bench-1".into(),
-        })
-        .await?;
-        log.submit(AuditEvent::CallStarted {
-            workflow_id: workflow_id.clone(),
-            call_id: call_id.clone(),
-            tool: tool.into(),
-            server: "validation".into(),
-        })
-        .await?;
-        log.submit(AuditEvent::CallFinished {
-            workflow_id,
-            call_id,
-            tool: tool.into(),
-            outcome: Outcome::Succeeded,
-            duration_us: 180,
-            error: None,
-            result: Some(result),
-        })
-        .await?;
+        queue
+            .push(AuditEvent::CallDecided {
+                workflow_id: workflow_id.clone(),
+                call_id: call_id.clone(),
+                tool: tool.into(),
+                step: None,
+                arguments,
+                caller: "grpc:bench".into(),
+                decision: DecisionKind::Allow,
+                violations: Vec::new(),
+                gate: None,
+                config_version: "bench-1".into(),
+            })
+            .await?;
+        queue
+            .push(AuditEvent::CallStarted {
+                workflow_id: workflow_id.clone(),
+                call_id: call_id.clone(),
+                tool: tool.into(),
+                server: "validation".into(),
+            })
+            .await?;
+        queue
+            .push(AuditEvent::CallFinished {
+                workflow_id,
+                call_id,
+                tool: tool.into(),
+                outcome: Outcome::Succeeded,
+                duration_us: 180,
+                error: None,
+                result: Some(result),
+            })
+            .await?;
         written += 3;
         call += 1;
     }
@@ -113,6 +117,34 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Queues records without waiting for each, but waits for one in every [`Queue::EVERY`], so that
+/// generation never runs far ahead of the writer.
+struct Queue<'a> {
+    log: &'a AuditLog,
+    queued: usize,
+}
+
+impl<'a> Queue<'a> {
+    const EVERY: usize = 512;
+
+    fn new(log: &'a AuditLog) -> Self {
+        Queue { log, queued: 0 }
+    }
+
+    async fn push(&mut self, event: AuditEvent) -> Result<()> {
+        let queued = self.log.enqueue(
+            conductor_orchestrator::gateway::now_ms(),
+            event,
+            Admit::Outcome,
+        )?;
+        self.queued += 1;
+        if self.queued.is_multiple_of(Self::EVERY) {
+            queued.durable().await?;
+        }
+        Ok(())
+    }
 }
 
 fn workflow_id(w: usize) -> String {

@@ -6,7 +6,7 @@
 use crate::cli::{CheckArgs, Global, PolicyCommand};
 use crate::client::CliError;
 use crate::output::{Out, print_json};
-use conductor_orchestrator::config::{Config, ConfigError};
+use conductor_core::config::{Config, ConfigError};
 use serde_json::json;
 
 pub fn policy(global: &Global, command: PolicyCommand) -> anyhow::Result<()> {

@@ -23,6 +23,8 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             "active_workflows": s.active_workflows, "completed_today": s.completed_today, "failed_today": s.failed_today,
             "policy_violations": s.policy_violations, "pending_approvals": s.pending_approvals,
             "last_seq": s.last_seq, "config_version": s.config_version, "server_time_ms": s.server_time_ms,
+            "audit": {"writable": s.audit_unwritable.is_empty(), "unwritable": s.audit_unwritable,
+                "unwritable_since_ms": s.audit_unwritable_since_ms, "queued": s.audit_queued},
             "workflows": s.workflows.iter().map(workflow_json).collect::<Vec<_>>(),
             "tools": s.tools.iter().map(|t| json!({"tool": t.tool, "calls": t.calls, "successes": t.successes,
                 "failures": t.failures, "denials": t.denials, "success_rate": t.success_rate,
@@ -38,6 +40,15 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         s.config_version,
         s.last_seq
     );
+    if !s.audit_unwritable.is_empty() {
+        println!(
+            "{} the audit log cannot be written since {}: {}\n  every new call is refused until it can; the orchestrator retries by itself ({} record(s) wait)",
+            out.warn("NOT SERVING:"),
+            time_ms(s.audit_unwritable_since_ms),
+            s.audit_unwritable,
+            s.audit_queued
+        );
+    }
     println!("Active Workflows:  {}", s.active_workflows);
     println!("Completed Today:   {}", s.completed_today);
     println!("Failed Today:      {}", s.failed_today);

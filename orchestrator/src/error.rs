@@ -37,8 +37,11 @@ pub enum Error {
     PermissionDenied(String),
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    #[error("audit log: {0}; the call was not acknowledged")]
+    #[error("{0}; the call was not run or not acknowledged")]
     Audit(#[from] AuditError),
+    /// A broken invariant: a bug, reported rather than panicking.
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
     #[error("the orchestrator is shutting down")]
     ShuttingDown,
 }
@@ -55,9 +58,11 @@ impl From<Error> for tonic::Status {
             | Error::ApprovalDecided { .. }
             | Error::ApprovalMismatch(_) => Code::FailedPrecondition,
             Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-            Error::Unavailable { .. } | Error::ShuttingDown => Code::Unavailable,
+            // The audit log cannot take the record now: retry later (the orchestrator recovers by
+            // itself when the disk does).
+            Error::Unavailable { .. } | Error::ShuttingDown | Error::Audit(_) => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Error::Downstream { .. } | Error::Audit(_) => Code::Internal,
+            Error::Downstream { .. } | Error::Internal(_) => Code::Internal,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
         };

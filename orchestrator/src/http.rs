@@ -45,6 +45,20 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             "Sequence number of the last durable audit record.",
             status.last_seq as f64,
         ),
+        (
+            "conductor_audit_writable",
+            "1 while the audit log can be written; 0 while it cannot (new calls are refused).",
+            if status.audit.unwritable.is_none() {
+                1.0
+            } else {
+                0.0
+            },
+        ),
+        (
+            "conductor_audit_queued",
+            "Audit records queued and not yet durable (the backlog of a log that cannot be written).",
+            status.audit.queued as f64,
+        ),
     ];
     (
         [(

@@ -50,6 +50,11 @@ pub async fn serve(
     health_reporter
         .set_serving::<OrchestratorServer<OrchestratorService>>()
         .await;
+    tokio::spawn(follow_audit_health(
+        gateway.audit().watch_writable(),
+        health_reporter.clone(),
+        stop.clone(),
+    ));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(conductor_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -90,6 +95,32 @@ pub async fn serve(
     grpc?;
     http?;
     Ok(())
+}
+
+/// Health follows the audit log: `NOT_SERVING` while it cannot be written (every new call is
+/// refused then), `SERVING` again as soon as it can.
+async fn follow_audit_health(
+    mut writable: tokio::sync::watch::Receiver<bool>,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = *writable.borrow_and_update();
+        if now {
+            reporter
+                .set_serving::<OrchestratorServer<OrchestratorService>>()
+                .await;
+        } else {
+            tracing::warn!("health: NOT_SERVING while the audit log cannot be written");
+            reporter
+                .set_not_serving::<OrchestratorServer<OrchestratorService>>()
+                .await;
+        }
+        tokio::select! {
+            changed = writable.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// SIGHUP reloads the configuration file, as `conductorctl config reload` does; a bad file is refused

@@ -1,18 +1,20 @@
 //! The one path every call takes, from the gRPC front, the MCP front and template runs alike:
-//! request → decide → audit(decision) → [approval] → forward → audit(outcome) → reply.
+//! request → decide → audit(decision) → [approval] → audit(intent) durable → forward →
+//! audit(outcome) durable → reply.
 //!
-//! Each call runs in its own task, so a caller that goes away cannot leave a call half-recorded.
+//! Each call runs in its own task, so a caller that goes away cannot leave a call half-recorded. A
+//! call whose intent cannot be made durable is never forwarded: it ends `unavailable`, and that
+//! ending is recorded as soon as the log can take it.
 
-use super::Gateway;
-use super::decide::{Dispatch, Verdict};
-use super::gate::approval_violation;
-use crate::approval::{self, Approval};
+use super::decide::{Decided, Dispatch, Verdict};
+use super::{Gateway, now_ms};
+use crate::approval::Approval;
 use crate::audit::{ApprovalVerdict, AuditEvent, Outcome};
 use crate::downstream::{Forward, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::Violation;
-use crate::workflow::CallStatus;
+use conductor_audit::Admit;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::Instant;
@@ -63,25 +65,31 @@ impl Gateway {
         task.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// The call path. `resumed` carries an approval request that was pending when the orchestrator
+    /// The call path. `resumed` is an approval request that was pending when the orchestrator
     /// restarted: the call then waits for it instead of being decided anew.
     pub(crate) async fn execute(
         &self,
         spec: CallSpec,
-        resumed: Option<(String, Approval)>,
+        resumed: Option<Approval>,
     ) -> Result<CallReport, Error> {
         let (call_id, approval, decisions) = match resumed {
-            Some((call_id, approval)) => {
-                let decisions = self.inner.approvals.open(approval.clone());
-                (call_id, approval, decisions)
+            Some(approval) => {
+                let decisions = self.wait_for_decision(&approval.id);
+                (approval.call_id.clone(), approval, decisions)
             }
             None => {
                 let call_id = crate::ids::call_id();
-                match self.decide(&spec, &call_id, false).await? {
+                let Decided { verdict, recorded } =
+                    self.decide(&spec, &call_id, false, now_ms())?;
+                if let Err(e) = recorded.durable().await {
+                    return Err(self.not_recorded(&spec, &call_id, e.into()).await);
+                }
+                match verdict {
                     Verdict::Run(dispatch) => {
                         return self.forward(&spec, call_id, dispatch, None).await;
                     }
                     Verdict::Deny(violations) => {
+                        self.count_denied(&spec.tool, &violations);
                         return Ok(CallReport {
                             call_id,
                             tool: spec.tool,
@@ -104,28 +112,70 @@ impl Gateway {
         };
         let approval = self.await_approval(approval, decisions).await?;
         let released = approval.verdict == Some(ApprovalVerdict::Approved)
-            && approval.arguments_digest == approval::digest(&spec.arguments);
+            && approval.arguments_digest == crate::approval::digest(&spec.arguments);
         if !released {
-            let violation = approval_violation(&approval);
-            self.settle_denied(&spec, &call_id, vec![violation.clone()]);
+            let refusal = approval.refusal();
+            self.count_denied(&spec.tool, std::slice::from_ref(&refusal));
             return Ok(CallReport {
                 call_id,
                 tool: spec.tool,
-                result: CallResult::Denied(vec![violation]),
+                result: CallResult::Denied(vec![refusal]),
                 duration_us: 0,
                 approval: Some(approval),
             });
         }
-        match self.decide(&spec, &call_id, true).await? {
+        let Decided { verdict, recorded } = self.decide(&spec, &call_id, true, now_ms())?;
+        if let Err(e) = recorded.durable().await {
+            return Err(self.not_recorded(&spec, &call_id, e.into()).await);
+        }
+        match verdict {
             Verdict::Run(dispatch) => self.forward(&spec, call_id, dispatch, Some(approval)).await,
-            Verdict::Deny(violations) => Ok(CallReport {
-                call_id,
-                tool: spec.tool,
-                result: CallResult::Denied(violations),
-                duration_us: 0,
-                approval: Some(approval),
-            }),
-            Verdict::Gate { .. } => unreachable!("an approved call is not gated again"),
+            Verdict::Deny(violations) => {
+                self.count_denied(&spec.tool, &violations);
+                Ok(CallReport {
+                    call_id,
+                    tool: spec.tool,
+                    result: CallResult::Denied(violations),
+                    duration_us: 0,
+                    approval: Some(approval),
+                })
+            }
+            Verdict::Gate { .. } => Err(Error::Internal(
+                "an approved call was gated again; this is a bug".into(),
+            )),
+        }
+    }
+
+    /// Ends a call whose intent could not be made durable: it is not forwarded, its ending is
+    /// committed (and written as soon as the log can take it, after the intent), and its caller is
+    /// told why. Returns the error to answer with.
+    pub(super) async fn not_recorded(&self, spec: &CallSpec, call_id: &str, error: Error) -> Error {
+        tracing::warn!(call = %call_id, tool = %spec.tool, %error, "call not forwarded: its intent could not be recorded");
+        self.end_unrun(spec, call_id, Outcome::Unavailable, error.to_string())
+            .await;
+        error
+    }
+
+    /// Commits the ending of a call that did not run. Its record is an outcome: queued even while
+    /// the log cannot be written, so the log and the state agree once it can.
+    pub(super) async fn end_unrun(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        outcome: Outcome,
+        message: String,
+    ) {
+        let finished = AuditEvent::CallFinished {
+            workflow_id: spec.workflow_id.clone(),
+            call_id: call_id.to_owned(),
+            tool: spec.tool.clone(),
+            outcome,
+            duration_us: 0,
+            error: Some(message),
+            result: None,
+        };
+        if let Err(e) = self.inner.record(finished, Admit::Outcome).await {
+            tracing::warn!(call = %call_id, error = %e, "the ending of a call that did not run is not durable yet; it is written when the log can take it");
         }
     }
 
@@ -143,41 +193,29 @@ impl Gateway {
             timeout,
         } = dispatch;
         let started = Instant::now();
-        let audit = &self.inner.audit;
-        let result = match audit
-            .submit(AuditEvent::CallStarted {
-                workflow_id: spec.workflow_id.clone(),
-                call_id: call_id.clone(),
-                tool: spec.tool.clone(),
+        let result = match config.servers.get(&server) {
+            None => Err(Error::Unavailable {
                 server: server.clone(),
-            })
-            .await
-        {
-            Err(e) => Err(Error::from(e)),
-            Ok(()) => match config.servers.get(&server) {
-                None => Err(Error::Unavailable {
-                    server: server.clone(),
-                    message: "no longer configured".into(),
-                }),
-                Some(server_config) => {
-                    // A tool's own time-out replaces its server's; the common case borrows.
-                    let server_config = if server_config.timeout == timeout {
-                        Cow::Borrowed(server_config)
-                    } else {
-                        let mut own = server_config.clone();
-                        own.timeout = timeout;
-                        Cow::Owned(own)
-                    };
-                    let forward = Forward {
-                        server: &server_config,
-                        remote_name: &remote,
-                        arguments: &spec.arguments,
-                        workflow_id: &spec.workflow_id,
-                        call_id: &call_id,
-                    };
-                    self.inner.downstream.call(forward).await
-                }
-            },
+                message: "no longer configured".into(),
+            }),
+            Some(server_config) => {
+                // A tool's own time-out replaces its server's; the common case borrows.
+                let server_config = if server_config.timeout == timeout {
+                    Cow::Borrowed(server_config)
+                } else {
+                    let mut own = server_config.clone();
+                    own.timeout = timeout;
+                    Cow::Owned(own)
+                };
+                let forward = Forward {
+                    server: &server_config,
+                    remote_name: &remote,
+                    arguments: &spec.arguments,
+                    workflow_id: &spec.workflow_id,
+                    call_id: &call_id,
+                };
+                self.inner.downstream.call(forward).await
+            }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (outcome, error, result_value) = match &result {
@@ -187,27 +225,9 @@ impl Gateway {
                 Some(format!("{}: {}", failure.code, failure.message)),
                 None,
             ),
-            Err(Error::Unavailable { .. }) | Err(Error::Audit(_)) => (
-                Outcome::Unavailable,
-                Some(
-                    result
-                        .as_ref()
-                        .err()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                ),
-                None,
-            ),
+            Err(e @ Error::Unavailable { .. }) => (Outcome::Unavailable, Some(e.to_string()), None),
             Err(e) => (Outcome::Failed, Some(e.to_string()), None),
         };
-        self.settle_finished(
-            spec,
-            &call_id,
-            outcome,
-            error.clone(),
-            || result_value.clone(),
-            duration_us,
-        );
         self.inner.metrics.call_finished(
             &spec.tool,
             if outcome == Outcome::Succeeded {
@@ -218,16 +238,18 @@ impl Gateway {
             duration_us,
         );
         self.inner
-            .audit
-            .append(AuditEvent::CallFinished {
-                workflow_id: spec.workflow_id.clone(),
-                call_id: call_id.clone(),
-                tool: spec.tool.clone(),
-                outcome,
-                duration_us,
-                error,
-                result: result_value,
-            })
+            .record(
+                AuditEvent::CallFinished {
+                    workflow_id: spec.workflow_id.clone(),
+                    call_id: call_id.clone(),
+                    tool: spec.tool.clone(),
+                    outcome,
+                    duration_us,
+                    error,
+                    result: result_value,
+                },
+                Admit::Outcome,
+            )
             .await?;
         let result = match result? {
             Ok(value) => CallResult::Succeeded(value),
@@ -242,37 +264,13 @@ impl Gateway {
         })
     }
 
-    /// Updates the workflow when a call has finished: the running set, the history, template progress.
-    pub(crate) fn settle_finished(
-        &self,
-        spec: &CallSpec,
-        call_id: &str,
-        outcome: Outcome,
-        error: Option<String>,
-        result: impl FnOnce() -> Option<Value>,
-        duration_us: u64,
-    ) {
-        let mut state = self.inner.state();
-        let state = &mut *state;
-        state.running.remove(&spec.tool, call_id);
-        if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
-            super::replay::apply_finished(workflow, call_id, outcome, error, result, duration_us);
-        }
-    }
-
-    fn settle_denied(&self, spec: &CallSpec, call_id: &str, violations: Vec<Violation>) {
+    fn count_denied(&self, tool: &str, violations: &[Violation]) {
         self.inner.metrics.call_denied(
-            &spec.tool,
+            tool,
             violations
                 .iter()
                 .map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())),
         );
-        let mut state = self.inner.state();
-        if let Some(workflow) = state.workflows.get_mut(spec.workflow_id.as_str()) {
-            workflow.violations += violations.len() as u32;
-            workflow.set_status(call_id, CallStatus::Denied { violations });
-            workflow.refresh_state();
-        }
     }
 
     /// A call in a template workflow that is the template's next step (same tool) counts as that step,
@@ -301,16 +299,5 @@ impl Gateway {
             .get(workflow_id)
             .map(|w| w.caller.clone())
             .unwrap_or_default()
-    }
-
-    pub(super) fn step_name(&self, workflow_id: &str, index: usize) -> Option<String> {
-        let state = self.inner.state();
-        let workflow = state.workflows.get(workflow_id)?;
-        workflow
-            .template
-            .as_ref()?
-            .steps
-            .get(index)
-            .map(|s| s.name.clone())
     }
 }

@@ -7,9 +7,11 @@ use crate::audit::{ApprovalVerdict, AuditEvent, WorkflowEnd};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::Name;
-use crate::workflow::{Workflow, WorkflowState};
+use crate::workflow::WorkflowState;
+use conductor_audit::Admit;
 use serde_json::Value;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 impl Gateway {
     /// Starts a workflow: ad hoc (no template) or a template run that the caller drives step by step.
@@ -39,35 +41,32 @@ impl Gateway {
                 "the workflow input must be a JSON object".into(),
             ));
         }
-        let now = now_ms();
-        let id: Name = format!("wf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).into();
+        let id = format!("wf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let caller = if caller.is_empty() {
             "anonymous".to_owned()
         } else {
             caller.to_owned()
         };
-        let workflow = Workflow::new(
-            id.clone(),
-            template.clone(),
-            config.clone(),
-            caller.clone(),
-            input.clone(),
-            now,
-        );
-        let view = WorkflowView::of(&workflow, false, now);
-        self.inner.state().workflows.insert(id.clone(), workflow);
+        let started = AuditEvent::WorkflowStarted {
+            workflow_id: id.clone(),
+            template: template.map(|t| t.name.clone()),
+            input,
+            caller,
+            config_version: config.version.clone(),
+        };
+        let (queued, view) = {
+            let mut state = self.inner.state();
+            state.set_config(config);
+            let queued = self.inner.commit(&mut state, started, Admit::Intent)?;
+            let view = state
+                .workflows
+                .get(id.as_str())
+                .map(|w| WorkflowView::of(w, false, now_ms()));
+            (queued, view)
+        };
         self.inner.metrics.workflow_started();
-        self.inner
-            .audit
-            .append(AuditEvent::WorkflowStarted {
-                workflow_id: id.to_string(),
-                template: template.map(|t| t.name.clone()),
-                input,
-                caller,
-                config_version: config.version.clone(),
-            })
-            .await?;
-        Ok(view)
+        queued.durable().await?;
+        view.ok_or(Error::WorkflowNotFound(id))
     }
 
     /// Runs a template as a new workflow in the orchestrator; with `wait`, returns when it has ended.
@@ -83,7 +82,7 @@ impl Gateway {
         }
         let view = self.start_workflow(Some(template), input, caller).await?;
         let id: Name = view.id.as_str().into();
-        let handle = crate::runner::spawn(self.clone(), id.clone(), None);
+        let handle = super::runner::spawn(self.clone(), id.clone(), None);
         if wait {
             handle.await.map_err(|_| Error::ShuttingDown)?;
             return self.workflow(&view.id, true);
@@ -99,34 +98,29 @@ impl Gateway {
         error: Option<String>,
     ) -> Result<bool, Error> {
         let now = now_ms();
-        let duration_ms = {
-            let mut guard = self.inner.state();
-            let Some(workflow) = guard.workflows.get_mut(id) else {
-                return Err(Error::WorkflowNotFound(id.to_owned()));
-            };
-            if workflow.state.is_finished() {
-                return Ok(false);
-            }
-            workflow.finish(state, error.clone(), now);
-            let duration = workflow.duration_ms(now);
-            guard.finished(id.into());
-            duration
-        };
-        self.inner.metrics.workflow_finished(state);
         let end = match state {
             WorkflowState::Completed => WorkflowEnd::Completed,
             WorkflowState::Cancelled => WorkflowEnd::Cancelled,
             _ => WorkflowEnd::Failed,
         };
-        self.inner
-            .audit
-            .append(AuditEvent::WorkflowFinished {
+        let queued = {
+            let mut guard = self.inner.state();
+            let Some(workflow) = guard.workflows.get(id) else {
+                return Err(Error::WorkflowNotFound(id.to_owned()));
+            };
+            if workflow.state.is_finished() {
+                return Ok(false);
+            }
+            let finished = AuditEvent::WorkflowFinished {
                 workflow_id: id.to_owned(),
                 state: end,
                 error,
-                duration_ms,
-            })
-            .await?;
+                duration_ms: workflow.duration_ms(now),
+            };
+            self.inner.commit(&mut guard, finished, Admit::Outcome)?
+        };
+        self.inner.metrics.workflow_finished(state);
+        queued.durable().await?;
         Ok(true)
     }
 
@@ -169,11 +163,16 @@ impl Gateway {
 
     /// Expires the pending approvals of a workflow that has ended.
     async fn expire_pending(&self, id: &str, by: &str, reason: &str) {
-        for approval in self.inner.approvals.pending_of(id) {
+        let pending: Vec<String> = self
+            .inner
+            .state()
+            .approvals
+            .pending_of(id)
+            .map(|a| a.id.clone())
+            .collect();
+        for approval in pending {
             let _ = self
-                .inner
-                .approvals
-                .decide(&approval, ApprovalVerdict::Expired, by, reason, None)
+                .hand_over_decision(&approval, ApprovalVerdict::Expired, by, reason, None)
                 .await;
         }
     }
@@ -205,11 +204,17 @@ impl Gateway {
     }
 
     pub fn pending_approvals(&self) -> Vec<Approval> {
-        self.inner.approvals.pending()
+        self.inner
+            .state()
+            .approvals
+            .pending
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn approval(&self, id: &str) -> Option<Approval> {
-        self.inner.approvals.get(id)
+        self.inner.state().approvals.get(id).cloned()
     }
 
     /// Decides an approval; returns once the decision is durable.
@@ -238,9 +243,7 @@ impl Gateway {
         } else {
             ApprovalVerdict::Denied
         };
-        self.inner
-            .approvals
-            .decide(id, verdict, approver, reason, digest)
+        self.hand_over_decision(id, verdict, approver, reason, digest)
             .await
     }
 
@@ -260,19 +263,21 @@ impl Gateway {
             None => Error::Unauthenticated(format!(
                 "{action} needs the control token: send `authorization: Bearer <token>` (conductorctl reads CONDUCTOR_TOKEN)"
             )),
-            Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+            Some(given) if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => {
                 Error::PermissionDenied(format!("{action} refused: the control token is wrong"))
             }
             Some(_) => return Ok(()),
         };
         self.inner
-            .audit
-            .append(AuditEvent::ControlRefused {
-                action: action.to_owned(),
-                target: target.to_owned(),
-                reason: refusal.to_string(),
-                caller: caller.to_owned(),
-            })
+            .record(
+                AuditEvent::ControlRefused {
+                    action: action.to_owned(),
+                    target: target.to_owned(),
+                    reason: refusal.to_string(),
+                    caller: caller.to_owned(),
+                },
+                Admit::Outcome,
+            )
             .await?;
         Err(refusal)
     }
@@ -316,24 +321,44 @@ impl Gateway {
                 "the orchestrator was started without a configuration file".into(),
             )
         })?;
-        let config = Arc::new(Config::load(&path)?);
+        let config = match Config::load(&path) {
+            Ok(config) => Arc::new(config),
+            Err(error) => {
+                let problems = match error.problems() {
+                    [] => vec![error.to_string()],
+                    problems => problems.iter().map(ToString::to_string).collect(),
+                };
+                self.inner
+                    .record(
+                        AuditEvent::ConfigRefused {
+                            path: Some(path.display().to_string()),
+                            problems,
+                        },
+                        Admit::Outcome,
+                    )
+                    .await?;
+                return Err(error.into());
+            }
+        };
         let previous = self.inner.config.swap(config.clone());
         self.inner.downstream.forget_catalog();
-        let on_previous = {
-            let state = self.inner.state();
-            state
-                .workflows
-                .values()
-                .filter(|w| !w.state.is_finished() && w.config.version != config.version)
-                .count()
+        let loaded = AuditEvent::ConfigLoaded {
+            config_version: config.version.clone(),
+            path: Some(path.display().to_string()),
         };
-        self.inner
-            .audit
-            .append(AuditEvent::ConfigLoaded {
-                config_version: config.version.clone(),
-                path: Some(path.display().to_string()),
-            })
-            .await?;
+        let (queued, on_previous) = {
+            let mut state = self.inner.state();
+            state.set_config(config.clone());
+            let on_previous = state
+                .active()
+                .filter(|w| w.config.version != config.version)
+                .count();
+            (
+                self.inner.commit(&mut state, loaded, Admit::Outcome)?,
+                on_previous,
+            )
+        };
+        queued.durable().await?;
         tracing::info!(version = %config.version, previous = %previous.version, on_previous, "configuration reloaded");
         Ok((
             config,
@@ -341,9 +366,4 @@ impl Gateway {
             u32::try_from(on_previous).unwrap_or(u32::MAX),
         ))
     }
-}
-
-/// Compares secrets without an early exit that would leak how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

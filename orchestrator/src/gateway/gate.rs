@@ -1,15 +1,28 @@
-//! Approval gates on the call path: the request (ledger, pending list, audit), the wait for a person's
-//! decision or the deadline, and the denial an unapproved call gets.
+//! Approval gates on the call path: the request (ledger, audit), the wait for a person's decision
+//! or the deadline, and the hand-over of a decision from the approver to the waiting call.
+//!
+//! The requests themselves are state (`State::approvals`, kept by the one transition); what lives
+//! here is only the channel each waiting call listens on. A waiting call holds no lock: it awaits
+//! its channel with a deadline. The call records the decision, then replies to the approver, so an
+//! approver's acknowledgement means the decision is durable.
 
 use super::call::CallSpec;
 use super::{Gateway, now_ms};
-use crate::approval::{self, Approval, DecisionRequest};
+use crate::approval::{self, Approval};
 use crate::audit::{ApprovalVerdict, AuditEvent, Outcome};
 use crate::error::Error;
-use crate::policy::{self, RuleKind, Violation};
-use crate::workflow::CallStatus;
+use crate::policy;
+use conductor_audit::Admit;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// A decision on its way to the waiting call, with the channel on which the call confirms it.
+pub struct DecisionRequest {
+    pub verdict: ApprovalVerdict,
+    pub approver: String,
+    pub reason: String,
+    pub reply: oneshot::Sender<Result<Approval, Error>>,
+}
 
 impl Gateway {
     pub(super) async fn request_approval(
@@ -41,66 +54,53 @@ impl Gateway {
             four_eyes: gate.four_eyes,
             workflow_caller: self.workflow_caller(&spec.workflow_id),
         };
-        if let Err(e) = self.inner.approvals.record_request(&approval).await {
-            let message = e.to_string();
-            self.settle_finished(
-                spec,
-                call_id,
-                Outcome::Unavailable,
-                Some(message.clone()),
-                || None,
-                0,
-            );
-            self.inner
-                .audit
-                .append(AuditEvent::CallFinished {
-                    workflow_id: spec.workflow_id.clone(),
-                    call_id: call_id.to_owned(),
-                    tool: spec.tool.clone(),
-                    outcome: Outcome::Unavailable,
-                    duration_us: 0,
-                    error: Some(message),
-                    result: None,
-                })
-                .await?;
+        if let Err(e) = self.inner.ledger.record_request(&approval).await {
+            self.end_unrun(spec, call_id, Outcome::Unavailable, e.to_string())
+                .await;
             return Err(e);
         }
-        {
-            let mut state = self.inner.state();
-            let waiting = CallStatus::WaitingApproval {
-                approval_id: approval.id.clone(),
-            };
-            if let Some(entry) = state
-                .workflows
-                .get_mut(spec.workflow_id.as_str())
-                .and_then(|w| w.set_status(call_id, waiting))
-            {
-                entry.approval_id = Some(approval.id.clone());
-            }
+        // Listening before anyone can see the request, so that it can be decided at once.
+        let decisions = self.wait_for_decision(&approval.id);
+        let requested = AuditEvent::ApprovalRequested {
+            workflow_id: approval.workflow_id.clone(),
+            call_id: call_id.to_owned(),
+            tool: approval.tool.clone(),
+            approval_id: approval.id.clone(),
+            gate: approval.gate.clone(),
+            arguments_digest: approval.arguments_digest.clone(),
+            expires_at_ms: approval.expires_at_ms,
+            four_eyes: approval.four_eyes,
+        };
+        if let Err(e) = self.inner.record(requested, Admit::Intent).await {
+            self.inner.waiters().remove(&approval.id);
+            return Err(self.not_recorded(spec, call_id, e).await);
         }
-        // Listed as pending before anyone can see the request in the log, so that it can be decided at once.
-        let decisions = self.inner.approvals.open(approval.clone());
-        self.inner
-            .audit
-            .append(AuditEvent::ApprovalRequested {
-                workflow_id: approval.workflow_id.clone(),
-                call_id: call_id.to_owned(),
-                tool: approval.tool.clone(),
-                approval_id: approval.id.clone(),
-                gate: approval.gate.clone(),
-                arguments_digest: approval.arguments_digest.clone(),
-                expires_at_ms: approval.expires_at_ms,
-                four_eyes: approval.four_eyes,
-            })
-            .await?;
+        // The request as the state holds it (its time is the record's).
+        let approval = self
+            .inner
+            .state()
+            .approvals
+            .get(&approval.id)
+            .cloned()
+            .unwrap_or(approval);
         Ok((approval, decisions))
+    }
+
+    /// The channel on which a person's decision on `approval_id` will arrive.
+    pub(super) fn wait_for_decision(
+        &self,
+        approval_id: &str,
+    ) -> oneshot::Receiver<DecisionRequest> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.waiters().insert(approval_id.to_owned(), tx);
+        rx
     }
 
     /// Waits, holding no lock, for a person's decision or the deadline; records the decision durably and
     /// confirms it to the approver.
     pub(super) async fn await_approval(
         &self,
-        mut approval: Approval,
+        approval: Approval,
         decisions: oneshot::Receiver<DecisionRequest>,
     ) -> Result<Approval, Error> {
         let remaining =
@@ -108,23 +108,22 @@ impl Gateway {
         let waited = tokio::select! {
             waited = tokio::time::timeout(remaining, decisions) => waited,
             () = self.inner.shutdown.cancelled() => {
-                self.inner.approvals.forget(&approval.id);
+                self.inner.waiters().remove(&approval.id);
                 return Err(Error::ShuttingDown);
             }
         };
-        let (request, reply) = match waited {
+        self.inner.waiters().remove(&approval.id);
+        let (verdict, approver, reason, reply) = match waited {
             Ok(Ok(DecisionRequest {
                 verdict,
                 approver,
                 reason,
                 reply,
-            })) => ((verdict, approver, reason), Some(reply)),
+            })) => (verdict, approver, reason, Some(reply)),
             Ok(Err(_)) => (
-                (
-                    ApprovalVerdict::Expired,
-                    "system".to_owned(),
-                    "the approval was withdrawn".to_owned(),
-                ),
+                ApprovalVerdict::Expired,
+                "system".to_owned(),
+                "the approval was withdrawn".to_owned(),
                 None,
             ),
             Err(_) => {
@@ -133,93 +132,125 @@ impl Gateway {
                         .unwrap_or(0),
                 ));
                 (
-                    (
-                        ApprovalVerdict::Expired,
-                        "system:timeout".to_owned(),
-                        format!("no decision within {waited}"),
-                    ),
+                    ApprovalVerdict::Expired,
+                    "system:timeout".to_owned(),
+                    format!("no decision within {waited}"),
                     None,
                 )
             }
         };
-        let (verdict, approver, reason) = request;
-        let now = now_ms();
-        approval.verdict = Some(verdict);
-        approval.decided_by = approver;
-        approval.reason = reason;
-        approval.decided_at_ms = now;
-        let recorded = self.record_decision(&approval, now).await;
-        self.inner.approvals.close(approval.clone());
-        let outcome = recorded.map(|()| approval.clone());
+        let decided = AuditEvent::ApprovalDecided {
+            workflow_id: approval.workflow_id.clone(),
+            call_id: approval.call_id.clone(),
+            approval_id: approval.id.clone(),
+            verdict,
+            approver,
+            reason,
+            waited_ms: u64::try_from(now_ms() - approval.requested_at_ms).unwrap_or(0),
+        };
+        let recorded = self.inner.record(decided, Admit::Outcome).await;
+        let decided = self
+            .inner
+            .state()
+            .approvals
+            .get(&approval.id)
+            .cloned()
+            .unwrap_or(approval);
+        if let Err(e) = self.inner.ledger.record_decision(&decided).await {
+            tracing::warn!(approval = %decided.id, error = %e, "the approval ledger did not take the decision; the audit log has it");
+        }
+        let outcome = recorded.map(|_| decided);
         if let Some(reply) = reply {
             let _ = reply.send(match &outcome {
                 Ok(a) => Ok(a.clone()),
-                Err(e) => Err(Error::InvalidArgument(e.to_string())),
+                Err(e) => Err(Error::Unavailable {
+                    server: "audit log".into(),
+                    message: e.to_string(),
+                }),
             });
         }
         outcome
     }
 
-    async fn record_decision(&self, approval: &Approval, now: i64) -> Result<(), Error> {
-        if let Err(e) = self.inner.approvals.record_decision(approval).await {
-            tracing::warn!(approval = %approval.id, error = %e, "the approval ledger did not take the decision; the audit log has it");
+    /// Hands a decision to the waiting call and waits until the call has recorded it. An approval names
+    /// the digest of the arguments it releases (when given, it must match) and, under four eyes, cannot
+    /// come from the caller who started the workflow. It is single-use: the first decision wins.
+    pub(super) async fn hand_over_decision(
+        &self,
+        id: &str,
+        verdict: ApprovalVerdict,
+        approver: &str,
+        reason: &str,
+        digest: Option<&str>,
+    ) -> Result<Approval, Error> {
+        if approver.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "every decision names its approver: set approver (conductorctl --as NAME)".into(),
+            ));
         }
-        let verdict = approval.verdict.unwrap_or(ApprovalVerdict::Expired);
-        self.inner
-            .audit
-            .append(AuditEvent::ApprovalDecided {
-                workflow_id: approval.workflow_id.clone(),
-                call_id: approval.call_id.clone(),
-                approval_id: approval.id.clone(),
-                verdict,
-                approver: approval.decided_by.clone(),
-                reason: approval.reason.clone(),
-                waited_ms: u64::try_from(now - approval.requested_at_ms).unwrap_or(0),
-            })
-            .await?;
-        Ok(())
+        {
+            let state = self.inner.state();
+            match state.approvals.pending.get(id) {
+                Some(approval) => {
+                    if let Some(digest) = digest.filter(|d| !d.is_empty())
+                        && digest != approval.arguments_digest
+                    {
+                        return Err(Error::ApprovalMismatch(format!(
+                            "approval {id} is for arguments with digest {}, not {digest}: the call's arguments differ from what was reviewed; look again with `conductorctl pending`",
+                            approval.arguments_digest
+                        )));
+                    }
+                    if verdict == ApprovalVerdict::Approved
+                        && approval.four_eyes
+                        && approval::same_person(approver, &approval.workflow_caller)
+                    {
+                        return Err(Error::PermissionDenied(format!(
+                            "four eyes: {approver} started workflow {} and cannot approve its own call; ask someone else",
+                            approval.workflow_id
+                        )));
+                    }
+                }
+                None => {
+                    return Err(match state.approvals.get(id) {
+                        Some(done) => Error::ApprovalDecided {
+                            id: id.to_owned(),
+                            state: done.describe(),
+                        },
+                        None => Error::ApprovalNotFound(id.to_owned()),
+                    });
+                }
+            }
+        }
+        let Some(sender) = self.inner.waiters().remove(id) else {
+            return Err(Error::ApprovalDecided {
+                id: id.to_owned(),
+                state: "being decided by someone else".into(),
+            });
+        };
+        let (reply, confirmed) = oneshot::channel();
+        let request = DecisionRequest {
+            verdict,
+            approver: approver.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        };
+        if sender.send(request).is_err() {
+            return Err(Error::ApprovalDecided {
+                id: id.to_owned(),
+                state: "expired".into(),
+            });
+        }
+        confirmed.await.map_err(|_| Error::ShuttingDown)?
     }
-}
 
-pub(super) fn approval_violation(approval: &Approval) -> Violation {
-    let (message, hint) = match approval.verdict {
-        Some(ApprovalVerdict::Denied) => (
-            format!(
-                "{} was denied by {}{}",
-                approval.tool,
-                approval.decided_by,
-                reason_suffix(&approval.reason)
-            ),
-            "do not retry this call unchanged; ask the approver what to change".to_owned(),
-        ),
-        _ => (
-            format!(
-                "{} was not approved in time ({}){}",
-                approval.tool,
-                approval.decided_by,
-                reason_suffix(&approval.reason)
-            ),
-            format!(
-                "call it again and have someone run `conductorctl approve <id>` before the gate's time-out (gate {})",
-                approval.gate
-            ),
-        ),
-    };
-    Violation {
-        rule_id: approval.gate.clone(),
-        rule_kind: RuleKind::Approval,
-        tool: approval.tool.clone(),
-        message,
-        unblock_hint: hint,
-        required_tools: Vec::new(),
-        retry_after_ms: None,
-    }
-}
-
-fn reason_suffix(reason: &str) -> String {
-    if reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {reason}")
+    pub(super) fn step_name(&self, workflow_id: &str, index: usize) -> Option<String> {
+        let state = self.inner.state();
+        let workflow = state.workflows.get(workflow_id)?;
+        workflow
+            .template
+            .as_ref()?
+            .steps
+            .get(index)
+            .map(|s| s.name.clone())
     }
 }

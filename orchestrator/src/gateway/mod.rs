@@ -1,34 +1,44 @@
 //! The gateway: the orchestrator's live state and every operation on it, shared by the gRPC front, the
 //! MCP front and template runs.
 //!
-//! State lives behind one `std::sync::Mutex`, held only for short synchronous sections and never across
-//! an `.await`: deciding a call and marking it running happen in one section, so exclusive groups hold
-//! under any interleaving. The audit log is the memory: the state is rebuilt from it on start.
+//! The state is `conductor-core`'s [`State`], changed only by [`State::apply`] over audit events.
+//! Every operation commits the same way ([`Inner::commit`]): under one short `std::sync::Mutex`
+//! section (never held across an `.await`) it asks the log whether it takes the record, stamps it,
+//! applies it and queues it, so the log's order is the order of the changes; it then awaits
+//! durability outside the lock. Start-up applies every record of the log through the same function,
+//! so the state after a restart is the state that was live.
+//!
+//! Write-ahead: a call's intent (its decision and `call_started`) is durable before the call is
+//! forwarded, and while the log cannot be written no new intent is admitted: nothing runs
+//! unrecorded.
 
 mod call;
 mod control;
 mod decide;
 mod gate;
-mod replay;
+mod runner;
 mod view;
 
 pub use call::{CallReport, CallResult, CallSpec};
-pub use control::constant_time_eq;
-pub use view::{Outlook, StatusSnapshot, WorkflowView};
+pub use gate::DecisionRequest;
+pub use view::{AuditState, Outlook, StatusSnapshot, WorkflowView};
 
-use crate::approval::Approvals;
-use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::audit::{AuditEvent, AuditLog, AuditRecord, Outcome};
 use crate::config::{Config, Transport};
 use crate::downstream::Downstream;
 use crate::error::Error;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::policy::{Buckets, Map, Name, RunningCalls};
-use crate::workflow::Workflow;
+use crate::policy::Map;
 use arc_swap::ArcSwap;
-use conductor_audit::AuditOptions;
-use std::collections::{HashMap, VecDeque};
+use conductor_audit::{Admit, AuditOptions, Queued};
+use conductor_core::State;
+use conductor_core::state::Unfinished;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,39 +49,18 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-#[derive(Default)]
-pub(crate) struct State {
-    pub workflows: Map<Name, Workflow>,
-    pub running: RunningCalls,
-    /// Orchestrator-wide rate limits.
-    pub buckets: Buckets,
-    /// Finished workflows, oldest first: only the newest [`FINISHED_KEPT`] stay in memory (the audit
-    /// log keeps them all), so a long-running daemon's memory does not grow with its history.
-    pub finished: VecDeque<Name>,
-}
-
-/// How many finished workflows stay in memory for `workflow`, `workflows` and the dashboard.
-pub const FINISHED_KEPT: usize = 10_000;
-
-impl State {
-    /// Notes that a workflow finished and forgets the oldest finished ones beyond [`FINISHED_KEPT`].
-    pub fn finished(&mut self, id: Name) {
-        self.finished.push_back(id);
-        while self.finished.len() > FINISHED_KEPT {
-            if let Some(old) = self.finished.pop_front() {
-                self.workflows.remove(&old);
-            }
-        }
-    }
-}
-
 pub(crate) struct Inner {
     pub config: ArcSwap<Config>,
     pub config_path: Option<PathBuf>,
     state: Mutex<State>,
+    /// The time of the last record committed: stamps never go back, so a record's time is the
+    /// time its change was applied with.
+    last_stamp: AtomicI64,
     pub audit: AuditLog,
     pub downstream: Downstream,
-    pub approvals: Approvals,
+    pub ledger: Ledger,
+    /// The calls waiting for a person's decision, by approval id: where a decision is handed over.
+    waiters: Mutex<Map<String, oneshot::Sender<DecisionRequest>>>,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     /// Cancelled when the orchestrator begins to stop: waits for approvals end (they stay pending in the
@@ -82,6 +71,35 @@ pub(crate) struct Inner {
 impl Inner {
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, Map<String, oneshot::Sender<DecisionRequest>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The one way the state changes: asks the log whether it takes the record (an intent is refused
+    /// while the log cannot be written), stamps it, applies it and queues it, under the state lock
+    /// the caller holds. Await the returned [`Queued`] outside the lock.
+    pub fn commit(
+        &self,
+        state: &mut State,
+        event: AuditEvent,
+        admit: Admit,
+    ) -> Result<Queued<AuditEvent>, Error> {
+        self.audit.admit(admit)?;
+        let at = now_ms().max(self.last_stamp.load(Ordering::Relaxed));
+        self.last_stamp.store(at, Ordering::Relaxed);
+        state.apply(at, &event);
+        Ok(self.audit.enqueue(at, event, Admit::Outcome)?)
+    }
+
+    /// [`Inner::commit`] under a lock of its own, then waits until the record is durable.
+    pub async fn record(&self, event: AuditEvent, admit: Admit) -> Result<Arc<AuditRecord>, Error> {
+        let queued = {
+            let mut state = self.state();
+            self.commit(&mut state, event, admit)?
+        };
+        Ok(queued.durable().await?)
     }
 }
 
@@ -100,8 +118,9 @@ pub struct GatewayOptions {
 }
 
 impl Gateway {
-    /// Opens the audit log, rebuilds the state from it, and resumes what was in progress: calls that were
-    /// running are marked interrupted, pending approvals wait again, template runs continue.
+    /// Opens the audit log, rebuilds the state from it (the same transition as the live path), and
+    /// resumes what was in progress: calls that were running are marked interrupted, pending
+    /// approvals wait again, template runs continue.
     pub async fn start(options: GatewayOptions) -> Result<Gateway, Error> {
         let config = Arc::new(options.config);
         let ledger_url = config.approval_ledger.as_ref().and_then(|name| {
@@ -110,26 +129,17 @@ impl Gateway {
                 _ => None,
             }
         });
-        let approvals = Approvals::new(ledger_url.as_deref())?;
-        let mut state = State::default();
-        let mut replayer = replay::Replayer {
-            state: &mut state,
-            config: &config,
-            unfinished: Map::default(),
-        };
-        let (audit, report) =
-            AuditLog::open_as(options.audit, |record| replayer.apply(record)).await?;
-        let unfinished = std::mem::take(&mut replayer.unfinished);
-        let mut ended: Vec<(i64, Name)> = state
-            .workflows
-            .values()
-            .filter(|w| w.state.is_finished())
-            .map(|w| (w.finished_at_ms.unwrap_or(0), w.id.clone()))
-            .collect();
-        ended.sort();
-        for (_, id) in ended {
-            state.finished(id);
-        }
+        let ledger = Ledger::new(ledger_url.as_deref())?;
+        let mut state = State::new(config.clone());
+        let mut last_stamp = 0;
+        let (audit, report) = AuditLog::open_as(
+            options.audit,
+            |record: conductor_audit::Record<crate::audit::ReplayEvent>| {
+                last_stamp = record.ts_ms;
+                state.apply(record.ts_ms, &record.event);
+            },
+        )
+        .await?;
         if let Some(torn) = &report.torn_line_repaired {
             tracing::warn!(%torn, "the audit log ended in a torn line (a crash mid-write); it was cut off");
         }
@@ -138,101 +148,117 @@ impl Gateway {
             workflows = state.workflows.len(),
             "audit log opened and state rebuilt"
         );
+        let unfinished = state.unfinished();
         let gateway = Gateway {
             inner: Arc::new(Inner {
                 config: ArcSwap::new(config.clone()),
                 config_path: options.config_path.clone(),
                 state: Mutex::new(state),
+                last_stamp: AtomicI64::new(last_stamp),
                 audit,
                 downstream: Downstream::default(),
-                approvals,
+                ledger,
+                waiters: Mutex::new(Map::default()),
                 metrics: Metrics::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
         };
+        if let Some(failure) = &report.recovered_from {
+            gateway
+                .inner
+                .record(
+                    AuditEvent::Recovered {
+                        set_aside: report
+                            .set_aside
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect(),
+                        cut_seq: failure.seq,
+                        reason: failure.to_string(),
+                    },
+                    Admit::Intent,
+                )
+                .await?;
+        }
         gateway
             .inner
-            .audit
-            .append(AuditEvent::ConfigLoaded {
-                config_version: config.version.clone(),
-                path: options.config_path.map(|p| p.display().to_string()),
-            })
+            .record(
+                AuditEvent::ConfigLoaded {
+                    config_version: config.version.clone(),
+                    path: options.config_path.map(|p| p.display().to_string()),
+                },
+                Admit::Intent,
+            )
             .await?;
-        gateway.resume(unfinished.into_values().collect()).await?;
+        gateway.resume(unfinished).await?;
         Ok(gateway)
     }
 
-    async fn resume(&self, unfinished: Vec<replay::Unfinished>) -> Result<(), Error> {
+    async fn resume(&self, unfinished: Vec<Unfinished>) -> Result<(), Error> {
         let mut waiting_steps = HashMap::new();
         for call in unfinished {
-            let step_index = call
-                .step
-                .as_ref()
-                .and_then(|step| self.step_index(&call.workflow_id, step));
-            let spec = CallSpec {
-                workflow_id: call.workflow_id.clone(),
-                tool: call.tool.clone(),
-                arguments: call.arguments(),
-                caller: call.caller,
-                step: step_index,
-            };
-            match call.approval {
-                Some(approval) => {
-                    tracing::info!(approval = %approval.id, workflow = %call.workflow_id, "approval still pending after restart");
-                    if step_index.is_some() {
-                        waiting_steps
-                            .insert(call.workflow_id.clone(), (spec, call.call_id, approval));
+            match call {
+                Unfinished::Waiting(approval) => {
+                    let approval = *approval;
+                    tracing::info!(approval = %approval.id, workflow = %approval.workflow_id, "approval still pending after restart");
+                    let spec = CallSpec {
+                        workflow_id: approval.workflow_id.clone(),
+                        tool: approval.tool.clone(),
+                        arguments: approval.arguments.clone(),
+                        caller: approval.requested_by.clone(),
+                        step: approval
+                            .step
+                            .as_ref()
+                            .and_then(|step| self.step_index(&approval.workflow_id, step)),
+                    };
+                    if spec.step.is_some() {
+                        waiting_steps.insert(approval.workflow_id.clone(), (spec, approval));
                     } else {
                         let gateway = self.clone();
                         self.inner.tasks.spawn(async move {
-                            if let Err(e) =
-                                gateway.execute(spec, Some((call.call_id, approval))).await
-                            {
+                            if let Err(e) = gateway.execute(spec, Some(approval)).await {
                                 tracing::warn!(error = %e, "resumed call failed");
                             }
                         });
                     }
                 }
-                None => {
-                    let message =
-                        "the orchestrator stopped while the call ran; its effect is unknown"
-                            .to_owned();
-                    self.settle_finished(
-                        &spec,
-                        &call.call_id,
-                        Outcome::Interrupted,
-                        Some(message.clone()),
-                        || None,
-                        0,
-                    );
+                Unfinished::Interrupted {
+                    workflow_id,
+                    call_id,
+                    tool,
+                } => {
                     self.inner
-                        .audit
-                        .append(AuditEvent::CallFinished {
-                            workflow_id: call.workflow_id,
-                            call_id: call.call_id,
-                            tool: call.tool,
-                            outcome: Outcome::Interrupted,
-                            duration_us: 0,
-                            error: Some(message),
-                            result: None,
-                        })
+                        .record(
+                            AuditEvent::CallFinished {
+                                workflow_id: workflow_id.to_string(),
+                                call_id: call_id.to_string(),
+                                tool: tool.to_string(),
+                                outcome: Outcome::Interrupted,
+                                duration_us: 0,
+                                error: Some(
+                                    "the orchestrator stopped while the call ran; its effect is unknown"
+                                        .to_owned(),
+                                ),
+                                result: None,
+                            },
+                            Admit::Outcome,
+                        )
                         .await?;
                 }
             }
         }
-        let templated: Vec<Name> = {
+        let templated: Vec<String> = {
             let state = self.inner.state();
             state
-                .workflows
-                .values()
-                .filter(|w| w.template.is_some() && !w.state.is_finished())
-                .map(|w| w.id.clone())
+                .active()
+                .filter(|w| w.template.is_some())
+                .map(|w| w.id.to_string())
                 .collect()
         };
         for id in templated {
-            let resumed = waiting_steps.remove(&*id);
-            crate::runner::spawn(self.clone(), id, resumed);
+            let resumed = waiting_steps.remove(&id);
+            runner::spawn(self.clone(), id.as_str().into(), resumed);
         }
         Ok(())
     }
@@ -272,52 +298,5 @@ impl Gateway {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.audit.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_newest_finished_workflows_stay_in_memory() {
-        let config = Arc::new(
-            Config::from_slice(
-                br#"{"servers": {"s": {"grpc": "http://127.0.0.1:1", "tools": ["t"]}}}"#,
-            )
-            .expect("config"),
-        );
-        let mut state = State::default();
-        for i in 0..FINISHED_KEPT + 5 {
-            let id: Name = format!("wf-{i}").into();
-            let workflow = Workflow::new(
-                id.clone(),
-                None,
-                config.clone(),
-                "test".into(),
-                serde_json::Value::Null,
-                0,
-            );
-            state.workflows.insert(id.clone(), workflow);
-            state.finished(id);
-        }
-        let running: Name = "wf-running".into();
-        state.workflows.insert(
-            running.clone(),
-            Workflow::new(
-                running.clone(),
-                None,
-                config,
-                "test".into(),
-                serde_json::Value::Null,
-                0,
-            ),
-        );
-        assert_eq!(state.workflows.len(), FINISHED_KEPT + 1);
-        assert!(!state.workflows.contains_key("wf-4") && state.workflows.contains_key("wf-5"));
-        assert!(
-            state.workflows.contains_key(&running),
-            "running workflows are never forgotten"
-        );
     }
 }

@@ -8,8 +8,6 @@ use crate::workflow::{CallEntry, Workflow, WorkflowState};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-const DAY_MS: i64 = 86_400_000;
-
 /// A copy of a workflow for display, taken under the lock.
 #[derive(Debug, Clone)]
 pub struct WorkflowView {
@@ -65,7 +63,7 @@ impl WorkflowView {
 }
 
 /// Asks the engine about every tool the workflow may call, without changing anything.
-fn outlook(state: &super::State, workflow: &Workflow, now: i64) -> Vec<Outlook> {
+fn outlook(state: &conductor_core::State, workflow: &Workflow, now: i64) -> Vec<Outlook> {
     use crate::audit::DecisionKind;
     use crate::policy::{CallRequest, Decision, RateState, decide};
     let config = &workflow.config;
@@ -135,6 +133,8 @@ pub struct StatusSnapshot {
     pub rules: BTreeMap<String, RuleStats>,
     pub last_seq: u64,
     pub config_version: String,
+    /// Whether the audit log can be written: while it cannot, new calls are refused.
+    pub audit: AuditState,
     pub now_ms: i64,
 }
 
@@ -153,21 +153,15 @@ impl Gateway {
         Ok(view)
     }
 
-    /// Workflows, most recently started first.
+    /// Workflows, the active ones first (most recently started first), then the most recently
+    /// finished: read from the state's own lists, never sorted under the lock.
     pub fn workflows(&self, active_only: bool, limit: usize) -> Vec<WorkflowView> {
         let now = now_ms();
         let state = self.inner.state();
-        let mut list: Vec<&Workflow> = state
-            .workflows
-            .values()
-            .filter(|w| !active_only || !w.state.is_finished())
-            .collect();
-        list.sort_by(|a, b| {
-            b.started_at_ms
-                .cmp(&a.started_at_ms)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        list.into_iter()
+        let finished = state.finished().take(if active_only { 0 } else { limit });
+        state
+            .active()
+            .chain(finished)
             .take(limit)
             .map(|w| WorkflowView::of(w, false, now))
             .collect()
@@ -175,54 +169,71 @@ impl Gateway {
 
     pub fn status(&self, recent: usize) -> StatusSnapshot {
         let now = now_ms();
-        let day_start = now - now.rem_euclid(DAY_MS);
-        let (active, completed, failed, workflows) = {
+        let (counters, pending, workflows) = {
             let state = self.inner.state();
-            let mut active = 0;
-            let mut completed = 0;
-            let mut failed = 0;
-            for w in state.workflows.values() {
-                match w.state {
-                    WorkflowState::Running | WorkflowState::WaitingApproval => active += 1,
-                    WorkflowState::Completed if w.finished_at_ms.unwrap_or(0) >= day_start => {
-                        completed += 1
-                    }
-                    WorkflowState::Failed | WorkflowState::Cancelled
-                        if w.finished_at_ms.unwrap_or(0) >= day_start =>
-                    {
-                        failed += 1
-                    }
-                    _ => {}
-                }
-            }
-            let mut list: Vec<&Workflow> = state.workflows.values().collect();
-            list.sort_by(|a, b| {
-                a.state
-                    .is_finished()
-                    .cmp(&b.state.is_finished())
-                    .then_with(|| b.started_at_ms.cmp(&a.started_at_ms))
-                    .then_with(|| b.id.cmp(&a.id))
-            });
-            let views = list
-                .into_iter()
+            let views = state
+                .active()
+                .chain(state.finished())
                 .take(recent)
                 .map(|w| WorkflowView::of(w, false, now))
                 .collect::<Vec<_>>();
-            (active, completed, failed, views)
+            (state.counters.clone(), state.approvals.pending.len(), views)
         };
+        let (completed, failed) = counters.today(now);
         StatusSnapshot {
-            active_workflows: active,
+            active_workflows: counters.active,
             completed_today: completed,
             failed_today: failed,
-            policy_violations: self.inner.metrics.total_violations(),
-            pending_approvals: u32::try_from(self.inner.approvals.pending().len())
-                .unwrap_or(u32::MAX),
+            policy_violations: counters.violations,
+            pending_approvals: u32::try_from(pending).unwrap_or(u32::MAX),
             workflows,
             tools: self.inner.metrics.tools(),
             rules: self.inner.metrics.rules(),
             last_seq: self.inner.audit.last_seq(),
             config_version: self.config().version.clone(),
+            audit: AuditState::of(&self.inner.audit.health()),
             now_ms: now,
+        }
+    }
+
+    /// Whether the audit log can be written now (health checks, `/metrics`, `status`).
+    pub fn audit_state(&self) -> AuditState {
+        AuditState::of(&self.inner.audit.health())
+    }
+
+    /// Everything observable about the state now: what a restart must reproduce exactly (the
+    /// differential tests compare the live state with the one rebuilt from the log).
+    pub fn observe(&self) -> conductor_core::state::Observed {
+        self.inner.state().observe()
+    }
+
+    /// A workflow's summary for a watcher, if it is still in memory.
+    pub fn workflow_summary(&self, id: &str) -> Option<WorkflowView> {
+        let state = self.inner.state();
+        state
+            .workflows
+            .get(id)
+            .map(|w| WorkflowView::of(w, false, now_ms()))
+    }
+}
+
+/// Whether the audit log takes records: when it does not, nothing new runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditState {
+    /// Why the log cannot be written (the file and the OS error), or `None` while it can.
+    pub unwritable: Option<String>,
+    /// Since when it cannot (ms since the Unix epoch; 0 while it can).
+    pub unwritable_since_ms: i64,
+    /// Records queued and not yet durable.
+    pub queued: u64,
+}
+
+impl AuditState {
+    fn of(health: &conductor_audit::AuditHealth) -> Self {
+        AuditState {
+            unwritable: health.unwritable.as_ref().map(|u| u.reason.clone()),
+            unwritable_since_ms: health.unwritable.as_ref().map_or(0, |u| u.since_ms),
+            queued: health.queued as u64,
         }
     }
 }

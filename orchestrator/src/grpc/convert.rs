@@ -185,7 +185,7 @@ pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
 }
 
 fn approval_state(verdict: Option<ApprovalVerdict>) -> pb::ApprovalState {
-    verdict.map_or(pb::ApprovalState::Pending, ApprovalVerdict::state)
+    verdict.map_or(pb::ApprovalState::Pending, crate::ledger::approval_state)
 }
 
 pub fn approval(a: &Approval) -> pb::ApprovalInfo {
@@ -245,6 +245,9 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
         last_seq: s.last_seq,
         config_version: s.config_version.clone(),
         server_time_ms: s.now_ms,
+        audit_unwritable: s.audit.unwritable.clone().unwrap_or_default(),
+        audit_unwritable_since_ms: s.audit.unwritable_since_ms,
+        audit_queued: s.audit.queued,
     }
 }
 
@@ -359,6 +362,8 @@ pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
             e.reason = reason.clone();
             e.caller = caller.clone();
         }
+        AuditEvent::Recovered { reason, .. } => e.reason = reason.clone(),
+        AuditEvent::ConfigRefused { problems, .. } => e.reason = problems.join("; "),
     }
     e
 }

@@ -6,7 +6,7 @@
 
 use super::convert;
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::gateway::{Gateway, WorkflowView, now_ms};
+use crate::gateway::Gateway;
 use conductor_proto::v1 as pb;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -142,13 +142,9 @@ impl Watcher {
         {
             return Ok(());
         }
-        let workflow = workflow_id.and_then(|id| {
-            let state = self.gateway.inner.state();
-            state
-                .workflows
-                .get(id)
-                .map(|w| convert::workflow(&WorkflowView::of(w, false, now_ms())))
-        });
+        let workflow = workflow_id
+            .and_then(|id| self.gateway.workflow_summary(id))
+            .map(|view| convert::workflow(&view));
         let event = pb::WatchEvent {
             seq: record.seq,
             body: Some(pb::watch_event::Body::Event(convert::audit_event(record))),

@@ -147,6 +147,7 @@ impl From<Error> for ErrorData {
             | Error::DeadlineExceeded { .. }
             | Error::Downstream { .. }
             | Error::Audit(_)
+            | Error::Internal(_)
             | Error::ShuttingDown => ErrorCode::INTERNAL_ERROR,
         };
         ErrorData::new(code, error.to_string(), None)

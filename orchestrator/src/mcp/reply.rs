@@ -121,11 +121,11 @@ pub fn with_workflow(
 }
 
 /// A call the gateway could not run. Problems the model can act on (a server down, a time-out, bad
-/// arguments, a finished workflow) are tool errors it reads; an unknown tool or an orchestrator that
-/// cannot serve at all are protocol errors.
+/// arguments, a finished workflow, an audit log that cannot record the call now) are tool errors it
+/// reads; an unknown tool or an orchestrator that cannot serve at all are protocol errors.
 pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
     match error {
-        Error::UnknownTool { .. } | Error::Audit(_) | Error::ShuttingDown => Err(error.into()),
+        Error::UnknownTool { .. } | Error::Internal(_) | Error::ShuttingDown => Err(error.into()),
         other => {
             let mut result = CallToolResult::structured_error(
                 json!({ "code": code(&other), "message": other.to_string() }),
@@ -152,6 +152,7 @@ fn code(error: &Error) -> &'static str {
         }
         Error::Unauthenticated(_) | Error::PermissionDenied(_) => "permission_denied",
         Error::Audit(_) => "audit",
+        Error::Internal(_) => "internal",
         Error::ShuttingDown => "shutting_down",
     }
 }

@@ -7,7 +7,7 @@
 //! (externally tagged) representation is written and read as the `kind`-tagged object directly:
 //!
 //! ```
-//! use conductor_audit::KindTagged;
+//! use conductor_core::tagged::KindTagged;
 //! use serde::{Deserialize, Deserializer, Serialize, Serializer};
 //!
 //! #[derive(Debug, PartialEq, Serialize, Deserialize)]

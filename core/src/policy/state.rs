@@ -32,6 +32,14 @@ impl WorkflowHistory {
     pub fn tally(&self, tool: &str) -> ToolTally {
         self.tools.get(tool).copied().unwrap_or_default()
     }
+
+    /// Every tool's tally, by tool name (for comparing histories).
+    pub fn tallies(&self) -> std::collections::BTreeMap<String, ToolTally> {
+        self.tools
+            .iter()
+            .map(|(tool, tally)| (tool.to_string(), *tally))
+            .collect()
+    }
 }
 
 /// A call that is running now.
@@ -107,6 +115,25 @@ impl RunningCalls {
 
     pub fn len(&self) -> usize {
         self.total
+    }
+
+    /// Every running call as (tool, workflow, call), sorted (for comparing states).
+    pub fn sorted(&self) -> Vec<(String, String, String)> {
+        let mut all: Vec<(String, String, String)> = self
+            .by_tool
+            .iter()
+            .flat_map(|(tool, running)| {
+                running.calls.values().map(move |call| {
+                    (
+                        tool.to_string(),
+                        call.workflow_id.to_string(),
+                        call.call_id.to_string(),
+                    )
+                })
+            })
+            .collect();
+        all.sort();
+        all
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,8 +3,8 @@
 //! A workflow is plain data owned by the gateway's state; it is changed only inside the gateway's short
 //! critical sections and never awaits anything itself.
 
-use crate::audit::Outcome;
 use crate::config::{Config, Template};
+use crate::events::Outcome;
 use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub enum CallStatus {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallEntry {
     pub call_id: Name,
     pub tool: Name,

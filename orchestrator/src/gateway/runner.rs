@@ -4,15 +4,15 @@
 //! The driver keeps no state of its own: it reads the next step from the workflow, so a run rebuilt from
 //! the audit log after a restart continues where it stopped.
 
+use super::{CallResult, CallSpec, Gateway};
 use crate::approval::Approval;
-use crate::gateway::{CallResult, CallSpec, Gateway};
 use crate::policy::Name;
 use crate::template;
 use crate::workflow::WorkflowState;
 use tokio::task::JoinHandle;
 
 /// A step call that was waiting for approval when the orchestrator stopped.
-pub(crate) type ResumedStep = (CallSpec, String, Approval);
+pub(crate) type ResumedStep = (CallSpec, Approval);
 
 /// Starts the driver of a template workflow in a task of its own.
 pub(crate) fn spawn(
@@ -52,12 +52,9 @@ async fn drive(
 ) -> Result<(), crate::error::Error> {
     loop {
         let (step_name, report) = match resumed.take() {
-            Some((spec, call_id, approval)) => {
+            Some((spec, approval)) => {
                 let name = approval.step.clone().unwrap_or_default();
-                (
-                    name,
-                    gateway.execute(spec, Some((call_id, approval))).await?,
-                )
+                (name, gateway.execute(spec, Some(approval)).await?)
             }
             None => match next_step(gateway, workflow_id) {
                 Next::Done => {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 pub use check::{ConfigError, Problem};
 
@@ -171,7 +172,7 @@ impl Config {
         self.clients.values().find(|c| {
             c.token
                 .as_deref()
-                .is_some_and(|t| crate::gateway::constant_time_eq(t.as_bytes(), token.as_bytes()))
+                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
         })
     }
 

@@ -1,0 +1,264 @@
+//! The audit events: what the log records, one per line, tagged by `kind`.
+//!
+//! These events are the orchestrator's memory and the input of its one transition
+//! ([`crate::state::State::apply`]): the state (workflows, histories, pending approvals, the
+//! dashboard's figures) is what applying them in order gives, live and on replay alike, so every
+//! fact the state needs is written here. Adding a field is safe (readers default it); renaming or
+//! removing one breaks old logs.
+//!
+//! The JSON a call carries (arguments, a workflow's input, a result) is the type parameter `J`:
+//! [`Value`] on the live path, [`Box<RawValue>`] at start-up, where it stays text until a call turns
+//! out to need it. One schema, two representations of its payloads.
+
+use crate::policy::Violation;
+use crate::tagged::KindTagged;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The JSON a call carries, as the live path holds it ([`Value`]) or as start-up reads it
+/// ([`Box<RawValue>`], text parsed only when needed).
+pub trait Payload: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
+    /// The payload as a value (a copy, or a parse of the text).
+    fn to_value(&self) -> Value;
+    /// JSON `null`, for records written before the field existed.
+    fn null() -> Self;
+}
+
+impl Payload for Value {
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+
+    fn null() -> Self {
+        Value::Null
+    }
+}
+
+impl Payload for Box<RawValue> {
+    /// The text was parsed once already when the line was read, so it is valid JSON.
+    fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+
+    fn null() -> Self {
+        RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+    }
+}
+
+fn null_payload<J: Payload>() -> J {
+    J::null()
+}
+
+/// What start-up reads: payloads kept as text.
+pub type ReplayEvent = AuditEvent<Box<RawValue>>;
+
+/// How a decided call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// The server could not be reached (or the call could not be recorded): the call did not run.
+    Unavailable,
+    /// The orchestrator stopped (or crashed) while the call ran; its effect is unknown.
+    Interrupted,
+}
+
+/// The engine's verdict as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Allow,
+    Deny,
+    NeedsApproval,
+}
+
+/// A person's (or the clock's) decision on an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalVerdict {
+    Approved,
+    Denied,
+    Expired,
+}
+
+/// A workflow's final state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowEnd {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// One event, written as a flat JSON object whose first field `kind` names the variant. serde's
+/// `remote = "Self"` derives the plain representation as inherent functions, which
+/// [`KindTagged`] turns into that object in one pass (serde's own `tag = "kind"` would read every
+/// event twice; start-up reads them all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    remote = "Self",
+    rename_all = "snake_case",
+    bound(serialize = "J: Serialize", deserialize = "J: Payload")
+)]
+pub enum AuditEvent<J = Value> {
+    /// The orchestrator started, or reloaded, with this configuration.
+    ConfigLoaded {
+        config_version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    WorkflowStarted {
+        workflow_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+        #[serde(default = "null_payload")]
+        input: J,
+        caller: String,
+        config_version: String,
+    },
+    /// A call was asked for and the policy engine decided it (the request and the decision in one line).
+    CallDecided {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        arguments: J,
+        caller: String,
+        decision: DecisionKind,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        violations: Vec<Violation>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<String>,
+        config_version: String,
+    },
+    ApprovalRequested {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        approval_id: String,
+        gate: String,
+        arguments_digest: String,
+        expires_at_ms: i64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        four_eyes: bool,
+    },
+    ApprovalDecided {
+        workflow_id: String,
+        call_id: String,
+        approval_id: String,
+        verdict: ApprovalVerdict,
+        approver: String,
+        #[serde(default)]
+        reason: String,
+        waited_ms: u64,
+    },
+    /// The call was sent to its server.
+    CallStarted {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        server: String,
+    },
+    CallFinished {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        outcome: Outcome,
+        duration_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The tool's result, kept so that template steps can use it after a restart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<J>,
+    },
+    WorkflowFinished {
+        workflow_id: String,
+        state: WorkflowEnd,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        duration_ms: u64,
+    },
+    /// A control action (approve, deny, cancel, reload) was refused, e.g. for a missing token.
+    ControlRefused {
+        action: String,
+        target: String,
+        reason: String,
+        caller: String,
+    },
+    /// The log was opened with `--audit-recover` and a broken part was set aside: the chain goes on
+    /// from the last good record, `cut_seq` being the first record that is no longer in it.
+    Recovered {
+        set_aside: Vec<String>,
+        cut_seq: u64,
+        reason: String,
+    },
+    /// A configuration reload was refused; the running configuration stays.
+    ConfigRefused {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        problems: Vec<String>,
+    },
+}
+
+impl<J: Serialize> Serialize for AuditEvent<J> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AuditEvent::<J>::serialize(self, KindTagged(serializer))
+    }
+}
+
+impl<'de, J: Payload> Deserialize<'de> for AuditEvent<J> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        AuditEvent::<J>::deserialize(KindTagged(deserializer))
+    }
+}
+
+impl<J> AuditEvent<J> {
+    /// The `kind` tag as written in the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::ConfigLoaded { .. } => "config_loaded",
+            AuditEvent::WorkflowStarted { .. } => "workflow_started",
+            AuditEvent::CallDecided { .. } => "call_decided",
+            AuditEvent::ApprovalRequested { .. } => "approval_requested",
+            AuditEvent::ApprovalDecided { .. } => "approval_decided",
+            AuditEvent::CallStarted { .. } => "call_started",
+            AuditEvent::CallFinished { .. } => "call_finished",
+            AuditEvent::WorkflowFinished { .. } => "workflow_finished",
+            AuditEvent::ControlRefused { .. } => "control_refused",
+            AuditEvent::Recovered { .. } => "recovered",
+            AuditEvent::ConfigRefused { .. } => "config_refused",
+        }
+    }
+
+    /// The workflow the event belongs to, if any.
+    pub fn workflow_id(&self) -> Option<&str> {
+        match self {
+            AuditEvent::WorkflowStarted { workflow_id, .. }
+            | AuditEvent::CallDecided { workflow_id, .. }
+            | AuditEvent::ApprovalRequested { workflow_id, .. }
+            | AuditEvent::ApprovalDecided { workflow_id, .. }
+            | AuditEvent::CallStarted { workflow_id, .. }
+            | AuditEvent::CallFinished { workflow_id, .. }
+            | AuditEvent::WorkflowFinished { workflow_id, .. } => Some(workflow_id),
+            AuditEvent::ConfigLoaded { .. }
+            | AuditEvent::ControlRefused { .. }
+            | AuditEvent::Recovered { .. }
+            | AuditEvent::ConfigRefused { .. } => None,
+        }
+    }
+
+    /// The tool the event is about, if any.
+    pub fn tool(&self) -> Option<&str> {
+        match self {
+            AuditEvent::CallDecided { tool, .. }
+            | AuditEvent::ApprovalRequested { tool, .. }
+            | AuditEvent::CallStarted { tool, .. }
+            | AuditEvent::CallFinished { tool, .. } => Some(tool),
+            _ => None,
+        }
+    }
+}

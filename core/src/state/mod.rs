@@ -1,0 +1,524 @@
+//! The orchestrator's state and its one transition, [`State::apply`].
+//!
+//! Every change to the state is an [`AuditEvent`] applied here: the live path decides, builds the
+//! event, applies it and queues it for the log under one short lock; start-up applies every record
+//! of the log in order. There is no second copy of the transitions, so the state rebuilt from the
+//! log is the state that was live. `apply` reads no clock (the time is the record's) and does no
+//! I/O, so a second process following the log would build the same state.
+//!
+//! The read models the fronts ask for often (the dashboard's counters, the recent workflows, the
+//! pending approvals) are kept up to date here too, so reading them never sorts or scans under the
+//! lock.
+
+use crate::approval::Approval;
+use crate::config::Config;
+use crate::events::{ApprovalVerdict, AuditEvent, DecisionKind, Outcome, Payload, WorkflowEnd};
+use crate::policy::{self, Buckets, Map, Name, RunningCall, RunningCalls};
+use crate::workflow::{CallEntry, CallStatus, Workflow, WorkflowState};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+mod observe;
+#[cfg(test)]
+mod tests;
+
+pub use observe::{Observed, ObservedWorkflow};
+
+/// How many finished workflows stay in memory for `workflow`, `workflows` and the dashboard.
+pub const FINISHED_KEPT: usize = 10_000;
+
+/// How many decided approvals stay listed in memory (the audit log keeps them all).
+pub const DECIDED_KEPT: usize = 1024;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The dashboard's counters, kept by [`State::apply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Workflows running or waiting.
+    pub active: u32,
+    /// Policy violations ever recorded: denials' rules and refused approvals.
+    pub violations: u64,
+    /// The day (days since the Unix epoch, UTC) the two counts below are of.
+    pub day: i64,
+    pub completed_on_day: u32,
+    pub failed_on_day: u32,
+}
+
+impl Counters {
+    /// Completed and failed workflows of the day that holds `now_ms`.
+    pub fn today(&self, now_ms: i64) -> (u32, u32) {
+        if now_ms.div_euclid(DAY_MS) == self.day {
+            (self.completed_on_day, self.failed_on_day)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Approval requests: the pending ones, and the latest decided ones.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalBook {
+    pub pending: BTreeMap<String, Approval>,
+    pub decided: VecDeque<Approval>,
+}
+
+impl ApprovalBook {
+    pub fn get(&self, id: &str) -> Option<&Approval> {
+        self.pending
+            .get(id)
+            .or_else(|| self.decided.iter().rev().find(|a| a.id == id))
+    }
+
+    /// The pending requests of one workflow.
+    pub fn pending_of<'a>(&'a self, workflow_id: &'a str) -> impl Iterator<Item = &'a Approval> {
+        self.pending
+            .values()
+            .filter(move |a| a.workflow_id == workflow_id)
+    }
+}
+
+/// A call that was decided and has not ended: what start-up does with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unfinished {
+    /// It waits for a person's decision: the wait resumes.
+    Waiting(Box<Approval>),
+    /// It was running (or between its approval and its run): its effect is unknown.
+    Interrupted {
+        workflow_id: Name,
+        call_id: Name,
+        tool: Name,
+    },
+}
+
+/// A gated call, between its decision and its approval request.
+#[derive(Debug, Clone)]
+struct Gated {
+    arguments: Value,
+    caller: String,
+}
+
+/// Everything the orchestrator knows, as applying the log gives it.
+#[derive(Debug)]
+pub struct State {
+    pub workflows: Map<Name, Workflow>,
+    pub running: RunningCalls,
+    /// Orchestrator-wide rate limits.
+    pub buckets: Buckets,
+    pub approvals: ApprovalBook,
+    pub counters: Counters,
+    /// The configuration workflows started from now on run under.
+    config: Arc<Config>,
+    /// Finished workflows, oldest first: only the newest [`FINISHED_KEPT`] stay in memory.
+    finished: VecDeque<Name>,
+    /// Workflows running or waiting, by start.
+    active: BTreeSet<(i64, Name)>,
+    /// Calls decided to run or to wait that have not ended: call id → workflow id.
+    open_calls: Map<Name, Name>,
+    gated: Map<Name, Gated>,
+}
+
+impl State {
+    pub fn new(config: Arc<Config>) -> Self {
+        State {
+            workflows: Map::default(),
+            running: RunningCalls::default(),
+            buckets: Buckets::default(),
+            approvals: ApprovalBook::default(),
+            counters: Counters::default(),
+            config,
+            finished: VecDeque::new(),
+            active: BTreeSet::new(),
+            open_calls: Map::default(),
+            gated: Map::default(),
+        }
+    }
+
+    /// The configuration new workflows start under.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Workflows started from now on run under `config` (a reload); running ones keep theirs.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    /// The one transition: applies one event, recorded at `at_ms`. Records about workflows or calls
+    /// it does not know (forgotten as too old, or from a damaged log) change nothing.
+    pub fn apply<J: Payload>(&mut self, at_ms: i64, event: &AuditEvent<J>) {
+        match event {
+            AuditEvent::WorkflowStarted {
+                workflow_id,
+                template,
+                input,
+                caller,
+                ..
+            } => {
+                let template = template
+                    .as_deref()
+                    .and_then(|t| self.config.template(t))
+                    .cloned();
+                let id: Name = workflow_id.as_str().into();
+                let workflow = Workflow::new(
+                    id.clone(),
+                    template,
+                    self.config.clone(),
+                    caller.clone(),
+                    input.to_value(),
+                    at_ms,
+                );
+                if let Some(old) = self.workflows.insert(id.clone(), workflow) {
+                    self.active.remove(&(old.started_at_ms, id.clone()));
+                }
+                self.active.insert((at_ms, id));
+                self.counters.active = self.active.len() as u32;
+            }
+            AuditEvent::CallDecided {
+                workflow_id,
+                call_id,
+                tool,
+                step,
+                arguments,
+                caller,
+                decision,
+                violations,
+                gate,
+                ..
+            } => self.decided(
+                at_ms,
+                workflow_id,
+                call_id,
+                tool,
+                step,
+                *decision,
+                violations,
+                gate,
+                || Gated {
+                    arguments: arguments.to_value(),
+                    caller: caller.clone(),
+                },
+            ),
+            AuditEvent::ApprovalRequested {
+                workflow_id,
+                call_id,
+                tool,
+                approval_id,
+                gate,
+                arguments_digest,
+                expires_at_ms,
+                four_eyes,
+            } => {
+                let gated = self.gated.remove(call_id.as_str());
+                let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) else {
+                    return;
+                };
+                let step = workflow
+                    .call_mut(call_id)
+                    .and_then(|entry| entry.step.clone());
+                let (arguments, requested_by) =
+                    gated.map_or((Value::Null, String::new()), |g| (g.arguments, g.caller));
+                let approval = Approval {
+                    id: approval_id.clone(),
+                    workflow_id: workflow_id.clone(),
+                    call_id: call_id.clone(),
+                    tool: tool.clone(),
+                    step,
+                    gate: gate.clone(),
+                    arguments,
+                    arguments_digest: arguments_digest.clone(),
+                    config_version: workflow.config.version.clone(),
+                    requested_by,
+                    requested_at_ms: at_ms,
+                    expires_at_ms: *expires_at_ms,
+                    verdict: None,
+                    decided_by: String::new(),
+                    reason: String::new(),
+                    decided_at_ms: 0,
+                    four_eyes: *four_eyes,
+                    workflow_caller: workflow.caller.clone(),
+                };
+                let waiting = CallStatus::WaitingApproval {
+                    approval_id: approval_id.clone(),
+                };
+                if let Some(entry) = workflow.set_status(call_id, waiting) {
+                    entry.approval_id = Some(approval_id.clone());
+                }
+                workflow.refresh_state();
+                self.approvals.pending.insert(approval_id.clone(), approval);
+            }
+            AuditEvent::ApprovalDecided {
+                workflow_id,
+                call_id,
+                approval_id,
+                verdict,
+                approver,
+                reason,
+                ..
+            } => {
+                let Some(mut approval) = self.approvals.pending.remove(approval_id.as_str()) else {
+                    return;
+                };
+                approval.verdict = Some(*verdict);
+                approval.decided_by = approver.clone();
+                approval.reason = reason.clone();
+                approval.decided_at_ms = at_ms;
+                if *verdict != ApprovalVerdict::Approved {
+                    let refusal = approval.refusal();
+                    self.counters.violations += 1;
+                    self.open_calls.remove(call_id.as_str());
+                    if let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) {
+                        workflow.violations += 1;
+                        workflow.set_status(
+                            call_id,
+                            CallStatus::Denied {
+                                violations: vec![refusal],
+                            },
+                        );
+                        workflow.refresh_state();
+                    }
+                }
+                self.approvals.decided.push_back(approval);
+                while self.approvals.decided.len() > DECIDED_KEPT {
+                    self.approvals.decided.pop_front();
+                }
+            }
+            AuditEvent::CallFinished {
+                workflow_id,
+                call_id,
+                tool,
+                outcome,
+                duration_us,
+                error,
+                result,
+            } => {
+                self.running.remove(tool, call_id);
+                self.open_calls.remove(call_id.as_str());
+                self.gated.remove(call_id.as_str());
+                let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) else {
+                    return;
+                };
+                // A call that ends while its approval is pending (it could not be recorded) takes
+                // the request with it.
+                if let Some(approval_id) = workflow
+                    .call_mut(call_id)
+                    .and_then(|entry| entry.approval_id.clone())
+                {
+                    self.approvals.pending.remove(&approval_id);
+                }
+                finish_call(
+                    workflow,
+                    call_id,
+                    *outcome,
+                    error.clone(),
+                    || result.as_ref().map(Payload::to_value),
+                    *duration_us,
+                );
+            }
+            AuditEvent::WorkflowFinished {
+                workflow_id,
+                state,
+                error,
+                ..
+            } => {
+                let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) else {
+                    return;
+                };
+                if workflow.state.is_finished() {
+                    return;
+                }
+                let state = match state {
+                    WorkflowEnd::Completed => WorkflowState::Completed,
+                    WorkflowEnd::Failed => WorkflowState::Failed,
+                    WorkflowEnd::Cancelled => WorkflowState::Cancelled,
+                };
+                workflow.finish(state, error.clone(), at_ms);
+                let key = (workflow.started_at_ms, workflow.id.clone());
+                self.active.remove(&key);
+                self.counters.active = self.active.len() as u32;
+                let day = at_ms.div_euclid(DAY_MS);
+                if day != self.counters.day {
+                    self.counters.day = day;
+                    self.counters.completed_on_day = 0;
+                    self.counters.failed_on_day = 0;
+                }
+                if state == WorkflowState::Completed {
+                    self.counters.completed_on_day += 1;
+                } else {
+                    self.counters.failed_on_day += 1;
+                }
+                self.finished.push_back(key.1);
+                while self.finished.len() > FINISHED_KEPT {
+                    if let Some(old) = self.finished.pop_front() {
+                        self.workflows.remove(&old);
+                    }
+                }
+            }
+            AuditEvent::ConfigLoaded { .. }
+            | AuditEvent::CallStarted { .. }
+            | AuditEvent::ControlRefused { .. }
+            | AuditEvent::Recovered { .. }
+            | AuditEvent::ConfigRefused { .. } => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decided(
+        &mut self,
+        at_ms: i64,
+        workflow_id: &str,
+        call_id: &str,
+        tool: &str,
+        step: &Option<String>,
+        decision: DecisionKind,
+        violations: &[policy::Violation],
+        gate: &Option<String>,
+        gated: impl FnOnce() -> Gated,
+    ) {
+        let Some(workflow) = self.workflows.get_mut(workflow_id) else {
+            return;
+        };
+        // The configuration's own name when it knows the tool: shared, not copied.
+        let tool: Name = workflow
+            .config
+            .tools
+            .get_key_value(tool)
+            .map_or_else(|| tool.into(), |(name, _)| name.clone());
+        let call_id: Name = call_id.into();
+        let status = match decision {
+            DecisionKind::Allow => {
+                self.running.insert(
+                    &tool,
+                    RunningCall {
+                        workflow_id: workflow.id.clone(),
+                        call_id: call_id.clone(),
+                    },
+                );
+                policy::consume(
+                    &workflow.config.policies,
+                    &tool,
+                    &mut self.buckets,
+                    &mut workflow.buckets,
+                    at_ms,
+                );
+                self.open_calls.insert(call_id.clone(), workflow.id.clone());
+                CallStatus::Running
+            }
+            DecisionKind::Deny => {
+                let count = violations.len() as u32;
+                workflow.violations += count;
+                self.counters.violations += u64::from(count);
+                self.open_calls.remove(&call_id);
+                CallStatus::Denied {
+                    violations: violations.to_vec(),
+                }
+            }
+            DecisionKind::NeedsApproval => {
+                self.open_calls.insert(call_id.clone(), workflow.id.clone());
+                self.gated.insert(call_id.clone(), gated());
+                CallStatus::WaitingApproval {
+                    approval_id: String::new(),
+                }
+            }
+        };
+        workflow.record_call(CallEntry {
+            call_id,
+            tool,
+            step: step.clone(),
+            status,
+            started_at_ms: at_ms,
+            duration_us: 0,
+            approval_id: None,
+            gate: gate.clone(),
+        });
+        workflow.refresh_state();
+    }
+
+    /// The calls still open when the log ends (start-up: pending approvals wait again, the rest
+    /// was interrupted).
+    pub fn unfinished(&self) -> Vec<Unfinished> {
+        let mut out: Vec<Unfinished> = self
+            .open_calls
+            .iter()
+            .filter_map(|(call_id, workflow_id)| {
+                let workflow = self.workflows.get(workflow_id)?;
+                let position = workflow.calls.iter().rposition(|c| c.call_id == *call_id)?;
+                let entry = &workflow.calls[position];
+                let pending = entry
+                    .approval_id
+                    .as_deref()
+                    .and_then(|id| self.approvals.pending.get(id));
+                Some(match pending {
+                    Some(approval) => Unfinished::Waiting(Box::new(approval.clone())),
+                    None => Unfinished::Interrupted {
+                        workflow_id: workflow_id.clone(),
+                        call_id: call_id.clone(),
+                        tool: entry.tool.clone(),
+                    },
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| order_key(a).cmp(order_key(b)));
+        out
+    }
+
+    /// Workflows running or waiting, the most recently started first.
+    pub fn active(&self) -> impl Iterator<Item = &Workflow> {
+        self.active
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.workflows.get(id))
+    }
+
+    /// Finished workflows still in memory, the most recently finished first.
+    pub fn finished(&self) -> impl Iterator<Item = &Workflow> {
+        self.finished
+            .iter()
+            .rev()
+            .filter_map(|id| self.workflows.get(id))
+    }
+}
+
+fn order_key(unfinished: &Unfinished) -> &str {
+    match unfinished {
+        Unfinished::Waiting(approval) => &approval.call_id,
+        Unfinished::Interrupted { call_id, .. } => call_id,
+    }
+}
+
+/// Records a finished call in its workflow: status, duration, the policy history, template progress.
+/// `result` is asked for only when the call is a template step whose output is kept.
+fn finish_call(
+    workflow: &mut Workflow,
+    call_id: &str,
+    outcome: Outcome,
+    error: Option<String>,
+    result: impl FnOnce() -> Option<Value>,
+    duration_us: u64,
+) {
+    let Some(entry) = workflow.set_status(call_id, CallStatus::Finished { outcome, error }) else {
+        return;
+    };
+    entry.duration_us = duration_us;
+    let tool = entry.tool.clone();
+    let step = entry.step.clone();
+    match outcome {
+        Outcome::Succeeded => workflow.history.record(&tool, true),
+        Outcome::Failed => workflow.history.record(&tool, false),
+        Outcome::Unavailable | Outcome::Interrupted => {}
+    }
+    if let (Outcome::Succeeded, Some(step), Some(template)) =
+        (outcome, step, workflow.template.clone())
+        && template
+            .steps
+            .get(workflow.steps_done)
+            .is_some_and(|s| s.name == step)
+    {
+        workflow
+            .outputs
+            .insert(step, result().unwrap_or(Value::Null));
+        workflow.steps_done += 1;
+    }
+    workflow.refresh_state();
+}

@@ -1,0 +1,83 @@
+//! [`Observed`]: what anyone can observe of a [`State`], in a form that compares, for the
+//! differential tests of live and rebuilt state.
+
+use super::{Counters, State, Unfinished};
+use crate::approval::Approval;
+use crate::policy;
+use crate::workflow::{CallEntry, WorkflowState};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// What anyone can observe of a state, in a form that compares: two states that observe the same
+/// are the same to every front (the differential tests of live and rebuilt state compare these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub workflows: BTreeMap<String, ObservedWorkflow>,
+    /// Active workflows, the most recently started first; then the finished ones kept.
+    pub active: Vec<String>,
+    pub finished: Vec<String>,
+    pub running: Vec<(String, String, String)>,
+    pub pending: Vec<Approval>,
+    pub decided: Vec<Approval>,
+    pub counters: Counters,
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// One workflow as [`Observed`] holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedWorkflow {
+    pub template: Option<String>,
+    pub config_version: String,
+    pub caller: String,
+    pub input: Value,
+    pub state: WorkflowState,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub calls: Vec<CallEntry>,
+    pub outputs: serde_json::Map<String, Value>,
+    pub steps_done: usize,
+    pub error: Option<String>,
+    pub violations: u32,
+    pub history: BTreeMap<String, policy::ToolTally>,
+    pub waiting_calls: usize,
+}
+
+impl State {
+    /// Everything observable about this state.
+    pub fn observe(&self) -> Observed {
+        Observed {
+            workflows: self
+                .workflows
+                .values()
+                .map(|w| {
+                    (
+                        w.id.to_string(),
+                        ObservedWorkflow {
+                            template: w.template.as_ref().map(|t| t.name.clone()),
+                            config_version: w.config.version.clone(),
+                            caller: w.caller.clone(),
+                            input: w.input.clone(),
+                            state: w.state,
+                            started_at_ms: w.started_at_ms,
+                            finished_at_ms: w.finished_at_ms,
+                            calls: w.calls.clone(),
+                            outputs: w.outputs.clone(),
+                            steps_done: w.steps_done,
+                            error: w.error.clone(),
+                            violations: w.violations,
+                            history: w.history.tallies(),
+                            waiting_calls: w.waiting_calls(),
+                        },
+                    )
+                })
+                .collect(),
+            active: self.active().map(|w| w.id.to_string()).collect(),
+            finished: self.finished().map(|w| w.id.to_string()).collect(),
+            running: self.running.sorted(),
+            pending: self.approvals.pending.values().cloned().collect(),
+            decided: self.approvals.decided.iter().cloned().collect(),
+            counters: self.counters.clone(),
+            unfinished: self.unfinished(),
+        }
+    }
+}

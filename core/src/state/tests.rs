@@ -1,0 +1,279 @@
+//! The one transition: each kind of event, what it leaves behind, and that the two payload
+//! representations (live `Value`, start-up raw text) give the same state.
+
+use super::*;
+use crate::events::ReplayEvent;
+use crate::policy::{RuleKind, Violation};
+use serde_json::json;
+
+fn config() -> Arc<Config> {
+    let text = json!({
+        "servers": {
+            "a": { "grpc": "http://127.0.0.1:1", "tools": ["validate", "process"] },
+            "b": { "grpc": "http://127.0.0.1:2", "tools": ["backup", "notify"] }
+        },
+        "rules": [
+            { "id": "seq", "kind": "sequence", "tool": "process", "after": ["validate"] },
+            { "id": "gate", "kind": "approval", "tool": "notify", "timeout": "2m" }
+        ],
+        "templates": {
+            "flow": { "steps": [
+                { "name": "v", "tool": "validate", "arguments": { "r": "${input.records}" } },
+                { "name": "p", "tool": "process", "arguments": { "r": "${steps.v.output}" } }
+            ] }
+        }
+    });
+    Arc::new(Config::from_slice(text.to_string().as_bytes()).expect("config"))
+}
+
+fn started(id: &str, template: Option<&str>) -> AuditEvent {
+    AuditEvent::WorkflowStarted {
+        workflow_id: id.into(),
+        template: template.map(Into::into),
+        input: json!({"records": [1, 2]}),
+        caller: "grpc:ada".into(),
+        config_version: "v".into(),
+    }
+}
+
+fn decided(wf: &str, call: &str, tool: &str, decision: DecisionKind) -> AuditEvent {
+    AuditEvent::CallDecided {
+        workflow_id: wf.into(),
+        call_id: call.into(),
+        tool: tool.into(),
+        step: None,
+        arguments: json!({"to": "ops", "n": 1}),
+        caller: "grpc:ada".into(),
+        decision,
+        violations: if decision == DecisionKind::Deny {
+            vec![Violation {
+                rule_id: "seq".into(),
+                rule_kind: RuleKind::Sequence,
+                tool: tool.into(),
+                message: "call validate first".into(),
+                unblock_hint: "call validate".into(),
+                required_tools: vec!["validate".into()],
+                retry_after_ms: None,
+            }]
+        } else {
+            Vec::new()
+        },
+        gate: (decision == DecisionKind::NeedsApproval).then(|| "gate".into()),
+        config_version: "v".into(),
+    }
+}
+
+fn step_of(mut event: AuditEvent, name: &str) -> AuditEvent {
+    if let AuditEvent::CallDecided { step, .. } = &mut event {
+        *step = Some(name.into());
+    }
+    event
+}
+
+fn finished(wf: &str, call: &str, tool: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent::CallFinished {
+        workflow_id: wf.into(),
+        call_id: call.into(),
+        tool: tool.into(),
+        outcome,
+        duration_us: 42,
+        error: (outcome != Outcome::Succeeded).then(|| "boom".into()),
+        result: Some(json!({"ok": true})),
+    }
+}
+
+fn requested(wf: &str, call: &str, approval: &str) -> AuditEvent {
+    AuditEvent::ApprovalRequested {
+        workflow_id: wf.into(),
+        call_id: call.into(),
+        tool: "notify".into(),
+        approval_id: approval.into(),
+        gate: "gate".into(),
+        arguments_digest: "d".into(),
+        expires_at_ms: 10_000,
+        four_eyes: false,
+    }
+}
+
+fn verdict(wf: &str, call: &str, approval: &str, verdict: ApprovalVerdict) -> AuditEvent {
+    AuditEvent::ApprovalDecided {
+        workflow_id: wf.into(),
+        call_id: call.into(),
+        approval_id: approval.into(),
+        verdict,
+        approver: "bob".into(),
+        reason: "not today".into(),
+        waited_ms: 5,
+    }
+}
+
+/// A history with every kind of event in it.
+fn history() -> Vec<AuditEvent> {
+    vec![
+        AuditEvent::ConfigLoaded {
+            config_version: "v".into(),
+            path: None,
+        },
+        started("w1", None),
+        decided("w1", "c1", "process", DecisionKind::Deny),
+        decided("w1", "c2", "validate", DecisionKind::Allow),
+        AuditEvent::CallStarted {
+            workflow_id: "w1".into(),
+            call_id: "c2".into(),
+            tool: "validate".into(),
+            server: "a".into(),
+        },
+        finished("w1", "c2", "validate", Outcome::Succeeded),
+        decided("w1", "c3", "notify", DecisionKind::NeedsApproval),
+        requested("w1", "c3", "ap-1"),
+        verdict("w1", "c3", "ap-1", ApprovalVerdict::Denied),
+        decided("w1", "c4", "notify", DecisionKind::NeedsApproval),
+        requested("w1", "c4", "ap-2"),
+        started("w2", Some("flow")),
+        step_of(decided("w2", "c5", "validate", DecisionKind::Allow), "v"),
+        finished("w2", "c5", "validate", Outcome::Succeeded),
+        decided("w2", "c6", "process", DecisionKind::Allow),
+        AuditEvent::ControlRefused {
+            action: "approve".into(),
+            target: "ap-2".into(),
+            reason: "no token".into(),
+            caller: "eve".into(),
+        },
+        started("w3", None),
+        AuditEvent::WorkflowFinished {
+            workflow_id: "w3".into(),
+            state: WorkflowEnd::Cancelled,
+            error: Some("cancelled by ada".into()),
+            duration_ms: 3,
+        },
+        AuditEvent::Recovered {
+            set_aside: vec!["audit-1.jsonl.damaged".into()],
+            cut_seq: 7,
+            reason: "hash mismatch".into(),
+        },
+        AuditEvent::ConfigRefused {
+            path: Some("config.json".into()),
+            problems: vec!["rules[0].tool: unknown tool".into()],
+        },
+    ]
+}
+
+fn live(events: &[AuditEvent]) -> State {
+    let mut state = State::new(config());
+    for (i, event) in events.iter().enumerate() {
+        state.apply(1_000 + i as i64, event);
+    }
+    state
+}
+
+#[test]
+fn live_and_replayed_payloads_give_the_same_state() {
+    let events = history();
+    let replayed = {
+        let mut state = State::new(config());
+        for (i, event) in events.iter().enumerate() {
+            let text = serde_json::to_string(event).unwrap();
+            let back: ReplayEvent = serde_json::from_str(&text).unwrap();
+            let again: AuditEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(&again, event, "{text}");
+            state.apply(1_000 + i as i64, &back);
+        }
+        state
+    };
+    assert_eq!(live(&events).observe(), replayed.observe());
+}
+
+#[test]
+fn a_denied_approval_keeps_its_reason() {
+    let state = live(&history());
+    let w1 = &state.workflows["w1"];
+    let denied = w1
+        .calls
+        .iter()
+        .find(|c| &*c.call_id == "c3")
+        .expect("the gated call");
+    let CallStatus::Denied { violations } = &denied.status else {
+        panic!("{:?}", denied.status);
+    };
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].rule_id, "gate");
+    assert!(
+        violations[0].message.contains("denied by bob: not today"),
+        "{:?}",
+        violations[0]
+    );
+    // The policy denial and the approval denial.
+    assert_eq!(w1.violations, 2);
+    assert_eq!(state.counters.violations, 2);
+}
+
+#[test]
+fn counters_pending_approvals_and_unfinished_calls_follow_the_events() {
+    let state = live(&history());
+    assert_eq!(state.counters.active, 2);
+    assert_eq!(state.counters.today(1_010), (0, 1));
+    assert_eq!(state.counters.today(1_010 + DAY_MS), (0, 0));
+    let pending: Vec<&str> = state.approvals.pending.keys().map(String::as_str).collect();
+    assert_eq!(pending, ["ap-2"]);
+    let waiting = &state.approvals.pending["ap-2"];
+    assert_eq!(waiting.arguments, json!({"to": "ops", "n": 1}));
+    assert_eq!(waiting.requested_by, "grpc:ada");
+    assert_eq!(
+        state
+            .approvals
+            .get("ap-1")
+            .map(Approval::describe)
+            .as_deref(),
+        Some("denied by bob")
+    );
+    let unfinished = state.unfinished();
+    assert_eq!(unfinished.len(), 2, "{unfinished:?}");
+    assert!(matches!(&unfinished[0], Unfinished::Waiting(a) if a.id == "ap-2"));
+    assert!(matches!(&unfinished[1],
+        Unfinished::Interrupted { call_id, tool, .. } if &**call_id == "c6" && &**tool == "process"));
+    assert_eq!(state.running.sorted().len(), 1);
+    let w2 = &state.workflows["w2"];
+    assert_eq!(w2.steps_done, 1, "the template step counted");
+    assert_eq!(w2.outputs["v"], json!({"ok": true}));
+    let order: Vec<String> = state.active().map(|w| w.id.to_string()).collect();
+    assert_eq!(order, ["w2", "w1"]);
+}
+
+#[test]
+fn a_call_that_ends_unrecorded_takes_its_pending_request_with_it() {
+    let mut events = history();
+    events.push(finished("w1", "c4", "notify", Outcome::Unavailable));
+    let state = live(&events);
+    assert!(state.approvals.pending.is_empty());
+    assert!(
+        state
+            .unfinished()
+            .iter()
+            .all(|u| !matches!(u, Unfinished::Waiting(_)))
+    );
+}
+
+#[test]
+fn only_the_newest_finished_workflows_stay_in_memory() {
+    let mut state = State::new(config());
+    for i in 0..FINISHED_KEPT + 5 {
+        let id = format!("wf-{i}");
+        state.apply(i as i64, &started(&id, None));
+        state.apply(
+            i as i64,
+            &AuditEvent::<Value>::WorkflowFinished {
+                workflow_id: id,
+                state: WorkflowEnd::Completed,
+                error: None,
+                duration_ms: 0,
+            },
+        );
+    }
+    state.apply(0, &started("wf-running", None));
+    assert_eq!(state.workflows.len(), FINISHED_KEPT + 1);
+    assert!(!state.workflows.contains_key("wf-4") && state.workflows.contains_key("wf-5"));
+    assert!(
+        state.workflows.contains_key("wf-running"),
+        "running workflows are never forgotten"
+    );
+}
