@@ -4,7 +4,7 @@
 //! `benches/policy.rs` uses the same fixture.
 
 use crate::stats::{Latencies, median};
-use conductor_orchestrator::policy::{
+use conductor_core::policy::{
     ApprovalGate, Buckets, CallRequest, Decision, ExclusiveGroup, Name, PolicySet, RateState,
     RunningCall, RunningCalls, Scope, WorkflowHistory, decide,
 };

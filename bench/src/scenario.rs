@@ -69,8 +69,7 @@ mod tests {
             approval: url,
         };
         let text = orchestrator_config(&urls, None);
-        conductor_orchestrator::config::Config::from_slice(text.as_bytes())
-            .expect("a valid configuration");
+        conductor_core::config::Config::from_slice(text.as_bytes()).expect("a valid configuration");
         serde_json::from_str::<Value>(TOOL_ARGS).expect("JSON");
         serde_json::from_str::<Value>(PREREQUISITE_ARGS).expect("JSON");
     }

@@ -1,0 +1,156 @@
+//! Write-ahead, tried like a failing disk: while the audit log cannot be written, no tool is
+//! called (the tool server sees nothing), callers are told why, health says NOT_SERVING, status and
+//! /metrics say why; once the disk takes records again the orchestrator serves again by itself, the
+//! chain verifies, and the state rebuilt from the log is the state that was live.
+
+mod common;
+
+use common::*;
+use conductor_orchestrator::audit::{AuditEvent, Outcome};
+use conductor_orchestrator::{Gateway, GatewayOptions};
+use conductor_proto::v1 as pb;
+use serde_json::json;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+fn outbox_entries(h: &Harness) -> usize {
+    let path = h.servers.data_dir.path().join("notification/outbox.jsonl");
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
+}
+
+async fn health(h: &Harness) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(h.orchestrator.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "conductor.v1.Orchestrator".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
+
+async fn metrics(h: &Harness) -> String {
+    let url = format!("{}/metrics", h.orchestrator.http_url());
+    let addr = h.orchestrator.http_addr;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect(&url);
+    body
+}
+
+fn note(n: usize) -> serde_json::Value {
+    json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tool_runs_while_the_audit_log_cannot_be_written() {
+    let h = Harness::shipped().await;
+    let workflow = h.start_workflow("", json!({})).await;
+    h.call(&workflow, "send_notification", note(0))
+        .await
+        .expect("a call while the disk takes records");
+    assert_eq!(outbox_entries(&h), 1);
+    assert_eq!(health(&h).await, ServingStatus::Serving as i32);
+
+    let audit = h.orchestrator.gateway.audit().clone();
+    let audit_dir = h.orchestrator.audit_dir.display().to_string();
+    audit.inject_full_disk(true);
+    for n in 1..=20 {
+        let refused = h
+            .call(&workflow, "send_notification", note(n))
+            .await
+            .expect_err("no call runs while the log cannot be written");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains(&audit_dir)
+                && refused.message().contains("No space left on device"),
+            "the error names the audit directory and the OS error: {}",
+            refused.message()
+        );
+    }
+    assert_eq!(
+        outbox_entries(&h),
+        1,
+        "the tool server saw no call while the audit log could not be written"
+    );
+    assert_eq!(health(&h).await, ServingStatus::NotServing as i32);
+    let status = h
+        .client
+        .clone()
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status answers during an outage")
+        .into_inner();
+    assert!(
+        status.audit_unwritable.contains("No space left on device"),
+        "status says why: {status:?}"
+    );
+    assert!(metrics(&h).await.contains("conductor_audit_writable 0"));
+
+    audit.inject_full_disk(false);
+    wait_until("the orchestrator to serve again", || async {
+        (health(&h).await == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+    h.call(&workflow, "send_notification", note(99))
+        .await
+        .expect("calls succeed again, without a restart");
+    assert_eq!(outbox_entries(&h), 2);
+    assert!(metrics(&h).await.contains("conductor_audit_writable 1"));
+
+    // The record: the call in flight when the disk filled is there, decided and ended
+    // 'unavailable', never started; the later ones were refused before anything changed, in the
+    // state as in the log.
+    let records = h.audit_records();
+    let unavailable: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::CallFinished {
+                outcome: Outcome::Unavailable,
+                error,
+                ..
+            } => error.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{unavailable:?}");
+    assert!(
+        unavailable[0].contains("No space left on device"),
+        "the ending says why the call did not run: {}",
+        unavailable[0]
+    );
+    let delivered = records
+        .iter()
+        .filter(|r| matches!(&r.event, AuditEvent::CallFinished { tool, outcome: Outcome::Succeeded, .. } if tool == "send_notification"))
+        .count();
+    assert_eq!(delivered, outbox_entries(&h), "every delivery is recorded");
+    let verified = conductor_audit::verify_dir(&h.orchestrator.audit_dir).expect("verify");
+    assert!(verified.ok, "the chain continues intact: {verified:?}");
+
+    // A restart rebuilds exactly the state that was live.
+    let live = h.orchestrator.gateway.observe();
+    let config_path = h.config_path();
+    let audit_dir = h.orchestrator.audit_dir.clone();
+    h.orchestrator.stop().await;
+    let config = conductor_orchestrator::config::Config::load(&config_path).expect("config");
+    let rebuilt = Gateway::start(GatewayOptions {
+        config,
+        config_path: Some(config_path),
+        audit: conductor_audit::AuditOptions::new(audit_dir),
+    })
+    .await
+    .expect("restart");
+    assert_eq!(rebuilt.observe(), live);
+    rebuilt.begin_shutdown();
+    rebuilt.shutdown().await;
+}
