@@ -3,14 +3,14 @@
 //! Only parsing lives here; each command group's behaviour is in its own module. Every command carries
 //! an example in `after_help`, so `--help` always shows one real invocation.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// conductorctl: run, watch, approve and audit the workflows of a Conductorio orchestrator.
 #[derive(Debug, Parser)]
 #[command(name = "conductorctl", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator."
+    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator, 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -19,19 +19,34 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command understands.
+/// The whole grammar: `--help`, the completions and the man page all come from this one `Command`.
+/// (`policy check` works offline; `crate::main` refuses the connection flags there.)
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Flags every command understands, listed apart from each command's own under "Global options".
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// The orchestrator's gRPC address.
+    /// The orchestrator's gRPC address: `127.0.0.1:50051`, `localhost:50051` or a URL.
     #[arg(
         long,
         global = true,
+        value_name = "ADDRESS",
+        hide_env_values = true,
         env = "CONDUCTOR_ORCHESTRATOR",
         default_value = "http://127.0.0.1:50051"
     )]
     pub orchestrator: String,
     /// Bearer token for control actions (approve, deny, cancel, config reload).
-    #[arg(long, global = true, env = "CONDUCTOR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]
@@ -124,6 +139,21 @@ pub enum Command {
         after_help = "Example:\n  conductorctl interactive\n  conductor> start\n  conductor> call process_data {\"records\": []}"
     )]
     Interactive(InteractiveArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
+    #[command(
+        after_help = "Examples:\n  conductorctl completions bash > ~/.local/share/bash-completion/completions/conductorctl\n  conductorctl completions zsh > \"${fpath[1]}/_conductorctl\"\n  conductorctl completions fish > ~/.config/fish/completions/conductorctl.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  conductorctl man > conductorctl.1 && man ./conductorctl.1")]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -172,13 +202,18 @@ pub struct WorkflowsArgs {
     /// Include finished workflows.
     #[arg(long, short)]
     pub all: bool,
+    /// At most this many workflows, the most recently active first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
 }
 
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
+    /// The workflow's id (see `conductorctl workflows`).
     pub id: String,
+    /// Print this step's output whole (pretty JSON) instead of the workflow.
+    #[arg(long, value_name = "STEP")]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -195,7 +230,9 @@ pub struct CallArgs {
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The workflow's id (see `conductorctl workflows`).
     pub id: String,
+    /// Why: recorded in the audit log and shown as the workflow's error.
     #[arg(long, short)]
     pub reason: Option<String>,
 }
@@ -237,14 +274,19 @@ pub struct TailArgs {
     #[arg(long, short)]
     pub follow: bool,
     /// How many past events to show.
-    #[arg(short = 'n', long = "lines", default_value_t = 20)]
+    #[arg(
+        short = 'n',
+        long = "limit",
+        visible_alias = "lines",
+        default_value_t = 20
+    )]
     pub count: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// Only this workflow's events.
-    #[arg(long)]
+    #[arg(long, short)]
     pub workflow: Option<String>,
     /// Only events about this tool.
     #[arg(long)]
@@ -282,7 +324,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Report on this workflow.
-    #[arg(long, conflicts_with = "since")]
+    #[arg(long, short, conflicts_with = "since")]
     pub workflow: Option<String>,
     /// A duration back from now (`24h`) or an RFC 3339 time.
     #[arg(long)]
@@ -301,6 +343,7 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The configuration file to check (JSON, as the orchestrator's --config takes).
     pub file: PathBuf,
 }
 

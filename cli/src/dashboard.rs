@@ -6,12 +6,13 @@
 
 use crate::cli::{Global, WatchArgs};
 use crate::client::{Answer, Client};
-use crate::output::{Out, clock_ms, duration_ms};
-use crate::present::{describe, workflow_state};
+use crate::output::{Out, clip, clock_ms, duration_ms};
+use crate::present::{describe, is_finished, workflow_state};
 use crate::watch::{Followed, Follower};
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use ratatui::Frame;
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{self, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
@@ -33,13 +34,70 @@ pub struct Figures {
     pub violations: u64,
     pub pending_approvals: u32,
     pub current: Option<CurrentWorkflow>,
+    /// `watch --workflow ID`: the panel stays on this workflow whatever else runs.
+    pub focus: Option<String>,
+    /// Each workflow's latest event seq: without a focus, the panel follows the one active last.
+    pub activity: HashMap<String, u64>,
     /// Most recent last.
-    pub events: VecDeque<String>,
+    pub events: VecDeque<EventLine>,
     pub connection: String,
+}
+
+/// One line of the recent events, with what it means for its colour.
+#[derive(Debug, Clone)]
+pub struct EventLine {
+    pub text: String,
+    pub tone: Tone,
+}
+
+/// How an event line is emphasised: refusals and failures stand apart from allowed calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Good,
+    Bad,
+    Waiting,
+}
+
+impl Tone {
+    /// What the event means for the person watching.
+    pub fn of(e: &pb::AuditEvent) -> Tone {
+        let failed = |outcome: i32| outcome != pb::CallOutcome::Succeeded as i32;
+        match &e.event {
+            Some(Event::CallDecided(c)) => {
+                match c
+                    .decision
+                    .as_ref()
+                    .map(|d| d.kind)
+                    .and_then(|k| pb::DecisionKind::try_from(k).ok())
+                {
+                    Some(pb::DecisionKind::Deny) => Tone::Bad,
+                    Some(pb::DecisionKind::NeedsApproval) => Tone::Waiting,
+                    _ => Tone::Plain,
+                }
+            }
+            Some(Event::ApprovalRequested(_)) => Tone::Waiting,
+            Some(Event::ApprovalDecided(a)) if a.verdict == pb::ApprovalState::Approved as i32 => {
+                Tone::Good
+            }
+            Some(Event::ApprovalDecided(_)) => Tone::Bad,
+            Some(Event::CallFinished(c)) if failed(c.outcome) => Tone::Bad,
+            Some(Event::CallFinished(_)) => Tone::Good,
+            Some(Event::WorkflowFinished(w)) if w.state == pb::WorkflowState::Completed as i32 => {
+                Tone::Good
+            }
+            Some(Event::WorkflowFinished(_))
+            | Some(Event::ControlRefused(_))
+            | Some(Event::ConfigRefused(_)) => Tone::Bad,
+            Some(Event::Recovered(_)) => Tone::Waiting,
+            _ => Tone::Plain,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct CurrentWorkflow {
+    pub id: String,
     pub name: String,
     pub state: String,
     pub steps_done: u32,
@@ -50,18 +108,24 @@ pub struct CurrentWorkflow {
 }
 
 impl Figures {
-    /// Takes the snapshot's figures; `tools_of_steps` maps `template/step` to its tool.
+    /// Takes the snapshot's figures; `tools_of_steps` maps `template/step` to its tool; `focused` is
+    /// the focus workflow as asked for by id, when the snapshot's recent list no longer holds it.
     pub fn update(
         &mut self,
         status: &pb::StatusResponse,
         tools_of_steps: &HashMap<String, String>,
+        focused: Option<&pb::WorkflowInfo>,
     ) {
         self.active = status.active_workflows;
         self.completed_today = status.completed_today;
         self.failed_today = status.failed_today;
         self.violations = status.policy_violations;
         self.pending_approvals = status.pending_approvals;
-        self.current = status.workflows.first().map(|w| {
+        let shown = match &self.focus {
+            Some(id) => status.workflows.iter().find(|w| &w.id == id).or(focused),
+            None => self.most_active(&status.workflows),
+        };
+        self.current = shown.map(|w| {
             let name = if w.template.is_empty() {
                 format!("ad-hoc {}", w.id)
             } else {
@@ -73,6 +137,7 @@ impl Figures {
                 _ => w.next_step.clone(),
             };
             CurrentWorkflow {
+                id: w.id.clone(),
                 name,
                 state: workflow_state(w.state).to_owned(),
                 steps_done: w.steps_done,
@@ -83,7 +148,46 @@ impl Figures {
         });
     }
 
-    pub fn push_event(&mut self, line: String) {
+    /// Without a focus: the unfinished workflow with the latest event (ties: the snapshot's order,
+    /// most recently active first); when none is unfinished, the one shown before, else the latest.
+    fn most_active<'w>(&self, workflows: &'w [pb::WorkflowInfo]) -> Option<&'w pb::WorkflowInfo> {
+        let last_seen = |w: &pb::WorkflowInfo| self.activity.get(&w.id).copied().unwrap_or(0);
+        workflows
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !is_finished(w.state))
+            .max_by_key(|(i, w)| (last_seen(w), std::cmp::Reverse(*i)))
+            .map(|(_, w)| w)
+            .or_else(|| {
+                let shown = self.current.as_ref()?;
+                workflows.iter().find(|w| w.id == shown.id)
+            })
+            .or_else(|| workflows.first())
+    }
+
+    /// Adds an audit event to the recent lines and notes its workflow's activity.
+    pub fn record(&mut self, e: &pb::AuditEvent) {
+        if !e.workflow_id.is_empty() {
+            self.activity.insert(e.workflow_id.clone(), e.seq);
+        }
+        let workflow = if e.workflow_id.is_empty() {
+            "-"
+        } else {
+            &e.workflow_id
+        };
+        let text = format!(
+            "#{} {} {workflow} {}",
+            e.seq,
+            clock_ms(e.timestamp_ms),
+            describe(&Out::plain(), e)
+        );
+        self.push(EventLine {
+            text,
+            tone: Tone::of(e),
+        });
+    }
+
+    pub fn push(&mut self, line: EventLine) {
         self.events.push_back(line);
         while self.events.len() > RECENT {
             self.events.pop_front();
@@ -155,7 +259,10 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
             )));
             lines.push(Line::from(format!("Next Step: {}", w.next_step)));
         }
-        None => lines.push(Line::from("Current Workflow: none yet")),
+        None => lines.push(Line::from(match &figures.focus {
+            Some(id) => format!("Current Workflow: {id} (not found)"),
+            None => "Current Workflow: none yet".to_owned(),
+        })),
     }
     let title = format!(" Workflow Status Dashboard — {} ", figures.connection);
     frame.render_widget(
@@ -167,12 +274,21 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
         top,
     );
     let visible = usize::from(bottom.height.saturating_sub(2));
+    let room = usize::from(bottom.width.saturating_sub(2));
     let skip = figures.events.len().saturating_sub(visible);
     let items: Vec<ListItem> = figures
         .events
         .iter()
         .skip(skip)
-        .map(|e| ListItem::new(e.as_str()))
+        .map(|e| {
+            let tone = match e.tone {
+                Tone::Plain => Style::default(),
+                Tone::Good => style(Color::Green),
+                Tone::Bad => style(Color::Red),
+                Tone::Waiting => style(Color::Yellow),
+            };
+            ListItem::new(clip(&e.text, room)).style(tone)
+        })
         .collect();
     let block = Block::bordered().title(" Recent Events (q quits) ");
     frame.render_widget(List::new(items).block(block), bottom);
@@ -212,7 +328,7 @@ pub async fn run(
     let (key_tx, mut keys) = mpsc::channel::<()>(4);
     std::thread::spawn(move || {
         while let Ok(read) = event::read() {
-            if let Event::Key(key) = read {
+            if let event::Event::Key(key) = read {
                 let quit = key.kind == KeyEventKind::Press
                     && (matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
                         || key.code == KeyCode::Char('c')
@@ -223,12 +339,9 @@ pub async fn run(
             }
         }
     });
-    let plain = Out {
-        color: false,
-        json: false,
-    };
     let mut figures = Figures {
         connection: client.url.clone(),
+        focus: args.workflow.clone(),
         ..Figures::default()
     };
     let mut terminal = ratatui::init();
@@ -239,17 +352,27 @@ pub async fn run(
             followed = events.recv() => match followed {
                 Some(Followed::Event(event)) => {
                     if let Some(pb::watch_event::Body::Event(e)) = &event.body {
-                        figures.push_event(format!("#{} {} {} {}", e.seq, clock_ms(e.timestamp_ms), e.workflow_id, describe(&plain, e)));
+                        figures.record(e);
                     }
                     continue;
                 }
-                Some(Followed::Lost(reason)) => figures.connection = format!("{} — reconnecting ({reason})", client.url),
+                Some(Followed::Lost(reason)) => figures.connection = format!("{} — {}", client.url, crate::watch::lost_note(&reason)),
                 Some(Followed::Resumed(_)) => figures.connection = client.url.clone(),
                 None => break Ok(()),
             },
             _ = tick.tick() => {
                 if let Ok(status) = client.rpc().status(pb::StatusRequest {}).await {
-                    figures.update(status.get_ref(), &tools_of_steps);
+                    let status = status.into_inner();
+                    let focused = match &args.workflow {
+                        Some(id) if !status.workflows.iter().any(|w| &w.id == id) => client
+                            .rpc()
+                            .get_workflow(pb::GetWorkflowRequest { workflow_id: id.clone() })
+                            .await
+                            .ok()
+                            .map(tonic::Response::into_inner),
+                        _ => None,
+                    };
+                    figures.update(&status, &tools_of_steps, focused.as_ref());
                 }
             }
         }
@@ -268,7 +391,11 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     fn rendered(figures: &Figures) -> Vec<String> {
-        let mut terminal = Terminal::new(TestBackend::new(70, 20)).unwrap();
+        rendered_at(figures, 70)
+    }
+
+    fn rendered_at(figures: &Figures, width: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, 20)).unwrap();
         terminal.draw(|frame| draw(frame, figures, false)).unwrap();
         let buffer = terminal.backend().buffer().clone();
         (0..buffer.area.height)
@@ -313,8 +440,11 @@ mod tests {
             connection: "http://127.0.0.1:50051".into(),
             ..Figures::default()
         };
-        figures.update(&status, &tools);
-        figures.push_event("#12 validate_data succeeded in 1.2ms".into());
+        figures.update(&status, &tools, None);
+        figures.push(EventLine {
+            text: "#12 validate_data succeeded in 1.2ms".into(),
+            tone: Tone::Good,
+        });
         let lines = rendered(&figures);
         let text = lines.join("\n");
         assert!(lines[0].contains("Workflow Status Dashboard"), "{text}");
@@ -333,5 +463,136 @@ mod tests {
                 "missing {expected:?} in\n{text}"
             );
         }
+    }
+
+    fn workflow(id: &str, template: &str, state: pb::WorkflowState) -> pb::WorkflowInfo {
+        pb::WorkflowInfo {
+            id: id.into(),
+            template: template.into(),
+            state: state as i32,
+            steps_total: 3,
+            ..Default::default()
+        }
+    }
+
+    fn event(seq: u64, workflow_id: &str, body: Event) -> pb::AuditEvent {
+        pb::AuditEvent {
+            seq,
+            workflow_id: workflow_id.into(),
+            event: Some(body),
+            ..Default::default()
+        }
+    }
+
+    fn started(seq: u64, workflow_id: &str) -> pb::AuditEvent {
+        event(
+            seq,
+            workflow_id,
+            Event::WorkflowStarted(pb::audit_event::WorkflowStarted::default()),
+        )
+    }
+
+    /// The snapshot lists the most recently started first: an old ad-hoc workflow that is still open,
+    /// then the template run that is moving.
+    fn two_workflows() -> pb::StatusResponse {
+        pb::StatusResponse {
+            active_workflows: 2,
+            workflows: vec![
+                workflow("wf-adhoc", "", pb::WorkflowState::Running),
+                workflow("wf-run", "order_summary", pb::WorkflowState::Running),
+                workflow("wf-old", "order_summary", pb::WorkflowState::Completed),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn without_a_focus_the_panel_follows_the_latest_activity() {
+        let mut figures = Figures::default();
+        figures.record(&started(1, "wf-adhoc"));
+        figures.record(&started(2, "wf-run"));
+        figures.update(&two_workflows(), &HashMap::new(), None);
+        assert_eq!(figures.current.as_ref().unwrap().id, "wf-run");
+        figures.record(&started(3, "wf-adhoc"));
+        figures.update(&two_workflows(), &HashMap::new(), None);
+        assert_eq!(figures.current.as_ref().unwrap().id, "wf-adhoc");
+        // A finished workflow's late event does not pull the panel away from running ones.
+        figures.record(&started(4, "wf-old"));
+        figures.update(&two_workflows(), &HashMap::new(), None);
+        assert_eq!(figures.current.as_ref().unwrap().id, "wf-adhoc");
+    }
+
+    #[test]
+    fn watch_workflow_keeps_the_panel_on_that_workflow() {
+        let mut figures = Figures {
+            focus: Some("wf-old".into()),
+            ..Figures::default()
+        };
+        figures.record(&started(7, "wf-run"));
+        figures.update(&two_workflows(), &HashMap::new(), None);
+        assert_eq!(figures.current.as_ref().unwrap().id, "wf-old");
+        // Gone from the snapshot's recent list: the workflow fetched by id is shown.
+        let mut status = two_workflows();
+        status.workflows.pop();
+        let fetched = workflow("wf-old", "order_summary", pb::WorkflowState::Completed);
+        figures.update(&status, &HashMap::new(), Some(&fetched));
+        let text = rendered(&figures).join("\n");
+        assert!(
+            text.contains("Current Workflow: order_summary (completed)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn at_80_columns_event_lines_end_in_an_ellipsis_and_keep_the_approval_id() {
+        let mut figures = Figures::default();
+        figures.record(&event(
+            1234,
+            "wf-1a2b3c4d5e6f",
+            Event::ApprovalRequested(pb::audit_event::ApprovalRequested {
+                tool: "send_notification".into(),
+                approval_id: "ap-0123456789ab".into(),
+                ..Default::default()
+            }),
+        ));
+        let lines = rendered_at(&figures, 80);
+        let text = lines.join("\n");
+        let line = lines
+            .iter()
+            .find(|l| l.contains("#1234"))
+            .unwrap_or_else(|| panic!("no event line in\n{text}"));
+        assert!(line.contains("ap-0123456789ab"), "{text}");
+        assert!(line.contains('…'), "a cut line says it is cut: {text}");
+    }
+
+    #[test]
+    fn denials_are_coloured_apart_from_allowed_calls() {
+        let decided = |kind: pb::DecisionKind| {
+            event(
+                1,
+                "wf-1",
+                Event::CallDecided(pb::audit_event::CallDecided {
+                    decision: Some(pb::Decision {
+                        kind: kind as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            )
+        };
+        assert_eq!(Tone::of(&decided(pb::DecisionKind::Deny)), Tone::Bad);
+        assert_eq!(Tone::of(&decided(pb::DecisionKind::Allow)), Tone::Plain);
+        let mut figures = Figures::default();
+        figures.record(&decided(pb::DecisionKind::Deny));
+        let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+        terminal.draw(|frame| draw(frame, &figures, true)).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        let red = (0..buffer.area.height).any(|y| {
+            (0..buffer.area.width).any(|x| {
+                let cell = &buffer[(x, y)];
+                cell.symbol() == "#" && cell.fg == Color::Red
+            })
+        });
+        assert!(red, "the denial's line is red");
     }
 }

@@ -56,7 +56,7 @@ impl LineSource {
                     Ok(0) | Err(_) => None,
                     Ok(_) => {
                         let line = line.trim_end_matches(['\n', '\r']).to_owned();
-                        println!("{prompt}{line}");
+                        outln!("{prompt}{line}");
                         Some(line)
                     }
                 }
@@ -101,7 +101,7 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
         templates,
         tools,
     };
-    println!(
+    outln!(
         "conductorctl interactive — {} (type `help`)",
         session.client.url
     );
@@ -114,7 +114,7 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
         let result = match command {
             "" => Ok(()),
             "help" | "?" => {
-                println!("{HELP}");
+                outln!("{HELP}");
                 Ok(())
             }
             "quit" | "exit" | "q" => break,
@@ -123,18 +123,18 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
             "status" => session.status(false).await,
             "history" => session.status(true).await,
             "tools" => {
-                println!("{}", session.tools.join(", "));
+                outln!("{}", session.tools.join(", "));
                 Ok(())
             }
             "templates" => {
                 for t in &session.templates {
                     let steps: Vec<String> = t.steps.iter().map(|s| s.tool.clone()).collect();
-                    println!("{}: {}", t.name, steps.join(" → "));
+                    outln!("{}: {}", t.name, steps.join(" → "));
                 }
                 Ok(())
             }
             other => {
-                println!("unknown command {other:?}; type `help`");
+                outln!("unknown command {other:?}; type `help`");
                 Ok(())
             }
         };
@@ -142,11 +142,11 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
             if let Some(crate::client::CliError::Unreachable { .. }) = e.downcast_ref() {
                 return Err(e);
             }
-            println!("{} {e:#}", session.out.bad("error:"));
+            outln!("{} {e:#}", session.out.bad("error:"));
         }
     }
     if let Some(id) = &session.workflow {
-        println!("bye; the workflow {id} stays in the orchestrator (`conductorctl workflow {id}`)");
+        outln!("bye; the workflow {id} stays in the orchestrator (`conductorctl workflow {id}`)");
     }
     Ok(())
 }
@@ -181,7 +181,7 @@ impl Session {
         } else {
             format!("workflow of template {template}")
         };
-        println!("started {what} {}", self.out.bold(&w.id));
+        outln!("started {what} {}", self.out.bold(&w.id));
         self.workflow = Some(w.id);
         self.next_steps().await
     }
@@ -197,7 +197,7 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("the arguments are not JSON: {e}"))?;
         if self.workflow.is_none() {
             let w = start_ad_hoc(&self.client).await?;
-            println!("started ad-hoc workflow {}", self.out.bold(&w.id));
+            outln!("started ad-hoc workflow {}", self.out.bold(&w.id));
             self.workflow = Some(w.id);
         }
         let workflow = self.workflow.clone().unwrap_or_default();
@@ -206,13 +206,13 @@ impl Session {
             announce_gate(&out, a)
         })
         .await?;
-        println!("{}", called.describe(&self.out, tool));
+        outln!("{}", called.describe(&self.out, tool));
         match &called {
-            Called::Succeeded { result, .. } => println!(
+            Called::Succeeded { result, .. } => outln!(
                 "  result: {}",
                 crate::output::clip(&result.to_string(), 300)
             ),
-            Called::Denied { .. } => println!("  the call did not run; the workflow goes on"),
+            Called::Denied { .. } => outln!("  the call did not run; the workflow goes on"),
             Called::ToolFailed { .. } => {}
         }
         self.next_steps().await
@@ -220,7 +220,7 @@ impl Session {
 
     async fn status(&self, history: bool) -> anyhow::Result<()> {
         let Some(id) = &self.workflow else {
-            println!("no workflow yet: `start` one (or just `call` a tool)");
+            outln!("no workflow yet: `start` one (or just `call` a tool)");
             return Ok(());
         };
         let w = self
@@ -234,7 +234,7 @@ impl Session {
         if history {
             print_workflow(&self.out, &w);
         } else {
-            println!(
+            outln!(
                 "workflow {} {} ({} call(s))",
                 w.id,
                 self.out.state(crate::present::workflow_state(w.state)),
@@ -263,7 +263,7 @@ impl Session {
 
     fn print_next(&self, w: &pb::WorkflowInfo) {
         if crate::present::is_finished(w.state) {
-            println!(
+            outln!(
                 "  the workflow has {}; `start` another",
                 crate::present::workflow_state(w.state)
             );
@@ -276,7 +276,7 @@ impl Session {
                 .find(|t| t.name == w.template)
                 .and_then(|t| t.steps.iter().find(|s| s.name == w.next_step))
                 .map(|s| s.tool.as_str());
-            println!(
+            outln!(
                 "  next template step: {} ({})",
                 w.next_step,
                 tool.unwrap_or("?")
@@ -292,7 +292,7 @@ impl Session {
                 _ => blocked.push((tool.tool.as_str(), tool.hint.as_str())),
             }
         }
-        println!(
+        outln!(
             "  next allowed: {}",
             if allowed.is_empty() {
                 "-".to_owned()
@@ -301,10 +301,10 @@ impl Session {
             }
         );
         if !gated.is_empty() {
-            println!("  allowed after approval: {}", gated.join(", "));
+            outln!("  allowed after approval: {}", gated.join(", "));
         }
         for (tool, hint) in blocked {
-            println!("  blocked: {tool} — {hint}");
+            outln!("  blocked: {tool} — {hint}");
         }
     }
 }

@@ -9,11 +9,40 @@ use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `println!` for everything a command prints on stdout. When the reader has gone (`conductorctl watch
+/// --json | head -3`), the command ends quietly with success, as `gh` and `kubectl` do, instead of
+/// panicking with exit 101.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout (see [`outln!`]): a closed pipe ends the process with exit 0, any other write
+/// failure with exit 1 and the reason on stderr. Nothing of a command is lost by ending here: stdout
+/// was its last consumer.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
+
 /// The output settings of one invocation.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
     pub color: bool,
     pub json: bool,
+    /// The terminal's width when stdout is one: tables and summaries fit it instead of wrapping.
+    pub width: Option<usize>,
 }
 
 /// True when `NO_COLOR` is set to anything but the empty string (no-color.org).
@@ -32,6 +61,16 @@ impl Out {
         Out {
             color,
             json: global.json,
+            width: terminal_width(),
+        }
+    }
+
+    /// No colour, no JSON, no width: text for places that add their own styling (the dashboard).
+    pub fn plain() -> Out {
+        Out {
+            color: false,
+            json: false,
+            width: None,
         }
     }
 
@@ -80,7 +119,7 @@ impl Out {
 
 /// Prints a JSON value, pretty, on stdout.
 pub fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
@@ -88,10 +127,22 @@ pub fn print_json(value: &Value) {
 
 /// Prints a JSON value on one line (for streams of events).
 pub fn print_json_line(value: &Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
-/// Left-aligned columns; `header` is printed bold. Cells must not contain colour codes (they would
+/// The width of the terminal stdout writes to, if it is one.
+fn terminal_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    ratatui::crossterm::terminal::size()
+        .ok()
+        .map(|(columns, _)| usize::from(columns))
+        .filter(|&columns| columns > 0)
+}
+
+/// Left-aligned columns; `header` is printed bold. On a terminal the last column is cut (with an
+/// ellipsis) so that no row wraps. Cells must not contain colour codes (they would
 /// break the alignment): colour whole lines afterwards if needed.
 pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -106,7 +157,13 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
-                text.push_str(cell);
+                match out.width {
+                    Some(width) => {
+                        let room = width.saturating_sub(text.chars().count()).max(8);
+                        text.push_str(&clip(cell, room));
+                    }
+                    None => text.push_str(cell),
+                }
             } else {
                 let pad = widths
                     .get(i)
@@ -219,11 +276,27 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let out = Out {
-            color: false,
-            json: false,
-        };
+        let out = Out::plain();
         let text = table(&out, &["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(text, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn tables_fit_the_terminal_width() {
+        let out = Out {
+            width: Some(80),
+            ..Out::plain()
+        };
+        let long = "a description far longer than what is left of an eighty-column line once the other columns are laid out";
+        let rows = vec![
+            vec!["validate_data".into(), "validation".into(), long.into()],
+            vec!["list_backups".into(), "backup".into(), "short".into()],
+        ];
+        let text = table(&out, &["TOOL", "SERVER", "DESCRIPTION"], &rows);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?} is wider than 80");
+        }
+        assert!(text.contains("…"), "{text}");
+        assert!(text.contains("short"), "{text}");
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::output::{Out, clock_ms, duration_us};
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use serde_json::{Map, Value, json};
 
 pub fn workflow_state(state: i32) -> &'static str {
@@ -20,7 +21,10 @@ pub fn workflow_state(state: i32) -> &'static str {
 }
 
 pub fn is_finished(state: i32) -> bool {
-    matches!(workflow_state(state), "completed" | "failed" | "cancelled")
+    matches!(
+        pb::WorkflowState::try_from(state).unwrap_or_default(),
+        pb::WorkflowState::Completed | pb::WorkflowState::Failed | pb::WorkflowState::Cancelled
+    )
 }
 
 pub fn outcome(outcome: i32) -> &'static str {
@@ -70,31 +74,90 @@ pub fn violations(decision: &pb::Decision) -> Vec<String> {
         .collect()
 }
 
+/// The event's kind as the audit log names it (`call_decided`, ...): the `KIND` column and `--kind`.
+pub fn kind_name(e: &pb::AuditEvent) -> &'static str {
+    match &e.event {
+        Some(Event::ConfigLoaded(_)) => "config_loaded",
+        Some(Event::WorkflowStarted(_)) => "workflow_started",
+        Some(Event::CallDecided(_)) => "call_decided",
+        Some(Event::ApprovalRequested(_)) => "approval_requested",
+        Some(Event::ApprovalDecided(_)) => "approval_decided",
+        Some(Event::CallStarted(_)) => "call_started",
+        Some(Event::CallFinished(_)) => "call_finished",
+        Some(Event::WorkflowFinished(_)) => "workflow_finished",
+        Some(Event::ControlRefused(_)) => "control_refused",
+        Some(Event::Recovered(_)) => "recovered",
+        Some(Event::ConfigRefused(_)) => "config_refused",
+        None => "unknown",
+    }
+}
+
+/// The tool an event is about, if any.
+pub fn event_tool(e: &pb::AuditEvent) -> &str {
+    match &e.event {
+        Some(Event::CallDecided(c)) => &c.tool,
+        Some(Event::ApprovalRequested(a)) => &a.tool,
+        Some(Event::CallStarted(c)) => &c.tool,
+        Some(Event::CallFinished(c)) => &c.tool,
+        _ => "",
+    }
+}
+
+/// The call an event is about, if any.
+pub fn event_call_id(e: &pb::AuditEvent) -> &str {
+    match &e.event {
+        Some(Event::CallDecided(c)) => &c.call_id,
+        Some(Event::ApprovalRequested(a)) => &a.call_id,
+        Some(Event::ApprovalDecided(a)) => &a.call_id,
+        Some(Event::CallStarted(c)) => &c.call_id,
+        Some(Event::CallFinished(c)) => &c.call_id,
+        _ => "",
+    }
+}
+
+/// How a person reads an approval verdict.
+pub fn verdict_word(verdict: i32) -> &'static str {
+    match pb::ApprovalState::try_from(verdict).unwrap_or_default() {
+        pb::ApprovalState::Approved => "approved",
+        pb::ApprovalState::Expired => "expired",
+        _ => "denied",
+    }
+}
+
+fn suffix(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
 /// What an audit event says, in one line without its sequence number and time.
 pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
-    let tool = if e.step.is_empty() {
-        e.tool.clone()
-    } else {
-        format!("{} [{}]", e.tool, e.step)
+    let Some(event) = &e.event else {
+        return "unknown event (a newer orchestrator?)".to_owned();
     };
-    match e.kind.as_str() {
-        "workflow_started" => {
-            let what = if e.template.is_empty() {
-                "ad-hoc workflow".to_owned()
-            } else {
-                format!("template {}", e.template)
+    match event {
+        Event::WorkflowStarted(w) => {
+            let what = match &w.template {
+                Some(template) => format!("template {template}"),
+                None => "ad-hoc workflow".to_owned(),
             };
-            format!("{what} started by {}", e.caller)
+            format!("{what} started by {}", w.caller)
         }
-        "call_decided" => {
-            let decision = e.decision.clone().unwrap_or_default();
-            match decision_kind(decision.kind) {
-                "deny" => format!(
+        Event::CallDecided(c) => {
+            let tool = match &c.step {
+                Some(step) => format!("{} [{step}]", c.tool),
+                None => c.tool.clone(),
+            };
+            let decision = c.decision.clone().unwrap_or_default();
+            match pb::DecisionKind::try_from(decision.kind).unwrap_or_default() {
+                pb::DecisionKind::Deny => format!(
                     "{tool}: {}: {}",
                     out.bad("denied"),
                     violations(&decision).join("; ")
                 ),
-                "needs_approval" => format!(
+                pb::DecisionKind::NeedsApproval => format!(
                     "{tool}: {} (gate {})",
                     out.warn("needs approval"),
                     decision.gate
@@ -102,68 +165,56 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
                 _ => format!("{tool}: {}", out.ok("allowed")),
             }
         }
-        "approval_requested" => format!(
-            "{}: {} {} — `conductorctl approve {}`",
-            e.tool,
-            out.warn("waiting for approval"),
-            e.approval_id,
-            e.approval_id
+        Event::ApprovalRequested(a) => format!(
+            "{} {}: {} — `conductorctl approve {}`",
+            a.approval_id,
+            out.warn("waits for approval"),
+            a.tool,
+            a.approval_id
         ),
-        "approval_decided" => {
-            let verdict = match e.decision.as_ref().map(|d| decision_kind(d.kind)) {
-                Some("allow") => out.ok("approved"),
-                _ => out.bad("denied"),
-            };
-            let reason = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "approval {} {verdict} by {}{reason}",
-                e.approval_id, e.approver
-            )
-        }
-        "call_started" => format!("{} started", e.tool),
-        "call_finished" => {
-            let word = outcome(e.outcome);
-            let error = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "{} {} in {}{error}",
-                e.tool,
-                out.state(word),
-                duration_us(e.duration_us)
-            )
-        }
-        "workflow_finished" => {
-            let word = match outcome(e.outcome) {
-                "succeeded" => "completed",
-                "interrupted" => "cancelled",
-                _ => "failed",
-            };
-            let reason = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "workflow {} in {}{reason}",
-                out.state(word),
-                duration_us(e.duration_us)
-            )
-        }
-        "control_refused" => format!(
-            "{} for {}: {}",
+        Event::ApprovalDecided(a) => format!(
+            "approval {} {} by {}{}",
+            a.approval_id,
+            out.state(verdict_word(a.verdict)),
+            a.approver,
+            suffix(&a.reason)
+        ),
+        Event::CallStarted(c) => format!("{} started", c.tool),
+        Event::CallFinished(c) => format!(
+            "{} {} in {}{}",
+            c.tool,
+            out.state(outcome(c.outcome)),
+            duration_us(c.duration_us),
+            suffix(c.error.as_deref().unwrap_or_default())
+        ),
+        Event::WorkflowFinished(w) => format!(
+            "workflow {} in {}{}",
+            out.state(workflow_state(w.state)),
+            crate::output::duration_ms(w.duration_ms),
+            suffix(w.error.as_deref().unwrap_or_default())
+        ),
+        Event::ControlRefused(c) => format!(
+            "{} ({} {}) for {}: {}",
             out.bad("control action refused"),
-            e.caller,
-            e.reason
+            c.action,
+            c.target,
+            c.caller,
+            c.reason
         ),
-        "config_loaded" => format!("configuration {} loaded", e.config_version),
-        other => other.to_owned(),
+        Event::ConfigLoaded(c) => format!("configuration {} loaded", c.config_version),
+        Event::Recovered(r) => format!(
+            "{}: {} set aside, the chain continues after seq {}{}",
+            out.warn("audit log recovered"),
+            r.set_aside,
+            r.cut_seq,
+            suffix(&r.reason)
+        ),
+        Event::ConfigRefused(c) => format!(
+            "{} {}: {}",
+            out.bad("configuration refused"),
+            c.path.as_deref().unwrap_or_default(),
+            c.problems.join("; ")
+        ),
     }
 }
 
@@ -179,22 +230,19 @@ pub fn event_line(out: &Out, e: &pb::AuditEvent) -> String {
         out.dim(&format!("#{:<5}", e.seq)),
         out.dim(&clock_ms(e.timestamp_ms)),
         workflow,
-        e.kind,
+        kind_name(e),
         describe(out, e)
     )
 }
 
-/// The event as the audit log wrote it (every field), or its protocol fields when the line is absent.
+/// The event as the audit log wrote it (every field), or its envelope when the line is absent.
 pub fn event_json(e: &pb::AuditEvent) -> Value {
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&e.raw_json) {
         return Value::Object(map);
     }
     json!({
-        "seq": e.seq, "ts_ms": e.timestamp_ms, "kind": e.kind, "workflow_id": e.workflow_id,
-        "call_id": e.call_id, "tool": e.tool, "step": e.step, "approval_id": e.approval_id,
-        "approver": e.approver, "reason": e.reason, "caller": e.caller,
-        "decision": e.decision.as_ref().map(decision_json),
-        "outcome": outcome(e.outcome), "duration_us": e.duration_us,
+        "seq": e.seq, "ts_ms": e.timestamp_ms, "kind": kind_name(e), "workflow_id": e.workflow_id,
+        "call_id": event_call_id(e), "tool": event_tool(e), "prev": e.prev_hash, "hash": e.hash,
     })
 }
 
@@ -245,6 +293,20 @@ pub fn approval_json(a: &pb::ApprovalInfo) -> Value {
         "state": approval_state(a.state), "decided_by": a.decided_by, "reason": a.reason,
         "decided_at_ms": a.decided_at_ms, "config_version": a.config_version,
     })
+}
+
+/// A JSON value on one line, cut to `max` characters with an ellipsis: how a step's output or a tool's
+/// error details read in a list (the whole value is one command away).
+pub fn summary(value: &Value, max: usize) -> String {
+    crate::output::clip(&value.to_string(), max)
+}
+
+/// The outputs of a workflow's template steps, by step name, in the order they came.
+pub fn step_outputs(w: &pb::WorkflowInfo) -> Vec<(String, Value)> {
+    match serde_json::from_str::<Value>(&w.outputs_json) {
+        Ok(Value::Object(map)) => map.into_iter().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A tool's result text as JSON (or as a string when it is not JSON).

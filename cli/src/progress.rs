@@ -53,12 +53,13 @@ impl<'a> RunView<'a> {
             overall.set_style(
                 ProgressStyle::with_template(bar)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("█░ "),
+                    // Filled, the step under way, and a track that shows even at 0/N.
+                    .progress_chars("█▓░"),
             );
             overall.enable_steady_tick(Duration::from_millis(200));
             Some((multi, steps, overall))
         } else {
-            println!("{header}");
+            outln!("{header}");
             None
         };
         RunView {
@@ -86,7 +87,7 @@ impl<'a> RunView<'a> {
                 let _ = multi.println(text);
             }
             None if self.out.json => eprintln!("{text}"),
-            None => println!("{text}"),
+            None => outln!("{text}"),
         }
     }
 
@@ -102,7 +103,7 @@ impl<'a> RunView<'a> {
                 bar.set_message(state.to_owned());
             }
             None if self.out.json => {}
-            None => println!("  {} {}", self.label(index), self.out.state(state)),
+            None => outln!("  {} {}", self.label(index), self.out.state(state)),
         }
     }
 
@@ -121,7 +122,7 @@ impl<'a> RunView<'a> {
                 }
             }
             None if self.out.json => {}
-            None => println!("  {} {mark} {detail}", self.label(index)),
+            None => outln!("  {} {mark} {detail}", self.label(index)),
         }
     }
 
@@ -140,13 +141,22 @@ impl<'a> RunView<'a> {
             ),
         };
         if let Some((multi, steps, overall)) = &self.bars {
+            // A step that never ended did not run (or was stopped where it stood): say so, rather
+            // than leave it "pending" under a finished workflow.
             for bar in steps.iter().filter(|b| !b.is_finished()) {
-                bar.abandon();
+                bar.set_style(step_style("  {prefix} {msg}"));
+                let was = bar.message();
+                let now = if was == "pending" {
+                    self.out.dim("– not run")
+                } else {
+                    format!("{} {was}", self.out.bad("✘"))
+                };
+                bar.abandon_with_message(now);
             }
             overall.abandon();
             let _ = multi.println(&text);
         } else if !self.out.json {
-            println!("{text}");
+            outln!("{text}");
         }
     }
 }
