@@ -180,13 +180,25 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
             suffix(&a.reason)
         ),
         Event::CallStarted(c) => format!("{} started", c.tool),
-        Event::CallFinished(c) => format!(
-            "{} {} in {}{}",
-            c.tool,
-            out.state(outcome(c.outcome)),
-            duration_us(c.duration_us),
-            suffix(c.error.as_deref().unwrap_or_default())
-        ),
+        Event::CallFinished(c) => {
+            let mut text = format!(
+                "{} {} in {}{}",
+                c.tool,
+                out.state(outcome(c.outcome)),
+                duration_us(c.duration_us),
+                suffix(c.error.as_deref().unwrap_or_default())
+            );
+            if let Some(details) = c.tool_error.as_ref().filter(|e| !e.details_json.is_empty()) {
+                text.push_str(&format!(
+                    " — details: {}",
+                    summary(&result_value(&details.details_json), 200)
+                ));
+            }
+            if let Some(result) = &c.result_json {
+                text.push_str(&format!(" → {}", summary(&result_value(result), 100)));
+            }
+            text
+        }
         Event::WorkflowFinished(w) => format!(
             "workflow {} in {}{}",
             out.state(workflow_state(w.state)),

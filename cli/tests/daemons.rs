@@ -492,6 +492,16 @@ async fn run_shows_each_step_output_and_workflow_shows_one_whole() {
     let value: Value = serde_json::from_str(&whole.stdout).expect("the whole output is JSON");
     assert!(!value.is_null(), "{}", whole.text());
 
+    let query = stack
+        .ctl(&["audit", "query", "-w", &id, "--kind", "call_finished"])
+        .await;
+    assert_eq!(query.code, 0, "{}", query.text());
+    assert!(
+        query.stdout.contains("process_data succeeded in") && query.stdout.contains("→ {"),
+        "audit query shows each call's result, summarised: {}",
+        query.text()
+    );
+
     let missing = stack.ctl(&["workflow", &id, "--output", "nope"]).await;
     assert_eq!(missing.code, 1, "{}", missing.text());
     assert!(
