@@ -7,7 +7,7 @@
 use crate::cli::{ColorChoice, Global};
 use serde_json::Value;
 use std::io::IsTerminal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `println!` for everything a command prints on stdout. When the reader has gone (`conductorctl watch
 /// --json | head -3`), the command ends quietly with success, as `gh` and `kubectl` do, instead of
@@ -184,25 +184,38 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
-/// A Unix time in milliseconds as RFC 3339 (UTC, seconds); empty for 0.
+/// A Unix time in milliseconds as people read it: local time with the zone's offset
+/// (`2026-11-30 09:12:03 +01:00`); empty for 0. JSON output keeps the milliseconds.
 pub fn time_ms(ms: i64) -> String {
+    time_in(ms, &chrono::Local)
+}
+
+/// A Unix time in milliseconds as `HH:MM:SS.mmm` local time, for event lines.
+pub fn clock_ms(ms: i64) -> String {
+    clock_in(ms, &chrono::Local)
+}
+
+fn time_in<Z: chrono::TimeZone>(ms: i64, zone: &Z) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
     if ms <= 0 {
         return String::new();
     }
-    let time = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
-    humantime::format_rfc3339_seconds(time).to_string()
+    match zone.timestamp_millis_opt(ms).single() {
+        Some(time) => time.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        None => ms.to_string(),
+    }
 }
 
-/// A Unix time in milliseconds as `HH:MM:SS.mmm` (UTC), for event lines.
-pub fn clock_ms(ms: i64) -> String {
-    let day_ms = ms.rem_euclid(86_400_000);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
+fn clock_in<Z: chrono::TimeZone>(ms: i64, zone: &Z) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
+    match zone.timestamp_millis_opt(ms).single() {
+        Some(time) => time.format("%H:%M:%S%.3f").to_string(),
+        None => ms.to_string(),
+    }
 }
 
 /// A duration in microseconds, short: `850µs`, `12.3ms`, `3.2s`, `4m12s`.
@@ -272,6 +285,16 @@ mod tests {
         assert!((now_ms() - an_hour_ago - 3_600_000).abs() < 5_000);
         assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert!(parse_time("yesterday-ish").is_err());
+    }
+
+    #[test]
+    fn times_read_in_local_time_with_the_zone() {
+        let zone = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        assert_eq!(time_in(1_000, &zone), "1970-01-01 05:30:01 +05:30");
+        assert_eq!(clock_in(1_234, &zone), "05:30:01.234");
+        assert_eq!(time_in(0, &zone), "");
+        let here = chrono::Local::now().format("%:z").to_string();
+        assert!(time_ms(now_ms()).ends_with(&here), "{}", time_ms(now_ms()));
     }
 
     #[test]
