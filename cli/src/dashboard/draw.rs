@@ -37,8 +37,17 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
     } else {
         Style::default()
     };
-    let [top, bottom] =
-        Layout::vertical([Constraint::Length(12), Constraint::Min(3)]).areas(frame.area());
+    let approvals_height = if figures.approvals.is_empty() {
+        0
+    } else {
+        u16::try_from(figures.approvals.len().min(5) + 2).unwrap_or(7)
+    };
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Length(12),
+        Constraint::Length(approvals_height),
+        Constraint::Min(3),
+    ])
+    .areas(frame.area());
     let mut lines = vec![
         Line::styled(format!("Active Workflows: {}", figures.active), bold),
         Line::from(format!("Completed Today: {}", figures.completed_today)),
@@ -86,6 +95,38 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
         ),
         top,
     );
+    if !figures.approvals.is_empty() {
+        let room = usize::from(middle.width.saturating_sub(2));
+        let first = figures.selected.saturating_sub(4);
+        let items: Vec<ListItem> = figures
+            .approvals
+            .iter()
+            .enumerate()
+            .skip(first)
+            .take(5)
+            .map(|(i, a)| {
+                let mark = if i == figures.selected { "›" } else { " " };
+                let text = format!(
+                    "{mark} {} {} in {} (gate {}) sha256 {}",
+                    a.id, a.tool, a.workflow_id, a.gate, a.arguments_digest
+                );
+                let item = ListItem::new(clip(&text, room));
+                if i == figures.selected {
+                    item.style(bold)
+                } else {
+                    item
+                }
+            })
+            .collect();
+        let title = match &figures.notice {
+            Some(notice) => format!(" Pending Approvals — {notice} "),
+            None => " Pending Approvals (↑↓ select, a approve, d deny) ".to_owned(),
+        };
+        let block = Block::bordered()
+            .title(title)
+            .border_style(style(Color::Yellow));
+        frame.render_widget(List::new(items).block(block), middle);
+    }
     let visible = usize::from(bottom.height.saturating_sub(2));
     let room = usize::from(bottom.width.saturating_sub(2));
     let skip = figures.events.len().saturating_sub(visible);
@@ -103,6 +144,10 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
             ListItem::new(clip(&e.text, room)).style(tone)
         })
         .collect();
-    let block = Block::bordered().title(" Recent Events (q quits) ");
+    let title = match (&figures.notice, figures.approvals.is_empty()) {
+        (Some(notice), true) => format!(" Recent Events — {notice} (q quits) "),
+        _ => " Recent Events (q quits) ".to_owned(),
+    };
+    let block = Block::bordered().title(title);
     frame.render_widget(List::new(items).block(block), bottom);
 }

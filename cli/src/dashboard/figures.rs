@@ -28,6 +28,11 @@ pub struct Figures {
     /// Most recent last.
     pub events: VecDeque<EventLine>,
     pub connection: String,
+    /// The requests waiting for a person, oldest first; `a`/`d` decide the selected one.
+    pub approvals: Vec<pb::ApprovalInfo>,
+    pub selected: usize,
+    /// The answer to the last key press (`approved ap-…`, or why it was refused).
+    pub notice: Option<String>,
 }
 
 /// One line of the recent events, with what it means for its colour.
@@ -150,6 +155,26 @@ impl Figures {
                 workflows.iter().find(|w| w.id == shown.id)
             })
             .or_else(|| workflows.first())
+    }
+
+    /// Takes the pending approvals, keeping the selection on the same request when it is still there.
+    pub fn set_approvals(&mut self, approvals: Vec<pb::ApprovalInfo>) {
+        let selected_id = self.selected_approval().map(|a| a.id.clone());
+        self.approvals = approvals;
+        self.selected = selected_id
+            .and_then(|id| self.approvals.iter().position(|a| a.id == id))
+            .unwrap_or(0)
+            .min(self.approvals.len().saturating_sub(1));
+    }
+
+    /// Moves the selection by `step` (up is negative), staying on the list.
+    pub fn select(&mut self, step: isize) {
+        let last = self.approvals.len().saturating_sub(1);
+        self.selected = self.selected.saturating_add_signed(step).min(last);
+    }
+
+    pub fn selected_approval(&self) -> Option<&pb::ApprovalInfo> {
+        self.approvals.get(self.selected)
     }
 
     /// Adds an audit event to the recent lines and notes its workflow's activity.

@@ -211,3 +211,49 @@ fn denials_are_coloured_apart_from_allowed_calls() {
     });
     assert!(red, "the denial's line is red");
 }
+
+fn pending(id: &str) -> pb::ApprovalInfo {
+    pb::ApprovalInfo {
+        id: id.into(),
+        tool: "send_notification".into(),
+        workflow_id: "wf-1".into(),
+        gate: "welcome".into(),
+        arguments_digest: "sha256:abc".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn keys_select_and_decide_the_pending_approval() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let press = |code| key_action(&KeyEvent::new(code, KeyModifiers::NONE));
+    assert_eq!(
+        press(KeyCode::Char('a')),
+        Some(KeyAction::Decide { approve: true })
+    );
+    assert_eq!(
+        press(KeyCode::Char('d')),
+        Some(KeyAction::Decide { approve: false })
+    );
+    assert_eq!(press(KeyCode::Down), Some(KeyAction::Select(1)));
+    assert_eq!(press(KeyCode::Char('q')), Some(KeyAction::Quit));
+    assert_eq!(
+        key_action(&KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(KeyAction::Quit)
+    );
+
+    let mut figures = Figures::default();
+    figures.set_approvals(vec![pending("ap-1"), pending("ap-2")]);
+    figures.select(1);
+    figures.select(1);
+    assert_eq!(figures.selected_approval().unwrap().id, "ap-2");
+    // The selection follows its request when the list changes under it.
+    figures.set_approvals(vec![pending("ap-0"), pending("ap-1"), pending("ap-2")]);
+    assert_eq!(figures.selected_approval().unwrap().id, "ap-2");
+    figures.set_approvals(vec![pending("ap-0")]);
+    assert_eq!(figures.selected_approval().unwrap().id, "ap-0");
+
+    let text = rendered_at(&figures, 100).join("\n");
+    assert!(text.contains("› ap-0 send_notification in wf-1"), "{text}");
+    assert!(text.contains("a approve, d deny"), "{text}");
+}
