@@ -29,16 +29,26 @@ pub fn command() -> clap::Command {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// The orchestrator's gRPC address: `127.0.0.1:50051`, `localhost:50051` or a URL.
+    /// The orchestrator's gRPC address: `127.0.0.1:50051`, `localhost:50051` or a URL [default: the
+    /// context's, else http://127.0.0.1:50051].
     #[arg(
         long,
         global = true,
         value_name = "ADDRESS",
         hide_env_values = true,
-        env = "CONDUCTOR_ORCHESTRATOR",
-        default_value = "http://127.0.0.1:50051"
+        env = "CONDUCTOR_ORCHESTRATOR"
     )]
-    pub orchestrator: String,
+    pub orchestrator: Option<String>,
+    /// A named orchestrator (address and token file) from the contexts file
+    /// ($CONDUCTORCTL_CONFIG, else ~/.config/conductorctl/config.json) [default: its current_context].
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "CONDUCTOR_CONTEXT",
+        hide_env_values = true
+    )]
+    pub context: Option<String>,
     /// Bearer token for control actions (approve, deny, cancel, config reload).
     #[arg(
         long,

@@ -113,7 +113,12 @@ pub struct Client {
 impl Client {
     /// Connects at once, so an orchestrator that is not there is reported before any work starts.
     pub async fn connect(global: &Global) -> Result<Client, CliError> {
-        let url = orchestrator_url(&global.orchestrator);
+        let url = orchestrator_url(
+            global
+                .orchestrator
+                .as_deref()
+                .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR),
+        );
         let unreachable = |reason: String| CliError::Unreachable {
             url: url.clone(),
             reason,

@@ -10,6 +10,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod context;
 pub mod control;
 pub mod dashboard;
 pub mod demo;
@@ -57,7 +58,7 @@ fn parse() -> Cli {
         .subcommand_matches("policy")
         .and_then(|policy| policy.subcommand_matches("check"));
     if let Some(check) = offline {
-        for flag in ["orchestrator", "token"] {
+        for flag in ["orchestrator", "context", "token"] {
             if check.value_source(flag) == Some(ValueSource::CommandLine) {
                 command
                     .error(
@@ -73,7 +74,14 @@ fn parse() -> Cli {
 
 /// Runs one parsed command.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
-    let global = &cli.global;
+    // Offline commands do not read the contexts file: a broken one must not stop them.
+    match cli.command {
+        Command::Policy(command) => return policy::policy(&cli.global, command),
+        Command::Completions(args) => return docs::completions(args.shell),
+        Command::Man => return docs::man(),
+        _ => {}
+    }
+    let global = &context::apply(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(global, args).await,
         Command::Watch(args) => watch::watch(global, args).await,
@@ -89,11 +97,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => control::cancel(global, args).await,
         Command::Config(ConfigCommand::Reload) => control::reload(global).await,
         Command::Audit(command) => audit::audit(global, command).await,
-        Command::Policy(command) => policy::policy(global, command),
         Command::Demo(args) => demo::demo(global, args).await,
         Command::Interactive(args) => interactive::interactive(global, args).await,
-        Command::Completions(args) => docs::completions(args.shell),
-        Command::Man => docs::man(),
+        Command::Policy(_) | Command::Completions(_) | Command::Man => Ok(()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Stack, approval_id_in, ctl_command, output, repo_file};
+use common::{Stack, approval_id_in, ctl_bare, ctl_command, output, repo_file};
 use serde_json::Value;
 
 fn example(name: &str) -> String {
@@ -535,5 +535,50 @@ async fn ctrl_c_during_run_says_the_workflow_keeps_running_and_how_to_follow_it(
         done.text()
     );
     assert!(!done.stderr.contains("panicked"), "{}", done.text());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_context_gives_the_orchestrator_address() {
+    let stack = Stack::start().await;
+    let contexts = stack.dir.path().join("contexts.json");
+    let listen_form = stack.url.trim_start_matches("http://");
+    std::fs::write(
+        &contexts,
+        serde_json::json!({
+            "current_context": "nowhere",
+            "contexts": {
+                "test": {"orchestrator": listen_form},
+                "nowhere": {"orchestrator": "127.0.0.1:1"},
+            }
+        })
+        .to_string(),
+    )
+    .expect("contexts file");
+    let with = |args: &[&str]| {
+        let mut command = ctl_bare();
+        command.env("CONDUCTORCTL_CONFIG", &contexts).args(args);
+        command
+    };
+    let named = output(with(&["--context", "test", "status"]), None).await;
+    assert_eq!(named.code, 0, "{}", named.text());
+    let mut by_env = with(&["status"]);
+    by_env.env("CONDUCTOR_CONTEXT", "test");
+    let by_env = output(by_env, None).await;
+    assert_eq!(by_env.code, 0, "{}", by_env.text());
+    let current = output(with(&["status"]), None).await;
+    assert_eq!(
+        current.code,
+        3,
+        "the current context is used: {}",
+        current.text()
+    );
+    let unknown = output(with(&["--context", "staging", "status"]), None).await;
+    assert_eq!(unknown.code, 1, "{}", unknown.text());
+    assert!(
+        unknown.stderr.contains("nowhere, test"),
+        "{}",
+        unknown.text()
+    );
     stack.stop().await;
 }

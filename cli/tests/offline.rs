@@ -7,6 +7,11 @@ fn ctl(args: &[&str]) -> std::process::Output {
         .args(args)
         .env_remove("NO_COLOR")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
+        .env_remove("CONDUCTOR_CONTEXT")
+        .env(
+            "CONDUCTORCTL_CONFIG",
+            format!("{}/no-contexts-file.json", env!("CARGO_TARGET_TMPDIR")),
+        )
         .output()
         .expect("conductorctl runs")
 }

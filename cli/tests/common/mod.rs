@@ -38,17 +38,28 @@ pub fn repo_file(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// The real binary, with no settings inherited from the developer's environment.
-pub fn ctl_command(url: &str) -> Command {
+/// The real binary, with no settings inherited from the developer's environment (nor their contexts
+/// file), and no orchestrator address.
+pub fn ctl_bare() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_conductorctl"));
     command
-        .arg("--orchestrator")
-        .arg(url)
         .env_remove("CONDUCTOR_TOKEN")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
+        .env_remove("CONDUCTOR_CONTEXT")
+        .env(
+            "CONDUCTORCTL_CONFIG",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-contexts-file.json"),
+        )
         .env_remove("NO_COLOR")
         .env("USER", "tester")
         .kill_on_drop(true);
+    command
+}
+
+/// The real binary pointed at `url`, with no settings inherited from the developer's environment.
+pub fn ctl_command(url: &str) -> Command {
+    let mut command = ctl_bare();
+    command.arg("--orchestrator").arg(url);
     command
 }
 
