@@ -582,3 +582,17 @@ async fn a_named_context_gives_the_orchestrator_address() {
     );
     stack.stop().await;
 }
+
+/// The main read-only outputs against the shipped configuration, reviewed as diffs when they change.
+/// After an intended change: `SNAPSHOTS=overwrite cargo test -p conductorctl --test daemons`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_tools_outputs_match_their_snapshots() {
+    let stack = Stack::start().await;
+    let templates = stack.ctl(&["templates"]).await;
+    assert_eq!(templates.code, 0, "{}", templates.text());
+    snapbox::assert_data_eq!(templates.stdout, snapbox::file!["snapshots/templates.txt"]);
+    let tools = stack.ctl(&["tools"]).await;
+    assert_eq!(tools.code, 0, "{}", tools.text());
+    snapbox::assert_data_eq!(tools.stdout, snapbox::file!["snapshots/tools.txt"]);
+    stack.stop().await;
+}

@@ -232,3 +232,14 @@ fn completions_and_the_man_page_come_from_the_grammar() {
     );
     assert!(page.contains("approve"), "{page}");
 }
+
+/// What `policy check` says of the shipped configuration (the path and version vary).
+#[test]
+fn policy_check_output_matches_the_snapshot() {
+    let out = ctl(&["policy", "check", &repo_file("config/config.json")]);
+    assert_eq!(out.status.code(), Some(0));
+    snapbox::assert_data_eq!(
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        snapbox::file!["snapshots/policy-check.txt"]
+    );
+}
