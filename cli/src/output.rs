@@ -141,8 +141,8 @@ fn terminal_width() -> Option<usize> {
         .filter(|&columns| columns > 0)
 }
 
-/// Left-aligned columns; `header` is printed bold. On a terminal the last column is cut (with an
-/// ellipsis) so that no row wraps. Cells must not contain colour codes (they would
+/// Left-aligned columns; `header` is printed bold. On a terminal, columns are narrowed (widest first,
+/// cells cut with an ellipsis) so that no row wraps. Cells must not contain colour codes (they would
 /// break the alignment): colour whole lines afterwards if needed.
 pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -153,24 +153,17 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
+    if let Some(width) = out.width {
+        fit_widths(&mut widths, width);
+    }
     let line = |cells: Vec<&str>| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                match out.width {
-                    Some(width) => {
-                        let room = width.saturating_sub(text.chars().count()).max(8);
-                        text.push_str(&clip(cell, room));
-                    }
-                    None => text.push_str(cell),
-                }
-            } else {
-                let pad = widths
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(cell.chars().count());
-                text.push_str(cell);
+            let column = widths.get(i).copied().unwrap_or(0);
+            let cell = clip(cell, column.max(1));
+            text.push_str(&cell);
+            if i + 1 < cells.len() {
+                let pad = column.saturating_sub(cell.chars().count());
                 text.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -182,6 +175,27 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
         text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     text
+}
+
+/// Narrows the widest column, one character at a time, until the columns and their two-space gaps
+/// fit `width`. The first column (the id people copy) stays whole, and no column goes below six
+/// characters (then the row wraps rather than say nothing).
+fn fit_widths(widths: &mut [usize], width: usize) {
+    const NARROWEST: usize = 6;
+    let total =
+        |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    while total(widths) > width {
+        let Some((widest, _)) = widths
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, w)| **w > NARROWEST)
+            .max_by_key(|(i, w)| (**w, *i))
+        else {
+            return;
+        };
+        widths[widest] -= 1;
+    }
 }
 
 /// A Unix time in milliseconds as people read it: local time with the zone's offset
@@ -321,5 +335,29 @@ mod tests {
         }
         assert!(text.contains("…"), "{text}");
         assert!(text.contains("short"), "{text}");
+
+        // Wide columns in the middle are narrowed too, not only the last one.
+        let rows = vec![vec![
+            "wf-1a2b3c4d5e6f".into(),
+            "customer_onboarding".into(),
+            "waiting approval".into(),
+            "2026-11-30 09:12:03 +01:00".into(),
+            "a-rather-long-caller-name".into(),
+            "ok".into(),
+        ]];
+        let text = table(
+            &out,
+            &[
+                "WORKFLOW", "TEMPLATE", "STATE", "STARTED", "CALLER", "ERROR",
+            ],
+            &rows,
+        );
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?} is wider than 80");
+        }
+        assert!(
+            text.contains("wf-1a2b3c4d5e6f"),
+            "the narrow columns stay whole: {text}"
+        );
     }
 }
