@@ -4,7 +4,7 @@
 //! orchestrator verifies its own log. A broken chain names the first bad seq, file and line, and exits 1.
 
 use crate::cli::{
-    AuditCommand, DecisionFilter, Global, QueryArgs, ReportArgs, TailArgs, VerifyArgs,
+    AuditCommand, DecisionFilter, EventKind, Global, QueryArgs, ReportArgs, TailArgs, VerifyArgs,
 };
 use crate::client::{Answer, CliError, Client};
 use crate::output::{
@@ -104,7 +104,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             until_ms,
             workflow_id: args.workflow.clone().unwrap_or_default(),
             tool: args.tool.clone().unwrap_or_default(),
-            kind: args.kind.clone().unwrap_or_default(),
+            kind: args.kind.map(EventKind::log_name).unwrap_or_default(),
             decision: decision as i32,
             after_seq,
             limit: (args.limit as usize - events.len()).min(1000) as u32,

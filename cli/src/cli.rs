@@ -301,9 +301,9 @@ pub struct QueryArgs {
     /// Only events about this tool.
     #[arg(long)]
     pub tool: Option<String>,
-    /// Event kind, e.g. call_decided, call_finished, approval_decided.
-    #[arg(long)]
-    pub kind: Option<String>,
+    /// Only events of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<EventKind>,
     /// Only decisions of this kind.
     #[arg(long, value_enum)]
     pub decision: Option<DecisionFilter>,
@@ -316,6 +316,32 @@ pub struct QueryArgs {
     /// At most this many events.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+}
+
+/// The kinds of audit events, as the log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum EventKind {
+    ConfigLoaded,
+    ConfigRefused,
+    Recovered,
+    WorkflowStarted,
+    CallDecided,
+    ApprovalRequested,
+    ApprovalDecided,
+    CallStarted,
+    CallFinished,
+    WorkflowFinished,
+    ControlRefused,
+}
+
+impl EventKind {
+    /// The name the audit log (and the query filter) uses.
+    pub fn log_name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

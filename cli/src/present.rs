@@ -335,3 +335,58 @@ pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
             .collect::<Map<_, _>>(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::EventKind;
+    use clap::ValueEnum;
+    use pb::audit_event as e;
+
+    #[test]
+    fn the_kind_filter_names_exactly_the_typed_events() {
+        let every = [
+            Event::ConfigLoaded(e::ConfigLoaded::default()),
+            Event::ConfigRefused(e::ConfigRefused::default()),
+            Event::Recovered(e::Recovered::default()),
+            Event::WorkflowStarted(e::WorkflowStarted::default()),
+            Event::CallDecided(e::CallDecided::default()),
+            Event::ApprovalRequested(e::ApprovalRequested::default()),
+            Event::ApprovalDecided(e::ApprovalDecided::default()),
+            Event::CallStarted(e::CallStarted::default()),
+            Event::CallFinished(e::CallFinished::default()),
+            Event::WorkflowFinished(e::WorkflowFinished::default()),
+            Event::ControlRefused(e::ControlRefused::default()),
+        ];
+        let shown: Vec<&str> = every
+            .into_iter()
+            .map(|event| {
+                kind_name(&pb::AuditEvent {
+                    event: Some(event),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let filters: Vec<String> = EventKind::value_variants()
+            .iter()
+            .map(|k| k.log_name())
+            .collect();
+        assert_eq!(shown, filters);
+    }
+
+    #[test]
+    fn a_cancelled_workflow_reads_as_cancelled() {
+        let finished = pb::AuditEvent {
+            event: Some(Event::WorkflowFinished(e::WorkflowFinished {
+                state: pb::WorkflowState::Cancelled as i32,
+                error: Some("started by mistake".into()),
+                duration_ms: 1200,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe(&Out::plain(), &finished),
+            "workflow cancelled in 1.2s: started by mistake"
+        );
+    }
+}
