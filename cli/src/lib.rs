@@ -29,7 +29,7 @@ use cli::{Cli, Command, ConfigCommand};
 use std::process::ExitCode;
 
 /// Parses the command line (usage errors exit 2, as clap does), runs the command, and maps its result
-/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator.
+/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator, 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -38,6 +38,10 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // Catch Ctrl-C from here on (the handler is installed now, not at the first poll), so a press at
+    // any moment after the run started gets the note below rather than a silent exit.
+    let mut interrupted =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut follower = Follower::start(
         &client,
         global,
@@ -47,7 +51,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
     .await?;
     let finished = tokio::select! {
         end = follow_run(&out, &template, &started.id, &mut follower, None) => end?,
-        _ = tokio::signal::ctrl_c() => {
+        () = interrupt(&mut interrupted) => {
             eprintln!(
                 "\nstopped following; workflow {id} keeps running in the orchestrator\n  follow it again: conductorctl watch --workflow {id}\n  see it:          conductorctl workflow {id}\n  cancel it:       conductorctl cancel {id}",
                 id = started.id
@@ -71,6 +75,16 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         RunEnd::Completed => Ok(()),
         // The run's display has said why, once.
         RunEnd::Failed(_) => Err(CliError::Reported.into()),
+    }
+}
+
+/// Completes on Ctrl-C; never, if the handler could not be installed.
+async fn interrupt(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
