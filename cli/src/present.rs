@@ -375,6 +375,50 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_call_shows_the_tools_details_and_a_result_its_summary() {
+        let failed = pb::AuditEvent {
+            event: Some(Event::CallFinished(e::CallFinished {
+                tool: "validate_data".into(),
+                outcome: pb::CallOutcome::Failed as i32,
+                duration_us: 1500,
+                error: Some("validation_failed: 1 of 2 records are invalid".into()),
+                tool_error: Some(pb::ToolError {
+                    code: "validation_failed".into(),
+                    message: "1 of 2 records are invalid".into(),
+                    details_json: r#"[{"record":1,"field":"email","reason":"not an email"}]"#
+                        .into(),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let text = describe(&Out::plain(), &failed);
+        assert!(
+            text.starts_with("validate_data failed in 1.5ms: validation_failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"details: [{"record":1,"field":"email""#),
+            "{text}"
+        );
+
+        let succeeded = pb::AuditEvent {
+            event: Some(Event::CallFinished(e::CallFinished {
+                tool: "process_data".into(),
+                outcome: pb::CallOutcome::Succeeded as i32,
+                result_json: Some(format!(r#"{{"totals":"{}"}}"#, "x".repeat(300))),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let text = describe(&Out::plain(), &succeeded);
+        assert!(
+            text.contains(r#"→ {"totals":"xx"#) && text.ends_with('…'),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_cancelled_workflow_reads_as_cancelled() {
         let finished = pb::AuditEvent {
             event: Some(Event::WorkflowFinished(e::WorkflowFinished {

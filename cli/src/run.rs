@@ -301,6 +301,21 @@ pub async fn follow_run(
                             duration_us(c.duration_us)
                         ),
                     );
+                    // The tool's own account of what was wrong (e.g. each invalid record), when the
+                    // log carries it.
+                    if let Some(details) = c
+                        .tool_error
+                        .as_ref()
+                        .map(|t| &t.details_json)
+                        .filter(|d| !d.is_empty())
+                    {
+                        let whole = crate::present::result_value(details);
+                        view.note(&format!(
+                            "    details: {}",
+                            serde_json::to_string_pretty(&whole)
+                                .unwrap_or_else(|_| whole.to_string())
+                        ));
+                    }
                 }
             }
             Event::WorkflowFinished(w) if e.workflow_id == workflow_id => {
