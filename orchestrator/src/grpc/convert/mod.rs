@@ -1,7 +1,7 @@
 //! Domain values to generated protobuf types (and the few the other way). The only place that knows both.
 
 use crate::approval::Approval;
-use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, DecisionKind, Outcome, WorkflowEnd};
+use crate::audit::{ApprovalVerdict, DecisionKind, Outcome};
 use crate::config::Template;
 use crate::downstream::ToolInfo;
 use crate::gateway::{StatusSnapshot, WorkflowView};
@@ -9,6 +9,9 @@ use crate::policy::Violation;
 use crate::report::{ComplianceReport, VerifyOutcome};
 use crate::workflow::{CallEntry, CallStatus, WorkflowState};
 use conductor_proto::v1 as pb;
+
+mod audit_event;
+pub use audit_event::audit_event;
 
 pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
     pb::ToolDescriptor {
@@ -96,7 +99,7 @@ fn workflow_state(state: WorkflowState) -> pb::WorkflowState {
     }
 }
 
-fn outcome(outcome: Outcome) -> pb::CallOutcome {
+pub(super) fn outcome(outcome: Outcome) -> pb::CallOutcome {
     match outcome {
         Outcome::Succeeded => pb::CallOutcome::Succeeded,
         Outcome::Failed | Outcome::Unavailable => pb::CallOutcome::Failed,
@@ -245,172 +248,6 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
         last_seq: s.last_seq,
         config_version: s.config_version.clone(),
         server_time_ms: s.now_ms,
-    }
-}
-
-fn verdict(verdict: ApprovalVerdict) -> pb::ApprovalState {
-    match verdict {
-        ApprovalVerdict::Approved => pb::ApprovalState::Approved,
-        ApprovalVerdict::Denied => pb::ApprovalState::Denied,
-        ApprovalVerdict::Expired => pb::ApprovalState::Expired,
-    }
-}
-
-fn workflow_end(end: WorkflowEnd) -> pb::WorkflowState {
-    match end {
-        WorkflowEnd::Completed => pb::WorkflowState::Completed,
-        WorkflowEnd::Failed => pb::WorkflowState::Failed,
-        WorkflowEnd::Cancelled => pb::WorkflowState::Cancelled,
-    }
-}
-
-/// One audit line as its typed protobuf message: the envelope (seq, time, chain, workflow) and one
-/// message per event kind, so clients match on types instead of kind names.
-pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
-    pb::AuditEvent {
-        seq: record.seq,
-        timestamp_ms: record.ts_ms,
-        workflow_id: record.event.workflow_id().unwrap_or_default().to_owned(),
-        raw_json: serde_json::to_string(record).unwrap_or_default(),
-        prev_hash: record.prev.clone(),
-        hash: record.hash.clone(),
-        event: Some(event_body(&record.event)),
-    }
-}
-
-fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
-    use pb::audit_event as e;
-    match event {
-        AuditEvent::ConfigLoaded {
-            config_version,
-            path,
-        } => e::Event::ConfigLoaded(e::ConfigLoaded {
-            config_version: config_version.clone(),
-            path: path.clone(),
-        }),
-        AuditEvent::WorkflowStarted {
-            template,
-            input,
-            caller,
-            config_version,
-            ..
-        } => e::Event::WorkflowStarted(e::WorkflowStarted {
-            template: template.clone(),
-            input_json: input.to_string(),
-            caller: caller.clone(),
-            config_version: config_version.clone(),
-        }),
-        AuditEvent::CallDecided {
-            call_id,
-            tool,
-            step,
-            arguments,
-            caller,
-            decision: kind,
-            violations,
-            gate,
-            config_version,
-            ..
-        } => {
-            let mut d = decision(*kind, violations, None);
-            d.gate = gate.clone().unwrap_or_default();
-            e::Event::CallDecided(e::CallDecided {
-                call_id: call_id.clone(),
-                tool: tool.clone(),
-                step: step.clone(),
-                arguments_json: arguments.to_string(),
-                caller: caller.clone(),
-                decision: Some(d),
-                config_version: config_version.clone(),
-            })
-        }
-        AuditEvent::ApprovalRequested {
-            call_id,
-            tool,
-            approval_id,
-            gate,
-            arguments_digest,
-            expires_at_ms,
-            four_eyes,
-            ..
-        } => e::Event::ApprovalRequested(e::ApprovalRequested {
-            call_id: call_id.clone(),
-            tool: tool.clone(),
-            approval_id: approval_id.clone(),
-            gate: gate.clone(),
-            arguments_digest: arguments_digest.clone(),
-            expires_at_ms: *expires_at_ms,
-            four_eyes: *four_eyes,
-        }),
-        AuditEvent::ApprovalDecided {
-            call_id,
-            approval_id,
-            verdict: v,
-            approver,
-            reason,
-            waited_ms,
-            ..
-        } => e::Event::ApprovalDecided(e::ApprovalDecided {
-            call_id: call_id.clone(),
-            approval_id: approval_id.clone(),
-            verdict: verdict(*v) as i32,
-            approver: approver.clone(),
-            reason: reason.clone(),
-            waited_ms: *waited_ms,
-        }),
-        AuditEvent::CallStarted {
-            call_id,
-            tool,
-            server,
-            ..
-        } => e::Event::CallStarted(e::CallStarted {
-            call_id: call_id.clone(),
-            tool: tool.clone(),
-            server: server.clone(),
-        }),
-        AuditEvent::CallFinished {
-            call_id,
-            tool,
-            outcome: o,
-            duration_us,
-            error,
-            result,
-            ..
-        } => e::Event::CallFinished(e::CallFinished {
-            call_id: call_id.clone(),
-            tool: tool.clone(),
-            outcome: outcome(*o) as i32,
-            duration_us: *duration_us,
-            error: error.clone(),
-            result_json: result.as_ref().map(ToString::to_string),
-            // The log records a failure as "code: message" only; `tool_error` (with the tool's details)
-            // is filled once `CallFinished` records the structured failure.
-            tool_error: None,
-        }),
-        AuditEvent::WorkflowFinished {
-            state,
-            error,
-            duration_ms,
-            ..
-        } => e::Event::WorkflowFinished(e::WorkflowFinished {
-            state: workflow_end(*state) as i32,
-            error: error.clone(),
-            duration_ms: *duration_ms,
-        }),
-        AuditEvent::ControlRefused {
-            action,
-            target,
-            reason,
-            caller,
-        } => e::Event::ControlRefused(e::ControlRefused {
-            action: action.clone(),
-            target: target.clone(),
-            reason: reason.clone(),
-            caller: caller.clone(),
-        }),
-        // MERGE: the two kinds being added on main go here: `Recovered` (the file set aside, the cut
-        // seq, the reason) to `e::Event::Recovered`, and `ConfigRefused` (path, problems) to
-        // `e::Event::ConfigRefused`. The match is exhaustive, so the build fails until they are mapped.
     }
 }
 
