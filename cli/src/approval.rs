@@ -41,7 +41,7 @@ pub async fn decide(global: &Global, args: DecideArgs, approve: bool) -> anyhow:
         approval.decided_by,
         approval.tool,
         approval.workflow_id,
-        if state == "approved" {
+        if approval.state == pb::ApprovalState::Approved as i32 {
             "will run"
         } else {
             "will not run"
