@@ -275,6 +275,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
         "id": w.id, "template": w.template, "state": workflow_state(w.state),
         "steps_done": w.steps_done, "steps_total": w.steps_total, "next_step": w.next_step,
         "started_at_ms": w.started_at_ms, "finished_at_ms": w.finished_at_ms, "duration_ms": w.duration_ms,
+        "started_at": utc_json(w.started_at_ms), "finished_at": utc_json(w.finished_at_ms),
         "caller": w.caller, "error": w.error, "violations": w.violations, "config_version": w.config_version,
     });
     if !w.history.is_empty() {
@@ -296,14 +297,26 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
     value
 }
 
+/// A time for scripts: RFC 3339 in UTC with `Z` (milliseconds), or null when unset. People get local
+/// time (`output::time_ms`); scripts get one unambiguous form.
+pub fn utc_json(ms: i64) -> Value {
+    if ms <= 0 {
+        return Value::Null;
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.unsigned_abs());
+    Value::String(humantime::format_rfc3339_millis(time).to_string())
+}
+
 pub fn approval_json(a: &pb::ApprovalInfo) -> Value {
     json!({
         "id": a.id, "workflow_id": a.workflow_id, "tool": a.tool, "step": a.step, "gate": a.gate,
         "arguments": serde_json::from_str::<Value>(&a.arguments_json).unwrap_or(Value::String(a.arguments_json.clone())),
         "arguments_digest": a.arguments_digest, "requested_by": a.requested_by,
         "requested_at_ms": a.requested_at_ms, "expires_at_ms": a.expires_at_ms,
+        "requested_at": utc_json(a.requested_at_ms), "expires_at": utc_json(a.expires_at_ms),
         "state": approval_state(a.state), "decided_by": a.decided_by, "reason": a.reason,
-        "decided_at_ms": a.decided_at_ms, "config_version": a.config_version,
+        "decided_at_ms": a.decided_at_ms, "decided_at": utc_json(a.decided_at_ms),
+        "config_version": a.config_version,
     })
 }
 
@@ -416,6 +429,21 @@ mod tests {
             text.contains(r#"→ {"totals":"xx"#) && text.ends_with('…'),
             "{text}"
         );
+    }
+
+    #[test]
+    fn json_times_are_utc_with_z() {
+        assert_eq!(
+            utc_json(1_234),
+            Value::String("1970-01-01T00:00:01.234Z".into())
+        );
+        assert_eq!(utc_json(0), Value::Null);
+        let w = pb::WorkflowInfo {
+            started_at_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(workflow_json(&w)["started_at"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(workflow_json(&w)["finished_at"], Value::Null);
     }
 
     #[test]
