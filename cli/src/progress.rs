@@ -7,6 +7,7 @@ use crate::output::{Out, duration_us};
 use crate::run::RunEnd;
 use conductor_proto::v1 as pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -16,6 +17,16 @@ pub struct RunView<'a> {
     template: &'a pb::TemplateInfo,
     workflow_id: String,
     bars: Option<(MultiProgress, Vec<ProgressBar>, ProgressBar)>,
+    /// Where each step got to, so that the end can say which steps never ran.
+    reached: RefCell<Vec<Reached>>,
+}
+
+/// How far a step got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    Pending,
+    Underway,
+    Done,
 }
 
 impl<'a> RunView<'a> {
@@ -67,6 +78,7 @@ impl<'a> RunView<'a> {
             template,
             workflow_id: workflow_id.to_owned(),
             bars,
+            reached: RefCell::new(vec![Reached::Pending; total]),
         }
     }
 
@@ -91,7 +103,14 @@ impl<'a> RunView<'a> {
         }
     }
 
+    fn reach(&self, index: usize, reached: Reached) {
+        if let Some(step) = self.reached.borrow_mut().get_mut(index) {
+            *step = reached;
+        }
+    }
+
     pub fn step_state(&self, index: usize, state: &str, ticking: bool) {
+        self.reach(index, Reached::Underway);
         match &self.bars {
             Some((_, steps, _)) => {
                 let bar = &steps[index];
@@ -108,6 +127,7 @@ impl<'a> RunView<'a> {
     }
 
     pub fn step_done(&self, index: usize, succeeded: bool, detail: &str) {
+        self.reach(index, Reached::Done);
         let mark = if succeeded {
             self.out.ok("✔")
         } else {
@@ -140,22 +160,33 @@ impl<'a> RunView<'a> {
                 self.workflow_id
             ),
         };
+        let reached = self.reached.borrow().clone();
         if let Some((multi, steps, overall)) = &self.bars {
             // A step that never ended did not run (or was stopped where it stood): say so, rather
             // than leave it "pending" under a finished workflow.
-            for bar in steps.iter().filter(|b| !b.is_finished()) {
+            for (bar, reached) in steps.iter().zip(&reached) {
                 bar.set_style(step_style("  {prefix} {msg}"));
-                let was = bar.message();
-                let now = if was == "pending" {
-                    self.out.dim("– not run")
-                } else {
-                    format!("{} {was}", self.out.bad("✘"))
-                };
-                bar.abandon_with_message(now);
+                match reached {
+                    Reached::Done => {}
+                    Reached::Pending => bar.abandon_with_message(self.out.dim("– not run")),
+                    Reached::Underway => {
+                        let was = bar.message();
+                        bar.abandon_with_message(format!("{} {was}", self.out.bad("✘")));
+                    }
+                }
             }
             overall.abandon();
             let _ = multi.println(&text);
         } else if !self.out.json {
+            if *end != RunEnd::Completed {
+                for (index, _) in reached
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| **r == Reached::Pending)
+                {
+                    outln!("  {} {}", self.label(index), self.out.dim("– not run"));
+                }
+            }
             outln!("{text}");
         }
     }

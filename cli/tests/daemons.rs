@@ -66,6 +66,15 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
         "{}",
         done.text()
     );
+    assert!(
+        done.stdout
+            .contains("[2/5] process (process_data) – not run")
+            && done
+                .stdout
+                .contains("[5/5] notify_team (send_notification) – not run"),
+        "the steps after the failure say they did not run: {}",
+        done.text()
+    );
     stack.stop().await;
 }
 
