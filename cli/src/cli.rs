@@ -83,7 +83,7 @@ pub enum Command {
     Run(RunArgs),
     /// Follow the orchestrator live: a dashboard on a terminal, one line (or JSON object) per event otherwise.
     #[command(
-        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json"
+        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json\n\nDashboard keys: ↑/↓ (or k/j) select a pending approval, a approves it, d denies it, q quits.\nWithout --workflow the panel follows the running workflow with the latest activity."
     )]
     Watch(WatchArgs),
     /// Approve a pending approval request: the waiting call runs.
