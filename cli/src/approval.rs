@@ -34,14 +34,14 @@ pub async fn decide(global: &Global, args: DecideArgs, approve: bool) -> anyhow:
     } else {
         format!(" ({})", approval.reason)
     };
-    println!(
+    outln!(
         "approval {} {} by {}{reason}: {} of workflow {} {}",
         approval.id,
         out.state(state),
         approval.decided_by,
         approval.tool,
         approval.workflow_id,
-        if state == "approved" {
+        if approval.state == pb::ApprovalState::Approved as i32 {
             "will run"
         } else {
             "will not run"
@@ -66,7 +66,7 @@ pub async fn pending(global: &Global) -> anyhow::Result<()> {
         return Ok(());
     }
     if approvals.is_empty() {
-        println!("no approval requests are waiting");
+        outln!("no approval requests are waiting");
         return Ok(());
     }
     for a in &approvals {
@@ -75,37 +75,41 @@ pub async fn pending(global: &Global) -> anyhow::Result<()> {
         } else {
             format!(" step {}", a.step)
         };
-        println!("{} {}", out.bold("approval"), out.bold(&a.id));
-        println!(
+        outln!("{} {}", out.bold("approval"), out.bold(&a.id));
+        outln!(
             "  call:       {}{step} in workflow {} (gate {})",
-            a.tool, a.workflow_id, a.gate
+            a.tool,
+            a.workflow_id,
+            a.gate
         );
-        println!(
+        outln!(
             "  requested:  {} by {}; expires {}",
             time_ms(a.requested_at_ms),
             a.requested_by,
             time_ms(a.expires_at_ms)
         );
-        println!("  sha256:     {}", a.arguments_digest);
+        outln!("  sha256:     {}", a.arguments_digest);
         if a.four_eyes {
-            println!(
+            outln!(
                 "  four eyes:  a person other than {} must decide",
                 a.workflow_caller
             );
         }
-        println!("  arguments:");
+        outln!("  arguments:");
         let pretty = serde_json::from_str::<serde_json::Value>(&a.arguments_json)
             .ok()
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
             .unwrap_or_else(|| a.arguments_json.clone());
         for line in pretty.lines() {
-            println!("    {line}");
+            outln!("    {line}");
         }
-        println!(
+        outln!(
             "  decide:     conductorctl approve {} --digest {} --reason \"...\"   |   conductorctl deny {} --reason \"...\"",
-            a.id, a.arguments_digest, a.id
+            a.id,
+            a.arguments_digest,
+            a.id
         );
-        println!();
+        outln!();
     }
     Ok(())
 }

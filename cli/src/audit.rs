@@ -4,15 +4,18 @@
 //! orchestrator verifies its own log. A broken chain names the first bad seq, file and line, and exits 1.
 
 use crate::cli::{
-    AuditCommand, DecisionFilter, Global, QueryArgs, ReportArgs, TailArgs, VerifyArgs,
+    AuditCommand, DecisionFilter, EventKind, Global, QueryArgs, ReportArgs, TailArgs, VerifyArgs,
 };
 use crate::client::{Answer, CliError, Client};
 use crate::output::{
     Out, clip, duration_us, parse_time, print_json, print_json_line, table, time_ms,
 };
-use crate::present::{approval_state, describe, event_json, event_line, outcome, violations};
-use crate::watch::{Followed, Follower, print_event};
+use crate::present::{
+    approval_state, describe, event_json, event_line, event_tool, kind_name, outcome, violations,
+};
+use crate::watch::{Followed, Follower, lost_note, print_event, resumed_note};
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use serde_json::{Value, json};
 
 pub async fn audit(global: &Global, command: AuditCommand) -> anyhow::Result<()> {
@@ -29,7 +32,7 @@ fn print_events(out: &Out, events: &[pb::AuditEvent]) {
         if out.json {
             print_json_line(&event_json(e));
         } else {
-            println!("{}", event_line(out, e));
+            outln!("{}", event_line(out, e));
         }
     }
 }
@@ -66,8 +69,8 @@ async fn tail(global: &Global, args: TailArgs) -> anyhow::Result<()> {
     loop {
         match follower.next().await {
             Followed::Event(event) => print_event(&out, &event),
-            Followed::Lost(reason) => eprintln!("connection lost ({reason}); reconnecting…"),
-            Followed::Resumed(seq) => eprintln!("reconnected; resuming from seq {seq}"),
+            Followed::Lost(reason) => eprintln!("{}", lost_note(&reason)),
+            Followed::Resumed(seq) => eprintln!("{}", resumed_note(seq)),
         }
     }
 }
@@ -101,7 +104,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             until_ms,
             workflow_id: args.workflow.clone().unwrap_or_default(),
             tool: args.tool.clone().unwrap_or_default(),
-            kind: args.kind.clone().unwrap_or_default(),
+            kind: args.kind.map(EventKind::log_name).unwrap_or_default(),
             decision: decision as i32,
             after_seq,
             limit: (args.limit as usize - events.len()).min(1000) as u32,
@@ -116,7 +119,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
     if out.json {
         print_json(&Value::Array(events.iter().map(event_json).collect()));
     } else if events.is_empty() {
-        println!("no events match");
+        outln!("no events match");
     } else {
         let rows: Vec<Vec<String>> = events
             .iter()
@@ -125,7 +128,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
                     e.seq.to_string(),
                     time_ms(e.timestamp_ms),
                     e.workflow_id.clone(),
-                    e.kind.clone(),
+                    kind_name(e).to_owned(),
                     describe(
                         &Out {
                             color: false,
@@ -136,7 +139,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             table(&out, &["SEQ", "TIME", "WORKFLOW", "KIND", "WHAT"], &rows)
         );
@@ -193,20 +196,20 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
         }
         print_json(&value);
     } else if ok {
-        println!(
+        outln!(
             "{} the hash chain of {records} record(s) is intact",
             out.ok("ok:")
         );
         if let Some(torn) = extra.get("torn_last_line").and_then(Value::as_str) {
-            println!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
+            outln!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
         }
     } else {
         let (file, line) = where_.unwrap_or_default();
-        println!("{} the audit log has been altered", out.bad("BROKEN:"));
-        println!("  first bad seq: {}", first_bad.unwrap_or(0));
-        println!("  at:            {file}:{line}");
-        println!("  problem:       {message}");
-        println!("  {records} record(s) before it verified");
+        outln!("{} the audit log has been altered", out.bad("BROKEN:"));
+        outln!("  first bad seq: {}", first_bad.unwrap_or(0));
+        outln!("  at:            {file}:{line}");
+        outln!("  problem:       {message}");
+        outln!("  {records} record(s) before it verified");
     }
     if ok {
         Ok(())
@@ -257,9 +260,9 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     } else {
         out.bad("NOT compliant")
     };
-    println!("{} for {scope}: {verdict}", out.bold("compliance report"));
+    outln!("{} for {scope}: {verdict}", out.bold("compliance report"));
     for finding in &r.findings {
-        println!("  - {finding}");
+        outln!("  - {finding}");
     }
     let plain = Out {
         color: false,
@@ -268,21 +271,30 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     let calls: Vec<Vec<String>> = r
         .calls
         .iter()
-        .map(|e| {
-            vec![
+        .map(|e| match &e.event {
+            Some(Event::CallFinished(c)) => vec![
                 e.seq.to_string(),
                 time_ms(e.timestamp_ms),
                 e.workflow_id.clone(),
-                e.tool.clone(),
-                outcome(e.outcome).to_owned(),
-                duration_us(e.duration_us),
-                clip(&e.reason, 50),
-            ]
+                c.tool.clone(),
+                outcome(c.outcome).to_owned(),
+                duration_us(c.duration_us),
+                clip(c.error.as_deref().unwrap_or_default(), 50),
+            ],
+            _ => vec![
+                e.seq.to_string(),
+                time_ms(e.timestamp_ms),
+                e.workflow_id.clone(),
+                event_tool(e).to_owned(),
+                String::new(),
+                String::new(),
+                clip(&describe(&plain, e), 50),
+            ],
         })
         .collect();
-    println!("\n{} ({})", out.bold("calls that ran"), calls.len());
+    outln!("\n{} ({})", out.bold("calls that ran"), calls.len());
     if !calls.is_empty() {
-        println!(
+        outln!(
             "{}",
             table(
                 &out,
@@ -297,24 +309,31 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
         .violations
         .iter()
         .map(|e| {
-            let why = e
-                .decision
-                .as_ref()
-                .map(|d| violations(d).join("; "))
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| describe(&plain, e));
+            let why = match &e.event {
+                Some(Event::CallDecided(c)) => c
+                    .decision
+                    .as_ref()
+                    .map(|d| violations(d).join("; "))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let why = if why.is_empty() {
+                describe(&plain, e)
+            } else {
+                why
+            };
             vec![
                 e.seq.to_string(),
                 time_ms(e.timestamp_ms),
                 e.workflow_id.clone(),
-                e.tool.clone(),
+                event_tool(e).to_owned(),
                 why,
             ]
         })
         .collect();
-    println!("\n{} ({})", out.bold("calls blocked"), blocked.len());
+    outln!("\n{} ({})", out.bold("calls blocked"), blocked.len());
     if !blocked.is_empty() {
-        println!(
+        outln!(
             "{}",
             table(&out, &["SEQ", "TIME", "WORKFLOW", "TOOL", "WHY"], &blocked)
         );
@@ -334,9 +353,9 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    println!("\n{} ({})", out.bold("approvals"), approvals.len());
+    outln!("\n{} ({})", out.bold("approvals"), approvals.len());
     if !approvals.is_empty() {
-        println!(
+        outln!(
             "{}",
             table(
                 &out,

@@ -3,14 +3,14 @@
 //! Only parsing lives here; each command group's behaviour is in its own module. Every command carries
 //! an example in `after_help`, so `--help` always shows one real invocation.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// conductorctl: run, watch, approve and audit the workflows of a Conductorio orchestrator.
 #[derive(Debug, Parser)]
 #[command(name = "conductorctl", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator."
+    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator, 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -19,19 +19,44 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command understands.
+/// The whole grammar: `--help`, the completions and the man page all come from this one `Command`.
+/// (`policy check` works offline; `crate::main` refuses the connection flags there.)
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Flags every command understands, listed apart from each command's own under "Global options".
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// The orchestrator's gRPC address.
+    /// The orchestrator's gRPC address: `127.0.0.1:50051`, `localhost:50051` or a URL [default: the
+    /// context's, else http://127.0.0.1:50051].
     #[arg(
         long,
         global = true,
-        env = "CONDUCTOR_ORCHESTRATOR",
-        default_value = "http://127.0.0.1:50051"
+        value_name = "ADDRESS",
+        hide_env_values = true,
+        env = "CONDUCTOR_ORCHESTRATOR"
     )]
-    pub orchestrator: String,
+    pub orchestrator: Option<String>,
+    /// A named orchestrator (address and token file) from the contexts file
+    /// ($CONDUCTORCTL_CONFIG, else ~/.config/conductorctl/config.json) [default: its current_context].
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "CONDUCTOR_CONTEXT",
+        hide_env_values = true
+    )]
+    pub context: Option<String>,
     /// Bearer token for control actions (approve, deny, cancel, config reload).
-    #[arg(long, global = true, env = "CONDUCTOR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]
@@ -58,7 +83,7 @@ pub enum Command {
     Run(RunArgs),
     /// Follow the orchestrator live: a dashboard on a terminal, one line (or JSON object) per event otherwise.
     #[command(
-        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json"
+        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json\n\nDashboard keys: ↑/↓ (or k/j) select a pending approval, a approves it, d denies it, q quits.\nWithout --workflow the panel follows the running workflow with the latest activity."
     )]
     Watch(WatchArgs),
     /// Approve a pending approval request: the waiting call runs.
@@ -124,6 +149,21 @@ pub enum Command {
         after_help = "Example:\n  conductorctl interactive\n  conductor> start\n  conductor> call process_data {\"records\": []}"
     )]
     Interactive(InteractiveArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
+    #[command(
+        after_help = "Examples:\n  conductorctl completions bash > ~/.local/share/bash-completion/completions/conductorctl\n  conductorctl completions zsh > \"${fpath[1]}/_conductorctl\"\n  conductorctl completions fish > ~/.config/fish/completions/conductorctl.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  conductorctl man > conductorctl.1 && man ./conductorctl.1")]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -172,13 +212,18 @@ pub struct WorkflowsArgs {
     /// Include finished workflows.
     #[arg(long, short)]
     pub all: bool,
+    /// At most this many workflows, the most recently active first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
 }
 
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
+    /// The workflow's id (see `conductorctl workflows`).
     pub id: String,
+    /// Print this step's output whole (pretty JSON) instead of the workflow.
+    #[arg(long, value_name = "STEP")]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -195,7 +240,9 @@ pub struct CallArgs {
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The workflow's id (see `conductorctl workflows`).
     pub id: String,
+    /// Why: recorded in the audit log and shown as the workflow's error.
     #[arg(long, short)]
     pub reason: Option<String>,
 }
@@ -237,21 +284,26 @@ pub struct TailArgs {
     #[arg(long, short)]
     pub follow: bool,
     /// How many past events to show.
-    #[arg(short = 'n', long = "lines", default_value_t = 20)]
+    #[arg(
+        short = 'n',
+        long = "limit",
+        visible_alias = "lines",
+        default_value_t = 20
+    )]
     pub count: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// Only this workflow's events.
-    #[arg(long)]
+    #[arg(long, short)]
     pub workflow: Option<String>,
     /// Only events about this tool.
     #[arg(long)]
     pub tool: Option<String>,
-    /// Event kind, e.g. call_decided, call_finished, approval_decided.
-    #[arg(long)]
-    pub kind: Option<String>,
+    /// Only events of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<EventKind>,
     /// Only decisions of this kind.
     #[arg(long, value_enum)]
     pub decision: Option<DecisionFilter>,
@@ -264,6 +316,32 @@ pub struct QueryArgs {
     /// At most this many events.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+}
+
+/// The kinds of audit events, as the log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum EventKind {
+    ConfigLoaded,
+    ConfigRefused,
+    Recovered,
+    WorkflowStarted,
+    CallDecided,
+    ApprovalRequested,
+    ApprovalDecided,
+    CallStarted,
+    CallFinished,
+    WorkflowFinished,
+    ControlRefused,
+}
+
+impl EventKind {
+    /// The name the audit log (and the query filter) uses.
+    pub fn log_name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -282,7 +360,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Report on this workflow.
-    #[arg(long, conflicts_with = "since")]
+    #[arg(long, short, conflicts_with = "since")]
     pub workflow: Option<String>,
     /// A duration back from now (`24h`) or an RFC 3339 time.
     #[arg(long)]
@@ -301,6 +379,7 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The configuration file to check (JSON, as the orchestrator's --config takes).
     pub file: PathBuf,
 }
 

@@ -44,12 +44,16 @@ pub enum CliError {
     /// The command has already told the user what went wrong; exit 1 quietly.
     #[error("failed")]
     Reported,
+    /// Ctrl-C: the command has said what keeps running and how to follow it; exit 130 as shells do.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Unreachable { .. } => ExitCode::from(3),
+            CliError::Interrupted => ExitCode::from(130),
             _ => ExitCode::from(1),
         }
     }
@@ -58,7 +62,7 @@ impl CliError {
 /// The exit code and message of any error a command returns.
 pub fn report_error(error: &anyhow::Error) -> ExitCode {
     match error.downcast_ref::<CliError>() {
-        Some(CliError::Reported) => ExitCode::from(1),
+        Some(quiet @ (CliError::Reported | CliError::Interrupted)) => quiet.exit_code(),
         Some(known) => {
             eprintln!("error: {known}");
             known.exit_code()
@@ -109,7 +113,12 @@ pub struct Client {
 impl Client {
     /// Connects at once, so an orchestrator that is not there is reported before any work starts.
     pub async fn connect(global: &Global) -> Result<Client, CliError> {
-        let url = global.orchestrator.trim().to_owned();
+        let url = orchestrator_url(
+            global
+                .orchestrator
+                .as_deref()
+                .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR),
+        );
         let unreachable = |reason: String| CliError::Unreachable {
             url: url.clone(),
             reason,
@@ -156,7 +165,7 @@ impl Client {
         match status.code() {
             Code::Unavailable | Code::Unknown if is_transport(&status) => CliError::Unreachable {
                 url: self.url.clone(),
-                reason: status.message().to_owned(),
+                reason: status_reason(&status),
             },
             Code::FailedPrecondition => match decision_of(&status) {
                 Some(decision) => CliError::Denied {
@@ -182,6 +191,22 @@ pub fn decision_of(status: &Status) -> Option<pb::Decision> {
         .filter(|d| d.kind != 0)
 }
 
+/// A status's message with its transport cause, each said once.
+pub fn status_reason(status: &Status) -> String {
+    use std::error::Error as _;
+    let mut text = status.message().to_owned();
+    let mut source = status.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A transport failure (nothing listening, connection dropped) rather than an answer of the orchestrator.
 fn is_transport(status: &Status) -> bool {
     status.code() == Code::Unavailable && !status.message().starts_with("server ")
@@ -189,12 +214,28 @@ fn is_transport(status: &Status) -> bool {
         || status.message().contains("connection")
 }
 
+/// The `--orchestrator` value as a URL: `127.0.0.1:50051` (the form the orchestrator's `--listen`
+/// takes) and `localhost:50051` mean `http://` that address; a URL with a scheme is kept as it is.
+pub fn orchestrator_url(address: &str) -> String {
+    let address = address.trim().trim_end_matches('/');
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// An error and its causes, each said once: transport errors repeat their cause in their own message
+/// (`tcp connect error: tcp connect error: ...`), so a cause already in the text is skipped.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -209,5 +250,60 @@ impl<T> Answer<T> for Result<Response<T>, Status> {
     fn answer(self, client: &Client) -> Result<T, CliError> {
         self.map(Response::into_inner)
             .map_err(|status| client.error(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_take_the_forms_people_type() {
+        assert_eq!(
+            orchestrator_url("127.0.0.1:52051"),
+            "http://127.0.0.1:52051"
+        );
+        assert_eq!(
+            orchestrator_url("localhost:52051"),
+            "http://localhost:52051"
+        );
+        assert_eq!(
+            orchestrator_url(" http://127.0.0.1:52051/ "),
+            "http://127.0.0.1:52051"
+        );
+        assert_eq!(
+            orchestrator_url("https://conductor.example:443"),
+            "https://conductor.example:443"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let error = Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error: Connection refused",
+                Some(Box::new(Layer("Connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "transport error: tcp connect error: Connection refused"
+        );
     }
 }

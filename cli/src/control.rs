@@ -221,7 +221,7 @@ pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
         None => {
             let started = start_ad_hoc(&client).await?;
             if !out.json {
-                println!("started ad-hoc workflow {}", out.bold(&started.id));
+                outln!("started ad-hoc workflow {}", out.bold(&started.id));
             }
             started.id
         }
@@ -244,14 +244,14 @@ pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
     if out.json {
         print_json(&called.to_json(&workflow_id));
     } else {
-        println!("{}", called.describe(&out, &args.tool));
+        outln!("{}", called.describe(&out, &args.tool));
         if let Called::Succeeded { result, .. } = &called {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(result).unwrap_or_default()
             );
         }
-        println!("(continue with `conductorctl call TOOL --workflow {workflow_id} --args ...`)");
+        outln!("(continue with `conductorctl call TOOL --workflow {workflow_id} --args ...`)");
     }
     match called {
         Called::Succeeded { .. } => Ok(()),
@@ -274,7 +274,7 @@ pub async fn cancel(global: &Global, args: CancelArgs) -> anyhow::Result<()> {
     if out.json {
         print_json(&workflow_json(&w));
     } else {
-        println!("workflow {} {}: {}", w.id, out.state("cancelled"), w.error);
+        outln!("workflow {} {}: {}", w.id, out.state("cancelled"), w.error);
     }
     Ok(())
 }
@@ -292,9 +292,11 @@ pub async fn reload(global: &Global) -> anyhow::Result<()> {
             &json!({"config_version": r.config_version, "previous_version": r.previous_version, "workflows_on_previous": r.workflows_on_previous}),
         );
     } else {
-        println!(
+        outln!(
             "configuration {} → {} ({} running workflow(s) keep the previous version until they finish)",
-            r.previous_version, r.config_version, r.workflows_on_previous
+            r.previous_version,
+            r.config_version,
+            r.workflows_on_previous
         );
     }
     Ok(())

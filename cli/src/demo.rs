@@ -50,7 +50,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Templates,
         ],
     };
-    println!(
+    outln!(
         "Conductorio demo against {} (follow along live with `conductorctl watch` in another terminal)",
         demo.client.url
     );
@@ -67,7 +67,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Approval => "Approval: a gated call waits for a person's decision",
             Scenario::Templates => "Templates and live monitoring",
         };
-        println!(
+        outln!(
             "\n{} {}",
             demo.out.bold(&format!("── {}/{} ", i + 1, scenarios.len())),
             demo.out.bold(title)
@@ -80,12 +80,12 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Templates => demo.templates().await,
         };
         match result {
-            Ok(()) => println!("{} scenario behaved as expected", demo.out.ok("✔")),
+            Ok(()) => outln!("{} scenario behaved as expected", demo.out.ok("✔")),
             Err(e) => {
                 if let Some(CliError::Unreachable { .. }) = e.downcast_ref::<CliError>() {
                     return Err(e);
                 }
-                println!(
+                outln!(
                     "{} scenario did not behave as expected: {e:#}",
                     demo.out.bad("✘")
                 );
@@ -93,9 +93,9 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!();
+    outln!();
     if failed.is_empty() {
-        println!(
+        outln!(
             "{} all {} scenario(s) behaved as expected",
             demo.out.ok("demo passed:"),
             scenarios.len()
@@ -125,7 +125,7 @@ fn invalid_customers() -> Value {
 
 impl Demo<'_> {
     fn say(&self, text: &str) {
-        println!("  {}", self.out.dim(text));
+        outln!("  {}", self.out.dim(text));
     }
 
     /// Calls a tool in `workflow`, narrates the decision, and checks it against `expect`.
@@ -136,7 +136,7 @@ impl Demo<'_> {
         args: Value,
         expect: Expect,
     ) -> anyhow::Result<Value> {
-        println!(
+        outln!(
             "  → {} {}",
             self.out.bold(tool),
             clip(&args.to_string(), 90)
@@ -151,7 +151,7 @@ impl Demo<'_> {
             &mut |approval| {
                 announce_gate(&out, approval);
                 if !self.manual {
-                    println!(
+                    outln!(
                         "    (the demo approves it itself; run with --manual to decide it yourself)"
                     );
                 }
@@ -159,7 +159,7 @@ impl Demo<'_> {
         )
         .await?;
         for line in called.describe(&self.out, tool).lines() {
-            println!("    {line}");
+            outln!("    {line}");
         }
         match (&called, expect) {
             (Called::Succeeded { result, .. }, Expect::Succeed) => Ok(result.clone()),
@@ -172,13 +172,7 @@ impl Demo<'_> {
             }
             (other, expected) => bail!(
                 "{tool}: expected {expected:?}, got {}",
-                other.describe(
-                    &Out {
-                        color: false,
-                        json: false
-                    },
-                    tool
-                )
+                other.describe(&Out::plain(), tool)
             ),
         }
     }
@@ -321,7 +315,7 @@ impl Demo<'_> {
             match result? {
                 Called::Succeeded { .. } => {
                     ran += 1;
-                    println!("    {wf}: create_backup {}", self.out.ok("ran"));
+                    outln!("    {wf}: create_backup {}", self.out.ok("ran"));
                 }
                 Called::Denied { decision, .. }
                     if decision
@@ -330,7 +324,7 @@ impl Demo<'_> {
                         .any(|v| v.rule_kind == "exclusive") =>
                 {
                     blocked += 1;
-                    println!(
+                    outln!(
                         "    {wf}: create_backup {}: {}",
                         self.out.bad("DENIED"),
                         crate::present::violations(&decision).join("; ")
@@ -338,13 +332,7 @@ impl Demo<'_> {
                 }
                 other => bail!(
                     "{wf}: create_backup: {}",
-                    other.describe(
-                        &Out {
-                            color: false,
-                            json: false
-                        },
-                        "create_backup"
-                    )
+                    other.describe(&Out::plain(), "create_backup")
                 ),
             }
         }
@@ -370,7 +358,7 @@ impl Demo<'_> {
         .await?;
         self.say("restoring a snapshot needs a person's approval (rule restore-needs-approval); the call waits:");
         if self.manual {
-            self.say("waiting for your decision: run the `conductorctl approve ...` shown above in another terminal");
+            self.say("waiting for your decision: run the `conductorctl approve ...` shown below in another terminal");
         }
         let restored = self
             .call(

@@ -4,15 +4,18 @@
 //! One module per command group; [`client`] owns the connection and the meaning of failures (exit codes),
 //! [`output`] and [`present`] own how things look. The binary (`main.rs`) only calls [`main`].
 
+#[macro_use]
+pub mod output;
 pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod context;
 pub mod control;
 pub mod dashboard;
 pub mod demo;
+pub mod docs;
 pub mod interactive;
-pub mod output;
 pub mod policy;
 pub mod present;
 pub mod progress;
@@ -20,14 +23,15 @@ pub mod run;
 pub mod status;
 pub mod watch;
 
-use clap::Parser;
+use clap::FromArgMatches;
+use clap::parser::ValueSource;
 use cli::{Cli, Command, ConfigCommand};
 use std::process::ExitCode;
 
 /// Parses the command line (usage errors exit 2, as clap does), runs the command, and maps its result
-/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator.
+/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator, 130 interrupted.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,9 +49,39 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line, or clap's usage error (exit 2). `policy check` works offline, so a connection
+/// flag given to it is a mistake worth saying rather than ignoring.
+fn parse() -> Cli {
+    let mut command = cli::command();
+    let matches = command.get_matches_mut();
+    let offline = matches
+        .subcommand_matches("policy")
+        .and_then(|policy| policy.subcommand_matches("check"));
+    if let Some(check) = offline {
+        for flag in ["orchestrator", "context", "token"] {
+            if check.value_source(flag) == Some(ValueSource::CommandLine) {
+                command
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--{flag} does not apply to `policy check`, which works offline"),
+                    )
+                    .exit();
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
 /// Runs one parsed command.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
-    let global = &cli.global;
+    // Offline commands do not read the contexts file: a broken one must not stop them.
+    match cli.command {
+        Command::Policy(command) => return policy::policy(&cli.global, command),
+        Command::Completions(args) => return docs::completions(args.shell),
+        Command::Man => return docs::man(),
+        _ => {}
+    }
+    let global = &context::apply(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(global, args).await,
         Command::Watch(args) => watch::watch(global, args).await,
@@ -63,9 +97,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => control::cancel(global, args).await,
         Command::Config(ConfigCommand::Reload) => control::reload(global).await,
         Command::Audit(command) => audit::audit(global, command).await,
-        Command::Policy(command) => policy::policy(global, command),
         Command::Demo(args) => demo::demo(global, args).await,
         Command::Interactive(args) => interactive::interactive(global, args).await,
+        Command::Policy(_) | Command::Completions(_) | Command::Man => Ok(()),
     }
 }
 
@@ -77,6 +111,7 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+        super::cli::command().debug_assert();
     }
 
     #[test]

@@ -7,13 +7,42 @@
 use crate::cli::{ColorChoice, Global};
 use serde_json::Value;
 use std::io::IsTerminal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `println!` for everything a command prints on stdout. When the reader has gone (`conductorctl watch
+/// --json | head -3`), the command ends quietly with success, as `gh` and `kubectl` do, instead of
+/// panicking with exit 101.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout (see [`outln!`]): a closed pipe ends the process with exit 0, any other write
+/// failure with exit 1 and the reason on stderr. Nothing of a command is lost by ending here: stdout
+/// was its last consumer.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// The output settings of one invocation.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
     pub color: bool,
     pub json: bool,
+    /// The terminal's width when stdout is one: tables and summaries fit it instead of wrapping.
+    pub width: Option<usize>,
 }
 
 /// True when `NO_COLOR` is set to anything but the empty string (no-color.org).
@@ -32,6 +61,16 @@ impl Out {
         Out {
             color,
             json: global.json,
+            width: terminal_width(),
+        }
+    }
+
+    /// No colour, no JSON, no width: text for places that add their own styling (the dashboard).
+    pub fn plain() -> Out {
+        Out {
+            color: false,
+            json: false,
+            width: None,
         }
     }
 
@@ -80,7 +119,7 @@ impl Out {
 
 /// Prints a JSON value, pretty, on stdout.
 pub fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
@@ -88,10 +127,22 @@ pub fn print_json(value: &Value) {
 
 /// Prints a JSON value on one line (for streams of events).
 pub fn print_json_line(value: &Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
-/// Left-aligned columns; `header` is printed bold. Cells must not contain colour codes (they would
+/// The width of the terminal stdout writes to, if it is one.
+fn terminal_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    ratatui::crossterm::terminal::size()
+        .ok()
+        .map(|(columns, _)| usize::from(columns))
+        .filter(|&columns| columns > 0)
+}
+
+/// Left-aligned columns; `header` is printed bold. On a terminal, columns are narrowed (widest first,
+/// cells cut with an ellipsis) so that no row wraps. Cells must not contain colour codes (they would
 /// break the alignment): colour whole lines afterwards if needed.
 pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -102,18 +153,17 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
+    if let Some(width) = out.width {
+        fit_widths(&mut widths, width);
+    }
     let line = |cells: Vec<&str>| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                let pad = widths
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(cell.chars().count());
-                text.push_str(cell);
+            let column = widths.get(i).copied().unwrap_or(0);
+            let cell = clip(cell, column.max(1));
+            text.push_str(&cell);
+            if i + 1 < cells.len() {
+                let pad = column.saturating_sub(cell.chars().count());
                 text.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -127,25 +177,59 @@ pub fn table(out: &Out, header: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
-/// A Unix time in milliseconds as RFC 3339 (UTC, seconds); empty for 0.
+/// Narrows the widest column, one character at a time, until the columns and their two-space gaps
+/// fit `width`. The first column (the id people copy) stays whole, and no column goes below six
+/// characters (then the row wraps rather than say nothing).
+fn fit_widths(widths: &mut [usize], width: usize) {
+    const NARROWEST: usize = 6;
+    let total =
+        |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    while total(widths) > width {
+        let Some((widest, _)) = widths
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, w)| **w > NARROWEST)
+            .max_by_key(|(i, w)| (**w, *i))
+        else {
+            return;
+        };
+        widths[widest] -= 1;
+    }
+}
+
+/// A Unix time in milliseconds as people read it: local time with the zone's offset
+/// (`2026-11-30 09:12:03 +01:00`); empty for 0. JSON output keeps the milliseconds.
 pub fn time_ms(ms: i64) -> String {
+    time_in(ms, &chrono::Local)
+}
+
+/// A Unix time in milliseconds as `HH:MM:SS.mmm` local time, for event lines.
+pub fn clock_ms(ms: i64) -> String {
+    clock_in(ms, &chrono::Local)
+}
+
+fn time_in<Z: chrono::TimeZone>(ms: i64, zone: &Z) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
     if ms <= 0 {
         return String::new();
     }
-    let time = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
-    humantime::format_rfc3339_seconds(time).to_string()
+    match zone.timestamp_millis_opt(ms).single() {
+        Some(time) => time.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        None => ms.to_string(),
+    }
 }
 
-/// A Unix time in milliseconds as `HH:MM:SS.mmm` (UTC), for event lines.
-pub fn clock_ms(ms: i64) -> String {
-    let day_ms = ms.rem_euclid(86_400_000);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
+fn clock_in<Z: chrono::TimeZone>(ms: i64, zone: &Z) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
+    match zone.timestamp_millis_opt(ms).single() {
+        Some(time) => time.format("%H:%M:%S%.3f").to_string(),
+        None => ms.to_string(),
+    }
 }
 
 /// A duration in microseconds, short: `850µs`, `12.3ms`, `3.2s`, `4m12s`.
@@ -218,12 +302,62 @@ mod tests {
     }
 
     #[test]
+    fn times_read_in_local_time_with_the_zone() {
+        let zone = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        assert_eq!(time_in(1_000, &zone), "1970-01-01 05:30:01 +05:30");
+        assert_eq!(clock_in(1_234, &zone), "05:30:01.234");
+        assert_eq!(time_in(0, &zone), "");
+        let here = chrono::Local::now().format("%:z").to_string();
+        assert!(time_ms(now_ms()).ends_with(&here), "{}", time_ms(now_ms()));
+    }
+
+    #[test]
     fn tables_align_columns() {
-        let out = Out {
-            color: false,
-            json: false,
-        };
+        let out = Out::plain();
         let text = table(&out, &["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(text, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn tables_fit_the_terminal_width() {
+        let out = Out {
+            width: Some(80),
+            ..Out::plain()
+        };
+        let long = "a description far longer than what is left of an eighty-column line once the other columns are laid out";
+        let rows = vec![
+            vec!["validate_data".into(), "validation".into(), long.into()],
+            vec!["list_backups".into(), "backup".into(), "short".into()],
+        ];
+        let text = table(&out, &["TOOL", "SERVER", "DESCRIPTION"], &rows);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?} is wider than 80");
+        }
+        assert!(text.contains("…"), "{text}");
+        assert!(text.contains("short"), "{text}");
+
+        // Wide columns in the middle are narrowed too, not only the last one.
+        let rows = vec![vec![
+            "wf-1a2b3c4d5e6f".into(),
+            "customer_onboarding".into(),
+            "waiting approval".into(),
+            "2026-11-30 09:12:03 +01:00".into(),
+            "a-rather-long-caller-name".into(),
+            "ok".into(),
+        ]];
+        let text = table(
+            &out,
+            &[
+                "WORKFLOW", "TEMPLATE", "STATE", "STARTED", "CALLER", "ERROR",
+            ],
+            &rows,
+        );
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?} is wider than 80");
+        }
+        assert!(
+            text.contains("wf-1a2b3c4d5e6f"),
+            "the narrow columns stay whole: {text}"
+        );
     }
 }

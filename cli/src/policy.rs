@@ -27,8 +27,8 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                     "templates": config.templates.keys().collect::<Vec<_>>(), "problems": [],
                 }));
             } else {
-                println!("{} {file} (version {})", out.ok("ok:"), config.version);
-                println!(
+                outln!("{} {file} (version {})", out.ok("ok:"), config.version);
+                outln!(
                     "  {} server(s), {} tool(s), {} rule(s), {} template(s)",
                     config.servers.len(),
                     config.tools.len(),
@@ -36,7 +36,7 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                     config.templates.len()
                 );
                 for rule in &config.rules {
-                    println!("  rule {} ({}): {}", rule.id, rule.kind, rule.description);
+                    outln!("  rule {} ({}): {}", rule.id, rule.kind, rule.description);
                 }
             }
             Ok(())
@@ -52,13 +52,13 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                     .collect();
                 print_json(&json!({"file": file, "ok": false, "problems": list}));
             } else {
-                println!(
+                outln!(
                     "{} {file}: {} problem(s)",
                     out.bad("invalid:"),
                     problems.len()
                 );
                 for problem in &problems {
-                    println!("  {}: {}", out.bold(&problem.path), problem.message);
+                    outln!("  {}: {}", out.bold(&problem.path), problem.message);
                 }
             }
             Err(CliError::Reported.into())

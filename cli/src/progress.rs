@@ -7,6 +7,7 @@ use crate::output::{Out, duration_us};
 use crate::run::RunEnd;
 use conductor_proto::v1 as pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -16,6 +17,16 @@ pub struct RunView<'a> {
     template: &'a pb::TemplateInfo,
     workflow_id: String,
     bars: Option<(MultiProgress, Vec<ProgressBar>, ProgressBar)>,
+    /// Where each step got to, so that the end can say which steps never ran.
+    reached: RefCell<Vec<Reached>>,
+}
+
+/// How far a step got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    Pending,
+    Underway,
+    Done,
 }
 
 impl<'a> RunView<'a> {
@@ -53,12 +64,13 @@ impl<'a> RunView<'a> {
             overall.set_style(
                 ProgressStyle::with_template(bar)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("█░ "),
+                    // Filled, the step under way, and a track that shows even at 0/N.
+                    .progress_chars("█▓░"),
             );
             overall.enable_steady_tick(Duration::from_millis(200));
             Some((multi, steps, overall))
         } else {
-            println!("{header}");
+            outln!("{header}");
             None
         };
         RunView {
@@ -66,6 +78,7 @@ impl<'a> RunView<'a> {
             template,
             workflow_id: workflow_id.to_owned(),
             bars,
+            reached: RefCell::new(vec![Reached::Pending; total]),
         }
     }
 
@@ -86,11 +99,18 @@ impl<'a> RunView<'a> {
                 let _ = multi.println(text);
             }
             None if self.out.json => eprintln!("{text}"),
-            None => println!("{text}"),
+            None => outln!("{text}"),
+        }
+    }
+
+    fn reach(&self, index: usize, reached: Reached) {
+        if let Some(step) = self.reached.borrow_mut().get_mut(index) {
+            *step = reached;
         }
     }
 
     pub fn step_state(&self, index: usize, state: &str, ticking: bool) {
+        self.reach(index, Reached::Underway);
         match &self.bars {
             Some((_, steps, _)) => {
                 let bar = &steps[index];
@@ -102,11 +122,12 @@ impl<'a> RunView<'a> {
                 bar.set_message(state.to_owned());
             }
             None if self.out.json => {}
-            None => println!("  {} {}", self.label(index), self.out.state(state)),
+            None => outln!("  {} {}", self.label(index), self.out.state(state)),
         }
     }
 
     pub fn step_done(&self, index: usize, succeeded: bool, detail: &str) {
+        self.reach(index, Reached::Done);
         let mark = if succeeded {
             self.out.ok("✔")
         } else {
@@ -121,7 +142,7 @@ impl<'a> RunView<'a> {
                 }
             }
             None if self.out.json => {}
-            None => println!("  {} {mark} {detail}", self.label(index)),
+            None => outln!("  {} {mark} {detail}", self.label(index)),
         }
     }
 
@@ -139,14 +160,34 @@ impl<'a> RunView<'a> {
                 self.workflow_id
             ),
         };
+        let reached = self.reached.borrow().clone();
         if let Some((multi, steps, overall)) = &self.bars {
-            for bar in steps.iter().filter(|b| !b.is_finished()) {
-                bar.abandon();
+            // A step that never ended did not run (or was stopped where it stood): say so, rather
+            // than leave it "pending" under a finished workflow.
+            for (bar, reached) in steps.iter().zip(&reached) {
+                bar.set_style(step_style("  {prefix} {msg}"));
+                match reached {
+                    Reached::Done => {}
+                    Reached::Pending => bar.abandon_with_message(self.out.dim("– not run")),
+                    Reached::Underway => {
+                        let was = bar.message();
+                        bar.abandon_with_message(format!("{} {was}", self.out.bad("✘")));
+                    }
+                }
             }
             overall.abandon();
             let _ = multi.println(&text);
         } else if !self.out.json {
-            println!("{text}");
+            if *end != RunEnd::Completed {
+                for (index, _) in reached
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| **r == Reached::Pending)
+                {
+                    outln!("  {} {}", self.label(index), self.out.dim("– not run"));
+                }
+            }
+            outln!("{text}");
         }
     }
 }

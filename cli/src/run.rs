@@ -8,11 +8,13 @@
 use crate::cli::{Global, RunArgs};
 use crate::client::{Answer, CliError, Client, login_name};
 use crate::output::{Out, duration_us, print_json};
-use crate::present::{decision_kind, violations, workflow_json};
+use crate::present::{outcome, verdict_word, violations, workflow_json};
 use crate::progress::RunView;
-use crate::watch::{Followed, Follower};
+use crate::status::print_outputs;
+use crate::watch::{Followed, Follower, lost_note, resumed_note};
 use anyhow::Context as _;
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,7 +29,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         if out.json {
             print_json(&workflow_json(&started));
         } else {
-            println!("{}", started.id);
+            outln!("{}", started.id);
             eprintln!(
                 "follow it with `conductorctl watch --workflow {} --from {}`",
                 started.id,
@@ -36,6 +38,10 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // Catch Ctrl-C from here on (the handler is installed now, not at the first poll), so a press at
+    // any moment after the run started gets the note below rather than a silent exit.
+    let mut interrupted =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut follower = Follower::start(
         &client,
         global,
@@ -43,22 +49,42 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         Some(last_seq + 1),
     )
     .await?;
-    let finished = follow_run(&out, &template, &started.id, &mut follower, None).await?;
+    let finished = tokio::select! {
+        end = follow_run(&out, &template, &started.id, &mut follower, None) => end?,
+        () = interrupt(&mut interrupted) => {
+            eprintln!(
+                "\nstopped following; workflow {id} keeps running in the orchestrator\n  follow it again: conductorctl watch --workflow {id}\n  see it:          conductorctl workflow {id}\n  cancel it:       conductorctl cancel {id}",
+                id = started.id
+            );
+            return Err(CliError::Interrupted.into());
+        }
+    };
+    let full = client
+        .rpc()
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: started.id.clone(),
+        })
+        .await
+        .answer(&client)?;
     if out.json {
-        let full = client
-            .rpc()
-            .get_workflow(pb::GetWorkflowRequest {
-                workflow_id: started.id.clone(),
-            })
-            .await
-            .answer(&client)?;
         print_json(&workflow_json(&full));
+    } else {
+        print_outputs(&out, &full);
     }
     match finished {
         RunEnd::Completed => Ok(()),
-        RunEnd::Failed(reason) => {
-            Err(CliError::Failed(format!("workflow {} {reason}", started.id)).into())
+        // The run's display has said why, once.
+        RunEnd::Failed(_) => Err(CliError::Reported.into()),
+    }
+}
+
+/// Completes on Ctrl-C; never, if the handler could not be installed.
+async fn interrupt(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
         }
+        None => std::future::pending().await,
     }
 }
 
@@ -173,40 +199,47 @@ pub async fn follow_run(
         let event = match follower.next().await {
             Followed::Event(event) => event,
             Followed::Lost(reason) => {
-                view.note(&format!("connection lost ({reason}); reconnecting…"));
+                view.note(&lost_note(&reason));
                 continue;
             }
             Followed::Resumed(seq) => {
-                view.note(&format!("reconnected; resuming from seq {seq}"));
+                view.note(&resumed_note(seq));
                 continue;
             }
         };
         let Some(pb::watch_event::Body::Event(e)) = event.body else {
             continue;
         };
-        let step = step_of_call.get(&e.call_id).copied();
-        match e.kind.as_str() {
-            "call_decided" => {
-                let Some(index) = template.steps.iter().position(|s| s.name == e.step) else {
+        let Some(body) = e.event else { continue };
+        match body {
+            Event::CallDecided(c) => {
+                let Some(index) = c
+                    .step
+                    .as_ref()
+                    .and_then(|name| template.steps.iter().position(|s| &s.name == name))
+                else {
                     continue;
                 };
-                step_of_call.insert(e.call_id.clone(), index);
-                let decision = e.decision.unwrap_or_default();
-                match decision_kind(decision.kind) {
-                    "deny" => view.step_done(
+                step_of_call.insert(c.call_id.clone(), index);
+                let decision = c.decision.unwrap_or_default();
+                match pb::DecisionKind::try_from(decision.kind).unwrap_or_default() {
+                    pb::DecisionKind::Deny => view.step_done(
                         index,
                         false,
                         &format!("denied: {}", violations(&decision).join("; ")),
                     ),
-                    "needs_approval" => view.step_state(index, "needs approval", false),
+                    pb::DecisionKind::NeedsApproval => {
+                        view.step_state(index, "needs approval", false)
+                    }
                     _ => view.step_state(index, "allowed", false),
                 }
             }
-            "approval_requested" => {
+            Event::ApprovalRequested(a) => {
+                let step = step_of_call.get(&a.call_id).copied();
                 if let Some(index) = step {
                     view.step_state(
                         index,
-                        &format!("waiting for approval {}", e.approval_id),
+                        &format!("waiting for approval {}", a.approval_id),
                         true,
                     );
                 }
@@ -215,66 +248,84 @@ pub async fn follow_run(
                 view.note(&format!(
                     "{} step{step_name} ({}) waits for approval {}\n    approve: conductorctl approve {}\n    deny:    conductorctl deny {} --reason \"...\"",
                     out.warn("⏸"),
-                    e.tool,
-                    out.bold(&e.approval_id),
-                    e.approval_id,
-                    e.approval_id
+                    a.tool,
+                    out.bold(&a.approval_id),
+                    a.approval_id,
+                    a.approval_id
                 ));
                 if let Some(client) = approve_as {
                     let request = pb::ApprovalDecisionRequest {
-                        approval_id: e.approval_id.clone(),
+                        approval_id: a.approval_id.clone(),
                         approver: login_name(),
                         reason: "approved by conductorctl demo".into(),
-                        arguments_digest: serde_json::from_str::<Value>(&e.raw_json)
-                            .ok()
-                            .and_then(|raw| raw["arguments_digest"].as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        arguments_digest: a.arguments_digest.clone(),
                     };
                     client.rpc().approve(request).await.answer(client)?;
                 }
             }
-            "approval_decided" => {
-                if let Some(index) = step {
-                    let approved = e
-                        .decision
-                        .as_ref()
-                        .is_some_and(|d| decision_kind(d.kind) == "allow");
-                    let word = if approved { "approved" } else { "denied" };
-                    view.step_state(index, &format!("{word} by {}", e.approver), false);
+            Event::ApprovalDecided(a) => {
+                if let Some(&index) = step_of_call.get(&a.call_id) {
+                    let word = verdict_word(a.verdict);
+                    let said = format!("{word} by {}", a.approver);
+                    if a.verdict == pb::ApprovalState::Approved as i32 {
+                        view.step_state(index, &said, false);
+                    } else {
+                        // Denied or expired: the step is over, and it did not run.
+                        let reason = if a.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", a.reason)
+                        };
+                        view.step_done(index, false, &format!("{said}{reason}"));
+                    }
                 }
             }
-            "call_started" => {
-                if let Some(index) = step {
+            Event::CallStarted(c) => {
+                if let Some(&index) = step_of_call.get(&c.call_id) {
                     view.step_state(index, "running", true);
                 }
             }
-            "call_finished" => {
-                if let Some(index) = step {
-                    let succeeded = crate::present::outcome(e.outcome) == "succeeded";
-                    let detail = if succeeded {
-                        String::new()
-                    } else {
-                        format!(": {}", e.reason)
-                    };
-                    let word = if succeeded {
-                        "succeeded"
-                    } else {
-                        crate::present::outcome(e.outcome)
+            Event::CallFinished(c) => {
+                if let Some(&index) = step_of_call.get(&c.call_id) {
+                    let succeeded = c.outcome == pb::CallOutcome::Succeeded as i32;
+                    let detail = match (&c.error, succeeded) {
+                        (Some(error), false) => format!(": {error}"),
+                        _ => String::new(),
                     };
                     view.step_done(
                         index,
                         succeeded,
-                        &format!("{word} in {}{detail}", duration_us(e.duration_us)),
+                        &format!(
+                            "{} in {}{detail}",
+                            outcome(c.outcome),
+                            duration_us(c.duration_us)
+                        ),
                     );
+                    // The tool's own account of what was wrong (e.g. each invalid record), when the
+                    // log carries it.
+                    if let Some(details) = c
+                        .tool_error
+                        .as_ref()
+                        .map(|t| &t.details_json)
+                        .filter(|d| !d.is_empty())
+                    {
+                        let whole = crate::present::result_value(details);
+                        view.note(&format!(
+                            "    details: {}",
+                            serde_json::to_string_pretty(&whole)
+                                .unwrap_or_else(|_| whole.to_string())
+                        ));
+                    }
                 }
             }
-            "workflow_finished" if e.workflow_id == workflow_id => {
-                let end = match crate::present::outcome(e.outcome) {
-                    "succeeded" => RunEnd::Completed,
-                    "interrupted" => RunEnd::Failed(format!("was cancelled: {}", e.reason)),
-                    _ => RunEnd::Failed(format!("failed: {}", e.reason)),
+            Event::WorkflowFinished(w) if e.workflow_id == workflow_id => {
+                let why = w.error.unwrap_or_default();
+                let end = match pb::WorkflowState::try_from(w.state).unwrap_or_default() {
+                    pb::WorkflowState::Completed => RunEnd::Completed,
+                    pb::WorkflowState::Cancelled => RunEnd::Failed(format!("was cancelled: {why}")),
+                    _ => RunEnd::Failed(format!("failed: {why}")),
                 };
-                view.finish(&end, e.duration_us);
+                view.finish(&end, w.duration_ms.saturating_mul(1000));
                 return Ok(end);
             }
             _ => {}

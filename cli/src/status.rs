@@ -2,10 +2,11 @@
 //! `workflow ID` (one workflow's history with each decision, reason and duration).
 
 use crate::cli::{Global, WorkflowArgs, WorkflowsArgs};
-use crate::client::{Answer, Client};
+use crate::client::{Answer, CliError, Client};
 use crate::output::{Out, clip, duration_ms, duration_us, print_json, table, time_ms};
 use crate::present::{
-    decision_json, decision_kind, outcome, violations, workflow_json, workflow_state,
+    decision_json, decision_kind, is_finished, outcome, step_outputs, summary, violations,
+    workflow_json, workflow_state,
 };
 use conductor_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         }));
         return Ok(());
     }
-    println!(
+    outln!(
         "{} {} (configuration {}, audit seq {})",
         out.bold("orchestrator"),
         client.url,
@@ -41,7 +42,7 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         s.last_seq
     );
     if !s.audit_unwritable.is_empty() {
-        println!(
+        outln!(
             "{} the audit log cannot be written since {}: {}\n  every new call is refused until it can; the orchestrator retries by itself ({} record(s) wait)",
             out.warn("NOT SERVING:"),
             time_ms(s.audit_unwritable_since_ms),
@@ -49,13 +50,13 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             s.audit_queued
         );
     }
-    println!("Active Workflows:  {}", s.active_workflows);
-    println!("Completed Today:   {}", s.completed_today);
-    println!("Failed Today:      {}", s.failed_today);
-    println!("Policy Violations: {}", s.policy_violations);
-    println!("Pending Approvals: {}", s.pending_approvals);
+    outln!("Active Workflows:  {}", s.active_workflows);
+    outln!("Completed Today:   {}", s.completed_today);
+    outln!("Failed Today:      {}", s.failed_today);
+    outln!("Policy Violations: {}", s.policy_violations);
+    outln!("Pending Approvals: {}", s.pending_approvals);
     if !s.workflows.is_empty() {
-        println!("\n{}", workflows_table(&out, &s.workflows));
+        outln!("\n{}", workflows_table(&out, &s.workflows));
     }
     if !s.tools.is_empty() {
         let rows: Vec<Vec<String>> = s
@@ -73,7 +74,7 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "\n{}",
             table(
                 &out,
@@ -94,7 +95,7 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        println!("\n{}", table(&out, &["RULE", "KIND", "VIOLATIONS"], &rows));
+        outln!("\n{}", table(&out, &["RULE", "KIND", "VIOLATIONS"], &rows));
     }
     Ok(())
 }
@@ -157,16 +158,16 @@ pub async fn templates(global: &Global) -> anyhow::Result<()> {
         return Ok(());
     }
     for t in &templates {
-        println!("{} — {}", out.bold(&t.name), t.description);
+        outln!("{} — {}", out.bold(&t.name), t.description);
         for (i, s) in t.steps.iter().enumerate() {
             let gate = if s.requires_approval {
                 format!("  {}", out.warn("(needs approval)"))
             } else {
                 String::new()
             };
-            println!("  {}. {} → {}{gate}", i + 1, s.name, s.tool);
+            outln!("  {}. {} → {}{gate}", i + 1, s.name, s.tool);
         }
-        println!("  run: conductorctl run {} --input FILE\n", t.name);
+        outln!("  run: conductorctl run {} --input FILE\n", t.name);
     }
     Ok(())
 }
@@ -194,7 +195,7 @@ pub async fn tools(global: &Global) -> anyhow::Result<()> {
         .iter()
         .map(|t| vec![t.name.clone(), t.server.clone(), clip(&t.description, 80)])
         .collect();
-    println!("{}", table(&out, &["TOOL", "SERVER", "DESCRIPTION"], &rows));
+    outln!("{}", table(&out, &["TOOL", "SERVER", "DESCRIPTION"], &rows));
     Ok(())
 }
 
@@ -214,7 +215,7 @@ pub async fn workflows(global: &Global, args: WorkflowsArgs) -> anyhow::Result<(
     if out.json {
         print_json(&Value::Array(list.iter().map(workflow_json).collect()));
     } else if list.is_empty() {
-        println!(
+        outln!(
             "{}",
             if args.all {
                 "no workflows yet"
@@ -223,7 +224,7 @@ pub async fn workflows(global: &Global, args: WorkflowsArgs) -> anyhow::Result<(
             }
         );
     } else {
-        println!("{}", workflows_table(&out, &list));
+        outln!("{}", workflows_table(&out, &list));
     }
     Ok(())
 }
@@ -238,12 +239,56 @@ pub async fn workflow(global: &Global, args: WorkflowArgs) -> anyhow::Result<()>
         })
         .await
         .answer(&client)?;
+    if let Some(step) = &args.output {
+        let outputs = step_outputs(&w);
+        let Some((_, output)) = outputs.iter().find(|(name, _)| name == step) else {
+            let known: Vec<&str> = outputs.iter().map(|(name, _)| name.as_str()).collect();
+            return Err(CliError::Failed(format!(
+                "workflow {} has no output of step {step:?}; the steps with outputs are: {}",
+                w.id,
+                if known.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into());
+        };
+        print_json(output);
+        return Ok(());
+    }
     if out.json {
         print_json(&workflow_json(&w));
         return Ok(());
     }
     print_workflow(&out, &w);
     Ok(())
+}
+
+/// Each step's output on one line, and how to see one whole: for `workflow ID` and the end of `run`.
+pub fn print_outputs(out: &Out, w: &pb::WorkflowInfo) {
+    let outputs = step_outputs(w);
+    if outputs.is_empty() {
+        return;
+    }
+    outln!("{}", out.bold("outputs"));
+    let width = outputs
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let room = out.width.unwrap_or(120).saturating_sub(width + 4).max(20);
+    for (name, value) in &outputs {
+        outln!("  {name:<width$}  {}", summary(value, room));
+    }
+    let first = &outputs[0].0;
+    outln!(
+        "{}",
+        out.dim(&format!(
+            "  (whole: conductorctl workflow {} --output {first}, or --json for all)",
+            w.id
+        ))
+    );
 }
 
 /// One workflow with its history, for `workflow ID` and the interactive `history`.
@@ -253,17 +298,22 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
     } else {
         format!("template {}", w.template)
     };
-    println!(
+    outln!(
         "{} {} — {what}, {}",
         out.bold("workflow"),
         w.id,
         out.state(workflow_state(w.state))
     );
-    println!(
-        "  started {} by {}; {} so far; configuration {}",
+    outln!(
+        "  started {} by {}; {} {}; configuration {}",
         time_ms(w.started_at_ms),
         w.caller,
         duration_ms(w.duration_ms),
+        if is_finished(w.state) {
+            "in all"
+        } else {
+            "so far"
+        },
         w.config_version
     );
     if w.steps_total > 0 {
@@ -272,13 +322,14 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
         } else {
             format!("; next step: {}", w.next_step)
         };
-        println!("  steps {}/{}{next}", w.steps_done, w.steps_total);
+        outln!("  steps {}/{}{next}", w.steps_done, w.steps_total);
     }
     if !w.error.is_empty() {
-        println!("  {} {}", out.bad("error:"), w.error);
+        outln!("  {} {}", out.bad("error:"), w.error);
     }
     if w.history.is_empty() {
-        println!("  no calls yet");
+        outln!("  no calls yet");
+        print_outputs(out, w);
         return;
     }
     let rows: Vec<Vec<String>> = w
@@ -310,7 +361,7 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             out,
@@ -318,6 +369,7 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
             &rows
         )
     );
+    print_outputs(out, w);
 }
 
 /// The decision of a call as JSON, for `call --json`.

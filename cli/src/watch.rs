@@ -89,7 +89,7 @@ impl Follower {
                     }
                     Err(status) => {
                         self.stream = None;
-                        return Followed::Lost(status.message().to_owned());
+                        return Followed::Lost(lost_reason(&status));
                     }
                 }
             }
@@ -105,6 +105,26 @@ impl Follower {
             }
         }
     }
+}
+
+/// Why the stream broke, for a person: the orchestrator's own words up to any protocol advice (the
+/// follower already resumes from the right sequence number by itself).
+fn lost_reason(status: &tonic::Status) -> String {
+    let reason = crate::client::status_reason(status);
+    match reason.split_once("; reconnect") {
+        Some((said, _)) => said.to_owned(),
+        None => reason,
+    }
+}
+
+/// What a follower says while it reconnects, the same in `watch`, `audit tail -f` and `run`.
+pub fn lost_note(reason: &str) -> String {
+    format!("lost the orchestrator ({reason}); reconnecting, no event will be missed…")
+}
+
+/// What a follower says when it is connected again.
+pub fn resumed_note(seq: u64) -> String {
+    format!("reconnected; carrying on from event #{seq}")
 }
 
 async fn open(
@@ -142,8 +162,8 @@ pub async fn watch(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            Followed::Lost(reason) => eprintln!("connection lost ({reason}); reconnecting…"),
-            Followed::Resumed(seq) => eprintln!("reconnected; resuming from seq {seq}"),
+            Followed::Lost(reason) => eprintln!("{}", lost_note(&reason)),
+            Followed::Resumed(seq) => eprintln!("{}", resumed_note(seq)),
         }
     }
 }
@@ -158,7 +178,7 @@ pub fn print_event(out: &Out, event: &pb::WatchEvent) {
             }
             print_json_line(&value);
         }
-        Some(pb::watch_event::Body::Event(e)) => println!("{}", event_line(out, e)),
+        Some(pb::watch_event::Body::Event(e)) => outln!("{}", event_line(out, e)),
         Some(pb::watch_event::Body::Lagged(lagged)) if out.json => {
             print_json_line(
                 &serde_json::json!({"lagged": {"missed": lagged.missed, "resume_from": lagged.resume_from}}),
@@ -177,7 +197,8 @@ pub fn print_event(out: &Out, event: &pb::WatchEvent) {
 fn finished_watched(args: &WatchArgs, event: &pb::WatchEvent) -> bool {
     match (&args.workflow, &event.body) {
         (Some(id), Some(pb::watch_event::Body::Event(e))) => {
-            e.kind == "workflow_finished" && &e.workflow_id == id
+            matches!(e.event, Some(pb::audit_event::Event::WorkflowFinished(_)))
+                && &e.workflow_id == id
         }
         _ => false,
     }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Stack, approval_id_in, repo_file};
+use common::{Stack, approval_id_in, ctl_bare, ctl_command, output, repo_file};
 use serde_json::Value;
 
 fn example(name: &str) -> String {
@@ -48,11 +48,14 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
         ])
         .await;
     assert_eq!(done.code, 1, "{}", done.text());
-    assert!(
-        done.stderr.contains("failed") && done.stderr.contains("validate"),
-        "{}",
-        done.text()
-    );
+    let said: Vec<&str> = done
+        .stdout
+        .lines()
+        .chain(done.stderr.lines())
+        .filter(|l| l.contains("workflow wf-") && l.contains("failed"))
+        .collect();
+    assert_eq!(said.len(), 1, "the failure is said once: {}", done.text());
+    assert!(said[0].contains("validate"), "{}", done.text());
     assert!(
         done.stdout.contains("validation_failed") || done.stderr.contains("validation_failed"),
         "{}",
@@ -61,6 +64,15 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
     assert!(
         !done.stdout.contains("[2/5] process (process_data) ✔"),
         "{}",
+        done.text()
+    );
+    assert!(
+        done.stdout
+            .contains("[2/5] process (process_data) – not run")
+            && done
+                .stdout
+                .contains("[5/5] notify_team (send_notification) – not run"),
+        "the steps after the failure say they did not run: {}",
         done.text()
     );
     stack.stop().await;
@@ -168,7 +180,16 @@ async fn deny_in_another_process_fails_the_run() {
     assert_eq!(denied.code, 0, "{}", denied.text());
     let done = run.finish().await;
     assert_eq!(done.code, 1, "{}", done.text());
-    assert!(done.stderr.contains("denied"), "{}", done.text());
+    assert!(
+        done.stdout.contains("✘ denied by tester: wrong list"),
+        "the denied step has its mark: {}",
+        done.text()
+    );
+    assert!(
+        done.stdout.contains("was denied") && !done.stderr.contains("was denied"),
+        "the failure is said once: {}",
+        done.text()
+    );
     stack.stop().await;
 }
 
@@ -367,5 +388,220 @@ async fn watch_reconnects_after_an_orchestrator_restart_without_missing_events()
         "the restart itself is an event: {}",
         done.text()
     );
+    assert!(
+        done.stderr
+            .contains("lost the orchestrator (the orchestrator is shutting down)")
+            && !done.stderr.contains("from_seq"),
+        "a person reads what happened, not protocol advice: {}",
+        done.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_commands_quietly_and_successfully() {
+    let stack = Stack::start().await;
+    let call = stack.ctl(&["call", "list_schemas", "--args", "{}"]).await;
+    assert_eq!(call.code, 0, "{}", call.text());
+    for args in [
+        &["watch", "--json", "--from", "1"][..],
+        &["audit", "tail", "-n", "1000"],
+        &["audit", "query", "--limit", "1000"],
+        &["audit", "query", "--limit", "1000", "--json"],
+        &["workflows", "--all"],
+    ] {
+        let done = stack.ctl_with_stdout_closed(args).await;
+        assert_eq!(done.code, 0, "{args:?}: {}", done.text());
+        assert!(
+            !done.stderr.contains("panicked"),
+            "{args:?}: {}",
+            done.text()
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_address_takes_the_forms_people_type() {
+    let stack = Stack::start().await;
+    let listen_form = stack.url.trim_start_matches("http://").to_owned();
+    let port = listen_form.rsplit(':').next().expect("a port").to_owned();
+    for address in [
+        listen_form.clone(),
+        format!("localhost:{port}"),
+        stack.url.clone(),
+    ] {
+        let mut command = ctl_command(&address);
+        command.arg("status");
+        let done = output(command, None).await;
+        assert_eq!(done.code, 0, "--orchestrator {address}: {}", done.text());
+    }
+
+    // Nothing listens there: exit 3, and each cause is said once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nobody = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let mut command = ctl_command(&nobody);
+    command.arg("status");
+    let done = output(command, None).await;
+    assert_eq!(done.code, 3, "{}", done.text());
+    assert!(
+        done.stderr.contains(&format!("http://{nobody}")),
+        "{}",
+        done.text()
+    );
+    assert!(
+        done.stderr.matches("tcp connect error").count() <= 1,
+        "a cause repeated: {}",
+        done.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_shows_each_step_output_and_workflow_shows_one_whole() {
+    let stack = Stack::start().await;
+    let done = stack
+        .ctl(&["run", "order_summary", "--input", &example("orders.json")])
+        .await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    let outputs_at = done
+        .stdout
+        .find("outputs")
+        .unwrap_or_else(|| panic!("no outputs: {}", done.text()));
+    let outputs = &done.stdout[outputs_at..];
+    assert!(
+        outputs.contains("aggregate") && outputs.contains("--output"),
+        "{}",
+        done.text()
+    );
+    let id = done
+        .stdout
+        .split("conductorctl workflow ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the workflow id in the hint")
+        .to_owned();
+
+    let shown = stack.ctl(&["workflow", &id]).await;
+    assert_eq!(shown.code, 0, "{}", shown.text());
+    assert!(
+        shown.stdout.contains("outputs") && shown.stdout.contains("aggregate"),
+        "{}",
+        shown.text()
+    );
+    assert!(
+        shown.stdout.contains("in all"),
+        "a finished workflow is not \"so far\": {}",
+        shown.text()
+    );
+
+    let whole = stack.ctl(&["workflow", &id, "--output", "aggregate"]).await;
+    assert_eq!(whole.code, 0, "{}", whole.text());
+    let value: Value = serde_json::from_str(&whole.stdout).expect("the whole output is JSON");
+    assert!(!value.is_null(), "{}", whole.text());
+
+    let query = stack
+        .ctl(&["audit", "query", "-w", &id, "--kind", "call_finished"])
+        .await;
+    assert_eq!(query.code, 0, "{}", query.text());
+    assert!(
+        query.stdout.contains("process_data succeeded in") && query.stdout.contains("→ {"),
+        "audit query shows each call's result, summarised: {}",
+        query.text()
+    );
+
+    let missing = stack.ctl(&["workflow", &id, "--output", "nope"]).await;
+    assert_eq!(missing.code, 1, "{}", missing.text());
+    assert!(
+        missing.stderr.contains("aggregate"),
+        "names the steps that have outputs: {}",
+        missing.text()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_run_says_the_workflow_keeps_running_and_how_to_follow_it() {
+    let stack = Stack::start().await;
+    let run = stack.spawn(&[
+        "run",
+        "customer_onboarding",
+        "--input",
+        &example("onboarding.json"),
+        "--set",
+        "batch=ctrl-c-test",
+    ]);
+    run.wait_for_line("the approval gate", |l| l.contains("conductorctl approve "))
+        .await;
+    run.interrupt().await;
+    let done = run.finish().await;
+    assert_eq!(done.code, 130, "{}", done.text());
+    assert!(
+        done.stderr.contains("keeps running")
+            && done.stderr.contains("conductorctl watch --workflow wf-"),
+        "{}",
+        done.text()
+    );
+    assert!(!done.stderr.contains("panicked"), "{}", done.text());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_context_gives_the_orchestrator_address() {
+    let stack = Stack::start().await;
+    let contexts = stack.dir.path().join("contexts.json");
+    let listen_form = stack.url.trim_start_matches("http://");
+    std::fs::write(
+        &contexts,
+        serde_json::json!({
+            "current_context": "nowhere",
+            "contexts": {
+                "test": {"orchestrator": listen_form},
+                "nowhere": {"orchestrator": "127.0.0.1:1"},
+            }
+        })
+        .to_string(),
+    )
+    .expect("contexts file");
+    let with = |args: &[&str]| {
+        let mut command = ctl_bare();
+        command.env("CONDUCTORCTL_CONFIG", &contexts).args(args);
+        command
+    };
+    let named = output(with(&["--context", "test", "status"]), None).await;
+    assert_eq!(named.code, 0, "{}", named.text());
+    let mut by_env = with(&["status"]);
+    by_env.env("CONDUCTOR_CONTEXT", "test");
+    let by_env = output(by_env, None).await;
+    assert_eq!(by_env.code, 0, "{}", by_env.text());
+    let current = output(with(&["status"]), None).await;
+    assert_eq!(
+        current.code,
+        3,
+        "the current context is used: {}",
+        current.text()
+    );
+    let unknown = output(with(&["--context", "staging", "status"]), None).await;
+    assert_eq!(unknown.code, 1, "{}", unknown.text());
+    assert!(
+        unknown.stderr.contains("nowhere, test"),
+        "{}",
+        unknown.text()
+    );
+    stack.stop().await;
+}
+
+/// The main read-only outputs against the shipped configuration, reviewed as diffs when they change.
+/// After an intended change: `SNAPSHOTS=overwrite cargo test -p conductorctl --test daemons`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_tools_outputs_match_their_snapshots() {
+    let stack = Stack::start().await;
+    let templates = stack.ctl(&["templates"]).await;
+    assert_eq!(templates.code, 0, "{}", templates.text());
+    snapbox::assert_data_eq!(templates.stdout, snapbox::file!["snapshots/templates.txt"]);
+    let tools = stack.ctl(&["tools"]).await;
+    assert_eq!(tools.code, 0, "{}", tools.text());
+    snapbox::assert_data_eq!(tools.stdout, snapbox::file!["snapshots/tools.txt"]);
     stack.stop().await;
 }

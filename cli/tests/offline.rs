@@ -7,6 +7,11 @@ fn ctl(args: &[&str]) -> std::process::Output {
         .args(args)
         .env_remove("NO_COLOR")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
+        .env_remove("CONDUCTOR_CONTEXT")
+        .env(
+            "CONDUCTORCTL_CONFIG",
+            format!("{}/no-contexts-file.json", env!("CARGO_TARGET_TMPDIR")),
+        )
         .output()
         .expect("conductorctl runs")
 }
@@ -122,4 +127,119 @@ fn every_command_has_help_with_an_example() {
         assert_eq!(out.status.code(), Some(0));
         assert!(stdout.contains("Example"), "{command:?}: {stdout}");
     }
+}
+
+/// Every command path of the grammar (`[]`, `["audit"]`, `["audit", "tail"]`, ...).
+fn command_paths(command: &clap::Command, path: Vec<String>, paths: &mut Vec<Vec<String>>) {
+    paths.push(path.clone());
+    for sub in command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let mut deeper = path.clone();
+        deeper.push(sub.get_name().to_owned());
+        command_paths(sub, deeper, paths);
+    }
+}
+
+/// The whole `--help` of every command, as users see it: a changed flag or text is a reviewed diff.
+/// After an intended change: `SNAPSHOTS=overwrite cargo test -p conductorctl --test offline`.
+#[test]
+fn help_of_every_command_matches_the_snapshot() {
+    let mut paths = Vec::new();
+    command_paths(&conductorctl::cli::command(), Vec::new(), &mut paths);
+    let mut text = String::new();
+    for path in paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = ctl(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        text.push_str(&format!(
+            "$ conductorctl {}\n{}\n",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        ));
+    }
+    snapbox::assert_data_eq!(text, snapbox::file!["snapshots/help.txt"].raw());
+}
+
+#[test]
+fn every_subcommand_has_a_description_and_every_argument_too() {
+    fn check(command: &clap::Command, path: &str) {
+        for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{path} {id} has no description");
+        }
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{path} {}", sub.get_name());
+            assert!(sub.get_about().is_some(), "{name} has no description");
+            check(sub, &name);
+        }
+    }
+    check(&conductorctl::cli::command(), "conductorctl");
+}
+
+#[test]
+fn usage_lines_do_not_make_global_flags_look_required() {
+    let out = ctl(&["approve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: conductorctl approve [OPTIONS] <ID>"),
+        "{help}"
+    );
+    assert!(help.contains("Global options:"), "{help}");
+}
+
+#[test]
+fn policy_check_refuses_connection_flags_it_would_ignore() {
+    let out = ctl(&[
+        "policy",
+        "check",
+        &repo_file("config/config.json"),
+        "--orchestrator",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("works offline"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_grammar() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ctl(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("conductorctl")
+                && script.contains("approve")
+                && script.contains("orchestrator"),
+            "{shell}: {script}"
+        );
+    }
+    let out = ctl(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH conductorctl"),
+        "{page}"
+    );
+    assert!(page.contains("approve"), "{page}");
+}
+
+/// What `policy check` says of the shipped configuration (the path and version vary).
+#[test]
+fn policy_check_output_matches_the_snapshot() {
+    let out = ctl(&["policy", "check", &repo_file("config/config.json")]);
+    assert_eq!(out.status.code(), Some(0));
+    snapbox::assert_data_eq!(
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        snapbox::file!["snapshots/policy-check.txt"]
+    );
 }

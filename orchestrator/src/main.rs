@@ -45,17 +45,41 @@ struct Args {
     /// to stderr. Stops when the client closes stdin.
     #[arg(long)]
     stdio: bool,
+    /// How log lines are written on stderr: text for people, or one JSON object a line for log
+    /// shippers. Colour only when stderr is a terminal and NO_COLOR is unset; RUST_LOG filters.
+    #[arg(long, value_enum, env = "CONDUCTOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `tracing` to stderr, filtered by `RUST_LOG` (default `info`): text, coloured only for a person at a
+/// terminal (a redirected log file gets no escape codes), or JSON lines.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        );
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    init_tracing(args.log_format);
     let config = Config::load(&args.config)
         .with_context(|| format!("configuration {}", args.config.display()))?;
     if args.check {

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,7 +58,7 @@ async fn audit_query_filters_and_pages() {
         first
             .events
             .iter()
-            .all(|e| e.kind == "call_decided" && e.workflow_id == wf)
+            .all(|e| matches!(e.event, Some(Event::CallDecided(_))) && e.workflow_id == wf)
     );
     assert_ne!(first.next_after_seq, 0);
     let second = client
@@ -80,7 +81,10 @@ async fn audit_query_filters_and_pages() {
         .into_inner()
         .events;
     assert_eq!(denied.len(), 1);
-    let decision = denied[0].decision.as_ref().expect("decision");
+    let Some(Event::CallDecided(decided)) = &denied[0].event else {
+        panic!("a denial is a call_decided event: {:?}", denied[0]);
+    };
+    let decision = decided.decision.as_ref().expect("decision");
     assert_eq!(decision.violations[0].rule_id, "process-after-validate");
     let raw: serde_json::Value = serde_json::from_str(&denied[0].raw_json).expect("raw line");
     assert_eq!(raw["kind"], json!("call_decided"));

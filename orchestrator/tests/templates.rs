@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use conductor_proto::v1 as pb;
+use pb::audit_event::Event;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
@@ -196,8 +197,9 @@ async fn watch_sends_a_run_in_order_and_resumes_from_a_sequence_number() {
             continue;
         }
         seqs.push(e.seq);
-        kinds.push(e.kind.clone());
-        if e.kind == "workflow_finished" {
+        let finished = matches!(e.event, Some(Event::WorkflowFinished(_)));
+        kinds.push(e.event);
+        if finished {
             assert_eq!(
                 event.workflow.expect("workflow info").state,
                 pb::WorkflowState::Completed as i32
@@ -206,9 +208,15 @@ async fn watch_sends_a_run_in_order_and_resumes_from_a_sequence_number() {
         }
     }
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    assert_eq!(kinds.first().map(String::as_str), Some("workflow_started"));
+    assert!(
+        matches!(kinds.first(), Some(Some(Event::WorkflowStarted(_)))),
+        "{kinds:?}"
+    );
     assert_eq!(
-        kinds.iter().filter(|k| *k == "call_finished").count(),
+        kinds
+            .iter()
+            .filter(|k| matches!(k, Some(Event::CallFinished(_))))
+            .count(),
         3,
         "{kinds:?}"
     );
@@ -231,7 +239,7 @@ async fn watch_sends_a_run_in_order_and_resumes_from_a_sequence_number() {
             continue;
         };
         replayed.push(e.seq);
-        if e.kind == "workflow_finished" {
+        if matches!(e.event, Some(Event::WorkflowFinished(_))) {
             break;
         }
     }

@@ -30,6 +30,22 @@ pub struct DaemonArgs {
     /// (validation server only).
     #[arg(long, value_name = "FILE")]
     pub schemas: Option<PathBuf>,
+    /// How log lines are written on stderr: text for people, or one JSON object a line for log
+    /// shippers. Colour only when stderr is a terminal and NO_COLOR is unset; RUST_LOG filters.
+    #[arg(
+        long,
+        value_enum,
+        env = "CONDUCTOR_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How a daemon writes its log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl DaemonArgs {
@@ -70,17 +86,26 @@ pub async fn main(kind: ServerKind) -> ExitCode {
         data_dir: args.data_dir,
         schemas: args.schemas,
     };
+    init_tracing(args.log_format);
     run(kind, &args.listen, options).await
 }
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`), as text (coloured only
+/// on a terminal without `NO_COLOR`) or as JSON lines.
+pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour_on_stderr()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Colour in logs only for a person at a terminal (no-color.org: a non-empty `NO_COLOR` turns it off).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -110,7 +135,6 @@ pub async fn shutdown_signal() {
 /// Binds `listen`, serves `kind` until a shutdown signal, and returns the process's exit code:
 /// success after a clean shutdown, failure (with the reason on stderr) if it could not start.
 pub async fn run(kind: ServerKind, listen: &str, options: ServerOptions) -> ExitCode {
-    init_tracing();
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(error) => {

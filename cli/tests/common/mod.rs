@@ -38,17 +38,28 @@ pub fn repo_file(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// The real binary, with no settings inherited from the developer's environment.
-pub fn ctl_command(url: &str) -> Command {
+/// The real binary, with no settings inherited from the developer's environment (nor their contexts
+/// file), and no orchestrator address.
+pub fn ctl_bare() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_conductorctl"));
     command
-        .arg("--orchestrator")
-        .arg(url)
         .env_remove("CONDUCTOR_TOKEN")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
+        .env_remove("CONDUCTOR_CONTEXT")
+        .env(
+            "CONDUCTORCTL_CONFIG",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-contexts-file.json"),
+        )
         .env_remove("NO_COLOR")
         .env("USER", "tester")
         .kill_on_drop(true);
+    command
+}
+
+/// The real binary pointed at `url`, with no settings inherited from the developer's environment.
+pub fn ctl_command(url: &str) -> Command {
+    let mut command = ctl_bare();
+    command.arg("--orchestrator").arg(url);
     command
 }
 
@@ -174,6 +185,27 @@ impl Stack {
         output(self.command(args), Some(stdin)).await
     }
 
+    /// Runs `conductorctl ARGS` with stdout a pipe whose reader has already gone, as after `| head -1`
+    /// once it has its line: whatever the command writes meets a closed pipe.
+    pub async fn ctl_with_stdout_closed(&self, args: &[&str]) -> Outcome {
+        let mut command = self.command(args);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("conductorctl starts");
+        drop(child.stdout.take());
+        let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+            .await
+            .expect("conductorctl finished before the deadline")
+            .expect("conductorctl ran");
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Starts `conductorctl ARGS` in the background, collecting its output line by line.
     pub fn spawn(&self, args: &[&str]) -> Running {
         Running::start(self.command(args))
@@ -256,6 +288,17 @@ impl Running {
                 self.stderr.lock().unwrap().join("\n")
             ),
         }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub async fn interrupt(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGINT sent to {pid}");
     }
 
     /// Ends the process (for commands that run until stopped, like `watch`) and returns its output.

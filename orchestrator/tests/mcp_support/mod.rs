@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use conductor_proto::v1 as pb;
 use conductor_proto::v1::orchestrator_client::OrchestratorClient;
 use conductor_proto::v1::watch_event::Body;
 use conductor_proto::v1::{ApprovalDecisionRequest, WatchRequest};
@@ -100,10 +101,12 @@ pub async fn approve_first_request(grpc_url: String) -> String {
                 .await
                 .expect("the Watch stream stays healthy")
                 .expect("the Watch stream does not end");
-            if let Some(Body::Event(event)) = event.body
-                && event.kind == "approval_requested"
+            if let Some(Body::Event(pb::AuditEvent {
+                event: Some(pb::audit_event::Event::ApprovalRequested(requested)),
+                ..
+            })) = event.body
             {
-                break event.approval_id;
+                break requested.approval_id;
             }
         };
         // The gateway records `approval_requested` a moment before the waiting call registers the

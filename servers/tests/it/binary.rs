@@ -95,3 +95,28 @@ async fn binary_serves_and_exits_cleanly_on_sigterm() {
     let status = timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("backup");
+    let mut child = backup_server(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a log line in time")
+        .unwrap()
+        .expect("the server logs before it serves");
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{first:?} is not JSON: {e}"));
+    assert!(line["fields"]["message"].is_string(), "{line}");
+    assert!(!first.contains('\u{1b}'), "{first:?}");
+    child.kill().await.unwrap();
+}

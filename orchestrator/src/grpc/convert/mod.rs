@@ -1,7 +1,7 @@
 //! Domain values to generated protobuf types (and the few the other way). The only place that knows both.
 
 use crate::approval::Approval;
-use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, DecisionKind, Outcome};
+use crate::audit::{ApprovalVerdict, DecisionKind, Outcome};
 use crate::config::Template;
 use crate::downstream::ToolInfo;
 use crate::gateway::{StatusSnapshot, WorkflowView};
@@ -9,6 +9,9 @@ use crate::policy::Violation;
 use crate::report::{ComplianceReport, VerifyOutcome};
 use crate::workflow::{CallEntry, CallStatus, WorkflowState};
 use conductor_proto::v1 as pb;
+
+mod audit_event;
+pub use audit_event::audit_event;
 
 pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
     pb::ToolDescriptor {
@@ -96,7 +99,7 @@ fn workflow_state(state: WorkflowState) -> pb::WorkflowState {
     }
 }
 
-fn outcome(outcome: Outcome) -> pb::CallOutcome {
+pub(super) fn outcome(outcome: Outcome) -> pb::CallOutcome {
     match outcome {
         Outcome::Succeeded => pb::CallOutcome::Succeeded,
         Outcome::Failed | Outcome::Unavailable => pb::CallOutcome::Failed,
@@ -249,123 +252,6 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
         audit_unwritable_since_ms: s.audit.unwritable_since_ms,
         audit_queued: s.audit.queued,
     }
-}
-
-pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
-    let mut e = pb::AuditEvent {
-        seq: record.seq,
-        timestamp_ms: record.ts_ms,
-        kind: record.event.kind().to_owned(),
-        workflow_id: record.event.workflow_id().unwrap_or_default().to_owned(),
-        tool: record.event.tool().unwrap_or_default().to_owned(),
-        raw_json: serde_json::to_string(record).unwrap_or_default(),
-        ..Default::default()
-    };
-    match &record.event {
-        AuditEvent::ConfigLoaded { config_version, .. } => {
-            e.config_version = config_version.clone()
-        }
-        AuditEvent::WorkflowStarted {
-            template,
-            caller,
-            config_version,
-            ..
-        } => {
-            e.template = template.clone().unwrap_or_default();
-            e.caller = caller.clone();
-            e.config_version = config_version.clone();
-        }
-        AuditEvent::CallDecided {
-            call_id,
-            step,
-            caller,
-            decision: kind,
-            violations,
-            gate,
-            config_version,
-            ..
-        } => {
-            e.call_id = call_id.clone();
-            e.step = step.clone().unwrap_or_default();
-            e.caller = caller.clone();
-            e.config_version = config_version.clone();
-            let mut d = decision(*kind, violations, None);
-            d.gate = gate.clone().unwrap_or_default();
-            e.decision = Some(d);
-        }
-        AuditEvent::ApprovalRequested {
-            call_id,
-            approval_id,
-            gate,
-            ..
-        } => {
-            e.call_id = call_id.clone();
-            e.approval_id = approval_id.clone();
-            e.decision = Some(pb::Decision {
-                kind: pb::DecisionKind::NeedsApproval as i32,
-                gate: gate.clone(),
-                approval_id: approval_id.clone(),
-                violations: Vec::new(),
-            });
-        }
-        AuditEvent::ApprovalDecided {
-            call_id,
-            approval_id,
-            verdict,
-            approver,
-            reason,
-            ..
-        } => {
-            e.call_id = call_id.clone();
-            e.approval_id = approval_id.clone();
-            e.approver = approver.clone();
-            e.reason = reason.clone();
-            let kind = if *verdict == ApprovalVerdict::Approved {
-                pb::DecisionKind::Allow
-            } else {
-                pb::DecisionKind::Deny
-            };
-            e.decision = Some(pb::Decision {
-                kind: kind as i32,
-                approval_id: approval_id.clone(),
-                ..Default::default()
-            });
-        }
-        AuditEvent::CallStarted { call_id, .. } => e.call_id = call_id.clone(),
-        AuditEvent::CallFinished {
-            call_id,
-            outcome: o,
-            duration_us,
-            error,
-            ..
-        } => {
-            e.call_id = call_id.clone();
-            e.outcome = outcome(*o) as i32;
-            e.duration_us = *duration_us;
-            e.reason = error.clone().unwrap_or_default();
-        }
-        AuditEvent::WorkflowFinished {
-            state,
-            error,
-            duration_ms,
-            ..
-        } => {
-            e.reason = error.clone().unwrap_or_default();
-            e.duration_us = duration_ms.saturating_mul(1000);
-            e.outcome = match state {
-                crate::audit::WorkflowEnd::Completed => pb::CallOutcome::Succeeded,
-                crate::audit::WorkflowEnd::Failed => pb::CallOutcome::Failed,
-                crate::audit::WorkflowEnd::Cancelled => pb::CallOutcome::Interrupted,
-            } as i32;
-        }
-        AuditEvent::ControlRefused { reason, caller, .. } => {
-            e.reason = reason.clone();
-            e.caller = caller.clone();
-        }
-        AuditEvent::Recovered { reason, .. } => e.reason = reason.clone(),
-        AuditEvent::ConfigRefused { problems, .. } => e.reason = problems.join("; "),
-    }
-    e
 }
 
 pub fn verify_report(v: &VerifyOutcome) -> pb::VerifyAuditResponse {

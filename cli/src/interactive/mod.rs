@@ -6,11 +6,14 @@
 //! (the outlook of `GetWorkflow`), so they account for every rule, the calls running elsewhere, rate limits
 //! and the workflow's allow-list.
 
+mod completion;
+
 use crate::cli::{Global, InteractiveArgs};
 use crate::client::{Answer, Client};
 use crate::control::{Called, announce_gate, call_tool, start_ad_hoc};
 use crate::output::Out;
 use crate::status::print_workflow;
+use completion::PromptCompletion;
 use conductor_proto::v1 as pb;
 use serde_json::Value;
 use std::io::{BufRead, IsTerminal};
@@ -24,17 +27,20 @@ const HELP: &str = "commands:
   help                            this text
   quit                            leave (the workflow stays in the orchestrator)";
 
+type Editor = rustyline::Editor<PromptCompletion, rustyline::history::DefaultHistory>;
+
 /// Where lines come from: rustyline on a terminal, plain stdin otherwise.
 enum LineSource {
-    Editor(Box<rustyline::DefaultEditor>),
+    Editor(Box<Editor>),
     Plain(std::io::StdinLock<'static>),
 }
 
 impl LineSource {
-    fn new() -> LineSource {
+    fn new(completion: PromptCompletion) -> LineSource {
         if std::io::stdin().is_terminal()
-            && let Ok(editor) = rustyline::DefaultEditor::new()
+            && let Ok(mut editor) = Editor::new()
         {
+            editor.set_helper(Some(completion));
             return LineSource::Editor(Box::new(editor));
         }
         LineSource::Plain(std::io::stdin().lock())
@@ -56,7 +62,7 @@ impl LineSource {
                     Ok(0) | Err(_) => None,
                     Ok(_) => {
                         let line = line.trim_end_matches(['\n', '\r']).to_owned();
-                        println!("{prompt}{line}");
+                        outln!("{prompt}{line}");
                         Some(line)
                     }
                 }
@@ -101,11 +107,14 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
         templates,
         tools,
     };
-    println!(
+    outln!(
         "conductorctl interactive — {} (type `help`)",
         session.client.url
     );
-    let mut lines = LineSource::new();
+    let mut lines = LineSource::new(PromptCompletion {
+        tools: session.tools.clone(),
+        templates: session.templates.iter().map(|t| t.name.clone()).collect(),
+    });
     while let Some(line) = lines.read("conductor> ") {
         let line = line.trim();
         let (command, rest) = line
@@ -114,7 +123,7 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
         let result = match command {
             "" => Ok(()),
             "help" | "?" => {
-                println!("{HELP}");
+                outln!("{HELP}");
                 Ok(())
             }
             "quit" | "exit" | "q" => break,
@@ -123,18 +132,18 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
             "status" => session.status(false).await,
             "history" => session.status(true).await,
             "tools" => {
-                println!("{}", session.tools.join(", "));
+                outln!("{}", session.tools.join(", "));
                 Ok(())
             }
             "templates" => {
                 for t in &session.templates {
                     let steps: Vec<String> = t.steps.iter().map(|s| s.tool.clone()).collect();
-                    println!("{}: {}", t.name, steps.join(" → "));
+                    outln!("{}: {}", t.name, steps.join(" → "));
                 }
                 Ok(())
             }
             other => {
-                println!("unknown command {other:?}; type `help`");
+                outln!("unknown command {other:?}; type `help`");
                 Ok(())
             }
         };
@@ -142,11 +151,11 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
             if let Some(crate::client::CliError::Unreachable { .. }) = e.downcast_ref() {
                 return Err(e);
             }
-            println!("{} {e:#}", session.out.bad("error:"));
+            outln!("{} {e:#}", session.out.bad("error:"));
         }
     }
     if let Some(id) = &session.workflow {
-        println!("bye; the workflow {id} stays in the orchestrator (`conductorctl workflow {id}`)");
+        outln!("bye; the workflow {id} stays in the orchestrator (`conductorctl workflow {id}`)");
     }
     Ok(())
 }
@@ -181,7 +190,7 @@ impl Session {
         } else {
             format!("workflow of template {template}")
         };
-        println!("started {what} {}", self.out.bold(&w.id));
+        outln!("started {what} {}", self.out.bold(&w.id));
         self.workflow = Some(w.id);
         self.next_steps().await
     }
@@ -197,7 +206,7 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("the arguments are not JSON: {e}"))?;
         if self.workflow.is_none() {
             let w = start_ad_hoc(&self.client).await?;
-            println!("started ad-hoc workflow {}", self.out.bold(&w.id));
+            outln!("started ad-hoc workflow {}", self.out.bold(&w.id));
             self.workflow = Some(w.id);
         }
         let workflow = self.workflow.clone().unwrap_or_default();
@@ -206,13 +215,13 @@ impl Session {
             announce_gate(&out, a)
         })
         .await?;
-        println!("{}", called.describe(&self.out, tool));
+        outln!("{}", called.describe(&self.out, tool));
         match &called {
-            Called::Succeeded { result, .. } => println!(
+            Called::Succeeded { result, .. } => outln!(
                 "  result: {}",
                 crate::output::clip(&result.to_string(), 300)
             ),
-            Called::Denied { .. } => println!("  the call did not run; the workflow goes on"),
+            Called::Denied { .. } => outln!("  the call did not run; the workflow goes on"),
             Called::ToolFailed { .. } => {}
         }
         self.next_steps().await
@@ -220,7 +229,7 @@ impl Session {
 
     async fn status(&self, history: bool) -> anyhow::Result<()> {
         let Some(id) = &self.workflow else {
-            println!("no workflow yet: `start` one (or just `call` a tool)");
+            outln!("no workflow yet: `start` one (or just `call` a tool)");
             return Ok(());
         };
         let w = self
@@ -234,7 +243,7 @@ impl Session {
         if history {
             print_workflow(&self.out, &w);
         } else {
-            println!(
+            outln!(
                 "workflow {} {} ({} call(s))",
                 w.id,
                 self.out.state(crate::present::workflow_state(w.state)),
@@ -263,7 +272,7 @@ impl Session {
 
     fn print_next(&self, w: &pb::WorkflowInfo) {
         if crate::present::is_finished(w.state) {
-            println!(
+            outln!(
                 "  the workflow has {}; `start` another",
                 crate::present::workflow_state(w.state)
             );
@@ -276,7 +285,7 @@ impl Session {
                 .find(|t| t.name == w.template)
                 .and_then(|t| t.steps.iter().find(|s| s.name == w.next_step))
                 .map(|s| s.tool.as_str());
-            println!(
+            outln!(
                 "  next template step: {} ({})",
                 w.next_step,
                 tool.unwrap_or("?")
@@ -292,7 +301,7 @@ impl Session {
                 _ => blocked.push((tool.tool.as_str(), tool.hint.as_str())),
             }
         }
-        println!(
+        outln!(
             "  next allowed: {}",
             if allowed.is_empty() {
                 "-".to_owned()
@@ -301,10 +310,10 @@ impl Session {
             }
         );
         if !gated.is_empty() {
-            println!("  allowed after approval: {}", gated.join(", "));
+            outln!("  allowed after approval: {}", gated.join(", "));
         }
         for (tool, hint) in blocked {
-            println!("  blocked: {tool} — {hint}");
+            outln!("  blocked: {tool} — {hint}");
         }
     }
 }

@@ -4,7 +4,12 @@
 //! Shared by every command that shows events or workflows, so the same event reads the same way in
 //! `run`, `watch`, `audit tail` and `demo`.
 
-use crate::output::{Out, clock_ms, duration_us};
+mod event;
+
+pub use event::{
+    describe, event_call_id, event_json, event_line, event_tool, kind_name, verdict_word,
+};
+
 use conductor_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 
@@ -20,7 +25,10 @@ pub fn workflow_state(state: i32) -> &'static str {
 }
 
 pub fn is_finished(state: i32) -> bool {
-    matches!(workflow_state(state), "completed" | "failed" | "cancelled")
+    matches!(
+        pb::WorkflowState::try_from(state).unwrap_or_default(),
+        pb::WorkflowState::Completed | pb::WorkflowState::Failed | pb::WorkflowState::Cancelled
+    )
 }
 
 pub fn outcome(outcome: i32) -> &'static str {
@@ -70,134 +78,6 @@ pub fn violations(decision: &pb::Decision) -> Vec<String> {
         .collect()
 }
 
-/// What an audit event says, in one line without its sequence number and time.
-pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
-    let tool = if e.step.is_empty() {
-        e.tool.clone()
-    } else {
-        format!("{} [{}]", e.tool, e.step)
-    };
-    match e.kind.as_str() {
-        "workflow_started" => {
-            let what = if e.template.is_empty() {
-                "ad-hoc workflow".to_owned()
-            } else {
-                format!("template {}", e.template)
-            };
-            format!("{what} started by {}", e.caller)
-        }
-        "call_decided" => {
-            let decision = e.decision.clone().unwrap_or_default();
-            match decision_kind(decision.kind) {
-                "deny" => format!(
-                    "{tool}: {}: {}",
-                    out.bad("denied"),
-                    violations(&decision).join("; ")
-                ),
-                "needs_approval" => format!(
-                    "{tool}: {} (gate {})",
-                    out.warn("needs approval"),
-                    decision.gate
-                ),
-                _ => format!("{tool}: {}", out.ok("allowed")),
-            }
-        }
-        "approval_requested" => format!(
-            "{}: {} {} — `conductorctl approve {}`",
-            e.tool,
-            out.warn("waiting for approval"),
-            e.approval_id,
-            e.approval_id
-        ),
-        "approval_decided" => {
-            let verdict = match e.decision.as_ref().map(|d| decision_kind(d.kind)) {
-                Some("allow") => out.ok("approved"),
-                _ => out.bad("denied"),
-            };
-            let reason = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "approval {} {verdict} by {}{reason}",
-                e.approval_id, e.approver
-            )
-        }
-        "call_started" => format!("{} started", e.tool),
-        "call_finished" => {
-            let word = outcome(e.outcome);
-            let error = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "{} {} in {}{error}",
-                e.tool,
-                out.state(word),
-                duration_us(e.duration_us)
-            )
-        }
-        "workflow_finished" => {
-            let word = match outcome(e.outcome) {
-                "succeeded" => "completed",
-                "interrupted" => "cancelled",
-                _ => "failed",
-            };
-            let reason = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", e.reason)
-            };
-            format!(
-                "workflow {} in {}{reason}",
-                out.state(word),
-                duration_us(e.duration_us)
-            )
-        }
-        "control_refused" => format!(
-            "{} for {}: {}",
-            out.bad("control action refused"),
-            e.caller,
-            e.reason
-        ),
-        "config_loaded" => format!("configuration {} loaded", e.config_version),
-        other => other.to_owned(),
-    }
-}
-
-/// `#seq time workflow kind description`: one line of `watch` and `audit tail`.
-pub fn event_line(out: &Out, e: &pb::AuditEvent) -> String {
-    let workflow = if e.workflow_id.is_empty() {
-        "-".to_owned()
-    } else {
-        e.workflow_id.clone()
-    };
-    format!(
-        "{} {} {:<16} {:<18} {}",
-        out.dim(&format!("#{:<5}", e.seq)),
-        out.dim(&clock_ms(e.timestamp_ms)),
-        workflow,
-        e.kind,
-        describe(out, e)
-    )
-}
-
-/// The event as the audit log wrote it (every field), or its protocol fields when the line is absent.
-pub fn event_json(e: &pb::AuditEvent) -> Value {
-    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&e.raw_json) {
-        return Value::Object(map);
-    }
-    json!({
-        "seq": e.seq, "ts_ms": e.timestamp_ms, "kind": e.kind, "workflow_id": e.workflow_id,
-        "call_id": e.call_id, "tool": e.tool, "step": e.step, "approval_id": e.approval_id,
-        "approver": e.approver, "reason": e.reason, "caller": e.caller,
-        "decision": e.decision.as_ref().map(decision_json),
-        "outcome": outcome(e.outcome), "duration_us": e.duration_us,
-    })
-}
-
 pub fn decision_json(d: &pb::Decision) -> Value {
     json!({
         "kind": decision_kind(d.kind),
@@ -215,6 +95,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
         "id": w.id, "template": w.template, "state": workflow_state(w.state),
         "steps_done": w.steps_done, "steps_total": w.steps_total, "next_step": w.next_step,
         "started_at_ms": w.started_at_ms, "finished_at_ms": w.finished_at_ms, "duration_ms": w.duration_ms,
+        "started_at": utc_json(w.started_at_ms), "finished_at": utc_json(w.finished_at_ms),
         "caller": w.caller, "error": w.error, "violations": w.violations, "config_version": w.config_version,
     });
     if !w.history.is_empty() {
@@ -236,15 +117,41 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
     value
 }
 
+/// A time for scripts: RFC 3339 in UTC with `Z` (milliseconds), or null when unset. People get local
+/// time (`output::time_ms`); scripts get one unambiguous form.
+pub fn utc_json(ms: i64) -> Value {
+    if ms <= 0 {
+        return Value::Null;
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.unsigned_abs());
+    Value::String(humantime::format_rfc3339_millis(time).to_string())
+}
+
 pub fn approval_json(a: &pb::ApprovalInfo) -> Value {
     json!({
         "id": a.id, "workflow_id": a.workflow_id, "tool": a.tool, "step": a.step, "gate": a.gate,
         "arguments": serde_json::from_str::<Value>(&a.arguments_json).unwrap_or(Value::String(a.arguments_json.clone())),
         "arguments_digest": a.arguments_digest, "requested_by": a.requested_by,
         "requested_at_ms": a.requested_at_ms, "expires_at_ms": a.expires_at_ms,
+        "requested_at": utc_json(a.requested_at_ms), "expires_at": utc_json(a.expires_at_ms),
         "state": approval_state(a.state), "decided_by": a.decided_by, "reason": a.reason,
-        "decided_at_ms": a.decided_at_ms, "config_version": a.config_version,
+        "decided_at_ms": a.decided_at_ms, "decided_at": utc_json(a.decided_at_ms),
+        "config_version": a.config_version,
     })
+}
+
+/// A JSON value on one line, cut to `max` characters with an ellipsis: how a step's output or a tool's
+/// error details read in a list (the whole value is one command away).
+pub fn summary(value: &Value, max: usize) -> String {
+    crate::output::clip(&value.to_string(), max)
+}
+
+/// The outputs of a workflow's template steps, by step name, in the order they came.
+pub fn step_outputs(w: &pb::WorkflowInfo) -> Vec<(String, Value)> {
+    match serde_json::from_str::<Value>(&w.outputs_json) {
+        Ok(Value::Object(map)) => map.into_iter().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A tool's result text as JSON (or as a string when it is not JSON).
@@ -260,4 +167,24 @@ pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
             .map(|(k, v)| (k.to_owned(), v))
             .collect::<Map<_, _>>(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_times_are_utc_with_z() {
+        assert_eq!(
+            utc_json(1_234),
+            Value::String("1970-01-01T00:00:01.234Z".into())
+        );
+        assert_eq!(utc_json(0), Value::Null);
+        let w = pb::WorkflowInfo {
+            started_at_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(workflow_json(&w)["started_at"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(workflow_json(&w)["finished_at"], Value::Null);
+    }
 }

@@ -1,0 +1,202 @@
+//! Named orchestrator contexts, as kubectl has: a small JSON file maps names to an address and a token
+//! file, so `conductorctl --context prod status` needs neither flag nor secret on the command line.
+//!
+//! The file is `$CONDUCTORCTL_CONFIG`, else `$XDG_CONFIG_HOME/conductorctl/config.json`, else
+//! `~/.config/conductorctl/config.json`; it is optional. Flags and environment variables always win over
+//! the context. A token is read from its file, never stored in the contexts file.
+//!
+//! ```json
+//! {"current_context": "local",
+//!  "contexts": {"local": {"orchestrator": "127.0.0.1:50051", "token_file": "~/.conductor/token"}}}
+//! ```
+
+use crate::cli::Global;
+use crate::client::CliError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where conductorctl looks when neither a flag, the environment nor a context names an orchestrator.
+pub const DEFAULT_ORCHESTRATOR: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextsFile {
+    #[serde(default)]
+    pub current_context: Option<String>,
+    #[serde(default)]
+    pub contexts: BTreeMap<String, Context>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    pub orchestrator: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The contexts file's path, if the environment gives one.
+pub fn contexts_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CONDUCTORCTL_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".config")))?;
+    Some(base.join("conductorctl").join("config.json"))
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Reads the contexts file; a missing file is an empty one, a malformed one an error naming it.
+pub fn load(path: &Path) -> Result<ContextsFile, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            CliError::Failed(format!(
+                "the contexts file {} is not valid: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ContextsFile::default()),
+        Err(e) => Err(CliError::Failed(format!(
+            "cannot read the contexts file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Fills the address and token a command uses: flags and environment first, then the context named
+/// by `--context` (which must exist) or the file's current one, then the defaults.
+pub fn resolve(mut global: Global, file: &ContextsFile) -> Result<Global, CliError> {
+    let named = global.context.clone();
+    let chosen = match named.or_else(|| file.current_context.clone()) {
+        None => None,
+        Some(name) => match file.contexts.get(&name) {
+            Some(context) => Some(context),
+            None if global.context.is_some() => {
+                let known: Vec<&str> = file.contexts.keys().map(String::as_str).collect();
+                return Err(CliError::Failed(format!(
+                    "no context {name:?} in the contexts file; the contexts are: {}",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            // A stale current_context is not worth failing every command for.
+            None => None,
+        },
+    };
+    if let Some(context) = chosen {
+        if global.orchestrator.is_none() {
+            global.orchestrator = Some(context.orchestrator.clone());
+        }
+        if global.token.is_none()
+            && let Some(file) = &context.token_file
+        {
+            let path = expand_home(file);
+            let token = std::fs::read_to_string(&path).map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            global.token = Some(token.trim().to_owned());
+        }
+    }
+    Ok(global)
+}
+
+/// The settings of this invocation, with the contexts file (if any) applied.
+pub fn apply(global: Global) -> Result<Global, CliError> {
+    let file = match contexts_path() {
+        Some(path) => load(&path)?,
+        None => ContextsFile::default(),
+    };
+    resolve(global, &file)
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), home()) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ColorChoice;
+
+    fn global(orchestrator: Option<&str>, context: Option<&str>) -> Global {
+        Global {
+            orchestrator: orchestrator.map(str::to_owned),
+            context: context.map(str::to_owned),
+            token: None,
+            json: false,
+            color: ColorChoice::Never,
+        }
+    }
+
+    fn file(token_file: Option<PathBuf>) -> ContextsFile {
+        serde_json::from_value::<ContextsFile>(serde_json::json!({
+            "current_context": "local",
+            "contexts": {
+                "local": {"orchestrator": "127.0.0.1:50051"},
+                "prod": {"orchestrator": "conductor.internal:50051", "token_file": token_file},
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_context_fills_what_flags_leave_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let contexts = file(Some(token));
+
+        let current = resolve(global(None, None), &contexts).unwrap();
+        assert_eq!(current.orchestrator.as_deref(), Some("127.0.0.1:50051"));
+
+        let prod = resolve(global(None, Some("prod")), &contexts).unwrap();
+        assert_eq!(
+            prod.orchestrator.as_deref(),
+            Some("conductor.internal:50051")
+        );
+        assert_eq!(prod.token.as_deref(), Some("s3cret"));
+
+        let flag = resolve(global(Some("10.0.0.1:1"), Some("prod")), &contexts).unwrap();
+        assert_eq!(
+            flag.orchestrator.as_deref(),
+            Some("10.0.0.1:1"),
+            "the flag wins"
+        );
+
+        let unknown = resolve(global(None, Some("staging")), &contexts).unwrap_err();
+        assert!(unknown.to_string().contains("local, prod"), "{unknown}");
+
+        let none = resolve(global(None, None), &ContextsFile::default()).unwrap();
+        assert_eq!(none.orchestrator, None);
+    }
+
+    #[test]
+    fn a_malformed_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"contexts": {"x": {"address": "y"}}}"#).unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("config.json") && error.contains("address"),
+            "{error}"
+        );
+        assert!(load(&dir.path().join("missing.json")).is_ok());
+    }
+}
