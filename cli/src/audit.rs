@@ -10,12 +10,9 @@ use crate::client::{Answer, CliError, Client};
 use crate::output::{
     Out, clip, duration_us, parse_time, print_json, print_json_line, table, time_ms,
 };
-use crate::present::{
-    approval_state, describe, event_json, event_line, event_tool, kind_name, outcome, violations,
-};
+use crate::present::{approval_state, describe, event_json, event_line, kind_name, outcome};
 use crate::watch::{Followed, Follower, lost_note, print_event, resumed_note};
 use conductor_proto::v1 as pb;
-use pb::audit_event::Event;
 use serde_json::{Value, json};
 
 pub async fn audit(global: &Global, command: AuditCommand) -> anyhow::Result<()> {
@@ -264,32 +261,19 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     for finding in &r.findings {
         outln!("  - {finding}");
     }
-    let plain = Out {
-        color: false,
-        ..out
-    };
     let calls: Vec<Vec<String>> = r
-        .calls
+        .ran
         .iter()
-        .map(|e| match &e.event {
-            Some(Event::CallFinished(c)) => vec![
-                e.seq.to_string(),
-                time_ms(e.timestamp_ms),
-                e.workflow_id.clone(),
+        .map(|c| {
+            vec![
+                time_ms(c.finished_at_ms),
+                c.workflow_id.clone(),
                 c.tool.clone(),
                 outcome(c.outcome).to_owned(),
                 duration_us(c.duration_us),
+                c.approved_by.clone().unwrap_or_default(),
                 clip(c.error.as_deref().unwrap_or_default(), 50),
-            ],
-            _ => vec![
-                e.seq.to_string(),
-                time_ms(e.timestamp_ms),
-                e.workflow_id.clone(),
-                event_tool(e).to_owned(),
-                String::new(),
-                String::new(),
-                clip(&describe(&plain, e), 50),
-            ],
+            ]
         })
         .collect();
     outln!("\n{} ({})", out.bold("calls that ran"), calls.len());
@@ -299,35 +283,35 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
             table(
                 &out,
                 &[
-                    "SEQ", "TIME", "WORKFLOW", "TOOL", "OUTCOME", "DURATION", "ERROR"
+                    "FINISHED",
+                    "WORKFLOW",
+                    "TOOL",
+                    "OUTCOME",
+                    "DURATION",
+                    "APPROVED BY",
+                    "ERROR"
                 ],
                 &calls
             )
         );
     }
     let blocked: Vec<Vec<String>> = r
-        .violations
+        .blocked
         .iter()
-        .map(|e| {
-            let why = match &e.event {
-                Some(Event::CallDecided(c)) => c
-                    .decision
-                    .as_ref()
-                    .map(|d| violations(d).join("; "))
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
-            let why = if why.is_empty() {
-                describe(&plain, e)
-            } else {
-                why
+        .map(|b| {
+            let how = match pb::report_blocked::How::try_from(b.how) {
+                Ok(pb::report_blocked::How::Policy) => "policy",
+                Ok(pb::report_blocked::How::ApprovalDenied) => "approval denied",
+                Ok(pb::report_blocked::How::ApprovalExpired) => "approval expired",
+                _ => "blocked",
             };
             vec![
-                e.seq.to_string(),
-                time_ms(e.timestamp_ms),
-                e.workflow_id.clone(),
-                event_tool(e).to_owned(),
-                why,
+                time_ms(b.at_ms),
+                b.workflow_id.clone(),
+                b.tool.clone(),
+                how.to_owned(),
+                b.rules.join(", "),
+                b.reason.clone(),
             ]
         })
         .collect();
@@ -335,7 +319,11 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     if !blocked.is_empty() {
         outln!(
             "{}",
-            table(&out, &["SEQ", "TIME", "WORKFLOW", "TOOL", "WHY"], &blocked)
+            table(
+                &out,
+                &["WHEN", "WORKFLOW", "TOOL", "BLOCKED BY", "RULE", "WHY"],
+                &blocked
+            )
         );
     }
     let approvals: Vec<Vec<String>> = r

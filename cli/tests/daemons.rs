@@ -190,6 +190,52 @@ async fn deny_in_another_process_fails_the_run() {
         "the failure is said once: {}",
         done.text()
     );
+
+    // The compliance report: the summary's counts are the tables' lengths, and the approver's
+    // denial is a blocked call with its tool, its gate and the reason.
+    let report = stack.ctl(&["audit", "report"]).await;
+    assert_eq!(report.code, 0, "{}", report.text());
+    let count = |prefix: &str| -> usize {
+        let at = report
+            .stdout
+            .find(prefix)
+            .unwrap_or_else(|| panic!("{prefix}: {}", report.text()));
+        report.stdout[at + prefix.len()..]
+            .split(')')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix}: {}", report.text()))
+    };
+    let ran = count("calls that ran (");
+    let blocked = count("calls blocked (");
+    assert!(
+        report.stdout.contains(&format!(
+            "{ran} call(s) ran; {blocked} attempt(s) were blocked"
+        )),
+        "{}",
+        report.text()
+    );
+    assert_eq!(blocked, 1, "{}", report.text());
+    let row = report
+        .stdout
+        .lines()
+        .find(|l| l.contains("approval denied"))
+        .unwrap_or_else(|| panic!("no denial row: {}", report.text()));
+    assert!(row.contains("wrong list"), "{row}");
+    let json = stack.ctl(&["audit", "report", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("report JSON");
+    assert_eq!(json["counts"]["ran"], serde_json::json!(ran));
+    assert_eq!(json["blocked"].as_array().map(Vec::len), Some(blocked));
+    assert_eq!(
+        json["blocked"][0]["how"],
+        serde_json::json!("approval denied")
+    );
+    assert!(
+        json["blocked"][0]["tool"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{json}"
+    );
     stack.stop().await;
 }
 

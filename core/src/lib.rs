@@ -9,12 +9,16 @@
 //! - [`events`]: what the audit log records, one event per line.
 //! - [`state`]: the one transition, [`State::apply`], that turns those events into the state — on
 //!   the live path and on replay alike, so a restart changes nothing anyone can observe.
+//! - [`report`]: the compliance report, a fold over the same events with the same transition.
 //! - [`tagged`]: events as `kind`-tagged objects, written and read in one pass.
 
 pub mod approval;
 pub mod config;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod policy;
+pub mod report;
 pub mod state;
 pub mod tagged;
 pub mod template;

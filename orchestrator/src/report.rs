@@ -1,15 +1,16 @@
 //! Reading the audit log back: filtered queries, chain verification and compliance reports.
 //!
 //! All of it reads the files (on a blocking thread), never the live state, so a report says exactly what
-//! the durable record says.
+//! the durable record says; the compliance report folds them with the live state's own transition.
 
-use crate::approval::Approval;
-use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, DecisionKind, Outcome};
+use crate::audit::{AuditEvent, AuditRecord, DecisionKind, ReplayEvent};
+use crate::config::Config;
 use crate::error::Error;
 use conductor_audit::AuditError;
+use conductor_core::report::{Compliance, ReportFold};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -114,202 +115,81 @@ pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
     .await
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ReportScope {
-    pub workflow_id: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-}
+pub use conductor_core::report::Scope as ReportScope;
 
-/// Which calls ran, which were blocked and why, which approvals were given by whom, and a verdict.
+/// The compliance report ([`Compliance`], built by the same transition as the live state) with
+/// the chain's verdict.
 #[derive(Debug, Clone)]
 pub struct ComplianceReport {
     pub compliant: bool,
+    /// The summary line (its counts are the tables' lengths), then the findings.
     pub findings: Vec<String>,
-    /// `call_decided` and `call_finished` records, in order.
-    pub calls: Vec<AuditRecord>,
-    /// Denied decisions, and approvals refused or expired.
-    pub violations: Vec<AuditRecord>,
-    pub approvals: Vec<Approval>,
+    pub report: Compliance,
     pub chain_intact: bool,
 }
 
 impl ComplianceReport {
     pub fn to_json(&self) -> Value {
+        let r = &self.report;
         json!({
             "compliant": self.compliant,
             "findings": self.findings,
             "chain_intact": self.chain_intact,
-            "calls": self.calls,
-            "violations": self.violations,
-            "approvals": self.approvals.iter().map(|a| json!({
-                "id": a.id, "workflow_id": a.workflow_id, "tool": a.tool, "gate": a.gate,
-                "arguments_digest": a.arguments_digest, "requested_at_ms": a.requested_at_ms,
+            "counts": {"ran": r.ran.len(), "blocked": r.blocked.len(), "approvals": r.approvals.len()},
+            "ran": r.ran.iter().map(|c| json!({
+                "workflow_id": c.workflow_id, "call_id": c.call_id, "tool": c.tool, "step": c.step,
+                "decided_at_ms": c.decided_at_ms, "finished_at_ms": c.finished_at_ms,
+                "outcome": c.outcome, "duration_us": c.duration_us, "error": c.error,
+                "approval_id": c.approval_id, "approved_by": c.approved_by,
+            })).collect::<Vec<_>>(),
+            "blocked": r.blocked.iter().map(|b| json!({
+                "workflow_id": b.workflow_id, "call_id": b.call_id, "tool": b.tool, "at_ms": b.at_ms,
+                "how": b.how.as_str(), "rules": b.rules, "reason": b.reason,
+            })).collect::<Vec<_>>(),
+            "approvals": r.approvals.iter().map(|a| json!({
+                "id": a.id, "workflow_id": a.workflow_id, "call_id": a.call_id, "tool": a.tool,
+                "gate": a.gate, "arguments_digest": a.arguments_digest,
+                "requested_by": a.requested_by, "requested_at_ms": a.requested_at_ms,
                 "verdict": a.verdict, "decided_by": a.decided_by, "reason": a.reason,
+                "decided_at_ms": a.decided_at_ms,
                 "wait_ms": a.decided_at_ms.saturating_sub(a.requested_at_ms).max(0),
             })).collect::<Vec<_>>(),
         })
     }
 }
 
-pub async fn compliance(dir: &Path, scope: &ReportScope) -> Result<ComplianceReport, Error> {
+/// Reads the whole log through [`ReportFold`] (the same transition as the live state) and checks
+/// the chain.
+pub async fn compliance(
+    dir: &Path,
+    config: Arc<Config>,
+    scope: &ReportScope,
+) -> Result<ComplianceReport, Error> {
     let chain = verify(dir).await?;
-    let filter = AuditFilter {
-        since_ms: scope.since_ms,
-        until_ms: scope.until_ms,
-        workflow_id: scope.workflow_id.clone(),
-        ..Default::default()
-    };
     let dir = dir.to_path_buf();
-    let mut report = blocking(move || {
-        let mut builder = ReportBuilder::default();
-        for record in conductor_audit::read_from::<AuditEvent>(&dir, 1)? {
+    let scope = scope.clone();
+    let report = blocking(move || {
+        let mut fold = ReportFold::new(config, scope);
+        for record in conductor_audit::read_from::<ReplayEvent>(&dir, 1)? {
             let record = record?;
-            if filter.matches(&record) {
-                builder.add(record);
-            }
+            fold.add(record.ts_ms, &record.event);
         }
-        Ok(builder.finish())
+        Ok(fold.finish())
     })
     .await?;
+    let mut findings = vec![report.summary()];
     if !chain.ok {
-        report.compliant = false;
-        report.chain_intact = false;
-        report.findings.insert(
-            0,
-            format!(
-                "the audit chain is broken at seq {}: {}",
-                chain.first_bad_seq.unwrap_or(0),
-                chain.message
-            ),
-        );
+        findings.push(format!(
+            "the audit chain is broken at seq {}: {}",
+            chain.first_bad_seq.unwrap_or(0),
+            chain.message
+        ));
     }
-    Ok(report)
-}
-
-#[derive(Default)]
-struct ReportBuilder {
-    calls: Vec<AuditRecord>,
-    violations: Vec<AuditRecord>,
-    approvals: Vec<Approval>,
-    /// Per call: allowed by the engine; gated; approved.
-    allowed: HashMap<String, (bool, bool, bool)>,
-    findings: Vec<String>,
-    compliant: bool,
-}
-
-impl ReportBuilder {
-    fn add(&mut self, record: AuditRecord) {
-        match &record.event {
-            AuditEvent::CallDecided {
-                call_id, decision, ..
-            } => {
-                let entry = self.allowed.entry(call_id.clone()).or_default();
-                match decision {
-                    DecisionKind::Allow => entry.0 = true,
-                    DecisionKind::NeedsApproval => entry.1 = true,
-                    DecisionKind::Deny => self.violations.push(record.clone()),
-                }
-                self.calls.push(record);
-            }
-            AuditEvent::ApprovalRequested {
-                workflow_id,
-                call_id,
-                tool,
-                approval_id,
-                gate,
-                arguments_digest,
-                expires_at_ms,
-                four_eyes,
-            } => {
-                self.approvals.push(Approval {
-                    id: approval_id.clone(),
-                    workflow_id: workflow_id.clone(),
-                    call_id: call_id.clone(),
-                    tool: tool.clone(),
-                    step: None,
-                    gate: gate.clone(),
-                    arguments: Value::Null,
-                    arguments_digest: arguments_digest.clone(),
-                    config_version: String::new(),
-                    requested_by: String::new(),
-                    requested_at_ms: record.ts_ms,
-                    expires_at_ms: *expires_at_ms,
-                    verdict: None,
-                    decided_by: String::new(),
-                    reason: String::new(),
-                    decided_at_ms: 0,
-                    four_eyes: *four_eyes,
-                    workflow_caller: String::new(),
-                });
-            }
-            AuditEvent::ApprovalDecided {
-                call_id,
-                approval_id,
-                verdict,
-                approver,
-                reason,
-                ..
-            } => {
-                if let Some(a) = self
-                    .approvals
-                    .iter_mut()
-                    .rev()
-                    .find(|a| &a.id == approval_id)
-                {
-                    a.verdict = Some(*verdict);
-                    a.decided_by = approver.clone();
-                    a.reason = reason.clone();
-                    a.decided_at_ms = record.ts_ms;
-                }
-                if *verdict == ApprovalVerdict::Approved {
-                    self.allowed.entry(call_id.clone()).or_default().2 =
-                        !approver.trim().is_empty();
-                } else {
-                    self.violations.push(record);
-                }
-            }
-            AuditEvent::CallFinished {
-                call_id,
-                tool,
-                outcome,
-                ..
-            } => {
-                let (allowed, gated, approved) =
-                    self.allowed.get(call_id).copied().unwrap_or_default();
-                if !allowed {
-                    self.findings.push(format!("call {call_id} of {tool} ran without an allow decision in this report's range"));
-                } else if gated && !approved {
-                    self.findings.push(format!("call {call_id} of {tool} ran through an approval gate without a named approver"));
-                }
-                if *outcome == Outcome::Interrupted {
-                    self.findings.push(format!("call {call_id} of {tool} was interrupted by a restart; its effect is unknown"));
-                }
-                self.calls.push(record);
-            }
-            _ => {}
-        }
-    }
-
-    fn finish(mut self) -> ComplianceReport {
-        self.compliant = self.findings.is_empty();
-        let ran = self
-            .calls
-            .iter()
-            .filter(|r| matches!(r.event, AuditEvent::CallFinished { .. }))
-            .count();
-        let blocked = self.violations.len();
-        let mut findings = vec![format!(
-            "{ran} call(s) ran; {blocked} attempt(s) were blocked by policy or by an approver and did not run"
-        )];
-        findings.append(&mut self.findings);
-        ComplianceReport {
-            compliant: self.compliant,
-            findings,
-            calls: self.calls,
-            violations: self.violations,
-            approvals: self.approvals,
-            chain_intact: true,
-        }
-    }
+    findings.extend(report.findings.iter().cloned());
+    Ok(ComplianceReport {
+        compliant: chain.ok && report.compliant(),
+        findings,
+        report,
+        chain_intact: chain.ok,
+    })
 }

@@ -133,6 +133,20 @@ async fn verify_and_compliance_report() {
     assert!(verify.ok, "{verify:?}");
     assert!(verify.records >= 9);
 
+    // An approval denied by a person is a blocked call too, with its tool and its gate.
+    let gated = h.spawn_call(&wf, "restore_backup", json!({"name": "snap"}));
+    let pending = h.wait_pending(&wf).await;
+    client
+        .deny(pb::ApprovalDecisionRequest {
+            approval_id: pending.id.clone(),
+            approver: "bob".into(),
+            reason: "not now".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deny");
+    let _ = gated.await.expect("the gated call ends");
+
     let report = client
         .compliance_report(pb::ComplianceReportRequest {
             workflow_id: wf.clone(),
@@ -142,18 +156,39 @@ async fn verify_and_compliance_report() {
         .expect("report")
         .into_inner();
     assert!(report.compliant, "{:?}", report.findings);
-    assert_eq!(report.violations.len(), 1);
-    assert!(
-        report.findings[0].contains("3 call(s) ran; 1 attempt(s) were blocked"),
-        "{:?}",
-        report.findings
+    assert_eq!(
+        report.findings[0],
+        "3 call(s) ran; 2 attempt(s) were blocked by policy or by an approver and did not run; 1 approval request(s)"
     );
+    let ran: Vec<&str> = report.ran.iter().map(|c| c.tool.as_str()).collect();
+    assert_eq!(ran, ["validate_data", "process_data", "validate_data"]);
+    assert_eq!(report.blocked.len(), 2, "{:?}", report.blocked);
+    assert_eq!(report.blocked[0].tool, "process_data");
+    assert_eq!(
+        report.blocked[0].how,
+        pb::report_blocked::How::Policy as i32
+    );
+    assert_eq!(report.blocked[0].rules, ["process-after-validate"]);
+    assert_eq!(report.blocked[1].tool, "restore_backup");
+    assert_eq!(
+        report.blocked[1].how,
+        pb::report_blocked::How::ApprovalDenied as i32
+    );
+    assert!(
+        report.blocked[1].reason.contains("denied by bob: not now"),
+        "{:?}",
+        report.blocked[1]
+    );
+    assert_eq!(report.approvals.len(), 1);
+    assert_eq!(report.approvals[0].decided_by, "bob");
     let json: serde_json::Value = serde_json::from_str(&report.report_json).expect("report JSON");
     assert_eq!(json["compliant"], json!(true));
     assert_eq!(
-        json["calls"].as_array().map(Vec::len),
-        Some(report.calls.len())
+        json["counts"],
+        json!({"ran": 3, "blocked": 2, "approvals": 1})
     );
+    assert_eq!(json["ran"].as_array().map(Vec::len), Some(report.ran.len()));
+    assert_eq!(json["blocked"][1]["tool"], json!("restore_backup"));
 
     // Tampering with a line makes the report non-compliant and verification name the line.
     let file = std::fs::read_dir(&h.orchestrator.audit_dir)
@@ -184,7 +219,7 @@ async fn verify_and_compliance_report() {
         .into_inner();
     assert!(!report.compliant);
     assert!(
-        report.findings[0].contains("chain is broken"),
+        report.findings[1].contains("chain is broken"),
         "{:?}",
         report.findings
     );

@@ -337,7 +337,8 @@ impl Orchestrator for OrchestratorService {
             since_ms: (body.since_ms > 0).then_some(body.since_ms),
             until_ms: (body.until_ms > 0).then_some(body.until_ms),
         };
-        let report = report::compliance(self.gateway.audit().dir(), &scope).await?;
+        let report =
+            report::compliance(self.gateway.audit().dir(), self.gateway.config(), &scope).await?;
         Ok(Response::new(convert::compliance(&report)))
     }
 

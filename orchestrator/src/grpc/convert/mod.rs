@@ -266,12 +266,48 @@ pub fn verify_report(v: &VerifyOutcome) -> pb::VerifyAuditResponse {
 }
 
 pub fn compliance(r: &ComplianceReport) -> pb::ComplianceReportResponse {
+    use conductor_core::report::Blocked;
+    use pb::report_blocked::How;
     pb::ComplianceReportResponse {
         compliant: r.compliant,
         findings: r.findings.clone(),
-        calls: r.calls.iter().map(audit_event).collect(),
-        violations: r.violations.iter().map(audit_event).collect(),
-        approvals: r.approvals.iter().map(approval).collect(),
+        approvals: r.report.approvals.iter().map(approval).collect(),
         report_json: r.to_json().to_string(),
+        ran: r
+            .report
+            .ran
+            .iter()
+            .map(|c| pb::ReportCall {
+                workflow_id: c.workflow_id.clone(),
+                call_id: c.call_id.clone(),
+                tool: c.tool.clone(),
+                step: c.step.clone(),
+                decided_at_ms: c.decided_at_ms,
+                finished_at_ms: c.finished_at_ms,
+                outcome: outcome(c.outcome) as i32,
+                duration_us: c.duration_us,
+                error: c.error.clone(),
+                approval_id: c.approval_id.clone(),
+                approved_by: c.approved_by.clone(),
+            })
+            .collect(),
+        blocked: r
+            .report
+            .blocked
+            .iter()
+            .map(|b| pb::ReportBlocked {
+                workflow_id: b.workflow_id.clone(),
+                call_id: b.call_id.clone(),
+                tool: b.tool.clone(),
+                at_ms: b.at_ms,
+                how: match b.how {
+                    Blocked::Policy => How::Policy,
+                    Blocked::ApprovalDenied => How::ApprovalDenied,
+                    Blocked::ApprovalExpired => How::ApprovalExpired,
+                } as i32,
+                rules: b.rules.clone(),
+                reason: b.reason.clone(),
+            })
+            .collect(),
     }
 }
