@@ -45,23 +45,25 @@ pub async fn overhead(report: &mut Report, scale: &Scale, live: &Live<'_>) -> Re
     report.info(1, "orchestrated call, c=1, p99", o.p99_us, "µs");
     report.info(1, "audit dir fdatasync p50", f.p50_us, "µs");
     report.info(1, "audit dir fdatasync p99", f.p99_us, "µs");
-    let p50_goal = 100.0 + f.p50_us;
+    // Write-ahead puts two syncs on a call's path at c=1: its intent (decision and call_started)
+    // before it is forwarded, its outcome before the caller hears back.
+    let p50_goal = 100.0 + 2.0 * f.p50_us;
     report.goal(
         1,
         "orchestrated − direct, p50",
         p50_over,
         "µs",
-        format!("≤ 100 µs + fdatasync p50 = {p50_goal:.0} µs"),
+        format!("≤ 100 µs + 2 × fdatasync p50 = {p50_goal:.0} µs"),
         p50_over <= p50_goal,
         false,
     );
-    let p99_goal = 2.0 * f.p99_us;
+    let p99_goal = 4.0 * f.p99_us;
     report.goal(
         1,
         "orchestrated − direct, p99",
         p99_over,
         "µs",
-        format!("≤ 2 × fdatasync p99 = {p99_goal:.0} µs"),
+        format!("≤ 2 × (2 syncs × fdatasync p99) = {p99_goal:.0} µs"),
         p99_over <= p99_goal,
         false,
     );
