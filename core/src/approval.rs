@@ -1,7 +1,7 @@
 //! Approval requests as data: what a person is asked to release, and what their decision (or the
 //! clock's) means for the call. Pure: the waiting and the ledger are the orchestrator's.
 
-use crate::events::ApprovalVerdict;
+use crate::domain::ApprovalVerdict;
 use crate::policy::{RuleKind, Violation};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -10,6 +10,7 @@
 //! [`Value`] on the live path, [`Box<RawValue>`] at start-up, where it stays text until a call turns
 //! out to need it. One schema, two representations of its payloads.
 
+pub use crate::domain::{ApprovalVerdict, DecisionKind, Outcome, WorkflowEnd};
 use crate::policy::Violation;
 use crate::tagged::KindTagged;
 use serde::de::DeserializeOwned;
@@ -53,45 +54,6 @@ fn null_payload<J: Payload>() -> J {
 
 /// What start-up reads: payloads kept as text.
 pub type ReplayEvent = AuditEvent<Box<RawValue>>;
-
-/// How a decided call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-    /// The server could not be reached (or the call could not be recorded): the call did not run.
-    Unavailable,
-    /// The orchestrator stopped (or crashed) while the call ran; its effect is unknown.
-    Interrupted,
-}
-
-/// The engine's verdict as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    Allow,
-    Deny,
-    NeedsApproval,
-}
-
-/// A person's (or the clock's) decision on an approval request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalVerdict {
-    Approved,
-    Denied,
-    Expired,
-}
-
-/// A workflow's final state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkflowEnd {
-    Completed,
-    Failed,
-    Cancelled,
-}
 
 /// One event, written as a flat JSON object whose first field `kind` names the variant. serde's
 /// `remote = "Self"` derives the plain representation as inherent functions, which

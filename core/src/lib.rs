@@ -5,6 +5,7 @@
 //! - [`policy`]: the pure policy engine, `decide(policies, history, running, rates, call)`.
 //! - [`template`]: `${input.x}` and `${steps.NAME.output.y}` references of template steps.
 //! - [`workflow`]: one run with its history and progress.
+//! - [`domain`]: the small enums (outcome, decision, verdict, workflow end).
 //! - [`approval`]: approval requests as data.
 //! - [`events`]: what the audit log records, one event per line.
 //! - [`state`]: the one transition, [`State::apply`], that turns those events into the state — on
@@ -14,6 +15,7 @@
 
 pub mod approval;
 pub mod config;
+pub mod domain;
 pub mod events;
 #[cfg(test)]
 mod fixtures;

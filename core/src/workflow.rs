@@ -4,7 +4,7 @@
 //! critical sections and never awaits anything itself.
 
 use crate::config::{Config, Template};
-use crate::events::Outcome;
+use crate::domain::Outcome;
 use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
 use std::sync::Arc;

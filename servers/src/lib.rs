@@ -15,6 +15,7 @@ mod journal;
 pub mod notification;
 pub mod processing;
 pub mod serve;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tool;
 pub mod validation;
