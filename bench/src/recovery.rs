@@ -96,6 +96,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 duration_us: 180,
                 error: None,
                 result: Some(result),
+                details: None,
             })
             .await?;
         written += 3;

@@ -369,6 +369,19 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
             &rows
         )
     );
+    // What the tool said was wrong, for each failed call that says (e.g. which record, which field).
+    for (i, c) in w.history.iter().enumerate() {
+        if let Some(details) = c.error_details_json.as_deref() {
+            let whole = crate::present::result_value(details);
+            outln!(
+                "  {} #{} {}: {}",
+                out.bad("details"),
+                i + 1,
+                c.tool,
+                serde_json::to_string_pretty(&whole).unwrap_or_else(|_| whole.to_string())
+            );
+        }
+    }
     print_outputs(out, w);
 }
 

@@ -75,6 +75,26 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
         "the steps after the failure say they did not run: {}",
         done.text()
     );
+    // Which record and which field: in `run` itself and in `workflow ID`.
+    assert!(
+        done.stdout.contains("details:") && done.stdout.contains("\"/name\""),
+        "run shows the tool's details: {}",
+        done.text()
+    );
+    let id = said[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("wf-"))
+        .expect("the workflow id")
+        .trim_end_matches(|c: char| !c.is_alphanumeric())
+        .to_owned();
+    let shown = stack.ctl(&["workflow", &id]).await;
+    assert!(
+        shown.stdout.contains("details") && shown.stdout.contains("\"/name\""),
+        "workflow ID shows which record failed: {}",
+        shown.text()
+    );
+    let json = stack.ctl(&["workflow", &id, "--json"]).await;
+    assert!(json.stdout.contains("\"error_details\""), "{}", json.text());
     stack.stop().await;
 }
 

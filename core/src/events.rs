@@ -136,6 +136,10 @@ pub enum AuditEvent<J = Value> {
         /// The tool's result, kept so that template steps can use it after a restart.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<J>,
+        /// The tool's own structured account of a failure (e.g. each invalid record with its
+        /// field), so that `workflow`, `run` and `audit query` can show which and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<J>,
     },
     WorkflowFinished {
         workflow_id: String,

@@ -79,6 +79,8 @@ pub(crate) fn finished(wf: &str, call: &str, tool: &str, outcome: Outcome) -> Au
         duration_us: 42,
         error: (outcome != Outcome::Succeeded).then(|| "boom".into()),
         result: Some(json!({"ok": true})),
+        details: (outcome == Outcome::Failed)
+            .then(|| json!({"invalid": [{"index": 0, "field": "email"}]})),
     }
 }
 

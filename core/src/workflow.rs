@@ -63,6 +63,8 @@ pub struct CallEntry {
     pub duration_us: u64,
     pub approval_id: Option<String>,
     pub gate: Option<String>,
+    /// A failed call's structured details, as the tool gave them.
+    pub details: Option<Value>,
 }
 
 #[derive(Debug)]

@@ -107,6 +107,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
                     "call_id": c.call_id, "tool": c.tool, "step": c.step, "outcome": outcome(c.outcome),
                     "decision": c.decision.as_ref().map(decision_json), "duration_us": c.duration_us,
                     "started_at_ms": c.started_at_ms, "error": c.error_message, "approval_id": c.approval_id,
+                    "error_details": c.error_details_json.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
                 })
             })
             .collect();

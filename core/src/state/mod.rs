@@ -292,6 +292,7 @@ impl State {
                 duration_us,
                 error,
                 result,
+                details,
             } => {
                 self.running.remove(tool, call_id);
                 self.open_calls.remove(call_id.as_str());
@@ -306,6 +307,9 @@ impl State {
                     .and_then(|entry| entry.approval_id.clone())
                 {
                     self.approvals.pending.remove(&approval_id);
+                }
+                if let Some(entry) = workflow.call_mut(call_id) {
+                    entry.details = details.as_ref().map(Payload::to_value);
                 }
                 finish_call(
                     workflow,
@@ -431,6 +435,7 @@ impl State {
             duration_us: 0,
             approval_id: None,
             gate: gate.clone(),
+            details: None,
         });
         workflow.refresh_state();
     }

@@ -173,6 +173,7 @@ impl Gateway {
             duration_us: 0,
             error: Some(message),
             result: None,
+            details: None,
         };
         if let Err(e) = self.inner.record(finished, Admit::Outcome).await {
             tracing::warn!(call = %call_id, error = %e, "the ending of a call that did not run is not durable yet; it is written when the log can take it");
@@ -218,15 +219,18 @@ impl Gateway {
             }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let (outcome, error, result_value) = match &result {
-            Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone())),
+        let (outcome, error, result_value, details) = match &result {
+            Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone()), None),
             Ok(Err(failure)) => (
                 Outcome::Failed,
                 Some(format!("{}: {}", failure.code, failure.message)),
                 None,
+                failure.details.clone(),
             ),
-            Err(e @ Error::Unavailable { .. }) => (Outcome::Unavailable, Some(e.to_string()), None),
-            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
+            Err(e @ Error::Unavailable { .. }) => {
+                (Outcome::Unavailable, Some(e.to_string()), None, None)
+            }
+            Err(e) => (Outcome::Failed, Some(e.to_string()), None, None),
         };
         self.inner.metrics.call_finished(
             &spec.tool,
@@ -247,6 +251,7 @@ impl Gateway {
                     duration_us,
                     error,
                     result: result_value,
+                    details,
                 },
                 Admit::Outcome,
             )

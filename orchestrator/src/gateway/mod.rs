@@ -241,6 +241,7 @@ impl Gateway {
                                         .to_owned(),
                                 ),
                                 result: None,
+                                details: None,
                             },
                             Admit::Outcome,
                         )

@@ -2,7 +2,7 @@
 //! message per event kind. Every orchestrator event kind maps here and nowhere else.
 
 use super::{decision, outcome};
-use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, WorkflowEnd};
+use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome, WorkflowEnd};
 use conductor_proto::v1 as pb;
 
 fn verdict(verdict: ApprovalVerdict) -> pb::ApprovalState {
@@ -132,6 +132,7 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
             duration_us,
             error,
             result,
+            details,
             ..
         } => e::Event::CallFinished(e::CallFinished {
             call_id: call_id.clone(),
@@ -140,9 +141,18 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
             duration_us: *duration_us,
             error: error.clone(),
             result_json: result.as_ref().map(ToString::to_string),
-            // The log records a failure as "code: message" only; `tool_error` (with the tool's details)
-            // is filled once `CallFinished` records the structured failure.
-            tool_error: None,
+            // A tool's own failure: its code, message and structured details, as recorded.
+            tool_error: (*o == Outcome::Failed)
+                .then(|| {
+                    let text = error.as_deref().unwrap_or_default();
+                    let (code, message) = text.split_once(": ").unwrap_or(("", text));
+                    details.as_ref().map(|d| pb::ToolError {
+                        code: code.to_owned(),
+                        message: message.to_owned(),
+                        details_json: d.to_string(),
+                    })
+                })
+                .flatten(),
         }),
         AuditEvent::WorkflowFinished {
             state,

@@ -143,6 +143,7 @@ fn call(entry: &CallEntry) -> pb::CallRecord {
         started_at_ms: entry.started_at_ms,
         error_message: error,
         approval_id: entry.approval_id.clone().unwrap_or_default(),
+        error_details_json: entry.details.as_ref().map(ToString::to_string),
     }
 }
 
