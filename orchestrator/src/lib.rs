@@ -7,6 +7,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod downstream;
 pub mod error;

@@ -74,6 +74,11 @@ async fn main() -> anyhow::Result<()> {
         .http
         .or(config.listen.http)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let warnings = conductor_orchestrator::auth::startup_check(&config, &[grpc_addr, http_addr])
+        .map_err(anyhow::Error::msg)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let audit_dir = args
         .audit_dir
         .or_else(|| config.audit.dir.clone())

@@ -253,14 +253,14 @@ impl Gateway {
         caller: &str,
     ) -> Result<(), Error> {
         let config = self.config();
-        let Some(expected) = config.control_token.as_deref() else {
+        let Some(expected) = config.control_token.as_ref() else {
             return Ok(());
         };
         let refusal = match token {
             None => Error::Unauthenticated(format!(
                 "{action} needs the control token: send `authorization: Bearer <token>` (conductorctl reads CONDUCTOR_TOKEN)"
             )),
-            Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+            Some(given) if !crate::auth::secret_eq(given, expected) => {
                 Error::PermissionDenied(format!("{action} refused: the control token is wrong"))
             }
             Some(_) => return Ok(()),

@@ -91,13 +91,29 @@ pub fn router(gateway: Gateway) -> Router {
         Arc::new(LocalSessionManager::default()),
         settings,
     );
+    let auth = crate::auth::http::HttpAuth::new(gateway.clone());
+    let metadata = Router::new()
+        .route(
+            crate::auth::http::METADATA_PATH,
+            axum::routing::get(crate::auth::http::metadata),
+        )
+        .route(
+            &format!("{}/mcp", crate::auth::http::METADATA_PATH),
+            axum::routing::get(crate::auth::http::metadata),
+        )
+        .with_state(auth.clone());
     Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn(frames::json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             gateway,
             origin::check_origin,
         ))
+        .merge(metadata)
 }
 
 /// Serves one MCP session over stdin/stdout until the client closes it or `shutdown` resolves.

@@ -1,0 +1,155 @@
+//! JWT validation against a JWKS, with the `jsonwebtoken` crate (no hand-written crypto).
+//!
+//! The key set is read from a file or fetched from an `http(s)` URL, cached, and read again when a token
+//! names a `kid` the cache does not have (at most once per [`REFRESH_INTERVAL`], so unknown kids cannot
+//! make us hammer the key server). Only asymmetric algorithms are accepted, and a key that states its
+//! algorithm is used with that algorithm only. Issuer, audience, expiry and not-before are checked.
+
+use crate::config::{JwksSource, JwtSettings};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// The least time between two reads of the key set.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// A key set bigger than this is refused.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// How long a JWKS URL may take to answer.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("it is signed by an unknown key (kid {0:?})")]
+    UnknownKey(Option<String>),
+    #[error("algorithm {0:?} is not accepted (asymmetric signatures only)")]
+    Algorithm(Algorithm),
+    #[error("the key set cannot be read: {0}")]
+    Keys(String),
+    #[error("it has no {0:?} claim naming the client")]
+    NoClientClaim(String),
+}
+
+/// The cached key set of the configured source.
+#[derive(Default)]
+pub(super) struct KeyCache {
+    state: tokio::sync::Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    source: JwksSource,
+    keys: JwkSet,
+    read_at: Instant,
+}
+
+impl KeyCache {
+    /// Validates `token` and returns the value of the client claim.
+    pub(super) async fn validate(
+        &self,
+        settings: &JwtSettings,
+        token: &str,
+    ) -> Result<String, JwtError> {
+        let header = decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(JwtError::Algorithm(header.alg));
+        }
+        let jwk = self.key(&settings.jwks, header.kid.as_deref()).await?;
+        if let Some(stated) = jwk.common.key_algorithm
+            && stated.to_string() != format!("{:?}", header.alg)
+        {
+            return Err(JwtError::Invalid(format!(
+                "the key is for {stated}, the token says {:?}",
+                header.alg
+            )));
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| JwtError::Keys(e.to_string()))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        let claims = decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|e| JwtError::Invalid(e.to_string()))?
+            .claims;
+        claims
+            .get(&settings.client_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| JwtError::NoClientClaim(settings.client_claim.clone()))
+    }
+
+    /// The key named `kid` (or the only key, when the token names none).
+    async fn key(&self, source: &JwksSource, kid: Option<&str>) -> Result<Jwk, JwtError> {
+        let mut state = self.state.lock().await;
+        let fresh_enough = match state.as_ref() {
+            Some(cached) if &cached.source == source => {
+                if let Some(jwk) = find(&cached.keys, kid) {
+                    return Ok(jwk);
+                }
+                cached.read_at.elapsed() < REFRESH_INTERVAL
+            }
+            _ => false,
+        };
+        if fresh_enough {
+            return Err(JwtError::UnknownKey(kid.map(str::to_owned)));
+        }
+        let keys = read(source).await?;
+        let found = find(&keys, kid);
+        *state = Some(Cached {
+            source: source.clone(),
+            keys,
+            read_at: Instant::now(),
+        });
+        found.ok_or_else(|| JwtError::UnknownKey(kid.map(str::to_owned)))
+    }
+}
+
+fn find(keys: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
+    match kid {
+        Some(kid) => keys.find(kid).cloned(),
+        None if keys.keys.len() == 1 => keys.keys.first().cloned(),
+        None => None,
+    }
+}
+
+async fn read(source: &JwksSource) -> Result<JwkSet, JwtError> {
+    let bytes = match source {
+        JwksSource::File(path) => tokio::fs::read(path)
+            .await
+            .map_err(|e| JwtError::Keys(format!("{}: {e}", path.display())))?,
+        JwksSource::Url(url) => fetch(url).await?,
+    };
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(JwtError::Keys("the key set is larger than 1 MiB".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| JwtError::Keys(format!("not a JWKS: {e}")))
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>, JwtError> {
+    let fail = |e: reqwest::Error| JwtError::Keys(format!("{url}: {e}"));
+    let client = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .build()
+        .map_err(fail)?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(fail)?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(fail)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err(JwtError::Keys(format!("{url}: larger than 1 MiB")));
+        }
+    }
+    Ok(bytes)
+}
