@@ -48,6 +48,31 @@ impl OrchestratorService {
             .await?)
     }
 
+    /// The identity of a control request (approve, deny, cancel, reload); a request whose credential
+    /// is refused is recorded in the audit log like any refused control action.
+    async fn identify_control<T>(
+        &self,
+        request: &Request<T>,
+        explicit: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<(Identity, String), Status> {
+        match self
+            .auth
+            .grpc(&self.gateway.config(), request, explicit)
+            .await
+        {
+            Ok(found) => Ok(found),
+            Err(refusal) => {
+                let caller = request.remote_addr().map_or_else(
+                    || "unauthenticated".to_owned(),
+                    |a| format!("unauthenticated (grpc {a})"),
+                );
+                Err(self.refused(refusal, action, target, &caller).await)
+            }
+        }
+    }
+
     /// Checks a control action with `permit`; a refusal is recorded in the audit log.
     async fn control(
         &self,
@@ -56,10 +81,16 @@ impl OrchestratorService {
         target: &str,
         caller: &str,
     ) -> Result<(), Status> {
-        let Err(refusal) = permit else {
-            return Ok(());
-        };
-        self.gateway
+        match permit {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refused(refusal, action, target, caller).await),
+        }
+    }
+
+    /// Records a refused control action and returns the refusal (or why it could not be recorded).
+    async fn refused(&self, refusal: Error, action: &str, target: &str, caller: &str) -> Status {
+        let recorded = self
+            .gateway
             .audit()
             .append(AuditEvent::ControlRefused {
                 action: action.to_owned(),
@@ -67,9 +98,11 @@ impl OrchestratorService {
                 reason: refusal.to_string(),
                 caller: caller.to_owned(),
             })
-            .await
-            .map_err(Error::from)?;
-        Err(refusal.into())
+            .await;
+        match recorded {
+            Ok(_) => refusal.into(),
+            Err(e) => Error::from(e).into(),
+        }
     }
 
     /// Reading needs the `read` permission when authentication is required.
@@ -230,7 +263,10 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let (identity, caller) = self.identify(&request, "").await?;
+        let target = request.get_ref().workflow_id.clone();
+        let (identity, caller) = self
+            .identify_control(&request, "", "cancel", &target)
+            .await?;
         let body = request.into_inner();
         let permit = permit_reload(&self.gateway.config(), &identity, "cancel");
         self.control(permit, "cancel", &body.workflow_id, &caller)
@@ -379,7 +415,9 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        let (identity, caller) = self.identify(&request, "").await?;
+        let (identity, caller) = self
+            .identify_control(&request, "", "reload", "configuration")
+            .await?;
         let permit = permit_reload(&self.gateway.config(), &identity, "reload");
         self.control(permit, "reload", "configuration", &caller)
             .await?;
@@ -398,9 +436,16 @@ impl OrchestratorService {
         request: Request<pb::ApprovalDecisionRequest>,
         approve: bool,
     ) -> Result<Response<pb::ApprovalInfo>, Status> {
-        let (identity, approver) = self.identify(&request, &request.get_ref().approver).await?;
-        let body = request.into_inner();
         let action = if approve { "approve" } else { "deny" };
+        let (identity, approver) = self
+            .identify_control(
+                &request,
+                &request.get_ref().approver,
+                action,
+                &request.get_ref().approval_id,
+            )
+            .await?;
+        let body = request.into_inner();
         let permit = permit_approve(&self.gateway.config(), &identity, action);
         self.control(permit, action, &body.approval_id, &approver)
             .await?;
