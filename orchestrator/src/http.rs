@@ -37,6 +37,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
+            crate::auth::http::metrics_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
             check_host,
         ))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -217,8 +217,34 @@ async fn the_anonymous_allow_list_and_required_authentication() {
     );
     h.orchestrator.stop().await;
 
-    let h =
-        harness(json!({ "auth": { "required": true, "authorization_servers": [ISSUER] } })).await;
+    let h = harness(json!({ "auth": {
+        "required": true,
+        "authorization_servers": [ISSUER],
+        "metrics": { "token": "scraper-secret" }
+    } }))
+    .await;
+    let scrape = |token: Option<&'static str>| {
+        let addr = h.orchestrator.http_addr;
+        async move {
+            let auth = token
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            raw_get(
+                addr,
+                &format!(
+                    "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+                ),
+            )
+            .await
+        }
+    };
+    assert!(scrape(None).await.starts_with("HTTP/1.1 401"));
+    assert!(scrape(Some(CONTROL)).await.starts_with("HTTP/1.1 401"));
+    assert!(
+        scrape(Some("scraper-secret"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let refused = python(&h, None, "desktop", &[]).await;
     assert!(refused["refused"].is_object(), "{refused}");
     let refused = raw_post(h.orchestrator.http_addr, &[], INITIALIZE).await;
@@ -282,6 +308,21 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default()
+}
+
+/// Sends a raw HTTP/1.1 request and reads the whole reply.
+async fn raw_get(addr: SocketAddr, request: &str) -> String {
+    tokio::time::timeout(DEADLINE, async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        String::from_utf8_lossy(&raw).into_owned()
+    })
+    .await
+    .expect("answered in time")
 }
 
 /// Serves `keys` as a JWKS on a loopback port of its own; returns its URL.
@@ -671,19 +712,10 @@ async fn slow_connections_are_closed_and_the_listener_stays_responsive() {
         );
     }
     // A foreign Host cannot read /metrics (DNS rebinding).
-    let reply = tokio::time::timeout(DEADLINE, async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("sent");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
-        String::from_utf8_lossy(&raw).into_owned()
-    })
-    .await
-    .expect("answered");
+    let reply = raw_get(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
 }

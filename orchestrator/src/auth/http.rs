@@ -206,6 +206,30 @@ fn base_url(config: &crate::config::Config, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// `/metrics` for a scraper: when `auth.metrics` names a token, the request must carry it.
+pub async fn metrics_token(
+    State(gateway): State<Gateway>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = gateway.config();
+    let Some(expected) = &config.auth.metrics_token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| bearer_token(v).ok());
+    match given {
+        Some(token) if super::secret_eq(token, expected) => next.run(request).await,
+        _ => refusal(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs the scraper's bearer token (auth.metrics)",
+        ),
+    }
+}
+
 /// `/.well-known/oauth-protected-resource` (and the same under `/mcp`): the RFC 9728 document.
 pub async fn metadata(State(auth): State<HttpAuth>, headers: HeaderMap) -> Response {
     let config = auth.gateway.config();

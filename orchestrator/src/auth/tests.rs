@@ -132,3 +132,83 @@ fn secrets_are_redacted_in_debug() {
         "{text}"
     );
 }
+
+#[test]
+fn stdio_speaks_for_the_configured_client_only() {
+    assert_eq!(Identity::stdio(&config(json!({}))), Identity::anonymous());
+    let configured = config(json!({ "auth": { "stdio_client": "writer" } }));
+    let identity = Identity::stdio(&configured);
+    assert_eq!(
+        (identity.name.as_str(), &identity.proof),
+        ("writer", &Proof::Stdio)
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_needs_required_authentication() {
+    let open = config(json!({}));
+    let loopback = "127.0.0.1:8080".parse().expect("address");
+    let everywhere = "0.0.0.0:8080".parse().expect("address");
+    assert!(startup_check(&open, &[loopback]).is_ok_and(|w| w.is_empty()));
+    let refused = startup_check(&open, &[loopback, everywhere]).unwrap_err();
+    assert!(refused.contains("0.0.0.0:8080"), "{refused}");
+    let required = config(json!({ "auth": { "required": true } }));
+    assert!(startup_check(&required, &[everywhere]).is_ok());
+    let mut no_control = json!({
+        "servers": { "s": { "grpc": "http://127.0.0.1:1", "tools": ["a"] } }
+    });
+    no_control["clients"] = json!({});
+    let no_control = Config::from_slice(no_control.to_string().as_bytes()).expect("valid");
+    assert_eq!(
+        startup_check(&no_control, &[loopback]).map(|w| w.len()),
+        Ok(1),
+        "warns"
+    );
+}
+
+#[test]
+fn configuration_problems_carry_their_paths() {
+    let problems = |extra: serde_json::Value| {
+        let mut v = json!({
+            "servers": { "s": { "grpc": "http://127.0.0.1:1", "tools": ["a"] } },
+            "clients": { "a": { "token": "same" }, "b": { "token": "same", "act_for": ["nobody"] } }
+        });
+        for (k, val) in extra.as_object().into_iter().flatten() {
+            v[k] = val.clone();
+        }
+        match Config::from_slice(v.to_string().as_bytes()) {
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| p.path.clone())
+                .collect::<Vec<_>>(),
+            Ok(_) => Vec::new(),
+        }
+    };
+    let found = problems(
+        json!({ "auth": { "jwt": { "issuer": "i", "jwks_url": "ftp://x" }, "stdio_client": "ghost" } }),
+    );
+    for path in [
+        "clients.b.token",
+        "clients.b.act_for[0]",
+        "auth.jwt.audience",
+        "auth.stdio_client",
+    ] {
+        assert!(found.iter().any(|p| p == path), "{path} in {found:?}");
+    }
+    let found = problems(
+        json!({ "listen": { "http_limits": { "header_timeout": "0s", "max_connections": 0 } } }),
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "listen.http_limits.header_timeout"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "listen.http_limits.max_connections"),
+        "{found:?}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct AuthSettings {
     pub jwt: Option<JwtSettings>,
     /// The client an MCP session over stdio speaks for.
     pub stdio_client: Option<String>,
+    /// The token `/metrics` requires, when set.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// What a JWT must satisfy, and which claim names its client.
@@ -216,7 +218,17 @@ pub(super) fn check_auth(
             "authentication is required but no client has a token and no JWT issuer is configured",
         );
     }
+    let metrics_token = raw.metrics.as_ref().and_then(|m| {
+        secret(
+            c,
+            "auth.metrics",
+            m.token.as_ref(),
+            m.token_env.as_ref(),
+            m.token_file.as_ref(),
+        )
+    });
     AuthSettings {
+        metrics_token,
         required: raw.required,
         resource: raw.resource.clone(),
         authorization_servers: raw.authorization_servers.clone(),

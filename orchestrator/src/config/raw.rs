@@ -53,6 +53,21 @@ pub struct RawAuth {
     /// The client whose identity an MCP session over stdio has (the process that started it).
     #[serde(default)]
     pub stdio_client: Option<String>,
+    /// A bearer token a Prometheus scraper sends to read `/metrics` (open without one).
+    #[serde(default)]
+    pub metrics: Option<RawSecret>,
+}
+
+/// A secret from exactly one of: the file's value, an environment variable, a file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
