@@ -14,8 +14,10 @@
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
 //! - `tagged`: [`KindTagged`], events as `kind`-tagged objects read in one pass.
+//! - `digest`: [`approval_digest`], what an approval covers (RFC 8785 canonical JSON).
 
 mod chain;
+mod digest;
 mod error;
 mod lock;
 mod log;
@@ -28,6 +30,7 @@ mod tagged;
 mod writer;
 
 pub use chain::{VerifyReport, verify_dir};
+pub use digest::{approval_digest, approval_digest_of_text};
 pub use error::{AuditError, VerifyFailure};
 pub use log::AuditLog;
 pub use open::OpenReport;

@@ -10,7 +10,6 @@ use crate::error::Error;
 use conductor_proto::v1::approval_ledger_client::ApprovalLedgerClient;
 use conductor_proto::v1::{ApprovalState, CreateApprovalRequest, DecideApprovalRequest};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -69,9 +68,10 @@ pub struct Approvals {
     ledger: Option<ApprovalLedgerClient<Channel>>,
 }
 
-/// The sha256 of the arguments' JSON text: an approval releases exactly the call with these arguments.
+/// The sha256 of the arguments' RFC 8785 canonical form: an approval releases exactly the call with
+/// these arguments, whatever their key order (the one definition, shared with the ledger and the CLI).
 pub fn digest(arguments: &Value) -> String {
-    hex::encode(Sha256::digest(arguments.to_string().as_bytes()))
+    conductor_audit::approval_digest(arguments)
 }
 
 impl Approvals {
