@@ -30,9 +30,12 @@ pub struct Global {
         default_value = "http://127.0.0.1:50051"
     )]
     pub orchestrator: String,
-    /// Bearer token for control actions (approve, deny, cancel, config reload).
+    /// Bearer token: the control token, or a client's token (who you are to the orchestrator).
     #[arg(long, global = true, env = "CONDUCTOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (used when no --token / CONDUCTOR_TOKEN is given).
+    #[arg(long, global = true, env = "CONDUCTOR_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]
     pub json: bool,

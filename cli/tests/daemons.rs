@@ -126,7 +126,10 @@ async fn approve_in_another_process_unblocks_a_waiting_run() {
         .await;
     assert_eq!(approved.code, 0, "{}", approved.text());
     assert!(
-        approved.stdout.contains("approved by alice"),
+        // No credential here: the identity is anonymous and `--as` is a label beside it.
+        approved
+            .stdout
+            .contains("approved by anonymous (no credential; as \"alice\")"),
         "{}",
         approved.text()
     );
