@@ -719,3 +719,51 @@ async fn slow_connections_are_closed_and_the_listener_stays_responsive() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_never_logs_a_session_id() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = common::config_with(&servers, json!([]), json!({}));
+    config["clients"] = clients();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("config written");
+    let daemon = common::spawn_orchestrator_binary(&path, &dir.path().join("audit"), &[]);
+    let http: SocketAddr = daemon
+        .early
+        .iter()
+        .find_map(|line| {
+            line.split(" and ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the HTTP address is logged");
+    let session = open_session(http, WRITER).await;
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_schemas","arguments":{}}}"#;
+    let auth = format!("Bearer {WRITER}");
+    let reply = raw_post(
+        http,
+        &[
+            ("Authorization", &auth),
+            ("Mcp-Session-Id", &session),
+            ("Mcp-Protocol-Version", "2025-11-25"),
+        ],
+        call,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let log = daemon.kill();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("MCP session bound to a new ad-hoc workflow")),
+        "the call was logged: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(&session)),
+        "a session id is in the log: {log:#?}"
+    );
+    servers.stop().await;
+}

@@ -25,6 +25,10 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// A log directive added to every filter: the MCP SDK's session layer logs session ids (at `info`
+/// when a session is created), and a session id is a secret.
+pub const QUIET_SESSION_LOGS: &str = "rmcp::transport::streamable_http_server=warn";
+
 /// Who a caller is, as its credential proves.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
