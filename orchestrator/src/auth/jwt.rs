@@ -32,10 +32,20 @@ pub enum JwtError {
     NoClientClaim(String),
 }
 
-/// The cached key set of the configured source.
-#[derive(Default)]
+/// The cached key set of the configured source. The lock is an async one held across the read of the
+/// key set, on purpose: concurrent tokens with an unknown kid cause one read, not one each.
 pub(super) struct KeyCache {
     state: tokio::sync::Mutex<Option<Cached>>,
+    refresh_interval: Duration,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            state: tokio::sync::Mutex::default(),
+            refresh_interval: REFRESH_INTERVAL,
+        }
+    }
 }
 
 struct Cached {
@@ -93,7 +103,7 @@ impl KeyCache {
                 if let Some(jwk) = find(&cached.keys, kid) {
                     return Ok(jwk);
                 }
-                cached.read_at.elapsed() < REFRESH_INTERVAL
+                cached.read_at.elapsed() < self.refresh_interval
             }
             _ => false,
         };
@@ -152,4 +162,84 @@ async fn fetch(url: &str) -> Result<Vec<u8>, JwtError> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    /// Test-only Ed25519 keys.
+    const K1: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEaE7KH2R6HyQkkjAo8Pjp1xi27oAYcG/rzG0eOIX4Ru\n-----END PRIVATE KEY-----\n";
+    const K2: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIH1G6Awdc/77H3M+TWeb8yKxroBuXkHg9rks2FOhyTsD\n-----END PRIVATE KEY-----\n";
+
+    fn jwk(pem: &str, kid: &str) -> Jwk {
+        let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).expect("jwk");
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    }
+
+    fn token(pem: &str, kid: &str, sub: &str) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let claims = json!({ "iss": "i", "aud": "a", "sub": sub, "exp": exp });
+        let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_reads_the_key_set_again_but_not_too_often() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        let write = |keys: Vec<Jwk>| {
+            std::fs::write(
+                &path,
+                serde_json::to_string(&JwkSet { keys }).expect("json"),
+            )
+            .expect("written")
+        };
+        write(vec![jwk(K1, "k1")]);
+        let settings = JwtSettings {
+            issuer: "i".into(),
+            audience: "a".into(),
+            jwks: JwksSource::File(path.clone()),
+            client_claim: "sub".into(),
+        };
+        let rotating = KeyCache {
+            refresh_interval: Duration::ZERO,
+            ..KeyCache::default()
+        };
+        let steady = KeyCache::default();
+        for cache in [&rotating, &steady] {
+            let sub = cache.validate(&settings, &token(K1, "k1", "s1")).await;
+            assert_eq!(sub.ok().as_deref(), Some("s1"));
+        }
+        write(vec![jwk(K1, "k1"), jwk(K2, "k2")]);
+        let rotated = token(K2, "k2", "s2");
+        assert_eq!(
+            rotating.validate(&settings, &rotated).await.ok().as_deref(),
+            Some("s2"),
+            "the new key is fetched"
+        );
+        assert!(
+            matches!(
+                steady.validate(&settings, &rotated).await,
+                Err(JwtError::UnknownKey(_))
+            ),
+            "within the refresh interval the key set is not read again"
+        );
+        let hmac = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "iss": "i", "aud": "a", "sub": "s", "exp": 4_000_000_000u64 }),
+            &EncodingKey::from_secret(b"k1").expect("secret"),
+        )
+        .expect("signed");
+        assert!(matches!(
+            rotating.validate(&settings, &hmac).await,
+            Err(JwtError::Algorithm(Algorithm::HS256))
+        ));
+    }
 }
