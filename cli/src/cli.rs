@@ -161,7 +161,8 @@ pub struct DecideArgs {
     /// Why: recorded in the audit log with the decision.
     #[arg(long, short)]
     pub reason: Option<String>,
-    /// Who decides (default: your login name).
+    /// A name recorded beside your identity (default: your login name). Who decides is the identity
+    /// your token proves (--token, CONDUCTOR_TOKEN or --token-file), never this name.
     #[arg(long = "as", value_name = "NAME")]
     pub approver: Option<String>,
     /// Refuse the decision unless the request's arguments digest is this one (the sha256 that

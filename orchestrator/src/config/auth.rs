@@ -132,9 +132,17 @@ pub(super) fn client_identity(
     client.approve = raw.approve;
 }
 
-/// Cross-client checks: unique tokens and subjects, `act_for` naming known clients.
-pub(super) fn check_clients(c: &mut Checker, clients: &BTreeMap<String, ClientConfig>) {
+/// Cross-client checks: unique tokens (none equal to the control token) and subjects, `act_for` naming
+/// known clients.
+pub(super) fn check_clients(
+    c: &mut Checker,
+    clients: &BTreeMap<String, ClientConfig>,
+    control_token: Option<&SecretString>,
+) {
     let mut tokens = HashSet::new();
+    if let Some(control) = control_token {
+        tokens.insert(control.expose_secret().to_owned());
+    }
     let mut subjects = HashSet::new();
     for (name, client) in clients {
         if let Some(token) = &client.token

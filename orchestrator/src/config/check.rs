@@ -161,7 +161,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         http: parse_addr(&mut c, "listen.http", raw.listen.http.as_deref()),
         http_limits: super::listener::check_http_limits(&mut c, &raw.listen.http_limits),
     };
-    let clients = check_clients(&mut c, &raw.clients, &tools);
+    let clients = check_clients(&mut c, &raw.clients, &tools, control_token.as_ref());
     let auth = super::auth::check_auth(&mut c, &raw.auth, &clients, control_token.is_some());
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");
@@ -347,6 +347,7 @@ fn check_clients(
     c: &mut Checker,
     raw: &BTreeMap<String, RawClient>,
     tools: &BTreeMap<Name, ToolRoute>,
+    control_token: Option<&secrecy::SecretString>,
 ) -> BTreeMap<String, ClientConfig> {
     let mut clients = BTreeMap::new();
     for (name, client) in raw {
@@ -383,7 +384,7 @@ fn check_clients(
         super::auth::client_identity(c, &path, name, client, &mut checked);
         clients.insert(name.clone(), checked);
     }
-    super::auth::check_clients(c, &clients);
+    super::auth::check_clients(c, &clients, control_token);
     clients
 }
 
