@@ -372,3 +372,44 @@ async fn watch_reconnects_after_an_orchestrator_restart_without_missing_events()
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_a_file() {
+    let stack = Stack::start().await;
+    let file = stack.dir.path().join("token");
+    // A token the orchestrator does not know is refused even where no credential is required: the
+    // refusal proves the file's token was sent.
+    std::fs::write(&file, "not-a-known-token\n").expect("token file");
+    let file = file.display().to_string();
+    let by_flag = stack.ctl(&["pending", "--token-file", &file]).await;
+    assert_ne!(by_flag.code, 0, "{}", by_flag.text());
+    assert!(
+        by_flag.stderr.contains("bearer token is not valid"),
+        "{}",
+        by_flag.text()
+    );
+    let mut by_env = stack.command(&["pending"]);
+    by_env.env("CONDUCTOR_TOKEN_FILE", &file);
+    let by_env = common::output(by_env, None).await;
+    assert!(
+        by_env.stderr.contains("bearer token is not valid"),
+        "{}",
+        by_env.text()
+    );
+    let missing = stack
+        .ctl(&["pending", "--token-file", "/nonexistent/token"])
+        .await;
+    assert!(
+        missing.stderr.contains("cannot read the token file"),
+        "{}",
+        missing.text()
+    );
+    let without = stack.ctl(&["pending"]).await;
+    assert_eq!(
+        without.code,
+        0,
+        "no token: anonymous may read here: {}",
+        without.text()
+    );
+    stack.stop().await;
+}

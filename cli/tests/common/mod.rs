@@ -45,6 +45,7 @@ pub fn ctl_command(url: &str) -> Command {
         .arg("--orchestrator")
         .arg(url)
         .env_remove("CONDUCTOR_TOKEN")
+        .env_remove("CONDUCTOR_TOKEN_FILE")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
         .env_remove("NO_COLOR")
         .env("USER", "tester")
