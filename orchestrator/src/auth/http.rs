@@ -123,7 +123,8 @@ pub async fn authenticate(
         Ok(identity) => identity,
         Err(error) => {
             tracing::info!(%error, "MCP request refused: no valid credential");
-            return unauthorized(&config, request.headers(), &error.to_string());
+            let missing = matches!(error, super::AuthError::Missing);
+            return unauthorized(&config, request.headers(), &error.to_string(), missing);
         }
     };
     let session = request
@@ -172,12 +173,23 @@ pub async fn authenticate(
 }
 
 /// `401` with the challenge that points a client at the protected-resource metadata.
-fn unauthorized(config: &crate::config::Config, headers: &HeaderMap, reason: &str) -> Response {
+/// Without a credential the challenge carries no error code (RFC 6750 section 3.1); with a bad one,
+/// `invalid_token`.
+fn unauthorized(
+    config: &crate::config::Config,
+    headers: &HeaderMap,
+    reason: &str,
+    missing: bool,
+) -> Response {
     let metadata = format!("{}{METADATA_PATH}", base_url(config, headers));
-    let challenge = format!(
-        "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"{}\"",
-        reason.replace(['"', '\\'], "'")
-    );
+    let challenge = if missing {
+        format!("Bearer resource_metadata=\"{metadata}\"")
+    } else {
+        format!(
+            "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"{}\"",
+            reason.replace(['"', '\\'], "'")
+        )
+    };
     let mut response = refusal(StatusCode::UNAUTHORIZED, reason);
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
