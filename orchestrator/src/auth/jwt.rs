@@ -1,6 +1,6 @@
 //! JWT validation against a JWKS, with the `jsonwebtoken` crate (no hand-written crypto).
 //!
-//! The key set is read from a file or fetched from an `http(s)` URL, cached, and read again when a token
+//! The key set is read from a file or fetched from an `http` URL (this build has no TLS), cached, and read again when a token
 //! names a `kid` the cache does not have (at most once per [`REFRESH_INTERVAL`], so unknown kids cannot
 //! make us hammer the key server). Only asymmetric algorithms are accepted, and a key that states its
 //! algorithm is used with that algorithm only. Issuer, audience, expiry and not-before are checked.

@@ -81,7 +81,8 @@ pub struct RawJwt {
     /// A JWKS file.
     #[serde(default)]
     pub jwks_file: Option<String>,
-    /// A JWKS URL (`http` or `https`), cached and fetched again when a token names an unknown `kid`.
+    /// A JWKS URL (`http`; this build has no TLS), cached and fetched again when a token names an
+    /// unknown `kid`.
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// The claim whose value names the client (default `sub`; e.g. `azp`).
