@@ -89,6 +89,18 @@ pub async fn pending(global: &Global) -> anyhow::Result<()> {
             time_ms(a.expires_at_ms)
         );
         outln!("  sha256:     {}", a.arguments_digest);
+        // The same function the orchestrator and the ledger use: a digest that does not cover the
+        // arguments shown here is a request nobody should approve.
+        if conductor_core::digest::approval_digest_of_text(&a.arguments_json).as_deref()
+            != Some(a.arguments_digest.as_str())
+        {
+            outln!(
+                "  {}",
+                out.bold(
+                    "WARNING: this digest is not the digest of the arguments below; do not approve"
+                )
+            );
+        }
         if a.four_eyes {
             outln!(
                 "  four eyes:  a person other than {} must decide",

@@ -49,7 +49,7 @@ pub struct Global {
         hide_env_values = true
     )]
     pub context: Option<String>,
-    /// Bearer token for control actions (approve, deny, cancel, config reload).
+    /// Bearer token: the control token, or a client's token (who you are to the orchestrator).
     #[arg(
         long,
         global = true,
@@ -58,6 +58,9 @@ pub struct Global {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// A file holding the bearer token (used when no --token / CONDUCTOR_TOKEN is given).
+    #[arg(long, global = true, env = "CONDUCTOR_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]
     pub json: bool,
@@ -198,7 +201,8 @@ pub struct DecideArgs {
     /// Why: recorded in the audit log with the decision.
     #[arg(long, short)]
     pub reason: Option<String>,
-    /// Who decides (default: your login name).
+    /// A name recorded beside your identity (default: your login name). Who decides is the identity
+    /// your token proves (--token, CONDUCTOR_TOKEN or --token-file), never this name.
     #[arg(long = "as", value_name = "NAME")]
     pub approver: Option<String>,
     /// Refuse the decision unless the request's arguments digest is this one (the sha256 that

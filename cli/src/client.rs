@@ -37,7 +37,9 @@ pub enum CliError {
         decision: Box<pb::Decision>,
     },
     /// The orchestrator refused a control action for want of the right token.
-    #[error("{0}\n  set CONDUCTOR_TOKEN (or --token) to the orchestrator's control token")]
+    #[error(
+        "{0}\n  set CONDUCTOR_TOKEN (or --token, or --token-file) to the control token or your client's token"
+    )]
     Unauthorized(String),
     #[error("{0}")]
     Failed(String),
@@ -133,15 +135,26 @@ impl Client {
             .map_err(|e| unreachable(error_chain(&e)))?;
         let caller = MetadataValue::try_from(login_name())
             .unwrap_or_else(|_| MetadataValue::from_static("conductorctl"));
+        let from_file = match (&global.token, &global.token_file) {
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?),
+            _ => None,
+        };
         let authorization = match global
             .token
             .as_deref()
+            .or(from_file.as_deref())
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(
-                |_| CliError::Failed("the control token must be printable ASCII".into()),
-            )?),
+            Some(token) => Some(
+                MetadataValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| CliError::Failed("the token must be printable ASCII".into()))?,
+            ),
             None => None,
         };
         let rpc = OrchestratorClient::with_interceptor(

@@ -140,6 +140,7 @@ mod tests {
             orchestrator: orchestrator.map(str::to_owned),
             context: context.map(str::to_owned),
             token: None,
+            token_file: None,
             json: false,
             color: ColorChoice::Never,
         }

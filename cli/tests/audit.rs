@@ -113,7 +113,8 @@ fn tamper(text: &str) -> Option<(String, u64)> {
         .iter()
         .position(|l| l.contains("\"kind\":\"workflow_started\""))?;
     let seq = serde_json::from_str::<Value>(&lines[index]).ok()?["seq"].as_u64()?;
-    let changed = lines[index].replace("\"caller\":\"tester\"", "\"caller\":\"mallory\"");
+    // The caller is the identity (anonymous here), with the claimed name as a label.
+    let changed = lines[index].replace("\"caller\":\"anonymous ", "\"caller\":\"mallory ");
     assert_ne!(changed, lines[index], "the line names the caller");
     lines[index] = changed;
     Some((lines.join("\n") + "\n", seq))

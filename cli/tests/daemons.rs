@@ -158,7 +158,10 @@ async fn approve_in_another_process_unblocks_a_waiting_run() {
         .await;
     assert_eq!(approved.code, 0, "{}", approved.text());
     assert!(
-        approved.stdout.contains("approved by alice"),
+        // No credential here: the identity is anonymous and `--as` is a label beside it.
+        approved
+            .stdout
+            .contains("approved by anonymous (no credential; as \"alice\")"),
         "{}",
         approved.text()
     );
@@ -669,5 +672,46 @@ async fn templates_and_tools_outputs_match_their_snapshots() {
     let tools = stack.ctl(&["tools"]).await;
     assert_eq!(tools.code, 0, "{}", tools.text());
     snapbox::assert_data_eq!(tools.stdout, snapbox::file!["snapshots/tools.txt"]);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_a_file() {
+    let stack = Stack::start().await;
+    let file = stack.dir.path().join("token");
+    // A token the orchestrator does not know is refused even where no credential is required: the
+    // refusal proves the file's token was sent.
+    std::fs::write(&file, "not-a-known-token\n").expect("token file");
+    let file = file.display().to_string();
+    let by_flag = stack.ctl(&["pending", "--token-file", &file]).await;
+    assert_ne!(by_flag.code, 0, "{}", by_flag.text());
+    assert!(
+        by_flag.stderr.contains("bearer token is not valid"),
+        "{}",
+        by_flag.text()
+    );
+    let mut by_env = stack.command(&["pending"]);
+    by_env.env("CONDUCTOR_TOKEN_FILE", &file);
+    let by_env = common::output(by_env, None).await;
+    assert!(
+        by_env.stderr.contains("bearer token is not valid"),
+        "{}",
+        by_env.text()
+    );
+    let missing = stack
+        .ctl(&["pending", "--token-file", "/nonexistent/token"])
+        .await;
+    assert!(
+        missing.stderr.contains("cannot read the token file"),
+        "{}",
+        missing.text()
+    );
+    let without = stack.ctl(&["pending"]).await;
+    assert_eq!(
+        without.code,
+        0,
+        "no token: anonymous may read here: {}",
+        without.text()
+    );
     stack.stop().await;
 }

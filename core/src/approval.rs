@@ -4,7 +4,6 @@
 use crate::domain::ApprovalVerdict;
 use crate::policy::{RuleKind, Violation};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// One approval request, pending or decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,9 +84,11 @@ impl Approval {
     }
 }
 
-/// The sha256 of the arguments' JSON text: an approval releases exactly the call with these arguments.
+/// What an approval covers: the sha256 of the arguments' RFC 8785 canonical form, so that key
+/// order or number spelling cannot change it. An approval releases exactly the call with these
+/// arguments.
 pub fn digest(arguments: &Value) -> String {
-    hex::encode(Sha256::digest(arguments.to_string().as_bytes()))
+    crate::digest::approval_digest(arguments)
 }
 
 /// The same name is the same person, whatever session or transport it came through.

@@ -6,7 +6,7 @@
 //! - [`template`]: `${input.x}` and `${steps.NAME.output.y}` references of template steps.
 //! - [`workflow`]: one run with its history and progress.
 //! - [`domain`]: the small enums (outcome, decision, verdict, workflow end).
-//! - [`approval`]: approval requests as data.
+//! - [`approval`]: approval requests as data; [`digest`]: what an approval covers (RFC 8785).
 //! - [`events`]: what the audit log records, one event per line.
 //! - [`state`]: the one transition, [`State::apply`], that turns those events into the state — on
 //!   the live path and on replay alike, so a restart changes nothing anyone can observe.
@@ -15,6 +15,7 @@
 
 pub mod approval;
 pub mod config;
+pub mod digest;
 pub mod domain;
 pub mod events;
 #[cfg(test)]

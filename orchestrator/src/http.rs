@@ -1,10 +1,15 @@
 //! The orchestrator's HTTP listener: Prometheus `/metrics`, a liveness probe (`/healthz`), and the MCP
 //! Streamable HTTP front at `/mcp` (see [`crate::mcp`]).
 //!
+//! The listener resists slow and abusive clients: a connection limit, header and body read time-outs,
+//! an idle time-out and the 4 MiB body limit (see [`HttpLimits`]); `/metrics` and `/healthz` get the
+//! same `Host` check as `/mcp` (DNS rebinding).
+//!
 //! Nagle is turned off on every accepted connection: without it, small responses wait ~40 ms for the
 //! peer's delayed ACK. On shutdown, open event streams (MCP's SSE) are ended, or a graceful shutdown
 //! would wait for them forever.
 
+use crate::config::HttpLimits;
 use crate::gateway::Gateway;
 use axum::Router;
 use axum::body::Body;
@@ -12,19 +17,73 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use futures::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// The routes served on the HTTP listener.
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::auth::http::metrics_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            check_host,
+        ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(gateway.clone())
         .merge(crate::mcp::router(gateway))
+}
+
+/// Refuses (403) a request whose `Host` is neither loopback nor in `mcp.allowed_hosts`, as the MCP
+/// front does: a page on another site that rebinds its name to this address cannot read `/metrics`.
+async fn check_host(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if host_allowed(host, &gateway.config().mcp.allowed_hosts) {
+        return next.run(request).await;
+    }
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        "Forbidden: Host is neither loopback nor listed in \"mcp\": {\"allowed_hosts\": [...]}\n",
+    )
+        .into_response()
+}
+
+/// Whether a `Host` header names a loopback host or one of `allowed` (any port, ignoring case).
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let Ok(authority) = host.trim().parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .copied()
+        .chain(allowed.iter().map(String::as_str))
+        .any(|a| a.eq_ignore_ascii_case(name))
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
@@ -69,32 +128,194 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves, within `limits`: at most
+/// `max_connections` at once (further ones wait in the kernel's backlog), headers and bodies that must
+/// arrive in time, and idle connections closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+    let stopping = CancellationToken::new();
+    let router = router
+        .layer(axum::middleware::map_response({
+            let stopping = stopping.clone();
+            move |response: Response| {
+                let stopping = stopping.clone();
+                async move { end_streams_on(stopping, response) }
+            }
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.body_timeout,
+            read_body_within,
+        ));
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    // Out of descriptors or similar: give the system a moment instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    let stopping = CancellationToken::new();
-    let router = router.layer(axum::middleware::map_response({
-        let stopping = stopping.clone();
-        move |response: Response| {
-            let stopping = stopping.clone();
-            async move { end_streams_on(stopping, response) }
+        let (io, activity) = Watched::new(tcp);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        let idle = limits.idle_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                served = connection => if let Err(e) = served {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                },
+                () = activity.idle_for(idle) => tracing::debug!("closed an idle HTTP connection"),
+            }
+        });
+    }
+    drop(listener);
+    stopping.cancel();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Reads a request's body within `limit` (and the 4 MiB body limit): a client that sends its body
+/// slowly is answered 408 and its connection closed instead of holding it.
+async fn read_body_within(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                format!("Payload Too Large: the body exceeds {MAX_BODY_BYTES} bytes or could not be read: {e}\n"),
+            )
+                .into_response();
         }
-    }));
-    let shutdown = async move {
-        shutdown.await;
-        stopping.cancel();
+        Err(_) => {
+            return (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                format!("Request Timeout: the body did not arrive within {limit:?}\n"),
+            )
+                .into_response();
+        }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The largest request body read.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A connection's socket, noting when a byte last went either way.
+struct Watched {
+    tcp: TcpStream,
+    activity: Arc<Activity>,
+}
+
+/// When a connection last moved a byte, in milliseconds since it was accepted.
+struct Activity {
+    since: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Watched {
+    fn new(tcp: TcpStream) -> (Self, Arc<Activity>) {
+        let activity = Arc::new(Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        });
+        (
+            Watched {
+                tcp,
+                activity: activity.clone(),
+            },
+            activity,
+        )
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.tcp).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// Makes an event stream end when the server stops; other responses are left as they are.

@@ -7,6 +7,7 @@
 //! here; the fronts ([`grpc`], [`http`], [`mcp`]) are thin.
 
 pub mod audit;
+pub mod auth;
 pub mod downstream;
 pub mod error;
 pub mod gateway;

@@ -63,9 +63,9 @@ fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
+        .with_env_filter(quiet_sessions(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        );
+        ));
     match format {
         LogFormat::Text => {
             let colour = std::io::stderr().is_terminal()
@@ -73,6 +73,14 @@ fn init_tracing(format: LogFormat) {
             builder.with_ansi(colour).init();
         }
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// The MCP SDK's session layer logs session ids, which are secrets: it never logs below warn.
+fn quiet_sessions(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    match conductor_orchestrator::auth::QUIET_SESSION_LOGS.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }
 
@@ -98,6 +106,11 @@ async fn main() -> anyhow::Result<()> {
         .http
         .or(config.listen.http)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let warnings = conductor_orchestrator::auth::startup_check(&config, &[grpc_addr, http_addr])
+        .map_err(anyhow::Error::msg)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let audit_dir = args
         .audit_dir
         .or_else(|| config.audit.dir.clone())

@@ -76,19 +76,23 @@ pub async fn serve(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             async move { grpc_stop.cancelled().await },
         );
-    let http = {
-        let stop = stop.clone();
-        let router = crate::http::router(gateway.clone());
-        async move {
-            match listeners.http {
-                Some(listener) => {
-                    crate::http::serve(listener, router, async move { stop.cancelled().await })
+    let http =
+        {
+            let stop = stop.clone();
+            let router = crate::http::router(gateway.clone());
+            let limits = gateway.config().listen.http_limits;
+            async move {
+                match listeners.http {
+                    Some(listener) => {
+                        crate::http::serve(listener, router, limits, async move {
+                            stop.cancelled().await
+                        })
                         .await
+                    }
+                    None => Ok(()),
                 }
-                None => Ok(()),
             }
-        }
-    };
+        };
     let (grpc, http) = tokio::join!(grpc, http);
     gateway.begin_shutdown();
     gateway.shutdown().await;

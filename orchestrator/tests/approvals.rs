@@ -49,7 +49,11 @@ async fn an_approved_call_runs_and_records_who_approved() {
         .expect("approve")
         .into_inner();
     assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
-    assert_eq!(approved.decided_by, "alice");
+    // Without credentials configured, the approver is anonymous; the name it gave is a label.
+    assert_eq!(
+        approved.decided_by,
+        "anonymous (no credential; as \"alice\")"
+    );
     let response = call.await.expect("task").expect("the call ran");
     assert_eq!(
         response.decision.as_ref().map(|d| d.approval_id.as_str()),
@@ -65,7 +69,9 @@ async fn an_approved_call_runs_and_records_who_approved() {
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     assert!(
-        again.message().contains("approved by alice"),
+        again
+            .message()
+            .contains("approved by anonymous (no credential; as \"alice\")"),
         "{}",
         again.message()
     );
@@ -83,7 +89,7 @@ async fn an_approved_call_runs_and_records_who_approved() {
         decided,
         Some((
             ApprovalVerdict::Approved,
-            "alice".to_owned(),
+            "anonymous (no credential; as \"alice\")".to_owned(),
             "looks right".to_owned()
         ))
     );
@@ -103,7 +109,10 @@ async fn an_approved_call_runs_and_records_who_approved() {
         .into_inner();
     assert_eq!(
         (record.state, record.decided_by.as_str()),
-        (pb::ApprovalState::Approved as i32, "alice")
+        (
+            pb::ApprovalState::Approved as i32,
+            "anonymous (no credential; as \"alice\")"
+        )
     );
 }
 
@@ -124,7 +133,7 @@ async fn a_denied_call_does_not_run_and_says_who_denied_it() {
     assert!(
         decision.violations[0]
             .message
-            .contains("denied by bob: not during the freeze"),
+            .contains("as \"bob\"): not during the freeze"),
         "{:?}",
         decision.violations
     );
@@ -180,7 +189,8 @@ async fn control_rpcs_need_the_token_and_refusals_are_audited() {
         .insert("authorization", "Bearer guess".parse().expect("header"));
     assert_eq!(
         h.client.clone().approve(wrong).await.unwrap_err().code(),
-        tonic::Code::PermissionDenied
+        tonic::Code::Unauthenticated,
+        "a wrong token is no credential"
     );
     let mut cancel = Request::new(pb::CancelWorkflowRequest {
         workflow_id: wf.clone(),
@@ -196,7 +206,7 @@ async fn control_rpcs_need_the_token_and_refusals_are_audited() {
             .await
             .unwrap_err()
             .code(),
-        tonic::Code::PermissionDenied
+        tonic::Code::Unauthenticated
     );
 
     let mut right = Request::new(decision(&pending.id, "alice", "ok"));
@@ -233,7 +243,7 @@ async fn deciding_needs_an_approver_and_a_known_id() {
     let wf = h.start_workflow("", json!({})).await;
     let call = h.spawn_call(&wf, "list_backups", json!({}));
     let pending = h.wait_pending(&wf).await;
-    // No approver given: the gRPC caller's identity (header or peer address) is recorded instead.
+    // The identity is the credential's (none here: anonymous); the caller header is a label.
     let mut request = Request::new(decision(&pending.id, "", ""));
     request
         .metadata_mut()
@@ -245,6 +255,9 @@ async fn deciding_needs_an_approver_and_a_known_id() {
         .await
         .expect("approve")
         .into_inner();
-    assert_eq!(approved.decided_by, "carol");
+    assert_eq!(
+        approved.decided_by,
+        "anonymous (no credential; as \"carol\")"
+    );
     call.await.expect("task").expect("ran");
 }

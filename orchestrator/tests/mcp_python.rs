@@ -64,10 +64,12 @@ async fn python_client_over_http_in_the_handshake_era() {
         .gateway
         .workflow(summary["workflow_id"].as_str().unwrap_or_default(), false)
         .expect("the session's workflow exists");
+    // The identity comes from the credential (none here); the client's name and a keyed hash of the
+    // session are labels, and the session id itself appears nowhere.
     assert!(
-        workflow
-            .caller
-            .starts_with("mcp:python-interop-test (http session "),
+        workflow.caller.starts_with(
+            "anonymous (no credential; mcp client \"python-interop-test\", http session "
+        ),
         "caller: {}",
         workflow.caller
     );

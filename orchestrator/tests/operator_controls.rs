@@ -267,18 +267,33 @@ async fn template_workflows_and_clients_call_only_their_tools() {
         .await
         .expect("start")
         .into_inner();
-    assert_eq!(info.caller, "reporter");
-    h.call(&info.id, "list_schemas", json!({}))
+    assert!(
+        info.caller.starts_with("reporter (token"),
+        "{}",
+        info.caller
+    );
+    let as_reporter = |tool: &str, args: Value| {
+        let mut request = Request::new(pb::WorkflowCallRequest {
+            workflow_id: info.id.clone(),
+            tool: tool.into(),
+            arguments_json: args.to_string(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer tok-reporter".parse().expect("header"),
+        );
+        let mut client = h.client.clone();
+        async move { client.call_tool(request).await }
+    };
+    as_reporter("list_schemas", json!({}))
         .await
         .expect("on the list");
-    let status = h
-        .call(
-            &info.id,
-            "validate_data",
-            json!({"records": [], "schema": "customer"}),
-        )
-        .await
-        .unwrap_err();
+    let status = as_reporter(
+        "validate_data",
+        json!({"records": [], "schema": "customer"}),
+    )
+    .await
+    .unwrap_err();
     assert!(
         denial(&status).violations[0]
             .message
@@ -294,10 +309,11 @@ async fn template_workflows_and_clients_call_only_their_tools() {
         } if workflow_id == info.id => Some(caller),
         _ => None,
     });
-    assert_eq!(
-        started_by.as_deref(),
-        Some("reporter"),
-        "the audit names who started it"
+    assert!(
+        started_by
+            .as_deref()
+            .is_some_and(|c| c.starts_with("reporter (token")),
+        "the audit names who started it: {started_by:?}"
     );
 }
 
@@ -365,13 +381,22 @@ async fn gated_call(
         });
         request
             .metadata_mut()
-            .insert(CALLER, "dana".parse().expect("header"));
+            .insert(AUTHORIZATION, "Bearer t-dana".parse().expect("header"));
         client.call_tool(request).await
     });
     (task, h.wait_pending(wf).await)
 }
 
-const CALLER: &str = "x-conductor-caller";
+const AUTHORIZATION: &str = "authorization";
+
+/// Clients who are approvers, each known by its token `t-NAME`.
+fn approvers(config: &mut Value) {
+    config["clients"] = json!({
+        "dana": { "tools": ["*"], "token": "t-dana", "approve": true },
+        "erin": { "token": "t-erin", "approve": true },
+        "frank": { "token": "t-frank", "approve": true }
+    });
+}
 
 fn decide_as(id: &str, who: &str, digest: &str) -> Request<pb::ApprovalDecisionRequest> {
     let mut request = Request::new(pb::ApprovalDecisionRequest {
@@ -380,20 +405,21 @@ fn decide_as(id: &str, who: &str, digest: &str) -> Request<pb::ApprovalDecisionR
         reason: "checked".into(),
         arguments_digest: digest.into(),
     });
-    request
-        .metadata_mut()
-        .insert(CALLER, who.parse().expect("header"));
+    request.metadata_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer t-{who}").parse().expect("header"),
+    );
     request
 }
 
 #[tokio::test]
 async fn approvals_are_bound_to_the_arguments_single_use_expiring_and_four_eyes() {
     let rules = json!([{ "id": "list-gate", "kind": "approval", "tool": "list_backups", "timeout": "1m", "four_eyes": true }]);
-    let (h, _) = harness(rules, |_| {}).await;
+    let (h, _) = harness(rules, approvers).await;
     let mut start = Request::new(pb::StartWorkflowRequest::default());
     start
         .metadata_mut()
-        .insert(CALLER, "dana".parse().expect("header"));
+        .insert(AUTHORIZATION, "Bearer t-dana".parse().expect("header"));
     let wf = h
         .client
         .clone()
@@ -404,7 +430,7 @@ async fn approvals_are_bound_to_the_arguments_single_use_expiring_and_four_eyes(
         .id;
     let (task, pending) = gated_call(&h, &wf).await;
     assert!(
-        pending.four_eyes && pending.workflow_caller == "dana",
+        pending.four_eyes && pending.workflow_caller.starts_with("dana (token"),
         "{pending:?}"
     );
 
@@ -434,7 +460,7 @@ async fn approvals_are_bound_to_the_arguments_single_use_expiring_and_four_eyes(
         .approve(decide_as(&pending.id, "erin", &pending.arguments_digest))
         .await
         .expect("someone else approves");
-    assert_eq!(ok.into_inner().decided_by, "erin");
+    assert!(ok.into_inner().decided_by.starts_with("erin (token"));
     task.await.expect("task").expect("the call ran");
     let again = h
         .client
@@ -448,8 +474,19 @@ async fn approvals_are_bound_to_the_arguments_single_use_expiring_and_four_eyes(
 #[tokio::test]
 async fn an_expired_approval_is_refused() {
     let rules = json!([{ "id": "list-gate", "kind": "approval", "tool": "list_backups", "timeout": "300ms" }]);
-    let (h, _) = harness(rules, |_| {}).await;
-    let wf = h.start_workflow("", json!({})).await;
+    let (h, _) = harness(rules, approvers).await;
+    let mut start = Request::new(pb::StartWorkflowRequest::default());
+    start
+        .metadata_mut()
+        .insert(AUTHORIZATION, "Bearer t-dana".parse().expect("header"));
+    let wf = h
+        .client
+        .clone()
+        .start_workflow(start)
+        .await
+        .expect("start")
+        .into_inner()
+        .id;
     let (task, pending) = gated_call(&h, &wf).await;
     let status = task.await.expect("task").unwrap_err();
     assert!(

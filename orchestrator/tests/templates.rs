@@ -116,7 +116,7 @@ async fn a_run_stops_at_a_denied_step_and_at_a_failed_step() {
     .await;
     assert!(
         stopped.error.contains("step \"welcome\"")
-            && stopped.error.contains("denied by bob: wrong list"),
+            && stopped.error.contains("as \"bob\"): wrong list"),
         "{}",
         stopped.error
     );

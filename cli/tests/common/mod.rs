@@ -44,6 +44,7 @@ pub fn ctl_bare() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_conductorctl"));
     command
         .env_remove("CONDUCTOR_TOKEN")
+        .env_remove("CONDUCTOR_TOKEN_FILE")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
         .env_remove("CONDUCTOR_CONTEXT")
         .env(

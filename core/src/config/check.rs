@@ -12,7 +12,7 @@ use super::{
     Transport, parse_duration,
 };
 use crate::policy::{AllowList, Name};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -149,24 +149,20 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
     let (policies, rules) = check_rules(&mut c, &raw.rules, &tools, approval_timeout);
     check_cycles(&mut c, &policies, &tools);
     let templates = check_templates(&mut c, &raw, &tools, &policies, approval_timeout);
-    let control_token = match (&raw.control.token, &raw.control.token_env) {
-        (Some(_), Some(_)) => {
-            c.problem("control", "set either token or token_env, not both");
-            None
-        }
-        (Some(token), None) if token.is_empty() => {
-            c.problem("control.token", "must not be empty");
-            None
-        }
-        (Some(token), None) => Some(token.clone()),
-        (None, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
-        (None, None) => None,
-    };
+    let control_token = super::auth::secret(
+        &mut c,
+        "control",
+        raw.control.token.as_ref(),
+        raw.control.token_env.as_ref(),
+        raw.control.token_file.as_ref(),
+    );
     let listen = ListenSettings {
         grpc: parse_addr(&mut c, "listen.grpc", raw.listen.grpc.as_deref()),
         http: parse_addr(&mut c, "listen.http", raw.listen.http.as_deref()),
+        http_limits: super::listener::check_http_limits(&mut c, &raw.listen.http_limits),
     };
-    let clients = check_clients(&mut c, &raw.clients, &tools);
+    let clients = check_clients(&mut c, &raw.clients, &tools, control_token.as_ref());
+    let auth = super::auth::check_auth(&mut c, &raw.auth, &clients, control_token.is_some());
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");
     }
@@ -195,6 +191,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
             allowed_hosts: raw.mcp.allowed_hosts,
         },
         clients,
+        auth,
     })
 }
 
@@ -350,9 +347,9 @@ fn check_clients(
     c: &mut Checker,
     raw: &BTreeMap<String, RawClient>,
     tools: &BTreeMap<Name, ToolRoute>,
+    control_token: Option<&secrecy::SecretString>,
 ) -> BTreeMap<String, ClientConfig> {
     let mut clients = BTreeMap::new();
-    let mut tokens = HashSet::new();
     for (name, client) in raw {
         let path = format!("clients.{name}");
         if !valid_name(name) {
@@ -375,29 +372,19 @@ fn check_clients(
                 tools: set,
             })
         };
-        let token = match (&client.token, &client.token_env) {
-            (Some(_), Some(_)) => {
-                c.problem(&path, "set either token or token_env, not both");
-                None
-            }
-            (Some(t), None) => Some(t.clone()),
-            (None, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
-            (None, None) => None,
+        let mut checked = ClientConfig {
+            name: name.clone(),
+            allowed,
+            token: None,
+            jwt_subjects: Vec::new(),
+            act_for: Vec::new(),
+            read: false,
+            approve: false,
         };
-        if let Some(token) = &token
-            && !tokens.insert(token.clone())
-        {
-            c.problem(format!("{path}.token"), "two clients share one token");
-        }
-        clients.insert(
-            name.clone(),
-            ClientConfig {
-                name: name.clone(),
-                allowed,
-                token,
-            },
-        );
+        super::auth::client_identity(c, &path, name, client, &mut checked);
+        clients.insert(name.clone(), checked);
     }
+    super::auth::check_clients(c, &clients, control_token);
     clients
 }
 

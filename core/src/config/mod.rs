@@ -3,12 +3,15 @@
 //! `raw` holds the file's serde types; `check` turns them into [`Config`], reporting every problem with
 //! its JSON path. Nothing here opens a connection: the same checks run offline in `conductorctl policy check`.
 
+mod auth;
 mod check;
+mod listener;
 mod raw;
 mod rules;
 mod templates;
 
 use crate::policy::{AllowList, ApprovalGate, Name, PolicySet, Scope};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,9 +19,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
+pub use auth::{ANONYMOUS, AuthSettings, JwksSource, JwtSettings, OPERATOR};
 pub use check::{ConfigError, Problem};
+pub use listener::HttpLimits;
 
 /// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
 /// started under.
@@ -34,13 +38,15 @@ pub struct Config {
     pub rules: Vec<RuleSummary>,
     pub templates: BTreeMap<String, Arc<Template>>,
     pub approval_ledger: Option<String>,
-    pub control_token: Option<String>,
+    /// The shared control token; it proves the identity [`OPERATOR`].
+    pub control_token: Option<SecretString>,
     pub approval_timeout: Duration,
     pub audit: AuditSettings,
     pub listen: ListenSettings,
     pub mcp: McpSettings,
     /// Known callers by name: their allow-lists and tokens.
     pub clients: BTreeMap<String, ClientConfig>,
+    pub auth: AuthSettings,
 }
 
 /// A known caller.
@@ -49,7 +55,15 @@ pub struct ClientConfig {
     pub name: String,
     /// `None`: every tool.
     pub allowed: Option<AllowList>,
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
+    /// Values of the JWT client claim that identify this client.
+    pub jwt_subjects: Vec<String>,
+    /// Clients in whose workflows this one may act.
+    pub act_for: Vec<String>,
+    /// May read workflows, approvals, the audit log and `Watch` when authentication is required.
+    pub read: bool,
+    /// May approve and deny.
+    pub approve: bool,
 }
 
 /// How to reach one downstream server.
@@ -121,6 +135,7 @@ pub struct AuditSettings {
 pub struct ListenSettings {
     pub grpc: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub http_limits: HttpLimits,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -160,27 +175,28 @@ impl Config {
         self.templates.get(name)
     }
 
-    /// The client a caller identity ("NAME" or "NAME/SESSION") belongs to, if it is a known one.
+    /// The client a caller identity belongs to, if it is a known one. The identity is the first word of
+    /// the caller string, which only the fronts write, from a credential (see `crate::auth`); what a
+    /// caller says about itself follows in parentheses and is never looked up.
     pub fn client_of(&self, caller: &str) -> Option<&ClientConfig> {
-        self.clients
-            .get(caller)
-            .or_else(|| self.clients.get(caller_name(caller)))
-    }
-
-    /// The client whose bearer token this is.
-    pub fn client_by_token(&self, token: &str) -> Option<&ClientConfig> {
-        self.clients.values().find(|c| {
-            c.token
-                .as_deref()
-                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
-        })
+        self.clients.get(caller_name(caller))
     }
 
     /// What a workflow of `caller` (optionally running `template`) may call: the intersection of the
-    /// template's tools and the client's allow-list; `None` when unrestricted.
+    /// template's tools and the client's allow-list; `None` when unrestricted. When any client is
+    /// configured, a caller that is not one of them gets the `anonymous` client's allow-list, which is
+    /// empty unless configured; the control token's identity (`operator`) is unrestricted.
     pub fn allowed_for(&self, caller: &str, template: Option<&Template>) -> Option<AllowList> {
-        let client = self.client_of(caller).and_then(|c| c.allowed.as_ref());
-        match (template.map(|t| &t.allowed), client) {
+        let anonymous = AllowList {
+            source: "the anonymous allow-list (no credential, or one that names no client)".into(),
+            tools: Default::default(),
+        };
+        let client = match self.client_of(caller) {
+            Some(client) => client.allowed.clone(),
+            None if self.clients.is_empty() || caller_name(caller) == OPERATOR => None,
+            None => Some(anonymous),
+        };
+        match (template.map(|t| &t.allowed), client.as_ref()) {
             (None, None) => None,
             (Some(only), None) | (None, Some(only)) => Some(only.clone()),
             (Some(t), Some(c)) => Some(AllowList {
@@ -194,7 +210,6 @@ impl Config {
 /// The name in a caller identity: identities look like `NAME`, `NAME/SESSION`, `mcp:NAME (session ..)`
 /// or `grpc:ADDR`; allow-lists and four-eyes checks compare names.
 pub fn caller_name(caller: &str) -> &str {
-    let caller = caller.trim();
     let caller = caller
         .strip_prefix("mcp:")
         .or_else(|| caller.strip_prefix("grpc:"))

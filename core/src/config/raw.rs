@@ -29,12 +29,72 @@ pub struct RawConfig {
     /// Known callers (MCP clients, gRPC services) by name, with their allow-lists and tokens.
     #[serde(default)]
     pub clients: BTreeMap<String, RawClient>,
+    /// How callers prove who they are (bearer tokens, JWTs) and what the MCP front says about it.
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Refuse requests without a valid credential (401) instead of treating them as `anonymous`.
+    #[serde(default)]
+    pub required: bool,
+    /// The MCP resource URL (e.g. `https://gw.example/mcp`): the audience JWTs must name, and the
+    /// `resource` of the protected-resource metadata.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Authorization servers named in `/.well-known/oauth-protected-resource`.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// JWTs validated against a JWKS.
+    #[serde(default)]
+    pub jwt: Option<RawJwt>,
+    /// The client whose identity an MCP session over stdio has (the process that started it).
+    #[serde(default)]
+    pub stdio_client: Option<String>,
+    /// A bearer token a Prometheus scraper sends to read `/metrics` (open without one).
+    #[serde(default)]
+    pub metrics: Option<RawSecret>,
+}
+
+/// A secret from exactly one of: the file's value, an environment variable, a file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must name; defaults to `auth.resource`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// A JWKS file.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// A JWKS URL (`http`; this build has no TLS), cached and fetched again when a token names an
+    /// unknown `kid`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The claim whose value names the client (default `sub`; e.g. `azp`).
+    #[serde(default)]
+    pub client_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     /// The tools this client may call ("*" for all).
+    #[serde(default)]
     pub tools: Vec<String>,
     /// A bearer token that identifies this client. Prefer `token_env`.
     #[serde(default)]
@@ -42,6 +102,21 @@ pub struct RawClient {
     /// Name of an environment variable holding the client's bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A file holding the client's bearer token (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// Values of the JWT client claim (`auth.jwt.client_claim`) that identify this client.
+    #[serde(default)]
+    pub jwt_subjects: Vec<String>,
+    /// Clients in whose workflows this one may act.
+    #[serde(default)]
+    pub act_for: Vec<String>,
+    /// May read workflows, pending approvals, the audit log and `Watch` when authentication is required.
+    #[serde(default)]
+    pub read: bool,
+    /// May approve and deny approval requests.
+    #[serde(default)]
+    pub approve: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +259,9 @@ pub struct RawControl {
     /// Name of an environment variable holding the bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A file holding the bearer token.
+    #[serde(default)]
+    pub token_file: Option<String>,
     /// Default time-out of approval gates, e.g. "5m".
     #[serde(default)]
     pub approval_timeout: Option<String>,
@@ -206,6 +284,26 @@ pub struct RawListen {
     pub grpc: Option<String>,
     #[serde(default)]
     pub http: Option<String>,
+    /// Time-outs and the connection limit of the HTTP listener.
+    #[serde(default)]
+    pub http_limits: RawHttpLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpLimits {
+    /// Time a client has to send a request's headers, e.g. "10s".
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Time a client has to send a request's body.
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// A connection that neither sends nor receives a byte for this long is closed.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Connections served at once; more wait to be accepted.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

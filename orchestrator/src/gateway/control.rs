@@ -11,7 +11,6 @@ use crate::workflow::WorkflowState;
 use conductor_audit::Admit;
 use serde_json::Value;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 impl Gateway {
     /// Starts a workflow: ad hoc (no template) or a template run that the caller drives step by step.
@@ -245,41 +244,6 @@ impl Gateway {
         };
         self.hand_over_decision(id, verdict, approver, reason, digest)
             .await
-    }
-
-    /// Checks the bearer token of a control action (approve, deny, cancel, reload); a refusal is recorded.
-    pub async fn authorize_control(
-        &self,
-        token: Option<&str>,
-        action: &str,
-        target: &str,
-        caller: &str,
-    ) -> Result<(), Error> {
-        let config = self.config();
-        let Some(expected) = config.control_token.as_deref() else {
-            return Ok(());
-        };
-        let refusal = match token {
-            None => Error::Unauthenticated(format!(
-                "{action} needs the control token: send `authorization: Bearer <token>` (conductorctl reads CONDUCTOR_TOKEN)"
-            )),
-            Some(given) if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => {
-                Error::PermissionDenied(format!("{action} refused: the control token is wrong"))
-            }
-            Some(_) => return Ok(()),
-        };
-        self.inner
-            .record(
-                AuditEvent::ControlRefused {
-                    action: action.to_owned(),
-                    target: target.to_owned(),
-                    reason: refusal.to_string(),
-                    caller: caller.to_owned(),
-                },
-                Admit::Outcome,
-            )
-            .await?;
-        Err(refusal)
     }
 
     /// Every tool with its description and schema (asking servers whose list is not known yet).

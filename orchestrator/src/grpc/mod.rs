@@ -5,7 +5,10 @@
 mod convert;
 mod watch;
 
-use crate::audit::{AuditRecord, DecisionKind as DomainDecision};
+use crate::audit::{AuditEvent, AuditRecord, DecisionKind as DomainDecision};
+use crate::auth::{
+    Authenticator, Identity, permit_approve, permit_owner, permit_read, permit_reload,
+};
 use crate::error::Error;
 use crate::gateway::{CallResult, CallSpec, Gateway};
 use crate::report::{self, AuditFilter};
@@ -17,52 +20,96 @@ use tonic::{Request, Response, Status};
 
 pub use convert::decision_of;
 
-/// The metadata key naming who calls (a person, an agent, a service).
-pub const CALLER_HEADER: &str = "x-conductor-caller";
+pub use crate::auth::grpc::CALLER_HEADER;
 
 pub struct OrchestratorService {
     gateway: Gateway,
+    auth: Authenticator,
 }
 
 impl OrchestratorService {
     pub fn new(gateway: Gateway) -> Self {
-        OrchestratorService { gateway }
+        OrchestratorService {
+            gateway,
+            auth: Authenticator::new(),
+        }
     }
-}
 
-/// Who is calling: a known client's bearer token, else the explicit field, else the caller header, else
-/// the peer address.
-fn caller_of<T>(gateway: &Gateway, request: &Request<T>, explicit: &str) -> String {
-    if let Some(client) = bearer(request).and_then(|token| {
-        gateway
-            .config()
-            .client_by_token(&token)
-            .map(|c| c.name.clone())
-    }) {
-        return client;
+    /// The identity behind the request's bearer token and the caller string to record (see
+    /// `crate::auth`); `explicit` (a request's own `caller` field) is a label only.
+    async fn identify<T>(
+        &self,
+        request: &Request<T>,
+        explicit: &str,
+    ) -> Result<(Identity, String), Status> {
+        Ok(self
+            .auth
+            .grpc(&self.gateway.config(), request, explicit)
+            .await?)
     }
-    if !explicit.trim().is_empty() {
-        return explicit.trim().to_owned();
-    }
-    if let Some(name) = request
-        .metadata()
-        .get(CALLER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-    {
-        return name.trim().to_owned();
-    }
-    request
-        .remote_addr()
-        .map_or_else(|| "grpc:unknown".to_owned(), |a| format!("grpc:{a}"))
-}
 
-fn bearer<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|t| t.trim().to_owned())
+    /// The identity of a control request (approve, deny, cancel, reload); a request whose credential
+    /// is refused is recorded in the audit log like any refused control action.
+    async fn identify_control<T>(
+        &self,
+        request: &Request<T>,
+        explicit: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<(Identity, String), Status> {
+        match self
+            .auth
+            .grpc(&self.gateway.config(), request, explicit)
+            .await
+        {
+            Ok(found) => Ok(found),
+            Err(refusal) => {
+                let caller = request.remote_addr().map_or_else(
+                    || "unauthenticated".to_owned(),
+                    |a| format!("unauthenticated (grpc {a})"),
+                );
+                Err(self.refused(refusal, action, target, &caller).await)
+            }
+        }
+    }
+
+    /// Checks a control action with `permit`; a refusal is recorded in the audit log.
+    async fn control(
+        &self,
+        permit: Result<(), Error>,
+        action: &str,
+        target: &str,
+        caller: &str,
+    ) -> Result<(), Status> {
+        match permit {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refused(refusal, action, target, caller).await),
+        }
+    }
+
+    /// Records a refused control action and returns the refusal (or why it could not be recorded).
+    async fn refused(&self, refusal: Error, action: &str, target: &str, caller: &str) -> Status {
+        let recorded = self
+            .gateway
+            .audit()
+            .append(AuditEvent::ControlRefused {
+                action: action.to_owned(),
+                target: target.to_owned(),
+                reason: refusal.to_string(),
+                caller: caller.to_owned(),
+            })
+            .await;
+        match recorded {
+            Ok(_) => refusal.into(),
+            Err(e) => Error::from(e).into(),
+        }
+    }
+
+    /// Reading needs the `read` permission when authentication is required.
+    async fn read<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        let (identity, _) = self.identify(request, "").await?;
+        Ok(permit_read(&self.gateway.config(), &identity, what)?)
+    }
 }
 
 fn parse_json(text: &str, what: &str) -> Result<Value, Status> {
@@ -109,7 +156,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&self.gateway, &request, &request.get_ref().caller);
+        let (_, caller) = self.identify(&request, &request.get_ref().caller).await?;
         let body = request.into_inner();
         let input = parse_json(&body.input_json, "input_json")?;
         let view = self
@@ -123,7 +170,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::WorkflowCallRequest>,
     ) -> Result<Response<pb::WorkflowCallResponse>, Status> {
-        let caller = caller_of(&self.gateway, &request, "");
+        let (identity, caller) = self.identify(&request, "").await?;
         let body = request.into_inner();
         if body.workflow_id.is_empty() {
             return Err(Error::InvalidArgument(
@@ -131,6 +178,8 @@ impl Orchestrator for OrchestratorService {
             )
             .into());
         }
+        let owner = self.gateway.workflow(&body.workflow_id, false)?.caller;
+        permit_owner(&self.gateway.config(), &identity, &body.workflow_id, &owner)?;
         let arguments = parse_json(&body.arguments_json, "arguments_json")?;
         if !arguments.is_object() {
             return Err(
@@ -200,7 +249,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::RunTemplateRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&self.gateway, &request, &request.get_ref().caller);
+        let (_, caller) = self.identify(&request, &request.get_ref().caller).await?;
         let body = request.into_inner();
         let input = parse_json(&body.input_json, "input_json")?;
         let view = self
@@ -214,11 +263,13 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
-        let caller = caller_of(&self.gateway, &request, "");
-        let token = bearer(&request);
+        let target = request.get_ref().workflow_id.clone();
+        let (identity, caller) = self
+            .identify_control(&request, "", "cancel", &target)
+            .await?;
         let body = request.into_inner();
-        self.gateway
-            .authorize_control(token.as_deref(), "cancel", &body.workflow_id, &caller)
+        let permit = permit_reload(&self.gateway.config(), &identity, "cancel");
+        self.control(permit, "cancel", &body.workflow_id, &caller)
             .await?;
         let view = self
             .gateway
@@ -231,6 +282,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        self.read(&request, "workflows").await?;
         let view = self
             .gateway
             .workflow(&request.get_ref().workflow_id, true)?;
@@ -241,6 +293,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        self.read(&request, "workflows").await?;
         let body = request.into_inner();
         let limit = if body.limit == 0 {
             100
@@ -258,8 +311,9 @@ impl Orchestrator for OrchestratorService {
 
     async fn list_pending_approvals(
         &self,
-        _: Request<pb::ListPendingApprovalsRequest>,
+        request: Request<pb::ListPendingApprovalsRequest>,
     ) -> Result<Response<pb::ListPendingApprovalsResponse>, Status> {
+        self.read(&request, "pending approvals").await?;
         let approvals = self
             .gateway
             .pending_approvals()
@@ -296,6 +350,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::AuditQueryRequest>,
     ) -> Result<Response<pb::AuditQueryResponse>, Status> {
+        self.read(&request, "the audit log").await?;
         let body = request.into_inner();
         let filter = AuditFilter {
             since_ms: (body.since_ms > 0).then_some(body.since_ms),
@@ -321,8 +376,9 @@ impl Orchestrator for OrchestratorService {
 
     async fn verify_audit(
         &self,
-        _: Request<pb::VerifyAuditRequest>,
+        request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.read(&request, "the audit log").await?;
         let report = report::verify(self.gateway.audit().dir()).await?;
         Ok(Response::new(convert::verify_report(&report)))
     }
@@ -331,6 +387,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::ComplianceReportRequest>,
     ) -> Result<Response<pb::ComplianceReportResponse>, Status> {
+        self.read(&request, "the audit log").await?;
         let body = request.into_inner();
         let scope = report::ReportScope {
             workflow_id: Some(body.workflow_id).filter(|s| !s.is_empty()),
@@ -348,6 +405,7 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.read(&request, "the event stream").await?;
         Ok(Response::new(watch::start(
             self.gateway.clone(),
             request.into_inner(),
@@ -358,10 +416,11 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        let caller = caller_of(&self.gateway, &request, "");
-        let token = bearer(&request);
-        self.gateway
-            .authorize_control(token.as_deref(), "reload", "configuration", &caller)
+        let (identity, caller) = self
+            .identify_control(&request, "", "reload", "configuration")
+            .await?;
+        let permit = permit_reload(&self.gateway.config(), &identity, "reload");
+        self.control(permit, "reload", "configuration", &caller)
             .await?;
         let (config, previous, on_previous) = self.gateway.reload_config().await?;
         Ok(Response::new(pb::ReloadConfigResponse {
@@ -378,18 +437,19 @@ impl OrchestratorService {
         request: Request<pb::ApprovalDecisionRequest>,
         approve: bool,
     ) -> Result<Response<pb::ApprovalInfo>, Status> {
-        let caller = caller_of(&self.gateway, &request, "");
-        let token = bearer(&request);
-        let body = request.into_inner();
         let action = if approve { "approve" } else { "deny" };
-        self.gateway
-            .authorize_control(token.as_deref(), action, &body.approval_id, &caller)
+        let (identity, approver) = self
+            .identify_control(
+                &request,
+                &request.get_ref().approver,
+                action,
+                &request.get_ref().approval_id,
+            )
             .await?;
-        let approver = if body.approver.trim().is_empty() {
-            caller
-        } else {
-            body.approver
-        };
+        let body = request.into_inner();
+        let permit = permit_approve(&self.gateway.config(), &identity, action);
+        self.control(permit, action, &body.approval_id, &approver)
+            .await?;
         let digest = Some(body.arguments_digest.as_str()).filter(|d| !d.is_empty());
         let approval = self
             .gateway

@@ -6,6 +6,8 @@
 
 use super::reply;
 use super::waiting::ApprovalProgress;
+use crate::auth::Identity;
+use crate::auth::http::SessionTag;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{
@@ -87,17 +89,37 @@ impl ConductorMcp {
         }
     }
 
-    /// Who is calling: the client's name and the transport session, recorded with the workflow.
+    /// Who is calling: the identity its credential proves (stdio: the configured one), then as a label
+    /// the client's self-chosen name and a keyed hash of the transport session (never the session id).
+    fn identity(&self, context: &RequestContext<RoleServer>) -> Identity {
+        match self.front {
+            Front::Stdio => Identity::stdio(&self.gateway.config()),
+            Front::Http => context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Identity>())
+                .cloned()
+                .unwrap_or_else(Identity::anonymous),
+        }
+    }
+
     fn caller(&self, context: &RequestContext<RoleServer>) -> String {
         let client = context
             .client_info()
             .map_or_else(|| "unknown-client".to_owned(), |info| info.name);
         let session = match self.front {
             Front::Stdio => "stdio".to_owned(),
-            Front::Http => request_header(context, "mcp-session-id")
-                .map_or_else(|| "http".to_owned(), |id| format!("http session {id}")),
+            Front::Http => context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<SessionTag>())
+                .map_or_else(
+                    || "http".to_owned(),
+                    |tag| format!("http session {}", tag.0),
+                ),
         };
-        format!("mcp:{client} ({session})")
+        let label = format!("mcp client {:?}, {session}", crate::auth::sanitize(&client));
+        self.identity(context).caller(&label)
     }
 
     /// The workflow a call belongs to: named by the request (`_meta` or header), else the session's,
@@ -111,7 +133,13 @@ impl ConductorMcp {
             .map(str::to_owned)
             .or_else(|| request_header(context, WORKFLOW_HEADER));
         if let Some(id) = named {
-            self.gateway.workflow(&id, false)?;
+            let view = self.gateway.workflow(&id, false)?;
+            crate::auth::permit_owner(
+                &self.gateway.config(),
+                &self.identity(context),
+                &id,
+                &view.caller,
+            )?;
             return Ok(id);
         }
         let mut bound = self.workflow.lock().await;

@@ -4,8 +4,10 @@
 //!
 //! # Sessions and workflows
 //! Each MCP session is one workflow. The workflow starts, ad hoc, at the session's first `tools/call`
-//! (its caller is `mcp:<clientInfo.name> (<transport session>)`), so policies such as "process_data
-//! after validate_data" hold across the session's calls.
+//! (its caller is the identity the request's bearer token proves, see `crate::auth`, with
+//! `clientInfo.name` and a keyed hash of the session as labels), so policies such as "process_data
+//! after validate_data" hold across the session's calls. A session belongs to the identity that opened
+//! it, and a workflow named by a request must belong to the caller (or be granted by `act_for`).
 //!
 //! - **Binding to a template.** Call the tool `conductor_start_workflow` with `{"template": NAME,
 //!   "input": {...}}`: it starts a workflow of that template and later calls of the session belong to
@@ -30,6 +32,8 @@
 //! `_meta`).
 //!
 //! # HTTP security
+//! Every request is authenticated first (`crate::auth::http`: 401 with `WWW-Authenticate`, the RFC 9728
+//! metadata at `/.well-known/oauth-protected-resource`, sessions bound to identities).
 //! `Host` must be loopback or listed in `mcp.allowed_hosts` (DNS rebinding); a request with an `Origin`
 //! that is neither loopback nor listed in `mcp.allowed_origins` gets 403 with the fix in the body.
 //! A body that is not JSON gets a JSON-RPC `-32700` error, one that is not a JSON-RPC message `-32600`,
@@ -91,13 +95,29 @@ pub fn router(gateway: Gateway) -> Router {
         Arc::new(LocalSessionManager::default()),
         settings,
     );
+    let auth = crate::auth::http::HttpAuth::new(gateway.clone());
+    let metadata = Router::new()
+        .route(
+            crate::auth::http::METADATA_PATH,
+            axum::routing::get(crate::auth::http::metadata),
+        )
+        .route(
+            &format!("{}/mcp", crate::auth::http::METADATA_PATH),
+            axum::routing::get(crate::auth::http::metadata),
+        )
+        .with_state(auth.clone());
     Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn(frames::json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             gateway,
             origin::check_origin,
         ))
+        .merge(metadata)
 }
 
 /// Serves one MCP session over stdin/stdout until the client closes it or `shutdown` resolves.

@@ -204,6 +204,19 @@ impl Ledger {
         if new.id.trim().is_empty() {
             return Err(ServiceError::MissingField { field: "id" });
         }
+        let digest = conductor_core::digest::approval_digest_of_text(&new.arguments_json)
+            .ok_or_else(|| ServiceError::ArgumentsNotJson {
+                reason: "the request's arguments_json is not JSON".into(),
+            })?;
+        if digest != new.arguments_digest {
+            return Err(ServiceError::InvalidArguments {
+                tool: new.tool,
+                problems: vec![format!(
+                    "arguments_digest {} is not the RFC 8785 digest of the arguments ({digest})",
+                    new.arguments_digest
+                )],
+            });
+        }
         let _change = self.changes.lock().await;
         if let Some(existing) = self.approvals().get(&new.id) {
             return Ok(existing.clone());
@@ -298,6 +311,8 @@ mod tests {
         let ledger = Ledger::open(dir.path()).unwrap();
         let new = |id: &str| NewApproval {
             id: id.into(),
+            arguments_json: "{}".into(),
+            arguments_digest: conductor_core::digest::approval_digest(&serde_json::json!({})),
             ..NewApproval::default()
         };
         ledger.create(new("a")).await.unwrap();

@@ -25,7 +25,7 @@ fn create_request(id: &str) -> CreateApprovalRequest {
         workflow_id: "wf-1".into(),
         tool: "create_backup".into(),
         arguments_json: r#"{"name":"daily"}"#.into(),
-        arguments_digest: "ab12".into(),
+        arguments_digest: conductor_core::digest::approval_digest(&json!({"name": "daily"})),
         gate: "backup-needs-approval".into(),
         requested_by: "agent-7".into(),
         expires_at_ms: 0,
@@ -49,6 +49,28 @@ async fn pending_ids(client: &mut ApprovalLedgerClient<Channel>) -> Vec<String> 
         .unwrap()
         .into_inner();
     list.approvals.into_iter().map(|a| a.id).collect()
+}
+
+#[tokio::test]
+async fn a_request_must_carry_the_canonical_digest_of_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(ServerKind::Approval, dir.path()).await;
+    let mut client = ledger(&server).await;
+    // Key order and spacing do not change the digest (RFC 8785).
+    let mut reordered = create_request("c1");
+    reordered.arguments_json = r#"{ "b": [1, 2.0], "a": "x" }"#.into();
+    reordered.arguments_digest =
+        conductor_core::digest::approval_digest(&json!({"a": "x", "b": [1, 2]}));
+    client
+        .create_approval(reordered)
+        .await
+        .expect("the canonical digest");
+    let mut wrong = create_request("c2");
+    wrong.arguments_json = r#"{"name":"weekly"}"#.into();
+    let status = client.create_approval(wrong).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("RFC 8785"), "{status}");
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -1,0 +1,234 @@
+//! Who a caller is, from the credential it presents, and what that identity may do beyond calling tools.
+//!
+//! Every front (MCP over Streamable HTTP and stdio, gRPC) turns the `Authorization: Bearer` header into an
+//! [`Identity`] here: a client's static token, the shared control token (identity `operator`), or a JWT
+//! validated against a JWKS (issuer, audience, expiry, not-before; see [`jwt`]). No credential gives the
+//! `anonymous` identity (or 401 when authentication is required); a wrong one is always refused.
+//!
+//! The identity goes into the gateway as the first word of the `caller` string
+//! ([`Identity::caller`]); what the caller says about itself (MCP `clientInfo.name`, gRPC
+//! `x-conductor-caller`, `--as`) follows in parentheses as a label that nothing looks up.
+//!
+//! This module never logs or formats a secret, never compares one with `==` (only [`secret_eq`]), and
+//! never trusts a name a caller chose.
+
+pub mod grpc;
+pub mod http;
+mod jwt;
+mod permit;
+
+pub use jwt::JwtError;
+pub use permit::{permit_approve, permit_owner, permit_read, permit_reload};
+
+use crate::config::{ANONYMOUS, Config, OPERATOR};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// A log directive added to every filter: the MCP SDK's session layer logs session ids (at `info`
+/// when a session is created), and a session id is a secret.
+pub const QUIET_SESSION_LOGS: &str = "rmcp::transport::streamable_http_server=warn";
+
+/// Who a caller is, as its credential proves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// A configured client's name, [`OPERATOR`] or [`ANONYMOUS`].
+    pub name: String,
+    pub proof: Proof,
+}
+
+/// How the identity was established.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Proof {
+    /// No credential.
+    None,
+    /// A client's static bearer token.
+    Token,
+    /// The shared control token.
+    ControlToken,
+    /// A valid JWT; `subject` is the value of the configured client claim.
+    Jwt { subject: String },
+    /// The process that started an MCP session over stdio (configured as `auth.stdio_client`).
+    Stdio,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Identity {
+            name: ANONYMOUS.to_owned(),
+            proof: Proof::None,
+        }
+    }
+
+    /// The identity of an MCP session over stdio: the configured `auth.stdio_client`, else anonymous.
+    pub fn stdio(config: &Config) -> Self {
+        match &config.auth.stdio_client {
+            Some(name) => Identity {
+                name: name.clone(),
+                proof: Proof::Stdio,
+            },
+            None => Identity::anonymous(),
+        }
+    }
+
+    /// The caller string the gateway records: the identity first, then in parentheses how it was
+    /// proven and the caller's self-description (`label`), which grants nothing.
+    pub fn caller(&self, label: &str) -> String {
+        let proof = match &self.proof {
+            Proof::None => "no credential".to_owned(),
+            Proof::Token => "token".to_owned(),
+            Proof::ControlToken => "control token".to_owned(),
+            Proof::Jwt { subject } => format!("jwt {}", sanitize(subject)),
+            Proof::Stdio => "stdio".to_owned(),
+        };
+        let label = sanitize(label);
+        if label.is_empty() {
+            format!("{} ({proof})", self.name)
+        } else {
+            format!("{} ({proof}; {label})", self.name)
+        }
+    }
+}
+
+/// A self-description fit for a record: printable characters only, at most 80 of them.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Why a credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "authentication is required: send `Authorization: Bearer <token>` (a client token or a JWT)"
+    )]
+    Missing,
+    #[error("the bearer token is not valid here")]
+    UnknownToken,
+    #[error("the JWT was refused: {0}")]
+    Jwt(#[from] JwtError),
+    #[error("the Authorization header is not `Bearer <token>`")]
+    Malformed,
+}
+
+impl From<AuthError> for crate::Error {
+    fn from(error: AuthError) -> Self {
+        crate::Error::Unauthenticated(error.to_string())
+    }
+}
+
+/// Compares two secrets in constant time (for equal lengths).
+pub fn secret_eq(given: &str, expected: &SecretString) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes()))
+}
+
+/// The bearer token of an `Authorization` header value; `Err` when the header is not a bearer one.
+pub fn bearer_token(value: &str) -> Result<&str, AuthError> {
+    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token)
+}
+
+/// Turns credentials into identities; holds the JWKS cache. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    keys: Arc<jwt::KeyCache>,
+}
+
+impl Authenticator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The identity behind `token` (the bearer token, if any) under `config`.
+    pub async fn identify(
+        &self,
+        config: &Config,
+        token: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let Some(token) = token else {
+            if config.auth.required {
+                return Err(AuthError::Missing);
+            }
+            return Ok(Identity::anonymous());
+        };
+        if let Some(identity) = static_identity(config, token) {
+            return Ok(identity);
+        }
+        if let Some(settings) = &config.auth.jwt
+            && token.bytes().filter(|b| *b == b'.').count() == 2
+        {
+            let subject = self.keys.validate(settings, token).await?;
+            let name = config
+                .clients
+                .values()
+                .find(|c| c.jwt_subjects.iter().any(|s| s == &subject))
+                .map_or_else(|| ANONYMOUS.to_owned(), |c| c.name.clone());
+            return Ok(Identity {
+                name,
+                proof: Proof::Jwt { subject },
+            });
+        }
+        Err(AuthError::UnknownToken)
+    }
+}
+
+/// The control token or a client's static token; every configured token is compared, so the time taken
+/// does not say which one matched.
+fn static_identity(config: &Config, token: &str) -> Option<Identity> {
+    let mut found = None;
+    if config
+        .control_token
+        .as_ref()
+        .is_some_and(|expected| secret_eq(token, expected))
+    {
+        found = Some(Identity {
+            name: OPERATOR.to_owned(),
+            proof: Proof::ControlToken,
+        });
+    }
+    for client in config.clients.values() {
+        if client
+            .token
+            .as_ref()
+            .is_some_and(|expected| secret_eq(token, expected))
+        {
+            found = Some(Identity {
+                name: client.name.clone(),
+                proof: Proof::Token,
+            });
+        }
+    }
+    found
+}
+
+/// Checks before listening: refuses an address beyond loopback unless authentication is required
+/// (`auth.required`), and returns the warnings to log (no control token: anyone who reaches the gRPC
+/// port may approve, cancel and reload).
+pub fn startup_check(
+    config: &Config,
+    addresses: &[std::net::SocketAddr],
+) -> Result<Vec<String>, String> {
+    if let Some(open) = addresses.iter().find(|a| !a.ip().is_loopback())
+        && !config.auth.required
+    {
+        return Err(format!(
+            "refusing to listen on {open}, beyond loopback, without authentication: set \"auth\": {{\"required\": true}} with client tokens or a JWT issuer, or listen on 127.0.0.1"
+        ));
+    }
+    let mut warnings = Vec::new();
+    if config.control_token.is_none() {
+        warnings.push("no control token is configured (control.token_env): approvals, cancel and reload are open to anyone who reaches the gRPC port unless clients with \"approve\" are configured".to_owned());
+    }
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests;
