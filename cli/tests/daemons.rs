@@ -204,7 +204,8 @@ async fn deny_in_another_process_fails_the_run() {
     let done = run.finish().await;
     assert_eq!(done.code, 1, "{}", done.text());
     assert!(
-        done.stdout.contains("✘ denied by tester: wrong list"),
+        done.stdout
+            .contains("✘ denied by anonymous (no credential; as \"tester\"): wrong list"),
         "the denied step has its mark: {}",
         done.text()
     );

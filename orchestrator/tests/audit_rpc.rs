@@ -175,12 +175,15 @@ async fn verify_and_compliance_report() {
         pb::report_blocked::How::ApprovalDenied as i32
     );
     assert!(
-        report.blocked[1].reason.contains("denied by bob: not now"),
+        report.blocked[1].reason.contains("as \"bob\"): not now"),
         "{:?}",
         report.blocked[1]
     );
     assert_eq!(report.approvals.len(), 1);
-    assert_eq!(report.approvals[0].decided_by, "bob");
+    assert_eq!(
+        report.approvals[0].decided_by, "anonymous (no credential; as \"bob\")",
+        "the approver is the identity behind the credential; the claimed name is a label"
+    );
     let json: serde_json::Value = serde_json::from_str(&report.report_json).expect("report JSON");
     assert_eq!(json["compliant"], json!(true));
     assert_eq!(
