@@ -103,9 +103,11 @@ pub enum Command {
     /// The dashboard's figures: workflows, violations, per-tool metrics.
     #[command(after_help = "Example:\n  conductorctl status")]
     Status,
-    /// List the workflow templates and their steps.
-    #[command(after_help = "Example:\n  conductorctl templates")]
-    Templates,
+    /// List the workflow templates: their inputs, their steps, which steps wait for approval.
+    #[command(
+        after_help = "Examples:\n  conductorctl templates\n  conductorctl templates customer_onboarding"
+    )]
+    Templates(TemplatesArgs),
     /// List every tool of every downstream server.
     #[command(after_help = "Example:\n  conductorctl tools --json")]
     Tools,
@@ -240,6 +242,10 @@ pub struct CallArgs {
     /// Call inside this workflow instead of a new ad-hoc one.
     #[arg(long, short)]
     pub workflow: Option<String>,
+    /// Keep the new ad-hoc workflow open for more calls (`--workflow ID`); without it, a call
+    /// outside any workflow ends its one-call workflow when the call ends.
+    #[arg(long, conflicts_with = "workflow")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -412,4 +418,15 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Args)]
-pub struct InteractiveArgs {}
+pub struct TemplatesArgs {
+    /// Only this template, with each input's description, default and example.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InteractiveArgs {
+    /// Keep the ad-hoc workflows this session started open when it ends (they end by themselves
+    /// once idle); without it they end with the session.
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -43,6 +43,13 @@ pub enum CliError {
     Unauthorized(String),
     #[error("{0}")]
     Failed(String),
+    /// What the user asked for cannot be done as asked (e.g. a template's input is missing a
+    /// field): nothing ran; exit 2, as for a usage error.
+    #[error("{0}")]
+    Usage(String),
+    /// The thing named does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The command has already told the user what went wrong; exit 1 quietly.
     #[error("failed")]
     Reported,
@@ -55,6 +62,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Unreachable { .. } => ExitCode::from(3),
+            CliError::Usage(_) => ExitCode::from(2),
             CliError::Interrupted => ExitCode::from(130),
             _ => ExitCode::from(1),
         }

@@ -216,6 +216,7 @@ pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
         .into());
     }
     let client = Client::connect(global).await?;
+    let one_call = args.workflow.is_none() && !args.keep;
     let workflow_id = match args.workflow {
         Some(id) => id,
         None => {
@@ -240,9 +241,22 @@ pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
             }
         },
     )
-    .await?;
+    .await;
+    // The workflow this command opened for its one call ends with it, whatever the call's fate.
+    let ended = if one_call {
+        let request = pb::EndWorkflowRequest {
+            workflow_id: workflow_id.clone(),
+            reason: "its one call ended (conductorctl call)".into(),
+        };
+        Some(client.rpc().end_workflow(request).await.is_ok())
+    } else {
+        None
+    };
+    let called = called?;
     if out.json {
-        print_json(&called.to_json(&workflow_id));
+        let mut value = called.to_json(&workflow_id);
+        value["workflow_ended"] = json!(ended == Some(true));
+        print_json(&value);
     } else {
         outln!("{}", called.describe(&out, &args.tool));
         if let Called::Succeeded { result, .. } = &called {
@@ -251,7 +265,17 @@ pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(result).unwrap_or_default()
             );
         }
-        outln!("(continue with `conductorctl call TOOL --workflow {workflow_id} --args ...`)");
+        match ended {
+            Some(true) => outln!(
+                "(ended its one-call workflow {workflow_id}; for several calls in one workflow: `conductorctl call TOOL --keep`, then `--workflow ID`)"
+            ),
+            Some(false) => {
+                outln!("(could not end workflow {workflow_id}; it ends by itself when idle)")
+            }
+            None => outln!(
+                "(continue with `conductorctl call TOOL --workflow {workflow_id} --args ...`)"
+            ),
+        }
     }
     match called {
         Called::Succeeded { .. } => Ok(()),

@@ -89,7 +89,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(args) => approval::decide(global, args, false).await,
         Command::Pending => approval::pending(global).await,
         Command::Status => status::status(global).await,
-        Command::Templates => status::templates(global).await,
+        Command::Templates(args) => status::templates(global, args).await,
         Command::Tools => status::tools(global).await,
         Command::Workflows(args) => status::workflows(global, args).await,
         Command::Workflow(args) => status::workflow(global, args).await,

@@ -107,7 +107,13 @@ pub async fn start_run(
         wait: false,
         caller: String::new(),
     };
-    let started = client.rpc().run_template(request).await.answer(client)?;
+    let started = match client.rpc().run_template(request).await {
+        // The input does not match the template's declared inputs: nothing ran; say what to fix.
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            return Err(CliError::Usage(status.message().to_owned()).into());
+        }
+        other => other.answer(client)?,
+    };
     Ok((started, last_seq))
 }
 

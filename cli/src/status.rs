@@ -1,7 +1,7 @@
 //! Read-only views: `status` (the dashboard's figures and metrics), `templates`, `tools`, `workflows` and
 //! `workflow ID` (one workflow's history with each decision, reason and duration).
 
-use crate::cli::{Global, WorkflowArgs, WorkflowsArgs};
+use crate::cli::{Global, TemplatesArgs, WorkflowArgs, WorkflowsArgs};
 use crate::client::{Answer, CliError, Client};
 use crate::output::{Out, clip, duration_ms, duration_us, print_json, table, time_ms};
 use crate::present::{
@@ -134,22 +134,43 @@ fn workflows_table(out: &Out, workflows: &[pb::WorkflowInfo]) -> String {
     )
 }
 
-pub async fn templates(global: &Global) -> anyhow::Result<()> {
+pub async fn templates(global: &Global, args: TemplatesArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
     let client = Client::connect(global).await?;
-    let templates = client
+    let mut templates = client
         .rpc()
         .list_templates(pb::ListTemplatesRequest {})
         .await
         .answer(&client)?
         .templates;
+    if let Some(name) = &args.name {
+        templates.retain(|t| &t.name == name);
+        if templates.is_empty() {
+            return Err(CliError::NotFound(format!(
+                "no template {name:?}; list them with `conductorctl templates`"
+            ))
+            .into());
+        }
+    }
+    let json_of = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
     if out.json {
         print_json(&Value::Array(
             templates
                 .iter()
                 .map(|t| {
-                    json!({"name": t.name, "description": t.description, "steps": t.steps.iter().map(|s| json!({
+                    json!({"name": t.name, "description": t.description,
+                        "inputs": t.inputs.iter().map(|i| json!({
+                            "name": i.name, "type": i.r#type, "description": i.description,
+                            "required": i.required, "default": json_of(&i.default_json),
+                            "example": json_of(&i.example_json),
+                        })).collect::<Vec<_>>(),
+                        "example_input": serde_json::from_str::<Value>(&t.example_input_json).unwrap_or(Value::Null),
+                        "steps": t.steps.iter().map(|s| json!({
                         "name": s.name, "tool": s.tool, "requires_approval": s.requires_approval,
+                        "gate": (!s.gate.is_empty()).then_some(&s.gate),
                         "arguments": serde_json::from_str::<Value>(&s.arguments_template_json).unwrap_or(Value::Null),
                     })).collect::<Vec<_>>()})
                 })
@@ -157,17 +178,52 @@ pub async fn templates(global: &Global) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
+    let whole = args.name.is_some();
     for t in &templates {
         outln!("{} — {}", out.bold(&t.name), t.description);
+        if !t.inputs.is_empty() {
+            outln!("  inputs:");
+            for i in &t.inputs {
+                let need = if i.required {
+                    "required".to_owned()
+                } else {
+                    match &i.default_json {
+                        Some(default) => format!("default {default}"),
+                        None => "optional".to_owned(),
+                    }
+                };
+                let about = if i.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", i.description)
+                };
+                outln!("    {} ({}, {need}){about}", i.name, i.r#type);
+                if whole && let Some(example) = &i.example_json {
+                    outln!("      e.g. {example}");
+                }
+            }
+        }
+        outln!("  steps:");
         for (i, s) in t.steps.iter().enumerate() {
             let gate = if s.requires_approval {
-                format!("  {}", out.warn("(needs approval)"))
+                format!(
+                    "  {}",
+                    out.warn(&format!("(needs approval: gate {})", s.gate))
+                )
             } else {
                 String::new()
             };
-            outln!("  {}. {} → {}{gate}", i + 1, s.name, s.tool);
+            outln!("    {}. {} → {}{gate}", i + 1, s.name, s.tool);
         }
-        outln!("  run: conductorctl run {} --input FILE\n", t.name);
+        if t.inputs.is_empty() {
+            outln!("  run: conductorctl run {} --input FILE\n", t.name);
+        } else {
+            outln!(
+                "  run: conductorctl run {} --input FILE   (FILE like {})\n",
+                t.name,
+                t.example_input_json
+            );
+        }
     }
     Ok(())
 }

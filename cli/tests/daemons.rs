@@ -716,3 +716,82 @@ async fn the_token_can_come_from_a_file() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_hoc_workflows_end_with_their_one_call_and_with_the_interactive_session() {
+    let stack = Stack::start().await;
+    let called = stack.ctl(&["call", "list_schemas", "--json"]).await;
+    assert_eq!(called.code, 0, "{}", called.text());
+    let json: serde_json::Value = serde_json::from_str(&called.stdout).expect("call JSON");
+    assert_eq!(json["workflow_ended"], serde_json::json!(true), "{json}");
+    let id = json["workflow_id"]
+        .as_str()
+        .expect("workflow id")
+        .to_owned();
+    let shown = stack.ctl(&["workflow", &id, "--json"]).await;
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("workflow JSON");
+    assert_eq!(shown["state"], serde_json::json!("completed"), "{shown}");
+
+    // Even a call refused for an unknown tool ends its workflow; the text says how to keep one.
+    let refused = stack.ctl(&["call", "no_such_tool"]).await;
+    assert_ne!(refused.code, 0, "{}", refused.text());
+    let kept = stack.ctl(&["call", "list_schemas", "--keep"]).await;
+    assert!(
+        kept.stdout
+            .contains("continue with `conductorctl call TOOL --workflow"),
+        "{}",
+        kept.text()
+    );
+    let plain = stack.ctl(&["call", "list_schemas"]).await;
+    assert!(
+        plain.stdout.contains("ended its one-call workflow") && plain.stdout.contains("--keep"),
+        "{}",
+        plain.text()
+    );
+
+    let session = stack
+        .ctl_with_stdin(&["interactive"], "call list_schemas\nquit\n")
+        .await;
+    assert_eq!(session.code, 0, "{}", session.text());
+    assert!(
+        session.stdout.contains("ended ad-hoc workflow"),
+        "{}",
+        session.text()
+    );
+    let active = stack.ctl(&["workflows", "--json"]).await;
+    let active: serde_json::Value = serde_json::from_str(&active.stdout).expect("workflows JSON");
+    assert_eq!(
+        active.as_array().map(|a| a.len()),
+        Some(1),
+        "only the --keep workflow is still active: {active}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_inputs_are_checked_before_anything_runs_and_shown_in_templates() {
+    let stack = Stack::start().await;
+    let run = stack.ctl(&["run", "customer_onboarding"]).await;
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("input \"customers\" (array) is missing")
+            && run.stderr.contains("input \"batch\" (string) is missing")
+            && run.stderr.contains("an input that passes"),
+        "{}",
+        run.text()
+    );
+    let shown = stack.ctl(&["templates", "restore_snapshot"]).await;
+    assert_eq!(shown.code, 0, "{}", shown.text());
+    assert!(
+        shown.stdout.contains("snapshot (string, required)")
+            && shown.stdout.contains(
+                "restore → restore_backup  (needs approval: gate restore-needs-approval)"
+            ),
+        "{}",
+        shown.text()
+    );
+    let missing = stack.ctl(&["templates", "nope"]).await;
+    assert_ne!(missing.code, 0, "{}", missing.text());
+    stack.stop().await;
+}

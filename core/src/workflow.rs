@@ -78,6 +78,9 @@ pub struct Workflow {
     pub state: WorkflowState,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// The time of its last call's decision or ending (its start before any): idle ad-hoc
+    /// workflows end by themselves.
+    pub last_activity_ms: i64,
     pub history: WorkflowHistory,
     pub calls: Vec<CallEntry>,
     /// Outputs of finished template steps, by step name.
@@ -116,6 +119,7 @@ impl Workflow {
             state: WorkflowState::Running,
             started_at_ms: now_ms,
             finished_at_ms: None,
+            last_activity_ms: now_ms,
             history: WorkflowHistory::default(),
             calls: Vec::new(),
             outputs: Map::new(),

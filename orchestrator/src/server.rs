@@ -46,6 +46,7 @@ pub async fn serve(
     });
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(gateway.clone(), stop.clone()));
+    tokio::spawn(end_idle_workflows(gateway.clone(), stop.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<OrchestratorServer<OrchestratorService>>()
@@ -123,6 +124,25 @@ async fn follow_audit_health(
         tokio::select! {
             changed = writable.changed() => if changed.is_err() { return },
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Ad-hoc workflows nobody has used for `workflows.idle_timeout` end by themselves, recorded with
+/// the reason; looked for every quarter of that time (at most every minute).
+async fn end_idle_workflows(gateway: Gateway, stop: CancellationToken) {
+    loop {
+        let every = (gateway.config().ad_hoc_idle_timeout / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        );
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let ended = gateway.end_idle_workflows().await;
+        if ended > 0 {
+            tracing::info!(ended, "idle ad-hoc workflows ended");
         }
     }
 }

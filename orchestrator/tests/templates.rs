@@ -154,13 +154,66 @@ async fn bad_template_input_and_unknown_templates_are_refused_clearly() {
         "{}",
         status.message()
     );
-    let done = run(&h, "order_summary", json!({}), true).await;
-    assert_eq!(done.state, pb::WorkflowState::Failed as i32);
-    assert!(
-        done.error.contains("has no field \"orders\""),
-        "{}",
-        done.error
-    );
+    // Input that does not match the template's declared inputs is refused before anything runs,
+    // with every problem and an input that passes.
+    for (input, needle) in [
+        (json!({}), "input \"orders\" (array) is missing"),
+        (
+            json!({"orders": "o-1"}),
+            "input \"orders\" must be an array, not a string",
+        ),
+        (
+            json!({"orders": [], "order": []}),
+            "input \"order\" is not one of the template's inputs",
+        ),
+    ] {
+        let request = pb::RunTemplateRequest {
+            template: "order_summary".into(),
+            input_json: input.to_string(),
+            wait: true,
+            caller: String::new(),
+        };
+        let status = h.client.clone().run_template(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains(needle)
+                && status
+                    .message()
+                    .contains("an input that passes: {\"orders\":"),
+            "{}",
+            status.message()
+        );
+    }
+    let started = h
+        .audit_records()
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, conductor_orchestrator::audit::AuditEvent::WorkflowStarted { template: Some(t), .. } if t == "order_summary")
+        })
+        .count();
+    assert_eq!(started, 0, "nothing started for a refused input");
+    // The listing shows the inputs, and the steps a rule gates.
+    let templates = h
+        .client
+        .clone()
+        .list_templates(pb::ListTemplatesRequest {})
+        .await
+        .expect("templates")
+        .into_inner()
+        .templates;
+    let restore = templates
+        .iter()
+        .find(|t| t.name == "restore_snapshot")
+        .expect("restore_snapshot");
+    assert_eq!(restore.inputs[0].name, "snapshot");
+    assert!(restore.inputs[0].required);
+    let gated: Vec<(&str, &str)> = restore
+        .steps
+        .iter()
+        .filter(|s| s.requires_approval)
+        .map(|s| (s.name.as_str(), s.gate.as_str()))
+        .collect();
+    assert_eq!(gated, [("restore", "restore-needs-approval")]);
 }
 
 #[tokio::test]

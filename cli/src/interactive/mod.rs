@@ -25,7 +25,7 @@ const HELP: &str = "commands:
   history                         every call of the current workflow with its decision and duration
   tools | templates               what can be called or started
   help                            this text
-  quit                            leave (the workflow stays in the orchestrator)";
+  quit                            leave (ad-hoc workflows it started end, unless --keep)";
 
 type Editor = rustyline::Editor<PromptCompletion, rustyline::history::DefaultHistory>;
 
@@ -75,11 +75,13 @@ struct Session {
     out: Out,
     client: Client,
     workflow: Option<String>,
+    /// The ad-hoc workflows this session started: they end with it unless `--keep`.
+    started: Vec<String>,
     templates: Vec<pb::TemplateInfo>,
     tools: Vec<String>,
 }
 
-pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Result<()> {
+pub async fn interactive(global: &Global, args: InteractiveArgs) -> anyhow::Result<()> {
     let out = Out {
         json: false,
         ..Out::new(global)
@@ -104,6 +106,7 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
         out,
         client,
         workflow: None,
+        started: Vec::new(),
         templates,
         tools,
     };
@@ -154,7 +157,31 @@ pub async fn interactive(global: &Global, _args: InteractiveArgs) -> anyhow::Res
             outln!("{} {e:#}", session.out.bad("error:"));
         }
     }
-    if let Some(id) = &session.workflow {
+    if args.keep {
+        if let Some(id) = &session.workflow {
+            outln!(
+                "bye; the workflow {id} stays open (`conductorctl workflow {id}`; it ends by itself once idle)"
+            );
+        }
+        return Ok(());
+    }
+    for id in &session.started {
+        let request = pb::EndWorkflowRequest {
+            workflow_id: id.clone(),
+            reason: "its interactive session ended".into(),
+        };
+        match session.client.rpc().end_workflow(request).await {
+            Ok(_) => outln!(
+                "ended ad-hoc workflow {id} (keep it open next time with `interactive --keep`)"
+            ),
+            Err(status) => outln!("could not end workflow {id}: {}", status.message()),
+        }
+    }
+    if let Some(id) = session
+        .workflow
+        .as_ref()
+        .filter(|id| !session.started.contains(id))
+    {
         outln!("bye; the workflow {id} stays in the orchestrator (`conductorctl workflow {id}`)");
     }
     Ok(())
@@ -177,7 +204,9 @@ impl Session {
             caller: String::new(),
         };
         let w = if template.is_empty() {
-            start_ad_hoc(&self.client).await?
+            let w = start_ad_hoc(&self.client).await?;
+            self.started.push(w.id.clone());
+            w
         } else {
             self.client
                 .rpc()
@@ -207,6 +236,7 @@ impl Session {
         if self.workflow.is_none() {
             let w = start_ad_hoc(&self.client).await?;
             outln!("started ad-hoc workflow {}", self.out.bold(&w.id));
+            self.started.push(w.id.clone());
             self.workflow = Some(w.id);
         }
         let workflow = self.workflow.clone().unwrap_or_default();

@@ -166,6 +166,11 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");
     }
+    let ad_hoc_idle_timeout = c.duration(
+        "workflows.idle_timeout".into(),
+        raw.workflows.idle_timeout.as_deref(),
+        super::DEFAULT_AD_HOC_IDLE,
+    );
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: c.problems,
@@ -192,6 +197,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         },
         clients,
         auth,
+        ad_hoc_idle_timeout,
     })
 }
 

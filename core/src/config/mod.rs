@@ -47,7 +47,12 @@ pub struct Config {
     /// Known callers by name: their allow-lists and tokens.
     pub clients: BTreeMap<String, ClientConfig>,
     pub auth: AuthSettings,
+    /// An ad-hoc workflow with no activity for this long ends by itself, recorded with the reason.
+    pub ad_hoc_idle_timeout: Duration,
 }
+
+/// How long an ad-hoc workflow may sit idle before it ends by itself, unless configured.
+pub const DEFAULT_AD_HOC_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// A known caller.
 #[derive(Debug, Clone)]
@@ -111,6 +116,8 @@ pub struct RuleSummary {
 pub struct Template {
     pub name: String,
     pub description: String,
+    /// What a run's input must hold; empty: anything (templates written before inputs were declared).
+    pub inputs: Vec<crate::template::Input>,
     pub steps: Vec<Step>,
     /// The tools its steps use: a run (or a session bound to it) may call only these.
     pub allowed: AllowList,

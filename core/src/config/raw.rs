@@ -32,6 +32,17 @@ pub struct RawConfig {
     /// How callers prove who they are (bearer tokens, JWTs) and what the MCP front says about it.
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub workflows: RawWorkflows,
+}
+
+/// Workflow housekeeping.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkflows {
+    /// An ad-hoc workflow with no activity for this long ends by itself (default 30m).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,7 +236,30 @@ pub enum RawScope {
 pub struct RawTemplate {
     #[serde(default)]
     pub description: String,
+    /// What a run's input must hold, by field name.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, RawInput>,
     pub steps: Vec<RawStep>,
+}
+
+/// One declared input of a template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    /// string, number, integer, boolean, array or object.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub description: String,
+    /// Used when the input leaves the field out (the field is then optional).
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// Optional without a default (a step may still need it).
+    #[serde(default)]
+    pub optional: bool,
+    /// What a value looks like, shown in help and in the error for a missing field.
+    #[serde(default)]
+    pub example: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,7 @@ pub(super) fn check_templates(
                 "a template needs at least one step",
             );
         }
+        let inputs = check_inputs(c, &path, &template.inputs);
         let mut steps = Vec::new();
         let mut seen = HashSet::new();
         for (i, step) in template.steps.iter().enumerate() {
@@ -49,8 +50,9 @@ pub(super) fn check_templates(
                     format!("duplicate step name {:?}", step.name),
                 );
             }
+            let declared = (!inputs.is_empty()).then_some(inputs.as_slice());
             if let Err(message) =
-                crate::template::check_references(&step.arguments, &seen, &step.name)
+                crate::template::check_references(&step.arguments, &seen, &step.name, declared)
             {
                 c.problem(format!("{step_path}.arguments"), message);
             }
@@ -82,12 +84,60 @@ pub(super) fn check_templates(
         let template = Template {
             name: name.clone(),
             description: template.description.clone(),
+            inputs,
             steps,
             allowed,
         };
         templates.insert(name.clone(), Arc::new(template));
     }
     templates
+}
+
+/// Checks a template's declared inputs: known types, defaults of the declared type.
+fn check_inputs(
+    c: &mut Checker,
+    path: &str,
+    raw: &BTreeMap<String, super::raw::RawInput>,
+) -> Vec<crate::template::Input> {
+    let mut inputs = Vec::new();
+    for (name, input) in raw {
+        let input_path = format!("{path}.inputs.{name}");
+        if !valid_name(name) {
+            c.problem(
+                &input_path,
+                "an input name uses letters, digits, '_', '-' and '.' only",
+            );
+        }
+        let Some(kind) = crate::template::InputType::parse(&input.kind) else {
+            c.problem(
+                format!("{input_path}.type"),
+                format!(
+                    "unknown type {:?}; use string, number, integer, boolean, array or object",
+                    input.kind
+                ),
+            );
+            continue;
+        };
+        for (field, value) in [("default", &input.default), ("example", &input.example)] {
+            if let Some(value) = value
+                && !kind.accepts(value)
+            {
+                c.problem(
+                    format!("{input_path}.{field}"),
+                    format!("is not of the input's type, {}", kind.as_str()),
+                );
+            }
+        }
+        inputs.push(crate::template::Input {
+            name: name.clone(),
+            kind,
+            description: input.description.clone(),
+            required: input.default.is_none() && !input.optional,
+            default: input.default.clone(),
+            example: input.example.clone(),
+        });
+    }
+    inputs
 }
 
 /// Runs a template's steps through the policy engine, each succeeding, with nothing else running: a step

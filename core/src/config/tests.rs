@@ -281,3 +281,34 @@ fn glob_patterns() {
         assert_eq!(glob_match(pattern, text), expected, "{pattern} ~ {text}");
     }
 }
+
+#[test]
+fn template_inputs_are_checked_and_references_must_name_one() {
+    let mut config = base();
+    config["templates"]["flow"]["inputs"] = json!({
+        "records": { "type": "array", "description": "what to validate" },
+        "mode": { "type": "strng" },
+        "limit": { "type": "integer", "default": "ten" }
+    });
+    assert_problem(
+        &config,
+        "templates.flow.inputs.mode.type",
+        "unknown type \"strng\"",
+    );
+    assert_problem(
+        &config,
+        "templates.flow.inputs.limit.default",
+        "is not of the input's type, integer",
+    );
+    config["templates"]["flow"]["inputs"] = json!({ "rows": { "type": "array" } });
+    assert_problem(
+        &config,
+        "templates.flow.steps[0].arguments",
+        "refers to \"records\", which is not a declared input (inputs: rows)",
+    );
+    config["templates"]["flow"]["inputs"] = json!({ "records": { "type": "array" } });
+    let loaded = load(&config).expect("valid");
+    let flow = loaded.template("flow").expect("flow");
+    assert_eq!(flow.inputs.len(), 1);
+    assert!(flow.inputs[0].required);
+}

@@ -300,6 +300,7 @@ impl State {
                 let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) else {
                     return;
                 };
+                workflow.last_activity_ms = at_ms;
                 // A call that ends while its approval is pending (it could not be recorded) takes
                 // the request with it.
                 if let Some(approval_id) = workflow
@@ -383,6 +384,7 @@ impl State {
         let Some(workflow) = self.workflows.get_mut(workflow_id) else {
             return;
         };
+        workflow.last_activity_ms = at_ms;
         // The configuration's own name when it knows the tool: shared, not copied.
         let tool: Name = workflow
             .config
@@ -474,6 +476,23 @@ impl State {
             .iter()
             .rev()
             .filter_map(|(_, id)| self.workflows.get(id))
+    }
+
+    /// Ad-hoc workflows with nothing running or waiting and no activity since `before_ms`: what
+    /// ends by itself as idle.
+    pub fn idle_ad_hoc(&self, before_ms: i64) -> Vec<Name> {
+        self.active()
+            .filter(|w| {
+                w.template.is_none()
+                    && w.last_activity_ms < before_ms
+                    && w.waiting_calls() == 0
+                    && !w
+                        .calls
+                        .iter()
+                        .any(|c| matches!(c.status, CallStatus::Running))
+            })
+            .map(|w| w.id.clone())
+            .collect()
     }
 
     /// Finished workflows still in memory, the most recently finished first.

@@ -40,6 +40,18 @@ impl Gateway {
                 "the workflow input must be a JSON object".into(),
             ));
         }
+        // A template's declared inputs are checked (and defaults filled in) before anything runs.
+        let input = match &template {
+            Some(t) => crate::template::check_input(&t.inputs, &input).map_err(|problems| {
+                Error::InvalidArgument(format!(
+                    "template {} cannot start: {}\n  an input that passes: {}",
+                    t.name,
+                    problems.join("; "),
+                    crate::template::example(&t.inputs)
+                ))
+            })?,
+            None => input,
+        };
         let id = format!("wf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let caller = if caller.is_empty() {
             "anonymous".to_owned()
@@ -139,25 +151,53 @@ impl Gateway {
         });
     }
 
-    /// Ends an ad-hoc workflow whose MCP session has ended: nobody can call in it any more. It is
-    /// completed (running calls still finish and are recorded) and its pending approvals expire,
-    /// since the caller waiting for them has gone. Template workflows and ended ones are left as they
-    /// are: a template can still be driven by name from elsewhere.
+    /// Ends an ad-hoc workflow whose MCP session has ended: nobody can call in it any more.
     pub async fn end_session_workflow(&self, id: &str) -> Result<(), Error> {
+        self.end_ad_hoc(id, "its MCP session ended", "mcp")
+            .await
+            .map(drop)
+    }
+
+    /// Completes an ad-hoc workflow (running calls still finish and are recorded) and expires its
+    /// pending approvals, since nobody waits for them any more. Template workflows and ended ones
+    /// are left as they are: a template ends by itself. Returns whether it ended it.
+    pub async fn end_ad_hoc(&self, id: &str, reason: &str, by: &str) -> Result<bool, Error> {
         let ad_hoc = self
             .workflow(id, false)
             .is_ok_and(|w| w.template.is_none() && !w.state.is_finished());
         if !ad_hoc {
-            return Ok(());
+            return Ok(false);
         }
-        let reason = "its MCP session ended";
-        if self
+        let ended = self
             .finish_workflow(id, WorkflowState::Completed, Some(reason.to_owned()))
-            .await?
-        {
-            self.expire_pending(id, "mcp", reason).await;
+            .await?;
+        if ended {
+            self.expire_pending(id, by, reason).await;
         }
-        Ok(())
+        Ok(ended)
+    }
+
+    /// Ends the ad-hoc workflows idle longer than the configuration's `workflows.idle_timeout`;
+    /// returns how many. Run periodically by the server.
+    pub async fn end_idle_workflows(&self) -> usize {
+        let idle = self.config().ad_hoc_idle_timeout;
+        let before = now_ms().saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+        let ids = self.inner.state().idle_ad_hoc(before);
+        let reason = format!(
+            "idle for {} (ad-hoc workflows end after workflows.idle_timeout)",
+            humantime::format_duration(idle)
+        );
+        let mut ended = 0;
+        for id in ids {
+            match self.end_ad_hoc(&id, &reason, "system:idle").await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(workflow = %id, error = %e, "could not end an idle workflow")
+                }
+            }
+        }
+        ended
     }
 
     /// Expires the pending approvals of a workflow that has ended.

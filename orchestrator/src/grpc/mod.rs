@@ -147,7 +147,7 @@ impl Orchestrator for OrchestratorService {
         let templates = config
             .templates
             .values()
-            .map(|t| convert::template(t))
+            .map(|t| convert::template(t, &config.policies))
             .collect();
         Ok(Response::new(pb::ListTemplatesResponse { templates }))
     }
@@ -275,6 +275,39 @@ impl Orchestrator for OrchestratorService {
             .gateway
             .cancel_workflow(&body.workflow_id, &body.reason, &caller)
             .await?;
+        Ok(Response::new(convert::workflow(&view)))
+    }
+
+    async fn end_workflow(
+        &self,
+        request: Request<pb::EndWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowInfo>, Status> {
+        let (identity, caller) = self.identify(&request, "").await?;
+        let body = request.into_inner();
+        let view = self.gateway.workflow(&body.workflow_id, false)?;
+        permit_owner(
+            &self.gateway.config(),
+            &identity,
+            &body.workflow_id,
+            &view.caller,
+        )?;
+        if view.template.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "workflow {} runs template {}, which ends by itself; cancel it to stop it",
+                body.workflow_id,
+                view.template.unwrap_or_default()
+            ))
+            .into());
+        }
+        let reason = if body.reason.trim().is_empty() {
+            format!("ended by {caller}")
+        } else {
+            body.reason
+        };
+        self.gateway
+            .end_ad_hoc(&body.workflow_id, &reason, &caller)
+            .await?;
+        let view = self.gateway.workflow(&body.workflow_id, true)?;
         Ok(Response::new(convert::workflow(&view)))
     }
 

@@ -22,20 +22,42 @@ pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
     }
 }
 
-pub fn template(template: &Template) -> pb::TemplateInfo {
+/// A template as listed: its inputs, and which steps wait for a person, by the step's own gate or
+/// by an approval rule on its tool.
+pub fn template(template: &Template, policies: &crate::policy::PolicySet) -> pb::TemplateInfo {
     pb::TemplateInfo {
         name: template.name.clone(),
         description: template.description.clone(),
         steps: template
             .steps
             .iter()
-            .map(|s| pb::TemplateStep {
-                name: s.name.clone(),
-                tool: s.tool.to_string(),
-                arguments_template_json: s.arguments.to_string(),
-                requires_approval: s.gate.is_some(),
+            .map(|s| {
+                let gate = s
+                    .gate
+                    .as_ref()
+                    .or_else(|| policies.tool(&s.tool).and_then(|p| p.gate.as_ref()));
+                pb::TemplateStep {
+                    name: s.name.clone(),
+                    tool: s.tool.to_string(),
+                    arguments_template_json: s.arguments.to_string(),
+                    requires_approval: gate.is_some(),
+                    gate: gate.map(|g| g.id.to_string()).unwrap_or_default(),
+                }
             })
             .collect(),
+        inputs: template
+            .inputs
+            .iter()
+            .map(|i| pb::TemplateInput {
+                name: i.name.clone(),
+                r#type: i.kind.as_str().to_owned(),
+                description: i.description.clone(),
+                required: i.required,
+                default_json: i.default.as_ref().map(ToString::to_string),
+                example_json: i.example.as_ref().map(ToString::to_string),
+            })
+            .collect(),
+        example_input_json: crate::template::example(&template.inputs).to_string(),
     }
 }
 

@@ -7,17 +7,31 @@
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
+mod inputs;
+
+pub use inputs::{Input, InputType, check_input, example};
+
 /// Checks that every reference in `arguments` is well-formed and names an earlier step.
 pub fn check_references(
     arguments: &Value,
     steps_so_far: &HashSet<&str>,
     current: &str,
+    declared: Option<&[Input]>,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
     visit_strings(arguments, &mut |text| {
         for reference in references(text) {
             match parse(reference) {
-                Ok(Source::Input(_)) => {}
+                Ok(Source::Input(path)) => {
+                    if let (Some(declared), Some(field)) = (declared, path.first())
+                        && !declared.iter().any(|i| i.name == *field)
+                    {
+                        problems.push(format!(
+                            "${{{reference}}} refers to {field:?}, which is not a declared input (inputs: {})",
+                            declared.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
                 Ok(Source::Step(name, _)) if name == current => {
                     problems.push(format!("${{{reference}}} refers to the step itself"))
                 }
@@ -198,24 +212,24 @@ mod tests {
     #[test]
     fn check_rejects_forward_self_and_malformed_references() {
         let seen: HashSet<&str> = ["a", "b"].into_iter().collect();
-        assert!(check_references(&json!({"x": "${steps.a.output.y}"}), &seen, "b").is_ok());
+        assert!(check_references(&json!({"x": "${steps.a.output.y}"}), &seen, "b", None).is_ok());
         assert!(
-            check_references(&json!("${steps.b.output}"), &seen, "b")
+            check_references(&json!("${steps.b.output}"), &seen, "b", None)
                 .unwrap_err()
                 .contains("itself")
         );
         assert!(
-            check_references(&json!("${steps.c.output}"), &seen, "b")
+            check_references(&json!("${steps.c.output}"), &seen, "b", None)
                 .unwrap_err()
                 .contains("not an earlier")
         );
         assert!(
-            check_references(&json!("${nothing}"), &seen, "b")
+            check_references(&json!("${nothing}"), &seen, "b", None)
                 .unwrap_err()
                 .contains("must start")
         );
         assert!(
-            check_references(&json!("${steps.a}"), &seen, "b")
+            check_references(&json!("${steps.a}"), &seen, "b", None)
                 .unwrap_err()
                 .contains("must look like")
         );

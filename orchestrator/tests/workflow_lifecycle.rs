@@ -1,0 +1,76 @@
+//! Ad-hoc workflows end: when their owner says so (EndWorkflow), and by themselves once idle past
+//! `workflows.idle_timeout`, recorded with the reason; template runs are left to end by themselves.
+
+mod common;
+
+use common::*;
+use conductor_orchestrator::audit::{AuditEvent, WorkflowEnd};
+use conductor_proto::v1 as pb;
+use serde_json::json;
+
+#[tokio::test]
+async fn an_owner_ends_an_ad_hoc_workflow_and_a_template_run_cannot_be_ended() {
+    let h = Harness::shipped().await;
+    let wf = h.start_workflow("", json!({})).await;
+    h.call(&wf, "list_schemas", json!({})).await.expect("call");
+    let ended = h
+        .client
+        .clone()
+        .end_workflow(pb::EndWorkflowRequest {
+            workflow_id: wf.clone(),
+            reason: "its one call ended".into(),
+        })
+        .await
+        .expect("end")
+        .into_inner();
+    assert_eq!(ended.state, pb::WorkflowState::Completed as i32);
+    assert_eq!(ended.error, "its one call ended");
+    let refused = h.call(&wf, "list_schemas", json!({})).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    let run = h
+        .start_workflow("order_summary", json!({"orders": []}))
+        .await;
+    let status = h
+        .client
+        .clone()
+        .end_workflow(pb::EndWorkflowRequest {
+            workflow_id: run,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("ends by itself"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_ad_hoc_workflow_ends_by_itself_with_the_reason() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["workflows"] = json!({ "idle_timeout": "1s" });
+    let h = Harness::with_servers(servers, config).await;
+    let idle = h.start_workflow("", json!({})).await;
+    h.call(&idle, "list_schemas", json!({}))
+        .await
+        .expect("call");
+    let info = wait_until("the idle workflow to end", || async {
+        let info = h.workflow(&idle).await;
+        (info.state == pb::WorkflowState::Completed as i32).then_some(info)
+    })
+    .await;
+    assert!(info.error.contains("idle for 1s"), "{}", info.error);
+    let recorded = h.audit_records().into_iter().any(|r| {
+        matches!(&r.event, AuditEvent::WorkflowFinished { workflow_id, state: WorkflowEnd::Completed, error: Some(e), .. }
+            if *workflow_id == idle && e.contains("workflows.idle_timeout"))
+    });
+    assert!(recorded, "the ending is in the audit log with its reason");
+}
