@@ -239,7 +239,9 @@ async fn template_workflows_and_clients_call_only_their_tools() {
         config["clients"] = json!({ "reporter": { "tools": ["list_schemas", "list_backups"], "token": "tok-reporter" } });
     })
     .await;
-    let wf = h.start_workflow("order_summary", json!({})).await;
+    let wf = h
+        .start_workflow("order_summary", json!({"orders": []}))
+        .await;
     let status = h
         .call(&wf, "create_backup", json!({"name": "x", "data": 1}))
         .await
@@ -330,7 +332,7 @@ async fn a_template_bound_mcp_session_sees_only_its_tools_and_is_denied_another(
     let all = client.list_all_tools().await.expect("tools/list");
     assert!(all.iter().any(|t| t.name == "create_backup"));
     let mut bind = CallToolRequestParams::new("conductor_start_workflow");
-    bind.arguments = json!({ "template": "order_summary", "input": {} })
+    bind.arguments = json!({ "template": "order_summary", "input": { "orders": [] } })
         .as_object()
         .cloned();
     client.call_tool(bind).await.expect("bind the session");

@@ -107,7 +107,10 @@ pub fn process(records: Vec<Value>, options: &ProcessOptions) -> Result<Value, T
                 return Err(malformed(
                     index,
                     None,
-                    &format!("is {}, not an object", type_name(&other)),
+                    &format!(
+                        "is {}, not an object",
+                        conductor_core::template::json_kind(&other)
+                    ),
                 ));
             }
         }
@@ -233,7 +236,10 @@ pub fn aggregate(
                 None | Some(Value::Null) => {}
                 Some(Value::Number(number)) => group.totals[slot] = group.totals[slot].add(number),
                 Some(other) => {
-                    let reason = format!("is {}, not a number (needed by sum)", type_name(other));
+                    let reason = format!(
+                        "is {}, not a number (needed by sum)",
+                        conductor_core::template::json_kind(other)
+                    );
                     return Err(malformed(index, Some(field), &reason));
                 }
             }
@@ -261,17 +267,6 @@ fn malformed(index: usize, field: Option<&str>, problem: &str) -> ToolFailure {
     };
     ToolFailure::new("malformed_input", message)
         .with_details(json!({"index": index, "field": field}))
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

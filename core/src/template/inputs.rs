@@ -87,7 +87,7 @@ pub fn check_input(declared: &[Input], input: &Value) -> Result<Value, Vec<Strin
         other => {
             return Err(vec![format!(
                 "the input must be a JSON object, not {}",
-                kind_of(other)
+                json_kind(other)
             )]);
         }
     };
@@ -100,7 +100,7 @@ pub fn check_input(declared: &[Input], input: &Value) -> Result<Value, Vec<Strin
                 input.name,
                 article(input.kind),
                 input.kind.as_str(),
-                kind_of(value)
+                json_kind(value)
             )),
             Some(_) => {}
             None => match &input.default {
@@ -165,7 +165,8 @@ fn article(kind: InputType) -> &'static str {
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// "a string", "an array", "null": a JSON value's kind, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 mod inputs;
 
-pub use inputs::{Input, InputType, check_input, example};
+pub use inputs::{Input, InputType, check_input, example, json_kind};
 
 /// Checks that every reference in `arguments` is well-formed and names an earlier step.
 pub fn check_references(

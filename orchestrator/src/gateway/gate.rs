@@ -75,15 +75,17 @@ impl Gateway {
             self.inner.waiters().remove(&approval.id);
             return Err(self.not_recorded(spec, call_id, e).await);
         }
-        // The request as the state holds it (its time is the record's).
-        let approval = self
-            .inner
+        Ok((self.as_recorded(approval), decisions))
+    }
+
+    /// The request as the state holds it after its record was applied (its times are the record's).
+    fn as_recorded(&self, approval: Approval) -> Approval {
+        self.inner
             .state()
             .approvals
             .get(&approval.id)
             .cloned()
-            .unwrap_or(approval);
-        Ok((approval, decisions))
+            .unwrap_or(approval)
     }
 
     /// The channel on which a person's decision on `approval_id` will arrive.
@@ -149,13 +151,7 @@ impl Gateway {
             waited_ms: u64::try_from(now_ms() - approval.requested_at_ms).unwrap_or(0),
         };
         let recorded = self.inner.record(decided, Admit::Outcome).await;
-        let decided = self
-            .inner
-            .state()
-            .approvals
-            .get(&approval.id)
-            .cloned()
-            .unwrap_or(approval);
+        let decided = self.as_recorded(approval);
         if let Err(e) = self.inner.ledger.record_decision(&decided).await {
             tracing::warn!(approval = %decided.id, error = %e, "the approval ledger did not take the decision; the audit log has it");
         }
