@@ -31,18 +31,26 @@ pub struct Approval {
 }
 
 impl Approval {
-    /// "approved by bob", "expired", "pending": for messages about an approval already decided.
+    /// "approved by bob", "expired (its workflow was cancelled by ada)", "pending": for messages
+    /// about an approval already decided. An expiry says why, not who pressed nothing.
     pub fn describe(&self) -> String {
-        let state = match self.verdict {
-            Some(ApprovalVerdict::Approved) => "approved",
-            Some(ApprovalVerdict::Denied) => "denied",
-            Some(ApprovalVerdict::Expired) => "expired",
-            None => "pending",
-        };
-        if self.decided_by.is_empty() {
-            state.to_owned()
-        } else {
-            format!("{state} by {}", self.decided_by)
+        match self.verdict {
+            Some(ApprovalVerdict::Expired) if !self.reason.is_empty() => {
+                format!("expired ({})", self.reason)
+            }
+            Some(ApprovalVerdict::Expired) => "expired".to_owned(),
+            verdict => {
+                let state = match verdict {
+                    Some(ApprovalVerdict::Approved) => "approved",
+                    Some(ApprovalVerdict::Denied) => "denied",
+                    _ => "pending",
+                };
+                if self.decided_by.is_empty() {
+                    state.to_owned()
+                } else {
+                    format!("{state} by {}", self.decided_by)
+                }
+            }
         }
     }
 
@@ -59,6 +67,18 @@ impl Approval {
                 ),
                 "do not retry this call unchanged; ask the approver what to change".to_owned(),
             ),
+            // Withdrawn (its workflow was cancelled, its session or workflow ended): nobody waits.
+            Some(ApprovalVerdict::Expired)
+                if self.decided_by != "system:timeout" && !self.reason.is_empty() =>
+            {
+                (
+                    format!(
+                        "{} did not run: its approval request was withdrawn ({})",
+                        self.tool, self.reason
+                    ),
+                    "start a new workflow to call it again".to_owned(),
+                )
+            }
             _ => (
                 format!(
                     "{} was not approved in time ({}){}",
@@ -101,5 +121,50 @@ fn reason_suffix(reason: &str) -> String {
         String::new()
     } else {
         format!(": {reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_decided_request_says_who_decided_and_an_expired_one_says_why() {
+        let mut approval = Approval {
+            id: "ap-1".into(),
+            workflow_id: "w".into(),
+            call_id: "c".into(),
+            tool: "restore_backup".into(),
+            step: None,
+            gate: "g".into(),
+            arguments: json!({}),
+            arguments_digest: digest(&json!({})),
+            config_version: "v".into(),
+            requested_by: "ada".into(),
+            requested_at_ms: 0,
+            expires_at_ms: 1,
+            verdict: Some(ApprovalVerdict::Approved),
+            decided_by: "bob".into(),
+            reason: String::new(),
+            decided_at_ms: 1,
+            four_eyes: false,
+            workflow_caller: "ada".into(),
+        };
+        assert_eq!(approval.describe(), "approved by bob");
+        approval.verdict = Some(ApprovalVerdict::Expired);
+        approval.decided_by = "system:cancel".into();
+        approval.reason = "its workflow was cancelled by ada".into();
+        assert_eq!(
+            approval.describe(),
+            "expired (its workflow was cancelled by ada)"
+        );
+        assert_eq!(
+            approval.refusal().message,
+            "restore_backup did not run: its approval request was withdrawn (its workflow was cancelled by ada)"
+        );
+        approval.decided_by = "system:timeout".into();
+        approval.reason = "no decision within 1m".into();
+        assert!(approval.refusal().message.contains("not approved in time"));
     }
 }

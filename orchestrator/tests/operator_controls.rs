@@ -537,6 +537,12 @@ async fn reload_refuses_a_broken_file_and_applies_new_rules_to_new_workflows_onl
         "{}",
         refused.message()
     );
+    // The refusal is recorded, with each problem at its JSON path.
+    let recorded = h.audit_records().into_iter().any(|r| {
+        matches!(&r.event, conductor_orchestrator::audit::AuditEvent::ConfigRefused { problems, .. }
+            if problems.iter().any(|p| p.contains("rules[0].after[0]")))
+    });
+    assert!(recorded, "a refused reload is in the audit log");
     assert_eq!(
         h.client
             .clone()

@@ -486,6 +486,25 @@ async fn a_removed_or_inserted_line_stops_the_start_unless_told_to_recover() {
             .into_inner();
         assert!(verify.ok, "{what}: {verify:?}");
         let _ = daemon.kill();
+        // The recovery itself is on the record: which files went aside, where the chain was cut, why.
+        let recovered = read_audit_prefix(&copy)
+            .into_iter()
+            .find_map(|r| match r.event {
+                AuditEvent::Recovered {
+                    set_aside,
+                    cut_seq,
+                    reason,
+                } => Some((set_aside, cut_seq, reason)),
+                _ => None,
+            });
+        let (set_aside, cut_seq, reason) =
+            recovered.unwrap_or_else(|| panic!("{what}: no `recovered` record"));
+        assert_eq!(cut_seq, bad_seq, "{what}");
+        assert!(
+            set_aside.iter().all(|f| f.contains("damaged")) && !set_aside.is_empty(),
+            "{what}: {set_aside:?}"
+        );
+        assert!(!reason.is_empty(), "{what}");
         let aside = std::fs::read_dir(&copy)
             .expect("dir")
             .filter_map(Result::ok)

@@ -238,7 +238,8 @@ impl Gateway {
                 state: state.as_str(),
             });
         }
-        self.expire_pending(id, caller, &reason).await;
+        self.expire_pending(id, "system:cancel", &format!("its workflow was {reason}"))
+            .await;
         self.workflow(id, false)
     }
 
