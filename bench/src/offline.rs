@@ -113,7 +113,7 @@ pub async fn recovery(report: &mut Report, scale: &Scale, stack: &Stack) -> Resu
         ))
     };
     let (audit_ms, audit_cpu) = times(StartKind::Audit)?;
-    let (gateway_ms, gateway_cpu) = times(StartKind::Gateway)?;
+    let (gateway_ms, gateway_cpu) = times(StartKind::State)?;
     let cores = if pin {
         "1 core (taskset -c 0)"
     } else {
@@ -129,7 +129,7 @@ pub async fn recovery(report: &mut Report, scale: &Scale, stack: &Stack) -> Resu
     // the open alone, which decodes every event whole.
     report.info(
         6,
-        "Gateway::start (replay included) − audit open alone",
+        "start-up replay (State::apply included) − audit open alone",
         gateway_ms - audit_ms,
         "ms",
     );

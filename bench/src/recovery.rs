@@ -2,14 +2,18 @@
 //! (`AuditLog<AuditEvent>`, realistic call records over a few thousand workflows, `fsync` off to
 //! generate quickly: durability of the *generation* is not what is measured), then times, in a child
 //! process pinned to one core, (a) the audit crate's open alone (scan, parse, chain check) and (b) the
-//! whole `Gateway::start` (the same plus the replay into the orchestrator's state). The difference
-//! tells where start-up time goes.
+//! orchestrator's start-up replay (the same plus `State::apply` of every record, as `Gateway::start`
+//! does before it serves). The difference tells where start-up time goes.
 
 use anyhow::{Context, Result, bail};
 use conductor_audit::{Admit, AuditOptions};
-use conductor_orchestrator::audit::{AuditEvent, AuditLog, DecisionKind, Outcome};
-use conductor_orchestrator::config::Config;
-use conductor_orchestrator::{Gateway, GatewayOptions};
+use conductor_core::State;
+use conductor_core::config::Config;
+use conductor_core::events::{AuditEvent, DecisionKind, Outcome, ReplayEvent};
+use std::sync::Arc;
+
+/// The orchestrator's audit log: the generic log carrying the domain's events.
+type AuditLog = conductor_audit::AuditLog<AuditEvent>;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
@@ -135,17 +139,19 @@ impl<'a> Queue<'a> {
     }
 
     async fn push(&mut self, event: AuditEvent) -> Result<()> {
-        let queued = self.log.enqueue(
-            conductor_orchestrator::gateway::now_ms(),
-            event,
-            Admit::Outcome,
-        )?;
+        let queued = self.log.enqueue(unix_ms(), event, Admit::Outcome)?;
         self.queued += 1;
         if self.queued.is_multiple_of(Self::EVERY) {
             queued.durable().await?;
         }
         Ok(())
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn workflow_id(w: usize) -> String {
@@ -165,8 +171,9 @@ pub struct StartTime {
 pub enum StartKind {
     /// `AuditLog::open` with an empty replay: scan, parse, verify the chain.
     Audit,
-    /// `Gateway::start`: the same plus the replay into workflows and histories.
-    Gateway,
+    /// The orchestrator's start-up replay: the same plus `State::apply` of every record (what
+    /// `Gateway::start` does before it serves), into workflows, histories and approvals.
+    State,
 }
 
 /// In the child: times one start-up and prints a [`StartTime`] as JSON on stdout.
@@ -187,20 +194,19 @@ pub async fn child(dir: &Path, config_json: &str, kind: StartKind) -> Result<()>
             )?;
             log.close().await;
         }
-        StartKind::Gateway => {
-            let config = Config::from_slice(config_json.as_bytes())?;
-            let gateway = Gateway::start(GatewayOptions {
-                config,
-                config_path: None,
-                audit,
-            })
-            .await?;
-            print_time(
-                started.elapsed().as_secs_f64() * 1000.0,
-                gateway.audit().last_seq(),
-                cpu,
-            )?;
-            gateway.shutdown().await;
+        StartKind::State => {
+            let config = Arc::new(Config::from_slice(config_json.as_bytes())?);
+            let mut state = State::new(config);
+            let (log, report) =
+                AuditLog::open_as(audit, |r: conductor_audit::Record<ReplayEvent>| {
+                    state.apply(r.ts_ms, &r.event)
+                })
+                .await?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            print_time(elapsed, report.records, cpu)?;
+            // The state is built; dropping it is not part of the start-up.
+            std::hint::black_box(state.workflows.len());
+            log.close().await;
         }
     }
     Ok(())
@@ -237,7 +243,7 @@ pub fn time_start(dir: &Path, config_file: &Path, kind: StartKind, pin: bool) ->
     let exe = std::env::current_exe()?;
     let kind_arg = match kind {
         StartKind::Audit => "audit",
-        StartKind::Gateway => "gateway",
+        StartKind::State => "state",
     };
     let mut command = if pin {
         let mut c = Command::new("taskset");
