@@ -367,3 +367,30 @@ async fn a_sessions_ad_hoc_workflow_ends_with_the_session() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_while_the_audit_log_cannot_be_written_is_a_tool_error_naming_the_log() {
+    let stack = Stack::start().await;
+    let client = stack.rmcp_client().await;
+    let note = json!({"channel": "log", "recipient": "ops", "body": "hello"});
+    let ok = client
+        .call_tool(params("send_notification", note.clone()))
+        .await
+        .expect("a call while the disk takes records");
+    assert_ne!(ok.is_error, Some(true), "{}", text(&ok));
+    let audit = stack.orchestrator.gateway.audit().clone();
+    audit.inject_full_disk(true);
+    let refused = client
+        .call_tool(params("send_notification", note))
+        .await
+        .expect("a tool error, not a protocol error");
+    audit.inject_full_disk(false);
+    assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(
+        said.contains(&stack.orchestrator.audit_dir.display().to_string())
+            && said.contains("No space left on device"),
+        "the error names the audit directory and the OS error: {said}"
+    );
+    let _ = client.cancel().await;
+}
