@@ -394,3 +394,47 @@ async fn a_call_while_the_audit_log_cannot_be_written_is_a_tool_error_naming_the
     );
     let _ = client.cancel().await;
 }
+
+#[tokio::test]
+async fn an_idle_mcp_session_ends_as_a_delete_would() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    config["mcp"]["session_idle_timeout"] = json!("1s");
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let url = format!("{}/mcp", orchestrator.http_url());
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(url))
+            .await
+            .expect("the rmcp client initializes");
+    let listed = client
+        .call_tool(params("list_schemas", json!({})))
+        .await
+        .expect("a call");
+    assert_ne!(listed.is_error, Some(true), "{}", text(&listed));
+    let session_workflow = orchestrator
+        .gateway
+        .workflows(true, 10)
+        .into_iter()
+        .find(|w| w.caller.contains("mcp"))
+        .expect("the session's workflow")
+        .id;
+    // Nothing either way for longer than the idle time-out: the session ends, and its workflow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let view = orchestrator
+            .gateway
+            .workflow(&session_workflow, false)
+            .expect("workflow");
+        if view.state.is_finished() {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the idle session did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended.error.as_deref(), Some("its MCP session ended"));
+    let _ = client.cancel().await;
+}

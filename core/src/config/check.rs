@@ -166,6 +166,11 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");
     }
+    let session_idle_timeout = c.duration(
+        "mcp.session_idle_timeout".into(),
+        raw.mcp.session_idle_timeout.as_deref(),
+        super::DEFAULT_SESSION_IDLE,
+    );
     let ad_hoc_idle_timeout = c.duration(
         "workflows.idle_timeout".into(),
         raw.workflows.idle_timeout.as_deref(),
@@ -194,6 +199,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         mcp: McpSettings {
             allowed_origins: raw.mcp.allowed_origins,
             allowed_hosts: raw.mcp.allowed_hosts,
+            session_idle_timeout,
         },
         clients,
         auth,

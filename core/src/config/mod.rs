@@ -149,7 +149,12 @@ pub struct ListenSettings {
 pub struct McpSettings {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// An MCP session idle this long ends as a `DELETE` would.
+    pub session_idle_timeout: Duration,
 }
+
+/// How long an MCP session may sit idle before it ends, unless configured.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// For messages and listings.
 impl fmt::Display for Scope {

@@ -349,4 +349,8 @@ pub struct RawMcp {
     /// Extra `Host` values accepted by the MCP HTTP front.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// An MCP session with no message either way for this long ends as a `DELETE` would (its
+    /// ad-hoc workflow completes, its approvals expire); default 30m.
+    #[serde(default)]
+    pub session_idle_timeout: Option<String>,
 }

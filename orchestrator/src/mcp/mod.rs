@@ -90,9 +90,13 @@ pub fn router(gateway: Gateway) -> Router {
         .chain(config.mcp.allowed_hosts.iter().cloned());
     let settings = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
     let sessions = gateway.clone();
+    // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
+    // is dropped, so its ad-hoc workflow completes and its approvals expire; memory stays bounded.
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(config.mcp.session_idle_timeout);
     let service = StreamableHttpService::new(
         move || Ok(ConductorMcp::new(sessions.clone(), Front::Http)),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(manager),
         settings,
     );
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
