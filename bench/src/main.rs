@@ -65,6 +65,8 @@ enum Helper {
 }
 
 fn main() -> Result<()> {
+    // rmcp's HTTP client (the MCP load generator) needs a TLS provider, even for http URLs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.helper {
         Some(Helper::RecoverChild { dir, config, kind }) => {

@@ -143,6 +143,7 @@ async fn read(source: &JwksSource) -> Result<JwkSet, JwtError> {
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, JwtError> {
+    crate::auth::install_tls_provider();
     let fail = |e: reqwest::Error| JwtError::Keys(format!("{url}: {e}"));
     let client = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
@@ -188,6 +189,31 @@ mod tests {
         let claims = json!({ "iss": "i", "aud": "a", "sub": sub, "exp": exp });
         let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
         jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+    }
+
+    /// An https key set is fetched over TLS: the server sees a TLS handshake, and a server that does
+    /// not speak TLS is an error naming the URL, never a panic.
+    #[tokio::test]
+    async fn an_https_key_set_is_fetched_over_tls() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut first = [0u8; 1];
+            socket.read_exact(&mut first).await.expect("read");
+            first[0]
+        });
+        let url = format!("https://{addr}/jwks.json");
+        let error = fetch(&url).await.expect_err("not a TLS server");
+        assert!(error.to_string().contains(&url), "{error}");
+        assert_eq!(
+            server.await.expect("server"),
+            0x16,
+            "a TLS handshake record"
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,12 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// Makes rustls's ring provider the process's TLS provider (https key sets, https MCP servers).
+/// Idempotent: a provider already installed stays.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A log directive added to every filter: the MCP SDK's session layer logs session ids (at `info`
 /// when a session is created), and a session id is a secret.
 pub const QUIET_SESSION_LOGS: &str = "rmcp::transport::streamable_http_server=warn";

@@ -122,6 +122,8 @@ impl Gateway {
     /// resumes what was in progress: calls that were running are marked interrupted, pending
     /// approvals wait again, template runs continue.
     pub async fn start(options: GatewayOptions) -> Result<Gateway, Error> {
+        // Downstream MCP servers and key sets may be https.
+        crate::auth::install_tls_provider();
         let config = Arc::new(options.config);
         let ledger_url = config.approval_ledger.as_ref().and_then(|name| {
             match config.servers.get(name).map(|s| &s.transport) {
