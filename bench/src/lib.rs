@@ -17,6 +17,7 @@ pub mod echo_server;
 pub mod fsync;
 pub mod live;
 pub mod load;
+pub mod mcp_lean;
 pub mod mcp_load;
 pub mod offline;
 pub mod peers;

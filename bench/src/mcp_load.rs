@@ -1,6 +1,7 @@
-//! MCP clients for the closed loops of the MCP figures: the official Rust SDK (`rmcp`) over Streamable
-//! HTTP, one session per worker, `tools/call` after `tools/call` — against Conductorio's `/mcp` or a
-//! peer gateway.
+//! The closed loops of the MCP figures, one session per worker, `tools/call` after `tools/call` —
+//! against Conductorio's `/mcp` or a peer gateway. The load comes from the lean generator
+//! ([`crate::mcp_lean`]); the official Rust SDK (`rmcp`) checks first that the endpoint answers
+//! the same call correctly, untimed.
 
 use crate::load::{CallOnce, Round, run_workers};
 use anyhow::{Context, Result, bail};
@@ -103,11 +104,15 @@ impl CallOnce for McpWorker {
     }
 }
 
-/// One round of `calls` measured `tools/call`s over `concurrency` sessions opened first.
+/// One round of `calls` measured `tools/call`s over `concurrency` lean sessions opened first, after
+/// one untimed call through the official SDK's client as a correctness check.
 pub async fn round(url: &str, call: &McpCall, concurrency: usize, calls: u64) -> Result<Round> {
+    let mut check = McpWorker::connect(url, call).await?;
+    check.call_once().await?;
+    check.finish().await;
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        workers.push(McpWorker::connect(url, call).await?);
+        workers.push(crate::mcp_lean::LeanWorker::connect(url, call).await?);
     }
     run_workers(workers, calls).await
 }
