@@ -326,6 +326,29 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
             )
         );
     }
+    if !r.not_run.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .not_run
+            .iter()
+            .map(|c| {
+                vec![
+                    time_ms(c.decided_at_ms),
+                    c.workflow_id.clone(),
+                    c.tool.clone(),
+                    clip(c.error.as_deref().unwrap_or_default(), 70),
+                ]
+            })
+            .collect();
+        outln!(
+            "\n{} ({})",
+            out.bold("allowed but never reached their tool"),
+            rows.len()
+        );
+        outln!(
+            "{}",
+            table(&out, &["DECIDED", "WORKFLOW", "TOOL", "WHY"], &rows)
+        );
+    }
     let approvals: Vec<Vec<String>> = r
         .approvals
         .iter()

@@ -2,8 +2,10 @@
 //! by whom. It is a fold over the same events with the same transition as the live state
 //! ([`State::apply`]), so it can never tell a different story than the orchestrator lived.
 //!
-//! A call that ran is a call with a `call_finished`. Blocked: denied decisions, approval denials
-//! and expiries, each with its tool, rule and reason. Counts are the lengths of the tables.
+//! A call that ran is a call with a `call_finished` whose outcome is not `unavailable` (those were
+//! decided but never reached their tool: the server or the audit log could not take them; they are
+//! listed apart). Blocked: denied decisions, approval denials and expiries, each with its tool, rule
+//! and reason. Counts are the lengths of the tables.
 
 use crate::approval::Approval;
 use crate::config::Config;
@@ -83,6 +85,9 @@ pub struct BlockedCall {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Compliance {
     pub ran: Vec<RanCall>,
+    /// Calls allowed that never reached their tool (`unavailable`: the server down, or the audit
+    /// log unable to record their intent).
+    pub not_run: Vec<RanCall>,
     pub blocked: Vec<BlockedCall>,
     /// Approval requests in scope, decided or pending, in the order they were decided (pending last).
     pub approvals: Vec<Approval>,
@@ -98,12 +103,19 @@ impl Compliance {
 
     /// One line a person reads first; its counts are the tables' lengths.
     pub fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} call(s) ran; {} attempt(s) were blocked by policy or by an approver and did not run; {} approval request(s)",
             self.ran.len(),
             self.blocked.len(),
             self.approvals.len()
-        )
+        );
+        if !self.not_run.is_empty() {
+            line.push_str(&format!(
+                "; {} allowed call(s) never reached their tool (unavailable)",
+                self.not_run.len()
+            ));
+        }
+        line
     }
 }
 
@@ -208,7 +220,12 @@ impl ReportFold {
                         "call {call_id} of {tool} was interrupted by a restart; its effect is unknown"
                     ));
                 }
-                self.report.ran.push(RanCall {
+                let rows = if *outcome == Outcome::Unavailable {
+                    &mut self.report.not_run
+                } else {
+                    &mut self.report.ran
+                };
+                rows.push(RanCall {
                     workflow_id: workflow_id.to_owned(),
                     call_id: call_id.clone(),
                     tool: tool.clone(),

@@ -135,7 +135,11 @@ impl ComplianceReport {
             "compliant": self.compliant,
             "findings": self.findings,
             "chain_intact": self.chain_intact,
-            "counts": {"ran": r.ran.len(), "blocked": r.blocked.len(), "approvals": r.approvals.len()},
+            "counts": {"ran": r.ran.len(), "blocked": r.blocked.len(), "approvals": r.approvals.len(), "not_run": r.not_run.len()},
+            "not_run": r.not_run.iter().map(|c| json!({
+                "workflow_id": c.workflow_id, "call_id": c.call_id, "tool": c.tool,
+                "decided_at_ms": c.decided_at_ms, "error": c.error,
+            })).collect::<Vec<_>>(),
             "ran": r.ran.iter().map(|c| json!({
                 "workflow_id": c.workflow_id, "call_id": c.call_id, "tool": c.tool, "step": c.step,
                 "decided_at_ms": c.decided_at_ms, "finished_at_ms": c.finished_at_ms,

@@ -136,6 +136,25 @@ async fn no_tool_runs_while_the_audit_log_cannot_be_written() {
     assert_eq!(delivered, outbox_entries(&h), "every delivery is recorded");
     let verified = conductor_audit::verify_dir(&h.orchestrator.audit_dir).expect("verify");
     assert!(verified.ok, "the chain continues intact: {verified:?}");
+    // The compliance report tells the same story: two deliveries ran, one call never reached its tool.
+    let report = h
+        .client
+        .clone()
+        .compliance_report(pb::ComplianceReportRequest::default())
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(
+        (report.ran.len(), report.not_run.len()),
+        (2, 1),
+        "{:?}",
+        report.findings
+    );
+    assert!(
+        report.findings[0].ends_with("1 allowed call(s) never reached their tool (unavailable)"),
+        "{:?}",
+        report.findings
+    );
 
     // A restart rebuilds exactly the state that was live.
     let live = h.orchestrator.gateway.observe();

@@ -188,7 +188,7 @@ async fn verify_and_compliance_report() {
     assert_eq!(json["compliant"], json!(true));
     assert_eq!(
         json["counts"],
-        json!({"ran": 3, "blocked": 2, "approvals": 1})
+        json!({"ran": 3, "blocked": 2, "approvals": 1, "not_run": 0})
     );
     assert_eq!(json["ran"].as_array().map(Vec::len), Some(report.ran.len()));
     assert_eq!(json["blocked"][1]["tool"], json!("restore_backup"));

@@ -93,3 +93,22 @@ fn an_interrupted_call_and_a_call_without_a_decision_are_findings() {
     assert!(r.findings[0].contains("interrupted"));
     assert!(r.findings[1].contains("without a decision"));
 }
+
+#[test]
+fn an_allowed_call_that_never_reached_its_tool_did_not_run() {
+    let mut fold = ReportFold::new(config(), Scope::default());
+    for (i, event) in history().iter().enumerate() {
+        fold.add(i as i64, event);
+    }
+    fold.add(100, &finished("w2", "c6", "process", Outcome::Unavailable));
+    let r = fold.finish();
+    assert_eq!(r.ran.len(), 2, "{:?}", r.ran);
+    assert_eq!(r.not_run.len(), 1);
+    assert_eq!(r.not_run[0].tool, "process");
+    assert!(
+        r.summary()
+            .ends_with("; 1 allowed call(s) never reached their tool (unavailable)"),
+        "{}",
+        r.summary()
+    );
+}

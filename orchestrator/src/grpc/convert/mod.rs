@@ -288,6 +288,22 @@ pub fn verify_report(v: &VerifyOutcome) -> pb::VerifyAuditResponse {
     }
 }
 
+fn report_call(c: &conductor_core::report::RanCall) -> pb::ReportCall {
+    pb::ReportCall {
+        workflow_id: c.workflow_id.clone(),
+        call_id: c.call_id.clone(),
+        tool: c.tool.clone(),
+        step: c.step.clone(),
+        decided_at_ms: c.decided_at_ms,
+        finished_at_ms: c.finished_at_ms,
+        outcome: outcome(c.outcome) as i32,
+        duration_us: c.duration_us,
+        error: c.error.clone(),
+        approval_id: c.approval_id.clone(),
+        approved_by: c.approved_by.clone(),
+    }
+}
+
 pub fn compliance(r: &ComplianceReport) -> pb::ComplianceReportResponse {
     use conductor_core::report::Blocked;
     use pb::report_blocked::How;
@@ -296,24 +312,8 @@ pub fn compliance(r: &ComplianceReport) -> pb::ComplianceReportResponse {
         findings: r.findings.clone(),
         approvals: r.report.approvals.iter().map(approval).collect(),
         report_json: r.to_json().to_string(),
-        ran: r
-            .report
-            .ran
-            .iter()
-            .map(|c| pb::ReportCall {
-                workflow_id: c.workflow_id.clone(),
-                call_id: c.call_id.clone(),
-                tool: c.tool.clone(),
-                step: c.step.clone(),
-                decided_at_ms: c.decided_at_ms,
-                finished_at_ms: c.finished_at_ms,
-                outcome: outcome(c.outcome) as i32,
-                duration_us: c.duration_us,
-                error: c.error.clone(),
-                approval_id: c.approval_id.clone(),
-                approved_by: c.approved_by.clone(),
-            })
-            .collect(),
+        ran: r.report.ran.iter().map(report_call).collect(),
+        not_run: r.report.not_run.iter().map(report_call).collect(),
         blocked: r
             .report
             .blocked
