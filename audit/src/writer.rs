@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 
 /// Most appends in one batch: bounds the write size and the latency of the first waiter.
@@ -221,6 +221,9 @@ struct Writer<E> {
 impl<E> Writer<E> {
     fn run(mut self, rx: Receiver<Command<E>>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // When an unwritable log tries its backlog next: a deadline, so that records arriving
+        // meanwhile cannot put the retry off.
+        let mut next_retry = Instant::now();
         loop {
             let first = if self.backlog.is_empty() {
                 match rx.recv() {
@@ -228,10 +231,12 @@ impl<E> Writer<E> {
                     Err(_) => break,
                 }
             } else {
-                match rx.recv_timeout(RETRY_EVERY) {
+                let wait = next_retry.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.retry_backlog();
+                        next_retry = Instant::now() + RETRY_EVERY;
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -245,7 +250,9 @@ impl<E> Writer<E> {
                 }
             }
             if self.backlog.is_empty() {
-                self.commit(&mut batch);
+                if !self.commit(&mut batch) {
+                    next_retry = Instant::now() + RETRY_EVERY;
+                }
             } else {
                 // Unwritable: newer records queue behind the backlog, and their waiters hear now.
                 let reason = self.reason();
@@ -254,6 +261,10 @@ impl<E> Writer<E> {
                         let _ = ack.send(Err(AuditError::Unwritable(reason.clone())));
                     }
                     self.backlog.push(pending);
+                }
+                if Instant::now() >= next_retry {
+                    self.retry_backlog();
+                    next_retry = Instant::now() + RETRY_EVERY;
                 }
             }
             if let Some(done) = close {

@@ -97,3 +97,31 @@ async fn outcomes_are_never_dropped_even_past_the_intent_bound() {
     assert_eq!(seen, [1, 2, 3, 4, 5, 7].map(note).to_vec());
     assert!(verify_dir(dir.path()).unwrap().ok);
 }
+
+#[tokio::test]
+async fn a_steady_stream_of_records_does_not_put_the_retry_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(options(dir.path())).await.unwrap();
+    log.inject_full_disk(true);
+    assert!(log.append(note(1)).await.is_err());
+    log.inject_full_disk(false);
+    // Outcomes keep arriving faster than the retry interval: the log still recovers while they do.
+    let feeder = log.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut n = 100;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let _queued = feeder.enqueue(0, note(n), Admit::Outcome);
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    wait_until("the log to be writable again under a steady stream", || {
+        log.health().unwritable.is_none()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    thread.join().unwrap();
+    log.close().await;
+    assert!(verify_dir(dir.path()).unwrap().ok);
+}

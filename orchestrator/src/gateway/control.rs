@@ -287,6 +287,25 @@ impl Gateway {
             .await
     }
 
+    /// Records a refused control action (approve, deny, cancel, reload) through the one commit path.
+    /// It is a new record, not the outcome of an admitted one: while the log cannot be written it is
+    /// refused like any intent, so refusals cannot grow the backlog.
+    pub async fn record_control_refused(
+        &self,
+        action: &str,
+        target: &str,
+        reason: &str,
+        caller: &str,
+    ) -> Result<(), Error> {
+        let refused = AuditEvent::ControlRefused {
+            action: action.to_owned(),
+            target: target.to_owned(),
+            reason: reason.to_owned(),
+            caller: caller.to_owned(),
+        };
+        self.inner.record(refused, Admit::Intent).await.map(drop)
+    }
+
     /// Every tool with its description and schema (asking servers whose list is not known yet).
     pub async fn tools(&self) -> Vec<crate::downstream::ToolInfo> {
         self.inner.downstream.tools(&self.config()).await
@@ -333,15 +352,15 @@ impl Gateway {
                     [] => vec![error.to_string()],
                     problems => problems.iter().map(ToString::to_string).collect(),
                 };
-                self.inner
-                    .record(
-                        AuditEvent::ConfigRefused {
-                            path: Some(path.display().to_string()),
-                            problems,
-                        },
-                        Admit::Outcome,
-                    )
-                    .await?;
+                // A new record (refused like any intent while the log cannot be written, so
+                // repeated reloads cannot grow the backlog); the caller hears the problems either way.
+                let refused = AuditEvent::ConfigRefused {
+                    path: Some(path.display().to_string()),
+                    problems,
+                };
+                if let Err(e) = self.inner.record(refused, Admit::Intent).await {
+                    tracing::warn!(error = %e, "the refused reload could not be recorded");
+                }
                 return Err(error.into());
             }
         };

@@ -5,7 +5,7 @@
 mod convert;
 mod watch;
 
-use crate::audit::{AuditEvent, AuditRecord, DecisionKind as DomainDecision};
+use crate::audit::{AuditRecord, DecisionKind as DomainDecision};
 use crate::auth::{
     Authenticator, Identity, permit_approve, permit_owner, permit_read, permit_reload,
 };
@@ -89,19 +89,13 @@ impl OrchestratorService {
 
     /// Records a refused control action and returns the refusal (or why it could not be recorded).
     async fn refused(&self, refusal: Error, action: &str, target: &str, caller: &str) -> Status {
-        let recorded = self
+        match self
             .gateway
-            .audit()
-            .append(AuditEvent::ControlRefused {
-                action: action.to_owned(),
-                target: target.to_owned(),
-                reason: refusal.to_string(),
-                caller: caller.to_owned(),
-            })
-            .await;
-        match recorded {
-            Ok(_) => refusal.into(),
-            Err(e) => Error::from(e).into(),
+            .record_control_refused(action, target, &refusal.to_string(), caller)
+            .await
+        {
+            Ok(()) => refusal.into(),
+            Err(e) => e.into(),
         }
     }
 
