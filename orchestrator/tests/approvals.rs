@@ -116,6 +116,30 @@ async fn an_approved_call_runs_and_records_who_approved() {
     );
 }
 
+/// A workflow cancelled right after one of its calls was approved, before the call ran: the call
+/// does not run, its caller hears why, and the log closes it, so nothing stays in flight. Which of
+/// the two wins varies from round to round; every round must end closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_approved_as_its_workflow_is_cancelled_ends_closed() {
+    let h = gated("1m", json!({})).await;
+    let gateway = &h.orchestrator.gateway;
+    for _ in 0..20 {
+        let wf = h.start_workflow("", json!({})).await;
+        let call = h.spawn_call(&wf, "list_backups", json!({}));
+        let pending = h.wait_pending(&wf).await;
+        let _ = gateway
+            .decide_approval(&pending.id, true, "grpc:alice", "fine")
+            .await;
+        gateway
+            .cancel_workflow(&wf, "changed my mind", "grpc:ada")
+            .await
+            .expect("cancel");
+        let _ = call.await.expect("task");
+        let in_flight = gateway.observe().unfinished;
+        assert!(in_flight.is_empty(), "calls left open: {in_flight:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_denied_call_does_not_run_and_says_who_denied_it() {
     let h = gated("1m", json!({})).await;

@@ -124,7 +124,16 @@ impl Gateway {
                 approval: Some(approval),
             });
         }
-        let Decided { verdict, recorded } = self.decide(&spec, &call_id, true, now_ms())?;
+        // Its workflow may have ended (or its tool gone with a reload) since the request: the call
+        // is open in the log, so it is closed there, as a call that did not run.
+        let Decided { verdict, recorded } = match self.decide(&spec, &call_id, true, now_ms()) {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.end_unrun(&spec, &call_id, Outcome::Unavailable, e.to_string())
+                    .await;
+                return Err(e);
+            }
+        };
         if let Err(e) = recorded.durable().await {
             return Err(self.not_recorded(&spec, &call_id, e.into()).await);
         }
