@@ -438,3 +438,216 @@ async fn an_idle_mcp_session_ends_as_a_delete_would() {
     assert_eq!(ended.error.as_deref(), Some("its MCP session ended"));
     let _ = client.cancel().await;
 }
+
+/// A plain tool call in a session is answered with one JSON body, not an event stream, through the
+/// same policies and audit; a call that asks for progress still gets its stream; an unknown tool is
+/// a JSON-RPC error either way; the session's calls share one workflow, named after its client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_calls_in_a_session_are_answered_as_json_and_progress_calls_as_streams() {
+    let stack = Stack::start().await;
+    let addr = stack.orchestrator.http_addr;
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened
+        .header("mcp-session-id")
+        .expect("initialize opens a session");
+    let headers = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let call = |id: u32, tool: &str, arguments: Value, meta: Option<Value>| {
+        let mut params = json!({ "name": tool, "arguments": arguments });
+        if let Some(meta) = meta {
+            params["_meta"] = meta;
+        }
+        json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }).to_string()
+    };
+    let json_answer = |reply: &mcp_support::RawReply| -> Value {
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(
+            reply.header("content-type").as_deref(),
+            Some("application/json"),
+            "{reply:?}"
+        );
+        serde_json::from_str(&reply.body).expect("one JSON-RPC answer")
+    };
+
+    let refused = json_answer(
+        &raw_post(
+            addr,
+            &headers,
+            &call(2, "process_data", json!({"records": []}), None),
+        )
+        .await,
+    );
+    assert_eq!(refused["id"], 2, "{refused}");
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(
+        refused["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("process-after-validate")),
+        "the refusal names its rule: {refused}"
+    );
+    let workflow = refused["result"]["_meta"]["io.conductorio/workflowId"].clone();
+    assert!(workflow.is_string(), "{refused}");
+
+    let records = json!([{ "id": "c-1", "name": "Ada", "email": "ada@example.com" }]);
+    let valid = json_answer(
+        &raw_post(
+            addr,
+            &headers,
+            &call(
+                3,
+                "validate_data",
+                json!({"records": records, "schema": "customer"}),
+                None,
+            ),
+        )
+        .await,
+    );
+    assert_ne!(valid["result"]["isError"], true, "{valid}");
+    assert_eq!(
+        valid["result"]["_meta"]["io.conductorio/workflowId"],
+        workflow
+    );
+
+    let unknown =
+        json_answer(&raw_post(addr, &headers, &call(4, "no_such_tool", json!({}), None)).await);
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+
+    let streamed = raw_post(
+        addr,
+        &headers,
+        &call(
+            5,
+            "process_data",
+            json!({"records": records}),
+            Some(json!({"progressToken": "p-1"})),
+        ),
+    )
+    .await;
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    assert_eq!(
+        streamed.header("content-type").as_deref(),
+        Some("text/event-stream"),
+        "{streamed:?}"
+    );
+    assert!(streamed.body.contains("\"id\":5"), "{streamed:?}");
+
+    let workflow = workflow.as_str().expect("an id");
+    let view = stack
+        .orchestrator
+        .gateway
+        .workflow(workflow, true)
+        .expect("the session's workflow");
+    assert!(
+        view.caller.contains("raw-http-test") && view.caller.contains("http session"),
+        "the caller names the client and the session: {}",
+        view.caller
+    );
+    let calls = view.calls.as_ref().expect("with its calls");
+    let tools: Vec<&str> = calls.iter().map(|c| &*c.tool).collect();
+    assert_eq!(tools, ["process_data", "validate_data", "process_data"]);
+    stack.stop().await;
+}
+
+/// A session whose calls all take the JSON path stays open while it is used, past its idle
+/// time-out, and ends once it is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_used_only_through_json_answers_stays_open_until_left_idle() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    config["mcp"]["session_idle_timeout"] = json!("1s");
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let addr = orchestrator.http_addr;
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened.header("mcp-session-id").expect("a session");
+    let headers = [("Mcp-Session-Id", session.as_str())];
+    let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"list_schemas","arguments":{}}}"#;
+    // Three idle time-outs' worth of calls, a third of a time-out apart.
+    for _ in 0..9 {
+        let reply = raw_post(addr, &headers, list).await;
+        assert_eq!(reply.status, 200, "the session is still open: {reply:?}");
+        assert_eq!(
+            reply.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        tokio::time::sleep(Duration::from_millis(333)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = raw_post(addr, &headers, list).await;
+        if reply.status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle session did not end: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    orchestrator.stop().await;
+    servers.stop().await;
+}
+
+/// A call that waits for a person longer than the idle time-out keeps its session open: the
+/// session is not idle while one of its requests is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waiting_for_an_approval_is_not_idle() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    config["mcp"]["session_idle_timeout"] = json!("1s");
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let addr = orchestrator.http_addr;
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened.header("mcp-session-id").expect("a session");
+    let restore = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"restore_backup","arguments":{"name":"no-such-snapshot"},"_meta":{"progressToken":"p-6"}}}"#;
+    let waiting = {
+        let session = session.clone();
+        tokio::spawn(async move {
+            raw_post(addr, &[("Mcp-Session-Id", session.as_str())], restore).await
+        })
+    };
+    let gateway = &orchestrator.gateway;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gateway.pending_approvals().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never waited for approval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two and a half idle time-outs with nothing but the waiting call.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pending = gateway.pending_approvals();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the approval is still pending: {pending:?}"
+    );
+    gateway
+        .decide_approval(&pending[0].id, true, "grpc:ops", "go")
+        .await
+        .expect("approved");
+    let answered = waiting.await.expect("task");
+    assert!(
+        answered.body.contains("\"id\":6") && answered.body.contains("\"result\""),
+        "the call's answer arrives on its stream: {answered:?}"
+    );
+    let again = raw_post(
+        addr,
+        &[("Mcp-Session-Id", session.as_str())],
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{}}"#,
+    )
+    .await;
+    assert_eq!(again.status, 200, "the session is still open: {again:?}");
+    orchestrator.stop().await;
+    servers.stop().await;
+}

@@ -11,11 +11,12 @@ use crate::auth::http::SessionTag;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
+    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProgressToken, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -34,113 +35,145 @@ pub enum Front {
 }
 
 /// One MCP session's handler. Streamable HTTP builds one per session (and one per request in the
-/// session-free 2026-07-28 era); stdio has exactly one.
+/// session-free 2026-07-28 era); stdio has exactly one. Clones share the session.
 #[derive(Clone)]
 pub struct ConductorMcp {
+    session: Arc<Session>,
+}
+
+/// What one MCP session keeps: its workflow, and the ad-hoc workflows it started, ended when the
+/// session ends (its handler's last clone is dropped) so that they do not stay "active" on the
+/// dashboard forever. Only a real session records any: a handler that serves one session-free
+/// request leaves its workflow open, since its client continues it by id (`X-Conductor-Workflow` or
+/// `_meta`).
+pub(super) struct Session {
     gateway: Gateway,
     front: Front,
     /// The workflow of this session, started lazily at the first `tools/call`. An async mutex, so two
     /// concurrent first calls start one workflow, not two.
-    workflow: Arc<tokio::sync::Mutex<Option<String>>>,
-    session_end: Arc<SessionEnd>,
-}
-
-/// The ad-hoc workflows a session started, ended when the session ends (its handler's last clone
-/// is dropped), so that they do not stay "active" on the dashboard forever. Only a real session
-/// records any: a handler that serves one session-free request leaves its workflow open, since
-/// its client continues it by id (`X-Conductor-Workflow` or `_meta`).
-struct SessionEnd {
-    gateway: Gateway,
+    workflow: tokio::sync::Mutex<Option<String>>,
     started: std::sync::Mutex<Vec<String>>,
+    /// The client's name from its `initialize`, for calls that reach the session outside the SDK's
+    /// service (the JSON fast path, `super::fast`).
+    client: std::sync::OnceLock<String>,
 }
 
-impl Drop for SessionEnd {
+impl Drop for Session {
     fn drop(&mut self) {
         let started = std::mem::take(self.started.get_mut().unwrap_or_else(|e| e.into_inner()));
         self.gateway.end_session_workflows(started);
     }
 }
 
-impl ConductorMcp {
-    pub fn new(gateway: Gateway, front: Front) -> Self {
-        ConductorMcp {
-            session_end: Arc::new(SessionEnd {
-                gateway: gateway.clone(),
-                started: std::sync::Mutex::default(),
-            }),
-            gateway,
-            front,
-            workflow: Arc::default(),
-        }
-    }
+/// What a call needs to know about its request, however it arrived: through the SDK's service
+/// ([`CallContext::of`]) or the JSON fast path.
+pub(super) struct CallContext {
+    /// Who is calling: the identity its credential proves (stdio: the configured one).
+    pub identity: Identity,
+    /// The client's self-chosen name, a label.
+    pub client: Option<String>,
+    /// A keyed hash of the transport session (never the session id), a label.
+    pub tag: Option<SessionTag>,
+    /// Whether the request belongs to a transport session (stdio, or HTTP with `Mcp-Session-Id`).
+    pub in_session: bool,
+    /// The workflow the request names (`_meta` or `X-Conductor-Workflow`), if any.
+    pub named_workflow: Option<String>,
+    /// Where progress goes while the call waits for a person, when the client asked for it.
+    pub progress: Option<(ProgressToken, Peer<RoleServer>)>,
+}
 
-    /// Remembers an ad-hoc workflow this session started, to end it with the session.
-    fn started_ad_hoc(&self, id: &str, context: &RequestContext<RoleServer>) {
-        let in_session = match self.front {
-            Front::Stdio => true,
-            Front::Http => request_header(context, "mcp-session-id").is_some(),
+impl CallContext {
+    /// The context of a request served by the SDK.
+    fn of(session: &Session, context: &RequestContext<RoleServer>) -> Self {
+        let parts = context.extensions.get::<axum::http::request::Parts>();
+        let (identity, tag, in_session) = match session.front {
+            Front::Stdio => (Identity::stdio(&session.gateway.config()), None, true),
+            Front::Http => (
+                parts
+                    .and_then(|p| p.extensions.get::<Identity>())
+                    .cloned()
+                    .unwrap_or_else(Identity::anonymous),
+                parts
+                    .and_then(|p| p.extensions.get::<SessionTag>())
+                    .cloned(),
+                request_header(context, "mcp-session-id").is_some(),
+            ),
         };
-        if in_session {
-            self.session_end
-                .started
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(id.to_owned());
-        }
-    }
-
-    /// Who is calling: the identity its credential proves (stdio: the configured one), then as a label
-    /// the client's self-chosen name and a keyed hash of the transport session (never the session id).
-    fn identity(&self, context: &RequestContext<RoleServer>) -> Identity {
-        match self.front {
-            Front::Stdio => Identity::stdio(&self.gateway.config()),
-            Front::Http => context
-                .extensions
-                .get::<axum::http::request::Parts>()
-                .and_then(|parts| parts.extensions.get::<Identity>())
-                .cloned()
-                .unwrap_or_else(Identity::anonymous),
-        }
-    }
-
-    fn caller(&self, context: &RequestContext<RoleServer>) -> String {
-        let client = context
-            .client_info()
-            .map_or_else(|| "unknown-client".to_owned(), |info| info.name);
-        let session = match self.front {
-            Front::Stdio => "stdio".to_owned(),
-            Front::Http => context
-                .extensions
-                .get::<axum::http::request::Parts>()
-                .and_then(|parts| parts.extensions.get::<SessionTag>())
-                .map_or_else(
-                    || "http".to_owned(),
-                    |tag| format!("http session {}", tag.0),
-                ),
-        };
-        let label = format!("mcp client {:?}, {session}", crate::auth::sanitize(&client));
-        self.identity(context).caller(&label)
-    }
-
-    /// The workflow a call belongs to: named by the request (`_meta` or header), else the session's,
-    /// started now if this is the session's first call.
-    async fn workflow_for(&self, context: &RequestContext<RoleServer>) -> Result<String, Error> {
-        let named = context
+        let named_workflow = context
             .meta
             .0
             .get(WORKFLOW_META_KEY)
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or_else(|| request_header(context, WORKFLOW_HEADER));
-        if let Some(id) = named {
-            let view = self.gateway.workflow(&id, false)?;
-            crate::auth::permit_owner(
-                &self.gateway.config(),
-                &self.identity(context),
-                &id,
-                &view.caller,
-            )?;
-            return Ok(id);
+        CallContext {
+            identity,
+            client: context.client_info().map(|info| info.name),
+            tag,
+            in_session,
+            named_workflow,
+            progress: context
+                .meta
+                .get_progress_token()
+                .map(|token| (token, context.peer.clone())),
+        }
+    }
+
+    /// The caller recorded with a workflow: the identity, then as labels the client's name and the
+    /// session's tag.
+    fn caller(&self, front: Front) -> String {
+        let client = self.client.as_deref().unwrap_or("unknown-client");
+        let session = match (front, &self.tag) {
+            (Front::Stdio, _) => "stdio".to_owned(),
+            (Front::Http, Some(tag)) => format!("http session {}", tag.0),
+            (Front::Http, None) => "http".to_owned(),
+        };
+        let label = format!("mcp client {:?}, {session}", crate::auth::sanitize(client));
+        self.identity.caller(&label)
+    }
+}
+
+impl ConductorMcp {
+    pub fn new(gateway: Gateway, front: Front) -> Self {
+        ConductorMcp {
+            session: Arc::new(Session {
+                gateway,
+                front,
+                workflow: tokio::sync::Mutex::default(),
+                started: std::sync::Mutex::default(),
+                client: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The session this handler serves, for the fast path to reach without the SDK.
+    pub(super) fn session(&self) -> std::sync::Weak<Session> {
+        Arc::downgrade(&self.session)
+    }
+}
+
+impl Session {
+    pub(super) fn client(&self) -> Option<&str> {
+        self.client.get().map(String::as_str)
+    }
+
+    /// Remembers an ad-hoc workflow this session started, to end it with the session.
+    fn started_ad_hoc(&self, id: &str, context: &CallContext) {
+        if context.in_session {
+            self.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.to_owned());
+        }
+    }
+
+    /// The workflow a call belongs to: named by the request (`_meta` or header), else the session's,
+    /// started now if this is the session's first call.
+    async fn workflow_for(&self, context: &CallContext) -> Result<String, Error> {
+        if let Some(id) = &context.named_workflow {
+            let view = self.gateway.workflow(id, false)?;
+            crate::auth::permit_owner(&self.gateway.config(), &context.identity, id, &view.caller)?;
+            return Ok(id.clone());
         }
         let mut bound = self.workflow.lock().await;
         if let Some(id) = bound.as_ref() {
@@ -148,7 +181,7 @@ impl ConductorMcp {
         }
         let view = self
             .gateway
-            .start_workflow(None, Value::Null, &self.caller(context))
+            .start_workflow(None, Value::Null, &context.caller(self.front))
             .await?;
         tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
         self.started_ad_hoc(&view.id, context);
@@ -161,7 +194,7 @@ impl ConductorMcp {
     async fn start_workflow(
         &self,
         arguments: Option<Map<String, Value>>,
-        context: &RequestContext<RoleServer>,
+        context: &CallContext,
     ) -> Result<CallToolResult, Error> {
         let arguments = arguments.unwrap_or_default();
         let template = match arguments.get("template") {
@@ -176,7 +209,7 @@ impl ConductorMcp {
         let input = arguments.get("input").cloned().unwrap_or(Value::Null);
         let view = self
             .gateway
-            .start_workflow(template, input, &self.caller(context))
+            .start_workflow(template, input, &context.caller(self.front))
             .await?;
         if view.template.is_none() {
             self.started_ad_hoc(&view.id, context);
@@ -198,10 +231,24 @@ impl ConductorMcp {
         ))
     }
 
+    /// One `tools/call`, however it arrived. Refusals and tool failures are tool results; only a
+    /// request that cannot be a call (a protocol error) is an `Err`.
+    pub(super) async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: CallContext,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        match self.call(request, context).await {
+            Ok(result) => Ok(result.into()),
+            Err(error) => reply::error(&tool, error).map(Into::into),
+        }
+    }
+
     async fn call(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        context: CallContext,
     ) -> Result<CallToolResult, Error> {
         if request.name == START_WORKFLOW_TOOL {
             return self.start_workflow(request.arguments, &context).await;
@@ -212,13 +259,12 @@ impl ConductorMcp {
             workflow_id: workflow_id.clone(),
             tool: request.name.to_string(),
             arguments,
-            caller: self.caller(&context),
+            caller: context.caller(self.front),
             step: None,
         };
         let progress = context
-            .meta
-            .get_progress_token()
-            .map(|token| ApprovalProgress::new(&self.gateway, &spec, token, context.peer.clone()));
+            .progress
+            .map(|(token, peer)| ApprovalProgress::new(&self.gateway, &spec, token, peer));
         let call = self.gateway.call(spec);
         let report = match progress {
             Some(progress) => progress.run_while(call).await?,
@@ -243,10 +289,12 @@ impl ServerHandler for ConductorMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let workflow = self.workflow.lock().await.clone();
-        let mut tools: Vec<Tool> = self
+        let session = &self.session;
+        let workflow = session.workflow.lock().await.clone();
+        let caller = CallContext::of(session, &context).caller(session.front);
+        let mut tools: Vec<Tool> = session
             .gateway
-            .tools_for(&self.caller(&context), workflow.as_deref())
+            .tools_for(&caller, workflow.as_deref())
             .await
             .into_iter()
             .map(reply::tool)
@@ -255,16 +303,30 @@ impl ServerHandler for ConductorMcp {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let _ = self.session.client.set(request.client_info.name.clone());
+        if let Some(slot) = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<super::fast::Slot>())
+        {
+            slot.fill(self.session());
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let tool = request.name.to_string();
-        match self.call(request, context).await {
-            Ok(result) => Ok(result.into()),
-            Err(error) => reply::error(&tool, error).map(Into::into),
-        }
+        let call = CallContext::of(&self.session, &context);
+        self.session.call_tool(request, call).await
     }
 }
 

@@ -59,6 +59,7 @@
 //!
 //! Clients that speak Streamable HTTP use `{"url": "http://127.0.0.1:8080/mcp"}` against the daemon.
 
+mod fast;
 mod frames;
 mod handler;
 mod origin;
@@ -88,15 +89,22 @@ pub fn router(gateway: Gateway) -> Router {
         .into_iter()
         .map(str::to_owned)
         .chain(config.mcp.allowed_hosts.iter().cloned());
-    let settings = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
-    let sessions = gateway.clone();
+    // Session-free (2026-07-28) requests get a JSON answer when nothing precedes it; the calls of
+    // sessions get theirs from `fast`.
+    let settings = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_json_response(true);
+    let handlers = gateway.clone();
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
     // is dropped, so its ad-hoc workflow completes and its approvals expire; memory stays bounded.
+    // The time-out is kept by `fast`, which sees the requests the SDK's worker does not.
     let mut manager = LocalSessionManager::default();
-    manager.session_config.keep_alive = Some(config.mcp.session_idle_timeout);
+    manager.session_config.keep_alive = None;
+    let manager = Arc::new(manager);
+    let sessions = fast::Sessions::start(manager.clone(), config.mcp.session_idle_timeout);
     let service = StreamableHttpService::new(
-        move || Ok(ConductorMcp::new(sessions.clone(), Front::Http)),
-        Arc::new(manager),
+        move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
+        manager,
         settings,
     );
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
@@ -113,6 +121,7 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn(frames::json_rpc_errors))
+        .layer(axum::middleware::from_fn_with_state(sessions, fast::serve))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http::authenticate,
