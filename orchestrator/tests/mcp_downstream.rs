@@ -216,3 +216,157 @@ async fn streamable_http_server_is_listed_and_called() {
     outer.stop().await;
     servers.stop().await;
 }
+
+/// A downstream server written with rmcp, which answers every request of a session with an event
+/// stream (a priming event, then the response), counting its `initialize`s.
+#[derive(Clone)]
+struct StreamingEcho {
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rmcp::ServerHandler for StreamingEcho {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .build(),
+        )
+    }
+
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::InitializeResult, rmcp::ErrorData> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let schema = json!({ "type": "object", "properties": { "text": { "type": "string" } } });
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![
+            rmcp::model::Tool::new(
+                "shout",
+                "Returns its text in capitals.",
+                std::sync::Arc::new(schema.as_object().cloned().unwrap_or_default()),
+            ),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let text = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("text"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| rmcp::ErrorData::invalid_params("text is required", None))?;
+        Ok(
+            CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.to_uppercase())])
+                .into(),
+        )
+    }
+}
+
+/// The orchestrator's HTTP client against a server that streams its answers: the tool is listed and
+/// called; refused arguments are the server's words; and when the server forgets the session (as after
+/// its own idle time-out), the next call opens a new one and runs, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_again() {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sessions = std::sync::Arc::new(LocalSessionManager::default());
+    let handler = StreamingEcho {
+        opened: opened.clone(),
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        sessions.clone(),
+        StreamableHttpServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().nest_service("/mcp", service);
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = json!({
+        "servers": { "loud": { "mcp_url": format!("http://{addr}/mcp"), "tools": ["shout"], "timeout": "5s" } }
+    });
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let gateway = &orchestrator.gateway;
+    let tools = gateway.tools().await;
+    assert!(
+        tools
+            .iter()
+            .any(|t| t.name == "shout" && t.server == "loud"),
+        "{tools:?}"
+    );
+    let workflow = gateway
+        .start_workflow(None, Value::Null, "test")
+        .await
+        .expect("a workflow");
+    let shout = |arguments: Value| CallSpec {
+        workflow_id: workflow.id.clone(),
+        tool: "shout".into(),
+        arguments,
+        caller: "test".into(),
+        step: None,
+    };
+    let loud = gateway
+        .call(shout(json!({"text": "hello"})))
+        .await
+        .expect("runs");
+    match &loud.result {
+        CallResult::Succeeded(value) => assert_eq!(value, &json!("HELLO")),
+        other => panic!("shout: {other:?}"),
+    }
+    match gateway.call(shout(json!({}))).await {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("text is required"), "{message}")
+        }
+        other => panic!("refused arguments are the server's words: {other:?}"),
+    }
+    assert_eq!(
+        opened.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one session for all calls"
+    );
+
+    let ids: Vec<_> = sessions.sessions.read().await.keys().cloned().collect();
+    for id in ids {
+        rmcp::transport::streamable_http_server::SessionManager::close_session(&*sessions, &id)
+            .await
+            .expect("closed");
+    }
+    let again = gateway
+        .call(shout(json!({"text": "again"})))
+        .await
+        .expect("runs");
+    match &again.result {
+        CallResult::Succeeded(value) => assert_eq!(value, &json!("AGAIN")),
+        other => panic!("after the server forgot the session: {other:?}"),
+    }
+    assert_eq!(
+        opened.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a new session, once"
+    );
+    orchestrator.stop().await;
+    server.abort();
+}

@@ -1,5 +1,6 @@
-//! The MCP client of one downstream MCP server: a child process speaking MCP over stdio, or a
-//! Streamable HTTP endpoint, through the official SDK (`rmcp`).
+//! The MCP client of one downstream MCP server that is a child process speaking MCP over stdio,
+//! through the official SDK (`rmcp`). Streamable HTTP servers have a leaner client of their own
+//! (`mcp_http`); the two share the mapping of results and tool lists.
 //!
 //! One session per server, opened on first use and shared by concurrent calls. A session that breaks
 //! (the child exited, the connection dropped, garbage instead of an answer, no answer in time) is
@@ -90,12 +91,7 @@ impl McpTools {
             .map_err(|_| deadline("tools/list", limit))??;
         Ok(tools
             .into_iter()
-            .map(|tool| ToolInfo {
-                name: tool.name.to_string(),
-                description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
-                input_schema: Value::Object((*tool.input_schema).clone()),
-                server: server.name.clone(),
-            })
+            .map(|tool| tool_info(server, tool))
             .collect())
     }
 
@@ -225,10 +221,20 @@ async fn open(server: &ServerConfig) -> Result<Session, Error> {
     }
 }
 
+/// A tool as its server describes it, in domain terms.
+pub(super) fn tool_info(server: &ServerConfig, tool: rmcp::model::Tool) -> ToolInfo {
+    ToolInfo {
+        name: tool.name.to_string(),
+        description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
+        input_schema: Value::Object((*tool.input_schema).clone()),
+        server: server.name.clone(),
+    }
+}
+
 /// A tool result as a domain value: the structured content when there is one, else the text (parsed as
 /// JSON when it is JSON). `isError` results become [`ToolFailure`]s, keeping a `code` and `details` that
 /// the server put in its structured content.
-fn outcome(result: CallToolResult) -> Result<Value, ToolFailure> {
+pub(super) fn outcome(result: CallToolResult) -> Result<Value, ToolFailure> {
     let texts: Vec<&str> = result
         .content
         .iter()

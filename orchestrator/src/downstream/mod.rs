@@ -1,5 +1,5 @@
 //! Clients of the downstream tool servers: gRPC `ToolService`s ([`grpc`]) and MCP servers, as child
-//! processes over stdio or over Streamable HTTP ([`mcp`]). One client per server, created on first use.
+//! processes over stdio ([`mcp`]) or over Streamable HTTP ([`mcp_http`]). One client per server, created on first use.
 //!
 //! This module turns protocol types into domain values at the edge: callers get a JSON value or a
 //! [`ToolFailure`], and transport problems become [`Error`]s that name the server. A dead server is not
@@ -7,11 +7,13 @@
 
 mod grpc;
 mod mcp;
+mod mcp_http;
 
 use crate::config::{Config, ServerConfig, Transport};
 use crate::error::Error;
 use grpc::GrpcTools;
 use mcp::McpTools;
+use mcp_http::HttpTools;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,7 @@ pub struct Forward<'a> {
 enum Client {
     Grpc(GrpcTools),
     Mcp(Arc<McpTools>),
+    McpHttp(Arc<HttpTools>),
 }
 
 /// The clients of every configured server, created on first use and kept across configuration reloads
@@ -70,7 +73,10 @@ impl Downstream {
         }
         let client = match &server.transport {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
-            Transport::McpStdio { .. } | Transport::McpHttp { .. } => Client::Mcp(Arc::default()),
+            Transport::McpStdio { .. } => Client::Mcp(Arc::default()),
+            Transport::McpHttp { url } => {
+                Client::McpHttp(Arc::new(HttpTools::new(&server.name, url)?))
+            }
         };
         clients.insert(
             server.name.clone(),
@@ -95,6 +101,11 @@ impl Downstream {
                     .await
             }
             Client::Mcp(client) => {
+                client
+                    .call(server, forward.remote_name, forward.arguments)
+                    .await
+            }
+            Client::McpHttp(client) => {
                 client
                     .call(server, forward.remote_name, forward.arguments)
                     .await
@@ -154,6 +165,7 @@ impl Downstream {
         let list = match self.client(server)? {
             Client::Grpc(client) => client.list(server).await?,
             Client::Mcp(client) => client.list(server).await?,
+            Client::McpHttp(client) => client.list(server).await?,
         };
         for tool in &server.tools {
             if !list.iter().any(|t| &t.name == tool) {

@@ -1,0 +1,494 @@
+//! The client of a downstream MCP server over Streamable HTTP, kept lean because it is on every
+//! forwarded call: pooled keep-alive connections, each request serialized once, the answer read as
+//! one JSON body or as an event stream up to the response it waits for, nothing else per call.
+//!
+//! One session per server, opened (`initialize`, then `notifications/initialized`) on first use and
+//! shared by concurrent calls. A session the server has forgotten (`404` to a request that named it)
+//! is opened again and the request sent once more: the server did not process it. A server that
+//! cannot be reached costs the calls in flight, never the orchestrator.
+//!
+//! Server-initiated requests (sampling, elicitation, roots) are not offered: the client announces no
+//! capabilities, so a conforming server sends none. Notifications on a request's stream (progress,
+//! logging) are read past.
+
+use super::{ToolFailure, ToolInfo, deadline};
+use crate::config::ServerConfig;
+use crate::error::Error;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use rmcp::model::{CallToolResult, ListToolsResult, RequestId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The version asked for; the server's answer is the one used.
+const PROTOCOL_VERSION: &str = "2025-11-25";
+/// Answers larger than this are refused (a tool result is data for a model, not a bulk transfer).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The open session with one server: what every request of it carries.
+struct Session {
+    headers: HeaderMap,
+}
+
+/// Why a request got no result.
+enum Failure {
+    /// The server answered with a JSON-RPC error.
+    Rpc { code: i32, message: String },
+    /// The server no longer knows the session the request named.
+    SessionGone,
+    /// Anything else: unreachable, refused, unreadable.
+    Transport(String),
+}
+
+pub(super) struct HttpTools {
+    http: reqwest::Client,
+    url: String,
+    current: Mutex<Option<Arc<Session>>>,
+    opening: tokio::sync::Mutex<()>,
+    ids: AtomicI64,
+}
+
+impl HttpTools {
+    pub(super) fn new(server: &str, url: &str) -> Result<Self, Error> {
+        crate::auth::install_tls_provider();
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Unavailable {
+                server: server.to_owned(),
+                message: format!("cannot build an HTTP client for {url}: {e}"),
+            })?;
+        Ok(HttpTools {
+            http,
+            url: url.to_owned(),
+            current: Mutex::default(),
+            opening: tokio::sync::Mutex::default(),
+            ids: AtomicI64::new(1),
+        })
+    }
+
+    /// Calls one tool within the server's time-out (opening a session first within its own limit).
+    pub(super) async fn call(
+        &self,
+        server: &ServerConfig,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<Result<Value, ToolFailure>, Error> {
+        if !matches!(arguments, Value::Object(_) | Value::Null) {
+            return Err(Error::InvalidArgument(format!(
+                "the arguments of {tool} must be a JSON object, not {arguments}"
+            )));
+        }
+        let params = json!({ "name": tool, "arguments": arguments });
+        let result: CallToolResult = self
+            .request(server, tool, "tools/call", &params, server.timeout)
+            .await?;
+        Ok(super::mcp::outcome(result))
+    }
+
+    /// The server's own list of tools, every page of it.
+    pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let params = match &cursor {
+                Some(cursor) => json!({ "cursor": cursor }),
+                None => json!({}),
+            };
+            let page: ListToolsResult = self
+                .request(server, "tools/list", "tools/list", &params, server.timeout)
+                .await?;
+            tools.extend(
+                page.tools
+                    .into_iter()
+                    .map(|t| super::mcp::tool_info(server, t)),
+            );
+            match page.next_cursor {
+                Some(next) if !next.is_empty() && cursor.as_deref() != Some(next.as_str()) => {
+                    cursor = Some(next);
+                }
+                _ => return Ok(tools),
+            }
+        }
+    }
+
+    /// One request in the open session, within `limit`; a forgotten session is opened again once.
+    async fn request<T: DeserializeOwned>(
+        &self,
+        server: &ServerConfig,
+        what: &str,
+        method: &str,
+        params: &Value,
+        limit: Duration,
+    ) -> Result<T, Error> {
+        let work = async {
+            for attempt in 0..2 {
+                let session = self.session(server).await?;
+                let id = self.ids.fetch_add(1, Ordering::Relaxed);
+                let body =
+                    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+                match self.exchange(&session.headers, &body, Some(id)).await {
+                    Ok(result) => {
+                        return serde_json::from_str::<T>(result.get()).map_err(|e| {
+                            Error::Downstream {
+                                server: server.name.clone(),
+                                tool: what.to_owned(),
+                                message: format!(
+                                    "the answer to {method} is not what MCP says: {e}"
+                                ),
+                            }
+                        });
+                    }
+                    Err(Failure::SessionGone) if attempt == 0 => {
+                        tracing::warn!(server = %server.name, "the MCP server forgot the session; opening a new one");
+                        self.discard(&session);
+                    }
+                    Err(failure) => {
+                        if matches!(failure, Failure::Transport(_) | Failure::SessionGone) {
+                            self.discard(&session);
+                        }
+                        return Err(self.error(server, what, failure));
+                    }
+                }
+            }
+            Err(self.error(server, what, Failure::SessionGone))
+        };
+        let limit = limit + self.open_allowance();
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| deadline(what, limit))?
+    }
+
+    /// The time a call may spend opening a session on top of its own limit, when there is none.
+    fn open_allowance(&self) -> Duration {
+        if self.current().is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Session>>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open session, or a new one.
+    async fn session(&self, server: &ServerConfig) -> Result<Arc<Session>, Error> {
+        if let Some(session) = self.current().clone() {
+            return Ok(session);
+        }
+        let _opening = self.opening.lock().await;
+        // Another call may have opened one while this one waited.
+        if let Some(session) = self.current().clone() {
+            return Ok(session);
+        }
+        let session = Arc::new(self.open(server).await?);
+        *self.current() = Some(session.clone());
+        Ok(session)
+    }
+
+    fn discard(&self, session: &Arc<Session>) {
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *current = None;
+        }
+    }
+
+    /// The handshake: `initialize`, then `notifications/initialized` in the session it opened.
+    async fn open(&self, server: &ServerConfig) -> Result<Session, Error> {
+        let unavailable = |message: String| Error::Unavailable {
+            server: server.name.clone(),
+            message,
+        };
+        let initialize = json!({
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": { "name": "conductorio", "version": env!("CARGO_PKG_VERSION") }
+            }
+        });
+        let response = self
+            .post(&HeaderMap::new(), &initialize)
+            .await
+            .map_err(|e| unavailable(format!("the MCP handshake with {} failed: {e}", self.url)))?;
+        let mut headers = HeaderMap::new();
+        if let Some(id) = response.headers().get(SESSION_HEADER) {
+            headers.insert(SESSION_HEADER, id.clone());
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Initialized {
+            protocol_version: String,
+        }
+        let result = read_answer(response, Some(0), false).await.map_err(|f| {
+            unavailable(format!(
+                "the MCP handshake with {} failed: {}",
+                self.url,
+                describe(&f)
+            ))
+        })?;
+        let initialized: Initialized = serde_json::from_str(result.get()).map_err(|e| {
+            unavailable(format!(
+                "the MCP handshake with {} failed: its initialize result is not MCP: {e}",
+                self.url
+            ))
+        })?;
+        let version = HeaderValue::from_str(&initialized.protocol_version).map_err(|_| {
+            unavailable(format!(
+                "{} answered an unusable protocol version {:?}",
+                self.url, initialized.protocol_version
+            ))
+        })?;
+        headers.insert(VERSION_HEADER, version);
+        let notified = self
+            .post(
+                &headers,
+                &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+            )
+            .await
+            .map_err(|e| unavailable(format!("the MCP handshake with {} failed: {e}", self.url)))?;
+        if !notified.status().is_success() {
+            return Err(unavailable(format!(
+                "the MCP handshake with {} failed: notifications/initialized got HTTP {}",
+                self.url,
+                notified.status()
+            )));
+        }
+        tracing::info!(server = %server.name, url = %self.url, version = %initialized.protocol_version, "MCP session opened");
+        Ok(Session { headers })
+    }
+
+    async fn post(&self, headers: &HeaderMap, body: &Value) -> Result<reqwest::Response, String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        self.http
+            .post(&self.url)
+            .headers(headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{e}"))
+    }
+
+    /// Sends one request and reads its result.
+    async fn exchange(
+        &self,
+        headers: &HeaderMap,
+        body: &Value,
+        id: Option<i64>,
+    ) -> Result<Box<RawValue>, Failure> {
+        let response = self.post(headers, body).await.map_err(Failure::Transport)?;
+        read_answer(response, id, true).await
+    }
+
+    fn error(&self, server: &ServerConfig, what: &str, failure: Failure) -> Error {
+        match failure {
+            Failure::Rpc { code, message } if code == rmcp::model::ErrorCode::INVALID_PARAMS.0 => {
+                Error::InvalidArgument(format!(
+                    "server {:?} refused the arguments of {what}: {message}",
+                    server.name
+                ))
+            }
+            Failure::Rpc { message, .. } => Error::Downstream {
+                server: server.name.clone(),
+                tool: what.to_owned(),
+                message,
+            },
+            other => Error::Unavailable {
+                server: server.name.clone(),
+                message: format!("{what} at {}: {}", self.url, describe(&other)),
+            },
+        }
+    }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Rpc { code, message } => format!("JSON-RPC error {code}: {message}"),
+        Failure::SessionGone => "the server no longer knows the session".to_owned(),
+        Failure::Transport(message) => message.clone(),
+    }
+}
+
+/// A JSON-RPC message as read from an answer: only what finds the response to a request.
+#[derive(Deserialize)]
+struct Message {
+    id: Option<RequestId>,
+    result: Option<Box<RawValue>>,
+    error: Option<RpcError>,
+}
+
+#[derive(Deserialize)]
+struct RpcError {
+    code: i32,
+    message: String,
+}
+
+/// The result of request `id` from its HTTP answer: one JSON body, or an event stream read until the
+/// response arrives (notifications and other messages before it are read past). A `404` to a request
+/// `in_session` means the server has ended the session.
+async fn read_answer(
+    mut response: reqwest::Response,
+    id: Option<i64>,
+    in_session: bool,
+) -> Result<Box<RawValue>, Failure> {
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND && in_session {
+        return Err(Failure::SessionGone);
+    }
+    let streamed = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        // A JSON-RPC error with an HTTP error status is still the server's answer.
+        if let Ok(message) = serde_json::from_str::<Message>(&text)
+            && let Some(error) = message.error
+        {
+            return Err(Failure::Rpc {
+                code: error.code,
+                message: error.message,
+            });
+        }
+        return Err(Failure::Transport(format!(
+            "HTTP {status}: {}",
+            text.chars().take(300).collect::<String>()
+        )));
+    }
+    if !streamed {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Transport(format!("the answer could not be read: {e}")))?;
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(Failure::Transport(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        let message: Message = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Transport(format!("the answer is not a JSON-RPC message: {e}"))
+        })?;
+        return settle(message);
+    }
+    let mut events = EventStream::default();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::Transport(format!("the answer's event stream broke: {e}")))?;
+        let Some(chunk) = chunk else {
+            return Err(Failure::Transport(
+                "the answer's event stream ended without the response".to_owned(),
+            ));
+        };
+        events.push(&chunk)?;
+        while let Some(data) = events.next_data() {
+            let Ok(message) = serde_json::from_str::<Message>(&data) else {
+                continue;
+            };
+            let answers = match (&message.id, id) {
+                (Some(RequestId::Number(got)), Some(want)) => *got == want,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if answers && (message.result.is_some() || message.error.is_some()) {
+                return settle(message);
+            }
+        }
+    }
+}
+
+fn settle(message: Message) -> Result<Box<RawValue>, Failure> {
+    match (message.result, message.error) {
+        (Some(result), None) => Ok(result),
+        (_, Some(error)) => Err(Failure::Rpc {
+            code: error.code,
+            message: error.message,
+        }),
+        (None, None) => Err(Failure::Transport(
+            "the answer is neither a result nor an error".to_owned(),
+        )),
+    }
+}
+
+/// An incremental reader of `text/event-stream`: events are separated by a blank line; an event's
+/// `data:` lines, joined by newlines, are its data.
+#[derive(Default)]
+struct EventStream {
+    buffer: String,
+    read: usize,
+}
+
+impl EventStream {
+    fn push(&mut self, chunk: &[u8]) -> Result<(), Failure> {
+        if self.buffer.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(Failure::Transport(format!(
+                "the answer's event stream exceeds {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        self.buffer.push_str(&String::from_utf8_lossy(chunk));
+        Ok(())
+    }
+
+    /// The data of the next complete event that has any.
+    fn next_data(&mut self) -> Option<String> {
+        loop {
+            let rest = &self.buffer[self.read..];
+            let (end, gap) = [("\r\n\r\n", 4), ("\n\n", 2), ("\r\r", 2)]
+                .into_iter()
+                .filter_map(|(sep, len)| rest.find(sep).map(|at| (at, len)))
+                .min_by_key(|(at, _)| *at)?;
+            let event = &rest[..end];
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+            }
+            self.read += end + gap;
+            if self.read > 64 * 1024 {
+                self.buffer.drain(..self.read);
+                self.read = 0;
+            }
+            if !data.is_empty() {
+                return Some(data);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_across_chunks_and_line_endings() {
+        let mut events = EventStream::default();
+        events.push(b"data: \nid: 0\nretry: 3000\n\nda").ok();
+        assert_eq!(events.next_data(), None, "a priming event has no data");
+        events.push(b"ta: {\"a\":\r\ndata: 1}\r\n\r\n").ok();
+        assert_eq!(events.next_data().as_deref(), Some("{\"a\":\n1}"));
+        events
+            .push(b"event: message\ndata:{\"b\":2}\n\n: comment\n\n")
+            .ok();
+        assert_eq!(events.next_data().as_deref(), Some("{\"b\":2}"));
+        assert_eq!(events.next_data(), None);
+    }
+}
