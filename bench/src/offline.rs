@@ -1,17 +1,21 @@
 //! Figures 5–7: the policy engine alone (5), start-up over a long audit log (6), and the
 //! orchestrator's memory with many live workflows (7).
 
+use crate::daemons::Daemon;
 use crate::decisions::{self, DecisionFigures};
 use crate::load::{Route, Worker};
+use crate::mcp_lean::LeanWorker;
+use crate::mcp_load::McpCall;
 use crate::recovery::{self, StartKind};
 use crate::report::Report;
-use crate::scenario::orchestrator_config;
+use crate::scenario::{PREREQUISITE, PREREQUISITE_ARGS, orchestrator_config};
 use crate::stack::Stack;
 use crate::stats::median;
 use crate::suite::Scale;
 use anyhow::{Result, anyhow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 
 /// Figure 5: p99 per decision with 100 rules, and how flat it stays as history and live workflows grow.
@@ -196,5 +200,92 @@ pub async fn memory(report: &mut Report, scale: &Scale, stack: &Stack) -> Result
         "KiB",
     );
     report.detail("7_memory", serde_json::json!({ "workflows": n, "idle_bytes": idle, "rss_bytes": rss, "peak_bytes": peak }));
+    Ok(())
+}
+
+/// How long an idle MCP session lives in the idle-sessions measurement: long enough to open them all
+/// before the first expires, short enough to wait for.
+const SESSION_IDLE: Duration = Duration::from_secs(20);
+
+/// Figure 7, idle MCP sessions: a fresh orchestrator with `mcp.session_idle_timeout` 20 s;
+/// `idle_sessions` sessions each open (`initialize`, one call, so each has its workflow) and are then
+/// left alone; `VmRSS` before, with all of them idle, and after they expired.
+pub async fn idle_sessions(report: &mut Report, scale: &Scale, stack: &Stack) -> Result<()> {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&orchestrator_config(&stack.urls, None))?;
+    config["mcp"] =
+        serde_json::json!({ "session_idle_timeout": format!("{}s", SESSION_IDLE.as_secs()) });
+    let config_file = stack.work_dir.join("idle-sessions.json");
+    std::fs::write(&config_file, config.to_string())?;
+    let args = vec![
+        "--config".into(),
+        config_file.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--audit-dir".into(),
+        stack.audit_dir("idle-sessions").display().to_string(),
+    ];
+    let orchestrator = Daemon::spawn("idle-sessions", &stack.bin_dir.join("orchestrator"), &args)?;
+    let url = format!("{}/mcp", orchestrator.url(1));
+    let call = McpCall::new(PREREQUISITE, PREREQUISITE_ARGS)?;
+    // A warm-up session, so that pools and caches are in the baseline, not in the growth.
+    drop(LeanWorker::connect(&url, &call).await?);
+    let (before, _) = orchestrator.memory()?;
+    let n = scale.idle_sessions;
+    let opened = Instant::now();
+    let remaining = Arc::new(AtomicUsize::new(n));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (url, call, remaining) = (url.clone(), call.clone(), Arc::clone(&remaining));
+        tasks.push(tokio::spawn(async move {
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                drop(LeanWorker::connect(&url, &call).await?);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| anyhow!("a worker panicked: {e}"))??;
+    }
+    let took = opened.elapsed();
+    if took >= SESSION_IDLE {
+        return Err(anyhow!(
+            "opening {n} sessions took {took:?}, longer than their idle time-out"
+        ));
+    }
+    let (idle, _) = orchestrator.memory()?;
+    // Every session expires within the time-out plus the reaper's tick (a quarter of it).
+    tokio::time::sleep(SESSION_IDLE + SESSION_IDLE / 2).await;
+    let (expired, _) = orchestrator.memory()?;
+    let kib = |b: u64| b as f64 / 1024.0;
+    let per_session = kib(idle.saturating_sub(before)) / n as f64;
+    report.info(
+        7,
+        &format!("orchestrator RSS before {n} idle MCP sessions"),
+        kib(before) / 1024.0,
+        "MiB",
+    );
+    report.goal(
+        7,
+        &format!("RSS growth per idle MCP session ({n} sessions, each with a workflow of 1 call)"),
+        per_session,
+        "KiB",
+        "≤ 16 KiB".into(),
+        per_session <= 16.0,
+        true,
+    );
+    report.info(
+        7,
+        "RSS after the sessions expired − before",
+        kib(expired) / 1024.0 - kib(before) / 1024.0,
+        "MiB",
+    );
+    report.detail("7_idle_sessions", serde_json::json!({ "sessions": n, "open_ms": took.as_millis() as u64, "rss_before": before, "rss_idle": idle, "rss_expired": expired }));
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct Scale {
     pub recovery_workflows: usize,
     pub recovery_rounds: usize,
     pub memory_workflows: usize,
+    /// MCP sessions opened and left idle (figure 7).
+    pub idle_sessions: usize,
 }
 
 impl Scale {
@@ -41,6 +43,7 @@ impl Scale {
             recovery_workflows: 5_000,
             recovery_rounds: 3,
             memory_workflows: 10_000,
+            idle_sessions: 2_000,
         }
     }
 
@@ -58,6 +61,7 @@ impl Scale {
             recovery_workflows: 300,
             recovery_rounds: 1,
             memory_workflows: 300,
+            idle_sessions: 100,
         }
     }
 }
@@ -168,6 +172,9 @@ pub async fn run(options: &Options) -> Result<Report> {
         eprintln!("bench: 7. memory");
         if let Err(e) = offline::memory(&mut report, &scale, &stack).await {
             report.failed(7, "memory", &e);
+        }
+        if let Err(e) = offline::idle_sessions(&mut report, &scale, &stack).await {
+            report.failed(7, "idle MCP sessions", &e);
         }
     }
     drop(stack);
