@@ -52,6 +52,9 @@ impl Slot {
 /// The sessions this front opened, with their activity.
 pub struct Sessions {
     map: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    /// The `Host`s the front serves (DNS rebinding): a request naming another goes to the SDK, which
+    /// refuses it.
+    hosts: Vec<String>,
     manager: Arc<LocalSessionManager>,
     idle: Duration,
     epoch: Instant,
@@ -77,9 +80,14 @@ impl Drop for Busy {
 impl Sessions {
     /// The sessions of `manager`, closed after `idle` without a request; reaped in the background
     /// for as long as the returned value lives.
-    pub fn start(manager: Arc<LocalSessionManager>, idle: Duration) -> Arc<Sessions> {
+    pub fn start(
+        manager: Arc<LocalSessionManager>,
+        idle: Duration,
+        hosts: Vec<String>,
+    ) -> Arc<Sessions> {
         let sessions = Arc::new(Sessions {
             map: Mutex::default(),
+            hosts,
             manager,
             idle,
             epoch: Instant::now(),
@@ -185,7 +193,7 @@ pub async fn serve(
         Method::POST => {
             entry.busy.fetch_add(1, Ordering::Relaxed);
             let busy = Busy(entry);
-            let response = post(&busy.0, request, next).await;
+            let response = post(&busy.0, &sessions.hosts, request, next).await;
             let streamed = response
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -226,9 +234,11 @@ async fn open(sessions: &Sessions, mut request: Request, next: Next) -> Response
 }
 
 /// A POST in a known session: a plain tool call is answered here, anything else by the SDK.
-async fn post(entry: &Entry, request: Request, next: Next) -> Response {
+async fn post(entry: &Entry, hosts: &[String], request: Request, next: Next) -> Response {
     let session = match entry.session.upgrade() {
-        Some(session) if eligible(request.headers()) => session,
+        Some(session) if eligible(request.headers()) && host_allowed(request.headers(), hosts) => {
+            session
+        }
         _ => return next.run(request).await,
     };
     let (parts, body) = request.into_parts();
@@ -328,6 +338,42 @@ fn eligible(headers: &HeaderMap) -> bool {
     json && era && accepts("application/json") && accepts("text/event-stream")
 }
 
+/// Whether the request's `Host` is one the front serves, as the SDK checks it: the host, and the
+/// port when the allowed entry names one.
+fn host_allowed(headers: &HeaderMap, hosts: &[String]) -> bool {
+    let authority = |text: &str| -> Option<(String, Option<u16>)> {
+        match text.parse::<axum::http::uri::Authority>() {
+            Ok(a) => Some((
+                a.host().trim_matches(['[', ']']).to_ascii_lowercase(),
+                a.port_u16(),
+            )),
+            Err(_) if !text.is_empty() => {
+                Some((text.trim_matches(['[', ']']).to_ascii_lowercase(), None))
+            }
+            Err(_) => None,
+        }
+    };
+    let Some((host, port)) = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<axum::http::uri::Authority>().ok())
+        .map(|a| {
+            (
+                a.host().trim_matches(['[', ']']).to_ascii_lowercase(),
+                a.port_u16(),
+            )
+        })
+    else {
+        return false;
+    };
+    hosts
+        .iter()
+        .filter_map(|h| authority(h))
+        .any(|(allowed, allowed_port)| {
+            allowed == host && allowed_port.is_none_or(|p| port == Some(p))
+        })
+}
+
 /// A JSON-RPC request as read here: only what decides whether it is a plain tool call.
 #[derive(Deserialize)]
 struct Frame<'a> {
@@ -393,6 +439,36 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
+    }
+
+    #[test]
+    fn only_served_hosts_take_the_fast_path() {
+        let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "api.example.com:8443"]
+            .map(str::to_owned)
+            .to_vec();
+        let with_host = |host: &'static str| {
+            let mut map = HeaderMap::new();
+            map.insert(header::HOST, HeaderValue::from_static(host));
+            map
+        };
+        for served in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9",
+            "api.example.com:8443",
+        ] {
+            assert!(host_allowed(&with_host(served), &hosts), "{served}");
+        }
+        for other in [
+            "evil.example",
+            "api.example.com",
+            "api.example.com:443",
+            "127.0.0.2:8080",
+        ] {
+            assert!(!host_allowed(&with_host(other), &hosts), "{other}");
+        }
+        assert!(!host_allowed(&HeaderMap::new(), &hosts), "no Host at all");
     }
 
     #[test]

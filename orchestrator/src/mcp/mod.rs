@@ -85,14 +85,15 @@ use std::sync::Arc;
 /// handler, hence its own workflow.
 pub fn router(gateway: Gateway) -> Router {
     let config = gateway.config();
-    let hosts = ["localhost", "127.0.0.1", "::1"]
+    let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
         .into_iter()
         .map(str::to_owned)
-        .chain(config.mcp.allowed_hosts.iter().cloned());
+        .chain(config.mcp.allowed_hosts.iter().cloned())
+        .collect();
     // Session-free (2026-07-28) requests get a JSON answer when nothing precedes it; the calls of
     // sessions get theirs from `fast`.
     let settings = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+        .with_allowed_hosts(hosts.clone())
         .with_json_response(true);
     let handlers = gateway.clone();
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
@@ -101,7 +102,7 @@ pub fn router(gateway: Gateway) -> Router {
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = None;
     let manager = Arc::new(manager);
-    let sessions = fast::Sessions::start(manager.clone(), config.mcp.session_idle_timeout);
+    let sessions = fast::Sessions::start(manager.clone(), config.mcp.session_idle_timeout, hosts);
     let service = StreamableHttpService::new(
         move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
         manager,
