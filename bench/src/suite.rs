@@ -61,7 +61,7 @@ impl Scale {
             recovery_workflows: 300,
             recovery_rounds: 1,
             memory_workflows: 300,
-            idle_sessions: 100,
+            idle_sessions: 500,
         }
     }
 }

@@ -114,6 +114,11 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             },
         ),
         (
+            "conductor_mcp_sessions",
+            "Streamable HTTP MCP sessions open (each ends with a DELETE or after mcp.session_idle_timeout).",
+            gateway.metrics().mcp_sessions() as f64,
+        ),
+        (
             "conductor_audit_queued",
             "Audit records queued and not yet durable (the backlog of a log that cannot be written).",
             status.audit.queued as f64,

@@ -69,6 +69,8 @@ struct Figures {
 #[derive(Default)]
 pub struct Metrics {
     figures: Mutex<Figures>,
+    /// Streamable HTTP sessions open on the MCP front.
+    mcp_sessions: std::sync::atomic::AtomicUsize,
 }
 
 /// How a finished call counts.
@@ -81,6 +83,16 @@ pub enum Counted {
 impl Metrics {
     fn with<R>(&self, f: impl FnOnce(&mut Figures) -> R) -> R {
         f(&mut self.figures.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The number of MCP sessions open on the HTTP front, as the front counts them.
+    pub fn set_mcp_sessions(&self, open: usize) {
+        self.mcp_sessions
+            .store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn mcp_sessions(&self) -> usize {
+        self.mcp_sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn call_finished(&self, tool: &str, counted: Counted, duration_us: u64) {

@@ -577,6 +577,11 @@ async fn a_session_used_only_through_json_answers_stays_open_until_left_idle() {
         );
         tokio::time::sleep(Duration::from_millis(333)).await;
     }
+    assert_eq!(
+        orchestrator.gateway.metrics().mcp_sessions(),
+        1,
+        "one session open"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let reply = raw_post(addr, &headers, list).await;
@@ -589,6 +594,11 @@ async fn a_session_used_only_through_json_answers_stays_open_until_left_idle() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    assert_eq!(
+        orchestrator.gateway.metrics().mcp_sessions(),
+        0,
+        "none left open"
+    );
     orchestrator.stop().await;
     servers.stop().await;
 }

@@ -17,6 +17,7 @@
 use super::handler::{CallContext, Session, WORKFLOW_HEADER, WORKFLOW_META_KEY};
 use crate::auth::Identity;
 use crate::auth::http::SessionTag;
+use crate::gateway::Gateway;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -52,6 +53,7 @@ impl Slot {
 /// The sessions this front opened, with their activity.
 pub struct Sessions {
     map: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    gateway: Gateway,
     /// The `Host`s the front serves (DNS rebinding): a request naming another goes to the SDK, which
     /// refuses it.
     hosts: Vec<String>,
@@ -81,12 +83,14 @@ impl Sessions {
     /// The sessions of `manager`, closed after `idle` without a request; reaped in the background
     /// for as long as the returned value lives.
     pub fn start(
+        gateway: Gateway,
         manager: Arc<LocalSessionManager>,
         idle: Duration,
         hosts: Vec<String>,
     ) -> Arc<Sessions> {
         let sessions = Arc::new(Sessions {
             map: Mutex::default(),
+            gateway,
             hosts,
             manager,
             idle,
@@ -111,7 +115,9 @@ impl Sessions {
             last_active: AtomicU64::new(self.now_ms()),
             busy: AtomicUsize::new(0),
         };
-        self.lock().insert(Arc::from(id), Arc::new(entry));
+        let mut map = self.lock();
+        map.insert(Arc::from(id), Arc::new(entry));
+        self.gateway.metrics().set_mcp_sessions(map.len());
     }
 
     /// The entry of session `id`, marked active now.
@@ -122,7 +128,9 @@ impl Sessions {
     }
 
     fn forget(&self, id: &str) {
-        self.lock().remove(id);
+        let mut map = self.lock();
+        map.remove(id);
+        self.gateway.metrics().set_mcp_sessions(map.len());
     }
 
     /// Closes the sessions idle for longer than the time-out, and forgets those already gone.
@@ -143,6 +151,7 @@ impl Sessions {
             for id in &expired {
                 map.remove(id);
             }
+            self.gateway.metrics().set_mcp_sessions(map.len());
             expired
         };
         for id in expired {

@@ -102,7 +102,12 @@ pub fn router(gateway: Gateway) -> Router {
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = None;
     let manager = Arc::new(manager);
-    let sessions = fast::Sessions::start(manager.clone(), config.mcp.session_idle_timeout, hosts);
+    let sessions = fast::Sessions::start(
+        gateway.clone(),
+        manager.clone(),
+        config.mcp.session_idle_timeout,
+        hosts,
+    );
     let service = StreamableHttpService::new(
         move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
         manager,
