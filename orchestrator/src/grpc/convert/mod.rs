@@ -233,6 +233,7 @@ pub fn approval(a: &Approval) -> pb::ApprovalInfo {
         decided_at_ms: a.decided_at_ms,
         four_eyes: a.four_eyes,
         workflow_caller: a.workflow_caller.clone(),
+        why: a.why.clone(),
     }
 }
 
