@@ -384,7 +384,9 @@ pub fn decide_traced(
                 Held::Yes if history.tally(&need.tool).finished == 0 => {
                     violations.push(sequence_violation(call.tool, need))
                 }
-                Held::Failed(e) => push_failed(&mut violations, call.tool, need, RuleKind::Sequence, &e),
+                Held::Failed(e) => {
+                    push_failed(&mut violations, call.tool, need, RuleKind::Sequence, &e)
+                }
                 _ => {}
             }
         }
@@ -511,7 +513,13 @@ fn push_failed(
     error: &str,
 ) {
     if !violations.iter().any(|v| *v.rule_id == *need.rule_id) {
-        violations.push(condition_failed(tool, &need.rule_id, kind, need.when.as_deref(), error));
+        violations.push(condition_failed(
+            tool,
+            &need.rule_id,
+            kind,
+            need.when.as_deref(),
+            error,
+        ));
     }
 }
 

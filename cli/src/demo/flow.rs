@@ -25,8 +25,13 @@ impl Demo<'_> {
         )
         .await?;
         self.say("the agent reads the snapshot back: restore_backup is labelled private (and gated by restore-needs-approval)");
-        self.call(&wf, "restore_backup", json!({"name": name}), Expect::Succeed)
-            .await?;
+        self.call(
+            &wf,
+            "restore_backup",
+            json!({"name": name}),
+            Expect::Succeed,
+        )
+        .await?;
         self.say("it reads the outbox: list_notifications is labelled untrusted (anyone could have written it)");
         self.call(&wf, "list_notifications", json!({}), Expect::Succeed)
             .await?;
@@ -39,9 +44,14 @@ impl Demo<'_> {
                 "no-unchecked-egress",
             )
             .await?;
-        for (label, tool) in [("private", "restore_backup"), ("untrusted", "list_notifications")] {
+        for (label, tool) in [
+            ("private", "restore_backup"),
+            ("untrusted", "list_notifications"),
+        ] {
             if !why.contains(&format!("{label} from call")) || !why.contains(tool) {
-                bail!("the approval request does not name the {tool} call that brought {label} in: {why}");
+                bail!(
+                    "the approval request does not name the {tool} call that brought {label} in: {why}"
+                );
             }
         }
 
@@ -94,10 +104,17 @@ impl Demo<'_> {
         );
         let out = self.out;
         let mut seen: Option<(String, String)> = None;
-        let called = call_tool(&self.client, wf, tool, &args, !self.manual, &mut |approval| {
-            announce_gate(&out, approval);
-            seen = Some((approval.gate.clone(), approval.why.clone()));
-        })
+        let called = call_tool(
+            &self.client,
+            wf,
+            tool,
+            &args,
+            !self.manual,
+            &mut |approval| {
+                announce_gate(&out, approval);
+                seen = Some((approval.gate.clone(), approval.why.clone()));
+            },
+        )
         .await?;
         for line in called.describe(&self.out, tool).lines() {
             outln!("    {line}");
@@ -111,7 +128,9 @@ impl Demo<'_> {
         if !matches!(called, Called::Succeeded { .. }) {
             bail!("{tool}: expected it to run once approved");
         }
-        self.say(&format!("expected: it waited at {gate} and ran once approved"));
+        self.say(&format!(
+            "expected: it waited at {gate} and ran once approved"
+        ));
         Ok(why)
     }
 }

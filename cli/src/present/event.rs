@@ -108,7 +108,10 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
                 facts.push(format!("labels {}", c.labels.join(", ")));
             }
             if !c.workflow_labels.is_empty() {
-                facts.push(format!("workflow had seen {}", c.workflow_labels.join(", ")));
+                facts.push(format!(
+                    "workflow had seen {}",
+                    c.workflow_labels.join(", ")
+                ));
             }
             if !c.conditions.is_empty() {
                 facts.push(format!("conditions {}", c.conditions.join(", ")));

@@ -60,7 +60,10 @@ pub(super) fn check_labels(
         }
         for (tool, route) in tools {
             if route.server == *server {
-                by_tool.entry(tool.clone()).or_default().extend(labels.iter().cloned());
+                by_tool
+                    .entry(tool.clone())
+                    .or_default()
+                    .extend(labels.iter().cloned());
             }
         }
     }

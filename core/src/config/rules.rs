@@ -314,7 +314,8 @@ pub(super) fn check_rules(
                 }
                 let mut labels: Vec<Name> = Vec::new();
                 for (j, label) in from.iter().enumerate() {
-                    if let Some(label) = known_label(c, known_labels, format!("{path}.from[{j}]"), label)
+                    if let Some(label) =
+                        known_label(c, known_labels, format!("{path}.from[{j}]"), label)
                         && !labels.contains(&label)
                     {
                         labels.push(label);
@@ -376,16 +377,15 @@ pub(super) fn check_rules(
 }
 
 /// A label used by a flow rule must be one some tool can carry.
-fn known_label(
-    c: &mut Checker,
-    known: &BTreeSet<Name>,
-    path: String,
-    label: &str,
-) -> Option<Name> {
+fn known_label(c: &mut Checker, known: &BTreeSet<Name>, path: String, label: &str) -> Option<Name> {
     if let Some(name) = known.get(label) {
         return Some(name.clone());
     }
-    let listed = known.iter().map(|l| l.as_ref()).collect::<Vec<_>>().join(", ");
+    let listed = known
+        .iter()
+        .map(|l| l.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
     let listed = if listed.is_empty() {
         "none (give tools labels under \"labels\")".to_owned()
     } else {

@@ -176,6 +176,8 @@ fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
             tool: step.tool.to_string(),
             at_ms: 0,
         };
-        history.labels.bring(policies.labels_of(&step.tool), &origin);
+        history
+            .labels
+            .bring(policies.labels_of(&step.tool), &origin);
     }
 }

@@ -181,7 +181,10 @@ fn build_context(
     context.add_variable_from_value("caller", facts.caller.to_owned());
     context.add_variable_from_value("tool", facts.tool.to_owned());
     let mut workflow = std::collections::HashMap::new();
-    workflow.insert("id".to_owned(), cel::Value::from(facts.workflow_id.to_owned()));
+    workflow.insert(
+        "id".to_owned(),
+        cel::Value::from(facts.workflow_id.to_owned()),
+    );
     workflow.insert(
         "template".to_owned(),
         cel::Value::from(facts.template.unwrap_or_default().to_owned()),
@@ -217,13 +220,12 @@ fn check_names(expr: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<Stri
                 && !bound.iter().any(|b| b == base)
             {
                 match base.as_str() {
-                    "workflow" if !WORKFLOW_FIELDS.contains(&select.field.as_str()) => {
-                        problems.push(format!(
+                    "workflow" if !WORKFLOW_FIELDS.contains(&select.field.as_str()) => problems
+                        .push(format!(
                             "workflow has no field `{}`; it has {}",
                             select.field,
                             WORKFLOW_FIELDS.join(", ")
-                        ))
-                    }
+                        )),
                     "caller" | "tool" => problems.push(format!(
                         "{base} is a string and has no field `{}`",
                         select.field
@@ -307,12 +309,15 @@ fn not_boolean(expr: &IdedExpr) -> Option<&'static str> {
             _ => None,
         },
         Expr::Call(call) => match call.func_name.as_str() {
-            "_+_" | "_-_" | "_*_" | "_/_" | "_%_" | "-_" | "size" | "int" | "uint"
-            | "double" => Some("a number"),
+            "_+_" | "_-_" | "_*_" | "_/_" | "_%_" | "-_" | "size" | "int" | "uint" | "double" => {
+                Some("a number")
+            }
             "string" => Some("a string"),
-            "_?_:_" => call.args.get(1).and_then(not_boolean).and_then(|a| {
-                call.args.get(2).and_then(not_boolean).map(|_| a)
-            }),
+            "_?_:_" => call
+                .args
+                .get(1)
+                .and_then(not_boolean)
+                .and_then(|a| call.args.get(2).and_then(not_boolean).map(|_| a)),
             _ => None,
         },
         Expr::Comprehension(_) | Expr::Unspecified => None,

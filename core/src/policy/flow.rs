@@ -122,7 +122,11 @@ impl FlowRule {
             rule_id: self.id.to_string(),
             rule_kind: RuleKind::Flow,
             tool: tool.to_owned(),
-            message: format!("{}; calls labelled {} are refused", self.reason(tool, origins), self.to),
+            message: format!(
+                "{}; calls labelled {} are refused",
+                self.reason(tool, origins),
+                self.to
+            ),
             unblock_hint: format!(
                 "a workflow that has seen {} cannot call {tool}; start a new workflow for it, \
                  one that does not read that data first",

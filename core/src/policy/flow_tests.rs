@@ -47,7 +47,9 @@ fn run(config: &Config, earlier: &[&str], tool: &str, args: Value) -> (String, D
             tool: (*name).to_owned(),
             at_ms: 1_000 * i as i64,
         };
-        history.labels.bring(config.policies.labels_of(name), &origin);
+        history
+            .labels
+            .bring(config.policies.labels_of(name), &origin);
         history.record(&Name::from(*name), true);
     }
     let call = CallRequest {
@@ -63,8 +65,7 @@ fn run(config: &Config, earlier: &[&str], tool: &str, args: Value) -> (String, D
         workflow: &EMPTY,
     };
     let running = RunningCalls::default();
-    let (decision, trace) =
-        decide_traced(&config.policies, &history, &running, rates, &call);
+    let (decision, trace) = decide_traced(&config.policies, &history, &running, rates, &call);
     let verdict = match &decision {
         Decision::Allow => "allow".to_owned(),
         Decision::NeedsApproval { gate, .. } => format!("approval:{}", gate.id),
@@ -91,12 +92,27 @@ fn conditions_gate_deny_and_fail_closed() {
         ("pay", &[], json!({"amount": 20.5}), "allow"),
         ("pay", &[], json!({"amount": 1500}), "approval:big-payment"),
         ("pay", &[], json!({"amount": 6000}), "ledger-first"),
-        ("pay", &["read_ledger"], json!({"amount": 6000}), "approval:big-payment"),
+        (
+            "pay",
+            &["read_ledger"],
+            json!({"amount": 6000}),
+            "approval:big-payment",
+        ),
         // A missing argument: both conditions fail, and the call is refused, never allowed.
         ("pay", &[], json!({"to": "x"}), "ledger-first+big-payment"),
-        ("pay", &[], json!({"amount": "lots"}), "ledger-first+big-payment"),
+        (
+            "pay",
+            &[],
+            json!({"amount": "lots"}),
+            "ledger-first+big-payment",
+        ),
         ("send_mail", &[], json!({"to": "bob@example.com"}), "allow"),
-        ("send_mail", &[], json!({"to": "eve@evil.test"}), "own-domain"),
+        (
+            "send_mail",
+            &[],
+            json!({"to": "eve@evil.test"}),
+            "own-domain",
+        ),
         ("send_mail", &[], json!({}), "own-domain"),
     ];
     for (tool, earlier, args, want) in table {
@@ -115,8 +131,16 @@ fn a_failed_condition_says_which_rule_and_why_and_is_recorded() {
         panic!("a condition that cannot be evaluated must deny, got {decision:?}");
     };
     assert_eq!(violations[0].rule_id, "big-payment");
-    assert!(violations[0].message.contains("args.amount > 1000"), "{}", violations[0].message);
-    assert!(violations[0].message.contains("amount"), "{}", violations[0].message);
+    assert!(
+        violations[0].message.contains("args.amount > 1000"),
+        "{}",
+        violations[0].message
+    );
+    assert!(
+        violations[0].message.contains("amount"),
+        "{}",
+        violations[0].message
+    );
     assert_eq!(trace.conditions.len(), 1);
     assert_eq!(trace.conditions[0].value, None);
     assert!(trace.conditions[0].error.is_some());
@@ -159,8 +183,16 @@ fn flows_catch_in_either_order_and_only_when_every_label_was_seen() {
         (&[], "send_mail", "allow"),
         (&["read_ledger"], "send_mail", "allow"),
         (&["fetch_page"], "send_mail", "allow"),
-        (&["read_ledger", "fetch_page"], "send_mail", "approval:no-exfiltration"),
-        (&["fetch_page", "read_ledger"], "send_mail", "approval:no-exfiltration"),
+        (
+            &["read_ledger", "fetch_page"],
+            "send_mail",
+            "approval:no-exfiltration",
+        ),
+        (
+            &["fetch_page", "read_ledger"],
+            "send_mail",
+            "approval:no-exfiltration",
+        ),
         (&["read_inbox"], "send_mail", "approval:no-exfiltration"),
         (&["read_ledger"], "pay", "allow"),
         (&["fetch_page"], "pay", "no-web-to-bank"),
@@ -181,26 +213,45 @@ fn a_flow_refusal_names_the_calls_that_brought_each_label_in() {
         { "id": "never-pay-after-web", "kind": "flow", "from": ["untrusted"], "to": "egress",
           "action": "deny" }
     ]));
-    let (_, decision, trace) = run(&config, &["read_ledger", "fetch_page"], "send_mail", json!({}));
+    let (_, decision, trace) = run(
+        &config,
+        &["read_ledger", "fetch_page"],
+        "send_mail",
+        json!({}),
+    );
     let Decision::Deny { violations } = decision else {
         panic!("expected a denial, got {decision:?}");
     };
     assert_eq!(violations.len(), 1);
     let message = &violations[0].message;
     assert_eq!(violations[0].rule_kind, RuleKind::Flow);
-    assert!(message.contains("untrusted from call c-1 (fetch_page at 1970-01-01T00:00:01.000Z)"), "{message}");
+    assert!(
+        message.contains("untrusted from call c-1 (fetch_page at 1970-01-01T00:00:01.000Z)"),
+        "{message}"
+    );
     assert_eq!(trace.labels, vec![Name::from("egress")]);
 
     let config = self::config(json!([
         { "id": "no-exfiltration", "kind": "flow", "from": ["private", "untrusted"], "to": "egress",
           "action": "approval" }
     ]));
-    let (_, decision, _) = run(&config, &["read_ledger", "fetch_page"], "send_mail", json!({}));
+    let (_, decision, _) = run(
+        &config,
+        &["read_ledger", "fetch_page"],
+        "send_mail",
+        json!({}),
+    );
     let Decision::NeedsApproval { reason, .. } = decision else {
         panic!("expected approval, got {decision:?}");
     };
-    assert!(reason.contains("private from call c-0 (read_ledger"), "{reason}");
-    assert!(reason.contains("untrusted from call c-1 (fetch_page"), "{reason}");
+    assert!(
+        reason.contains("private from call c-0 (read_ledger"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("untrusted from call c-1 (fetch_page"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -209,7 +260,10 @@ fn labels_come_from_tools_servers_and_annotations() {
         { "id": "no-exfiltration", "kind": "flow", "from": ["untrusted"], "to": "destructive",
           "action": "deny" }
     ]));
-    assert_eq!(config.policies.labels_of("fetch_page"), &[Name::from("untrusted")]);
+    assert_eq!(
+        config.policies.labels_of("fetch_page"),
+        &[Name::from("untrusted")]
+    );
     assert_eq!(
         config.policies.labels_of("read_inbox"),
         &[Name::from("private"), Name::from("untrusted")]
@@ -219,9 +273,19 @@ fn labels_come_from_tools_servers_and_annotations() {
         destructive,
     };
     let labels = &config.annotation_labels;
-    assert_eq!(labels.labels_for(hints(Some(true), None)), vec![Name::from("untrusted")]);
-    assert_eq!(labels.labels_for(hints(None, Some(true))), vec![Name::from("destructive")]);
-    assert!(labels.labels_for(hints(Some(false), Some(false))).is_empty());
+    assert_eq!(
+        labels.labels_for(hints(Some(true), None)),
+        vec![Name::from("untrusted")]
+    );
+    assert_eq!(
+        labels.labels_for(hints(None, Some(true))),
+        vec![Name::from("destructive")]
+    );
+    assert!(
+        labels
+            .labels_for(hints(Some(false), Some(false)))
+            .is_empty()
+    );
     assert!(labels.labels_for(hints(None, None)).is_empty());
 
     // A tool learned as destructive from its annotations is caught by a flow on that label.
@@ -232,7 +296,9 @@ fn labels_come_from_tools_servers_and_annotations() {
         tool: "fetch_page".into(),
         at_ms: 0,
     };
-    history.labels.bring(config.policies.labels_of("fetch_page"), &origin);
+    history
+        .labels
+        .bring(config.policies.labels_of("fetch_page"), &origin);
     let args = json!({});
     let call = CallRequest {
         workflow_id: "wf",
@@ -253,7 +319,10 @@ fn labels_come_from_tools_servers_and_annotations() {
         &call,
     );
     assert!(matches!(decision, Decision::Deny { .. }), "{decision:?}");
-    assert_eq!(trace.labels, vec![Name::from("private"), Name::from("destructive")]);
+    assert_eq!(
+        trace.labels,
+        vec![Name::from("private"), Name::from("destructive")]
+    );
 }
 
 #[test]
@@ -267,7 +336,10 @@ fn annotation_defaults_are_configurable() {
         open_world: Some(true),
         destructive: Some(true),
     };
-    assert_eq!(config.annotation_labels.labels_for(hints), vec![Name::from("web")]);
+    assert_eq!(
+        config.annotation_labels.labels_for(hints),
+        vec![Name::from("web")]
+    );
 }
 
 #[test]
@@ -360,7 +432,59 @@ fn a_template_broken_by_a_deny_flow_is_a_configuration_problem() {
     let error = Config::from_slice(text.to_string().as_bytes()).expect_err("a broken template");
     let found: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
     assert!(
-        found.iter().any(|p| p.starts_with("templates.leak.steps[1]") && p.contains("rule \"f\"")),
+        found
+            .iter()
+            .any(|p| p.starts_with("templates.leak.steps[1]") && p.contains("rule \"f\"")),
         "{found:?}"
     );
+}
+
+/// Any JSON at all as a call's arguments: a condition never panics, and a call whose condition
+/// could not be evaluated is never allowed.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z@.+0-9]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("amount|to|items|price|[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn conditions_on_any_arguments_fail_closed(args in json_value()) {
+            let config = config(json!([
+                { "id": "big", "kind": "approval", "tool": "pay", "when": "args.amount > 1000" },
+                { "id": "domain", "kind": "deny", "tool": "send_mail",
+                  "when": "!args.to.endsWith('@example.com')" },
+                { "id": "items", "kind": "deny", "tool": "pay",
+                  "when": "has(args.items) && args.items.exists(i, i.price * 2 > 10)" }
+            ]));
+            for tool in ["pay", "send_mail"] {
+                let (_, decision, trace) = run(&config, &[], tool, args.clone());
+                let failed = trace.conditions.iter().any(|c| c.value.is_none());
+                if failed {
+                    prop_assert!(matches!(decision, Decision::Deny { .. }), "{tool} {args}: {decision:?}");
+                }
+                for c in &trace.conditions {
+                    prop_assert!(c.value.is_some() != c.error.is_some());
+                }
+            }
+        }
+    }
 }

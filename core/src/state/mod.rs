@@ -182,10 +182,10 @@ impl State {
                 let step = workflow
                     .call_mut(call_id)
                     .and_then(|entry| entry.step.clone());
-                let (arguments, requested_by, why) = gated.map_or(
-                    (Value::Null, String::new(), String::new()),
-                    |g| (g.arguments, g.caller, g.why),
-                );
+                let (arguments, requested_by, why) = gated
+                    .map_or((Value::Null, String::new(), String::new()), |g| {
+                        (g.arguments, g.caller, g.why)
+                    });
                 let approval = Approval {
                     id: approval_id.clone(),
                     workflow_id: workflow_id.clone(),
@@ -370,17 +370,15 @@ impl State {
                 );
                 // A limit under a condition takes a token only from the calls it applied to, as
                 // the record's condition results say.
-                let limit_applied = workflow
-                    .config
-                    .policies
-                    .tool(&tool)
-                    .is_none_or(|p| match (&p.limits_when, &p.limits.rule_id) {
+                let limit_applied = workflow.config.policies.tool(&tool).is_none_or(|p| {
+                    match (&p.limits_when, &p.limits.rule_id) {
                         (None, _) => true,
                         (Some(_), Some(rule)) => conditions
                             .iter()
                             .any(|c| *c.rule_id == **rule && c.value == Some(true)),
                         (Some(_), None) => false,
-                    });
+                    }
+                });
                 if limit_applied {
                     policy::consume(
                         &workflow.config.policies,

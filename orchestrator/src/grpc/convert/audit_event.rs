@@ -272,7 +272,10 @@ mod tests {
             violations: Vec::new(),
             gate: None,
             config_version: "v1".into(),
-            labels: Vec::new(), workflow_labels: Vec::new(), conditions: Vec::new(), gate_reason: None,
+            labels: Vec::new(),
+            workflow_labels: Vec::new(),
+            conditions: Vec::new(),
+            gate_reason: None,
         }));
         let Some(Event::CallDecided(c)) = decided.event else {
             panic!("{decided:?}");
