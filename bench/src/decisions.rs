@@ -109,6 +109,7 @@ impl Fixture {
             approval_granted: false,
             allowed: None,
             now_ms: 1_700_000_000_000,
+            ..CallRequest::default()
         };
         let rates = RateState {
             global: &self.buckets,

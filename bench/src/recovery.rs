@@ -81,6 +81,10 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 violations: Vec::new(),
                 gate: None,
                 config_version: "bench-1".into(),
+                labels: Vec::new(),
+                workflow_labels: Vec::new(),
+                conditions: Vec::new(),
+                gate_reason: None,
             })
             .await?;
         queue

@@ -88,6 +88,9 @@ pub async fn pending(global: &Global) -> anyhow::Result<()> {
             a.requested_by,
             time_ms(a.expires_at_ms)
         );
+        if !a.why.is_empty() {
+            outln!("  why:        {}", a.why);
+        }
         outln!("  sha256:     {}", a.arguments_digest);
         // The same function the orchestrator and the ledger use: a digest that does not cover the
         // arguments shown here is a request nobody should approve.

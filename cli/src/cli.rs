@@ -415,6 +415,9 @@ pub enum Scenario {
     Approval,
     /// Template runs with live progress.
     Templates,
+    /// Labels and conditions: after private and untrusted data, a notification out waits for
+    /// approval naming the calls that brought them; a large order is gated by its amount.
+    Flow,
 }
 
 #[derive(Debug, Args)]

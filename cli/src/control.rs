@@ -203,6 +203,9 @@ pub fn announce_gate(out: &Out, approval: &pb::ApprovalInfo) {
         approval.id,
         approval.id
     );
+    if !approval.why.is_empty() {
+        eprintln!("    why:     {}", approval.why);
+    }
 }
 
 pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {

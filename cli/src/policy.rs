@@ -38,6 +38,12 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                 for rule in &config.rules {
                     outln!("  rule {} ({}): {}", rule.id, rule.kind, rule.description);
                 }
+                for tool in config.tools.keys() {
+                    let labels = config.policies.labels_of(tool);
+                    if !labels.is_empty() {
+                        outln!("  label {tool}: {}", labels.join(", "));
+                    }
+                }
             }
             Ok(())
         }

@@ -335,7 +335,7 @@ async fn demo_runs_every_scenario_against_the_daemons() {
     assert_eq!(demo.code, 0, "{}", demo.text());
     assert!(
         demo.stdout
-            .contains("all 5 scenario(s) behaved as expected"),
+            .contains("all 6 scenario(s) behaved as expected"),
         "{}",
         demo.text()
     );
@@ -344,6 +344,9 @@ async fn demo_runs_every_scenario_against_the_daemons() {
         "blocked by a conditional rule",
         "waits for approval",
         "restored",
+        "expected: it waited at no-unchecked-egress and ran once approved",
+        "why:     send_notification carries label egress and this workflow has already seen private + untrusted: private from call",
+        "expected: it waited at large-order-needs-approval and ran once approved",
     ] {
         assert!(
             demo.stdout.contains(expected) || demo.stderr.contains(expected),

@@ -28,6 +28,9 @@ pub struct Approval {
     /// The approver must be someone other than `workflow_caller`.
     pub four_eyes: bool,
     pub workflow_caller: String,
+    /// Why the call waits, beyond its gate's id: a condition that held, or the earlier calls that
+    /// brought a flow rule's labels in. Empty for a plain gate.
+    pub why: String,
 }
 
 impl Approval {
@@ -150,6 +153,7 @@ mod tests {
             decided_at_ms: 1,
             four_eyes: false,
             workflow_caller: "ada".into(),
+            why: String::new(),
         };
         assert_eq!(approval.describe(), "approved by bob");
         approval.verdict = Some(ApprovalVerdict::Expired);

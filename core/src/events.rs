@@ -11,7 +11,7 @@
 //! out to need it. One schema, two representations of its payloads.
 
 pub use crate::domain::{ApprovalVerdict, DecisionKind, Outcome, WorkflowEnd};
-use crate::policy::Violation;
+use crate::policy::{ConditionResult, Violation};
 use crate::tagged::KindTagged;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -96,6 +96,19 @@ pub enum AuditEvent<J = Value> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<String>,
         config_version: String,
+        /// The called tool's labels: what the call brings into the workflow if it runs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        labels: Vec<String>,
+        /// The labels the workflow had seen before this call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        workflow_labels: Vec<String>,
+        /// Each rule condition evaluated for this call, with its result.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        conditions: Vec<ConditionResult>,
+        /// Why the call waits for approval, when a rule says more than its id (a condition, the
+        /// earlier calls that brought a flow rule's labels in).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate_reason: Option<String>,
     },
     ApprovalRequested {
         workflow_id: String,

@@ -60,6 +60,10 @@ pub(crate) fn decided(wf: &str, call: &str, tool: &str, decision: DecisionKind) 
         },
         gate: (decision == DecisionKind::NeedsApproval).then(|| "gate".into()),
         config_version: "v".into(),
+        labels: Vec::new(),
+        workflow_labels: Vec::new(),
+        conditions: Vec::new(),
+        gate_reason: None,
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::approval::Approval;
 use crate::config::Config;
 use crate::events::{ApprovalVerdict, AuditEvent, DecisionKind, Outcome, Payload};
+use crate::policy::RuleKind;
 use crate::state::State;
 use crate::workflow::{CallEntry, CallStatus};
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub struct BlockedCall {
     /// The rule(s) that blocked it (an approval's gate).
     pub rules: Vec<String>,
     pub reason: String,
+    /// A flow rule blocked it (its workflow had seen labels that refuse or gate the tool's).
+    pub flow: bool,
 }
 
 /// The report.
@@ -101,6 +104,11 @@ impl Compliance {
         self.findings.is_empty()
     }
 
+    /// Blocked calls that a flow rule refused or whose flow approval was not given.
+    pub fn flow_refusals(&self) -> usize {
+        self.blocked.iter().filter(|b| b.flow).count()
+    }
+
     /// One line a person reads first; its counts are the tables' lengths.
     pub fn summary(&self) -> String {
         let mut line = format!(
@@ -109,6 +117,12 @@ impl Compliance {
             self.blocked.len(),
             self.approvals.len()
         );
+        let flows = self.flow_refusals();
+        if flows > 0 {
+            line.push_str(&format!(
+                "; {flows} of the blocked attempts by a flow rule (labels seen earlier in the workflow)"
+            ));
+        }
         if !self.not_run.is_empty() {
             line.push_str(&format!(
                 "; {} allowed call(s) never reached their tool (unavailable)",
@@ -159,6 +173,7 @@ impl ReportFold {
                 at_ms,
                 how: Blocked::Policy,
                 rules: violations.iter().map(|v| v.rule_id.clone()).collect(),
+                flow: violations.iter().any(|v| v.rule_kind == RuleKind::Flow),
                 reason: violations
                     .iter()
                     .map(|v| v.message.as_str())
@@ -174,6 +189,13 @@ impl ReportFold {
                     return;
                 };
                 if *verdict != ApprovalVerdict::Approved {
+                    let flow = self.state.workflows.get(workflow_id).is_some_and(|w| {
+                        w.config
+                            .policies
+                            .flows()
+                            .iter()
+                            .any(|f| *f.id == *approval.gate)
+                    });
                     self.report.blocked.push(BlockedCall {
                         workflow_id: workflow_id.to_owned(),
                         call_id: approval.call_id.clone(),
@@ -186,6 +208,7 @@ impl ReportFold {
                         },
                         rules: vec![approval.gate.clone()],
                         reason: approval.refusal().message,
+                        flow,
                     });
                 }
                 self.report.approvals.push(approval);

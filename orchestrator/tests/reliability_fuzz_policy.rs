@@ -186,6 +186,7 @@ fn check_decision(s: &Scenario) -> Result<(), TestCaseError> {
         approval_granted: s.approval_granted,
         allowed: allowed.as_ref(),
         now_ms: s.now_ms,
+        ..CallRequest::default()
     };
     let rates = RateState {
         global: &global,
@@ -280,6 +281,7 @@ fn a_token_bucket_far_in_the_past_does_not_overflow() {
         approval_granted: false,
         allowed: None,
         now_ms: i64::MAX,
+        ..CallRequest::default()
     };
     let rates = RateState {
         global: &global,

@@ -84,11 +84,17 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
                 None => c.tool.clone(),
             };
             let decision = c.decision.clone().unwrap_or_default();
-            match pb::DecisionKind::try_from(decision.kind).unwrap_or_default() {
+            let line = match pb::DecisionKind::try_from(decision.kind).unwrap_or_default() {
                 pb::DecisionKind::Deny => format!(
                     "{tool}: {}: {}",
                     out.bad("denied"),
                     violations(&decision).join("; ")
+                ),
+                pb::DecisionKind::NeedsApproval if !c.gate_reason.is_empty() => format!(
+                    "{tool}: {} (gate {}): {}",
+                    out.warn("needs approval"),
+                    decision.gate,
+                    c.gate_reason
                 ),
                 pb::DecisionKind::NeedsApproval => format!(
                     "{tool}: {} (gate {})",
@@ -96,6 +102,24 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
                     decision.gate
                 ),
                 _ => format!("{tool}: {}", out.ok("allowed")),
+            };
+            let mut facts = Vec::new();
+            if !c.labels.is_empty() {
+                facts.push(format!("labels {}", c.labels.join(", ")));
+            }
+            if !c.workflow_labels.is_empty() {
+                facts.push(format!(
+                    "workflow had seen {}",
+                    c.workflow_labels.join(", ")
+                ));
+            }
+            if !c.conditions.is_empty() {
+                facts.push(format!("conditions {}", c.conditions.join(", ")));
+            }
+            if facts.is_empty() {
+                line
+            } else {
+                format!("{line} [{}]", facts.join("; "))
             }
         }
         Event::ApprovalRequested(a) => format!(

@@ -137,7 +137,7 @@ pub fn approval_json(a: &pb::ApprovalInfo) -> Value {
         "requested_at": utc_json(a.requested_at_ms), "expires_at": utc_json(a.expires_at_ms),
         "state": approval_state(a.state), "decided_by": a.decided_by, "reason": a.reason,
         "decided_at_ms": a.decided_at_ms, "decided_at": utc_json(a.decided_at_ms),
-        "config_version": a.config_version,
+        "config_version": a.config_version, "why": a.why,
     })
 }
 

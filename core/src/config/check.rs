@@ -146,7 +146,15 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         raw.control.approval_timeout.as_deref(),
         DEFAULT_APPROVAL_TIMEOUT,
     );
-    let (policies, rules) = check_rules(&mut c, &raw.rules, &tools, approval_timeout);
+    let labels = super::labels::check_labels(&mut c, &raw, &tools);
+    let (mut policies, rules) = check_rules(
+        &mut c,
+        &raw.rules,
+        &tools,
+        approval_timeout,
+        &labels.known(),
+    );
+    labels.apply(&mut policies);
     check_cycles(&mut c, &policies, &tools);
     let templates = check_templates(&mut c, &raw, &tools, &policies, approval_timeout);
     let control_token = super::auth::secret(
@@ -204,6 +212,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         clients,
         auth,
         ad_hoc_idle_timeout,
+        annotation_labels: labels.annotations,
     })
 }
 

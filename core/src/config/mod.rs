@@ -5,6 +5,7 @@
 
 mod auth;
 mod check;
+mod labels;
 mod listener;
 mod raw;
 mod rules;
@@ -49,6 +50,45 @@ pub struct Config {
     pub auth: AuthSettings,
     /// An ad-hoc workflow with no activity for this long ends by itself, recorded with the reason.
     pub ad_hoc_idle_timeout: Duration,
+    /// The labels tools get from their MCP annotations.
+    pub annotation_labels: AnnotationLabels,
+}
+
+/// What MCP tool annotations mean as labels (`annotation_labels` in the file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnotationLabels {
+    /// For `openWorldHint: true` (default `untrusted`).
+    pub open_world: Vec<Name>,
+    /// For `destructiveHint: true` (default `destructive`).
+    pub destructive: Vec<Name>,
+}
+
+/// The hints of an MCP tool's annotations that labels follow (`None`: the server did not say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolHints {
+    pub open_world: Option<bool>,
+    pub destructive: Option<bool>,
+}
+
+impl AnnotationLabels {
+    /// The labels a tool with these hints carries beyond its configured ones.
+    pub fn labels_for(&self, hints: ToolHints) -> Vec<Name> {
+        let mut labels: Vec<Name> = Vec::new();
+        let given = [
+            (hints.open_world, &self.open_world),
+            (hints.destructive, &self.destructive),
+        ];
+        for (hint, names) in given {
+            if hint == Some(true) {
+                for name in names {
+                    if !labels.contains(name) {
+                        labels.push(name.clone());
+                    }
+                }
+            }
+        }
+        labels
+    }
 }
 
 /// How long an ad-hoc workflow may sit idle before it ends by itself, unless configured.

@@ -34,6 +34,24 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub workflows: RawWorkflows,
+    /// Information-flow labels of tools by public tool name, e.g. `"read_inbox": ["private"]`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, Vec<String>>,
+    /// The labels a tool gets from its MCP annotations, where its server gives them.
+    #[serde(default)]
+    pub annotation_labels: RawAnnotationLabels,
+}
+
+/// Labels from MCP tool annotations: `openWorldHint` and `destructiveHint`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnnotationLabels {
+    /// Default `["untrusted"]`: a tool that reaches the open world returns text anyone wrote.
+    #[serde(default)]
+    pub open_world: Option<Vec<String>>,
+    /// Default `["destructive"]`.
+    #[serde(default)]
+    pub destructive: Option<Vec<String>>,
 }
 
 /// Workflow housekeeping.
@@ -156,6 +174,9 @@ pub struct RawServer {
     /// Publish tools under other names: server name -> public name.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// Labels every tool of this server carries (on top of its own).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,12 +197,16 @@ pub enum RawRule {
         id: String,
         tool: String,
         after: Vec<String>,
+        #[serde(default)]
+        when: Option<String>,
     },
     /// `tool` may be called only after each of `requires_success` has succeeded.
     Conditional {
         id: String,
         tool: String,
         requires_success: Vec<String>,
+        #[serde(default)]
+        when: Option<String>,
     },
     /// The tools never run at the same time, within one workflow or across the orchestrator.
     Exclusive {
@@ -189,6 +214,8 @@ pub enum RawRule {
         tools: Vec<String>,
         #[serde(default)]
         scope: RawScope,
+        #[serde(default)]
+        when: Option<String>,
     },
     /// A call of `tool` waits for a person's decision.
     Approval {
@@ -199,6 +226,8 @@ pub enum RawRule {
         /// The approver must differ from the caller who started the workflow.
         #[serde(default)]
         four_eyes: bool,
+        #[serde(default)]
+        when: Option<String>,
     },
     /// Per-tool limits: a call time-out, concurrent calls, and rates (token buckets).
     Limit {
@@ -212,7 +241,39 @@ pub enum RawRule {
         rate: Option<RawRate>,
         #[serde(default)]
         rate_per_workflow: Option<RawRate>,
+        #[serde(default)]
+        when: Option<String>,
     },
+    /// A call of `tool` is refused outright (when `when` holds), with `message`.
+    Deny {
+        id: String,
+        tool: String,
+        #[serde(default)]
+        when: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Once every label of `from` has entered a workflow, calls of tools labelled `to` are denied
+    /// or wait for approval (`action`).
+    Flow {
+        id: String,
+        from: Vec<String>,
+        to: String,
+        action: RawFlowAction,
+        #[serde(default)]
+        timeout: Option<String>,
+        #[serde(default)]
+        four_eyes: bool,
+        #[serde(default)]
+        when: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFlowAction {
+    Deny,
+    Approval,
 }
 
 /// `calls` per `per` (e.g. 10 per "1s"), bursts of up to `calls`.

@@ -1,11 +1,37 @@
 //! Checking the `rules` of a configuration into the indexed policy set, and finding dependency cycles.
 
 use super::check::{Checker, DEFAULT_TOOL_TIMEOUT};
-use super::raw::{RawRate, RawRule, RawScope};
+use super::raw::{RawFlowAction, RawRate, RawRule, RawScope};
 use super::{RuleSummary, ToolRoute, parse_duration};
-use crate::policy::{ApprovalGate, ExclusiveGroup, Name, PolicySet, RateLimit, Scope, ToolLimits};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::policy::{
+    ApprovalGate, Condition, DenyRule, ExclusiveGroup, FlowAction, FlowRule, Name, PolicySet,
+    RateLimit, RuleKind, Scope, ToolLimits,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Compiles a rule's `when` at `path`; a condition that does not compile is a problem there.
+fn condition(
+    c: &mut Checker,
+    path: &str,
+    id: &Name,
+    when: Option<&String>,
+) -> Option<Arc<Condition>> {
+    let source = when?;
+    match Condition::compile(id, source) {
+        Ok(condition) => Some(Arc::new(condition)),
+        Err(message) => {
+            c.problem(format!("{path}.when"), message);
+            None
+        }
+    }
+}
+
+/// " when `args.amount > 1000`", for descriptions.
+fn when_suffix(when: Option<&String>) -> String {
+    when.map(|w| format!(" when `{w}`")).unwrap_or_default()
+}
 
 fn parse_rate(c: &mut Checker, path: String, rate: Option<&RawRate>) -> Option<RateLimit> {
     let rate = rate?;
@@ -34,6 +60,7 @@ pub(super) fn check_rules(
     raw: &[RawRule],
     tools: &BTreeMap<Name, ToolRoute>,
     approval_timeout: Duration,
+    known_labels: &BTreeSet<Name>,
 ) -> (PolicySet, Vec<RuleSummary>) {
     let mut policies = PolicySet::default();
     let mut summaries = Vec::new();
@@ -49,6 +76,9 @@ pub(super) fn check_rules(
             c.problem(format!("{path}.id"), format!("duplicate rule id {id:?}"));
         }
         let id: Name = id.into();
+        let when = rule_when(rule);
+        let compiled = condition(c, &path, &id, when);
+        let suffix = when_suffix(when);
         match rule {
             RawRule::Sequence { tool, after, .. }
             | RawRule::Conditional {
@@ -74,10 +104,13 @@ pub(super) fn check_rules(
                     let Some(target) = &target else { continue };
                     if need == *target {
                         c.problem(need_path, format!("{tool} cannot depend on itself"));
-                    } else if sequence {
-                        policies.add_sequence(&id, target, &need);
                     } else {
-                        policies.add_conditional(&id, target, &need);
+                        let kind = if sequence {
+                            RuleKind::Sequence
+                        } else {
+                            RuleKind::Conditional
+                        };
+                        policies.add_requirement(kind, &id, target, &need, compiled.clone());
                     }
                 }
                 let verb = if sequence {
@@ -88,7 +121,7 @@ pub(super) fn check_rules(
                 summaries.push(RuleSummary {
                     id: id.to_string(),
                     kind: if sequence { "sequence" } else { "conditional" },
-                    description: format!("{tool} only {verb} {}", after.join(", ")),
+                    description: format!("{tool} only {verb} {}{suffix}", after.join(", ")),
                 });
             }
             RawRule::Exclusive {
@@ -120,15 +153,18 @@ pub(super) fn check_rules(
                     id: id.to_string(),
                     kind: "exclusive",
                     description: format!(
-                        "never at the same time ({scope}): {}",
+                        "never at the same time ({scope}): {}{suffix}",
                         members.join(", ")
                     ),
                 });
-                policies.add_exclusive(ExclusiveGroup {
-                    id: id.clone(),
-                    tools: resolved,
-                    scope,
-                });
+                policies.add_exclusive_when(
+                    ExclusiveGroup {
+                        id: id.clone(),
+                        tools: resolved,
+                        scope,
+                    },
+                    compiled,
+                );
             }
             RawRule::Approval {
                 tool,
@@ -148,13 +184,14 @@ pub(super) fn check_rules(
                             format!("{tool} already has an approval rule at rules[{first}]"),
                         );
                     }
-                    policies.add_gate(
+                    policies.add_gate_when(
                         &name,
                         ApprovalGate {
                             id: id.clone(),
                             timeout,
                             four_eyes: *four_eyes,
                         },
+                        compiled,
                     );
                 }
                 let eyes = if *four_eyes {
@@ -166,7 +203,7 @@ pub(super) fn check_rules(
                     id: id.to_string(),
                     kind: "approval",
                     description: format!(
-                        "{tool} waits for a person's approval{eyes} (time-out {})",
+                        "{tool} waits for a person's approval{eyes}{suffix} (time-out {})",
                         humantime::format_duration(timeout)
                     ),
                 });
@@ -212,7 +249,7 @@ pub(super) fn check_rules(
                         rate_per_workflow,
                         timeout,
                     };
-                    policies.set_limits(&name, limits);
+                    policies.set_limits_when(&name, limits, compiled);
                 }
                 let mut parts = Vec::new();
                 if let Some(t) = timeout {
@@ -233,12 +270,144 @@ pub(super) fn check_rules(
                 summaries.push(RuleSummary {
                     id: id.to_string(),
                     kind: "limit",
-                    description: format!("{tool}: {}", parts.join(", ")),
+                    description: format!("{tool}: {}{suffix}", parts.join(", ")),
+                });
+            }
+            RawRule::Deny { tool, message, .. } => {
+                let message = message
+                    .clone()
+                    .unwrap_or_else(|| format!("{tool} is refused by rule {id}"));
+                if message.trim().is_empty() {
+                    c.problem(format!("{path}.message"), "must not be empty");
+                }
+                if let Some(name) = c.tool(tools, format!("{path}.tool"), tool) {
+                    policies.add_deny(
+                        &name,
+                        DenyRule {
+                            id: id.clone(),
+                            message: message.clone(),
+                            when: compiled,
+                        },
+                    );
+                }
+                let condition = if when.is_some() {
+                    suffix
+                } else {
+                    " (always)".to_owned()
+                };
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: "deny",
+                    description: format!("{tool} is refused{condition}: {message}"),
+                });
+            }
+            RawRule::Flow {
+                from,
+                to,
+                action,
+                timeout,
+                four_eyes,
+                ..
+            } => {
+                if from.is_empty() {
+                    c.problem(format!("{path}.from"), "name at least one label");
+                }
+                let mut labels: Vec<Name> = Vec::new();
+                for (j, label) in from.iter().enumerate() {
+                    if let Some(label) =
+                        known_label(c, known_labels, format!("{path}.from[{j}]"), label)
+                        && !labels.contains(&label)
+                    {
+                        labels.push(label);
+                    }
+                }
+                let target = known_label(c, known_labels, format!("{path}.to"), to);
+                let timeout_given = timeout.is_some();
+                let timeout = c.duration(
+                    format!("{path}.timeout"),
+                    timeout.as_deref(),
+                    approval_timeout,
+                );
+                if *action == RawFlowAction::Deny && (*four_eyes || timeout_given) {
+                    c.problem(
+                        &path,
+                        "timeout and four_eyes belong to \"action\": \"approval\"; a denial has neither",
+                    );
+                }
+                let (flow_action, verb) = match action {
+                    RawFlowAction::Deny => (FlowAction::Deny, "are refused".to_owned()),
+                    RawFlowAction::Approval => (
+                        FlowAction::Approval(ApprovalGate {
+                            id: id.clone(),
+                            timeout,
+                            four_eyes: *four_eyes,
+                        }),
+                        format!(
+                            "wait for a person's approval{} (time-out {})",
+                            if *four_eyes {
+                                ", by someone other than the caller"
+                            } else {
+                                ""
+                            },
+                            humantime::format_duration(timeout)
+                        ),
+                    ),
+                };
+                if let Some(to) = target {
+                    policies.add_flow(FlowRule {
+                        id: id.clone(),
+                        from: labels,
+                        to,
+                        action: flow_action,
+                        when: compiled,
+                    });
+                }
+                summaries.push(RuleSummary {
+                    id: id.to_string(),
+                    kind: "flow",
+                    description: format!(
+                        "once a workflow has seen {}, calls of tools labelled {to} {verb}{suffix}",
+                        from.join(" + ")
+                    ),
                 });
             }
         }
     }
     (policies, summaries)
+}
+
+/// A label used by a flow rule must be one some tool can carry.
+fn known_label(c: &mut Checker, known: &BTreeSet<Name>, path: String, label: &str) -> Option<Name> {
+    if let Some(name) = known.get(label) {
+        return Some(name.clone());
+    }
+    let listed = known
+        .iter()
+        .map(|l| l.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let listed = if listed.is_empty() {
+        "none (give tools labels under \"labels\")".to_owned()
+    } else {
+        listed
+    };
+    c.problem(
+        path,
+        format!("no tool carries label {label:?}; the labels in use are: {listed}"),
+    );
+    None
+}
+
+fn rule_when(rule: &RawRule) -> Option<&String> {
+    match rule {
+        RawRule::Sequence { when, .. }
+        | RawRule::Conditional { when, .. }
+        | RawRule::Exclusive { when, .. }
+        | RawRule::Approval { when, .. }
+        | RawRule::Limit { when, .. }
+        | RawRule::Deny { when, .. }
+        | RawRule::Flow { when, .. } => when.as_ref(),
+    }
 }
 
 fn rule_id(rule: &RawRule) -> &str {
@@ -247,7 +416,9 @@ fn rule_id(rule: &RawRule) -> &str {
         | RawRule::Conditional { id, .. }
         | RawRule::Exclusive { id, .. }
         | RawRule::Approval { id, .. }
-        | RawRule::Limit { id, .. } => id,
+        | RawRule::Limit { id, .. }
+        | RawRule::Deny { id, .. }
+        | RawRule::Flow { id, .. } => id,
     }
 }
 

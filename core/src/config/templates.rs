@@ -154,10 +154,8 @@ fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
         let call = CallRequest {
             workflow_id: "check",
             tool: &step.tool,
-            step_gate: None,
             approval_granted: true,
-            allowed: None,
-            now_ms: 0,
+            ..CallRequest::default()
         };
         if let Decision::Deny { violations } =
             policy::decide(policies, &history, &running, rates, &call)
@@ -173,5 +171,13 @@ fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
             }
         }
         history.record(&step.tool, true);
+        let origin = policy::LabelOrigin {
+            call_id: format!("step {}", step.name),
+            tool: step.tool.to_string(),
+            at_ms: 0,
+        };
+        history
+            .labels
+            .bring(policies.labels_of(&step.tool), &origin);
     }
 }

@@ -1,7 +1,7 @@
 //! What the engine reads about the present: each workflow's history as per-tool tallies, and the calls
 //! running now, indexed so that no question costs more as histories or live workflows grow.
 
-use super::{Map, Name};
+use super::{LabelSet, Map, Name};
 
 /// What one tool has done so far in one workflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct ToolTally {
 #[derive(Debug, Clone, Default)]
 pub struct WorkflowHistory {
     tools: Map<Name, ToolTally>,
+    /// The labels the workflow has seen, each with the call that brought it in (flow rules).
+    pub labels: LabelSet,
 }
 
 impl WorkflowHistory {

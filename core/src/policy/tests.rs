@@ -70,7 +70,7 @@ fn running(calls: &[(&str, &str)]) -> RunningCalls {
 fn verdict(d: &Decision) -> String {
     match d {
         Decision::Allow => "allow".into(),
-        Decision::NeedsApproval { gate } => format!("approval:{}", gate.id),
+        Decision::NeedsApproval { gate, .. } => format!("approval:{}", gate.id),
         Decision::Deny { violations } => violations
             .iter()
             .map(|v| v.rule_id.as_str())
@@ -124,6 +124,7 @@ fn decisions_table() {
             approval_granted: *granted,
             allowed: None,
             now_ms: 0,
+            ..CallRequest::default()
         };
         let got = verdict(&decide(
             &p,
@@ -151,6 +152,7 @@ fn step_gate_applies_on_top_of_rules() {
         approval_granted: false,
         allowed: None,
         now_ms: 0,
+        ..CallRequest::default()
     };
     assert_eq!(
         verdict(&decide(
@@ -174,6 +176,7 @@ fn violations_say_what_unblocks() {
         approval_granted: false,
         allowed: None,
         now_ms: 0,
+        ..CallRequest::default()
     };
     let Decision::Deny { violations } = decide(
         &p,
@@ -200,6 +203,7 @@ fn violations_say_what_unblocks() {
         approval_granted: false,
         allowed: None,
         now_ms: 0,
+        ..CallRequest::default()
     };
     let Decision::Deny { violations } = decide(
         &p,
@@ -225,6 +229,7 @@ fn violations_say_what_unblocks() {
         approval_granted: false,
         allowed: None,
         now_ms: 0,
+        ..CallRequest::default()
     };
     let Decision::Deny { violations } = decide(
         &p,
@@ -285,6 +290,7 @@ fn decision_does_not_depend_on_history_length() {
         approval_granted: false,
         allowed: None,
         now_ms: 0,
+        ..CallRequest::default()
     };
     assert_eq!(
         decide(&p, &h, &RunningCalls::default(), no_rates(), &call),
@@ -312,6 +318,7 @@ fn call_at(now_ms: i64) -> CallRequest<'static> {
         approval_granted: false,
         allowed: None,
         now_ms,
+        ..CallRequest::default()
     }
 }
 
@@ -441,6 +448,7 @@ fn allow_lists_deny_other_tools_before_anything_else() {
         approval_granted: false,
         allowed: Some(&allowed),
         now_ms: 0,
+        ..CallRequest::default()
     };
     let Decision::Deny { violations } = decide(
         &p,

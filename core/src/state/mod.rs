@@ -53,6 +53,7 @@ pub enum Unfinished {
 struct Gated {
     arguments: Value,
     caller: String,
+    why: String,
 }
 
 /// Everything the orchestrator knows, as applying the log gives it.
@@ -141,19 +142,27 @@ impl State {
                 decision,
                 violations,
                 gate,
+                labels,
+                conditions,
+                gate_reason,
                 ..
             } => self.decided(
                 at_ms,
-                workflow_id,
-                call_id,
-                tool,
-                step,
-                *decision,
-                violations,
-                gate,
+                Decided {
+                    workflow_id,
+                    call_id,
+                    tool,
+                    step,
+                    decision: *decision,
+                    violations,
+                    gate,
+                    labels,
+                    conditions,
+                },
                 || Gated {
                     arguments: arguments.to_value(),
                     caller: caller.clone(),
+                    why: gate_reason.clone().unwrap_or_default(),
                 },
             ),
             AuditEvent::ApprovalRequested {
@@ -173,8 +182,10 @@ impl State {
                 let step = workflow
                     .call_mut(call_id)
                     .and_then(|entry| entry.step.clone());
-                let (arguments, requested_by) =
-                    gated.map_or((Value::Null, String::new()), |g| (g.arguments, g.caller));
+                let (arguments, requested_by, why) = gated
+                    .map_or((Value::Null, String::new(), String::new()), |g| {
+                        (g.arguments, g.caller, g.why)
+                    });
                 let approval = Approval {
                     id: approval_id.clone(),
                     workflow_id: workflow_id.clone(),
@@ -194,6 +205,7 @@ impl State {
                     decided_at_ms: 0,
                     four_eyes: *four_eyes,
                     workflow_caller: workflow.caller.clone(),
+                    why,
                 };
                 let waiting = CallStatus::WaitingApproval {
                     approval_id: approval_id.clone(),
@@ -324,19 +336,18 @@ impl State {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn decided(
-        &mut self,
-        at_ms: i64,
-        workflow_id: &str,
-        call_id: &str,
-        tool: &str,
-        step: &Option<String>,
-        decision: DecisionKind,
-        violations: &[policy::Violation],
-        gate: &Option<String>,
-        gated: impl FnOnce() -> Gated,
-    ) {
+    fn decided(&mut self, at_ms: i64, record: Decided<'_>, gated: impl FnOnce() -> Gated) {
+        let Decided {
+            workflow_id,
+            call_id,
+            tool,
+            step,
+            decision,
+            violations,
+            gate,
+            labels,
+            conditions,
+        } = record;
         let Some(workflow) = self.workflows.get_mut(workflow_id) else {
             return;
         };
@@ -357,13 +368,35 @@ impl State {
                         call_id: call_id.clone(),
                     },
                 );
-                policy::consume(
-                    &workflow.config.policies,
-                    &tool,
-                    &mut self.buckets,
-                    &mut workflow.buckets,
-                    at_ms,
-                );
+                // A limit under a condition takes a token only from the calls it applied to, as
+                // the record's condition results say.
+                let limit_applied = workflow.config.policies.tool(&tool).is_none_or(|p| {
+                    match (&p.limits_when, &p.limits.rule_id) {
+                        (None, _) => true,
+                        (Some(_), Some(rule)) => conditions
+                            .iter()
+                            .any(|c| *c.rule_id == **rule && c.value == Some(true)),
+                        (Some(_), None) => false,
+                    }
+                });
+                if limit_applied {
+                    policy::consume(
+                        &workflow.config.policies,
+                        &tool,
+                        &mut self.buckets,
+                        &mut workflow.buckets,
+                        at_ms,
+                    );
+                }
+                if !labels.is_empty() {
+                    let labels: Vec<Name> = labels.iter().map(|l| l.as_str().into()).collect();
+                    let origin = policy::LabelOrigin {
+                        call_id: call_id.to_string(),
+                        tool: tool.to_string(),
+                        at_ms,
+                    };
+                    workflow.history.labels.bring(&labels, &origin);
+                }
                 self.open_calls.insert(call_id.clone(), workflow.id.clone());
                 CallStatus::Running
             }
@@ -458,6 +491,19 @@ impl State {
             .rev()
             .filter_map(|id| self.workflows.get(id))
     }
+}
+
+/// A `call_decided` record's fields, as [`State::apply`] reads them.
+struct Decided<'a> {
+    workflow_id: &'a str,
+    call_id: &'a str,
+    tool: &'a str,
+    step: &'a Option<String>,
+    decision: DecisionKind,
+    violations: &'a [policy::Violation],
+    gate: &'a Option<String>,
+    labels: &'a [String],
+    conditions: &'a [policy::ConditionResult],
 }
 
 fn order_key(unfinished: &Unfinished) -> &str {

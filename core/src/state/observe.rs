@@ -40,6 +40,8 @@ pub struct ObservedWorkflow {
     pub error: Option<String>,
     pub violations: u32,
     pub history: BTreeMap<String, policy::ToolTally>,
+    /// The labels the workflow has seen, with the call that brought each in.
+    pub labels: BTreeMap<String, policy::LabelOrigin>,
     pub waiting_calls: usize,
 }
 
@@ -68,6 +70,7 @@ impl State {
                             error: w.error.clone(),
                             violations: w.violations,
                             history: w.history.tallies(),
+                            labels: w.history.labels.sorted(),
                             waiting_calls: w.waiting_calls(),
                         },
                     )

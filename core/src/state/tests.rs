@@ -125,3 +125,34 @@ fn only_the_newest_finished_workflows_stay_in_memory() {
         "running workflows are never forgotten"
     );
 }
+
+/// The label set comes from the records: an allowed call brings its recorded labels in (first call
+/// wins), a denied or gated one brings none, and a record without the field (an old log) none.
+#[test]
+fn labels_enter_a_workflow_from_allowed_decisions_only() {
+    let with_labels = |call: &str, decision: DecisionKind, labels: &[&str]| {
+        let mut event = decided("w", call, "validate", decision);
+        if let AuditEvent::CallDecided { labels: l, .. } = &mut event {
+            *l = labels.iter().map(|s| s.to_string()).collect();
+        }
+        event
+    };
+    let state = live(&[
+        started("w", None),
+        with_labels("c1", DecisionKind::Deny, &["secret"]),
+        with_labels("c2", DecisionKind::NeedsApproval, &["gated"]),
+        with_labels("c3", DecisionKind::Allow, &["private"]),
+        with_labels("c4", DecisionKind::Allow, &["private", "untrusted"]),
+        decided("w", "c5", "validate", DecisionKind::Allow),
+    ]);
+    let labels = state.workflows["w"].history.labels.sorted();
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["private", "untrusted"]);
+    assert_eq!(labels["private"].call_id, "c3");
+    assert_eq!(labels["private"].at_ms, 1_003);
+    assert_eq!(labels["untrusted"].call_id, "c4");
+    let old = r#"{"kind":"call_decided","workflow_id":"w","call_id":"c9","tool":"validate","arguments":{},"caller":"a","decision":"allow","config_version":"v"}"#;
+    let old: AuditEvent = serde_json::from_str(old).expect("a record without the new fields reads");
+    assert!(
+        matches!(old, AuditEvent::CallDecided { ref labels, ref conditions, .. } if labels.is_empty() && conditions.is_empty())
+    );
+}

@@ -46,6 +46,7 @@ impl Gateway {
         approval_granted: bool,
         now: i64,
     ) -> Result<Decided, Error> {
+        let learned = self.learned_labels(&spec.tool);
         let mut state = self.inner.state();
         let state = &mut *state;
         let workflow = state
@@ -77,6 +78,10 @@ impl Gateway {
         let request = CallRequest {
             workflow_id: &spec.workflow_id,
             tool,
+            caller: crate::config::caller_name(&spec.caller),
+            template: workflow.template.as_ref().map(|t| t.name.as_str()),
+            arguments: Some(&spec.arguments),
+            learned_labels: &learned,
             step_gate: step.and_then(|s| s.gate.as_ref()),
             approval_granted,
             allowed: workflow.allowed.as_ref(),
@@ -86,22 +91,30 @@ impl Gateway {
             global: &state.buckets,
             workflow: &workflow.buckets,
         };
-        let decision = policy::decide(
+        let (decision, trace) = policy::decide_traced(
             &config.policies,
             &workflow.history,
             &state.running,
             rates,
             &request,
         );
-        let (kind, violations, gate) = match &decision {
-            Decision::Allow => (DecisionKind::Allow, Vec::new(), None),
-            Decision::Deny { violations } => (DecisionKind::Deny, violations.clone(), None),
-            Decision::NeedsApproval { gate } => (
+        let (kind, violations, gate, gate_reason) = match &decision {
+            Decision::Allow => (DecisionKind::Allow, Vec::new(), None, None),
+            Decision::Deny { violations } => (DecisionKind::Deny, violations.clone(), None, None),
+            Decision::NeedsApproval { gate, reason } => (
                 DecisionKind::NeedsApproval,
                 Vec::new(),
                 Some(gate.id.to_string()),
+                (!reason.is_empty()).then(|| reason.clone()),
             ),
         };
+        let workflow_labels = workflow
+            .history
+            .labels
+            .names()
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
         let event = AuditEvent::CallDecided {
             workflow_id: spec.workflow_id.clone(),
             call_id: call_id.to_owned(),
@@ -113,6 +126,10 @@ impl Gateway {
             violations,
             gate,
             config_version: config.version.clone(),
+            labels: trace.labels.iter().map(|l| l.to_string()).collect(),
+            workflow_labels,
+            conditions: trace.conditions,
+            gate_reason,
         };
         let verdict = match decision {
             Decision::Allow => {
@@ -133,7 +150,7 @@ impl Gateway {
                 })
             }
             Decision::Deny { violations } => Verdict::Deny(violations),
-            Decision::NeedsApproval { gate } => Verdict::Gate {
+            Decision::NeedsApproval { gate, .. } => Verdict::Gate {
                 gate,
                 config_version: config.version.clone(),
             },

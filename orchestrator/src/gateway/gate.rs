@@ -53,6 +53,7 @@ impl Gateway {
             decided_at_ms: 0,
             four_eyes: gate.four_eyes,
             workflow_caller: self.workflow_caller(&spec.workflow_id),
+            why: String::new(),
         };
         if let Err(e) = self.inner.ledger.record_request(&approval).await {
             self.end_unrun(spec, call_id, Outcome::Unavailable, e.to_string())

@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub ledger: Ledger,
     /// The calls waiting for a person's decision, by approval id: where a decision is handed over.
     waiters: Mutex<Map<String, oneshot::Sender<DecisionRequest>>>,
+    /// Labels tools carry beyond the configured ones, learned from their servers' annotations
+    /// (`openWorldHint`, `destructiveHint`); each decision records the labels it used.
+    learned_labels: Mutex<Map<String, Vec<crate::policy::Name>>>,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     /// Cancelled when the orchestrator begins to stop: waits for approvals end (they stay pending in the
@@ -118,6 +121,34 @@ pub struct GatewayOptions {
 }
 
 impl Gateway {
+    /// What a downstream server's annotations say about one of its tools (by public name): the
+    /// labels they mean under the running configuration join the tool's configured ones in every
+    /// decision from now on (and are recorded with it, so a replay needs none of this).
+    pub fn learn_tool_hints(&self, tool: &str, hints: conductor_core::config::ToolHints) {
+        let labels = self.inner.config.load().annotation_labels.labels_for(hints);
+        let mut learned = self
+            .inner
+            .learned_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if labels.is_empty() {
+            learned.remove(tool);
+        } else {
+            learned.insert(tool.to_owned(), labels);
+        }
+    }
+
+    /// The labels learned for `tool` (empty when none).
+    pub(crate) fn learned_labels(&self, tool: &str) -> Vec<crate::policy::Name> {
+        self.inner
+            .learned_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tool)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Opens the audit log, rebuilds the state from it (the same transition as the live path), and
     /// resumes what was in progress: calls that were running are marked interrupted, pending
     /// approvals wait again, template runs continue.
@@ -161,6 +192,7 @@ impl Gateway {
                 downstream: Downstream::default(),
                 ledger,
                 waiters: Mutex::new(Map::default()),
+                learned_labels: Mutex::new(Map::default()),
                 metrics: Metrics::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),

@@ -84,10 +84,10 @@ fn outlook(state: &conductor_core::State, workflow: &Workflow, now: i64) -> Vec<
             let request = CallRequest {
                 workflow_id: &workflow.id,
                 tool,
-                step_gate: None,
-                approval_granted: false,
-                allowed: None,
+                caller: crate::config::caller_name(&workflow.caller),
+                template: workflow.template.as_ref().map(|t| t.name.as_str()),
                 now_ms: now,
+                ..CallRequest::default()
             };
             let (decision, hint) = match decide(
                 &config.policies,
@@ -97,9 +97,13 @@ fn outlook(state: &conductor_core::State, workflow: &Workflow, now: i64) -> Vec<
                 &request,
             ) {
                 Decision::Allow => (DecisionKind::Allow, String::new()),
-                Decision::NeedsApproval { gate } => (
+                Decision::NeedsApproval { gate, reason } if reason.is_empty() => (
                     DecisionKind::NeedsApproval,
                     format!("waits for approval (gate {})", gate.id),
+                ),
+                Decision::NeedsApproval { gate, reason } => (
+                    DecisionKind::NeedsApproval,
+                    format!("waits for approval (gate {}): {reason}", gate.id),
                 ),
                 Decision::Deny { violations } => (
                     DecisionKind::Deny,

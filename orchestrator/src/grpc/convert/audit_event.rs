@@ -67,6 +67,10 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
             violations,
             gate,
             config_version,
+            labels,
+            workflow_labels,
+            conditions,
+            gate_reason,
             ..
         } => {
             let mut d = decision(*kind, violations, None);
@@ -79,6 +83,16 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
                 caller: caller.clone(),
                 decision: Some(d),
                 config_version: config_version.clone(),
+                labels: labels.clone(),
+                workflow_labels: workflow_labels.clone(),
+                conditions: conditions
+                    .iter()
+                    .map(|c| match (c.value, &c.error) {
+                        (Some(v), _) => format!("{}={v}", c.rule_id),
+                        (None, e) => format!("{}=error: {}", c.rule_id, e.as_deref().unwrap_or("")),
+                    })
+                    .collect(),
+                gate_reason: gate_reason.clone().unwrap_or_default(),
             })
         }
         AuditEvent::ApprovalRequested {
@@ -258,6 +272,10 @@ mod tests {
             violations: Vec::new(),
             gate: None,
             config_version: "v1".into(),
+            labels: Vec::new(),
+            workflow_labels: Vec::new(),
+            conditions: Vec::new(),
+            gate_reason: None,
         }));
         let Some(Event::CallDecided(c)) = decided.event else {
             panic!("{decided:?}");

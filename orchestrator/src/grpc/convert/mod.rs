@@ -23,7 +23,7 @@ pub fn tool(info: ToolInfo) -> pb::ToolDescriptor {
 }
 
 /// A template as listed: its inputs, and which steps wait for a person, by the step's own gate or
-/// by an approval rule on its tool.
+/// by an approval rule on its tool without a condition.
 pub fn template(template: &Template, policies: &crate::policy::PolicySet) -> pb::TemplateInfo {
     pb::TemplateInfo {
         name: template.name.clone(),
@@ -32,10 +32,13 @@ pub fn template(template: &Template, policies: &crate::policy::PolicySet) -> pb:
             .steps
             .iter()
             .map(|s| {
-                let gate = s
-                    .gate
-                    .as_ref()
-                    .or_else(|| policies.tool(&s.tool).and_then(|p| p.gate.as_ref()));
+                let gate = s.gate.as_ref().or_else(|| {
+                    // A gate under a condition depends on the step's arguments: not listed.
+                    policies
+                        .tool(&s.tool)
+                        .filter(|p| p.gate_when.is_none())
+                        .and_then(|p| p.gate.as_ref())
+                });
                 pb::TemplateStep {
                     name: s.name.clone(),
                     tool: s.tool.to_string(),
@@ -233,6 +236,7 @@ pub fn approval(a: &Approval) -> pb::ApprovalInfo {
         decided_at_ms: a.decided_at_ms,
         four_eyes: a.four_eyes,
         workflow_caller: a.workflow_caller.clone(),
+        why: a.why.clone(),
     }
 }
 

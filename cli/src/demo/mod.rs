@@ -13,6 +13,8 @@ use crate::watch::Follower;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 
+mod flow;
+
 /// What a call in a scenario should do.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -48,6 +50,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Violation,
             Scenario::Approval,
             Scenario::Templates,
+            Scenario::Flow,
         ],
     };
     outln!(
@@ -66,6 +69,9 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             }
             Scenario::Approval => "Approval: a gated call waits for a person's decision",
             Scenario::Templates => "Templates and live monitoring",
+            Scenario::Flow => {
+                "Data flow and arguments: private + untrusted data gates egress; a large order needs approval"
+            }
         };
         outln!(
             "\n{} {}",
@@ -78,6 +84,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Violation => demo.violation().await,
             Scenario::Approval => demo.approval().await,
             Scenario::Templates => demo.templates().await,
+            Scenario::Flow => demo.flow().await,
         };
         match result {
             Ok(()) => outln!("{} scenario behaved as expected", demo.out.ok("✔")),
