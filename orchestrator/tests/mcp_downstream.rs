@@ -250,12 +250,11 @@ impl rmcp::ServerHandler for StreamingEcho {
         _context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
         let schema = json!({ "type": "object", "properties": { "text": { "type": "string" } } });
+        let schema = std::sync::Arc::new(schema.as_object().cloned().unwrap_or_default());
         Ok(rmcp::model::ListToolsResult::with_all_items(vec![
-            rmcp::model::Tool::new(
-                "shout",
-                "Returns its text in capitals.",
-                std::sync::Arc::new(schema.as_object().cloned().unwrap_or_default()),
-            ),
+            rmcp::model::Tool::new("shout", "Returns its text in capitals.", schema.clone()),
+            rmcp::model::Tool::new("fetch", "Reads a page from the open web.", schema)
+                .annotate(rmcp::model::ToolAnnotations::new().open_world(true)),
         ]))
     }
 
@@ -264,6 +263,11 @@ impl rmcp::ServerHandler for StreamingEcho {
         request: CallToolRequestParams,
         _context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        if request.name == "fetch" {
+            return Ok(
+                CallToolResult::success(vec![rmcp::model::ContentBlock::text("page")]).into(),
+            );
+        }
         let text = request
             .arguments
             .as_ref()
@@ -277,15 +281,19 @@ impl rmcp::ServerHandler for StreamingEcho {
     }
 }
 
-/// The orchestrator's HTTP client against a server that streams its answers: the tool is listed and
-/// called; refused arguments are the server's words; and when the server forgets the session (as after
-/// its own idle time-out), the next call opens a new one and runs, without an error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_again() {
-    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+type Sessions =
+    std::sync::Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>;
+
+/// Serves [`StreamingEcho`] on a loopback port: its address, its `initialize` count, its sessions.
+async fn streaming_echo() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    Sessions,
+    tokio::task::JoinHandle<()>,
+) {
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let sessions = std::sync::Arc::new(LocalSessionManager::default());
+    let sessions = Sessions::default();
     let handler = StreamingEcho {
         opened: opened.clone(),
     };
@@ -302,6 +310,15 @@ async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_aga
         let app = axum::Router::new().nest_service("/mcp", service);
         let _ = axum::serve(listener, app).await;
     });
+    (addr, opened, sessions, server)
+}
+
+/// The orchestrator's HTTP client against a server that streams its answers: the tool is listed and
+/// called; refused arguments are the server's words; and when the server forgets the session (as after
+/// its own idle time-out), the next call opens a new one and runs, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_again() {
+    let (addr, opened, sessions, server) = streaming_echo().await;
     let config = json!({
         "servers": { "loud": { "mcp_url": format!("http://{addr}/mcp"), "tools": ["shout"], "timeout": "5s" } }
     });
@@ -367,6 +384,70 @@ async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_aga
         2,
         "a new session, once"
     );
+    orchestrator.stop().await;
+    server.abort();
+}
+
+/// A downstream tool annotated `openWorldHint` is `untrusted` (the annotation default) from the very
+/// first call, with no listing asked for first: a flow rule then refuses egress after it, naming the
+/// call that brought the label in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_of_a_downstream_tool_give_labels_that_flow_rules_follow() {
+    let (addr, _opened, _sessions, server) = streaming_echo().await;
+    let config = json!({
+        "servers": { "web": { "mcp_url": format!("http://{addr}/mcp"), "tools": ["shout", "fetch"], "timeout": "5s" } },
+        "labels": { "shout": ["egress"] },
+        "rules": [{ "id": "no-untrusted-egress", "kind": "flow", "from": ["untrusted"], "to": "egress", "action": "deny" }]
+    });
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let gateway = &orchestrator.gateway;
+    let workflow = gateway
+        .start_workflow(None, Value::Null, "test")
+        .await
+        .expect("a workflow");
+    let spec = |tool: &str, arguments: Value| CallSpec {
+        workflow_id: workflow.id.clone(),
+        tool: tool.into(),
+        arguments,
+        caller: "test".into(),
+        step: None,
+    };
+    let shouted = gateway
+        .call(spec("shout", json!({"text": "before"})))
+        .await
+        .expect("runs");
+    assert!(
+        matches!(shouted.result, CallResult::Succeeded(_)),
+        "{:?}",
+        shouted.result
+    );
+    let fetched = gateway.call(spec("fetch", json!({}))).await.expect("runs");
+    assert!(
+        matches!(fetched.result, CallResult::Succeeded(_)),
+        "{:?}",
+        fetched.result
+    );
+    let refused = gateway
+        .call(spec("shout", json!({"text": "leak"})))
+        .await
+        .expect("decided");
+    match &refused.result {
+        CallResult::Denied(violations) => {
+            let v = violations
+                .iter()
+                .find(|v| v.rule_id.as_str() == "no-untrusted-egress")
+                .unwrap_or_else(|| panic!("the flow rule: {violations:?}"));
+            assert!(
+                v.message.contains(&fetched.call_id) && v.message.contains("fetch"),
+                "the refusal names the call that brought untrusted in: {}",
+                v.message
+            );
+        }
+        other => panic!("egress after an open-world read: {other:?}"),
+    }
     orchestrator.stop().await;
     server.abort();
 }

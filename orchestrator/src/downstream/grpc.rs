@@ -104,6 +104,7 @@ impl GrpcTools {
                 name: t.name,
                 description: t.description,
                 server: server.name.clone(),
+                hints: Default::default(),
             })
             .collect())
     }

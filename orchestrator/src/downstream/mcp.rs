@@ -228,6 +228,10 @@ pub(super) fn tool_info(server: &ServerConfig, tool: rmcp::model::Tool) -> ToolI
         description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
         input_schema: Value::Object((*tool.input_schema).clone()),
         server: server.name.clone(),
+        hints: conductor_core::config::ToolHints {
+            open_world: tool.annotations.as_ref().and_then(|a| a.open_world_hint),
+            destructive: tool.annotations.as_ref().and_then(|a| a.destructive_hint),
+        },
     }
 }
 

@@ -37,6 +37,8 @@ pub struct ToolInfo {
     pub description: String,
     pub input_schema: Value,
     pub server: String,
+    /// What the server's annotations say about the tool (MCP servers; none for gRPC ones).
+    pub hints: conductor_core::config::ToolHints,
 }
 
 /// One call to forward.
@@ -113,6 +115,14 @@ impl Downstream {
         }
     }
 
+    /// Whether `server`'s own list of tools is known (asked for since the last reload).
+    pub fn listed(&self, server: &str) -> bool {
+        self.catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(server)
+    }
+
     /// The tools of every configured server under their public names, asking each server whose list is not
     /// known yet. A server that cannot be reached contributes its configured names without schemas.
     pub async fn tools(&self, config: &Config) -> Vec<ToolInfo> {
@@ -154,10 +164,21 @@ impl Downstream {
                         .map(|t| t.input_schema.clone())
                         .unwrap_or_else(|| serde_json::json!({"type": "object"})),
                     server: server.name.clone(),
+                    hints: found.map(|t| t.hints).unwrap_or_default(),
                 });
             }
         }
         out
+    }
+
+    /// Asks one server for its tools and keeps the list, as a listing of every server would.
+    pub async fn list_and_keep(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
+        let list = self.list_server(server).await?;
+        self.catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.name.clone(), list.clone());
+        Ok(list)
     }
 
     /// Asks one server for its tools; warns about configured tools it does not offer.

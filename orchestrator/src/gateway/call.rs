@@ -78,6 +78,7 @@ impl Gateway {
                 (approval.call_id.clone(), approval, decisions)
             }
             None => {
+                self.know_labels_of(&spec.tool).await;
                 let call_id = crate::ids::call_id();
                 let Decided { verdict, recorded } =
                     self.decide(&spec, &call_id, false, now_ms())?;

@@ -308,7 +308,42 @@ impl Gateway {
 
     /// Every tool with its description and schema (asking servers whose list is not known yet).
     pub async fn tools(&self) -> Vec<crate::downstream::ToolInfo> {
-        self.inner.downstream.tools(&self.config()).await
+        let tools = self.inner.downstream.tools(&self.config()).await;
+        for tool in &tools {
+            self.learn_tool_hints(&tool.name, tool.hints);
+        }
+        tools
+    }
+
+    /// Before the first decision on a tool of an MCP server, asks that server for its list once, so
+    /// that the labels its annotations give hold from the first call, not from the first listing.
+    /// A server that cannot be listed is left to the call itself to report.
+    pub(super) async fn know_labels_of(&self, tool: &str) {
+        let config = self.config();
+        let Some(route) = config.tools.get(tool) else {
+            return;
+        };
+        let Some(server) = config.servers.get(&route.server) else {
+            return;
+        };
+        if matches!(server.transport, crate::config::Transport::Grpc { .. })
+            || self.inner.downstream.listed(&server.name)
+        {
+            return;
+        }
+        match self.inner.downstream.list_and_keep(server).await {
+            Ok(list) => {
+                for (public, route) in config.tools.iter().filter(|(_, r)| r.server == server.name)
+                {
+                    if let Some(info) = list.iter().find(|t| t.name == route.remote_name) {
+                        self.learn_tool_hints(public, info.hints);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.name, error = %e, "cannot list the tools of the server before its first call");
+            }
+        }
     }
 
     /// The tools a caller may call: those of its workflow's allow-list when it has a workflow, else its
