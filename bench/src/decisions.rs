@@ -5,11 +5,14 @@
 
 use crate::stats::{Latencies, median};
 use conductor_core::policy::{
-    ApprovalGate, Buckets, CallRequest, Decision, ExclusiveGroup, Name, PolicySet, RateState,
-    RunningCall, RunningCalls, Scope, WorkflowHistory, decide,
+    ApprovalGate, Buckets, CallRequest, Condition, Decision, DenyRule, ExclusiveGroup, FlowAction,
+    FlowRule, LabelOrigin, Name, PolicySet, RateState, RunningCall, RunningCalls, Scope,
+    WorkflowHistory, decide,
 };
 use serde::Serialize;
+use serde_json::{Value, json};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tools of the fixture: `t00` … `t49`.
@@ -56,6 +59,94 @@ pub fn policy_set() -> PolicySet {
     set
 }
 
+/// Which rule set a fixture decides against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Rules {
+    /// [`policy_set`]: ordering, exclusive groups and gates, no conditions.
+    Ordering,
+    /// [`policy_set_with_flows`]: 10 flow rules and 10 CEL conditions among the 100.
+    FlowsAndConditions,
+}
+
+/// The label the decided tool carries in [`policy_set_with_flows`], and the one its history has seen.
+const EGRESS: &str = "egress";
+const SEEN: &str = "private";
+
+/// 100 rules over 50 tools, 20 of them of the new kinds: 30 sequences, 30 conditionals, 20 exclusive
+/// groups of 3, 10 flow rules into the decided tool's label (each from `private` and a label the
+/// workflow has not seen, so all are checked and none is caught), and 10 deny rules on the decided
+/// tool, each with a CEL condition over the call's arguments that is false for the measured call. The
+/// decided call thus evaluates every one of the 10 conditions and looks at every flow rule.
+pub fn policy_set_with_flows() -> PolicySet {
+    let mut set = PolicySet::default();
+    for i in 1..=30 {
+        set.add_sequence(&format!("seq-{i}").into(), &tool(i), &tool(i - 1));
+    }
+    for i in 0..30 {
+        set.add_conditional(&format!("cond-{i}").into(), &tool(10 + i), &tool(i));
+    }
+    for g in 0..20 {
+        let scope = if g % 2 == 0 {
+            Scope::Workflow
+        } else {
+            Scope::Global
+        };
+        set.add_exclusive(ExclusiveGroup {
+            id: format!("excl-{g}").into(),
+            tools: vec![tool(2 * g), tool(2 * g + 1), tool(2 * g + 25)],
+            scope,
+        });
+    }
+    set.add_labels(&tool(DECIDED), &[EGRESS.into()]);
+    for i in 0..10 {
+        set.add_flow(FlowRule {
+            id: format!("flow-{i}").into(),
+            from: vec![SEEN.into(), format!("untrusted-{i}").into()],
+            to: EGRESS.into(),
+            action: FlowAction::Deny,
+            when: None,
+        });
+    }
+    let conditions = [
+        "args.amount > 10000",
+        "!args.recipient.endsWith('@example.com')",
+        "size(args.items) > 50",
+        "args.currency != 'EUR'",
+        "args.amount < 0",
+        "'admin' in args.tags",
+        "args.items.exists(i, i.price > 5000)",
+        "caller.startsWith('untrusted:')",
+        "args.priority == 'urgent' && args.amount > 1000",
+        "workflow.labels.exists(l, l == 'untrusted')",
+    ];
+    for (i, source) in conditions.into_iter().enumerate() {
+        let id: Name = format!("deny-{i}").into();
+        let when = Condition::compile(&id, source)
+            .unwrap_or_else(|e| panic!("the fixture's condition {source:?}: {e}"));
+        set.add_deny(
+            &tool(DECIDED),
+            DenyRule {
+                id,
+                message: format!("refused by condition {i}"),
+                when: Some(Arc::new(when)),
+            },
+        );
+    }
+    set
+}
+
+/// The measured call's arguments: every condition of [`policy_set_with_flows`] is false for them.
+fn arguments() -> Value {
+    json!({
+        "amount": 120.5,
+        "recipient": "ops@example.com",
+        "currency": "EUR",
+        "priority": "normal",
+        "tags": ["billing"],
+        "items": [{ "sku": "a-1", "price": 20 }, { "sku": "b-2", "price": 100.5 }]
+    })
+}
+
 /// Everything one decision reads.
 pub struct Fixture {
     pub policies: PolicySet,
@@ -65,6 +156,7 @@ pub struct Fixture {
     pub buckets: Buckets,
     pub workflow_id: String,
     pub tool: Name,
+    pub arguments: Option<Value>,
 }
 
 impl Fixture {
@@ -72,13 +164,30 @@ impl Fixture {
     /// robin over every tool) and `live_workflows` other workflows, each with one call in flight on a
     /// tool that no global group holds (round robin over the rest), so the decision is Allow.
     pub fn new(history_events: usize, live_workflows: usize) -> Fixture {
+        Fixture::of(Rules::Ordering, history_events, live_workflows)
+    }
+
+    /// The same fixture against `rules`; with flows and conditions, the history has also seen the
+    /// label `private` and the call carries arguments.
+    pub fn of(rules: Rules, history_events: usize, live_workflows: usize) -> Fixture {
         let mut history = WorkflowHistory::default();
         history.record(&tool(DECIDED - 1), true);
         history.record(&tool(DECIDED - 10), true);
         for i in 2..history_events {
             history.record(&tool(i), true);
         }
-        let policies = policy_set();
+        let (policies, arguments) = match rules {
+            Rules::Ordering => (policy_set(), None),
+            Rules::FlowsAndConditions => {
+                let origin = LabelOrigin {
+                    call_id: "c-000000000001".into(),
+                    tool: tool(1).to_string(),
+                    at_ms: 1_700_000_000_000,
+                };
+                history.labels.bring(&[SEEN.into()], &origin);
+                (policy_set_with_flows(), Some(arguments()))
+            }
+        };
         let free: Vec<Name> = (0..TOOLS)
             .map(tool)
             .filter(|t| !global_member(&policies, t))
@@ -98,6 +207,7 @@ impl Fixture {
             buckets: Buckets::default(),
             workflow_id: "wf-decided-00".into(),
             tool: tool(DECIDED),
+            arguments,
         }
     }
 
@@ -109,6 +219,8 @@ impl Fixture {
             approval_granted: false,
             allowed: None,
             now_ms: 1_700_000_000_000,
+            caller: "grpc:bench",
+            arguments: self.arguments.as_ref(),
             ..CallRequest::default()
         };
         let rates = RateState {
@@ -151,7 +263,24 @@ pub fn measure(
     decisions: usize,
     rounds: usize,
 ) -> DecisionFigures {
-    let fixture = Fixture::new(history_events, live_workflows);
+    measure_rules(
+        Rules::Ordering,
+        history_events,
+        live_workflows,
+        decisions,
+        rounds,
+    )
+}
+
+/// [`measure`] against `rules`.
+pub fn measure_rules(
+    rules: Rules,
+    history_events: usize,
+    live_workflows: usize,
+    decisions: usize,
+    rounds: usize,
+) -> DecisionFigures {
+    let fixture = Fixture::of(rules, history_events, live_workflows);
     assert_eq!(
         fixture.decide(),
         Decision::Allow,
@@ -186,6 +315,40 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flow_fixture_evaluates_its_conditions_and_flows_and_allows_the_decided_call() {
+        for (history, live) in [(10, 10), (1000, 1000)] {
+            assert_eq!(
+                Fixture::of(Rules::FlowsAndConditions, history, live).decide(),
+                Decision::Allow
+            );
+        }
+        let rule_ids = |fixture: &Fixture| -> Vec<String> {
+            match fixture.decide() {
+                Decision::Deny { violations } => {
+                    violations.into_iter().map(|v| v.rule_id).collect()
+                }
+                other => panic!("expected a denial: {other:?}"),
+            }
+        };
+        let mut large = Fixture::of(Rules::FlowsAndConditions, 10, 10);
+        large.arguments = Some(
+            json!({ "amount": 20000.0, "recipient": "ops@example.com", "currency": "EUR", "priority": "normal", "tags": [], "items": [] }),
+        );
+        assert_eq!(rule_ids(&large), vec!["deny-0".to_owned()]);
+        let mut caught = Fixture::of(Rules::FlowsAndConditions, 10, 10);
+        let origin = LabelOrigin {
+            call_id: "c-000000000002".into(),
+            tool: tool(2).to_string(),
+            at_ms: 1_700_000_000_001,
+        };
+        caught
+            .history
+            .labels
+            .bring(&["untrusted-3".into()], &origin);
+        assert_eq!(rule_ids(&caught), vec!["flow-3".to_owned()]);
+    }
 
     #[test]
     fn the_fixture_has_100_rules_and_allows_the_decided_call() {
