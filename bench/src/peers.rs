@@ -8,7 +8,7 @@ use crate::echo_server::{ECHO_ARGS, ECHO_TOOL};
 use crate::mcp_load::{self, McpCall};
 use crate::report::Report;
 use crate::stack::Stack;
-use crate::stats::{Summary, median_of};
+use crate::stats::{Summary, median, median_of};
 use crate::suite::Scale;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -56,14 +56,73 @@ fn wait_listening(addr: SocketAddr, daemon: &Daemon) -> Result<()> {
     )
 }
 
-/// Runs the MCP load against `url`: warm-up, then rounds at the bench's MCP concurrency.
-async fn measure(url: &str, scale: &Scale, calls: u64) -> Result<Summary> {
-    measure_tool(url, ECHO_TOOL, scale, calls).await
+/// One path's figures: c=1 latency, c=8 and the bench's MCP concurrency in calls/s, and the CPU per
+/// call (at the bench's concurrency) of the proxy in front, of the echo server, and of the generator.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathFigures {
+    pub c1: Summary,
+    pub c8: Summary,
+    pub many: Summary,
+    pub proxy_cpu_us: Option<f64>,
+    pub echo_cpu_us: f64,
+    pub generator_cpu_us: f64,
 }
 
-/// [`measure`] for a proxy that publishes the echo tool under another name.
-async fn measure_tool(url: &str, tool: &str, scale: &Scale, calls: u64) -> Result<Summary> {
+/// Runs the MCP load against `url` (a proxy `proxy`, or the echo server itself when `None`):
+/// warm-up, then rounds at c=1, c=8 and the bench's MCP concurrency; medians over rounds.
+async fn measure_path(
+    url: &str,
+    tool: &str,
+    scale: &Scale,
+    calls: u64,
+    proxy: Option<&Daemon>,
+    echo: &Daemon,
+) -> Result<PathFigures> {
     let call = McpCall::new(tool, ECHO_ARGS)?;
+    let c = scale.mcp_concurrency;
+    mcp_load::round(url, &call, c, (calls / 4).max(c as u64)).await?;
+    let (mut c1, mut c8, mut many) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut proxy_cpu, mut echo_cpu, mut generator_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let per_call = |before: Duration, after: Duration, n: u64| {
+        after.saturating_sub(before).as_secs_f64() * 1e6 / n.max(1) as f64
+    };
+    for _ in 0..scale.rounds {
+        c1.push(
+            mcp_load::round(url, &call, 1, (calls / 8).max(50))
+                .await?
+                .summary,
+        );
+        c8.push(mcp_load::round(url, &call, 8, calls / 2).await?.summary);
+        let proxy_before = proxy.map(Daemon::cpu_time).transpose()?;
+        let echo_before = echo.cpu_time()?;
+        let generator_before = own_cpu_time()?;
+        let round = mcp_load::round(url, &call, c, calls).await?;
+        let n = round.summary.calls;
+        if let (Some(daemon), Some(before)) = (proxy, proxy_before) {
+            proxy_cpu.push(per_call(before, daemon.cpu_time()?, n));
+        }
+        echo_cpu.push(per_call(echo_before, echo.cpu_time()?, n));
+        generator_cpu.push(per_call(generator_before, own_cpu_time()?, n));
+        many.push(round.summary);
+    }
+    Ok(PathFigures {
+        c1: median_of(&c1),
+        c8: median_of(&c8),
+        many: median_of(&many),
+        proxy_cpu_us: proxy.map(|_| median(proxy_cpu)),
+        echo_cpu_us: median(echo_cpu),
+        generator_cpu_us: median(generator_cpu),
+    })
+}
+
+/// The bench process's own CPU time (the load generator's).
+fn own_cpu_time() -> Result<Duration> {
+    crate::daemons::cpu_time_of("self")
+}
+
+/// The c=32 calls/s of a path, for the peers that only need that.
+async fn measure(url: &str, scale: &Scale, calls: u64) -> Result<Summary> {
+    let call = McpCall::new(ECHO_TOOL, ECHO_ARGS)?;
     let c = scale.mcp_concurrency;
     mcp_load::round(url, &call, c, (calls / 4).max(c as u64)).await?;
     let mut rounds = Vec::new();
@@ -73,39 +132,64 @@ async fn measure_tool(url: &str, tool: &str, scale: &Scale, calls: u64) -> Resul
     Ok(median_of(&rounds))
 }
 
+/// Reports one path's figures under `name`.
+fn report_path(report: &mut Report, name: &str, c: usize, figures: &PathFigures) {
+    report.info(4, &format!("{name}, c=1 p50"), figures.c1.p50_us, "µs");
+    report.info(
+        4,
+        &format!("{name}, c=8"),
+        figures.c8.calls_per_s,
+        "calls/s",
+    );
+    report.info(
+        4,
+        &format!("{name}, c={c}"),
+        figures.many.calls_per_s,
+        "calls/s",
+    );
+    if let Some(cpu) = figures.proxy_cpu_us {
+        report.info(4, &format!("{name}: proxy CPU per call, c={c}"), cpu, "µs");
+    }
+    report.info(
+        4,
+        &format!("{name}: echo server CPU per call, c={c}"),
+        figures.echo_cpu_us,
+        "µs",
+    );
+    report.info(
+        4,
+        &format!("{name}: load generator CPU per call, c={c}"),
+        figures.generator_cpu_us,
+        "µs",
+    );
+}
+
 pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Result<()> {
     let exe = std::env::current_exe()?;
     let echo = Daemon::spawn("echo", &exe, &["serve-echo".into()])?;
     let echo_url = format!("{}/mcp", echo.url(0));
     let c = scale.mcp_concurrency;
 
-    let direct = measure(&echo_url, scale, scale.mcp_calls)
+    let direct = measure_path(&echo_url, ECHO_TOOL, scale, scale.mcp_calls, None, &echo)
         .await
         .context("the echo server itself")?;
-    report.info(
-        4,
-        &format!("echo MCP server directly (floor), c={c}"),
-        direct.calls_per_s,
-        "calls/s",
-    );
+    report_path(report, "echo MCP server directly (floor)", c, &direct);
 
     let downstream = json!({ "mcp_url": echo_url, "tools": [ECHO_TOOL], "timeout": "10s" });
     let orchestrator = stack.orchestrator("peers", Some(("echo", downstream)))?;
-    let ours = measure(
+    let ours = measure_path(
         &format!("{}/mcp", orchestrator.url(1)),
+        ECHO_TOOL,
         scale,
         scale.mcp_calls,
+        Some(&orchestrator),
+        &echo,
     )
     .await
     .context("Conductorio")?;
-    report.info(
-        4,
-        &format!("Conductorio (policies + durable audit), c={c}"),
-        ours.calls_per_s,
-        "calls/s",
-    );
-    report.detail("4_echo_direct", direct);
-    report.detail("4_conductorio", ours);
+    report_path(report, "Conductorio (policies + durable audit)", c, &ours);
+    report.detail("4_echo_direct", &direct);
+    report.detail("4_conductorio", &ours);
 
     match fastmcp(&echo_url, scale).await {
         Ok(Some(peer)) => {
@@ -115,7 +199,7 @@ pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Resul
                 peer.calls_per_s,
                 "calls/s",
             );
-            let ratio = ours.calls_per_s / peer.calls_per_s;
+            let ratio = ours.many.calls_per_s / peer.calls_per_s;
             report.goal(
                 4,
                 "Conductorio / FastMCP proxy, calls/s",
@@ -135,20 +219,54 @@ pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Resul
         ),
         Err(e) => report.failed(4, "FastMCP proxy", &e),
     }
-    match rust_proxy(&echo_url, scale, &stack.work_dir).await {
+    match rust_proxy(&echo_url, scale, &stack.work_dir, &echo).await {
         Ok(Some(peer)) => {
-            report.info(4, &format!("mcp-proxy, c={c}"), peer.calls_per_s, "calls/s");
-            let ratio = ours.calls_per_s / peer.calls_per_s;
+            report_path(report, "mcp-proxy 0.6.0 (no policy, no audit)", c, &peer);
+            for (label, ours_cps, peer_cps) in [
+                ("c=8", ours.c8.calls_per_s, peer.c8.calls_per_s),
+                (
+                    &*format!("c={c}"),
+                    ours.many.calls_per_s,
+                    peer.many.calls_per_s,
+                ),
+            ] {
+                let ratio = ours_cps / peer_cps;
+                report.goal(
+                    4,
+                    &format!("Conductorio / mcp-proxy, calls/s, {label}"),
+                    ratio,
+                    "×",
+                    "≥ 1.0×".into(),
+                    ratio >= 1.0,
+                    false,
+                );
+            }
+            if let (Some(ours_cpu), Some(peer_cpu)) = (ours.proxy_cpu_us, peer.proxy_cpu_us) {
+                report.goal(
+                    4,
+                    &format!("orchestrator CPU per MCP→MCP call, c={c}"),
+                    ours_cpu,
+                    "µs",
+                    format!("≤ mcp-proxy's + 40 µs = {:.0} µs", peer_cpu + 40.0),
+                    ours_cpu <= peer_cpu + 40.0,
+                    false,
+                );
+            }
+            let sync = crate::fsync::probe(&stack.audit_dir("peers"), 200)?;
+            let limit = peer.c1.p50_us + 2.0 * sync.p50_us;
             report.goal(
                 4,
-                "Conductorio / mcp-proxy, calls/s",
-                ratio,
-                "×",
-                "≥ 1.0×".into(),
-                ratio >= 1.0,
+                "MCP→MCP c=1 p50",
+                ours.c1.p50_us,
+                "µs",
+                format!(
+                    "≤ mcp-proxy's p50 + 2 × fdatasync p50 = {:.0} + 2 × {:.0} = {limit:.0} µs",
+                    peer.c1.p50_us, sync.p50_us
+                ),
+                ours.c1.p50_us <= limit,
                 false,
             );
-            report.detail("4_mcp_proxy", peer);
+            report.detail("4_mcp_proxy", &peer);
         }
         Ok(None) => report.skipped(
             4,
@@ -196,7 +314,12 @@ const MCP_PROXY_BACKEND: &str = "echo";
 
 /// `mcp-proxy` (0.6: configured by a TOML file, serving Streamable HTTP at `/`) in front of the
 /// echo server, with its defaults (no cache, no retries); `None` when not installed.
-async fn rust_proxy(echo_url: &str, scale: &Scale, work_dir: &Path) -> Result<Option<Summary>> {
+async fn rust_proxy(
+    echo_url: &str,
+    scale: &Scale,
+    work_dir: &Path,
+    echo: &Daemon,
+) -> Result<Option<PathFigures>> {
     let binary = mcp_proxy();
     if !binary.exists() {
         return Ok(None);
@@ -216,6 +339,14 @@ async fn rust_proxy(echo_url: &str, scale: &Scale, work_dir: &Path) -> Result<Op
     wait_listening(addr, &proxy)?;
     let tool = format!("{MCP_PROXY_BACKEND}_{ECHO_TOOL}");
     Ok(Some(
-        measure_tool(&format!("http://{addr}/"), &tool, scale, scale.mcp_calls).await?,
+        measure_path(
+            &format!("http://{addr}/"),
+            &tool,
+            scale,
+            scale.mcp_calls,
+            Some(&proxy),
+            echo,
+        )
+        .await?,
     ))
 }
