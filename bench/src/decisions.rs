@@ -64,8 +64,12 @@ pub fn policy_set() -> PolicySet {
 pub enum Rules {
     /// [`policy_set`]: ordering, exclusive groups and gates, no conditions.
     Ordering,
-    /// [`policy_set_with_flows`]: 10 flow rules and 10 CEL conditions among the 100.
+    /// [`policy_set_with_flows`]: 10 flow rules and 10 CEL conditions among the 100, every condition
+    /// on the decided tool (the worst case: all ten evaluated on one call).
     FlowsAndConditions,
+    /// The same rules with the 10 conditions on 10 different tools, one of them the decided tool:
+    /// a call evaluates the conditions of its own tool's rules only.
+    FlowsAndSpreadConditions,
 }
 
 /// The label the decided tool carries in [`policy_set_with_flows`], and the one its history has seen.
@@ -77,7 +81,7 @@ const SEEN: &str = "private";
 /// workflow has not seen, so all are checked and none is caught), and 10 deny rules on the decided
 /// tool, each with a CEL condition over the call's arguments that is false for the measured call. The
 /// decided call thus evaluates every one of the 10 conditions and looks at every flow rule.
-pub fn policy_set_with_flows() -> PolicySet {
+pub fn policy_set_with_flows(spread: bool) -> PolicySet {
     let mut set = PolicySet::default();
     for i in 1..=30 {
         set.add_sequence(&format!("seq-{i}").into(), &tool(i), &tool(i - 1));
@@ -123,8 +127,13 @@ pub fn policy_set_with_flows() -> PolicySet {
         let id: Name = format!("deny-{i}").into();
         let when = Condition::compile(&id, source)
             .unwrap_or_else(|e| panic!("the fixture's condition {source:?}: {e}"));
+        let on = if spread {
+            tool(DECIDED + i)
+        } else {
+            tool(DECIDED)
+        };
         set.add_deny(
-            &tool(DECIDED),
+            &on,
             DenyRule {
                 id,
                 message: format!("refused by condition {i}"),
@@ -178,14 +187,15 @@ impl Fixture {
         }
         let (policies, arguments) = match rules {
             Rules::Ordering => (policy_set(), None),
-            Rules::FlowsAndConditions => {
+            Rules::FlowsAndConditions | Rules::FlowsAndSpreadConditions => {
                 let origin = LabelOrigin {
                     call_id: "c-000000000001".into(),
                     tool: tool(1).to_string(),
                     at_ms: 1_700_000_000_000,
                 };
                 history.labels.bring(&[SEEN.into()], &origin);
-                (policy_set_with_flows(), Some(arguments()))
+                let spread = rules == Rules::FlowsAndSpreadConditions;
+                (policy_set_with_flows(spread), Some(arguments()))
             }
         };
         let free: Vec<Name> = (0..TOOLS)
@@ -319,10 +329,9 @@ mod tests {
     #[test]
     fn the_flow_fixture_evaluates_its_conditions_and_flows_and_allows_the_decided_call() {
         for (history, live) in [(10, 10), (1000, 1000)] {
-            assert_eq!(
-                Fixture::of(Rules::FlowsAndConditions, history, live).decide(),
-                Decision::Allow
-            );
+            for rules in [Rules::FlowsAndConditions, Rules::FlowsAndSpreadConditions] {
+                assert_eq!(Fixture::of(rules, history, live).decide(), Decision::Allow);
+            }
         }
         let rule_ids = |fixture: &Fixture| -> Vec<String> {
             match fixture.decide() {

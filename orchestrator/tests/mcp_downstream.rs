@@ -448,6 +448,25 @@ async fn annotations_of_a_downstream_tool_give_labels_that_flow_rules_follow() {
         }
         other => panic!("egress after an open-world read: {other:?}"),
     }
+    // The same through the MCP front, as an AI application meets it: the model reads the rule and
+    // the call that brought the risk in.
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_uri(format!(
+            "{}/mcp",
+            orchestrator.http_url()
+        )))
+        .await
+        .expect("the rmcp client initializes");
+    let fetched = call(&client, "fetch", json!({})).await;
+    assert_ne!(fetched.is_error, Some(true), "{}", text(&fetched));
+    let refused = call(&client, "shout", json!({"text": "leak"})).await;
+    assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(
+        said.contains("no-untrusted-egress") && said.contains("fetch"),
+        "the model reads the rule and the earlier call: {said}"
+    );
+    let _ = client.cancel().await;
     orchestrator.stop().await;
     server.abort();
 }
