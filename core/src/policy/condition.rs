@@ -32,6 +32,94 @@ pub struct Condition {
     /// The expression as written, for messages and listings.
     pub source: String,
     program: Program,
+    /// What the condition reads, so that a decision binds only that (converting a call's whole
+    /// arguments to CEL values costs more than evaluating a condition).
+    needs: Needs,
+}
+
+/// The parts of a decision's facts a condition reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Needs {
+    /// `args` as a whole (anything but `args.<field>` reads it whole).
+    all_args: bool,
+    /// The top-level fields of `args` it reads as `args.<field>`.
+    args: std::collections::BTreeSet<String>,
+    workflow: bool,
+}
+
+impl Needs {
+    fn covers(&self, other: &Needs) -> bool {
+        (self.all_args || (!other.all_args && other.args.is_subset(&self.args)))
+            && (self.workflow || !other.workflow)
+    }
+
+    fn join(&mut self, other: &Needs) {
+        self.all_args |= other.all_args;
+        self.args.extend(other.args.iter().cloned());
+        self.workflow |= other.workflow;
+    }
+
+    /// Records what `expr` reads; `bound` are the comprehension variables in scope.
+    fn read(&mut self, expr: &IdedExpr, bound: &mut Vec<String>) {
+        let free = |name: &str, bound: &[String]| !bound.iter().any(|b| b == name);
+        match &expr.expr {
+            Expr::Ident(name) if free(name, bound) => match name.as_str() {
+                "args" => self.all_args = true,
+                "workflow" => self.workflow = true,
+                _ => {}
+            },
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+            Expr::Select(select) => match &select.operand.expr {
+                Expr::Ident(base) if base == "args" && free(base, bound) => {
+                    self.args.insert(select.field.clone());
+                }
+                _ => self.read(&select.operand, bound),
+            },
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.read(target, bound);
+                }
+                for arg in &call.args {
+                    self.read(arg, bound);
+                }
+            }
+            Expr::Comprehension(comp) => {
+                self.read(&comp.iter_range, bound);
+                self.read(&comp.accu_init, bound);
+                let depth = bound.len();
+                bound.push(comp.iter_var.clone());
+                bound.extend(comp.iter_var2.clone());
+                bound.push(comp.accu_var.clone());
+                self.read(&comp.loop_cond, bound);
+                self.read(&comp.loop_step, bound);
+                self.read(&comp.result, bound);
+                bound.truncate(depth);
+            }
+            Expr::List(list) => {
+                for element in &list.elements {
+                    self.read(element, bound);
+                }
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(field) => self.read(&field.value, bound),
+                        EntryExpr::MapEntry(entry) => {
+                            self.read(&entry.key, bound);
+                            self.read(&entry.value, bound);
+                        }
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    if let EntryExpr::StructField(field) = &entry.expr {
+                        self.read(&field.value, bound);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Condition {
@@ -58,10 +146,13 @@ impl Condition {
                  (e.g. `args.amount > 1000`)"
             ));
         }
+        let mut needs = Needs::default();
+        needs.read(program.expression(), &mut Vec::new());
         Ok(Condition {
             rule_id: rule_id.clone(),
             source: source.to_owned(),
             program,
+            needs,
         })
     }
 
@@ -106,7 +197,8 @@ pub struct ConditionResult {
 pub(super) struct Evaluator<'a> {
     facts: Facts<'a>,
     labels: &'a LabelSet,
-    context: Option<Context<'static, 'static>>,
+    /// The bound facts, and what of them is bound.
+    context: Option<(Context<'static, 'static>, Needs)>,
     pub(super) results: Vec<ConditionResult>,
 }
 
@@ -149,11 +241,24 @@ impl<'a> Evaluator<'a> {
                 (None, error) => Held::Failed(error.clone().unwrap_or_default()),
             };
         }
-        let facts = self.facts;
-        let labels = self.labels;
-        let context = self
+        // Bound once per decision; bound again, wider, when a later condition reads more.
+        if !self
             .context
-            .get_or_insert_with(|| build_context(facts, arguments, labels));
+            .as_ref()
+            .is_some_and(|(_, bound)| bound.covers(&condition.needs))
+        {
+            let mut needs = self
+                .context
+                .take()
+                .map(|(_, bound)| bound)
+                .unwrap_or_default();
+            needs.join(&condition.needs);
+            let context = build_context(self.facts, arguments, self.labels, &needs);
+            self.context = Some((context, needs));
+        }
+        let Some((context, _)) = &self.context else {
+            unreachable!("bound just above");
+        };
         let outcome = condition.evaluate(context);
         let (value, error, held) = match outcome {
             Ok(true) => (Some(true), None, Held::Yes),
@@ -173,13 +278,29 @@ fn build_context(
     facts: Facts<'_>,
     arguments: &serde_json::Value,
     labels: &LabelSet,
+    needs: &Needs,
 ) -> Context<'static, 'static> {
     let mut context = Context::with_env(STDLIB.clone());
     // A JSON value always converts (objects have string keys); `null` stands in should it not.
-    let args = cel::to_value(arguments).unwrap_or(cel::Value::Null);
+    // Only the fields read are converted: a field the call lacks is missing either way.
+    let args = match arguments {
+        serde_json::Value::Object(fields) if !needs.all_args => {
+            let read: serde_json::Map<String, serde_json::Value> = needs
+                .args
+                .iter()
+                .filter_map(|name| fields.get(name).map(|v| (name.clone(), v.clone())))
+                .collect();
+            cel::to_value(read)
+        }
+        whole => cel::to_value(whole),
+    }
+    .unwrap_or(cel::Value::Null);
     context.add_variable_from_value("args", args);
     context.add_variable_from_value("caller", facts.caller.to_owned());
     context.add_variable_from_value("tool", facts.tool.to_owned());
+    if !needs.workflow {
+        return context;
+    }
     let mut workflow = std::collections::HashMap::new();
     workflow.insert(
         "id".to_owned(),
@@ -345,4 +466,66 @@ fn kind_of(value: &cel::Value) -> &'static str {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiled under a rule id of its own (an evaluator remembers results by rule).
+    fn compiled(source: &str) -> Condition {
+        Condition::compile(&source.into(), source).expect("compiles")
+    }
+
+    #[test]
+    fn a_condition_binds_only_what_it_reads() {
+        let needs = |source| compiled(source).needs;
+        let only = |fields: &[&str]| Needs {
+            args: fields.iter().map(|f| (*f).to_owned()).collect(),
+            ..Needs::default()
+        };
+        assert_eq!(needs("args.amount > 1"), only(&["amount"]));
+        assert_eq!(
+            needs("args.items.exists(i, i.price > 1) || has(args.note)"),
+            only(&["items", "note"])
+        );
+        assert_eq!(needs("[1, 2].exists(args, args > 1)"), only(&[]));
+        assert!(needs("'x' in args").all_args);
+        assert!(needs("size(args) > 2").all_args);
+        assert!(needs("workflow.labels.exists(l, l == 'x')").workflow);
+        assert!(!needs("caller == 'a' && tool == 'b'").workflow);
+    }
+
+    #[test]
+    fn later_conditions_that_read_more_see_what_they_read() {
+        let arguments = serde_json::json!({ "a": 1, "b": 2 });
+        let labels = LabelSet::default();
+        let facts = Facts {
+            arguments: Some(&arguments),
+            caller: "grpc:ada",
+            tool: "pay",
+            workflow_id: "wf-1",
+            template: None,
+        };
+        let mut evaluator = Evaluator::new(facts, &labels);
+        let held = |evaluator: &mut Evaluator<'_>, source: &str| match evaluator
+            .holds(Some(&compiled(source)))
+        {
+            Held::Yes => "yes".to_owned(),
+            Held::No => "no".to_owned(),
+            Held::Unknown => "unknown".to_owned(),
+            Held::Failed(why) => format!("failed: {why}"),
+        };
+        assert_eq!(held(&mut evaluator, "args.a == 1"), "yes");
+        assert_eq!(held(&mut evaluator, "args.b == 3"), "no");
+        assert_eq!(held(&mut evaluator, "size(args) == 2"), "yes");
+        assert!(held(&mut evaluator, "args.c == 1").starts_with("failed"));
+        assert_eq!(
+            held(
+                &mut evaluator,
+                "workflow.id == 'wf-1' && caller == 'grpc:ada'"
+            ),
+            "yes"
+        );
+    }
 }
