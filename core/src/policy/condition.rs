@@ -53,12 +53,6 @@ impl Needs {
             && (self.workflow || !other.workflow)
     }
 
-    fn join(&mut self, other: &Needs) {
-        self.all_args |= other.all_args;
-        self.args.extend(other.args.iter().cloned());
-        self.workflow |= other.workflow;
-    }
-
     /// Records what `expr` reads; `bound` are the comprehension variables in scope.
     fn read(&mut self, expr: &IdedExpr, bound: &mut Vec<String>) {
         let free = |name: &str, bound: &[String]| !bound.iter().any(|b| b == name);
@@ -241,18 +235,21 @@ impl<'a> Evaluator<'a> {
                 (None, error) => Held::Failed(error.clone().unwrap_or_default()),
             };
         }
-        // Bound once per decision; bound again, wider, when a later condition reads more.
+        // Bound for the first condition with what it reads; a later one that reads more gets
+        // everything bound, so a decision binds at most twice.
         if !self
             .context
             .as_ref()
             .is_some_and(|(_, bound)| bound.covers(&condition.needs))
         {
-            let mut needs = self
-                .context
-                .take()
-                .map(|(_, bound)| bound)
-                .unwrap_or_default();
-            needs.join(&condition.needs);
+            let needs = match self.context.take() {
+                None => condition.needs.clone(),
+                Some(_) => Needs {
+                    all_args: true,
+                    args: Default::default(),
+                    workflow: true,
+                },
+            };
             let context = build_context(self.facts, arguments, self.labels, &needs);
             self.context = Some((context, needs));
         }
