@@ -101,10 +101,6 @@ pub fn router(gateway: Gateway) -> Router {
     // The time-out is kept by `fast`, which sees the requests the SDK's worker does not.
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = None;
-    // Each stream of a session gets a channel and a replay cache this deep, allocated per session:
-    // the SDK's 16 is sized for chatty servers; ours sends a result and, while a call waits for a
-    // person, a progress line every 15 s.
-    manager.session_config.channel_capacity = 4;
     let manager = Arc::new(manager);
     let sessions = fast::Sessions::start(
         gateway.clone(),
