@@ -108,11 +108,17 @@ pub fn router(gateway: Gateway) -> Router {
         config.mcp.session_idle_timeout,
         hosts,
     );
-    let service = StreamableHttpService::new(
+    // Shared, not cloned: the SDK's service clones its whole configuration on every call, and each
+    // middleware layer clones the service below it per request.
+    let service = Arc::new(StreamableHttpService::new(
         move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
         manager,
         settings,
-    );
+    ));
+    let mcp = axum::routing::any(move |request: axum::extract::Request| {
+        let service = Arc::clone(&service);
+        async move { service.handle(request).await }
+    });
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     let metadata = Router::new()
         .route(
@@ -125,7 +131,7 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .with_state(auth.clone());
     Router::new()
-        .nest_service("/mcp", service)
+        .route("/mcp", mcp)
         .layer(axum::middleware::from_fn(frames::json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(sessions, fast::serve))
         .layer(axum::middleware::from_fn_with_state(
