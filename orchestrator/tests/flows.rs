@@ -185,3 +185,64 @@ async fn a_flow_gate_asks_a_person_and_shows_the_earlier_calls() {
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("list_backups"), "{}", reasons[0]);
 }
+
+/// The label set is state like any other: an orchestrator started again on the same log knows which
+/// labels the workflow has seen and which calls brought them in, and the flow rule still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_the_label_set_from_the_log() {
+    use conductor_orchestrator::gateway::{CallResult, CallSpec};
+    use conductor_orchestrator::testing;
+    let servers = conductor_servers::testing::spawn_all().await;
+    let config = flow_config(&servers, "deny").to_string();
+    let audit = tempfile::tempdir().expect("temp dir");
+    let spec = |workflow: &str, tool: &str, arguments: Value| CallSpec {
+        workflow_id: workflow.to_owned(),
+        tool: tool.into(),
+        arguments,
+        caller: "grpc:ada".into(),
+        step: None,
+    };
+    let first = testing::spawn(&config, None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let wf = first
+        .gateway
+        .start_workflow(None, Value::Null, "grpc:ada")
+        .await
+        .expect("a workflow")
+        .id;
+    let untrusted = first
+        .gateway
+        .call(spec(&wf, "list_notifications", json!({})))
+        .await
+        .expect("runs");
+    let private = first
+        .gateway
+        .call(spec(&wf, "list_backups", json!({})))
+        .await
+        .expect("runs");
+    first.stop().await;
+
+    let again = testing::spawn(&config, None, audit.path())
+        .await
+        .expect("orchestrator starts again on the same log");
+    let refused = again
+        .gateway
+        .call(spec(&wf, "send_notification", note()))
+        .await
+        .expect("decided");
+    match &refused.result {
+        CallResult::Denied(violations) => {
+            let v = &violations[0];
+            assert_eq!(v.rule_id, "no-leak");
+            assert!(
+                v.message.contains(&untrusted.call_id) && v.message.contains(&private.call_id),
+                "the rebuilt label set still names the calls: {}",
+                v.message
+            );
+        }
+        other => panic!("egress after a restart: {other:?}"),
+    }
+    again.stop().await;
+    servers.stop().await;
+}
