@@ -173,3 +173,37 @@ async fn no_tool_runs_while_the_audit_log_cannot_be_written() {
     rebuilt.begin_shutdown();
     rebuilt.shutdown().await;
 }
+
+/// The disk fills while a call waits for a person: the decision cannot be made durable, so the
+/// approver hears why and the call does not run; once the disk takes records again the log closes the
+/// call as the state does, and nothing is left in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_the_disk_cannot_take_closes_the_waiting_call() {
+    let h = Harness::shipped().await;
+    let workflow = h.start_workflow("", json!({})).await;
+    let call = h.spawn_call(&workflow, "restore_backup", json!({"name": "snap"}));
+    let pending = h.wait_pending(&workflow).await;
+    let gateway = &h.orchestrator.gateway;
+    let audit = gateway.audit().clone();
+    audit.inject_full_disk(true);
+    let decided = gateway
+        .decide_approval(&pending.id, true, "grpc:ops", "go")
+        .await;
+    assert!(
+        decided.is_err(),
+        "an approval that is not durable is not confirmed: {decided:?}"
+    );
+    let ended = call.await.expect("task");
+    assert!(ended.is_err(), "the call did not run: {ended:?}");
+    audit.inject_full_disk(false);
+    wait_until("the orchestrator to serve again", || async {
+        (health(&h).await == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+    let unfinished = gateway.observe().unfinished;
+    assert!(unfinished.is_empty(), "calls left open: {unfinished:?}");
+    let closed = h.audit_records().into_iter().any(|r| {
+        matches!(&r.event, AuditEvent::CallFinished { tool, outcome: Outcome::Unavailable, .. } if tool == "restore_backup")
+    });
+    assert!(closed, "the log closes the call too");
+}

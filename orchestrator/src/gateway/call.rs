@@ -111,7 +111,18 @@ impl Gateway {
                 }
             }
         };
-        let approval = self.await_approval(approval, decisions).await?;
+        let approval = match self.await_approval(approval, decisions).await {
+            Ok(approval) => approval,
+            // The wait ended with the orchestrator: the request stays pending and resumes.
+            Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+            // The decision is in the state but could not be made durable: the call does not run,
+            // and its ending is queued behind the decision, so the log closes it as the state does.
+            Err(e) => {
+                self.end_unrun(&spec, &call_id, Outcome::Unavailable, e.to_string())
+                    .await;
+                return Err(e);
+            }
+        };
         let released = approval.verdict == Some(ApprovalVerdict::Approved)
             && approval.arguments_digest == crate::approval::digest(&spec.arguments);
         if !released {
