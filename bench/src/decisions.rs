@@ -24,11 +24,11 @@ fn tool(i: usize) -> Name {
     format!("t{:02}", i % TOOLS).into()
 }
 
-/// 100 rules over 50 tools: 40 sequences, 30 conditionals, 20 exclusive groups of 3 (even ones scoped
-/// to the workflow, odd ones global), 10 approval gates.
-pub fn policy_set() -> PolicySet {
+/// The ordering part of both rule sets: `sequences` sequences (`t01` after `t00`, …), 30
+/// conditionals and 20 exclusive groups of 3 (even ones scoped to the workflow, odd ones global).
+fn ordering_rules(sequences: usize) -> PolicySet {
     let mut set = PolicySet::default();
-    for i in 1..=40 {
+    for i in 1..=sequences {
         set.add_sequence(&format!("seq-{i}").into(), &tool(i), &tool(i - 1));
     }
     for i in 0..30 {
@@ -46,6 +46,13 @@ pub fn policy_set() -> PolicySet {
             scope,
         });
     }
+    set
+}
+
+/// 100 rules over 50 tools: 40 sequences, 30 conditionals, 20 exclusive groups of 3 (even ones scoped
+/// to the workflow, odd ones global), 10 approval gates.
+pub fn policy_set() -> PolicySet {
+    let mut set = ordering_rules(40);
     for i in 40..50 {
         set.add_gate(
             &tool(i),
@@ -82,25 +89,7 @@ const SEEN: &str = "private";
 /// tool, each with a CEL condition over the call's arguments that is false for the measured call. The
 /// decided call thus evaluates every one of the 10 conditions and looks at every flow rule.
 pub fn policy_set_with_flows(spread: bool) -> PolicySet {
-    let mut set = PolicySet::default();
-    for i in 1..=30 {
-        set.add_sequence(&format!("seq-{i}").into(), &tool(i), &tool(i - 1));
-    }
-    for i in 0..30 {
-        set.add_conditional(&format!("cond-{i}").into(), &tool(10 + i), &tool(i));
-    }
-    for g in 0..20 {
-        let scope = if g % 2 == 0 {
-            Scope::Workflow
-        } else {
-            Scope::Global
-        };
-        set.add_exclusive(ExclusiveGroup {
-            id: format!("excl-{g}").into(),
-            tools: vec![tool(2 * g), tool(2 * g + 1), tool(2 * g + 25)],
-            scope,
-        });
-    }
+    let mut set = ordering_rules(30);
     set.add_labels(&tool(DECIDED), &[EGRESS.into()]);
     for i in 0..10 {
         set.add_flow(FlowRule {

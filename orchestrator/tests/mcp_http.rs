@@ -46,6 +46,26 @@ impl Stack {
     }
 }
 
+/// The tool servers and an orchestrator on the shipped configuration whose MCP sessions end after
+/// `idle` without a request.
+async fn with_idle_timeout(
+    idle: &str,
+) -> (
+    conductor_servers::testing::ToolServers,
+    testing::RunningOrchestrator,
+    tempfile::TempDir,
+) {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    config["mcp"]["session_idle_timeout"] = json!(idle);
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    (servers, orchestrator, audit)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origins_are_refused_and_loopback_origins_pass() {
     let stack = Stack::start().await;
@@ -397,14 +417,7 @@ async fn a_call_while_the_audit_log_cannot_be_written_is_a_tool_error_naming_the
 
 #[tokio::test]
 async fn an_idle_mcp_session_ends_as_a_delete_would() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config: Value =
-        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-    config["mcp"]["session_idle_timeout"] = json!("1s");
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
+    let (_servers, orchestrator, _audit) = with_idle_timeout("1s").await;
     let url = format!("{}/mcp", orchestrator.http_url());
     let client =
         ().serve(StreamableHttpClientTransport::from_uri(url))
@@ -554,14 +567,7 @@ async fn plain_calls_in_a_session_are_answered_as_json_and_progress_calls_as_str
 /// time-out, and ends once it is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_used_only_through_json_answers_stays_open_until_left_idle() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config: Value =
-        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-    config["mcp"]["session_idle_timeout"] = json!("2s");
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
+    let (servers, orchestrator, _audit) = with_idle_timeout("2s").await;
     let addr = orchestrator.http_addr;
     let opened = raw_post(addr, &[], INITIALIZE).await;
     let session = opened.header("mcp-session-id").expect("a session");
@@ -608,14 +614,7 @@ async fn a_session_used_only_through_json_answers_stays_open_until_left_idle() {
 /// session is not idle while one of its requests is in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_waiting_for_an_approval_is_not_idle() {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config: Value =
-        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-    config["mcp"]["session_idle_timeout"] = json!("1s");
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
+    let (servers, orchestrator, _audit) = with_idle_timeout("1s").await;
     let addr = orchestrator.http_addr;
     let opened = raw_post(addr, &[], INITIALIZE).await;
     let session = opened.header("mcp-session-id").expect("a session");

@@ -7,23 +7,14 @@
 //! order batch is totalled: a small one runs, one with an order above 10,000 waits for approval
 //! (rule `large-order-needs-approval`, a condition on the arguments).
 
-use super::{Demo, Expect, customers};
+use super::{Demo, Expect};
 use crate::control::{Called, announce_gate, call_tool};
 use anyhow::bail;
 use serde_json::{Value, json};
 
 impl Demo<'_> {
     pub(super) async fn flow(&self) -> anyhow::Result<()> {
-        let wf = self.workflow().await?;
-        let records = self.prepare(&wf, customers()).await?;
-        let name = format!("demo-flow-{wf}");
-        self.call(
-            &wf,
-            "create_backup",
-            json!({"name": name, "data": records, "overwrite": true}),
-            Expect::Succeed,
-        )
-        .await?;
+        let (wf, name) = self.with_snapshot("demo-flow").await?;
         self.say("the agent reads the snapshot back: restore_backup is labelled private (and gated by restore-needs-approval)");
         self.call(
             &wf,

@@ -352,10 +352,12 @@ impl Demo<'_> {
         Ok(())
     }
 
-    async fn approval(&self) -> anyhow::Result<()> {
+    /// A new workflow with a snapshot of valid customers backed up under `prefix-<workflow>`: its id
+    /// and the snapshot's name.
+    async fn with_snapshot(&self, prefix: &str) -> anyhow::Result<(String, String)> {
         let wf = self.workflow().await?;
         let records = self.prepare(&wf, customers()).await?;
-        let name = format!("demo-{wf}");
+        let name = format!("{prefix}-{wf}");
         self.call(
             &wf,
             "create_backup",
@@ -363,6 +365,11 @@ impl Demo<'_> {
             Expect::Succeed,
         )
         .await?;
+        Ok((wf, name))
+    }
+
+    async fn approval(&self) -> anyhow::Result<()> {
+        let (wf, name) = self.with_snapshot("demo").await?;
         self.say("restoring a snapshot needs a person's approval (rule restore-needs-approval); the call waits:");
         if self.manual {
             self.say("waiting for your decision: run the `conductorctl approve ...` shown below in another terminal");
