@@ -370,14 +370,19 @@ async fn read_answer(
         )));
     }
     if !streamed {
-        let body = response
-            .bytes()
+        // Read up to the limit, never past it: a server cannot make the orchestrator buffer more.
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| Failure::Transport(format!("the answer could not be read: {e}")))?;
-        if body.len() > MAX_ANSWER_BYTES {
-            return Err(Failure::Transport(format!(
-                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
-            )));
+            .map_err(|e| Failure::Transport(format!("the answer could not be read: {e}")))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(Failure::Transport(format!(
+                    "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
         let message: Message = serde_json::from_slice(&body).map_err(|e| {
             Failure::Transport(format!("the answer is not a JSON-RPC message: {e}"))
@@ -477,6 +482,43 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers with more than the limit is refused with the limit named, after reading
+    /// no more than the limit.
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(|| async {
+                let id = r#"{"jsonrpc":"2.0","id":1,"result":{"pad":""#;
+                let mut body = id.as_bytes().to_vec();
+                body.resize(MAX_ANSWER_BYTES + 1024, b'x');
+                body.extend_from_slice(b"\"}}");
+                ([(CONTENT_TYPE, "application/json")], body)
+            }),
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        crate::auth::install_tls_provider();
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/mcp"))
+            .send()
+            .await
+            .expect("an answer");
+        match read_answer(response, Some(1), true).await {
+            Err(Failure::Transport(message)) => {
+                assert!(message.contains("larger than"), "{message}");
+            }
+            Ok(_) => panic!("an answer over the limit was read"),
+            Err(other) => panic!("another failure: {}", describe(&other)),
+        }
+        server.abort();
+    }
 
     #[test]
     fn events_are_split_across_chunks_and_line_endings() {
