@@ -1,17 +1,16 @@
 //! [`AuditLog`]: the cheap, cloneable handle callers append through.
 //!
-//! It never touches a file itself: start-up runs on a blocking thread and every write goes through
-//! the single writer thread, so no tokio worker ever waits on the disk.
+//! Start-up runs on a blocking thread. Writes are group-committed by whoever leads (see the
+//! `writer` module): a caller waiting on its record may write and sync one batch on its own thread.
 
 use crate::record::encode_event;
-use crate::writer::{self, Command, Shared, Unwritable, WriterConfig};
+use crate::writer::{self, Core, Shared, Unwritable, WriterConfig};
 use crate::{AuditError, AuditOptions, OpenReport, Record, open};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc as sync_mpsc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Records handed from the start-up scan to `replay` at a time.
@@ -28,7 +27,7 @@ pub struct AuditLog<E> {
 }
 
 struct Inner<E> {
-    tx: sync_mpsc::Sender<Command<E>>,
+    core: Arc<Core<E>>,
     /// Records that may wait to be written before new intents are refused.
     capacity: usize,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
@@ -113,7 +112,6 @@ where
         let (report, resume) = scan
             .await
             .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
-        let (tx, rx) = sync_mpsc::channel();
         let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
         let shared = Arc::new(Shared::default());
         shared.last_seq.store(report.last_seq, Ordering::Release);
@@ -121,19 +119,18 @@ where
             dir: options.dir.clone(),
             max_file_bytes: options.max_file_bytes,
             fsync: options.fsync,
-            lock,
+            lock: Some(lock),
         };
-        writer::spawn(
+        let core = Core::start(
             config,
             resume.chain,
             resume.last_ts_ms,
             resume.segment,
-            rx,
             broadcast.clone(),
             Arc::clone(&shared),
         )?;
         let inner = Inner {
-            tx,
+            core,
             capacity: options.channel_capacity,
             broadcast,
             shared,
@@ -149,8 +146,9 @@ where
     }
 
     /// Appends `event`, stamped now, and resolves once its record is durable (written, and
-    /// `fdatasync`ed when `fsync` is on): acknowledge a call only after this. If the future is
-    /// dropped after the event was queued, the record is still written. While the log cannot be
+    /// `fdatasync`ed when `fsync` is on): acknowledge a call only after this. It may write and sync
+    /// the batch its record is in on the calling thread (see [`Queued::durable`]). If the future
+    /// is dropped after the event was queued, the record is still written. While the log cannot be
     /// written it fails at once ([`AuditError::Unwritable`]).
     pub async fn append(&self, event: E) -> Result<Arc<Record<E>>, AuditError> {
         self.enqueue(writer::unix_ms(), event, Admit::Intent)?
@@ -172,21 +170,17 @@ where
         let json = encode_event(&event).map_err(AuditError::Encode)?;
         let (ack, done) = oneshot::channel();
         shared.queued.fetch_add(1, Ordering::AcqRel);
-        if self
-            .inner
-            .tx
-            .send(Command::Append {
-                ts_ms,
-                event,
-                json,
-                ack,
-            })
-            .is_err()
-        {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(AuditError::Closed);
+        match self.inner.core.push(ts_ms, event, json, ack) {
+            Ok(ticket) => Ok(Queued {
+                done: Some(done),
+                ticket,
+                core: Arc::clone(&self.inner.core),
+            }),
+            Err(error) => {
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(error)
+            }
         }
-        Ok(Queued { done })
     }
 }
 
@@ -221,14 +215,46 @@ pub enum Admit {
 }
 
 /// A queued record; [`Queued::durable`] resolves once it is durable, or with why it is not.
+///
+/// Dropped without `durable`, the record is still written: by whoever waits on a later record, or
+/// by the log's keeper thread.
 #[must_use = "a queued record says whether it became durable only when awaited"]
 pub struct Queued<E> {
-    done: oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>,
+    /// `None` once `durable` took it.
+    done: Option<oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>>,
+    ticket: u64,
+    core: Arc<Core<E>>,
 }
 
 impl<E> Queued<E> {
-    pub async fn durable(self) -> Result<Arc<Record<E>>, AuditError> {
-        self.done.await.map_err(|_| AuditError::Closed)?
+    /// Waits until the record is durable. If nobody is committing when it is called, the calling
+    /// thread commits the queue's first batch (its own record among it) before it returns the
+    /// future: one `write` and one `fdatasync`, with no hand-off to another thread. Call it outside
+    /// any lock.
+    pub fn durable(mut self) -> impl Future<Output = Result<Arc<Record<E>>, AuditError>> {
+        let done = self.done.take();
+        self.core.lead_once();
+        async move {
+            match done {
+                Some(done) => done.await.map_err(|_| AuditError::Closed)?,
+                None => Err(AuditError::Closed),
+            }
+        }
+    }
+}
+
+impl<E> Drop for Queued<E> {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            self.core.unawaited(self.ticket);
+        }
+    }
+}
+
+impl<E> Drop for Inner<E> {
+    /// The last handle is gone: the keeper commits what is queued and stops.
+    fn drop(&mut self) {
+        self.core.stop(None);
     }
 }
 
@@ -258,6 +284,12 @@ impl<E> AuditLog<E> {
     /// appends are grouped (one write and one sync per batch).
     pub fn batches_committed(&self) -> u64 {
         self.inner.shared.batches.load(Ordering::Relaxed)
+    }
+
+    /// How many of those batches the log's keeper thread led: the rest were written and synced by
+    /// the caller waiting on them, with no hand-off to another thread.
+    pub fn batches_led_by_keeper(&self) -> u64 {
+        self.inner.shared.keeper_batches.load(Ordering::Relaxed)
     }
 
     /// Whether records can be written now, and how many wait.
@@ -292,8 +324,7 @@ impl<E> AuditLog<E> {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let (done, stopped) = oneshot::channel();
-        if self.inner.tx.send(Command::Close { done }).is_ok() {
-            let _ = stopped.await;
-        }
+        self.inner.core.stop(Some(done));
+        let _ = stopped.await;
     }
 }

@@ -1,15 +1,24 @@
-//! The group-commit writer: one OS thread that owns the current file.
+//! Group commit, led by the callers that wait on their records.
 //!
-//! It takes every queued append (up to [`MAX_BATCH`]) at once, chains and hashes them, writes them
-//! with one `write_all` and makes them durable with one `fdatasync`, then acknowledges and
-//! publishes them. It must never leave a partial line behind a failed batch, and never run on (or
-//! block) a tokio worker.
+//! Appends queue in memory ([`Core::push`]). The first caller to wait on a record while nobody is
+//! committing becomes the *leader*: it takes every queued append (up to [`MAX_BATCH`]), chains and
+//! hashes them, writes them with one `write_all`, makes them durable with one `fdatasync`, then
+//! acknowledges and publishes them and steps down. A lone call therefore writes and syncs its own
+//! record on its own thread, with no hand-off to another thread and back; concurrent calls share
+//! the leader's sync as they shared the writer thread's before.
+//!
+//! A caller leads one batch only. Appends that queued during it are led by the *keeper* thread,
+//! which leads until the queue is empty, so no caller waits on the disk for others' records
+//! longer than one batch. The keeper also leads records nobody waits on (a [`crate::Queued`]
+//! dropped unawaited), retries an unwritable log's backlog, and commits what is left on close.
+//! Only the leader touches the file (`leading` under the queue's lock makes it one at a time), and
+//! a leader never awaits: it blocks its thread for one write and one sync, then lets go.
 //!
 //! When a batch cannot be written (a full disk, a read-only remount), the file is cut back to its
-//! last whole line, every waiter is told at once, and the writer turns *unwritable*: the records it
+//! last whole line, every waiter is told at once, and the log turns *unwritable*: the records it
 //! holds (the failed batch and whatever arrives meanwhile) wait in a backlog whose size is bounded
 //! by the log's admission control ([`crate::AuditLog::enqueue`] refuses new intents while the log
-//! is unwritable), and the writer tries them again every [`RETRY_EVERY`] until the disk takes
+//! is unwritable), and the keeper tries them again every [`RETRY_EVERY`] until the disk takes
 //! them, in order, with the chain intact. Nothing is dropped and nothing is retried behind a
 //! caller's back: a caller learns that its record is not durable, and decides what that means.
 
@@ -21,8 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 
@@ -34,19 +42,6 @@ pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// How an `append` learns that its record is durable (or why not).
 pub(crate) type Ack<E> = oneshot::Sender<Result<Arc<Record<E>>, AuditError>>;
-
-/// What handles send to the writer.
-pub(crate) enum Command<E> {
-    /// An event already encoded and stamped by the caller.
-    Append {
-        ts_ms: i64,
-        event: E,
-        json: Vec<u8>,
-        ack: Ack<E>,
-    },
-    /// Commit what came before, sync, stop, then signal `done`.
-    Close { done: oneshot::Sender<()> },
-}
 
 /// Why the log cannot be written, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +57,8 @@ pub struct Unwritable {
 pub(crate) struct Shared {
     pub last_seq: AtomicU64,
     pub batches: AtomicU64,
+    /// Batches the keeper thread led (the rest were led by the callers waiting on them).
+    pub keeper_batches: AtomicU64,
     /// Records enqueued and not yet written (the backlog included): the admission control's count.
     pub queued: AtomicUsize,
     /// Set while the log cannot be written; `unwritable` says why.
@@ -79,6 +76,7 @@ impl Default for Shared {
         Shared {
             last_seq: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            keeper_batches: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             unwritable: Mutex::new(None),
@@ -121,10 +119,9 @@ pub(crate) struct WriterConfig {
     pub dir: PathBuf,
     pub max_file_bytes: u64,
     pub fsync: bool,
-    /// The directory's lock, held by the writer thread until its last record is written (never read:
-    /// holding it is the point).
-    #[allow(dead_code)]
-    pub lock: std::fs::File,
+    /// The directory's lock, held until the last record is written and synced (never read: holding
+    /// it is the point), then let go so that another process may open the log.
+    pub lock: Option<std::fs::File>,
 }
 
 /// The file being appended to.
@@ -164,38 +161,273 @@ impl OpenSegment {
     }
 }
 
-/// Starts the writer thread. It stops after a `Close` command or when every sender is dropped,
-/// in both cases after committing what was queued.
-pub(crate) fn spawn<E: Send + Sync + 'static>(
-    config: WriterConfig,
-    chain: ChainState,
-    last_ts_ms: i64,
-    segment: OpenSegment,
-    rx: Receiver<Command<E>>,
-    broadcast: broadcast::Sender<Arc<Record<E>>>,
-    shared: Arc<Shared>,
-) -> Result<(), AuditError> {
-    let dir = config.dir.clone();
-    let writer = Writer {
-        config,
-        segment: Some(segment),
-        chain,
-        last_ts_ms,
-        backlog: Vec::new(),
-        cut_to: None,
-        buf: Vec::with_capacity(256 * 1024),
-        shared,
-        broadcast,
-    };
-    std::thread::Builder::new()
-        .name("audit-writer".into())
-        .spawn(move || writer.run(rx))
-        .map_err(|e| AuditError::io(dir, e))?;
-    Ok(())
+/// The queue, the writer and the keeper's signal, shared by every handle and queued record.
+pub(crate) struct Core<E> {
+    queue: Mutex<Queue<E>>,
+    /// Wakes the keeper: records nobody leads, a retry falling due, or the end.
+    kick: Condvar,
+    /// Locked by the leader only (so never contended): the file and the chain.
+    writer: Mutex<Writer<E>>,
+}
+
+struct Queue<E> {
+    pending: Vec<Pending<E>>,
+    /// How many records were ever pushed: the ticket of the newest.
+    pushed: u64,
+    /// Someone (a caller or the keeper) is committing.
+    leading: bool,
+    /// The keeper should lead: records are queued that no waiting caller will lead.
+    wanted: bool,
+    /// When the keeper retries the backlog of an unwritable log.
+    retry_at: Option<Instant>,
+    /// Close was asked for: commit everything, sync, stop; then tell these.
+    stopping: bool,
+    closers: Vec<oneshot::Sender<()>>,
+    /// The keeper has stopped: nothing more is queued.
+    stopped: bool,
+}
+
+impl<E: Send + Sync + 'static> Core<E> {
+    /// The core of a log whose next record continues `chain`, and its keeper thread, which stops
+    /// after [`Core::stop`] once everything queued is committed.
+    pub(crate) fn start(
+        config: WriterConfig,
+        chain: ChainState,
+        last_ts_ms: i64,
+        segment: OpenSegment,
+        broadcast: broadcast::Sender<Arc<Record<E>>>,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Self>, AuditError> {
+        let dir = config.dir.clone();
+        let writer = Writer {
+            config,
+            segment: Some(segment),
+            chain,
+            last_ts_ms,
+            batch: Vec::with_capacity(MAX_BATCH),
+            backlog: Vec::new(),
+            next_retry: Instant::now(),
+            cut_to: None,
+            buf: Vec::with_capacity(256 * 1024),
+            shared,
+            broadcast,
+        };
+        let core = Arc::new(Core {
+            queue: Mutex::new(Queue {
+                pending: Vec::with_capacity(MAX_BATCH),
+                pushed: 0,
+                leading: false,
+                wanted: false,
+                retry_at: None,
+                stopping: false,
+                closers: Vec::new(),
+                stopped: false,
+            }),
+            kick: Condvar::new(),
+            writer: Mutex::new(writer),
+        });
+        let keeper = Arc::clone(&core);
+        std::thread::Builder::new()
+            .name("audit-keeper".into())
+            .spawn(move || keeper.keep())
+            .map_err(|e| AuditError::io(dir, e))?;
+        Ok(core)
+    }
+
+    /// The keeper thread: leads whatever no caller leads, until the log stops.
+    fn keep(&self) {
+        loop {
+            {
+                let mut queue = self.lock();
+                loop {
+                    let retry_due = queue.retry_at.is_some_and(|at| Instant::now() >= at);
+                    if !queue.leading && (queue.wanted || queue.stopping || retry_due) {
+                        break;
+                    }
+                    queue = match queue.retry_at.filter(|_| !queue.leading) {
+                        Some(at) => {
+                            let wait = at.saturating_duration_since(Instant::now());
+                            self.kick
+                                .wait_timeout(queue, wait)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0
+                        }
+                        None => self
+                            .kick
+                            .wait(queue)
+                            .unwrap_or_else(PoisonError::into_inner),
+                    };
+                }
+            }
+            // A caller may have started leading since: then it kicks again if it leaves work.
+            let Some(mut leader) = self.lead(true) else {
+                continue;
+            };
+            while leader.commit_next() {}
+            let mut queue = self.lock();
+            if !queue.stopping {
+                continue;
+            }
+            if !queue.pending.is_empty() {
+                // Outcomes of what was already admitted still come in: commit them too.
+                continue;
+            }
+            queue.stopped = true;
+            let closers = std::mem::take(&mut queue.closers);
+            drop(queue);
+            leader.finish();
+            drop(leader);
+            for done in closers {
+                let _ = done.send(());
+            }
+            return;
+        }
+    }
+}
+
+impl<E> Core<E> {
+    fn lock(&self) -> MutexGuard<'_, Queue<E>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an append; returns its ticket, or `Closed` once the log has stopped.
+    pub(crate) fn push(
+        &self,
+        ts_ms: i64,
+        event: E,
+        json: Vec<u8>,
+        ack: Ack<E>,
+    ) -> Result<u64, AuditError> {
+        let mut queue = self.lock();
+        if queue.stopped {
+            return Err(AuditError::Closed);
+        }
+        queue.pushed += 1;
+        queue.pending.push(Pending {
+            ts_ms,
+            event,
+            json,
+            ack: Some(ack),
+        });
+        Ok(queue.pushed)
+    }
+
+    /// A caller about to wait on a record: if nobody is committing, it commits the queue's first
+    /// batch (its own record among it) on its own thread.
+    pub(crate) fn lead_once(&self) {
+        if let Some(mut leader) = self.lead(false) {
+            leader.commit_next();
+        }
+    }
+
+    /// The record of `ticket` will not be waited on. The newest queued record is the one whose
+    /// owner leads for everything before it; if that is this one and nobody leads, the keeper does.
+    pub(crate) fn unawaited(&self, ticket: u64) {
+        let mut queue = self.lock();
+        if !queue.leading && queue.pushed == ticket && !queue.pending.is_empty() {
+            queue.wanted = true;
+            self.kick.notify_one();
+        }
+    }
+
+    /// Asks the keeper to commit everything queued, sync and stop; `done` hears when it has (at
+    /// once if it already has).
+    pub(crate) fn stop(&self, done: Option<oneshot::Sender<()>>) {
+        let mut queue = self.lock();
+        if queue.stopped {
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+            return;
+        }
+        queue.stopping = true;
+        queue.closers.extend(done);
+        self.kick.notify_one();
+    }
+
+    /// Becomes the leader, unless someone is; a caller only when there is something to commit.
+    fn lead(&self, keeper: bool) -> Option<Leader<'_, E>> {
+        {
+            let mut queue = self.lock();
+            if queue.leading || (!keeper && queue.pending.is_empty()) {
+                return None;
+            }
+            queue.leading = true;
+            if keeper {
+                queue.wanted = false;
+            }
+        }
+        Some(Leader {
+            core: self,
+            keeper,
+            writer: Some(self.writer.lock().unwrap_or_else(PoisonError::into_inner)),
+        })
+    }
+}
+
+/// The one committing; stepping down (also on unwinding) hands what is left to the keeper.
+struct Leader<'a, E> {
+    core: &'a Core<E>,
+    keeper: bool,
+    writer: Option<MutexGuard<'a, Writer<E>>>,
+}
+
+impl<E> std::ops::Deref for Leader<'_, E> {
+    type Target = Writer<E>;
+    fn deref(&self) -> &Writer<E> {
+        self.writer.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<E> std::ops::DerefMut for Leader<'_, E> {
+    fn deref_mut(&mut self) -> &mut Writer<E> {
+        self.writer.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<E> Leader<'_, E> {
+    /// Takes the next batch from the queue and commits it (or, while the log is unwritable, adds
+    /// it to the backlog and retries that when due). Returns whether the queue had anything.
+    fn commit_next(&mut self) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
+        {
+            let mut queue = self.core.lock();
+            if queue.pending.len() <= MAX_BATCH {
+                std::mem::swap(&mut queue.pending, &mut batch);
+            } else {
+                batch.extend(queue.pending.drain(..MAX_BATCH));
+            }
+        }
+        let took = !batch.is_empty();
+        if took && self.keeper {
+            self.shared.keeper_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.take(&mut batch);
+        self.batch = batch;
+        took
+    }
+}
+
+impl<E> Drop for Leader<'_, E> {
+    fn drop(&mut self) {
+        let retry_at = self
+            .writer
+            .take()
+            .and_then(|writer| (!writer.backlog.is_empty()).then_some(writer.next_retry));
+        let mut queue = self.core.lock();
+        queue.leading = false;
+        queue.retry_at = retry_at;
+        if !queue.pending.is_empty() {
+            queue.wanted = true;
+        }
+        if queue.wanted || queue.stopping || retry_at.is_some() {
+            self.core.kick.notify_one();
+        }
+    }
 }
 
 /// An event waiting to be written; `ack` is taken once its waiter has been told.
-struct Pending<E> {
+pub(crate) struct Pending<E> {
     ts_ms: i64,
     event: E,
     json: Vec<u8>,
@@ -208,8 +440,13 @@ struct Writer<E> {
     segment: Option<OpenSegment>,
     chain: ChainState,
     last_ts_ms: i64,
+    /// The batch being committed (kept for its capacity).
+    batch: Vec<Pending<E>>,
     /// Records that could not be written yet, oldest first: written before anything newer.
     backlog: Vec<Pending<E>>,
+    /// When the backlog is tried again: a deadline, so records arriving meanwhile cannot put the
+    /// retry off.
+    next_retry: Instant,
     /// The length the current file must be cut back to before anything more is written: set when
     /// a failed write could not be undone at once.
     cut_to: Option<u64>,
@@ -219,61 +456,26 @@ struct Writer<E> {
 }
 
 impl<E> Writer<E> {
-    fn run(mut self, rx: Receiver<Command<E>>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        // When an unwritable log tries its backlog next: a deadline, so that records arriving
-        // meanwhile cannot put the retry off.
-        let mut next_retry = Instant::now();
-        loop {
-            let first = if self.backlog.is_empty() {
-                match rx.recv() {
-                    Ok(command) => command,
-                    Err(_) => break,
-                }
-            } else {
-                let wait = next_retry.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.retry_backlog();
-                        next_retry = Instant::now() + RETRY_EVERY;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            };
-            let mut close = push(&mut batch, first);
-            while close.is_none() && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(command) => close = push(&mut batch, command),
-                    Err(_) => break,
-                }
+    /// Commits `batch`, or, while the log is unwritable, queues it behind the backlog (its waiters
+    /// hear at once) and retries the backlog when due.
+    fn take(&mut self, batch: &mut Vec<Pending<E>>) {
+        if self.backlog.is_empty() {
+            if !self.commit(batch) {
+                self.next_retry = Instant::now() + RETRY_EVERY;
             }
-            if self.backlog.is_empty() {
-                if !self.commit(&mut batch) {
-                    next_retry = Instant::now() + RETRY_EVERY;
-                }
-            } else {
-                // Unwritable: newer records queue behind the backlog, and their waiters hear now.
-                let reason = self.reason();
-                for mut pending in batch.drain(..) {
-                    if let Some(ack) = pending.ack.take() {
-                        let _ = ack.send(Err(AuditError::Unwritable(reason.clone())));
-                    }
-                    self.backlog.push(pending);
-                }
-                if Instant::now() >= next_retry {
-                    self.retry_backlog();
-                    next_retry = Instant::now() + RETRY_EVERY;
-                }
-            }
-            if let Some(done) = close {
-                self.finish();
-                let _ = done.send(());
-                return;
-            }
+            return;
         }
-        self.finish();
+        let reason = self.reason();
+        for mut pending in batch.drain(..) {
+            if let Some(ack) = pending.ack.take() {
+                let _ = ack.send(Err(AuditError::Unwritable(reason.clone())));
+            }
+            self.backlog.push(pending);
+        }
+        if Instant::now() >= self.next_retry {
+            self.retry_backlog();
+            self.next_retry = Instant::now() + RETRY_EVERY;
+        }
     }
 
     fn reason(&self) -> String {
@@ -447,27 +649,8 @@ impl<E> Writer<E> {
         {
             tracing::error!(%error, path = %segment.path.display(), "final sync of the audit log failed");
         }
-    }
-}
-
-/// Queues an append into `batch`, or returns the close signal.
-fn push<E>(batch: &mut Vec<Pending<E>>, command: Command<E>) -> Option<oneshot::Sender<()>> {
-    match command {
-        Command::Append {
-            ts_ms,
-            event,
-            json,
-            ack,
-        } => {
-            batch.push(Pending {
-                ts_ms,
-                event,
-                json,
-                ack: Some(ack),
-            });
-            None
-        }
-        Command::Close { done } => Some(done),
+        self.segment = None;
+        self.config.lock = None;
     }
 }
 

@@ -220,3 +220,93 @@ async fn a_second_writer_of_the_same_directory_is_refused_until_the_first_closes
         }
     }
 }
+
+#[tokio::test]
+async fn a_lone_caller_writes_and_syncs_its_own_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    for i in 1..=20 {
+        assert_eq!(log.append(note(i)).await.unwrap().seq, i);
+    }
+    // One at a time, nobody else commits: each caller led the batch of its own record.
+    assert_eq!(log.batches_committed(), 20);
+    assert_eq!(log.batches_led_by_keeper(), 0);
+    log.close().await;
+    assert_eq!(read_all(dir.path()).len(), 20);
+}
+
+#[tokio::test]
+async fn records_nobody_waits_on_are_written_while_the_log_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(options(dir.path())).await.unwrap();
+    for i in 1..=3 {
+        drop(log.enqueue(0, note(i), Admit::Outcome).unwrap());
+    }
+    wait_until("the keeper to write unawaited records", || {
+        read_all(dir.path()).len() == 3
+    });
+    assert!(log.batches_led_by_keeper() >= 1);
+    // A record whose owner waits leads for the unawaited one queued before it.
+    drop(log.enqueue(0, note(4), Admit::Outcome).unwrap());
+    let last = log.enqueue(0, note(5), Admit::Outcome).unwrap();
+    assert_eq!(last.durable().await.unwrap().seq, 5);
+    assert_eq!(read_all(dir.path()).len(), 5);
+    log.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_and_the_keeper_share_the_work_without_losing_or_reordering_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..16u64 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            for i in 0..50u64 {
+                let n = task * 1000 + i;
+                // As the gateway does: two records queued together, only the second awaited;
+                // every fifth round queues one more that nobody waits on.
+                drop(log.enqueue(0, note(n), Admit::Outcome).unwrap());
+                let second = log.enqueue(0, note(n + 500), Admit::Outcome).unwrap();
+                if i % 5 == 0 {
+                    drop(log.enqueue(0, note(n + 900), Admit::Outcome).unwrap());
+                }
+                let record = second.durable().await.unwrap();
+                assert_eq!(record.event, note(n + 500));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let expected = 16 * (50 * 2 + 10);
+    wait_until("every record on disk", || {
+        read_all(dir.path()).len() == expected
+    });
+    assert!(log.batches_committed() < expected as u64);
+    log.close().await;
+    let on_disk = read_all(dir.path());
+    assert_eq!(
+        on_disk.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=expected as u64).collect::<Vec<_>>()
+    );
+    // Each task's records are in the order it queued them.
+    let mut order: HashMap<u64, Vec<u64>> = HashMap::new();
+    for record in &on_disk {
+        let Ev::Note { n, .. } = record.event else {
+            panic!("unexpected event {:?}", record.event)
+        };
+        order.entry(n / 1000).or_default().push(n);
+    }
+    for (task, seen) in order {
+        let queued: Vec<u64> = (0..50u64)
+            .flat_map(|i| {
+                let n = task * 1000 + i;
+                [Some(n), Some(n + 500), (i % 5 == 0).then_some(n + 900)]
+            })
+            .flatten()
+            .collect();
+        assert_eq!(seen, queued, "task {task}");
+    }
+    assert!(verify_dir(dir.path()).unwrap().ok);
+}
