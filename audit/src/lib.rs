@@ -2,8 +2,9 @@
 //!
 //! Every event becomes one JSON line carrying a sequence number, a timestamp and the hash of the
 //! previous line, so that [`verify_dir`] proves no line was changed, removed, inserted or reordered.
-//! A single writer thread group-commits concurrent appends (one write and one `fdatasync` per batch),
-//! so acknowledging a call only after its record is durable stays cheap. A log that cannot be
+//! Concurrent appends are group-committed (one write and one `fdatasync` per batch) by the caller
+//! that waits first, or by a keeper thread when others queued meanwhile, so acknowledging a call
+//! only after its record is durable stays cheap, and costs a lone call no thread hand-off. A log that cannot be
 //! written fails closed: callers hear at once, new intents are refused ([`Admit`]), and the writer
 //! retries by itself until the disk takes its bounded backlog again.
 //!
@@ -12,7 +13,7 @@
 //! - `segment`: the files of a log directory and reading their lines.
 //! - `chain`: walking and verifying the hash chain, [`verify_dir`].
 //! - `open`: start-up scan, torn-line repair and recovery.
-//! - `writer`: the group-commit writer thread.
+//! - `writer`: group commit: the queue, its leaders and the keeper thread.
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
 

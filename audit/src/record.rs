@@ -250,7 +250,7 @@ fn is_hex64(s: &str) -> bool {
 }
 
 /// Serializes an event for the writer: it must be a JSON object without the record's own keys.
-/// Done by the caller's task, so the single writer thread only hashes and writes.
+/// Done by the caller's task when it queues, so the leader of a batch only hashes and writes.
 pub(crate) fn encode_event<E: Serialize>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
     // Most events fit: growing from empty would reallocate five or six times per record.
     let mut json = Vec::with_capacity(512);

@@ -5,7 +5,7 @@
 //! hashes them, writes them with one `write_all`, makes them durable with one `fdatasync`, then
 //! acknowledges and publishes them and steps down. A lone call therefore writes and syncs its own
 //! record on its own thread, with no hand-off to another thread and back; concurrent calls share
-//! the leader's sync as they shared the writer thread's before.
+//! the leader's sync.
 //!
 //! A caller leads one batch only. Appends that queued during it are led by the *keeper* thread,
 //! which leads until the queue is empty, so no caller waits on the disk for others' records
@@ -237,39 +237,15 @@ impl<E: Send + Sync + 'static> Core<E> {
     /// The keeper thread: leads whatever no caller leads, until the log stops.
     fn keep(&self) {
         loop {
-            {
-                let mut queue = self.lock();
-                loop {
-                    let retry_due = queue.retry_at.is_some_and(|at| Instant::now() >= at);
-                    if !queue.leading && (queue.wanted || queue.stopping || retry_due) {
-                        break;
-                    }
-                    queue = match queue.retry_at.filter(|_| !queue.leading) {
-                        Some(at) => {
-                            let wait = at.saturating_duration_since(Instant::now());
-                            self.kick
-                                .wait_timeout(queue, wait)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0
-                        }
-                        None => self
-                            .kick
-                            .wait(queue)
-                            .unwrap_or_else(PoisonError::into_inner),
-                    };
-                }
-            }
+            self.wait_for_work();
             // A caller may have started leading since: then it kicks again if it leaves work.
             let Some(mut leader) = self.lead(true) else {
                 continue;
             };
             while leader.commit_next() {}
             let mut queue = self.lock();
-            if !queue.stopping {
-                continue;
-            }
-            if !queue.pending.is_empty() {
-                // Outcomes of what was already admitted still come in: commit them too.
+            if !queue.stopping || !queue.pending.is_empty() {
+                // Not stopping, or outcomes of what was already admitted still came in.
                 continue;
             }
             queue.stopped = true;
@@ -281,6 +257,31 @@ impl<E: Send + Sync + 'static> Core<E> {
                 let _ = done.send(());
             }
             return;
+        }
+    }
+
+    /// Sleeps until nobody leads and there is work: records no caller leads, a retry falling
+    /// due, or the end.
+    fn wait_for_work(&self) {
+        let mut queue = self.lock();
+        loop {
+            let retry_due = queue.retry_at.is_some_and(|at| Instant::now() >= at);
+            if !queue.leading && (queue.wanted || queue.stopping || retry_due) {
+                return;
+            }
+            queue = match queue.retry_at.filter(|_| !queue.leading) {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.kick
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .kick
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 }
