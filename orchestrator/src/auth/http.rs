@@ -63,6 +63,13 @@ impl HttpAuth {
     }
 }
 
+impl HttpAuth {
+    /// Releases the binding of MCP session `id` (the session has ended without a `DELETE`).
+    pub fn forget_session(&self, id: &str) {
+        self.sessions.unbind(&self.sessions.hash(id));
+    }
+}
+
 impl Sessions {
     fn hash(&self, id: &str) -> [u8; 32] {
         let mut hasher = Sha256::new();
@@ -81,21 +88,25 @@ impl Sessions {
 
     fn bind(&self, hash: [u8; 32], identity: Identity) {
         let mut map = self.lock();
-        if map.owners.insert(hash, identity).is_none() {
-            map.order.push_back(hash);
+        let SessionMap { owners, order } = &mut *map;
+        if owners.insert(hash, identity).is_none() {
+            order.push_back(hash);
         }
-        while map.order.len() > MAX_SESSIONS {
-            if let Some(oldest) = map.order.pop_front() {
-                map.owners.remove(&oldest);
-            }
+        while owners.len() > MAX_SESSIONS {
+            match order.pop_front() {
+                Some(oldest) => owners.remove(&oldest),
+                None => break,
+            };
+        }
+        // Released bindings leave their hash in `order` (releasing stays O(1)); drop those hashes
+        // once they outnumber the live ones.
+        if order.len() > 2 * owners.len() + 64 {
+            order.retain(|h| owners.contains_key(h));
         }
     }
 
     fn unbind(&self, hash: &[u8; 32]) {
-        let mut map = self.lock();
-        if map.owners.remove(hash).is_some() {
-            map.order.retain(|h| h != hash);
-        }
+        self.lock().owners.remove(hash);
     }
 }
 

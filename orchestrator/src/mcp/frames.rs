@@ -1,7 +1,7 @@
 //! Malformed JSON-RPC frames on the HTTP front get a JSON-RPC error, as JSON-RPC 2.0 says: `-32700`
-//! for a body that is not JSON, `-32600` for JSON that is not a valid request. The SDK refuses both
-//! with a bare `415`; this layer keeps the body at hand and rewrites only that refusal, so valid frames
-//! pay one copy of their body and nothing else.
+//! for a body that is not JSON, `-32600` for JSON that is not a valid request. The SDK and the
+//! session layer (`super::streamable`) refuse both with a bare `415`; this layer keeps the body at
+//! hand and rewrites only that refusal, so valid frames pay one copy of their body and nothing else.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;

@@ -11,9 +11,9 @@ use crate::auth::http::SessionTag;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, Implementation,
     InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
@@ -34,15 +34,16 @@ pub enum Front {
     Stdio,
 }
 
-/// One MCP session's handler. Streamable HTTP builds one per session (and one per request in the
-/// session-free 2026-07-28 era); stdio has exactly one. Clones share the session.
+/// One MCP session's handler. Streamable HTTP keeps a [`Session`] per session and wraps it in a
+/// handler per request (and builds a fresh one per request in the session-free 2026-07-28 era);
+/// stdio has exactly one. Clones share the session.
 #[derive(Clone)]
 pub struct ConductorMcp {
     session: Arc<Session>,
 }
 
 /// What one MCP session keeps: its workflow, and the ad-hoc workflows it started, ended when the
-/// session ends (its handler's last clone is dropped) so that they do not stay "active" on the
+/// session ends (its last holder lets go) so that they do not stay "active" on the
 /// dashboard forever. Only a real session records any: a handler that serves one session-free
 /// request leaves its workflow open, since its client continues it by id (`X-Conductor-Workflow` or
 /// `_meta`).
@@ -53,9 +54,11 @@ pub(super) struct Session {
     /// concurrent first calls start one workflow, not two.
     workflow: tokio::sync::Mutex<Option<String>>,
     started: std::sync::Mutex<Vec<String>>,
-    /// The client's name from its `initialize`, for calls that reach the session outside the SDK's
-    /// service (the JSON fast path, `super::fast`).
+    /// The client's name from its `initialize`, for requests served without the SDK's session (the
+    /// HTTP front serves each request on its own, see `super::streamable`).
     client: std::sync::OnceLock<String>,
+    /// The protocol version `initialize` agreed on.
+    protocol: std::sync::OnceLock<ProtocolVersion>,
 }
 
 impl Drop for Session {
@@ -142,19 +145,39 @@ impl ConductorMcp {
                 workflow: tokio::sync::Mutex::default(),
                 started: std::sync::Mutex::default(),
                 client: std::sync::OnceLock::new(),
+                protocol: std::sync::OnceLock::new(),
             }),
         }
     }
 
-    /// The session this handler serves, for the fast path to reach without the SDK.
-    pub(super) fn session(&self) -> std::sync::Weak<Session> {
-        Arc::downgrade(&self.session)
+    /// The handler of an open session, for one request.
+    pub(super) fn of(session: Arc<Session>) -> Self {
+        ConductorMcp { session }
+    }
+
+    /// The session this handler serves, for the HTTP front to keep between requests.
+    pub(super) fn shared(&self) -> Arc<Session> {
+        Arc::clone(&self.session)
     }
 }
 
 impl Session {
     pub(super) fn client(&self) -> Option<&str> {
         self.client.get().map(String::as_str)
+    }
+
+    /// What the client said in its `initialize`, as the SDK's handshake would have kept it: its name
+    /// and the agreed version (the rest is never read).
+    pub(super) fn peer_info(&self) -> Option<InitializeRequestParams> {
+        let name = self.client.get()?;
+        let info = InitializeRequestParams::new(
+            ClientCapabilities::default(),
+            Implementation::new(name.clone(), ""),
+        );
+        Some(match self.protocol.get() {
+            Some(version) => info.with_protocol_version(version.clone()),
+            None => info,
+        })
     }
 
     /// Remembers an ad-hoc workflow this session started, to end it with the session.
@@ -309,15 +332,10 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         let _ = self.session.client.set(request.client_info.name.clone());
-        if let Some(slot) = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<super::fast::Slot>())
-        {
-            slot.fill(self.session());
-        }
         context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
+        let result = self.negotiate_initialize(&request)?;
+        let _ = self.session.protocol.set(result.protocol_version.clone());
+        Ok(result)
     }
 
     async fn call_tool(

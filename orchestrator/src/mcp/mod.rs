@@ -28,8 +28,9 @@
 //!
 //! # Protocol eras
 //! Both eras `rmcp` 3.11 serves: the `initialize` handshake (2024-11-05 … 2025-11-25; HTTP sessions
-//! with `Mcp-Session-Id`) and the handshake-free 2026-07-28 era (`server/discover`, per-request
-//! `_meta`).
+//! with `Mcp-Session-Id`, kept by this front itself so that an idle session costs a few hundred
+//! bytes, see `streamable`) and the handshake-free 2026-07-28 era (`server/discover`, per-request
+//! `_meta`, served by the SDK).
 //!
 //! # HTTP security
 //! Every request is authenticated first (`crate::auth::http`: 401 with `WWW-Authenticate`, the RFC 9728
@@ -59,11 +60,14 @@
 //!
 //! Clients that speak Streamable HTTP use `{"url": "http://127.0.0.1:8080/mcp"}` against the daemon.
 
+mod answer;
 mod fast;
 mod frames;
 mod handler;
 mod origin;
 mod reply;
+mod sessions;
+mod streamable;
 mod waiting;
 
 pub use handler::{ConductorMcp, Front, START_WORKFLOW_TOOL, WORKFLOW_HEADER, WORKFLOW_META_KEY};
@@ -81,8 +85,9 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::future::Future;
 use std::sync::Arc;
 
-/// `/mcp`: the Streamable HTTP service, behind the `Origin` check. Each MCP session gets its own
-/// handler, hence its own workflow.
+/// `/mcp`: the Streamable HTTP front, behind the `Origin` check and authentication. Sessions (the
+/// `initialize` eras) are served by `streamable`, each with its own handler, hence its own workflow;
+/// the session-free era by the SDK's service.
 pub fn router(gateway: Gateway) -> Router {
     let config = gateway.config();
     let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
@@ -90,36 +95,35 @@ pub fn router(gateway: Gateway) -> Router {
         .map(str::to_owned)
         .chain(config.mcp.allowed_hosts.iter().cloned())
         .collect();
-    // Session-free (2026-07-28) requests get a JSON answer when nothing precedes it; the calls of
-    // sessions get theirs from `fast`.
+    // Session-free (2026-07-28) requests get a JSON answer when nothing precedes it.
     let settings = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts.clone())
         .with_json_response(true);
     let handlers = gateway.clone();
+    let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
     // is dropped, so its ad-hoc workflow completes and its approvals expire; memory stays bounded.
-    // The time-out is kept by `fast`, which sees the requests the SDK's worker does not.
-    let mut manager = LocalSessionManager::default();
-    manager.session_config.keep_alive = None;
-    let manager = Arc::new(manager);
-    let sessions = fast::Sessions::start(
-        gateway.clone(),
-        manager.clone(),
-        config.mcp.session_idle_timeout,
+    let sessions = Arc::new(streamable::SessionFront {
+        sessions: sessions::Sessions::start(
+            gateway.clone(),
+            auth.clone(),
+            config.mcp.session_idle_timeout,
+        ),
+        gateway: gateway.clone(),
         hosts,
-    );
+    });
     // Shared, not cloned: the SDK's service clones its whole configuration on every call, and each
-    // middleware layer clones the service below it per request.
+    // middleware layer clones the service below it per request. Its session manager stays empty:
+    // every `initialize` is `streamable`'s.
     let service = Arc::new(StreamableHttpService::new(
         move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
-        manager,
+        Arc::new(LocalSessionManager::default()),
         settings,
     ));
     let mcp = axum::routing::any(move |request: axum::extract::Request| {
         let service = Arc::clone(&service);
         async move { service.handle(request).await }
     });
-    let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     let metadata = Router::new()
         .route(
             crate::auth::http::METADATA_PATH,
@@ -132,8 +136,11 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(auth.clone());
     Router::new()
         .route("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            streamable::serve,
+        ))
         .layer(axum::middleware::from_fn(frames::json_rpc_errors))
-        .layer(axum::middleware::from_fn_with_state(sessions, fast::serve))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http::authenticate,

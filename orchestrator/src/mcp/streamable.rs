@@ -1,0 +1,316 @@
+//! The Streamable HTTP sessions (protocols 2024-11-05 … 2025-11-25), kept by the orchestrator
+//! itself: `initialize` opens a session, and every request that names it (`POST`, `GET`, `DELETE`)
+//! is answered here.
+//!
+//! The SDK's session manager keeps a worker task, channels and a service task per session: ~85 KiB
+//! while the session only waits. Here an open session is its entry in [`Sessions`] and nothing else;
+//! each request runs the session's handler on its own (`super::answer`), and a plain `tools/call`
+//! skips even that (`super::fast`).
+//!
+//! What this layer leaves to the SDK, unchanged: requests without a session that are not an
+//! `initialize` (the session-free 2026-07-28 era, and the SDK's refusals), requests in a session
+//! that name a protocol version without sessions, and requests whose `Host` is not served (the SDK
+//! refuses them). It runs after authentication, so each request carries its identity, and a session
+//! is only reached by the identity that opened it (`crate::auth::http`). It never lets the SDK open
+//! a session: every `initialize` is answered here.
+
+use super::answer::{self, dispatch, event_stream, json};
+use super::fast::{self, accepts, is_json, text};
+use super::handler::{ConductorMcp, Front};
+use super::sessions::{Busy, Sessions};
+use crate::gateway::Gateway;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, ErrorData, GetMeta, JsonRpcError, JsonRpcRequest,
+    ProtocolVersion, ServerJsonRpcMessage,
+};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::{Arc, Weak};
+use uuid::Uuid;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The largest body read (the SDK's limit too).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The state of the session layer.
+pub struct SessionFront {
+    pub(super) sessions: Arc<Sessions>,
+    pub(super) gateway: Gateway,
+    /// The `Host`s the front serves (DNS rebinding); the SDK refuses the others.
+    pub(super) hosts: Vec<String>,
+}
+
+/// The `/mcp` layer for sessions: opens them, serves their requests, ends them.
+pub async fn serve(
+    State(front): State<Arc<SessionFront>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    if !fast::host_allowed(headers, &front.hosts) {
+        return next.run(request).await;
+    }
+    let Some(id) = headers.get(SESSION_HEADER) else {
+        if request.method() == Method::POST && is_json(headers) {
+            return open(&front, request, next).await;
+        }
+        return next.run(request).await;
+    };
+    if !fast::session_era(headers) {
+        return next.run(request).await;
+    }
+    let entry = id
+        .to_str()
+        .ok()
+        .filter(|id| id.len() == 36)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .map(|id| (id, front.sessions.touch(&id)));
+    let Some((id, Some(entry))) = entry else {
+        return text(StatusCode::NOT_FOUND, "Not Found: Session not found");
+    };
+    match *request.method() {
+        Method::POST => post(entry.busy(), request).await,
+        Method::GET => standalone(&front.sessions, id, request.headers()),
+        Method::DELETE => {
+            front.sessions.close(&id);
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, POST, DELETE")],
+            "Method Not Allowed",
+        )
+            .into_response(),
+    }
+}
+
+/// A request without a session: an `initialize` opens one; anything else is the SDK's.
+async fn open(front: &SessionFront, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match read(body).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
+    };
+    let Some(initialize) = initialize_request(&bytes) else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    };
+    if let Some(refusal) = refusal_of_initialize(&parts.headers, &initialize) {
+        return refusal;
+    }
+    let handler = ConductorMcp::new(front.gateway.clone(), Front::Http);
+    let session = handler.shared();
+    let (first, rest) = match dispatch(handler, None, initialize, parts).await {
+        Ok(answer) => answer,
+        Err(refusal) => return refusal,
+    };
+    let opened = matches!(first, ServerJsonRpcMessage::Response(_));
+    let mut response = match rest {
+        None => json(&first),
+        rest => event_stream(first, rest, ()),
+    };
+    if opened {
+        let id = front.sessions.open(session);
+        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+            response.headers_mut().insert(SESSION_HEADER, value);
+        }
+    }
+    response
+}
+
+/// A POST in an open session.
+async fn post(busy: Busy, request: Request) -> Response {
+    let headers = request.headers();
+    if !accepts(headers, "application/json") || !accepts(headers, "text/event-stream") {
+        return text(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: Client must accept both application/json and text/event-stream",
+        );
+    }
+    if !is_json(headers) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match read(body).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
+    };
+    if let Some((id, params)) = fast::plain_call(&bytes) {
+        return fast::call(busy.session(), id, params, &parts).await;
+    }
+    let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
+        Ok(message) => message,
+        // `super::frames` turns this into the JSON-RPC error.
+        Err(e) => {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("fail to deserialize request body {e}"),
+            );
+        }
+    };
+    let ClientJsonRpcMessage::Request(request) = message else {
+        // Notifications (`initialized`, `cancelled`) and answers to requests this server never
+        // sends need nothing.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    // A client that asked for progress reads a stream, even when nothing precedes the answer.
+    let progress = request.request.get_meta().get_progress_token().is_some();
+    let session = Arc::clone(busy.session());
+    let peer_info = session.peer_info();
+    match dispatch(ConductorMcp::of(session), peer_info, request, parts).await {
+        Ok((first, None)) if !progress => json(&first),
+        // The guard lives as long as the stream, which lasts the whole call.
+        Ok((first, rest)) => event_stream(first, rest, busy),
+        Err(refusal) => refusal,
+    }
+}
+
+/// `GET` in a session: the stream on which a server may send messages of its own. This one never
+/// does (progress goes on the stream of the call it is about), so the stream only stays open, alive,
+/// until its session ends.
+fn standalone(sessions: &Arc<Sessions>, id: Uuid, headers: &HeaderMap) -> Response {
+    if !accepts(headers, "text/event-stream") {
+        return text(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: Client must accept text/event-stream",
+        );
+    }
+    let sessions: Weak<Sessions> = Arc::downgrade(sessions);
+    let open = stream::unfold((), move |()| {
+        let sessions = sessions.clone();
+        async move {
+            loop {
+                tokio::time::sleep(answer::KEEP_ALIVE).await;
+                if !sessions.upgrade().is_some_and(|s| s.is_open(&id)) {
+                    return None::<(Result<Event, Infallible>, ())>;
+                }
+            }
+        }
+    });
+    answer::events(open)
+}
+
+/// The body, up to the limit.
+async fn read(body: Body) -> Result<Bytes, Response> {
+    to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Payload Too Large: the body exceeds {MAX_BODY_BYTES} bytes or could not be read: {e}"),
+        )
+    })
+}
+
+/// The body as an `initialize` request, or `None` for anything else (looked at cheaply first: most
+/// bodies without a session are requests of the session-free era).
+fn initialize_request(body: &[u8]) -> Option<JsonRpcRequest<ClientRequest>> {
+    #[derive(Deserialize)]
+    struct Method<'a> {
+        #[serde(borrow)]
+        method: Option<Cow<'a, str>>,
+    }
+    let method: Method = serde_json::from_slice(body).ok()?;
+    if method.method.as_deref() != Some("initialize") {
+        return None;
+    }
+    match serde_json::from_slice::<ClientJsonRpcMessage>(body).ok()? {
+        ClientJsonRpcMessage::Request(request)
+            if matches!(request.request, ClientRequest::InitializeRequest(_)) =>
+        {
+            Some(request)
+        }
+        _ => None,
+    }
+}
+
+/// The SDK's refusal of an `initialize`, if its checks refuse it: both answer forms accepted, and an
+/// `MCP-Protocol-Version` header (optional on this first request) that is known and agrees with
+/// the body (and, in the versions that have them, an `Mcp-Method` header that says `initialize`).
+fn refusal_of_initialize(
+    headers: &HeaderMap,
+    request: &JsonRpcRequest<ClientRequest>,
+) -> Option<Response> {
+    if !accepts(headers, "application/json") || !accepts(headers, "text/event-stream") {
+        return Some(text(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: Client must accept both application/json and text/event-stream",
+        ));
+    }
+    let (Some(header), ClientRequest::InitializeRequest(initialize)) =
+        (headers.get(VERSION_HEADER), &request.request)
+    else {
+        return None;
+    };
+    let Ok(header) = header.to_str() else {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Invalid MCP-Protocol-Version header encoding",
+        ));
+    };
+    if !ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .any(|v| v.as_str() == header)
+    {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            &format!("Bad Request: Unsupported MCP-Protocol-Version: {header}"),
+        ));
+    }
+    let asked = initialize.params.protocol_version.as_str();
+    if header != asked {
+        return Some(error_answer(
+            request,
+            ErrorData::invalid_request(
+                format!(
+                    "Invalid Request: MCP-Protocol-Version header ({header}) does not match initialize params.protocolVersion ({asked})"
+                ),
+                None,
+            ),
+        ));
+    }
+    let mut methods = headers.get_all("mcp-method").iter();
+    let standard_headers = header >= ProtocolVersion::STANDARD_HEADERS.as_str();
+    match (methods.next(), methods.next()) {
+        (Some(method), None) if standard_headers && method != "initialize" => Some(error_answer(
+            request,
+            ErrorData::header_mismatch(
+                format!(
+                    "Mcp-Method header `{}` does not match body method `initialize`",
+                    String::from_utf8_lossy(method.as_bytes())
+                ),
+                None,
+            ),
+        )),
+        (Some(_), Some(_)) if standard_headers => Some(error_answer(
+            request,
+            ErrorData::header_mismatch(
+                "multiple Mcp-Method header values supplied; initialize requires exactly one",
+                None,
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// `400` with a JSON-RPC error answering `request`.
+fn error_answer(request: &JsonRpcRequest<ClientRequest>, error: ErrorData) -> Response {
+    let error = JsonRpcError::new(Some(request.id.clone()), error);
+    let mut response = match serde_json::to_vec(&error) {
+        Ok(body) => fast::json_body(body),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
