@@ -102,10 +102,10 @@ impl Downstream {
                     )
                     .await
             }
+            // The SDK client's future is three times the others': boxed, so that every call's
+            // task does not carry (and copy) its size.
             Client::Mcp(client) => {
-                client
-                    .call(server, forward.remote_name, forward.arguments)
-                    .await
+                Box::pin(client.call(server, forward.remote_name, forward.arguments)).await
             }
             Client::McpHttp(client) => {
                 client

@@ -103,15 +103,17 @@ impl Gateway {
                         gate,
                         config_version,
                     } => {
-                        let (approval, decisions) = self
-                            .request_approval(&spec, &call_id, &gate, config_version)
-                            .await?;
+                        // The gated path is boxed: the task of every call carries only the
+                        // size of the common path.
+                        let (approval, decisions) =
+                            Box::pin(self.request_approval(&spec, &call_id, &gate, config_version))
+                                .await?;
                         (call_id, approval, decisions)
                     }
                 }
             }
         };
-        let approval = match self.await_approval(approval, decisions).await {
+        let approval = match Box::pin(self.await_approval(approval, decisions)).await {
             Ok(approval) => approval,
             // The wait ended with the orchestrator: the request stays pending and resumes.
             Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),

@@ -331,7 +331,9 @@ impl Gateway {
         {
             return;
         }
-        match self.inner.downstream.list_and_keep(server).await {
+        // Rare (once per server and reload), and its future is large: boxed, so that the task of
+        // every call does not carry its size.
+        match Box::pin(self.inner.downstream.list_and_keep(server)).await {
             Ok(list) => {
                 for (public, route) in config.tools.iter().filter(|(_, r)| r.server == server.name)
                 {
