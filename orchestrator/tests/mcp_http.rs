@@ -4,7 +4,7 @@
 mod mcp_support;
 
 use conductor_orchestrator::testing;
-use mcp_support::{INITIALIZE, params, raw_post, shipped_config, text};
+use mcp_support::{INITIALIZE, params, raw_post, shipped_config, text, with_idle_timeout};
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
@@ -44,26 +44,6 @@ impl Stack {
         self.orchestrator.stop().await;
         self.servers.stop().await;
     }
-}
-
-/// The tool servers and an orchestrator on the shipped configuration whose MCP sessions end after
-/// `idle` without a request.
-async fn with_idle_timeout(
-    idle: &str,
-) -> (
-    conductor_servers::testing::ToolServers,
-    testing::RunningOrchestrator,
-    tempfile::TempDir,
-) {
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config: Value =
-        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-    config["mcp"]["session_idle_timeout"] = json!(idle);
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    (servers, orchestrator, audit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,24 +454,14 @@ async fn plain_calls_in_a_session_are_answered_as_json_and_progress_calls_as_str
         }
         json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }).to_string()
     };
-    let json_answer = |reply: &mcp_support::RawReply| -> Value {
-        assert_eq!(reply.status, 200, "{reply:?}");
-        assert_eq!(
-            reply.header("content-type").as_deref(),
-            Some("application/json"),
-            "{reply:?}"
-        );
-        serde_json::from_str(&reply.body).expect("one JSON-RPC answer")
-    };
 
-    let refused = json_answer(
-        &raw_post(
-            addr,
-            &headers,
-            &call(2, "process_data", json!({"records": []}), None),
-        )
-        .await,
-    );
+    let refused = raw_post(
+        addr,
+        &headers,
+        &call(2, "process_data", json!({"records": []}), None),
+    )
+    .await
+    .json_answer();
     assert_eq!(refused["id"], 2, "{refused}");
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     assert!(
@@ -504,27 +474,27 @@ async fn plain_calls_in_a_session_are_answered_as_json_and_progress_calls_as_str
     assert!(workflow.is_string(), "{refused}");
 
     let records = json!([{ "id": "c-1", "name": "Ada", "email": "ada@example.com" }]);
-    let valid = json_answer(
-        &raw_post(
-            addr,
-            &headers,
-            &call(
-                3,
-                "validate_data",
-                json!({"records": records, "schema": "customer"}),
-                None,
-            ),
-        )
-        .await,
-    );
+    let valid = raw_post(
+        addr,
+        &headers,
+        &call(
+            3,
+            "validate_data",
+            json!({"records": records, "schema": "customer"}),
+            None,
+        ),
+    )
+    .await
+    .json_answer();
     assert_ne!(valid["result"]["isError"], true, "{valid}");
     assert_eq!(
         valid["result"]["_meta"]["io.conductorio/workflowId"],
         workflow
     );
 
-    let unknown =
-        json_answer(&raw_post(addr, &headers, &call(4, "no_such_tool", json!({}), None)).await);
+    let unknown = raw_post(addr, &headers, &call(4, "no_such_tool", json!({}), None))
+        .await
+        .json_answer();
     assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
 
     let streamed = raw_post(

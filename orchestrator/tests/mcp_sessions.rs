@@ -7,7 +7,7 @@
 mod mcp_support;
 
 use conductor_orchestrator::testing;
-use mcp_support::{DEADLINE, INITIALIZE, RawReply, raw_post, shipped_config};
+use mcp_support::{DEADLINE, INITIALIZE, RawReply, raw_post, with_idle_timeout};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,14 +23,7 @@ struct Stack {
 
 impl Stack {
     async fn start(idle: &str) -> Self {
-        let servers = conductor_servers::testing::spawn_all().await;
-        let mut config: Value =
-            serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-        config["mcp"]["session_idle_timeout"] = json!(idle);
-        let audit = tempfile::tempdir().expect("temp dir");
-        let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-            .await
-            .expect("orchestrator starts");
+        let (servers, orchestrator, audit) = with_idle_timeout(idle).await;
         Stack {
             servers,
             orchestrator,
@@ -70,17 +63,6 @@ impl Stack {
         self.orchestrator.stop().await;
         self.servers.stop().await;
     }
-}
-
-/// The one JSON-RPC answer of a JSON reply.
-fn answer(reply: &RawReply) -> Value {
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(
-        reply.header("content-type").as_deref(),
-        Some("application/json"),
-        "{reply:?}"
-    );
-    serde_json::from_str(&reply.body).expect("one JSON-RPC answer")
 }
 
 /// Sends a raw request (only `Host` and `extra` as headers) over a fresh connection and returns the
@@ -131,7 +113,7 @@ async fn initialize_opens_a_session_with_the_sdks_negotiation() {
     let stack = Stack::start("10m").await;
     let before = stack.open_sessions();
     let reply = raw_post(stack.addr(), &[], INITIALIZE).await;
-    let opened = answer(&reply);
+    let opened = reply.json_answer();
     let id = reply.header("mcp-session-id").expect("a session id");
     assert_eq!(opened["id"], 1, "{opened}");
     let result = &opened["result"];
@@ -156,7 +138,7 @@ async fn initialize_opens_a_session_with_the_sdks_negotiation() {
         let body = INITIALIZE.replace("2025-11-25", asked);
         let reply = raw_post(stack.addr(), &[], &body).await;
         assert_eq!(
-            answer(&reply)["result"]["protocolVersion"],
+            reply.json_answer()["result"]["protocolVersion"],
             agreed,
             "{reply:?}"
         );
@@ -217,21 +199,19 @@ async fn every_kind_of_request_in_a_session_is_answered() {
         .await;
     assert_eq!(cancelled.status, 202, "{cancelled:?}");
 
-    let pong = answer(
-        &stack
-            .post(&id, r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#)
-            .await,
-    );
+    let pong = stack
+        .post(&id, r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#)
+        .await
+        .json_answer();
     assert_eq!(pong, json!({"jsonrpc": "2.0", "id": "p", "result": {}}));
 
-    let listed = answer(
-        &stack
-            .post(
-                &id,
-                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#,
-            )
-            .await,
-    );
+    let listed = stack
+        .post(
+            &id,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#,
+        )
+        .await
+        .json_answer();
     let tools: Vec<&str> = listed["result"]["tools"]
         .as_array()
         .expect("tools")
@@ -243,20 +223,19 @@ async fn every_kind_of_request_in_a_session_is_answered() {
         "{tools:?}"
     );
 
-    let unknown = answer(
-        &stack
-            .post(
-                &id,
-                r#"{"jsonrpc":"2.0","id":3,"method":"no/such_method","params":{}}"#,
-            )
-            .await,
-    );
+    let unknown = stack
+        .post(
+            &id,
+            r#"{"jsonrpc":"2.0","id":3,"method":"no/such_method","params":{}}"#,
+        )
+        .await
+        .json_answer();
     assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
 
-    let started = answer(&stack.post(&id, r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"conductor_start_workflow","arguments":{}}}"#).await);
+    let started = stack.post(&id, r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"conductor_start_workflow","arguments":{}}}"#).await.json_answer();
     let workflow = started["result"]["_meta"]["io.conductorio/workflowId"].clone();
     assert!(workflow.is_string(), "{started}");
-    let called = answer(&stack.post(&id, r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_schemas","arguments":{}}}"#).await);
+    let called = stack.post(&id, r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_schemas","arguments":{}}}"#).await.json_answer();
     assert_ne!(called["result"]["isError"], true, "{called}");
     assert_eq!(
         called["result"]["_meta"]["io.conductorio/workflowId"], workflow,

@@ -104,7 +104,7 @@ pub(super) const SESSION_ERAS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06
 /// with sessions.
 pub(super) fn session_era(headers: &HeaderMap) -> bool {
     headers
-        .get("mcp-protocol-version")
+        .get(super::VERSION_HEADER)
         .is_none_or(|v| v.to_str().is_ok_and(|v| SESSION_ERAS.contains(&v)))
 }
 

@@ -3,6 +3,7 @@
 //! session layer (`super::streamable`) refuse both with a bare `415`; this layer keeps the body at
 //! hand and rewrites only that refusal, so valid frames pay one copy of their body and nothing else.
 
+use super::MAX_BODY_BYTES;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
@@ -10,20 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// The largest body read (the SDK's own limit is 4 MiB; larger bodies get 413 either way).
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
 pub async fn json_rpc_errors(request: Request, next: Next) -> Response {
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if request.method() != Method::POST || !is_json {
+    if request.method() != Method::POST || !super::fast::is_json(request.headers()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

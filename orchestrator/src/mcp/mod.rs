@@ -85,6 +85,13 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::future::Future;
 use std::sync::Arc;
 
+/// The largest request body `/mcp` reads (the SDK's own limit; larger bodies get 413).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The header naming a request's session.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// The header naming a request's protocol version.
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
 /// `/mcp`: the Streamable HTTP front, behind the `Origin` check and authentication. Sessions (the
 /// `initialize` eras) are served by `streamable`, each with its own handler, hence its own workflow;
 /// the session-free era by the SDK's service.

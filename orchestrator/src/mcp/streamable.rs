@@ -18,6 +18,7 @@ use super::answer::{self, dispatch, event_stream, json};
 use super::fast::{self, accepts, is_json, text};
 use super::handler::{ConductorMcp, Front};
 use super::sessions::{Busy, Sessions};
+use super::{MAX_BODY_BYTES, SESSION_HEADER, VERSION_HEADER};
 use crate::gateway::Gateway;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -35,11 +36,6 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::{Arc, Weak};
 use uuid::Uuid;
-
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
-/// The largest body read (the SDK's limit too).
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The state of the session layer.
 pub struct SessionFront {

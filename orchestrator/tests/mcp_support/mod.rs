@@ -247,6 +247,18 @@ impl RawReply {
                 .then(|| value.trim().to_owned())
         })
     }
+
+    /// The one JSON-RPC answer of a `200` `application/json` reply (panics naming the reply
+    /// otherwise).
+    pub fn json_answer(&self) -> Value {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/json"),
+            "{self:?}"
+        );
+        serde_json::from_str(&self.body).expect("one JSON-RPC answer")
+    }
 }
 
 /// POSTs `body` to `/mcp` over a fresh connection, with the headers an MCP client sends plus `extra`.
@@ -291,3 +303,24 @@ pub async fn raw_post(addr: std::net::SocketAddr, extra: &[(&str, &str)], body: 
 }
 
 pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw-http-test","version":"0"}}}"#;
+
+/// The tool servers and an orchestrator on the shipped configuration whose MCP sessions end after
+/// `idle` without a request (the temporary directory holds its audit log).
+pub async fn with_idle_timeout(
+    idle: &str,
+) -> (
+    ToolServers,
+    conductor_orchestrator::testing::RunningOrchestrator,
+    tempfile::TempDir,
+) {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    config["mcp"]["session_idle_timeout"] = serde_json::json!(idle);
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator =
+        conductor_orchestrator::testing::spawn(&config.to_string(), None, audit.path())
+            .await
+            .expect("orchestrator starts");
+    (servers, orchestrator, audit)
+}
