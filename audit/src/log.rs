@@ -174,6 +174,7 @@ where
             Ok(ticket) => Ok(Queued {
                 done: Some(done),
                 ticket,
+                inline: true,
                 core: Arc::clone(&self.inner.core),
             }),
             Err(error) => {
@@ -223,17 +224,32 @@ pub struct Queued<E> {
     /// `None` once `durable` took it.
     done: Option<oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>>,
     ticket: u64,
+    /// Whether `durable` may commit on the calling thread (see [`Queued::by_keeper`]).
+    inline: bool,
     core: Arc<Core<E>>,
 }
 
 impl<E> Queued<E> {
-    /// Waits until the record is durable. If nobody is committing when it is called, the calling
-    /// thread commits the queue's first batch (its own record among it) before it returns the
-    /// future: one `write` and one `fdatasync`, with no hand-off to another thread. Call it outside
-    /// any lock.
+    /// Has [`Queued::durable`] leave the commit to the log's keeper thread instead of writing and
+    /// syncing on the calling thread. For a caller whose thread has other work waiting (other
+    /// calls on the same runtime): blocking it for a sync would hold that work up, while the keeper
+    /// commits for everyone at the cost of one hand-off.
+    pub fn by_keeper(mut self) -> Self {
+        self.inline = false;
+        self
+    }
+
+    /// Waits until the record is durable. If nobody is committing when it is called (and
+    /// [`Queued::by_keeper`] was not), the calling thread commits the queue's first batch (its own
+    /// record among it) before it returns the future: one `write` and one `fdatasync`, with no
+    /// hand-off to another thread. Call it outside any lock.
     pub fn durable(mut self) -> impl Future<Output = Result<Arc<Record<E>>, AuditError>> {
         let done = self.done.take();
-        self.core.lead_once();
+        if self.inline {
+            self.core.lead_once();
+        } else {
+            self.core.to_keeper();
+        }
         async move {
             match done {
                 Some(done) => done.await.map_err(|_| AuditError::Closed)?,

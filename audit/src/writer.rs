@@ -7,6 +7,9 @@
 //! record on its own thread, with no hand-off to another thread and back; concurrent calls share
 //! the leader's sync.
 //!
+//! A caller that asks for it ([`crate::Queued::by_keeper`]: one whose thread has other work to
+//! do) never leads; its records are committed by the keeper.
+//!
 //! A caller leads one batch only. Appends that queued during it are led by the *keeper* thread,
 //! which leads until the queue is empty, so no caller waits on the disk for others' records
 //! longer than one batch. The keeper also leads records nobody waits on (a [`crate::Queued`]
@@ -318,6 +321,16 @@ impl<E> Core<E> {
     pub(crate) fn lead_once(&self) {
         if let Some(mut leader) = self.lead(false) {
             leader.commit_next();
+        }
+    }
+
+    /// A caller waits on a record that the keeper is to commit: wakes it unless someone leads
+    /// (a leader leaves what is queued to the keeper when it steps down).
+    pub(crate) fn to_keeper(&self) {
+        let mut queue = self.lock();
+        if !queue.leading && !queue.pending.is_empty() {
+            queue.wanted = true;
+            self.kick.notify_one();
         }
     }
 

@@ -236,6 +236,24 @@ async fn a_lone_caller_writes_and_syncs_its_own_record() {
 }
 
 #[tokio::test]
+async fn a_record_left_to_the_keeper_is_committed_by_it_and_never_on_the_callers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    for i in 1..=5 {
+        let queued = log.enqueue(0, note(i), Admit::Outcome).unwrap().by_keeper();
+        assert_eq!(queued.durable().await.unwrap().seq, i);
+    }
+    // Nobody else was committing, yet every batch was the keeper's: the callers never led.
+    assert_eq!(log.batches_committed(), 5);
+    assert_eq!(log.batches_led_by_keeper(), 5);
+    // An inline record after them is led by its caller again.
+    assert_eq!(log.append(note(6)).await.unwrap().seq, 6);
+    assert_eq!(log.batches_led_by_keeper(), 5);
+    log.close().await;
+    assert_eq!(read_all(dir.path()).len(), 6);
+}
+
+#[tokio::test]
 async fn records_nobody_waits_on_are_written_while_the_log_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _, _) = open(options(dir.path())).await.unwrap();

@@ -1,0 +1,76 @@
+//! Who writes and syncs a call's records. A lone call commits its own records on its own thread
+//! (no hand-off: the lowest latency); while another call runs, the audit log's keeper thread commits
+//! them, so that no runtime worker blocks on the disk while other calls have work for it. Either
+//! way every record is durable before the call goes on.
+
+mod common;
+
+use common::*;
+use conductor_orchestrator::audit::AuditEvent;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_call_syncs_its_own_records_and_a_call_beside_a_running_one_leaves_it_to_the_keeper()
+{
+    // The notification server is a listener that takes connections and never answers: a call to
+    // one of its tools stays running (its intent durable) until its time-out.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = stuck.accept().await {
+            connections.push(connection);
+        }
+    });
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = config_with(&servers, json!([]), json!({}));
+    config["servers"]["notification"]["grpc"] = json!(stuck_url);
+    let h = Harness::with_servers(servers, config).await;
+    let audit = h.orchestrator.gateway.audit().clone();
+    let workflow = h.start_workflow("", json!({})).await;
+
+    let keeper_before = audit.batches_led_by_keeper();
+    for _ in 0..3 {
+        h.call(&workflow, "list_schemas", json!({}))
+            .await
+            .expect("a call to a live server");
+    }
+    assert_eq!(
+        audit.batches_led_by_keeper(),
+        keeper_before,
+        "one call at a time: each wrote and synced its own records"
+    );
+
+    let running = h.spawn_call(&workflow, "list_notifications", json!({}));
+    wait_until("the stuck call to be running", || {
+        let started = h.audit_records().iter().any(|r| {
+            matches!(&r.event, AuditEvent::CallStarted { tool, .. } if tool == "list_notifications")
+        });
+        async move { started.then_some(()) }
+    })
+    .await;
+    let keeper_before = audit.batches_led_by_keeper();
+    let seq_before = audit.last_seq();
+    h.call(&workflow, "list_schemas", json!({}))
+        .await
+        .expect("a call beside the running one");
+    // Its decision and start (one batch) and its outcome (another), both the keeper's, and durable
+    // when the call returned.
+    assert!(
+        audit.batches_led_by_keeper() >= keeper_before + 2,
+        "beside a running call the keeper commits: {} batches before, {} after",
+        keeper_before,
+        audit.batches_led_by_keeper()
+    );
+    assert!(audit.last_seq() >= seq_before + 3);
+    let records = h.audit_records();
+    let finished = records.iter().filter(
+        |r| matches!(&r.event, AuditEvent::CallFinished { tool, .. } if tool == "list_schemas"),
+    );
+    assert_eq!(finished.count(), 4, "every outcome is on disk");
+
+    running.abort();
+    held.abort();
+}
