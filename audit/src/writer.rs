@@ -324,21 +324,23 @@ impl<E> Core<E> {
         }
     }
 
-    /// A caller waits on a record that the keeper is to commit: wakes it unless someone leads
-    /// (a leader leaves what is queued to the keeper when it steps down).
+    /// A caller waits on a record that the keeper is to commit.
     pub(crate) fn to_keeper(&self) {
-        let mut queue = self.lock();
-        if !queue.leading && !queue.pending.is_empty() {
-            queue.wanted = true;
-            self.kick.notify_one();
-        }
+        self.want_keeper(self.lock());
     }
 
     /// The record of `ticket` will not be waited on. The newest queued record is the one whose
     /// owner leads for everything before it; if that is this one and nobody leads, the keeper does.
     pub(crate) fn unawaited(&self, ticket: u64) {
-        let mut queue = self.lock();
-        if !queue.leading && queue.pushed == ticket && !queue.pending.is_empty() {
+        let queue = self.lock();
+        if queue.pushed == ticket {
+            self.want_keeper(queue);
+        }
+    }
+
+    /// Wakes the keeper for what is queued, unless someone leads (who hands it on when done).
+    fn want_keeper(&self, mut queue: MutexGuard<'_, Queue<E>>) {
+        if !queue.leading && !queue.pending.is_empty() {
             queue.wanted = true;
             self.kick.notify_one();
         }
