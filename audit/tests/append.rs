@@ -246,11 +246,17 @@ async fn a_record_left_to_the_keeper_is_committed_by_it_and_never_on_the_callers
     // Nobody else was committing, yet every batch was the keeper's: the callers never led.
     assert_eq!(log.batches_committed(), 5);
     assert_eq!(log.batches_led_by_keeper(), 5);
-    // An inline record after them is led by its caller again.
-    assert_eq!(log.append(note(6)).await.unwrap().seq, 6);
-    assert_eq!(log.batches_led_by_keeper(), 5);
+    // Inline records after them are led by their callers again. The keeper may still take one
+    // that is queued while it steps down from its last batch (it leads until it finds the queue
+    // empty), so this asks only that callers lead again soon, not at once.
+    let mut seq = 5;
+    while log.batches_committed() - log.batches_led_by_keeper() == 0 {
+        seq += 1;
+        assert!(seq <= 50, "no caller led again after by_keeper records");
+        assert_eq!(log.append(note(seq)).await.unwrap().seq, seq);
+    }
     log.close().await;
-    assert_eq!(read_all(dir.path()).len(), 6);
+    assert_eq!(read_all(dir.path()).len() as u64, seq);
 }
 
 #[tokio::test]
