@@ -119,6 +119,7 @@ where
             dir: options.dir.clone(),
             max_file_bytes: options.max_file_bytes,
             fsync: options.fsync,
+            gather_for: options.gather_for,
             lock: Some(lock),
         };
         let core = Core::start(
@@ -174,7 +175,7 @@ where
             Ok(ticket) => Ok(Queued {
                 done: Some(done),
                 ticket,
-                inline: true,
+                keeper: None,
                 core: Arc::clone(&self.inner.core),
             }),
             Err(error) => {
@@ -224,8 +225,9 @@ pub struct Queued<E> {
     /// `None` once `durable` took it.
     done: Option<oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>>,
     ticket: u64,
-    /// Whether `durable` may commit on the calling thread (see [`Queued::by_keeper`]).
-    inline: bool,
+    /// `None` if `durable` may commit on the calling thread; else the batch worth waiting for (see
+    /// [`Queued::by_keeper`]).
+    keeper: Option<usize>,
     core: Arc<Core<E>>,
 }
 
@@ -234,8 +236,14 @@ impl<E> Queued<E> {
     /// syncing on the calling thread. For a caller whose thread has other work waiting (other
     /// calls on the same runtime): blocking it for a sync would hold that work up, while the keeper
     /// commits for everyone at the cost of one hand-off.
-    pub fn by_keeper(mut self) -> Self {
-        self.inline = false;
+    ///
+    /// `gather` is how many queued records make a batch worth its sync: a caller that knows more
+    /// records are on their way (other calls in flight) lets the keeper wait for them, up to
+    /// [`crate::AuditOptions::gather_for`], so that one sync serves them all. Each sync costs CPU as
+    /// well as time, so under load fewer, larger batches leave more CPU for the calls. `0` or `1`:
+    /// commit as soon as the keeper can.
+    pub fn by_keeper(mut self, gather: usize) -> Self {
+        self.keeper = Some(gather);
         self
     }
 
@@ -245,10 +253,9 @@ impl<E> Queued<E> {
     /// hand-off to another thread. Call it outside any lock.
     pub fn durable(mut self) -> impl Future<Output = Result<Arc<Record<E>>, AuditError>> {
         let done = self.done.take();
-        if self.inline {
-            self.core.lead_once();
-        } else {
-            self.core.to_keeper();
+        match self.keeper {
+            None => self.core.lead_once(),
+            Some(gather) => self.core.to_keeper(gather),
         }
         async move {
             match done {

@@ -2,6 +2,7 @@
 
 use crate::AuditError;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How to open an audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub struct AuditOptions {
     pub channel_capacity: usize,
     /// Records a subscriber may fall behind before it gets `RecvError::Lagged`.
     pub broadcast_capacity: usize,
+    /// Longest the keeper waits for more records before it commits a batch that callers said is
+    /// worth growing ([`crate::Queued::by_keeper`]): one sync then serves more records, at the
+    /// cost of at most this much latency for the records already queued.
+    pub gather_for: Duration,
 }
 
 impl Default for AuditOptions {
@@ -32,6 +37,7 @@ impl Default for AuditOptions {
             recover: false,
             channel_capacity: 4096,
             broadcast_capacity: 4096,
+            gather_for: Duration::from_micros(300),
         }
     }
 }

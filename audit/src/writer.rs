@@ -8,7 +8,10 @@
 //! the leader's sync.
 //!
 //! A caller that asks for it ([`crate::Queued::by_keeper`]: one whose thread has other work to
-//! do) never leads; its records are committed by the keeper.
+//! do) never leads; its records are committed by the keeper. Such a caller also says how many
+//! queued records make a batch worth its sync (it knows how many other calls are in flight), and
+//! the keeper waits up to [`crate::AuditOptions::gather_for`] for that many: under load, one sync
+//! (which costs CPU, not only time) then serves more records.
 //!
 //! A caller leads one batch only. Appends that queued during it are led by the *keeper* thread,
 //! which leads until the queue is empty, so no caller waits on the disk for others' records
@@ -122,6 +125,7 @@ pub(crate) struct WriterConfig {
     pub dir: PathBuf,
     pub max_file_bytes: u64,
     pub fsync: bool,
+    pub gather_for: Duration,
     /// The directory's lock, held until the last record is written and synced (never read: holding
     /// it is the point), then let go so that another process may open the log.
     pub lock: Option<std::fs::File>,
@@ -169,6 +173,8 @@ pub(crate) struct Core<E> {
     queue: Mutex<Queue<E>>,
     /// Wakes the keeper: records nobody leads, a retry falling due, or the end.
     kick: Condvar,
+    /// Wakes the keeper while it gathers a batch: enough records queued, or no more waiting.
+    more: Condvar,
     /// Locked by the leader only (so never contended): the file and the chain.
     writer: Mutex<Writer<E>>,
 }
@@ -181,6 +187,11 @@ struct Queue<E> {
     leading: bool,
     /// The keeper should lead: records are queued that no waiting caller will lead.
     wanted: bool,
+    /// How many queued records the keeper's next batch is worth waiting for (the largest
+    /// [`crate::Queued::by_keeper`] asked for since its last batch).
+    gather: usize,
+    /// The keeper is waiting for `gather` records.
+    gathering: bool,
     /// When the keeper retries the backlog of an unwritable log.
     retry_at: Option<Instant>,
     /// Close was asked for: commit everything, sync, stop; then tell these.
@@ -221,12 +232,15 @@ impl<E: Send + Sync + 'static> Core<E> {
                 pushed: 0,
                 leading: false,
                 wanted: false,
+                gather: 0,
+                gathering: false,
                 retry_at: None,
                 stopping: false,
                 closers: Vec::new(),
                 stopped: false,
             }),
             kick: Condvar::new(),
+            more: Condvar::new(),
             writer: Mutex::new(writer),
         });
         let keeper = Arc::clone(&core);
@@ -313,6 +327,9 @@ impl<E> Core<E> {
             json,
             ack: Some(ack),
         });
+        if queue.gathering && queue.pending.len() >= queue.gather {
+            self.more.notify_one();
+        }
         Ok(queue.pushed)
     }
 
@@ -324,9 +341,36 @@ impl<E> Core<E> {
         }
     }
 
-    /// A caller waits on a record that the keeper is to commit.
-    pub(crate) fn to_keeper(&self) {
-        self.want_keeper(self.lock());
+    /// A caller waits on a record that the keeper is to commit, in a batch worth waiting for
+    /// `gather` records.
+    pub(crate) fn to_keeper(&self, gather: usize) {
+        let mut queue = self.lock();
+        queue.gather = queue.gather.max(gather);
+        self.want_keeper(queue);
+    }
+
+    /// Before the keeper takes a batch: while fewer records are queued than callers said are worth
+    /// waiting for, waits for more, up to `longest`. A caller that would commit its own record
+    /// meanwhile (nothing else in flight), or close, ends the wait.
+    fn gather(&self, longest: Duration) {
+        let mut queue = self.lock();
+        if queue.pending.is_empty() || queue.pending.len() >= queue.gather.min(MAX_BATCH) {
+            return;
+        }
+        let deadline = Instant::now() + longest;
+        queue.gathering = true;
+        while queue.pending.len() < queue.gather.min(MAX_BATCH) && !queue.stopping {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self
+                .more
+                .wait_timeout(queue, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        queue.gathering = false;
     }
 
     /// The record of `ticket` will not be waited on. The newest queued record is the one whose
@@ -359,6 +403,7 @@ impl<E> Core<E> {
         queue.stopping = true;
         queue.closers.extend(done);
         self.kick.notify_one();
+        self.more.notify_one();
     }
 
     /// Becomes the leader, unless someone is; a caller only when there is something to commit.
@@ -366,6 +411,11 @@ impl<E> Core<E> {
         {
             let mut queue = self.lock();
             if queue.leading || (!keeper && queue.pending.is_empty()) {
+                if !keeper && queue.gathering {
+                    // This caller would have committed its own record: the keeper need not wait.
+                    queue.gather = 0;
+                    self.more.notify_one();
+                }
                 return None;
             }
             queue.leading = true;
@@ -405,9 +455,13 @@ impl<E> Leader<'_, E> {
     /// Takes the next batch from the queue and commits it (or, while the log is unwritable, adds
     /// it to the backlog and retries that when due). Returns whether the queue had anything.
     fn commit_next(&mut self) -> bool {
+        if self.keeper && self.backlog.is_empty() {
+            self.core.gather(self.config.gather_for);
+        }
         let mut batch = std::mem::take(&mut self.batch);
         {
             let mut queue = self.core.lock();
+            queue.gather = 0;
             if queue.pending.len() <= MAX_BATCH {
                 std::mem::swap(&mut queue.pending, &mut batch);
             } else {

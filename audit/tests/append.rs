@@ -240,7 +240,10 @@ async fn a_record_left_to_the_keeper_is_committed_by_it_and_never_on_the_callers
     let dir = tempfile::tempdir().unwrap();
     let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
     for i in 1..=5 {
-        let queued = log.enqueue(0, note(i), Admit::Outcome).unwrap().by_keeper();
+        let queued = log
+            .enqueue(0, note(i), Admit::Outcome)
+            .unwrap()
+            .by_keeper(0);
         assert_eq!(queued.durable().await.unwrap().seq, i);
     }
     // Nobody else was committing, yet every batch was the keeper's: the callers never led.
@@ -333,4 +336,116 @@ async fn callers_and_the_keeper_share_the_work_without_losing_or_reordering_a_re
         assert_eq!(seen, queued, "task {task}");
     }
     assert!(verify_dir(dir.path()).unwrap().ok);
+}
+
+/// Options whose keeper waits up to `gather_for` for the batch its callers asked for.
+fn gathering(dir: &std::path::Path, gather_for: std::time::Duration) -> AuditOptions {
+    AuditOptions {
+        gather_for,
+        ..AuditOptions::new(dir)
+    }
+}
+
+/// Fails instead of hanging: the keeper's wait is meant to end well before this.
+async fn soon<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish"))
+}
+
+#[tokio::test]
+async fn the_keeper_gathers_the_batch_its_callers_asked_for_and_one_sync_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // So long that only the fourth record can end the wait.
+    let (log, _, _) = open(gathering(dir.path(), std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let mut waiting = Vec::new();
+    for i in 1..=3 {
+        let queued = log.enqueue(0, note(i), Admit::Outcome).unwrap();
+        waiting.push(tokio::spawn(queued.by_keeper(4).durable()));
+    }
+    // Three records of a batch worth four: the keeper waits for the fourth.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        log.batches_committed(),
+        0,
+        "the keeper committed before its batch was full"
+    );
+    let queued = log.enqueue(0, note(4), Admit::Outcome).unwrap();
+    waiting.push(tokio::spawn(queued.by_keeper(4).durable()));
+    let mut seqs = Vec::new();
+    for waiter in waiting {
+        seqs.push(
+            soon("a gathered record", waiter)
+                .await
+                .unwrap()
+                .unwrap()
+                .seq,
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(
+        (log.batches_committed(), log.batches_led_by_keeper()),
+        (1, 1)
+    );
+    log.close().await;
+    assert_eq!(read_all(dir.path()).len(), 4);
+}
+
+#[tokio::test]
+async fn a_batch_that_never_fills_is_committed_once_gather_for_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(gathering(dir.path(), std::time::Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let queued = log.enqueue(0, note(1), Admit::Outcome).unwrap();
+    let record = soon("a lone gathered record", queued.by_keeper(100).durable())
+        .await
+        .unwrap();
+    assert_eq!(record.seq, 1);
+    assert_eq!(log.batches_committed(), 1);
+    log.close().await;
+}
+
+#[tokio::test]
+async fn a_caller_with_nothing_else_in_flight_or_close_ends_the_keepers_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(gathering(dir.path(), std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    // A caller that would lead its own record does not wait behind the keeper's gathering.
+    let queued = log.enqueue(0, note(1), Admit::Outcome).unwrap();
+    let gathered = tokio::spawn(queued.by_keeper(100).durable());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        soon("an inline append", log.append(note(2)))
+            .await
+            .unwrap()
+            .seq,
+        2
+    );
+    assert_eq!(
+        soon("the gathered record", gathered)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        1
+    );
+    // Nor does close: what the keeper gathers is committed at once.
+    let queued = log.enqueue(0, note(3), Admit::Outcome).unwrap();
+    let gathered = tokio::spawn(queued.by_keeper(100).durable());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    soon("close", log.close()).await;
+    assert_eq!(
+        soon("the record closed on", gathered)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        3
+    );
+    assert_eq!(read_all(dir.path()).len(), 3);
 }

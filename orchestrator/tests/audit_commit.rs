@@ -44,13 +44,7 @@ async fn a_lone_call_syncs_its_own_records_and_a_call_beside_a_running_one_leave
     );
 
     let running = h.spawn_call(&workflow, "list_notifications", json!({}));
-    wait_until("the stuck call to be running", || {
-        let started = h.audit_records().iter().any(|r| {
-            matches!(&r.event, AuditEvent::CallStarted { tool, .. } if tool == "list_notifications")
-        });
-        async move { started.then_some(()) }
-    })
-    .await;
+    wait_for_stuck_calls(&h, 1).await;
     let keeper_before = audit.batches_led_by_keeper();
     let seq_before = audit.last_seq();
     h.call(&workflow, "list_schemas", json!({}))
@@ -72,5 +66,74 @@ async fn a_lone_call_syncs_its_own_records_and_a_call_beside_a_running_one_leave
     assert_eq!(finished.count(), 4, "every outcome is on disk");
 
     running.abort();
+    held.abort();
+}
+
+/// Waits until `n` calls to the stuck server have their intent on disk.
+async fn wait_for_stuck_calls(h: &Harness, n: usize) {
+    wait_until("the stuck calls to be running", || {
+        let started = h
+            .audit_records()
+            .iter()
+            .filter(|r| {
+                matches!(&r.event, AuditEvent::CallStarted { tool, .. } if tool == "list_notifications")
+            })
+            .count();
+        async move { (started >= n).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_many_running_calls_the_keeper_waits_for_more_records_only_briefly() {
+    // Beside 12 running calls the keeper waits for 3 records before it syncs. None come here (the
+    // 12 are stuck), so each of the call's records waits out `gather_for` and is then committed
+    // on its own: the wait is bounded, and nothing is left behind.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = stuck.accept().await {
+            connections.push(connection);
+        }
+    });
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = config_with(&servers, json!([]), json!({}));
+    config["servers"]["notification"]["grpc"] = json!(stuck_url);
+    let h = Harness::with_servers(servers, config).await;
+    let audit = h.orchestrator.gateway.audit().clone();
+    let workflow = h.start_workflow("", json!({})).await;
+    let running: Vec<_> = (0..12)
+        .map(|_| h.spawn_call(&workflow, "list_notifications", json!({})))
+        .collect();
+    wait_for_stuck_calls(&h, 12).await;
+
+    let batches_before = audit.batches_committed();
+    let keeper_before = audit.batches_led_by_keeper();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        h.call(&workflow, "list_schemas", json!({})),
+    )
+    .await
+    .expect("a call beside many running ones is not held by the keeper's wait")
+    .expect("the call succeeds");
+    assert_eq!(
+        (
+            audit.batches_committed() - batches_before,
+            audit.batches_led_by_keeper() - keeper_before
+        ),
+        (2, 2),
+        "its decision and start, then its outcome: each the keeper's, each on its own"
+    );
+    let finished = h.audit_records().into_iter().filter(
+        |r| matches!(&r.event, AuditEvent::CallFinished { tool, .. } if tool == "list_schemas"),
+    );
+    assert_eq!(finished.count(), 1, "the outcome is on disk");
+
+    for call in running {
+        call.abort();
+    }
     held.abort();
 }

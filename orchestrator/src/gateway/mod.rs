@@ -71,6 +71,13 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
 }
 
+/// Beside N other calls in flight, the keeper waits (briefly: [`AuditOptions::gather_for`]) until
+/// N / this many records are queued before it syncs. Below 8 calls in flight that is at most 1, so
+/// no wait: there the path is bound by the syncs' latency. At 64 the machine is bound by CPU, which
+/// each sync spends too (about 90 µs on the bench's VM): half as many syncs took 11% off the
+/// orchestrator's CPU per gRPC call (`bench/RESULTS.md`, 2026-11-30T12:50Z).
+const GATHER_ONE_SYNC_PER: usize = 4;
+
 impl Inner {
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -95,11 +102,13 @@ impl Inner {
         state.apply(at, &event);
         // A lone call writes and syncs its own record (no hand-off: the lowest latency). While
         // other calls run, the log's keeper commits instead, so that no runtime worker blocks on
-        // the disk while those calls have work for it.
+        // the disk while those calls have work for it; and since their records are on their way,
+        // it may wait briefly for a share of them, so that one sync serves them together.
         let own = usize::from(matches!(event, AuditEvent::CallStarted { .. }));
+        let others = state.running.len().saturating_sub(own);
         let queued = self.audit.enqueue(at, event, Admit::Outcome)?;
-        Ok(if state.running.len() > own {
-            queued.by_keeper()
+        Ok(if others > 0 {
+            queued.by_keeper(others / GATHER_ONE_SYNC_PER)
         } else {
             queued
         })
