@@ -75,7 +75,7 @@ pub(crate) struct Inner {
 /// N / this many records are queued before it syncs. Below 8 calls in flight that is at most 1, so
 /// no wait: there the path is bound by the syncs' latency. At 64 the machine is bound by CPU, which
 /// each sync spends too (about 90 µs on the bench's VM): half as many syncs took 11% off the
-/// orchestrator's CPU per gRPC call (`bench/RESULTS.md`, 2026-11-30T12:50Z).
+/// orchestrator's CPU per gRPC call (`bench/RESULTS.md`, 2026-11-30T12:32Z).
 const GATHER_ONE_SYNC_PER: usize = 4;
 
 impl Inner {
