@@ -351,11 +351,12 @@ impl<E> Core<E> {
 
     /// Before the keeper takes a batch: while fewer records are queued than callers said are worth
     /// waiting for, waits for more, up to `longest`. A caller that would commit its own record
-    /// meanwhile (nothing else in flight), or close, ends the wait.
-    fn gather(&self, longest: Duration) {
+    /// meanwhile (nothing else in flight), or close, ends the wait. Returns the queue, locked, for
+    /// the batch to be taken.
+    fn gather(&self, longest: Duration) -> MutexGuard<'_, Queue<E>> {
         let mut queue = self.lock();
         if queue.pending.is_empty() || queue.pending.len() >= queue.gather.min(MAX_BATCH) {
-            return;
+            return queue;
         }
         let deadline = Instant::now() + longest;
         queue.gathering = true;
@@ -371,6 +372,7 @@ impl<E> Core<E> {
                 .0;
         }
         queue.gathering = false;
+        queue
     }
 
     /// The record of `ticket` will not be waited on. The newest queued record is the one whose
@@ -455,12 +457,13 @@ impl<E> Leader<'_, E> {
     /// Takes the next batch from the queue and commits it (or, while the log is unwritable, adds
     /// it to the backlog and retries that when due). Returns whether the queue had anything.
     fn commit_next(&mut self) -> bool {
-        if self.keeper && self.backlog.is_empty() {
-            self.core.gather(self.config.gather_for);
-        }
         let mut batch = std::mem::take(&mut self.batch);
         {
-            let mut queue = self.core.lock();
+            let mut queue = if self.keeper && self.backlog.is_empty() {
+                self.core.gather(self.config.gather_for)
+            } else {
+                self.core.lock()
+            };
             queue.gather = 0;
             if queue.pending.len() <= MAX_BATCH {
                 std::mem::swap(&mut queue.pending, &mut batch);

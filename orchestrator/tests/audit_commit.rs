@@ -12,22 +12,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_call_syncs_its_own_records_and_a_call_beside_a_running_one_leaves_it_to_the_keeper()
 {
-    // The notification server is a listener that takes connections and never answers: a call to
-    // one of its tools stays running (its intent durable) until its time-out.
-    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
-    let held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((connection, _)) = stuck.accept().await {
-            connections.push(connection);
-        }
-    });
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config = config_with(&servers, json!([]), json!({}));
-    config["servers"]["notification"]["grpc"] = json!(stuck_url);
-    let h = Harness::with_servers(servers, config).await;
+    let (h, held) = with_a_stuck_notification_server().await;
     let audit = h.orchestrator.gateway.audit().clone();
     let workflow = h.start_workflow("", json!({})).await;
 
@@ -69,6 +54,26 @@ async fn a_lone_call_syncs_its_own_records_and_a_call_beside_a_running_one_leave
     held.abort();
 }
 
+/// An orchestrator whose notification server is a listener that takes connections and never
+/// answers: a call to one of its tools stays running (its intent durable) until its time-out. The
+/// listener lives as long as the returned task.
+async fn with_a_stuck_notification_server() -> (Harness, tokio::task::JoinHandle<()>) {
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = stuck.accept().await {
+            connections.push(connection);
+        }
+    });
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = config_with(&servers, json!([]), json!({}));
+    config["servers"]["notification"]["grpc"] = json!(stuck_url);
+    (Harness::with_servers(servers, config).await, held)
+}
+
 /// Waits until `n` calls to the stuck server have their intent on disk.
 async fn wait_for_stuck_calls(h: &Harness, n: usize) {
     wait_until("the stuck calls to be running", || {
@@ -89,20 +94,7 @@ async fn beside_many_running_calls_the_keeper_waits_for_more_records_only_briefl
     // Beside 12 running calls the keeper waits for 3 records before it syncs. None come here (the
     // 12 are stuck), so each of the call's records waits out `gather_for` and is then committed
     // on its own: the wait is bounded, and nothing is left behind.
-    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
-    let held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((connection, _)) = stuck.accept().await {
-            connections.push(connection);
-        }
-    });
-    let servers = conductor_servers::testing::spawn_all().await;
-    let mut config = config_with(&servers, json!([]), json!({}));
-    config["servers"]["notification"]["grpc"] = json!(stuck_url);
-    let h = Harness::with_servers(servers, config).await;
+    let (h, held) = with_a_stuck_notification_server().await;
     let audit = h.orchestrator.gateway.audit().clone();
     let workflow = h.start_workflow("", json!({})).await;
     let running: Vec<_> = (0..12)
