@@ -1,6 +1,6 @@
 //! Approval gates over real gRPC: approved, denied, timed out; the control token; the ledger.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{ApprovalVerdict, AuditEvent};

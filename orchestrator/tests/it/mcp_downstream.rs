@@ -3,7 +3,7 @@
 //! policy-checked and audited like gRPC tools; a crash, a hang or garbage on stdout gives a clear error
 //! and the next call starts the server again.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};
 use conductor_orchestrator::gateway::{CallResult, CallSpec};

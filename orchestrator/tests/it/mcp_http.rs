@@ -1,7 +1,7 @@
 //! The MCP HTTP front's edges: `Origin` validation, malformed JSON-RPC frames, and rmcp's own client
 //! (the Rust SDK) against `/mcp`, including how long a plain round trip takes.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use conductor_orchestrator::testing;
 use mcp_support::{INITIALIZE, params, raw_post, shipped_config, text, with_idle_timeout};

@@ -1,6 +1,6 @@
 //! Template runs and the Watch stream over real gRPC.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_proto::v1 as pb;

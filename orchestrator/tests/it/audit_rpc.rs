@@ -1,7 +1,7 @@
 //! Reading the audit back over real gRPC and HTTP: queries with paging, verification, compliance reports,
 //! and the Prometheus `/metrics` endpoint.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_proto::v1 as pb;

@@ -1,7 +1,7 @@
 //! The real `orchestrator` binary killed with SIGKILL and started again on the same audit log: nothing
 //! acknowledged is lost, a torn last line is repaired, pending approvals and workflow histories survive.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};

@@ -1,4 +1,4 @@
-//! Shared set-up of the MCP integration tests (`tests/mcp_*.rs`): the Python interpreter with the
+//! Shared set-up of the MCP integration tests (`tests/it/mcp_*.rs`): the Python interpreter with the
 //! official MCP SDK, configurations pointing at real in-process tool servers, approving through the
 //! gRPC API, and running the Python scripts of `tests/python/`.
 

@@ -2,8 +2,8 @@
 //! with an MCP client's headers (with and without a live session). Every request gets an HTTP status
 //! within its deadline, and afterwards the server still opens sessions and runs tool calls.
 
-mod common;
-mod mcp_support;
+use crate::common;
+use crate::mcp_support;
 
 use common::*;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! them, so that no runtime worker blocks on the disk while other calls have work for it. Either
 //! way every record is durable before the call goes on.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::AuditEvent;

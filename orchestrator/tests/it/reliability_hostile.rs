@@ -2,8 +2,8 @@
 //! to leave the backup directory, and control actions (deny, reload) without the control token. Each is
 //! refused with a clear error, leaves nothing behind, and the daemon keeps serving.
 
-mod common;
-mod mcp_support;
+use crate::common;
+use crate::mcp_support;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};

@@ -3,7 +3,7 @@
 //! the shipped configuration's rules: tools listed with schemas, an out-of-order call refused with its
 //! rule, allowed after its dependency, and an approval-gated call released through the gRPC API.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use conductor_orchestrator::testing;
 use mcp_support::{

@@ -1,6 +1,6 @@
 //! Policies enforced over real gRPC against the real tool servers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind};

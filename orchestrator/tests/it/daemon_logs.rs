@@ -1,7 +1,7 @@
 //! The real `orchestrator` binary's log on a redirected stderr: plain text without colour codes (what a
 //! log file should hold), or one JSON object a line with `--log-format json` for log shippers.
 
-mod common;
+use crate::common;
 
 use common::*;
 

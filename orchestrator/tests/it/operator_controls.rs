@@ -2,7 +2,7 @@
 //! and client allow-lists, hardened approvals, caller identity, live configuration reload. Every one of
 //! them is checked in the audit log too, with the configuration version.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};

@@ -1,7 +1,7 @@
 //! Ad-hoc workflows end: when their owner says so (EndWorkflow), and by themselves once idle past
 //! `workflows.idle_timeout`, recorded with the reason; template runs are left to end by themselves.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, WorkflowEnd};

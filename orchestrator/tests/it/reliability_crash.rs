@@ -4,7 +4,7 @@
 //! and approvable, a torn last line is repaired; a removed or inserted line stops the start unless
 //! `--audit-recover`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};

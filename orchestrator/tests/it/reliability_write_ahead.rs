@@ -4,7 +4,7 @@
 //! delivered has its intent (decision and `call_started`) in the log, and every intent without an
 //! outcome at the kill is `interrupted` after the restart.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};

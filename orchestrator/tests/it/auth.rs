@@ -3,8 +3,8 @@
 //! view matters), and refused; plus the happy paths: a static token, a JWT checked against a JWKS this
 //! test serves, the anonymous allow-list, `act_for`, approvers who are identities.
 
-mod common;
-mod mcp_support;
+use crate::common;
+use crate::mcp_support;
 
 use common::{Harness, denial, read_audit};
 use conductor_orchestrator::audit::AuditEvent;

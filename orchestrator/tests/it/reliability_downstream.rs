@@ -2,7 +2,7 @@
 //! naming the server, each one is audited as `unavailable`, and once the server is back on the same
 //! address calls succeed again without restarting the orchestrator.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};

@@ -4,7 +4,7 @@
 //! the live state: histories, violations with their reasons, pending approvals, template progress,
 //! counters.
 
-mod common;
+use crate::common;
 
 use common::config_with;
 use conductor_audit::AuditOptions;

@@ -1,7 +1,7 @@
 //! The orchestrator as a gRPC daemon: health checks and reflection (v1 and v1alpha), so that any gRPC
 //! client with reflection (grpcurl included) can list and call its services.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_servers::testing::{reflection_services_v1, reflection_services_v1alpha};

@@ -4,7 +4,7 @@
 //! stream, `DELETE`, unknown sessions, and expiry — over real HTTP against an in-process
 //! orchestrator.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use conductor_orchestrator::testing;
 use mcp_support::{DEADLINE, INITIALIZE, RawReply, raw_post, with_idle_timeout};

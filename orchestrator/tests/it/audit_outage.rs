@@ -3,7 +3,7 @@
 //! /metrics say why; once the disk takes records again the orchestrator serves again by itself, the
 //! chain verifies, and the state rebuilt from the log is the state that was live.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, Outcome};

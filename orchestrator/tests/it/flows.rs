@@ -2,7 +2,7 @@
 //! refusal and the approval request name the earlier calls, the audit record carries the labels
 //! and the condition results, and a restart rebuilds the label set from the log.
 
-mod common;
+use crate::common;
 
 use common::*;
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind};

@@ -1,0 +1,32 @@
+//! The orchestrator's integration tests, one binary for all (each links the whole workspace, so one
+//! binary instead of one per file saves gigabytes of disk and minutes of linking): real daemons on
+//! loopback port 0, over real gRPC and HTTP.
+
+mod common;
+mod mcp_support;
+
+mod approvals;
+mod audit_commit;
+mod audit_outage;
+mod audit_rpc;
+mod auth;
+mod daemon_logs;
+mod flows;
+mod mcp_downstream;
+mod mcp_http;
+mod mcp_python;
+mod mcp_sessions;
+mod operator_controls;
+mod policies;
+mod reliability_crash;
+mod reliability_downstream;
+mod reliability_fuzz_config;
+mod reliability_fuzz_mcp;
+mod reliability_fuzz_policy;
+mod reliability_hostile;
+mod reliability_write_ahead;
+mod replay_differential;
+mod restart;
+mod service;
+mod templates;
+mod workflow_lifecycle;
