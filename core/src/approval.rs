@@ -25,7 +25,7 @@ pub struct Approval {
     pub decided_by: String,
     pub reason: String,
     pub decided_at_ms: i64,
-    /// The approver must be someone other than `workflow_caller`.
+    /// The approver must be someone other than `requested_by` and `workflow_caller`.
     pub four_eyes: bool,
     pub workflow_caller: String,
     /// Why the call waits, beyond its gate's id: a condition that held, or the earlier calls that
@@ -54,6 +54,27 @@ impl Approval {
                     format!("{state} by {}", self.decided_by)
                 }
             }
+        }
+    }
+
+    /// Under four eyes, why `approver` may not approve this call: they asked for it, or they started
+    /// the workflow it runs in (whoever acts in someone's workflow, by `act_for` or as the operator,
+    /// still needs a second person). `None` when they may, or when the gate has no four eyes.
+    pub fn four_eyes_refusal(&self, approver: &str) -> Option<String> {
+        if !self.four_eyes {
+            None
+        } else if same_person(approver, &self.requested_by) {
+            Some(format!(
+                "four eyes: {approver} asked for this {} call and cannot approve it too; ask someone else",
+                self.tool
+            ))
+        } else if same_person(approver, &self.workflow_caller) {
+            Some(format!(
+                "four eyes: {approver} started workflow {} and cannot approve its own call; ask someone else",
+                self.workflow_id
+            ))
+        } else {
+            None
         }
     }
 
@@ -170,5 +191,52 @@ mod tests {
         approval.decided_by = "system:timeout".into();
         approval.reason = "no decision within 1m".into();
         assert!(approval.refusal().message.contains("not approved in time"));
+    }
+
+    #[test]
+    fn four_eyes_refuses_whoever_asked_for_the_call_and_whoever_started_its_workflow() {
+        let mut approval = Approval {
+            id: "ap-1".into(),
+            workflow_id: "w-1".into(),
+            call_id: "c".into(),
+            tool: "restore_backup".into(),
+            step: None,
+            gate: "g".into(),
+            arguments: json!({}),
+            arguments_digest: digest(&json!({})),
+            config_version: "v".into(),
+            // bob acts in alice's workflow (act_for, or as the operator).
+            requested_by: "bob (token …b7c1)".into(),
+            requested_at_ms: 0,
+            expires_at_ms: 1,
+            verdict: None,
+            decided_by: String::new(),
+            reason: String::new(),
+            decided_at_ms: 0,
+            four_eyes: true,
+            workflow_caller: "alice (token …a1b2)".into(),
+            why: String::new(),
+        };
+        let cases = [
+            (
+                "bob (token …b7c1)",
+                Some("asked for this restore_backup call"),
+            ),
+            ("BOB", Some("asked for this restore_backup call")),
+            ("alice (jwt)", Some("started workflow w-1")),
+            ("carol (token …c3d4)", None),
+        ];
+        for (approver, refused) in cases {
+            let got = approval.four_eyes_refusal(approver);
+            match refused {
+                Some(part) => assert!(
+                    got.as_deref().is_some_and(|m| m.contains(part)),
+                    "{approver}: {got:?}"
+                ),
+                None => assert_eq!(got, None, "{approver}"),
+            }
+        }
+        approval.four_eyes = false;
+        assert_eq!(approval.four_eyes_refusal("bob"), None);
     }
 }

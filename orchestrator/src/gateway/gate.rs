@@ -198,13 +198,9 @@ impl Gateway {
                         )));
                     }
                     if verdict == ApprovalVerdict::Approved
-                        && approval.four_eyes
-                        && approval::same_person(approver, &approval.workflow_caller)
+                        && let Some(refusal) = approval.four_eyes_refusal(approver)
                     {
-                        return Err(Error::PermissionDenied(format!(
-                            "four eyes: {approver} started workflow {} and cannot approve its own call; ask someone else",
-                            approval.workflow_id
-                        )));
+                        return Err(Error::PermissionDenied(refusal));
                     }
                 }
                 None => {

@@ -671,6 +671,50 @@ async fn approvers_are_identities_and_four_eyes_compares_them() {
     .expect("operator approves");
     assert_eq!(approved.decided_by, "operator (control token; as \"bob\")");
     waiting.await.expect("task").expect("the call ran");
+
+    // Whoever asks for the call cannot approve it either, even in someone else's workflow: here
+    // the operator, who may act anywhere, calls in dana's.
+    let wf = start(&h, Some(DANA), "").await.expect("start").id;
+    let waiting = {
+        let client = h.client.clone();
+        let wf = wf.clone();
+        tokio::spawn(async move {
+            let body = pb::WorkflowCallRequest {
+                workflow_id: wf,
+                tool: "list_backups".into(),
+                arguments_json: "{}".into(),
+            };
+            client
+                .clone()
+                .call_tool(with_token(body, Some(CONTROL)))
+                .await
+        })
+    };
+    let pending = h.wait_pending(&wf).await;
+    let digest = pending.arguments_digest.clone();
+    let requester = decide(&h, Some(CONTROL), &pending.id, &digest, "")
+        .await
+        .unwrap_err();
+    assert_eq!(requester.code(), tonic::Code::PermissionDenied);
+    assert!(
+        requester
+            .message()
+            .contains("asked for this list_backups call"),
+        "{}",
+        requester.message()
+    );
+    let owner = decide(&h, Some(DANA), &pending.id, &digest, "")
+        .await
+        .unwrap_err();
+    assert!(
+        owner.message().contains("started workflow"),
+        "{}",
+        owner.message()
+    );
+    decide(&h, Some(ERIN), &pending.id, &digest, "")
+        .await
+        .expect("a third person approves");
+    waiting.await.expect("task").expect("the call ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
