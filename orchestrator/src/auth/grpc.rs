@@ -17,14 +17,16 @@ impl Authenticator {
         request: &Request<T>,
         explicit: &str,
     ) -> Result<(Identity, String), crate::Error> {
-        let token = match request.metadata().get("authorization") {
-            None => None,
-            Some(value) => Some(
+        let mut values = request.metadata().get_all("authorization").iter();
+        let token = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(value), None) => Some(
                 value
                     .to_str()
                     .map_err(|_| AuthError::Malformed)
                     .and_then(bearer_token)?,
             ),
+            (Some(_), Some(_)) => return Err(AuthError::Ambiguous.into()),
         };
         let identity = self.identify(config, token).await?;
         let header = request

@@ -119,6 +119,9 @@ pub enum AuthError {
     Jwt(#[from] JwtError),
     #[error("the Authorization header is not `Bearer <token>`")]
     Malformed,
+    /// Two credentials: whichever one a proxy in front reads, it could differ from ours.
+    #[error("more than one Authorization header: send exactly one")]
+    Ambiguous,
 }
 
 impl From<AuthError> for crate::Error {

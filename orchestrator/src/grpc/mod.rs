@@ -121,8 +121,10 @@ fn parse_json(text: &str, what: &str) -> Result<Value, Status> {
 impl Orchestrator for OrchestratorService {
     async fn list_tools(
         &self,
-        _: Request<pb::ListToolsRequest>,
+        request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        // With authentication required, the catalogue is for callers with a credential.
+        self.identify(&request, "").await?;
         let tools = self
             .gateway
             .tools()
@@ -135,8 +137,9 @@ impl Orchestrator for OrchestratorService {
 
     async fn list_templates(
         &self,
-        _: Request<pb::ListTemplatesRequest>,
+        request: Request<pb::ListTemplatesRequest>,
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        self.identify(&request, "").await?;
         let config = self.gateway.config();
         let templates = config
             .templates
@@ -368,8 +371,10 @@ impl Orchestrator for OrchestratorService {
 
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        // It names workflows, their callers and their errors: as much as `ListWorkflows`.
+        self.read(&request, "the status").await?;
         Ok(Response::new(convert::status(&self.gateway.status(20))))
     }
 

@@ -183,6 +183,25 @@ async fn a_claimed_name_grants_nothing_and_a_wrong_token_is_refused() {
     assert_eq!(denial(&refused).violations[0].rule_kind, "allow_list");
     let wrong = start(&h, Some("writer"), "writer").await.unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    // Two credentials are refused, whichever comes first: a proxy in front could read the other.
+    for pair in [[WRITER, REPORTER], ["wrong", WRITER]] {
+        let mut request = Request::new(pb::StartWorkflowRequest::default());
+        for token in pair {
+            request.metadata_mut().append(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        let twice = h.client.clone().start_workflow(request).await.unwrap_err();
+        assert_eq!(twice.code(), tonic::Code::Unauthenticated, "{pair:?}");
+        assert!(
+            twice
+                .message()
+                .contains("more than one Authorization header"),
+            "{}",
+            twice.message()
+        );
+    }
     let own = start(&h, Some(REPORTER), "someone else")
         .await
         .expect("start");
@@ -288,6 +307,43 @@ async fn the_anonymous_allow_list_and_required_authentication() {
     assert_eq!(read(None).await, Err(tonic::Code::Unauthenticated));
     assert_eq!(read(Some(AUDITOR)).await, Ok(()));
     assert_eq!(read(Some(CONTROL)).await, Ok(()));
+    // So does the status, which names workflows, callers and errors as the list does.
+    let status = |token| {
+        let mut client = h.client.clone();
+        async move {
+            client
+                .status(with_token(pb::StatusRequest::default(), token))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    };
+    assert_eq!(status(None).await, Err(tonic::Code::Unauthenticated));
+    assert_eq!(
+        status(Some(REPORTER)).await,
+        Err(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(status(Some(AUDITOR)).await, Ok(()));
+    // The tool and template catalogues need a credential, any client's.
+    let catalogues = |token| {
+        let mut client = h.client.clone();
+        async move {
+            let tools = client
+                .list_tools(with_token(pb::ListToolsRequest::default(), token))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code());
+            let templates = client
+                .list_templates(with_token(pb::ListTemplatesRequest::default(), token))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code());
+            (tools, templates)
+        }
+    };
+    let refused = Err(tonic::Code::Unauthenticated);
+    assert_eq!(catalogues(None).await, (refused, refused));
+    assert_eq!(catalogues(Some(REPORTER)).await, (Ok(()), Ok(())));
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
