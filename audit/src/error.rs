@@ -49,7 +49,7 @@ pub enum AuditError {
     /// The chain does not verify. Nothing was changed on disk; open with `recover: true` to move the
     /// damaged part aside and continue from the last good record.
     #[error(
-        "audit log chain is broken at {0}; inspect the file, or open with recover=true to move the damaged part aside"
+        "audit log chain is broken at {0}; inspect the file, or open the log in recovery mode (the orchestrator's --audit-recover) to move the damaged part aside"
     )]
     Broken(VerifyFailure),
     /// Another process (or another open log in this one) is writing this directory.

@@ -183,25 +183,30 @@ impl Client {
 
     /// Turns a failed call into the error the user should read.
     pub fn error(&self, status: Status) -> CliError {
-        match status.code() {
-            Code::Unavailable | Code::Unknown if is_transport(&status) => CliError::Unreachable {
-                url: self.url.clone(),
-                reason: status_reason(&status),
+        classify(&self.url, status)
+    }
+}
+
+/// The error the user should read for a failed call to the orchestrator at `url`.
+fn classify(url: &str, status: Status) -> CliError {
+    match status.code() {
+        Code::Unavailable | Code::Unknown if is_transport(&status) => CliError::Unreachable {
+            url: url.to_owned(),
+            reason: status_reason(&status),
+        },
+        Code::FailedPrecondition => match decision_of(&status) {
+            Some(decision) => CliError::Denied {
+                message: status.message().to_owned(),
+                decision: Box::new(decision),
             },
-            Code::FailedPrecondition => match decision_of(&status) {
-                Some(decision) => CliError::Denied {
-                    message: status.message().to_owned(),
-                    decision: Box::new(decision),
-                },
-                None => CliError::Failed(status.message().to_owned()),
-            },
-            Code::Unauthenticated | Code::PermissionDenied => {
-                CliError::Unauthorized(status.message().to_owned())
-            }
-            Code::Unavailable => CliError::Failed(format!("unavailable: {}", status.message())),
-            Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
-            _ => CliError::Failed(status.message().to_owned()),
+            None => CliError::Failed(status.message().to_owned()),
+        },
+        Code::Unauthenticated | Code::PermissionDenied => {
+            CliError::Unauthorized(status.message().to_owned())
         }
+        Code::Unavailable => CliError::Failed(format!("unavailable: {}", status.message())),
+        Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
+        _ => CliError::Failed(status.message().to_owned()),
     }
 }
 
@@ -228,11 +233,11 @@ pub fn status_reason(status: &Status) -> String {
     text
 }
 
-/// A transport failure (nothing listening, connection dropped) rather than an answer of the orchestrator.
+/// A transport failure (nothing listening, connection dropped) rather than an answer of the
+/// orchestrator: tonic keeps the transport's error as the status's source, and a status the
+/// orchestrator sent (an unwritable audit log, a tool server down) has none.
 fn is_transport(status: &Status) -> bool {
-    status.code() == Code::Unavailable && !status.message().starts_with("server ")
-        || status.message().contains("transport error")
-        || status.message().contains("connection")
+    std::error::Error::source(status).is_some()
 }
 
 /// The `--orchestrator` value as a URL: `127.0.0.1:50051` (the form the orchestrator's `--listen`
@@ -311,6 +316,34 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|e| e as _)
         }
+    }
+
+    #[test]
+    fn only_a_transport_failure_is_unreachable_and_an_answer_says_what_the_orchestrator_said() {
+        let url = "http://127.0.0.1:50051";
+        let refused = Status::from_error(Box::new(Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error: Connection refused",
+                None,
+            ))),
+        )));
+        assert!(
+            matches!(classify(url, refused), CliError::Unreachable { .. }),
+            "nothing listening"
+        );
+        let full = Status::unavailable(
+            "audit log I/O error on audit_logs/audit-1.jsonl: No space left on device (os error 28); the call was not run or not acknowledged",
+        );
+        match classify(url, full) {
+            CliError::Failed(message) => {
+                assert!(message.contains("No space left on device"), "{message}")
+            }
+            other => panic!("an unwritable audit log is not an unreachable orchestrator: {other}"),
+        }
+        let server_down =
+            Status::unavailable("server notification is unavailable: connection refused");
+        assert!(matches!(classify(url, server_down), CliError::Failed(_)));
     }
 
     #[test]

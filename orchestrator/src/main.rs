@@ -133,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
         audit,
     })
     .await
+    .map_err(|e| match e {
+        // Said of a call, the audit error adds that it did not run; at start there is no call.
+        conductor_orchestrator::Error::Audit(audit) => anyhow::Error::new(audit),
+        other => anyhow::Error::new(other),
+    })
     .with_context(|| format!("cannot start with the audit log in {}", audit_dir.display()))?;
     tracing::info!(
         "listening on {} (gRPC) and {} (HTTP: /metrics, /mcp)",

@@ -109,18 +109,22 @@ async fn follow_audit_health(
     reporter: tonic_health::server::HealthReporter,
     stop: CancellationToken,
 ) {
+    use tonic_health::ServingStatus;
     loop {
-        let now = *writable.borrow_and_update();
-        if now {
-            reporter
-                .set_serving::<OrchestratorServer<OrchestratorService>>()
-                .await;
+        let status = if *writable.borrow_and_update() {
+            ServingStatus::Serving
         } else {
             tracing::warn!("health: NOT_SERVING while the audit log cannot be written");
-            reporter
-                .set_not_serving::<OrchestratorServer<OrchestratorService>>()
-                .await;
-        }
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(
+                <OrchestratorServer<OrchestratorService> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        // The empty name is the whole server's health, what probes ask by default.
+        reporter.set_service_status("", status).await;
         tokio::select! {
             changed = writable.changed() => if changed.is_err() { return },
             () = stop.cancelled() => return,

@@ -20,20 +20,33 @@ fn outbox_entries(h: &Harness) -> usize {
         .unwrap_or(0)
 }
 
+/// The orchestrator's health, the same whether asked of its service or of the whole server (the
+/// empty name, which `grpc_health_probe` and Kubernetes probes ask by default).
 async fn health(h: &Harness) -> i32 {
     let channel = tonic::transport::Endpoint::from_shared(h.orchestrator.grpc_url())
         .expect("url")
         .connect()
         .await
         .expect("connect");
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: "conductor.v1.Orchestrator".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner()
-        .status
+    let client = HealthClient::new(channel);
+    let status = |service: &str| {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let mut client = client.clone();
+        async move {
+            client
+                .check(request)
+                .await
+                .expect("health")
+                .into_inner()
+                .status
+        }
+    };
+    let named = status("conductor.v1.Orchestrator").await;
+    let whole = status("").await;
+    assert_eq!(whole, named, "the server's health is the orchestrator's");
+    named
 }
 
 async fn metrics(h: &Harness) -> String {
