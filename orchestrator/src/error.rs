@@ -17,7 +17,10 @@ pub enum Error {
     InvalidArgument(String),
     #[error("server {server:?} is unavailable: {message}")]
     Unavailable { server: String, message: String },
-    #[error("tool {tool} did not answer within its time-out of {limit}; the call was cancelled")]
+    /// The call was sent: the server may still carry it out, so its effect is unknown.
+    #[error(
+        "tool {tool} did not answer within its time-out of {limit}; the orchestrator stopped waiting, and the server may still carry the call out (its effect is unknown)"
+    )]
     DeadlineExceeded { tool: String, limit: String },
     #[error("server {server:?} failed the call of {tool}: {message}")]
     Downstream {
