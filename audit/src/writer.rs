@@ -137,6 +137,8 @@ pub(crate) struct OpenSegment {
     pub path: PathBuf,
     file: File,
     pub len: u64,
+    /// Which file this is (device and inode), to tell when `path` no longer names it.
+    id: FileId,
 }
 
 impl OpenSegment {
@@ -146,12 +148,7 @@ impl OpenSegment {
             .append(true)
             .open(path)
             .map_err(|e| AuditError::io(path, e))?;
-        let len = file.metadata().map_err(|e| AuditError::io(path, e))?.len();
-        Ok(OpenSegment {
-            path: path.to_path_buf(),
-            file,
-            len,
-        })
+        Self::from_file(path.to_path_buf(), file)
     }
 
     /// Creates the file whose first record will be `first_seq`, durably (directory synced).
@@ -163,8 +160,65 @@ impl OpenSegment {
             .open(&path)
             .map_err(|e| AuditError::io(&path, e))?;
         sync_dir(dir)?;
-        let len = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
-        Ok(OpenSegment { path, file, len })
+        Self::from_file(path, file)
+    }
+
+    fn from_file(path: PathBuf, file: File) -> Result<Self, AuditError> {
+        let metadata = file.metadata().map_err(|e| AuditError::io(&path, e))?;
+        Ok(OpenSegment {
+            len: metadata.len(),
+            id: FileId::of(&metadata),
+            path,
+            file,
+        })
+    }
+
+    /// Whether the records just synced can be found: the file's name still leads to it. A file
+    /// removed (or its directory) or replaced while open takes writes and syncs without an error,
+    /// into an inode nobody will ever read, so a sync alone does not prove a record is kept.
+    fn still_named(&self) -> Result<(), AuditError> {
+        match std::fs::metadata(&self.path) {
+            Ok(now) if FileId::of(&now) == self.id => Ok(()),
+            Ok(_) => Err(AuditError::io(
+                &self.path,
+                std::io::Error::other(
+                    "the audit file was replaced while open; records go to a new file once it can be created",
+                ),
+            )),
+            Err(e) => Err(AuditError::io(
+                &self.path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the audit file was removed while open ({e}); records go to a new file once its directory exists"
+                    ),
+                ),
+            )),
+        }
+    }
+}
+
+/// A file's identity on its filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+
+    /// Without inode numbers, a file that can still be found by its name counts as the same.
+    #[cfg(not(unix))]
+    fn of(_: &std::fs::Metadata) -> Self {
+        FileId { dev: 0, ino: 0 }
     }
 }
 
@@ -672,17 +726,28 @@ impl<E> Writer<E> {
                 Ok(())
             }
         });
-        match result {
-            Ok(()) => {
-                segment.len += self.buf.len() as u64;
-                Ok(())
-            }
+        match result.map_err(|e| AuditError::io(&segment.path, e)) {
+            Ok(()) => match segment.still_named() {
+                Ok(()) => {
+                    segment.len += self.buf.len() as u64;
+                    Ok(())
+                }
+                Err(lost) => {
+                    // The batch (and whatever else that file held) is beyond reach: it is not
+                    // acknowledged, and its retry goes to a new file named by its first seq. A
+                    // file moved aside keeps what was acknowledged, not this batch twice.
+                    let _ = segment.file.set_len(before);
+                    self.segment = None;
+                    self.cut_to = None;
+                    Err(lost)
+                }
+            },
             Err(error) => {
                 if let Err(cut) = segment.file.set_len(before) {
                     tracing::error!(%cut, path = %segment.path.display(), "cannot cut a failed audit write back yet; nothing more is written until it can be");
                     self.cut_to = Some(before);
                 }
-                Err(AuditError::io(&segment.path, error))
+                Err(error)
             }
         }
     }

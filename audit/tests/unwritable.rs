@@ -125,3 +125,76 @@ async fn a_steady_stream_of_records_does_not_put_the_retry_off() {
     log.close().await;
     assert!(verify_dir(dir.path()).unwrap().ok);
 }
+
+/// A log whose directory is removed while it is open: writes and syncs into the removed file
+/// succeed, so only asking whether the file can still be found keeps a record from being
+/// acknowledged where nobody will ever read it.
+#[tokio::test]
+async fn a_removed_directory_is_unwritable_until_it_exists_again() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("audit");
+    let (log, _, _) = open(options(&dir)).await.unwrap();
+    log.append(note(1)).await.unwrap();
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    let error = log.append(note(2)).await.unwrap_err();
+    assert!(error.to_string().contains("removed while open"), "{error}");
+    let unwritable = log.health().unwritable.expect("unwritable");
+    assert!(
+        unwritable.reason.contains("removed while open"),
+        "{unwritable:?}"
+    );
+    let refused = log
+        .enqueue(0, note(3), Admit::Intent)
+        .err()
+        .expect("refused");
+    assert!(matches!(refused, AuditError::Unwritable(_)), "{refused}");
+
+    std::fs::create_dir(&dir).unwrap();
+    wait_until("the log to be writable again", || {
+        log.health().unwritable.is_none()
+    });
+    let after = log.append(note(4)).await.unwrap();
+    assert_eq!(after.seq, 3, "the kept record came first");
+    log.close().await;
+
+    // The records acknowledged before the removal are gone with it, and the log says so.
+    let events: Vec<_> = read_all(&dir).into_iter().map(|r| r.event).collect();
+    assert_eq!(events, vec![note(2), note(4)]);
+    let verified = verify_dir(&dir).unwrap();
+    assert!(
+        !verified.ok,
+        "a log that lost its beginning does not verify: {verified:?}"
+    );
+}
+
+/// A file replaced under the same name (moved aside, a new one put in its place) is not the one
+/// being written: the next batch goes to a new file, and nothing is acknowledged in between.
+#[tokio::test]
+async fn a_replaced_file_is_noticed_and_the_next_records_start_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(options(dir.path())).await.unwrap();
+    log.append(note(1)).await.unwrap();
+    let [file] = common::log_files(dir.path()).try_into().expect("one file");
+    let aside = dir.path().join("aside.jsonl.bak");
+    std::fs::rename(&file, &aside).unwrap();
+    std::fs::write(&file, b"").unwrap();
+
+    let error = log.append(note(2)).await.unwrap_err();
+    assert!(error.to_string().contains("replaced while open"), "{error}");
+    wait_until("the log to be writable again", || {
+        log.health().unwritable.is_none()
+    });
+    log.append(note(3)).await.unwrap();
+    log.close().await;
+    assert_eq!(
+        std::fs::read_to_string(&aside).unwrap().lines().count(),
+        1,
+        "the moved file holds what was acknowledged before, and not the failed batch"
+    );
+    assert_eq!(
+        common::log_files(dir.path()).len(),
+        2,
+        "a new file was started"
+    );
+}
