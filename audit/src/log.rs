@@ -113,7 +113,7 @@ where
             .await
             .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
         let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(options.stall_after));
         shared.last_seq.store(report.last_seq, Ordering::Release);
         let config = WriterConfig {
             dir: options.dir.clone(),
@@ -326,6 +326,15 @@ impl<E> AuditLog<E> {
     /// Follows whether the log can be written (`true`) or not, for health checks.
     pub fn watch_writable(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.shared.writable.subscribe()
+    }
+
+    /// Test builds: makes every write hang, as on a stalled disk, while `stalled` is true.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_stall(&self, stalled: bool) {
+        self.inner
+            .shared
+            .inject_stall
+            .store(stalled, Ordering::Release);
     }
 
     /// Test builds: makes every write fail as on a full disk (`ENOSPC`) while `full` is true.

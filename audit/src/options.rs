@@ -26,6 +26,9 @@ pub struct AuditOptions {
     /// worth growing ([`crate::Queued::by_keeper`]): one sync then serves more records, at the
     /// cost of at most this much latency for the records already queued.
     pub gather_for: Duration,
+    /// A write and sync that has not returned after this long means a stalled disk: the log counts
+    /// as unwritable (new intents refused, health says why) until it returns.
+    pub stall_after: Duration,
 }
 
 impl Default for AuditOptions {
@@ -38,6 +41,7 @@ impl Default for AuditOptions {
             channel_capacity: 4096,
             broadcast_capacity: 4096,
             gather_for: Duration::from_micros(300),
+            stall_after: Duration::from_secs(5),
         }
     }
 }
@@ -61,6 +65,11 @@ impl AuditOptions {
         if self.channel_capacity == 0 {
             return Err(AuditError::InvalidOptions(
                 "channel_capacity must be greater than zero".into(),
+            ));
+        }
+        if self.stall_after.is_zero() {
+            return Err(AuditError::InvalidOptions(
+                "stall_after must be longer than zero".into(),
             ));
         }
         if self.broadcast_capacity == 0 {

@@ -35,7 +35,7 @@ use crate::{AuditError, Record};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
@@ -70,15 +70,23 @@ pub(crate) struct Shared {
     /// Set while the log cannot be written; `unwritable` says why.
     pub failing: AtomicBool,
     pub unwritable: Mutex<Option<Unwritable>>,
-    /// `true` while records are written: health checks follow it without polling.
+    /// `true` while records are written: health checks follow it without polling (a stall is
+    /// seen by asking, see [`Shared::unwritable`]).
     pub writable: tokio::sync::watch::Sender<bool>,
+    /// When the write and sync in progress began (ms since the Unix epoch); 0 when none is.
+    pub writing_since_ms: AtomicI64,
+    /// How long a write and sync may take before the disk counts as stalled.
+    stall_after: Duration,
     /// Test builds: the next writes fail as on a full disk while this is set.
     #[cfg(feature = "fault-injection")]
     pub inject_full_disk: AtomicBool,
+    /// Test builds: the next writes hang while this is set.
+    #[cfg(feature = "fault-injection")]
+    pub inject_stall: AtomicBool,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
+impl Shared {
+    pub fn new(stall_after: Duration) -> Self {
         Shared {
             last_seq: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -87,13 +95,15 @@ impl Default for Shared {
             failing: AtomicBool::new(false),
             unwritable: Mutex::new(None),
             writable: tokio::sync::watch::Sender::new(true),
+            writing_since_ms: AtomicI64::new(0),
+            stall_after,
             #[cfg(feature = "fault-injection")]
             inject_full_disk: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            inject_stall: AtomicBool::new(false),
         }
     }
-}
 
-impl Shared {
     fn set_unwritable(&self, reason: String) {
         let mut slot = self.unwritable.lock().unwrap_or_else(|e| e.into_inner());
         let since_ms = slot.as_ref().map_or_else(unix_ms, |u| u.since_ms);
@@ -108,14 +118,26 @@ impl Shared {
         self.writable.send_replace(true);
     }
 
+    /// Why the log cannot be written now: the last write failed, or the one in progress has not
+    /// returned for longer than `stall_after` (a disk that hangs rather than fails).
     pub fn unwritable(&self) -> Option<Unwritable> {
-        if !self.failing.load(Ordering::Acquire) {
-            return None;
+        if self.failing.load(Ordering::Acquire) {
+            return self
+                .unwritable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
         }
-        self.unwritable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let since_ms = self.writing_since_ms.load(Ordering::Acquire);
+        let waited_ms = unix_ms().saturating_sub(since_ms);
+        let stall_ms = i64::try_from(self.stall_after.as_millis()).unwrap_or(i64::MAX);
+        (since_ms != 0 && waited_ms >= stall_ms).then(|| Unwritable {
+            reason: format!(
+                "the audit disk has not finished a write and sync begun {:.1} s ago (a stalled disk); new calls are refused until it does",
+                waited_ms as f64 / 1000.0
+            ),
+            since_ms,
+        })
     }
 }
 
@@ -719,6 +741,13 @@ impl<E> Writer<E> {
                 std::io::Error::from_raw_os_error(28),
             ));
         }
+        self.shared
+            .writing_since_ms
+            .store(unix_ms(), Ordering::Release);
+        #[cfg(feature = "fault-injection")]
+        while self.shared.inject_stall.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let result = segment.file.write_all(&self.buf).and_then(|()| {
             if self.config.fsync {
                 segment.file.sync_data()
@@ -726,6 +755,7 @@ impl<E> Writer<E> {
                 Ok(())
             }
         });
+        self.shared.writing_since_ms.store(0, Ordering::Release);
         match result.map_err(|e| AuditError::io(&segment.path, e)) {
             Ok(()) => match segment.still_named() {
                 Ok(()) => {

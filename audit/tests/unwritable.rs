@@ -198,3 +198,46 @@ async fn a_replaced_file_is_noticed_and_the_next_records_start_a_new_one() {
         "a new file was started"
     );
 }
+
+/// A disk that hangs instead of failing: once a write and sync has not returned for
+/// `stall_after`, the log says so and refuses new intents; when it returns, service resumes and
+/// the record that waited is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_disk_refuses_new_intents_and_says_why_until_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions {
+        stall_after: std::time::Duration::from_millis(100),
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    log.append(note(1)).await.unwrap();
+
+    log.inject_stall(true);
+    let waiting = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(note(2)).await }
+    });
+    wait_until("the stall to be seen", || log.health().unwritable.is_some());
+    let reason = log.health().unwritable.unwrap().reason;
+    assert!(reason.contains("stalled disk"), "{reason}");
+    let refused = log
+        .enqueue(0, note(3), Admit::Intent)
+        .err()
+        .expect("refused");
+    assert!(matches!(refused, AuditError::Unwritable(_)), "{refused}");
+    assert!(
+        !waiting.is_finished(),
+        "the record in the stalled write waits for it"
+    );
+
+    log.inject_stall(false);
+    let written = waiting
+        .await
+        .unwrap()
+        .expect("written once the disk returns");
+    assert_eq!(written.seq, 2);
+    assert!(log.health().unwritable.is_none());
+    log.append(note(4)).await.unwrap();
+    log.close().await;
+}

@@ -52,7 +52,7 @@ pub async fn serve(
         .set_serving::<OrchestratorServer<OrchestratorService>>()
         .await;
     tokio::spawn(follow_audit_health(
-        gateway.audit().watch_writable(),
+        gateway.clone(),
         health_reporter.clone(),
         stop.clone(),
     ));
@@ -105,28 +105,38 @@ pub async fn serve(
 /// Health follows the audit log: `NOT_SERVING` while it cannot be written (every new call is
 /// refused then), `SERVING` again as soon as it can.
 async fn follow_audit_health(
-    mut writable: tokio::sync::watch::Receiver<bool>,
+    gateway: Gateway,
     reporter: tonic_health::server::HealthReporter,
     stop: CancellationToken,
 ) {
     use tonic_health::ServingStatus;
+    let mut writable = gateway.audit().watch_writable();
+    let mut last = None;
     loop {
-        let status = if *writable.borrow_and_update() {
-            ServingStatus::Serving
-        } else {
-            tracing::warn!("health: NOT_SERVING while the audit log cannot be written");
-            ServingStatus::NotServing
+        // A failed write is announced; a stalled disk is not (the writer is stuck in it), so the
+        // log is also asked every second.
+        writable.borrow_and_update();
+        let status = match gateway.audit().health().unwritable {
+            None => ServingStatus::Serving,
+            Some(_) => ServingStatus::NotServing,
         };
-        reporter
-            .set_service_status(
-                <OrchestratorServer<OrchestratorService> as tonic::server::NamedService>::NAME,
-                status,
-            )
-            .await;
-        // The empty name is the whole server's health, what probes ask by default.
-        reporter.set_service_status("", status).await;
+        if last != Some(status) {
+            if status == ServingStatus::NotServing {
+                tracing::warn!("health: NOT_SERVING while the audit log cannot be written");
+            }
+            reporter
+                .set_service_status(
+                    <OrchestratorServer<OrchestratorService> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            // The empty name is the whole server's health, what probes ask by default.
+            reporter.set_service_status("", status).await;
+            last = Some(status);
+        }
         tokio::select! {
             changed = writable.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             () = stop.cancelled() => return,
         }
     }

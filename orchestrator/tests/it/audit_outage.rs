@@ -220,3 +220,59 @@ async fn a_decision_the_disk_cannot_take_closes_the_waiting_call() {
     });
     assert!(closed, "the log closes the call too");
 }
+
+/// A disk that hangs rather than fails: the writer is stuck in it and announces nothing, yet after
+/// the audit log's `stall_after` (5 s) health says NOT_SERVING and new calls are refused with the
+/// reason; when the disk returns, the call that waited completes and service resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_audit_disk_is_not_serving_until_it_returns() {
+    let h = Harness::shipped().await;
+    let workflow = h.start_workflow("", json!({})).await;
+    let audit = h.orchestrator.gateway.audit().clone();
+    audit.inject_stall(true);
+    let stuck = tokio::spawn({
+        let h_client = h.client.clone();
+        let workflow = workflow.clone();
+        async move {
+            h_client
+                .clone()
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: workflow,
+                    tool: "send_notification".into(),
+                    arguments_json: note(1).to_string(),
+                })
+                .await
+        }
+    });
+    wait_until("health to say NOT_SERVING", || async {
+        (health(&h).await == ServingStatus::NotServing as i32).then_some(())
+    })
+    .await;
+    let refused = h
+        .call(&workflow, "send_notification", note(2))
+        .await
+        .expect_err("no new call while the disk hangs");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("stalled disk"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        !stuck.is_finished(),
+        "the call whose record is stuck waits for it"
+    );
+
+    audit.inject_stall(false);
+    stuck
+        .await
+        .expect("task")
+        .expect("the waiting call completes once the disk returns");
+    wait_until("the orchestrator to serve again", || async {
+        (health(&h).await == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+    h.call(&workflow, "send_notification", note(3))
+        .await
+        .expect("calls succeed again");
+}
