@@ -23,6 +23,9 @@ pub struct VerifyReport {
     pub failure: Option<VerifyFailure>,
     /// A torn last line (incomplete or unparsable), which `open` would cut off.
     pub torn_last_line: Option<String>,
+    /// The hash of the last record that verified (seq `records`); empty when none did. Kept
+    /// elsewhere, it is what shows later that no records were cut off the end.
+    pub last_hash: String,
 }
 
 /// Verifies every file of `dir` offline. Needs only each line's chain fields and bytes, so it works
@@ -42,6 +45,11 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
         files: segments.len(),
         failure,
         torn_last_line,
+        last_hash: if walk.records == 0 {
+            String::new()
+        } else {
+            walk.chain.prev
+        },
     })
 }
 

@@ -146,7 +146,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
 
 async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
-    let (ok, records, where_, first_bad, message, extra) = match &args.dir {
+    let (ok, records, where_, first_bad, message, last_hash, extra) = match &args.dir {
         Some(dir) => {
             if !dir.is_dir() {
                 return Err(CliError::Failed(format!(
@@ -164,6 +164,7 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
                 failure.map(|f| (f.file.display().to_string(), f.line)),
                 failure.map(|f| f.seq),
                 failure.map(|f| f.message.clone()).unwrap_or_default(),
+                report.last_hash.clone(),
                 json!({"files": report.files, "torn_last_line": report.torn_last_line, "dir": dir.display().to_string()}),
             )
         }
@@ -181,13 +182,14 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
                 where_,
                 (!r.ok).then_some(r.first_bad_seq),
                 r.message,
+                r.last_hash,
                 json!({"orchestrator": client.url}),
             )
         }
     };
     if out.json {
         let mut value = json!({"ok": ok, "records": records, "first_bad_seq": first_bad, "file": where_.as_ref().map(|w| &w.0),
-            "line": where_.as_ref().map(|w| w.1), "message": message});
+            "line": where_.as_ref().map(|w| w.1), "message": message, "last_hash": last_hash});
         if let (Some(map), Value::Object(more)) = (value.as_object_mut(), extra) {
             map.extend(more);
         }
@@ -197,6 +199,10 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
             "{} the hash chain of {records} record(s) is intact",
             out.ok("ok:")
         );
+        if !last_hash.is_empty() {
+            // The chain cannot show records cut off its end; this line, kept elsewhere, can.
+            outln!("last record: seq {records}, hash {last_hash}");
+        }
         if let Some(torn) = extra.get("torn_last_line").and_then(Value::as_str) {
             outln!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
         }

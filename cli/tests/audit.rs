@@ -24,6 +24,33 @@ async fn audit_verify_passes_on_the_log_and_names_the_first_tampered_seq() {
     assert!(offline.stdout.contains("intact"), "{}", offline.text());
     let online = stack.ctl(&["audit", "verify"]).await;
     assert_eq!(online.code, 0, "{}", online.text());
+    // The last record's seq and hash, to keep elsewhere: the chain cannot show records cut off
+    // its end, a copy of this line can.
+    let anchor = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("last record: "))
+            .map(str::to_owned)
+    };
+    let newest = std::fs::read_dir(&stack.audit_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .max()
+        .expect("a log file");
+    let text = std::fs::read_to_string(&newest).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().expect("a line")).unwrap();
+    let expected = format!(
+        "seq {}, hash {}",
+        last["seq"],
+        last["hash"].as_str().unwrap()
+    );
+    assert_eq!(
+        anchor(&offline.stdout),
+        Some(expected.clone()),
+        "{}",
+        offline.text()
+    );
+    assert_eq!(anchor(&online.stdout), Some(expected), "{}", online.text());
 
     let copy = stack.dir.path().join("tampered");
     std::fs::create_dir(&copy).unwrap();

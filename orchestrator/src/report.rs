@@ -84,6 +84,8 @@ pub struct VerifyOutcome {
     pub file: Option<String>,
     pub line: Option<u64>,
     pub message: String,
+    /// The hash of record `records`; empty when none verified.
+    pub last_hash: String,
 }
 
 pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
@@ -101,6 +103,7 @@ pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
                     "{} records in {} file(s); the hash chain is intact",
                     report.records, report.files
                 ),
+                last_hash: report.last_hash,
             },
             Some(f) => VerifyOutcome {
                 ok: false,
@@ -109,6 +112,7 @@ pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
                 file: Some(f.file.display().to_string()),
                 line: Some(f.line),
                 message: f.message,
+                last_hash: report.last_hash,
             },
         })
     })

@@ -289,6 +289,7 @@ pub fn verify_report(v: &VerifyOutcome) -> pb::VerifyAuditResponse {
         file: v.file.clone().unwrap_or_default(),
         line: v.line.unwrap_or(0),
         message: v.message.clone(),
+        last_hash: v.last_hash.clone(),
     }
 }
 
