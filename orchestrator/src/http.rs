@@ -3,7 +3,9 @@
 //!
 //! The listener resists slow and abusive clients: a connection limit, header and body read time-outs,
 //! an idle time-out and the 4 MiB body limit (see [`HttpLimits`]); `/metrics` and `/healthz` get the
-//! same `Host` check as `/mcp` (DNS rebinding).
+//! same `Host` check as `/mcp` (DNS rebinding). Event streams outlive the idle time-out (they send
+//! keep-alives), so the MCP front bounds how many one session and one identity may hold, below
+//! `max_connections`: no one identity can take every connection and leave `/healthz` unanswered.
 //!
 //! Nagle is turned off on every accepted connection: without it, small responses wait ~40 ms for the
 //! peer's delayed ACK. On shutdown, open event streams (MCP's SSE) are ended, or a graceful shutdown

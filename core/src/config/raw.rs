@@ -399,6 +399,20 @@ pub struct RawHttpLimits {
     /// Connections served at once; more wait to be accepted.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// MCP sessions open at once; a further `initialize` is refused (503).
+    #[serde(default)]
+    pub max_sessions: Option<u32>,
+    /// MCP sessions one identity (anonymous is one) may hold at once; its further `initialize` is
+    /// refused (429).
+    #[serde(default)]
+    pub max_sessions_per_identity: Option<u32>,
+    /// Standalone `GET /mcp` event streams one MCP session may hold; further ones are refused (409).
+    #[serde(default)]
+    pub max_streams_per_session: Option<u32>,
+    /// Standalone `GET /mcp` event streams one identity may hold across its sessions; further ones
+    /// are refused (429).
+    #[serde(default)]
+    pub max_streams_per_identity: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

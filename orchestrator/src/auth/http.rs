@@ -2,52 +2,32 @@
 //! authorization specification): every request to `/mcp` is authenticated from its `Authorization:
 //! Bearer` header; a missing (when required) or invalid credential gets `401` with `WWW-Authenticate:
 //! Bearer resource_metadata="…"`, and `/.well-known/oauth-protected-resource` serves the RFC 9728
-//! document.
+//! document. A request with more than one `Authorization` header gets `400` here and on `/metrics`:
+//! which one counts would be a guess, and a proxy in front may guess otherwise.
 //!
-//! Each MCP session is bound to the identity that opened it: the session id the server hands out is
-//! recorded (as a keyed hash, never in clear) with its identity, and a request naming that session with
-//! another identity is refused. The handler sees the identity and a [`SessionTag`] (the keyed hash's
-//! first digits) in the request's extensions; the session id itself is never recorded or logged.
+//! The handler sees the proven identity in the request's extensions. Which identity an MCP session
+//! belongs to is kept with the session itself (`crate::mcp`'s session table), which refuses a
+//! request naming a session with another identity; this layer never sees or records a session id.
 
 use super::{Authenticator, Identity, bearer_token};
 use crate::gateway::Gateway;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 /// The RFC 9728 metadata path.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
-const SESSION_HEADER: &str = "mcp-session-id";
-/// Sessions remembered at most; past it the oldest binding is dropped (its session then ends).
-const MAX_SESSIONS: usize = 65_536;
 
-/// A short keyed hash of an MCP session id: tells sessions apart in records without revealing the id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionTag(pub String);
+/// What a request that carries more than one `Authorization` header is told.
+const AMBIGUOUS: &str = "the request carries more than one Authorization header: send exactly one, `Authorization: Bearer <token>`";
 
 /// The state of the `/mcp` authentication layer. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpAuth {
     gateway: Gateway,
     authenticator: Authenticator,
-    sessions: Arc<Sessions>,
-}
-
-struct Sessions {
-    /// A per-process random key, so the hashes cannot be reversed by guessing ids offline.
-    key: [u8; 16],
-    bound: Mutex<SessionMap>,
-}
-
-#[derive(Default)]
-struct SessionMap {
-    owners: HashMap<[u8; 32], Identity>,
-    order: std::collections::VecDeque<[u8; 32]>,
 }
 
 impl HttpAuth {
@@ -55,72 +35,52 @@ impl HttpAuth {
         HttpAuth {
             gateway,
             authenticator: Authenticator::new(),
-            sessions: Arc::new(Sessions {
-                key: *uuid::Uuid::new_v4().as_bytes(),
-                bound: Mutex::default(),
-            }),
         }
     }
 }
 
-impl HttpAuth {
-    /// Releases the binding of MCP session `id` (the session has ended without a `DELETE`).
-    pub fn forget_session(&self, id: &str) {
-        self.sessions.unbind(&self.sessions.hash(id));
+/// A request with more than one `Authorization` header: which one counts would be a guess, and a
+/// proxy in front may have checked another than this server would pick.
+struct Ambiguous;
+
+/// The request's `Authorization` header, `None` without one.
+fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Ambiguous> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(Ambiguous),
+        (first, _) => Ok(first),
     }
 }
 
-impl Sessions {
-    fn hash(&self, id: &str) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(self.key);
-        hasher.update(id.as_bytes());
-        hasher.finalize().into()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SessionMap> {
-        self.bound.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn owner(&self, hash: &[u8; 32]) -> Option<Identity> {
-        self.lock().owners.get(hash).cloned()
-    }
-
-    fn bind(&self, hash: [u8; 32], identity: Identity) {
-        let mut map = self.lock();
-        let SessionMap { owners, order } = &mut *map;
-        if owners.insert(hash, identity).is_none() {
-            order.push_back(hash);
+/// `400`, with the RFC 6750 `invalid_request` challenge.
+impl IntoResponse for Ambiguous {
+    fn into_response(self) -> Response {
+        tracing::info!("HTTP request refused: more than one Authorization header");
+        let mut response = refusal(StatusCode::BAD_REQUEST, AMBIGUOUS);
+        let challenge = format!(
+            "Bearer error=\"invalid_request\", error_description=\"{}\"",
+            AMBIGUOUS.replace(['"', '\\'], "'")
+        );
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
-        while owners.len() > MAX_SESSIONS {
-            match order.pop_front() {
-                Some(oldest) => owners.remove(&oldest),
-                None => break,
-            };
-        }
-        // Released bindings leave their hash in `order` (releasing stays O(1)); drop those hashes
-        // once they outnumber the live ones.
-        if order.len() > 2 * owners.len() + 64 {
-            order.retain(|h| owners.contains_key(h));
-        }
-    }
-
-    fn unbind(&self, hash: &[u8; 32]) {
-        self.lock().owners.remove(hash);
+        response
     }
 }
 
-/// The `/mcp` middleware: authenticate, check the session's owner, pass the identity on, and bind a
-/// session the response opens.
+/// The `/mcp` middleware: authenticate and pass the identity on.
 pub async fn authenticate(
     State(auth): State<HttpAuth>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let config = auth.gateway.config();
-    let token = match request.headers().get(header::AUTHORIZATION) {
-        None => Ok(None),
-        Some(value) => value
+    let token = match authorization(request.headers()) {
+        Err(ambiguous) => return ambiguous.into_response(),
+        Ok(None) => Ok(None),
+        Ok(Some(value)) => value
             .to_str()
             .map_err(|_| super::AuthError::Malformed)
             .and_then(bearer_token)
@@ -138,49 +98,8 @@ pub async fn authenticate(
             return unauthorized(&config, request.headers(), &error.to_string(), missing);
         }
     };
-    let session = request
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|id| auth.sessions.hash(id));
-    if let Some(hash) = &session {
-        match auth.sessions.owner(hash) {
-            Some(owner) if owner == identity => {}
-            Some(_) => {
-                tracing::warn!(identity = %identity.name, "MCP session used with another identity's credential: refused");
-                return refusal(
-                    StatusCode::FORBIDDEN,
-                    "this MCP session belongs to another identity; open a session of your own",
-                );
-            }
-            None => {
-                return refusal(
-                    StatusCode::NOT_FOUND,
-                    "session not found: it has ended or never existed; initialize a new session",
-                );
-            }
-        }
-        request
-            .extensions_mut()
-            .insert(SessionTag(hex::encode(&hash[..4])));
-    }
-    let deleting = request.method() == Method::DELETE;
-    request.extensions_mut().insert(identity.clone());
-    let response = next.run(request).await;
-    match session {
-        None => {
-            if let Some(id) = response
-                .headers()
-                .get(SESSION_HEADER)
-                .and_then(|v| v.to_str().ok())
-            {
-                auth.sessions.bind(auth.sessions.hash(id), identity);
-            }
-        }
-        Some(hash) if deleting && response.status().is_success() => auth.sessions.unbind(&hash),
-        Some(_) => {}
-    }
-    response
+    request.extensions_mut().insert::<Identity>(identity);
+    next.run(request).await
 }
 
 /// `401` with the challenge that points a client at the protected-resource metadata.
@@ -229,19 +148,22 @@ fn base_url(config: &crate::config::Config, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// `/metrics` for a scraper: when `auth.metrics` names a token, the request must carry it.
+/// `/metrics` for a scraper: when `auth.metrics` names a token, the request must carry it (and
+/// only it).
 pub async fn metrics_token(
     State(gateway): State<Gateway>,
     request: Request,
     next: Next,
 ) -> Response {
+    let given = match authorization(request.headers()) {
+        Ok(given) => given,
+        Err(ambiguous) => return ambiguous.into_response(),
+    };
     let config = gateway.config();
     let Some(expected) = &config.auth.metrics_token else {
         return next.run(request).await;
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
+    let given = given
         .and_then(|v| v.to_str().ok())
         .and_then(|v| bearer_token(v).ok());
     match given {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How often an open event stream says it is alive.
-pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What remains of an answer after its first message: the handler's further messages, and the
 /// request's cancellation, fired if the client goes away before the end.

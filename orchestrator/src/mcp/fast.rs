@@ -9,8 +9,8 @@
 //! body. Everything else a session sends is dispatched by `super::streamable`.
 
 use super::handler::{CallContext, Session, WORKFLOW_HEADER, WORKFLOW_META_KEY};
+use super::sessions::SessionTag;
 use crate::auth::Identity;
-use crate::auth::http::SessionTag;
 use axum::body::Bytes;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -5,9 +5,9 @@
 //! translates, and keeps which workflow this MCP session is.
 
 use super::reply;
+use super::sessions::SessionTag;
 use super::waiting::ApprovalProgress;
 use crate::auth::Identity;
-use crate::auth::http::SessionTag;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{

@@ -34,7 +34,12 @@
 //!
 //! # HTTP security
 //! Every request is authenticated first (`crate::auth::http`: 401 with `WWW-Authenticate`, the RFC 9728
-//! metadata at `/.well-known/oauth-protected-resource`, sessions bound to identities).
+//! metadata at `/.well-known/oauth-protected-resource`, 400 for more than one `Authorization`
+//! header). A session belongs to the identity that opened it and is kept, with that binding, in one
+//! bounded table (`sessions`): past `listen.http_limits.max_sessions` (or an identity's
+//! `max_sessions_per_identity`) a new `initialize` is refused, and a session, or an identity, holds
+//! only so many standalone `GET` streams, so no caller can evict another's session or take the
+//! listener's connections.
 //! `Host` must be loopback or listed in `mcp.allowed_hosts` (DNS rebinding); a request with an `Origin`
 //! that is neither loopback nor listed in `mcp.allowed_origins` gets 403 with the fix in the body.
 //! A body that is not JSON gets a JSON-RPC `-32700` error, one that is not a JSON-RPC message `-32600`,
@@ -113,7 +118,7 @@ pub fn router(gateway: Gateway) -> Router {
     let sessions = Arc::new(streamable::SessionFront {
         sessions: sessions::Sessions::start(
             gateway.clone(),
-            auth.clone(),
+            config.listen.http_limits,
             config.mcp.session_idle_timeout,
         ),
         gateway: gateway.clone(),

@@ -10,15 +10,19 @@
 //! What this layer leaves to the SDK, unchanged: requests without a session that are not an
 //! `initialize` (the session-free 2026-07-28 era, and the SDK's refusals), requests in a session
 //! that name a protocol version without sessions, and requests whose `Host` is not served (the SDK
-//! refuses them). It runs after authentication, so each request carries its identity, and a session
-//! is only reached by the identity that opened it (`crate::auth::http`). It never lets the SDK open
-//! a session: every `initialize` is answered here.
+//! refuses them). It runs after authentication, so each request carries its identity: a session is
+//! only reached by the identity that opened it (403 for another, 404 for an id that is not open),
+//! and the session table's limits are kept here (`initialize` past `max_sessions` gets 503, past
+//! `max_sessions_per_identity` 429; a `GET` stream past `max_streams_per_session` 409, past
+//! `max_streams_per_identity` 429), each refusal a JSON-RPC error naming the limit and what to do.
+//! It never lets the SDK open a session: every `initialize` is answered here.
 
 use super::answer::{self, dispatch, event_stream, json};
 use super::fast::{self, accepts, is_json, text};
 use super::handler::{ConductorMcp, Front};
-use super::sessions::{Busy, Sessions};
+use super::sessions::{Busy, Entry, Refusal, Sessions};
 use super::{MAX_BODY_BYTES, SESSION_HEADER, VERSION_HEADER};
+use crate::auth::Identity;
 use crate::gateway::Gateway;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -28,13 +32,13 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::stream;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientRequest, ErrorData, GetMeta, JsonRpcError, JsonRpcRequest,
-    ProtocolVersion, ServerJsonRpcMessage,
+    ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData, GetMeta, JsonRpcError,
+    JsonRpcRequest, ProtocolVersion, RequestId, ServerJsonRpcMessage,
 };
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The state of the session layer.
@@ -48,36 +52,50 @@ pub struct SessionFront {
 /// The `/mcp` layer for sessions: opens them, serves their requests, ends them.
 pub async fn serve(
     State(front): State<Arc<SessionFront>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
     if !fast::host_allowed(headers, &front.hosts) {
         return next.run(request).await;
     }
+    let caller = request
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(Identity::anonymous);
     let Some(id) = headers.get(SESSION_HEADER) else {
         if request.method() == Method::POST && is_json(headers) {
-            return open(&front, request, next).await;
+            return open(&front, caller, request, next).await;
         }
         return next.run(request).await;
     };
-    if !fast::session_era(headers) {
-        return next.run(request).await;
-    }
     let entry = id
         .to_str()
         .ok()
         .filter(|id| id.len() == 36)
         .and_then(|id| Uuid::try_parse(id).ok())
-        .map(|id| (id, front.sessions.touch(&id)));
-    let Some((id, Some(entry))) = entry else {
-        return text(StatusCode::NOT_FOUND, "Not Found: Session not found");
+        .ok_or(Refusal::NotFound)
+        .and_then(|id| front.sessions.owned(&id, &caller));
+    let entry = match entry {
+        Ok(entry) => entry,
+        Err(refusal) => {
+            if matches!(refusal, Refusal::Foreign) {
+                tracing::warn!(identity = %caller.name, "MCP session used with another identity's credential: refused");
+            }
+            return refused(None, &refusal);
+        }
     };
+    request.extensions_mut().insert(entry.tag().clone());
+    if !fast::session_era(request.headers()) {
+        return next.run(request).await;
+    }
+    front.sessions.touch(&entry);
     match *request.method() {
         Method::POST => post(entry.busy(), request).await,
-        Method::GET => standalone(&front.sessions, id, request.headers()),
+        Method::GET => standalone(&front.sessions, &entry, request.headers()),
         Method::DELETE => {
-            front.sessions.close(&id);
+            front.sessions.close(&entry.id());
             StatusCode::ACCEPTED.into_response()
         }
         _ => (
@@ -89,8 +107,9 @@ pub async fn serve(
     }
 }
 
-/// A request without a session: an `initialize` opens one; anything else is the SDK's.
-async fn open(front: &SessionFront, request: Request, next: Next) -> Response {
+/// A request without a session: an `initialize` by `caller` opens one, if the limits leave room;
+/// anything else is the SDK's.
+async fn open(front: &SessionFront, caller: Identity, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match read(body).await {
         Ok(bytes) => bytes,
@@ -104,6 +123,15 @@ async fn open(front: &SessionFront, request: Request, next: Next) -> Response {
     if let Some(refusal) = refusal_of_initialize(&parts.headers, &initialize) {
         return refusal;
     }
+    // Counted from here, so concurrent handshakes cannot pass a limit together; given back if the
+    // handshake opens nothing.
+    let admission = match front.sessions.admit(&caller) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            tracing::info!(identity = %caller.name, limit = refusal.limit(), "MCP initialize refused: a session limit is reached");
+            return refused(Some(initialize.id.clone()), &refusal);
+        }
+    };
     let handler = ConductorMcp::new(front.gateway.clone(), Front::Http);
     let session = handler.shared();
     let (first, rest) = match dispatch(handler, None, initialize, parts).await {
@@ -116,13 +144,41 @@ async fn open(front: &SessionFront, request: Request, next: Next) -> Response {
         rest => event_stream(first, rest, ()),
     };
     if opened {
-        let id = front.sessions.open(session);
+        let id = admission.open(session);
         if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
             response.headers_mut().insert(SESSION_HEADER, value);
         }
     }
     response
 }
+
+/// A session-level refusal as its HTTP status and a JSON-RPC error (answering `id`, the request's,
+/// when there is one) whose message says what to do and whose `data` names the limit.
+fn refused(id: Option<RequestId>, refusal: &Refusal) -> Response {
+    let (status, code) = match refusal {
+        Refusal::NotFound => (StatusCode::NOT_FOUND, ErrorCode::INVALID_REQUEST),
+        Refusal::Foreign => (StatusCode::FORBIDDEN, ErrorCode::INVALID_REQUEST),
+        Refusal::Sessions { .. } => (StatusCode::SERVICE_UNAVAILABLE, LIMIT_REACHED),
+        Refusal::SessionStreams { .. } => (StatusCode::CONFLICT, LIMIT_REACHED),
+        Refusal::IdentitySessions { .. } | Refusal::IdentityStreams { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, LIMIT_REACHED)
+        }
+    };
+    let data = refusal
+        .limit()
+        .map(|limit| serde_json::json!({ "limit": limit }));
+    let error = JsonRpcError::new(id, ErrorData::new(code, refusal.to_string(), data));
+    let mut response = match serde_json::to_vec(&error) {
+        Ok(body) => fast::json_body(body),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    *response.status_mut() = status;
+    response
+}
+
+/// The JSON-RPC code of a request refused at a limit (in the implementation-defined server-error
+/// range).
+const LIMIT_REACHED: ErrorCode = ErrorCode(-32000);
 
 /// A POST in an open session.
 async fn post(busy: Busy, request: Request) -> Response {
@@ -176,25 +232,29 @@ async fn post(busy: Busy, request: Request) -> Response {
 
 /// `GET` in a session: the stream on which a server may send messages of its own. This one never
 /// does (progress goes on the stream of the call it is about), so the stream only stays open, alive,
-/// until its session ends.
-fn standalone(sessions: &Arc<Sessions>, id: Uuid, headers: &HeaderMap) -> Response {
+/// until its session ends; a session and an identity hold only so many (see `super::sessions`).
+fn standalone(sessions: &Arc<Sessions>, entry: &Entry, headers: &HeaderMap) -> Response {
     if !accepts(headers, "text/event-stream") {
         return text(
             StatusCode::NOT_ACCEPTABLE,
             "Not Acceptable: Client must accept text/event-stream",
         );
     }
-    let sessions: Weak<Sessions> = Arc::downgrade(sessions);
-    let open = stream::unfold((), move |()| {
-        let sessions = sessions.clone();
-        async move {
-            loop {
-                tokio::time::sleep(answer::KEEP_ALIVE).await;
-                if !sessions.upgrade().is_some_and(|s| s.is_open(&id)) {
-                    return None::<(Result<Event, Infallible>, ())>;
-                }
-            }
+    let slot = match sessions.open_stream(entry) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::info!(
+                limit = refusal.limit(),
+                "MCP GET stream refused: a stream limit is reached"
+            );
+            return refused(None, &refusal);
         }
+    };
+    // The slot lives as long as the stream: it is given back at once when the session ends, or
+    // when the server notices the client has gone (a keep-alive it cannot write).
+    let open = stream::unfold(slot, |slot| async move {
+        slot.session_ended().await;
+        None::<(Result<Event, Infallible>, _)>
     });
     answer::events(open)
 }

@@ -1,10 +1,13 @@
-//! The MCP HTTP front's edges: `Origin` validation, malformed JSON-RPC frames, and rmcp's own client
-//! (the Rust SDK) against `/mcp`, including how long a plain round trip takes.
+//! The MCP HTTP front's edges: `Origin` validation, ambiguous credentials, malformed JSON-RPC frames,
+//! and rmcp's own client (the Rust SDK) against `/mcp`, including how long a plain round trip takes.
 
 use crate::mcp_support;
 
 use conductor_orchestrator::testing;
-use mcp_support::{INITIALIZE, params, raw_post, shipped_config, text, with_idle_timeout};
+use mcp_support::{
+    INITIALIZE, params, raw_get, raw_head, raw_post, shipped_config, text, with_config,
+    with_idle_timeout,
+};
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
@@ -102,6 +105,109 @@ async fn configured_origins_pass() {
     )
     .await;
     assert_eq!(reply.status, 403, "{reply:?}");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
+
+/// The finding: a request with two `Authorization` headers was served as the first one's identity
+/// (a proxy in front may have checked the other). Now every route that reads credentials refuses it
+/// with 400 and says to send one, whatever the order or the tokens, and opens, uses or ends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_two_authorization_headers_is_refused() {
+    const ALICE: &str = "Bearer alice-secret";
+    const SCRAPER: &str = "Bearer scraper-secret";
+    let (servers, orchestrator, _audit) = with_config(|config| {
+        config["clients"] = json!({ "alice": { "tools": ["*"], "token": "alice-secret" } });
+        config["auth"] = json!({ "metrics": { "token": "scraper-secret" } });
+    })
+    .await;
+    let addr = orchestrator.http_addr;
+    let check = |reply: &mcp_support::RawReply, what: &str| {
+        assert_eq!(reply.status, 400, "{what}: {reply:?}");
+        assert!(
+            reply.body.contains("more than one Authorization header")
+                && reply.body.contains("exactly one"),
+            "{what}: {}",
+            reply.body
+        );
+        assert!(
+            reply.header("mcp-session-id").is_none(),
+            "{what}: {reply:?}"
+        );
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains("invalid_request")),
+            "{what}: {reply:?}"
+        );
+    };
+    for pair in [
+        [ALICE, ALICE],
+        [ALICE, "Bearer wrong"],
+        ["Bearer wrong", ALICE],
+        [ALICE, ""],
+    ] {
+        let reply = raw_post(
+            addr,
+            &[("Authorization", pair[0]), ("Authorization", pair[1])],
+            INITIALIZE,
+        )
+        .await;
+        check(&reply, &format!("initialize with {pair:?}"));
+    }
+    let sessions = orchestrator.gateway.metrics().mcp_sessions();
+    assert_eq!(sessions, 0, "no refused request opened a session");
+
+    let opened = raw_post(addr, &[("Authorization", ALICE)], INITIALIZE).await;
+    assert_eq!(opened.status, 200, "{opened:?}");
+    let id = opened.header("mcp-session-id").expect("a session id");
+    let in_session = [
+        ("Authorization", ALICE),
+        ("Authorization", ALICE),
+        ("Mcp-Session-Id", id.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let ping = r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#;
+    check(
+        &raw_post(addr, &in_session, ping).await,
+        "POST in a session",
+    );
+    let mut with_accept = in_session.to_vec();
+    with_accept.push(("Accept", "text/event-stream"));
+    check(
+        &raw_head(addr, "GET", &with_accept, "").await.reply,
+        "GET in a session",
+    );
+    check(
+        &raw_head(addr, "DELETE", &in_session, "").await.reply,
+        "DELETE of a session",
+    );
+    let pong = raw_post(
+        addr,
+        &[
+            ("Authorization", ALICE),
+            ("Mcp-Session-Id", id.as_str()),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        ping,
+    )
+    .await
+    .json_answer();
+    assert_eq!(
+        pong["result"],
+        json!({}),
+        "the session is still open: {pong}"
+    );
+
+    let scrape = raw_get(
+        addr,
+        "/metrics",
+        &[("Authorization", SCRAPER), ("Authorization", SCRAPER)],
+    )
+    .await;
+    check(&scrape, "/metrics");
+    let scrape = raw_get(addr, "/metrics", &[("Authorization", SCRAPER)]).await;
+    assert_eq!(scrape.status, 200, "{scrape:?}");
     orchestrator.stop().await;
     servers.stop().await;
 }

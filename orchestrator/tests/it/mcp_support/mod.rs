@@ -313,14 +313,116 @@ pub async fn with_idle_timeout(
     conductor_orchestrator::testing::RunningOrchestrator,
     tempfile::TempDir,
 ) {
+    with_config(|config| config["mcp"]["session_idle_timeout"] = serde_json::json!(idle)).await
+}
+
+/// The tool servers and an orchestrator on the shipped configuration as `adjust` changes it (the
+/// temporary directory holds its audit log).
+pub async fn with_config(
+    adjust: impl FnOnce(&mut Value),
+) -> (
+    ToolServers,
+    conductor_orchestrator::testing::RunningOrchestrator,
+    tempfile::TempDir,
+) {
     let servers = conductor_servers::testing::spawn_all().await;
     let mut config: Value =
         serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
-    config["mcp"]["session_idle_timeout"] = serde_json::json!(idle);
+    adjust(&mut config);
     let audit = tempfile::tempdir().expect("temp dir");
     let orchestrator =
         conductor_orchestrator::testing::spawn(&config.to_string(), None, audit.path())
             .await
             .expect("orchestrator starts");
     (servers, orchestrator, audit)
+}
+
+/// A raw HTTP request's reply whose connection stays open: the status line and headers of an event
+/// stream that may never end, and the connection, to hold or to read to its end.
+pub struct OpenReply {
+    pub reply: RawReply,
+    pub connection: tokio::net::TcpStream,
+}
+
+/// Sends `method /mcp` with only `Host` and `extra` as headers (and `body`) over a fresh connection,
+/// and reads the reply up to the end of its headers (the body is left unread).
+pub async fn raw_head(
+    addr: std::net::SocketAddr,
+    method: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> OpenReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let mut request =
+            format!("{method} /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in extra {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before the headers: {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&buf[..n]);
+        }
+        (raw, stream)
+    };
+    let (raw, connection) = tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("the headers arrived in time");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let reply = RawReply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    };
+    OpenReply { reply, connection }
+}
+
+/// `GET path` with only `Host` and `extra` as headers, over a fresh connection, read to its end.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &str, extra: &[(&str, &str)]) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in extra {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("reply read");
+        raw
+    };
+    let raw = tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("the server answered in time");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    RawReply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
 }
