@@ -26,21 +26,84 @@ pub struct VerifyReport {
     /// The hash of the last record that verified (seq `records`); empty when none did. Kept
     /// elsewhere, it is what shows later that no records were cut off the end.
     pub last_hash: String,
+    /// With an [`Anchor`]: why the log does not hold it (cut short, or rewritten).
+    pub anchor_problem: Option<String>,
 }
 
 /// Verifies every file of `dir` offline. Needs only each line's chain fields and bytes, so it works
 /// for any event type. `Err` only when the files cannot be read; a bad chain is a report with
-/// `ok: false`. Removing the last records of the log cannot be detected from the log alone.
+/// `ok: false`. Removing the last records of the log cannot be detected from the log alone: see
+/// [`verify_dir_against`].
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
+    verify_dir_against(dir, None)
+}
+
+/// A record's seq and hash, kept somewhere else (`SEQ:HASH`, as `audit verify` prints them): the
+/// log must still hold that record, unchanged, or it was cut short or rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "{text:?} is not an anchor: expected SEQ:HASH (a seq and a sha256 hex hash, as `audit verify` prints them)"
+            )
+        };
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+        let seq = seq
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(bad)?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Anchor { seq, hash })
+    }
+}
+
+/// [`verify_dir`], and when `anchor` is given, that the log still holds the anchored record with
+/// its hash; `anchor_problem` says why not.
+pub fn verify_dir_against(dir: &Path, anchor: Option<&Anchor>) -> Result<VerifyReport, AuditError> {
     let segments = list_segments(dir)?;
-    let walk = walk(&segments, parse_line, |_, _, _, _| Ok(()))?;
+    let mut anchored = None;
+    let walk = walk(&segments, parse_line, |line, _, _, _| {
+        if let Some(anchor) = anchor
+            && line.seq == anchor.seq
+        {
+            anchored = Some(line.hash == anchor.hash);
+        }
+        Ok(())
+    })?;
     let (failure, torn_last_line) = match walk.end {
         WalkEnd::Clean => (None, None),
         WalkEnd::Torn { description, .. } => (None, Some(description)),
         WalkEnd::Broken { failure, .. } => (Some(failure), None),
     };
+    let anchor_problem = match (anchor, anchored) {
+        (None, _) | (Some(_), Some(true)) => None,
+        // A broken chain is reported as such; the anchor adds nothing to it.
+        (Some(_), None) if failure.is_some() => None,
+        (Some(anchor), None) => Some(format!(
+            "the log ends at seq {}, before the anchor's seq {}: records were cut off its end (or this is another log)",
+            walk.records, anchor.seq
+        )),
+        (Some(anchor), Some(false)) => Some(format!(
+            "seq {} does not have the anchor's hash {}: the log was rewritten from there (or this is another log)",
+            anchor.seq, anchor.hash
+        )),
+    };
     Ok(VerifyReport {
-        ok: failure.is_none(),
+        ok: failure.is_none() && anchor_problem.is_none(),
+        anchor_problem,
         records: walk.records,
         files: segments.len(),
         failure,

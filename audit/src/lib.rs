@@ -28,7 +28,7 @@ mod record;
 mod segment;
 mod writer;
 
-pub use chain::{VerifyReport, verify_dir};
+pub use chain::{Anchor, VerifyReport, verify_dir, verify_dir_against};
 pub use error::{AuditError, VerifyFailure};
 pub use log::{Admit, AuditHealth, AuditLog, Queued};
 pub use open::OpenReport;

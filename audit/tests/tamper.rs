@@ -263,3 +263,50 @@ async fn an_intact_line_of_an_unknown_kind_is_a_decode_error() {
     assert_eq!(*line, 2);
     assert!(err.to_string().contains("newer version"), "{err}");
 }
+
+/// A log rewritten from some record on, every hash recomputed, chains again: only a record kept
+/// elsewhere (an anchor) shows it. So does a log cut short before the anchor.
+#[tokio::test]
+async fn an_anchor_kept_elsewhere_finds_a_rewritten_or_shortened_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 5, u64::MAX).await;
+    let third = read_all(dir.path())[2].clone();
+    let anchor: conductor_audit::Anchor = format!("{}:{}", third.seq, third.hash).parse().unwrap();
+    let held = conductor_audit::verify_dir_against(dir.path(), Some(&anchor)).unwrap();
+    assert!(held.ok && held.anchor_problem.is_none(), "{held:?}");
+
+    // Another history of the same length: a valid chain, without the anchored record.
+    let other = tempfile::tempdir().unwrap();
+    let (log, _, _) = common::open(common::options(other.path())).await.unwrap();
+    for n in 1..=5 {
+        log.append(common::Ev::Flag { on: n % 2 == 0 })
+            .await
+            .unwrap();
+    }
+    log.close().await;
+    let rewritten = conductor_audit::verify_dir_against(other.path(), Some(&anchor)).unwrap();
+    assert!(
+        !rewritten.ok && rewritten.failure.is_none(),
+        "{rewritten:?}"
+    );
+    assert!(
+        rewritten
+            .anchor_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("rewritten")),
+        "{rewritten:?}"
+    );
+
+    let short = tempfile::tempdir().unwrap();
+    write_log(short.path(), 2, u64::MAX).await;
+    let cut = conductor_audit::verify_dir_against(short.path(), Some(&anchor)).unwrap();
+    assert!(
+        cut.anchor_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("cut off its end")),
+        "{cut:?}"
+    );
+    for bad in ["", "3", "0:ab", "x:y", "3:abc"] {
+        assert!(bad.parse::<conductor_audit::Anchor>().is_err(), "{bad:?}");
+    }
+}

@@ -155,15 +155,21 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            let report = conductor_audit::verify_dir(dir)
+            let report = conductor_audit::verify_dir_against(dir, args.anchor.as_ref())
                 .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", dir.display())))?;
             let failure = report.failure.as_ref();
+            let anchor_problem = report.anchor_problem.clone();
             (
                 report.ok,
                 report.records,
                 failure.map(|f| (f.file.display().to_string(), f.line)),
-                failure.map(|f| f.seq),
-                failure.map(|f| f.message.clone()).unwrap_or_default(),
+                failure
+                    .map(|f| f.seq)
+                    .or(anchor_problem.is_some().then_some(report.records + 1)),
+                failure
+                    .map(|f| f.message.clone())
+                    .or(anchor_problem)
+                    .unwrap_or_default(),
                 report.last_hash.clone(),
                 json!({"files": report.files, "torn_last_line": report.torn_last_line, "dir": dir.display().to_string()}),
             )
@@ -172,7 +178,13 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
             let client = Client::connect(global).await?;
             let r = client
                 .rpc()
-                .verify_audit(pb::VerifyAuditRequest {})
+                .verify_audit(pb::VerifyAuditRequest {
+                    anchor: args
+                        .anchor
+                        .as_ref()
+                        .map(|a| format!("{}:{}", a.seq, a.hash))
+                        .unwrap_or_default(),
+                })
                 .await
                 .answer(&client)?;
             let where_ = (!r.ok).then(|| (r.file.clone(), r.line));
@@ -207,10 +219,11 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
             outln!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
         }
     } else {
-        let (file, line) = where_.unwrap_or_default();
         outln!("{} the audit log has been altered", out.bad("BROKEN:"));
         outln!("  first bad seq: {}", first_bad.unwrap_or(0));
-        outln!("  at:            {file}:{line}");
+        if let Some((file, line)) = where_.filter(|(file, _)| !file.is_empty()) {
+            outln!("  at:            {file}:{line}");
+        }
         outln!("  problem:       {message}");
         outln!("  {records} record(s) before it verified");
     }

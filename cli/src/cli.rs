@@ -365,6 +365,10 @@ pub enum DecisionFilter {
 pub struct VerifyArgs {
     /// An audit log directory to verify offline (default: ask the orchestrator to verify its own).
     pub dir: Option<PathBuf>,
+    /// `SEQ:HASH` of a record kept elsewhere, as an earlier `audit verify` printed the last one:
+    /// the log must still hold it unchanged, so records cut off its end are found.
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub anchor: Option<conductor_audit::Anchor>,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,59 @@ async fn audit_verify_passes_on_the_log_and_names_the_first_tampered_seq() {
         offline.text()
     );
     assert_eq!(anchor(&online.stdout), Some(expected), "{}", online.text());
+    let kept = format!("{}:{}", last["seq"], last["hash"].as_str().unwrap());
+    let held = stack
+        .ctl(&["audit", "verify", &audit_dir, "--anchor", &kept])
+        .await;
+    assert_eq!(
+        held.code,
+        0,
+        "the log still holds its anchor: {}",
+        held.text()
+    );
+    let held = stack.ctl(&["audit", "verify", "--anchor", &kept]).await;
+    assert_eq!(held.code, 0, "{}", held.text());
+
+    // The log cut short by its last record still chains, but no longer holds the anchor.
+    let cut = stack.dir.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    for entry in std::fs::read_dir(&stack.audit_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if path == newest {
+                let keep = text.trim_end().rfind('\n').map_or(0, |i| i + 1);
+                text.truncate(keep);
+            }
+            std::fs::write(cut.join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let cut = cut.display().to_string();
+    let chained = stack.ctl(&["audit", "verify", &cut]).await;
+    assert_eq!(
+        chained.code,
+        0,
+        "the chain alone cannot tell: {}",
+        chained.text()
+    );
+    let short = stack
+        .ctl(&["audit", "verify", &cut, "--anchor", &kept])
+        .await;
+    assert_eq!(short.code, 1, "{}", short.text());
+    assert!(
+        short.stdout.contains("records were cut off its end"),
+        "{}",
+        short.text()
+    );
+    let wrong = stack
+        .ctl(&["audit", "verify", &audit_dir, "--anchor", "1:abc"])
+        .await;
+    assert_eq!(
+        wrong.code,
+        2,
+        "a malformed anchor is a usage error: {}",
+        wrong.text()
+    );
 
     let copy = stack.dir.path().join("tampered");
     std::fs::create_dir(&copy).unwrap();

@@ -88,10 +88,25 @@ pub struct VerifyOutcome {
     pub last_hash: String,
 }
 
-pub async fn verify(dir: &Path) -> Result<VerifyOutcome, Error> {
+/// Verifies the log in `dir`, and that it still holds `anchor` when one is given.
+pub async fn verify(
+    dir: &Path,
+    anchor: Option<conductor_audit::Anchor>,
+) -> Result<VerifyOutcome, Error> {
     let dir: PathBuf = dir.to_path_buf();
     blocking(move || {
-        let report = conductor_audit::verify_dir(&dir)?;
+        let report = conductor_audit::verify_dir_against(&dir, anchor.as_ref())?;
+        if let Some(problem) = report.anchor_problem {
+            return Ok(VerifyOutcome {
+                ok: false,
+                records: report.records,
+                first_bad_seq: Some(report.records + 1),
+                file: None,
+                line: None,
+                message: problem,
+                last_hash: report.last_hash,
+            });
+        }
         Ok(match report.failure {
             None => VerifyOutcome {
                 ok: true,
@@ -173,7 +188,7 @@ pub async fn compliance(
     config: Arc<Config>,
     scope: &ReportScope,
 ) -> Result<ComplianceReport, Error> {
-    let chain = verify(dir).await?;
+    let chain = verify(dir, None).await?;
     let dir = dir.to_path_buf();
     let scope = scope.clone();
     let report = blocking(move || {

@@ -411,7 +411,11 @@ impl Orchestrator for OrchestratorService {
         request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         self.read(&request, "the audit log").await?;
-        let report = report::verify(self.gateway.audit().dir()).await?;
+        let anchor = match request.get_ref().anchor.trim() {
+            "" => None,
+            text => Some(text.parse().map_err(Error::InvalidArgument)?),
+        };
+        let report = report::verify(self.gateway.audit().dir(), anchor).await?;
         Ok(Response::new(convert::verify_report(&report)))
     }
 

@@ -126,7 +126,7 @@ async fn verify_and_compliance_report() {
     let wf = some_history(&h).await;
     let mut client = h.client.clone();
     let verify = client
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .expect("verify")
         .into_inner();
@@ -203,7 +203,7 @@ async fn verify_and_compliance_report() {
     let text = std::fs::read_to_string(&file).expect("read");
     std::fs::write(&file, text.replacen("\"valid\":true", "\"valid\":false", 1)).expect("tamper");
     let verify = client
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .expect("verify")
         .into_inner();

@@ -382,7 +382,7 @@ async fn finish_last_round(
     })
     .await;
     let verify = client
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .expect("verify")
         .into_inner();
@@ -480,7 +480,7 @@ async fn a_removed_or_inserted_line_stops_the_start_unless_told_to_recover() {
         let daemon = spawn_orchestrator_binary(&config_path, &copy, &["--audit-recover"]);
         let mut client = connect(&daemon.url).await;
         let verify = client
-            .verify_audit(pb::VerifyAuditRequest {})
+            .verify_audit(pb::VerifyAuditRequest::default())
             .await
             .expect("verify")
             .into_inner();

@@ -159,7 +159,7 @@ async fn state_survives_sigkill_and_a_torn_line_is_repaired() {
     .await
     .expect("history survived the restart");
     let verify = client
-        .verify_audit(pb::VerifyAuditRequest {})
+        .verify_audit(pb::VerifyAuditRequest::default())
         .await
         .expect("verify")
         .into_inner();
@@ -216,7 +216,7 @@ async fn the_binary_refuses_a_broken_chain_unless_told_to_recover() {
     let mut client = connect(&daemon.url).await;
     assert!(
         client
-            .verify_audit(pb::VerifyAuditRequest {})
+            .verify_audit(pb::VerifyAuditRequest::default())
             .await
             .expect("verify")
             .into_inner()
