@@ -413,7 +413,16 @@ impl<E> Core<E> {
     /// batch (its own record among it) on its own thread.
     pub(crate) fn lead_once(&self) {
         if let Some(mut leader) = self.lead(false) {
-            leader.commit_next();
+            // On a runtime worker the write and sync run with the worker handed off: a disk that
+            // hangs then holds this thread alone, not the tasks queued on its worker (the one in
+            // its LIFO slot, which no other worker takes, may be a listener's accept loop).
+            let on_worker = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if on_worker {
+                tokio::task::block_in_place(|| leader.commit_next());
+            } else {
+                leader.commit_next();
+            }
         }
     }
 
