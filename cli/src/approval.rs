@@ -105,10 +105,13 @@ pub async fn pending(global: &Global) -> anyhow::Result<()> {
             );
         }
         if a.four_eyes {
-            outln!(
-                "  four eyes:  a person other than {} must decide",
-                a.workflow_caller
-            );
+            let requester = conductor_core::config::caller_name(&a.requested_by);
+            let owner = conductor_core::config::caller_name(&a.workflow_caller);
+            if requester.is_empty() || requester.eq_ignore_ascii_case(owner) {
+                outln!("  four eyes:  a person other than {owner} must decide");
+            } else {
+                outln!("  four eyes:  a person other than {requester} and {owner} must decide");
+            }
         }
         outln!("  arguments:");
         let pretty = serde_json::from_str::<serde_json::Value>(&a.arguments_json)

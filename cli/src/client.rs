@@ -201,9 +201,10 @@ fn classify(url: &str, status: Status) -> CliError {
             },
             None => CliError::Failed(status.message().to_owned()),
         },
-        Code::Unauthenticated | Code::PermissionDenied => {
-            CliError::Unauthorized(status.message().to_owned())
-        }
+        Code::Unauthenticated => CliError::Unauthorized(status.message().to_owned()),
+        // The credential was good, and the orchestrator says what is missing (a permission, four
+        // eyes): advice about setting a token would mislead.
+        Code::PermissionDenied => CliError::Failed(status.message().to_owned()),
         Code::Unavailable => CliError::Failed(format!("unavailable: {}", status.message())),
         Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
         _ => CliError::Failed(status.message().to_owned()),
@@ -340,6 +341,13 @@ mod tests {
                 assert!(message.contains("No space left on device"), "{message}")
             }
             other => panic!("an unwritable audit log is not an unreachable orchestrator: {other}"),
+        }
+        let four_eyes = Status::permission_denied(
+            "four eyes: bob asked for this restore_backup call and cannot approve it too; ask someone else",
+        );
+        match classify(url, four_eyes) {
+            CliError::Failed(message) => assert!(message.starts_with("four eyes"), "{message}"),
+            other => panic!("a refusal to a good credential gives no token advice: {other}"),
         }
         let server_down =
             Status::unavailable("server notification is unavailable: connection refused");

@@ -96,11 +96,12 @@ pub async fn verify(
     let dir: PathBuf = dir.to_path_buf();
     blocking(move || {
         let report = conductor_audit::verify_dir_against(&dir, anchor.as_ref())?;
-        if let Some(problem) = report.anchor_problem {
+        if let (Some(problem), Some(anchor)) = (report.anchor_problem, &anchor) {
             return Ok(VerifyOutcome {
                 ok: false,
                 records: report.records,
-                first_bad_seq: Some(report.records + 1),
+                // The anchored record where it was rewritten; the first missing one where cut.
+                first_bad_seq: Some(anchor.seq.min(report.records + 1)),
                 file: None,
                 line: None,
                 message: problem,

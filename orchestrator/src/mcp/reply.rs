@@ -130,7 +130,12 @@ pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
             let mut result = CallToolResult::structured_error(
                 json!({ "code": code(&other), "message": other.to_string() }),
             );
-            result.content = vec![ContentBlock::text(format!("{tool} could not run: {other}"))];
+            // A time-out is not "could not run": the call was sent, and may have been carried out.
+            let text = match &other {
+                Error::DeadlineExceeded { .. } => format!("{tool}: {other}"),
+                _ => format!("{tool} could not run: {other}"),
+            };
+            result.content = vec![ContentBlock::text(text)];
             Ok(result)
         }
     }
