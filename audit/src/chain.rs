@@ -28,6 +28,9 @@ pub struct VerifyReport {
     pub last_hash: String,
     /// With an [`Anchor`]: why the log does not hold it (cut short, or rewritten).
     pub anchor_problem: Option<String>,
+    /// The first record that is not as it should be: the chain's first bad line, else the anchored
+    /// record (rewritten) or the first one missing (cut short).
+    pub first_bad_seq: Option<u64>,
 }
 
 /// Verifies every file of `dir` offline. Needs only each line's chain fields and bytes, so it works
@@ -101,9 +104,15 @@ pub fn verify_dir_against(dir: &Path, anchor: Option<&Anchor>) -> Result<VerifyR
             anchor.seq, anchor.hash
         )),
     };
+    let first_bad_seq = failure.as_ref().map(|f| f.seq).or_else(|| {
+        anchor
+            .filter(|_| anchor_problem.is_some())
+            .map(|a| a.seq.min(walk.records + 1))
+    });
     Ok(VerifyReport {
         ok: failure.is_none() && anchor_problem.is_none(),
         anchor_problem,
+        first_bad_seq,
         records: walk.records,
         files: segments.len(),
         failure,

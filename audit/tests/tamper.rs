@@ -296,6 +296,7 @@ async fn an_anchor_kept_elsewhere_finds_a_rewritten_or_shortened_log() {
             .is_some_and(|p| p.contains("rewritten")),
         "{rewritten:?}"
     );
+    assert_eq!(rewritten.first_bad_seq, Some(3), "the anchored record");
 
     let short = tempfile::tempdir().unwrap();
     write_log(short.path(), 2, u64::MAX).await;
@@ -306,6 +307,7 @@ async fn an_anchor_kept_elsewhere_finds_a_rewritten_or_shortened_log() {
             .is_some_and(|p| p.contains("cut off its end")),
         "{cut:?}"
     );
+    assert_eq!(cut.first_bad_seq, Some(3), "the first record missing");
     for bad in ["", "3", "0:ab", "x:y", "3:abc"] {
         assert!(bad.parse::<conductor_audit::Anchor>().is_err(), "{bad:?}");
     }

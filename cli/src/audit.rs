@@ -163,11 +163,7 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
                 report.ok,
                 report.records,
                 failure.map(|f| (f.file.display().to_string(), f.line)),
-                failure.map(|f| f.seq).or(anchor_problem.is_some().then(|| {
-                    args.anchor
-                        .as_ref()
-                        .map_or(0, |a| a.seq.min(report.records + 1))
-                })),
+                report.first_bad_seq,
                 failure
                     .map(|f| f.message.clone())
                     .or(anchor_problem)

@@ -96,12 +96,11 @@ pub async fn verify(
     let dir: PathBuf = dir.to_path_buf();
     blocking(move || {
         let report = conductor_audit::verify_dir_against(&dir, anchor.as_ref())?;
-        if let (Some(problem), Some(anchor)) = (report.anchor_problem, &anchor) {
+        if let Some(problem) = report.anchor_problem {
             return Ok(VerifyOutcome {
                 ok: false,
                 records: report.records,
-                // The anchored record where it was rewritten; the first missing one where cut.
-                first_bad_seq: Some(anchor.seq.min(report.records + 1)),
+                first_bad_seq: report.first_bad_seq,
                 file: None,
                 line: None,
                 message: problem,
