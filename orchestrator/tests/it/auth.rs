@@ -624,6 +624,21 @@ async fn another_identitys_workflow_is_refused_unless_granted_act_for() {
     assert_eq!(granted["call"]["workflow"], owned.as_str());
 }
 
+/// `list_backups` in `workflow` with `token`, run in the background: it waits at the gate.
+fn gated_call_in_background(
+    h: &Harness,
+    workflow: &str,
+    token: &'static str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::WorkflowCallResponse>, tonic::Status>> {
+    let mut client = h.client.clone();
+    let body = pb::WorkflowCallRequest {
+        workflow_id: workflow.into(),
+        tool: "list_backups".into(),
+        arguments_json: "{}".into(),
+    };
+    tokio::spawn(async move { client.call_tool(with_token(body, Some(token))).await })
+}
+
 async fn decide(
     h: &Harness,
     token: Option<&str>,
@@ -649,21 +664,7 @@ async fn approvers_are_identities_and_four_eyes_compares_them() {
     let rules = json!([{ "id": "gate", "kind": "approval", "tool": "list_backups", "timeout": "1m", "four_eyes": true }]);
     let h = harness(json!({ "rules": rules })).await;
     let wf = start(&h, Some(DANA), "").await.expect("start").id;
-    let waiting = {
-        let h_client = h.client.clone();
-        let wf = wf.clone();
-        tokio::spawn(async move {
-            let body = pb::WorkflowCallRequest {
-                workflow_id: wf,
-                tool: "list_backups".into(),
-                arguments_json: "{}".into(),
-            };
-            h_client
-                .clone()
-                .call_tool(with_token(body, Some(DANA)))
-                .await
-        })
-    };
+    let waiting = gated_call_in_background(&h, &wf, DANA);
     let pending = h.wait_pending(&wf).await;
     let digest = pending.arguments_digest.clone();
     let anonymous = decide(&h, None, &pending.id, &digest, "erin")
@@ -703,18 +704,7 @@ async fn approvers_are_identities_and_four_eyes_compares_them() {
 
     // The shared control token keeps working, recorded as its identity.
     let wf = start(&h, Some(DANA), "").await.expect("start").id;
-    let waiting = {
-        let client = h.client.clone();
-        let wf = wf.clone();
-        tokio::spawn(async move {
-            let body = pb::WorkflowCallRequest {
-                workflow_id: wf,
-                tool: "list_backups".into(),
-                arguments_json: "{}".into(),
-            };
-            client.clone().call_tool(with_token(body, Some(DANA))).await
-        })
-    };
+    let waiting = gated_call_in_background(&h, &wf, DANA);
     let pending = h.wait_pending(&wf).await;
     let approved = decide(
         &h,
@@ -731,21 +721,7 @@ async fn approvers_are_identities_and_four_eyes_compares_them() {
     // Whoever asks for the call cannot approve it either, even in someone else's workflow: here
     // the operator, who may act anywhere, calls in dana's.
     let wf = start(&h, Some(DANA), "").await.expect("start").id;
-    let waiting = {
-        let client = h.client.clone();
-        let wf = wf.clone();
-        tokio::spawn(async move {
-            let body = pb::WorkflowCallRequest {
-                workflow_id: wf,
-                tool: "list_backups".into(),
-                arguments_json: "{}".into(),
-            };
-            client
-                .clone()
-                .call_tool(with_token(body, Some(CONTROL)))
-                .await
-        })
-    };
+    let waiting = gated_call_in_background(&h, &wf, CONTROL);
     let pending = h.wait_pending(&wf).await;
     let digest = pending.arguments_digest.clone();
     let requester = decide(&h, Some(CONTROL), &pending.id, &digest, "")
