@@ -401,25 +401,47 @@ impl Gateway {
                 return Err(error.into());
             }
         };
-        let previous = self.inner.config.swap(config.clone());
-        self.inner.downstream.forget_catalog();
+        // The new configuration takes effect only once its `config_loaded` record is durable: an
+        // intent, so it is refused at once while the log cannot be written, and nothing is swapped
+        // in before the record is kept. A reload answered as failed has changed nothing.
         let loaded = AuditEvent::ConfigLoaded {
             config_version: config.version.clone(),
             path: Some(path.display().to_string()),
         };
-        let (queued, on_previous) = {
+        let queued = {
+            let mut state = self.inner.state();
+            self.inner.commit(&mut state, loaded, Admit::Intent)?
+        };
+        if let Err(error) = queued.durable().await {
+            // The disk failed after the record was admitted: it waits in the log's backlog and
+            // will be written when the disk takes records, so the log says after it that this
+            // configuration never took effect (an outcome of that record: always queued, and
+            // written whether or not anyone waits on it).
+            let refused = AuditEvent::ConfigRefused {
+                path: Some(path.display().to_string()),
+                problems: vec![format!(
+                    "configuration {} was not put in force: its config_loaded record could not be made durable ({error}); configuration {} stays",
+                    config.version,
+                    self.config().version
+                )],
+            };
+            let unawaited = {
+                let mut state = self.inner.state();
+                self.inner.commit(&mut state, refused, Admit::Outcome)
+            };
+            drop(unawaited);
+            return Err(error.into());
+        }
+        let previous = self.inner.config.swap(config.clone());
+        self.inner.downstream.forget_catalog();
+        let on_previous = {
             let mut state = self.inner.state();
             state.set_config(config.clone());
-            let on_previous = state
+            state
                 .active()
                 .filter(|w| w.config.version != config.version)
-                .count();
-            (
-                self.inner.commit(&mut state, loaded, Admit::Outcome)?,
-                on_previous,
-            )
+                .count()
         };
-        queued.durable().await?;
         tracing::info!(version = %config.version, previous = %previous.version, on_previous, "configuration reloaded");
         Ok((
             config,
