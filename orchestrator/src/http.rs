@@ -42,50 +42,14 @@ pub fn router(gateway: Gateway) -> Router {
             crate::auth::http::metrics_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            gateway.clone(),
-            check_host,
+            Arc::new(crate::host::served_hosts(
+                &gateway.config().mcp.allowed_hosts,
+            )),
+            crate::host::check_host,
         ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(gateway.clone())
         .merge(crate::mcp::router(gateway))
-}
-
-/// Refuses (403) a request whose `Host` is neither loopback nor in `mcp.allowed_hosts`, as the MCP
-/// front does: a page on another site that rebinds its name to this address cannot read `/metrics`.
-async fn check_host(
-    State(gateway): State<Gateway>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if host_allowed(host, &gateway.config().mcp.allowed_hosts) {
-        return next.run(request).await;
-    }
-    (
-        axum::http::StatusCode::FORBIDDEN,
-        "Forbidden: Host is neither loopback nor listed in \"mcp\": {\"allowed_hosts\": [...]}\n",
-    )
-        .into_response()
-}
-
-/// Whether a `Host` header names a loopback host or one of `allowed` (any port, ignoring case).
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let Ok(authority) = host.trim().parse::<axum::http::uri::Authority>() else {
-        return false;
-    };
-    let name = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    ["localhost", "127.0.0.1", "::1"]
-        .iter()
-        .copied()
-        .chain(allowed.iter().map(String::as_str))
-        .any(|a| a.eq_ignore_ascii_case(name))
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod downstream;
 pub mod error;
 pub mod gateway;
+pub mod host;
 pub mod grpc;
 pub mod http;
 pub mod ids;

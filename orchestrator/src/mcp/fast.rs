@@ -19,7 +19,7 @@ use rmcp::model::{CallToolRequestParams, RequestId, ServerResult};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Serves a plain tool call (see [`plain_call`]) of `session` and answers it as one JSON body.
+/// Serves a plain tool call (see [`classify`]) of `session` and answers it as one JSON body.
 pub(super) async fn call(
     session: &Session,
     id: RequestId,
@@ -141,43 +141,9 @@ pub(super) fn accepts(headers: &HeaderMap, mime: &str) -> bool {
         })
 }
 
-/// Whether the request's `Host` is one the front serves, as the SDK checks it: the host, and the
-/// port when the allowed entry names one.
-pub(super) fn host_allowed(headers: &HeaderMap, hosts: &[String]) -> bool {
-    let authority = |text: &str| -> Option<(String, Option<u16>)> {
-        match text.parse::<axum::http::uri::Authority>() {
-            Ok(a) => Some((
-                a.host().trim_matches(['[', ']']).to_ascii_lowercase(),
-                a.port_u16(),
-            )),
-            Err(_) if !text.is_empty() => {
-                Some((text.trim_matches(['[', ']']).to_ascii_lowercase(), None))
-            }
-            Err(_) => None,
-        }
-    };
-    let Some((host, port)) = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<axum::http::uri::Authority>().ok())
-        .map(|a| {
-            (
-                a.host().trim_matches(['[', ']']).to_ascii_lowercase(),
-                a.port_u16(),
-            )
-        })
-    else {
-        return false;
-    };
-    hosts
-        .iter()
-        .filter_map(|h| authority(h))
-        .any(|(allowed, allowed_port)| {
-            allowed == host && allowed_port.is_none_or(|p| port == Some(p))
-        })
-}
-
-/// A JSON-RPC request as read here: only what decides whether it is a plain tool call.
+/// A JSON-RPC request as read here: only what decides whether it is a plain tool call. `result`
+/// and `error` are read only to refuse a frame that carries one beside `method`: such a frame is no
+/// request, and the SDK refuses it too.
 #[derive(Deserialize)]
 struct Frame<'a> {
     jsonrpc: &'a str,
@@ -185,23 +151,75 @@ struct Frame<'a> {
     method: &'a str,
     #[serde(borrow)]
     params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
 }
 
-/// The id and parameters of a `tools/call` that asks for nothing but its result (no progress, no
-/// per-request protocol metadata), or `None` for anything else.
-pub(super) fn plain_call(body: &[u8]) -> Option<(RequestId, CallToolRequestParams)> {
-    let frame: Frame = serde_json::from_slice(body).ok()?;
-    if frame.jsonrpc != "2.0" || frame.method != "tools/call" {
-        return None;
+/// What a POSTed body is, as far as the fast path cares.
+#[derive(Debug)]
+pub(super) enum Body {
+    /// A `tools/call` that asks for nothing but its result (no progress, no per-request protocol
+    /// metadata).
+    Plain(RequestId, CallToolRequestParams),
+    /// A `tools/call` request whose `params` are not a tool call's (a missing or duplicate `name`,
+    /// `arguments` that are not an object, ...): answered `-32602` with what is wrong, never left
+    /// to fall through to "method not found".
+    InvalidParams(RequestId, String),
+    /// Anything else: for the SDK's dispatch.
+    Other,
+}
+
+/// Reads `body` as far as the fast path needs.
+pub(super) fn classify(body: &[u8]) -> Body {
+    let Ok(frame) = serde_json::from_slice::<Frame>(body) else {
+        return Body::Other;
+    };
+    if frame.jsonrpc != "2.0"
+        || frame.method != "tools/call"
+        || frame.result.is_some()
+        || frame.error.is_some()
+    {
+        return Body::Other;
     }
-    let params: CallToolRequestParams = serde_json::from_str(frame.params?.get()).ok()?;
+    let Some(raw) = frame.params else {
+        return Body::InvalidParams(
+            frame.id,
+            "tools/call needs params with the tool's name".to_owned(),
+        );
+    };
+    let params: CallToolRequestParams = match serde_json::from_str(raw.get()) {
+        Ok(params) => params,
+        Err(e) => {
+            return Body::InvalidParams(frame.id, format!("invalid tools/call params: {e}"));
+        }
+    };
     let plain = params
         .meta
         .as_ref()
         .is_none_or(|meta| meta.0.keys().all(|key| key == WORKFLOW_META_KEY))
         && params.input_responses.is_none()
         && params.request_state.is_none();
-    plain.then_some((frame.id, params))
+    if plain {
+        Body::Plain(frame.id, params)
+    } else {
+        Body::Other
+    }
+}
+
+/// The `-32602` answer to a `tools/call` whose params are not a tool call's.
+pub(super) fn invalid_params(id: &RequestId, message: String) -> Response {
+    let error = rmcp::ErrorData::invalid_params(message, None);
+    match serde_json::to_vec(&Answer::<()> {
+        jsonrpc: "2.0",
+        id,
+        result: None,
+        error: Some(&error),
+    }) {
+        Ok(body) => json_body(body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 #[derive(Serialize)]
@@ -221,57 +239,42 @@ mod tests {
     #[test]
     fn only_plain_tool_calls_take_the_fast_path() {
         let plain = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"a":1}}}"#;
-        let (id, params) = plain_call(plain).expect("a plain call");
+        let Body::Plain(id, params) = classify(plain) else {
+            panic!("a plain call");
+        };
         assert_eq!(id, RequestId::Number(7));
         assert_eq!(params.name, "echo");
         let named = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo","_meta":{"io.conductorio/workflowId":"wf-1"}}}"#;
-        assert!(plain_call(named).is_some());
+        assert!(matches!(classify(named), Body::Plain(..)));
         for other in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":3}}}"#[..],
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
             br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             br#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"error":{"code":1,"message":"x"}}"#,
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}]"#,
             br#"not json"#,
         ] {
             assert!(
-                plain_call(other).is_none(),
+                matches!(classify(other), Body::Other),
                 "{}",
                 String::from_utf8_lossy(other)
             );
         }
-    }
-
-    #[test]
-    fn only_served_hosts_take_the_fast_path() {
-        let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "api.example.com:8443"]
-            .map(str::to_owned)
-            .to_vec();
-        let with_host = |host: &'static str| {
-            let mut map = HeaderMap::new();
-            map.insert(header::HOST, HeaderValue::from_static(host));
-            map
-        };
-        for served in [
-            "127.0.0.1:8080",
-            "localhost",
-            "LOCALHOST:1",
-            "[::1]:9",
-            "api.example.com:8443",
+        for invalid in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{},"arguments":{}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":[1]}}"#,
         ] {
-            assert!(host_allowed(&with_host(served), &hosts), "{served}");
+            assert!(
+                matches!(classify(invalid), Body::InvalidParams(..)),
+                "{}",
+                String::from_utf8_lossy(invalid)
+            );
         }
-        for other in [
-            "evil.example",
-            "api.example.com",
-            "api.example.com:443",
-            "127.0.0.2:8080",
-        ] {
-            assert!(!host_allowed(&with_host(other), &hosts), "{other}");
-        }
-        assert!(!host_allowed(&HeaderMap::new(), &hosts), "no Host at all");
     }
 
     #[test]

@@ -85,7 +85,7 @@ use axum::Router;
 use rmcp::ErrorData;
 use rmcp::ServiceExt;
 use rmcp::model::ErrorCode;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::future::Future;
 use std::sync::Arc;
@@ -102,14 +102,14 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 /// the session-free era by the SDK's service.
 pub fn router(gateway: Gateway) -> Router {
     let config = gateway.config();
-    let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(config.mcp.allowed_hosts.iter().cloned())
-        .collect();
-    // Session-free (2026-07-28) requests get a JSON answer when nothing precedes it.
+    let hosts = Arc::new(crate::host::served_hosts(&config.mcp.allowed_hosts));
+    // The SDK serves only what the session layer hands it, the session-free (2026-07-28) era, and
+    // it can open no session of its own: legacy session mode off, and a session manager that
+    // refuses every session. Every session is `streamable`'s, with its owner and its limits.
+    // Session-free requests get a JSON answer when nothing precedes it.
     let settings = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts.clone())
+        .with_allowed_hosts(hosts.iter().cloned())
+        .with_legacy_session_mode(false)
         .with_json_response(true);
     let handlers = gateway.clone();
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
@@ -122,14 +122,12 @@ pub fn router(gateway: Gateway) -> Router {
             config.mcp.session_idle_timeout,
         ),
         gateway: gateway.clone(),
-        hosts,
     });
     // Shared, not cloned: the SDK's service clones its whole configuration on every call, and each
-    // middleware layer clones the service below it per request. Its session manager stays empty:
-    // every `initialize` is `streamable`'s.
+    // middleware layer clones the service below it per request.
     let service = Arc::new(StreamableHttpService::new(
         move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(NeverSessionManager::default()),
         settings,
     ));
     let mcp = axum::routing::any(move |request: axum::extract::Request| {
@@ -160,6 +158,10 @@ pub fn router(gateway: Gateway) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gateway,
             origin::check_origin,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            crate::host::check_host,
         ))
         .merge(metadata)
 }

@@ -7,15 +7,19 @@
 //! each request runs the session's handler on its own (`super::answer`), and a plain `tools/call`
 //! skips even that (`super::fast`).
 //!
-//! What this layer leaves to the SDK, unchanged: requests without a session that are not an
-//! `initialize` (the session-free 2026-07-28 era, and the SDK's refusals), requests in a session
-//! that name a protocol version without sessions, and requests whose `Host` is not served (the SDK
-//! refuses them). It runs after authentication, so each request carries its identity: a session is
-//! only reached by the identity that opened it (403 for another, 404 for an id that is not open),
-//! and the session table's limits are kept here (`initialize` past `max_sessions` gets 503, past
-//! `max_sessions_per_identity` 429; a `GET` stream past `max_streams_per_session` 409, past
-//! `max_streams_per_identity` 429), each refusal a JSON-RPC error naming the limit and what to do.
-//! It never lets the SDK open a session: every `initialize` is answered here.
+//! Every request to `/mcp` passes this one layer, whatever its form (the host check,
+//! `crate::host`, runs first: no `Host` is 400, a host not served 403, an absolute-form target is
+//! checked by its own authority). It runs after authentication, so each request carries its
+//! identity: a session is only reached by the identity that opened it (403 for another, 404 for an
+//! id that is not open), and the session table's limits are kept here (`initialize` past
+//! `max_sessions` gets 503, past `max_sessions_per_identity` 429; a `GET` stream past
+//! `max_streams_per_session` 409, past `max_streams_per_identity` 429), each refusal a JSON-RPC
+//! error naming the limit and what to do. A request of a session era that names no session and is
+//! not an `initialize` gets 400.
+//!
+//! Only requests of the session-free era (an `MCP-Protocol-Version` without sessions) go on to the
+//! SDK, and the SDK can open no session at all (legacy session mode off, a session manager that
+//! refuses every session): there is no second session table to reach around this one.
 
 use super::answer::{self, dispatch, event_stream, json};
 use super::fast::{self, accepts, is_json, text};
@@ -45,30 +49,35 @@ use uuid::Uuid;
 pub struct SessionFront {
     pub(super) sessions: Arc<Sessions>,
     pub(super) gateway: Gateway,
-    /// The `Host`s the front serves (DNS rebinding); the SDK refuses the others.
-    pub(super) hosts: Vec<String>,
 }
 
-/// The `/mcp` layer for sessions: opens them, serves their requests, ends them.
+/// The `/mcp` layer for sessions: opens them, serves their requests, ends them. Every request to
+/// `/mcp` passes here (after the host check and authentication, whatever its form); only requests of
+/// the session-free era go on to the SDK, which can open no session of its own.
 pub async fn serve(
     State(front): State<Arc<SessionFront>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    if !fast::host_allowed(headers, &front.hosts) {
-        return next.run(request).await;
-    }
     let caller = request
         .extensions()
         .get::<Identity>()
         .cloned()
         .unwrap_or_else(Identity::anonymous);
     let Some(id) = headers.get(SESSION_HEADER) else {
-        if request.method() == Method::POST && is_json(headers) {
-            return open(&front, caller, request, next).await;
+        if !fast::session_era(headers) {
+            return next.run(request).await;
         }
-        return next.run(request).await;
+        return match *request.method() {
+            Method::POST if is_json(headers) => open(&front, caller, request).await,
+            Method::POST => text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type: Content-Type must be application/json",
+            ),
+            Method::GET | Method::DELETE => session_required(),
+            _ => method_not_allowed(),
+        };
     };
     let entry = id
         .to_str()
@@ -88,6 +97,8 @@ pub async fn serve(
     };
     request.extensions_mut().insert(entry.tag().clone());
     if !fast::session_era(request.headers()) {
+        // A session-free request that also names its owner's session: served on its own, as the
+        // era says (the session names nothing there).
         return next.run(request).await;
     }
     front.sessions.touch(&entry);
@@ -98,27 +109,45 @@ pub async fn serve(
             front.sessions.close(&entry.id());
             StatusCode::ACCEPTED.into_response()
         }
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, POST, DELETE")],
-            "Method Not Allowed",
-        )
-            .into_response(),
+        _ => method_not_allowed(),
     }
 }
 
-/// A request without a session: an `initialize` by `caller` opens one, if the limits leave room;
-/// anything else is the SDK's.
-async fn open(front: &SessionFront, caller: Identity, request: Request, next: Next) -> Response {
+/// 400 for a request of a session era that names no session and is not an `initialize`.
+fn session_required() -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        "Bad Request: Session ID is required (send initialize first; its answer's Mcp-Session-Id header names the session for every later request)",
+    )
+}
+
+fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, POST, DELETE")],
+        "Method Not Allowed",
+    )
+        .into_response()
+}
+
+/// A request of a session era without a session: an `initialize` by `caller` opens one, if the
+/// limits leave room; anything else is refused, since it would need a session.
+async fn open(front: &SessionFront, caller: Identity, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match read(body).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
     let Some(initialize) = initialize_request(&bytes) else {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
+        // Not an `initialize`: a frame that is no JSON-RPC message is refused as the SDK refuses it
+        // (`super::frames` turns that into the JSON-RPC error); any other needs its session.
+        if serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).is_err() {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "fail to deserialize request body",
+            );
+        }
+        return session_required();
     };
     if let Some(refusal) = refusal_of_initialize(&parts.headers, &initialize) {
         return refusal;
@@ -200,8 +229,12 @@ async fn post(busy: Busy, request: Request) -> Response {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    if let Some((id, params)) = fast::plain_call(&bytes) {
-        return fast::call(busy.session(), id, params, &parts).await;
+    match fast::classify(&bytes) {
+        fast::Body::Plain(id, params) => {
+            return fast::call(busy.session(), id, params, &parts).await;
+        }
+        fast::Body::InvalidParams(id, message) => return fast::invalid_params(&id, message),
+        fast::Body::Other => {}
     }
     let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
         Ok(message) => message,

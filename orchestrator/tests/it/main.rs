@@ -16,6 +16,7 @@ mod flows;
 mod mcp_downstream;
 mod mcp_http;
 mod mcp_python;
+mod mcp_request_forms;
 mod mcp_sessions;
 mod operator_controls;
 mod policies;

@@ -263,24 +263,27 @@ impl RawReply {
 
 /// POSTs `body` to `/mcp` over a fresh connection, with the headers an MCP client sends plus `extra`.
 pub async fn raw_post(addr: std::net::SocketAddr, extra: &[(&str, &str)], body: &str) -> RawReply {
+    let mut request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    raw_exchange(addr, request.as_bytes()).await
+}
+
+/// Sends `request` as it is (any form, any headers) over a fresh connection and reads the reply to
+/// its end: the request should ask for `Connection: close`, or be one the server closes after.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> RawReply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let work = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connects");
-        let mut request = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in extra {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("request sent");
+        stream.write_all(request).await.expect("request sent");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.expect("reply read");
         raw
@@ -396,33 +399,10 @@ pub async fn raw_head(
 
 /// `GET path` with only `Host` and `extra` as headers, over a fresh connection, read to its end.
 pub async fn raw_get(addr: std::net::SocketAddr, path: &str, extra: &[(&str, &str)]) -> RawReply {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let work = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in extra {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("sent");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("reply read");
-        raw
-    };
-    let raw = tokio::time::timeout(DEADLINE, work)
-        .await
-        .expect("the server answered in time");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    RawReply {
-        status: head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        head: head.to_owned(),
-        body: body.to_owned(),
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in extra {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
+    request.push_str("\r\n");
+    raw_exchange(addr, request.as_bytes()).await
 }

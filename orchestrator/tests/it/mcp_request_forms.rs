@@ -1,0 +1,199 @@
+//! Every request to `/mcp` meets the one layer that owns sessions, their owners and their limits,
+//! whatever its form: absolute-form targets, no `Host`, a foreign authority, HTTP/1.0, a session
+//! era request without a session. The finding (issue 29, item 1): a raw `POST http://host/mcp` with
+//! no `Host` was served by the SDK's own session manager, around every limit and every owner.
+
+use crate::mcp_support::{INITIALIZE, RawReply, raw_exchange, raw_post, with_config};
+use serde_json::json;
+use std::net::SocketAddr;
+
+const ALICE: &str = "alice-secret";
+const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_schemas","arguments":{}}}"#;
+
+/// A POST of `body` to `target` (origin or absolute form) in HTTP `version`, with `headers` as the
+/// only ones besides the body's.
+async fn post_raw(
+    addr: SocketAddr,
+    version: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawReply {
+    let mut request = format!(
+        "POST {target} {version}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    raw_exchange(addr, request.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_form_meets_the_one_session_layer() {
+    let (servers, orchestrator, _audit) = with_config(|config| {
+        config["clients"] = json!({
+            "alice": { "tools": ["*"], "token": ALICE },
+            "anonymous": { "tools": ["list_schemas"] }
+        });
+        config["listen"]["http_limits"] =
+            json!({ "max_sessions": 8, "max_sessions_per_identity": 2 });
+    })
+    .await;
+    let addr = orchestrator.http_addr;
+    let absolute = format!("http://{addr}/mcp");
+    let sessions = || orchestrator.gateway.metrics().mcp_sessions();
+    let alice_auth = format!("Bearer {ALICE}");
+
+    // No `Host`: malformed in HTTP/1.1, and in 1.0 nothing can be checked against rebinding.
+    for (version, target) in [
+        ("HTTP/1.1", absolute.as_str()),
+        ("HTTP/1.1", "/mcp"),
+        ("HTTP/1.0", absolute.as_str()),
+        ("HTTP/1.0", "/mcp"),
+    ] {
+        let reply = post_raw(addr, version, target, &[], INITIALIZE).await;
+        assert_eq!(reply.status, 400, "{version} {target}: {reply:?}");
+        assert!(reply.body.contains("missing Host"), "{reply:?}");
+    }
+    assert_eq!(sessions(), 0, "no form without Host opened a session");
+
+    // An absolute-form target is checked by its own authority, which must agree with `Host`.
+    let host = addr.to_string();
+    for (target, host) in [
+        ("http://evil.example/mcp", host.as_str()),
+        (absolute.as_str(), "evil.example"),
+        (absolute.as_str(), "localhost"),
+    ] {
+        let reply = post_raw(addr, "HTTP/1.1", target, &[("Host", host)], INITIALIZE).await;
+        assert_eq!(reply.status, 403, "{target} with Host {host}: {reply:?}");
+    }
+    let two_hosts = post_raw(
+        addr,
+        "HTTP/1.1",
+        "/mcp",
+        &[("Host", &host), ("Host", "evil.example")],
+        INITIALIZE,
+    )
+    .await;
+    assert!(
+        two_hosts.status == 400 || two_hosts.status == 403,
+        "two Host headers are refused: {two_hosts:?}"
+    );
+
+    // Served forms open sessions in the one table, within the identity's limit, in any form.
+    let mut opened = Vec::new();
+    for target in [absolute.as_str(), "/mcp"] {
+        let reply = post_raw(
+            addr,
+            "HTTP/1.1",
+            target,
+            &[("Host", &host), ("Authorization", &alice_auth)],
+            INITIALIZE,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{target}: {reply:?}");
+        opened.push(reply.header("mcp-session-id").expect("a session id"));
+    }
+    assert_eq!(sessions(), 2);
+    for target in [absolute.as_str(), "/mcp"] {
+        let refused = post_raw(
+            addr,
+            "HTTP/1.1",
+            target,
+            &[("Host", &host), ("Authorization", &alice_auth)],
+            INITIALIZE,
+        )
+        .await;
+        assert_eq!(
+            refused.status, 429,
+            "{target}: past alice's limit: {refused:?}"
+        );
+    }
+    assert_eq!(sessions(), 2, "refused handshakes open nothing");
+
+    // Alice's session in another identity's hands is refused in every form.
+    let alice_session = opened[0].as_str();
+    for target in [absolute.as_str(), "/mcp"] {
+        let stolen = post_raw(
+            addr,
+            "HTTP/1.1",
+            target,
+            &[("Host", &host), ("Mcp-Session-Id", alice_session)],
+            CALL,
+        )
+        .await;
+        assert_eq!(stolen.status, 403, "{target}: {stolen:?}");
+        let stolen = post_raw(
+            addr,
+            "HTTP/1.1",
+            target,
+            &[("Mcp-Session-Id", alice_session)],
+            CALL,
+        )
+        .await;
+        assert_eq!(stolen.status, 400, "{target} without Host: {stolen:?}");
+    }
+    let own = post_raw(
+        addr,
+        "HTTP/1.1",
+        &absolute,
+        &[
+            ("Host", &host),
+            ("Authorization", &alice_auth),
+            ("Mcp-Session-Id", alice_session),
+        ],
+        CALL,
+    )
+    .await
+    .json_answer();
+    assert_eq!(own["result"]["isError"], false, "{own}");
+
+    // A request of a session era without a session is not served on its own.
+    let sessionless = raw_post(addr, &[("MCP-Protocol-Version", "2025-11-25")], CALL).await;
+    assert_eq!(sessionless.status, 400, "{sessionless:?}");
+    assert!(
+        sessionless.body.contains("Session ID is required"),
+        "{sessionless:?}"
+    );
+    let unversioned = raw_post(addr, &[], CALL).await;
+    assert_eq!(unversioned.status, 400, "{unversioned:?}");
+    let get = raw_exchange(
+        addr,
+        format!("GET /mcp HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: text/event-stream\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(get.status, 400, "a GET stream needs a session: {get:?}");
+
+    // The SDK, which serves only the session-free era, opens no session whatever it is sent.
+    let discover_era = raw_post(
+        addr,
+        &[
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Authorization", &alice_auth),
+        ],
+        INITIALIZE,
+    )
+    .await;
+    assert_eq!(
+        discover_era.header("mcp-session-id"),
+        None,
+        "the session-free era opens no session: {discover_era:?}"
+    );
+    assert_eq!(sessions(), 2, "only the session layer's two are open");
+
+    // /metrics is behind the same host check.
+    let metrics = raw_exchange(
+        addr,
+        b"GET http://evil.example/metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(metrics.status, 403, "{metrics:?}");
+    let metrics = raw_exchange(addr, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(metrics.status, 400, "{metrics:?}");
+
+    orchestrator.stop().await;
+    servers.stop().await;
+}
