@@ -5,8 +5,8 @@ use crate::cli::{Global, TemplatesArgs, WorkflowArgs, WorkflowsArgs};
 use crate::client::{Answer, CliError, Client};
 use crate::output::{Out, clip, duration_ms, duration_us, print_json, table, time_ms};
 use crate::present::{
-    decision_json, decision_kind, is_finished, outcome, step_outputs, summary, violations,
-    workflow_json, workflow_state,
+    decision_json, decision_kind, durable_mark, is_finished, outcome, step_outputs, summary,
+    violations, workflow_json, workflow_state,
 };
 use conductor_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -47,6 +47,13 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             out.warn("NOT SERVING:"),
             time_ms(s.audit_unwritable_since_ms),
             s.audit_unwritable,
+            s.audit_queued
+        );
+    }
+    if s.audit_queued > 0 {
+        outln!(
+            "{} {} audit record(s) are not durable yet: the figures below include their changes, and a crash would take them back (marked 'not yet durable')",
+            out.warn("note:"),
             s.audit_queued
         );
     }
@@ -116,7 +123,7 @@ fn workflows_table(out: &Out, workflows: &[pb::WorkflowInfo]) -> String {
                 } else {
                     w.template.clone()
                 },
-                workflow_state(w.state).to_owned(),
+                durable_mark(workflow_state(w.state), w.not_yet_durable),
                 progress,
                 duration_ms(w.duration_ms),
                 time_ms(w.started_at_ms),
@@ -358,7 +365,7 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
         "{} {} — {what}, {}",
         out.bold("workflow"),
         w.id,
-        out.state(workflow_state(w.state))
+        out.state(&durable_mark(workflow_state(w.state), w.not_yet_durable))
     );
     outln!(
         "  started {} by {}; {} {}; configuration {}",
@@ -411,7 +418,7 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
                     format!("{} [{}]", c.tool, c.step)
                 },
                 decision_kind(decision.kind).to_owned(),
-                outcome(c.outcome).to_owned(),
+                durable_mark(outcome(c.outcome), c.not_yet_durable),
                 duration_us(c.duration_us),
                 why,
             ]
@@ -425,6 +432,12 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
             &rows
         )
     );
+    if w.not_yet_durable || w.history.iter().any(|c| c.not_yet_durable) {
+        outln!(
+            "  {} what is marked 'not yet durable' is only queued in the audit log (or waits for its disk): a crash would take it back",
+            out.warn("note:")
+        );
+    }
     // What the tool said was wrong, for each failed call that says (e.g. which record, which field).
     for (i, c) in w.history.iter().enumerate() {
         if let Some(details) = c.error_details_json.as_deref() {

@@ -800,3 +800,75 @@ async fn template_inputs_are_checked_before_anything_runs_and_shown_in_templates
     assert_ne!(missing.code, 0, "{}", missing.text());
     stack.stop().await;
 }
+
+/// While the audit disk is full, `workflow`, `workflows` and `status` show what the orchestrator has
+/// applied but marked 'not yet durable' (a crash would take it back), and say so; once the disk
+/// takes the records again, the marks are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_mark_what_the_audit_log_has_not_made_durable() {
+    let stack = Stack::start().await;
+    let gateway = stack.gateway().clone();
+    let workflow = gateway
+        .start_workflow(None, serde_json::json!({}), "tester")
+        .await
+        .expect("workflow")
+        .id;
+    gateway.audit().inject_full_disk(true);
+    let refused = gateway
+        .call(conductor_orchestrator::gateway::CallSpec {
+            workflow_id: workflow.clone(),
+            tool: "list_schemas".into(),
+            arguments: serde_json::json!({}),
+            caller: "tester".into(),
+            step: None,
+        })
+        .await;
+    assert!(refused.is_err(), "its record cannot be kept: {refused:?}");
+
+    let shown = stack.ctl(&["workflow", &workflow]).await;
+    assert_eq!(shown.code, 0, "{}", shown.text());
+    assert!(
+        shown.stdout.contains("(not yet durable)")
+            && shown.stdout.contains("a crash would take it back"),
+        "{}",
+        shown.text()
+    );
+    let json = stack.ctl(&["workflow", &workflow, "--json"]).await;
+    let value: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(value["not_yet_durable"], true, "{}", json.text());
+    assert_eq!(
+        value["history"][0]["not_yet_durable"],
+        true,
+        "{}",
+        json.text()
+    );
+    let listed = stack.ctl(&["workflows"]).await;
+    assert!(
+        listed.stdout.contains("(not yet durable)"),
+        "{}",
+        listed.text()
+    );
+    let status = stack.ctl(&["status"]).await;
+    assert!(
+        status.stdout.contains("NOT SERVING") && status.stdout.contains("not durable yet"),
+        "{}",
+        status.text()
+    );
+
+    gateway.audit().inject_full_disk(false);
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    while gateway.audit_state().unwritable.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the audit log never took records again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let settled = stack.ctl(&["workflow", &workflow]).await;
+    assert!(
+        !settled.stdout.contains("not yet durable"),
+        "{}",
+        settled.text()
+    );
+    stack.stop().await;
+}

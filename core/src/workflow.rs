@@ -65,6 +65,9 @@ pub struct CallEntry {
     pub gate: Option<String>,
     /// A failed call's structured details, as the tool gave them.
     pub details: Option<Value>,
+    /// The seq of the audit record that last changed this call: above the log's durable
+    /// watermark, a crash would take that change back.
+    pub seq: u64,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,8 @@ pub struct Workflow {
     pub allowed: Option<AllowList>,
     /// Per-workflow rate limits.
     pub buckets: Buckets,
+    /// The seq of the audit record that last changed it (its start, a call, its end).
+    pub seq: u64,
 }
 
 impl Workflow {
@@ -128,6 +133,7 @@ impl Workflow {
             violations: 0,
             index: crate::policy::Map::default(),
             waiting: 0,
+            seq: 0,
         }
     }
 
@@ -148,7 +154,9 @@ impl Workflow {
     pub fn record_call(&mut self, entry: CallEntry) {
         if self.index.contains_key(&entry.call_id) {
             let call_id = entry.call_id.clone();
-            self.set_status(&call_id, entry.status);
+            if let Some(known) = self.set_status(&call_id, entry.status) {
+                known.seq = entry.seq;
+            }
             return;
         }
         if matches!(entry.status, CallStatus::WaitingApproval { .. }) {

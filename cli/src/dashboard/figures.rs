@@ -4,7 +4,7 @@
 //! Pure state: no terminal, no I/O.
 
 use crate::output::{Out, clock_ms};
-use crate::present::{describe, is_finished, workflow_state};
+use crate::present::{describe, durable_mark, is_finished, workflow_state};
 use conductor_proto::v1 as pb;
 use pb::audit_event::Event;
 use std::collections::{HashMap, VecDeque};
@@ -131,7 +131,7 @@ impl Figures {
             CurrentWorkflow {
                 id: w.id.clone(),
                 name,
-                state: workflow_state(w.state).to_owned(),
+                state: durable_mark(workflow_state(w.state), w.not_yet_durable),
                 steps_done: w.steps_done,
                 steps_total: w.steps_total,
                 duration_ms: w.duration_ms,

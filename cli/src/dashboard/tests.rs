@@ -257,3 +257,27 @@ fn keys_select_and_decide_the_pending_approval() {
     assert!(text.contains("› ap-0 send_notification in wf-1"), "{text}");
     assert!(text.contains("a approve, d deny"), "{text}");
 }
+
+/// A workflow whose latest change is not durable yet (an audit outage) is shown so: a crash would
+/// take that change back.
+#[test]
+fn the_panel_marks_a_workflow_whose_latest_change_is_not_durable() {
+    let status = pb::StatusResponse {
+        active_workflows: 1,
+        workflows: vec![pb::WorkflowInfo {
+            not_yet_durable: true,
+            ..workflow("wf-run", "order_summary", pb::WorkflowState::Running)
+        }],
+        ..Default::default()
+    };
+    let mut figures = Figures::default();
+    figures.update(&status, &HashMap::new(), None);
+    let lines = rendered(&figures);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Current Workflow: order_summary (running (not yet durable))")),
+        "{}",
+        lines.join("\n")
+    );
+}

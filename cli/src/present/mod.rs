@@ -97,6 +97,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
         "started_at_ms": w.started_at_ms, "finished_at_ms": w.finished_at_ms, "duration_ms": w.duration_ms,
         "started_at": utc_json(w.started_at_ms), "finished_at": utc_json(w.finished_at_ms),
         "caller": w.caller, "error": w.error, "violations": w.violations, "config_version": w.config_version,
+        "not_yet_durable": w.not_yet_durable,
     });
     if !w.history.is_empty() {
         value["history"] = w
@@ -108,6 +109,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
                     "decision": c.decision.as_ref().map(decision_json), "duration_us": c.duration_us,
                     "started_at_ms": c.started_at_ms, "error": c.error_message, "approval_id": c.approval_id,
                     "error_details": c.error_details_json.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                    "not_yet_durable": c.not_yet_durable,
                 })
             })
             .collect();
@@ -116,6 +118,16 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
         value["outputs"] = outputs;
     }
     value
+}
+
+/// A state or outcome as shown, marked when its audit record is not durable yet: the orchestrator
+/// shows what it has applied, and a crash would take that change back.
+pub fn durable_mark(shown: &str, not_yet_durable: bool) -> String {
+    if not_yet_durable {
+        format!("{shown} (not yet durable)")
+    } else {
+        shown.to_owned()
+    }
 }
 
 /// A time for scripts: RFC 3339 in UTC with `Z` (milliseconds), or null when unset. People get local

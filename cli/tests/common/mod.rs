@@ -170,6 +170,15 @@ impl Stack {
         self.orchestrator = Some(new);
     }
 
+    /// The running orchestrator's gateway, for what only an in-process test can do (a full disk).
+    pub fn gateway(&self) -> &conductor_orchestrator::Gateway {
+        &self
+            .orchestrator
+            .as_ref()
+            .expect("an orchestrator runs")
+            .gateway
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = ctl_command(&self.url);
         command.args(args);

@@ -9,6 +9,12 @@
 //! The read models the fronts ask for often (the dashboard's counters, the recent workflows, the
 //! pending approvals) are kept up to date here too, so reading them never sorts or scans under the
 //! lock.
+//!
+//! The live state runs ahead of the log by the records queued and not yet durable (a crash takes
+//! those back). So that views can say so, `apply` numbers what it applies: the log's seqs start at
+//! 1 and have no gaps, and every record is applied once and in its order, live and on replay, so
+//! the n-th event applied is the record of seq n. Each workflow and each call keeps the seq of the
+//! record that last changed it; a view compares that with the log's durable watermark.
 
 use crate::approval::Approval;
 use crate::config::Config;
@@ -74,6 +80,8 @@ pub struct State {
     /// Calls decided to run or to wait that have not ended: call id → workflow id.
     open_calls: Map<Name, Name>,
     gated: Map<Name, Gated>,
+    /// The seq of the last record applied (see the module's header).
+    seq: u64,
 }
 
 impl State {
@@ -89,7 +97,14 @@ impl State {
             active: BTreeSet::new(),
             open_calls: Map::default(),
             gated: Map::default(),
+            seq: 0,
         }
+    }
+
+    /// The seq of the record applied last: with the log's durable watermark, how far the state runs
+    /// ahead of what a crash would keep.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// The configuration new workflows start under.
@@ -104,7 +119,12 @@ impl State {
 
     /// The one transition: applies one event, recorded at `at_ms`. Records about workflows or calls
     /// it does not know (forgotten as too old, or from a damaged log) change nothing.
+    ///
+    /// Each event applied is the record of the next seq (see the module's header); what it changes
+    /// keeps that seq.
     pub fn apply<J: Payload>(&mut self, at_ms: i64, event: &AuditEvent<J>) {
+        self.seq += 1;
+        let seq = self.seq;
         match event {
             AuditEvent::WorkflowStarted {
                 workflow_id,
@@ -118,7 +138,7 @@ impl State {
                     .and_then(|t| self.config.template(t))
                     .cloned();
                 let id: Name = workflow_id.as_str().into();
-                let workflow = Workflow::new(
+                let mut workflow = Workflow::new(
                     id.clone(),
                     template,
                     self.config.clone(),
@@ -126,6 +146,7 @@ impl State {
                     input.to_value(),
                     at_ms,
                 );
+                workflow.seq = seq;
                 if let Some(old) = self.workflows.insert(id.clone(), workflow) {
                     self.active.remove(&(old.started_at_ms, id.clone()));
                 }
@@ -148,6 +169,7 @@ impl State {
                 ..
             } => self.decided(
                 at_ms,
+                seq,
                 Decided {
                     workflow_id,
                     call_id,
@@ -212,7 +234,9 @@ impl State {
                 };
                 if let Some(entry) = workflow.set_status(call_id, waiting) {
                     entry.approval_id = Some(approval_id.clone());
+                    entry.seq = seq;
                 }
+                workflow.seq = seq;
                 workflow.refresh_state();
                 self.approvals.pending.insert(approval_id.clone(), approval);
             }
@@ -238,12 +262,13 @@ impl State {
                     self.open_calls.remove(call_id.as_str());
                     if let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) {
                         workflow.violations += 1;
-                        workflow.set_status(
-                            call_id,
-                            CallStatus::Denied {
-                                violations: vec![refusal],
-                            },
-                        );
+                        let denied = CallStatus::Denied {
+                            violations: vec![refusal],
+                        };
+                        if let Some(entry) = workflow.set_status(call_id, denied) {
+                            entry.seq = seq;
+                        }
+                        workflow.seq = seq;
                         workflow.refresh_state();
                     }
                 }
@@ -269,6 +294,7 @@ impl State {
                     return;
                 };
                 workflow.last_activity_ms = at_ms;
+                workflow.seq = seq;
                 // A call that ends while its approval is pending (it could not be recorded) takes
                 // the request with it.
                 if let Some(approval_id) = workflow
@@ -279,6 +305,7 @@ impl State {
                 }
                 if let Some(entry) = workflow.call_mut(call_id) {
                     entry.details = details.as_ref().map(Payload::to_value);
+                    entry.seq = seq;
                 }
                 finish_call(
                     workflow,
@@ -307,6 +334,7 @@ impl State {
                     WorkflowEnd::Cancelled => WorkflowState::Cancelled,
                 };
                 workflow.finish(state, error.clone(), at_ms);
+                workflow.seq = seq;
                 let key = (workflow.started_at_ms, workflow.id.clone());
                 self.active.remove(&key);
                 self.counters.active = self.active.len() as u32;
@@ -336,7 +364,13 @@ impl State {
         }
     }
 
-    fn decided(&mut self, at_ms: i64, record: Decided<'_>, gated: impl FnOnce() -> Gated) {
+    fn decided(
+        &mut self,
+        at_ms: i64,
+        seq: u64,
+        record: Decided<'_>,
+        gated: impl FnOnce() -> Gated,
+    ) {
         let Decided {
             workflow_id,
             call_id,
@@ -352,6 +386,7 @@ impl State {
             return;
         };
         workflow.last_activity_ms = at_ms;
+        workflow.seq = seq;
         // The configuration's own name when it knows the tool: shared, not copied.
         let tool: Name = workflow
             .config
@@ -427,6 +462,7 @@ impl State {
             approval_id: None,
             gate: gate.clone(),
             details: None,
+            seq,
         });
         workflow.refresh_state();
     }

@@ -43,6 +43,8 @@ pub struct ObservedWorkflow {
     /// The labels the workflow has seen, with the call that brought each in.
     pub labels: BTreeMap<String, policy::LabelOrigin>,
     pub waiting_calls: usize,
+    /// The seq of the record that last changed it: live and rebuilt, the same numbering.
+    pub seq: u64,
 }
 
 impl State {
@@ -72,6 +74,7 @@ impl State {
                             history: w.history.tallies(),
                             labels: w.history.labels.sorted(),
                             waiting_calls: w.waiting_calls(),
+                            seq: w.seq,
                         },
                     )
                 })

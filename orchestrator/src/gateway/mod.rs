@@ -199,6 +199,14 @@ impl Gateway {
             workflows = state.workflows.len(),
             "audit log opened and state rebuilt"
         );
+        if state.seq() != report.last_seq {
+            // The views' durability marks rest on this numbering (see `State::apply`).
+            tracing::error!(
+                applied = state.seq(),
+                last_seq = report.last_seq,
+                "the state did not apply one event per audit record; durability marks are off"
+            );
+        }
         let unfinished = state.unfinished();
         let gateway = Gateway {
             inner: Arc::new(Inner {

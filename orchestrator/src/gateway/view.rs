@@ -1,5 +1,15 @@
 //! Read-only views of the state for the fronts: a workflow with its history and outlook, workflow
 //! lists, and the dashboard's status snapshot. Each is copied out under one short lock.
+//!
+//! The live state runs ahead of the audit log by the records queued and not yet durable: a few
+//! microseconds' worth normally, everything since the disk failed during an outage. A crash takes
+//! those changes back (a call shown `succeeded` comes back `interrupted`), so a view never presents
+//! them as settled: every workflow and call carries the seq of the record that last changed it
+//! (numbered by `State::apply`, the one transition), and a view marks those above the log's
+//! durable watermark as not yet durable. This was chosen over a second state advanced by the
+//! writer's acknowledgements: that would apply every record twice and hold every workflow twice,
+//! while this costs the call path nothing (two integers stored by `apply`) and reads the watermark
+//! only when a view is asked for.
 
 use super::{Gateway, now_ms};
 use crate::error::Error;
@@ -29,6 +39,12 @@ pub struct WorkflowView {
     pub outputs: Option<Map<String, Value>>,
     /// What the engine would decide now for each tool the workflow may call, when asked for.
     pub outlook: Option<Vec<Outlook>>,
+    /// The seq of the audit record that last changed the workflow.
+    pub seq: u64,
+    /// The log's durable watermark when the view was taken: changes whose record seq is above it
+    /// are not durable yet. `u64::MAX` (nothing marked) for a view taken after its change was
+    /// made durable, such as the answer to a start.
+    pub durable_seq: u64,
 }
 
 /// What the engine would decide now for one tool: so a person or an agent sees the next allowed steps.
@@ -58,7 +74,25 @@ impl WorkflowView {
             calls: with_history.then(|| workflow.calls.clone()),
             outputs: with_history.then(|| workflow.outputs.clone()),
             outlook: None,
+            seq: workflow.seq,
+            durable_seq: u64::MAX,
         }
+    }
+
+    /// The same view, with what is not durable at `durable_seq` marked as such.
+    fn marked_at(mut self, durable_seq: u64) -> Self {
+        self.durable_seq = durable_seq;
+        self
+    }
+
+    /// Whether the workflow's latest change could still be taken back by a crash.
+    pub fn not_yet_durable(&self) -> bool {
+        self.seq > self.durable_seq
+    }
+
+    /// Whether a call's latest change (its shown status) could still be taken back by a crash.
+    pub fn call_not_yet_durable(&self, call: &CallEntry) -> bool {
+        call.seq > self.durable_seq
     }
 }
 
@@ -154,7 +188,8 @@ impl Gateway {
         if with_history && !workflow.state.is_finished() {
             view.outlook = Some(outlook(&state, workflow, now));
         }
-        Ok(view)
+        // Read under the lock, after the copy: a record made durable meanwhile is not marked.
+        Ok(view.marked_at(self.inner.audit.last_seq()))
     }
 
     /// Workflows, the active ones first (most recently started first), then the most recently
@@ -162,12 +197,13 @@ impl Gateway {
     pub fn workflows(&self, active_only: bool, limit: usize) -> Vec<WorkflowView> {
         let now = now_ms();
         let state = self.inner.state();
+        let durable = self.inner.audit.last_seq();
         let finished = state.finished().take(if active_only { 0 } else { limit });
         state
             .active()
             .chain(finished)
             .take(limit)
-            .map(|w| WorkflowView::of(w, false, now))
+            .map(|w| WorkflowView::of(w, false, now).marked_at(durable))
             .collect()
     }
 
@@ -175,11 +211,12 @@ impl Gateway {
         let now = now_ms();
         let (counters, pending, workflows) = {
             let state = self.inner.state();
+            let durable = self.inner.audit.last_seq();
             let views = state
                 .active()
                 .chain(state.finished())
                 .take(recent)
-                .map(|w| WorkflowView::of(w, false, now))
+                .map(|w| WorkflowView::of(w, false, now).marked_at(durable))
                 .collect::<Vec<_>>();
             (state.counters.clone(), state.approvals.pending.len(), views)
         };
@@ -217,7 +254,7 @@ impl Gateway {
         state
             .workflows
             .get(id)
-            .map(|w| WorkflowView::of(w, false, now_ms()))
+            .map(|w| WorkflowView::of(w, false, now_ms()).marked_at(self.inner.audit.last_seq()))
     }
 }
 

@@ -1,6 +1,5 @@
 //! What operators see of the audit log's durability: a reload answered as failed changes nothing,
-//! views mark what a crash could still take back, and an orchestrator restarted on a log it cannot
-//! write serves NOT_SERVING until it can, then resumes by itself.
+//! and views mark what a crash could still take back.
 
 use crate::common;
 
@@ -100,4 +99,128 @@ async fn a_reload_the_log_cannot_keep_is_refused_and_changes_nothing() {
         2,
         "one start, one admitted reload: {versions:?}"
     );
+}
+
+/// A TCP relay to `target` that holds every connection until released: a call through it has its
+/// intent durable and waits at the tool, so the test decides when the tool answers.
+async fn held_relay(target: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut released = released.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                if released.wait_for(|r| *r).await.is_err() {
+                    return;
+                }
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, release)
+}
+
+/// D4: a call that ran while the disk filled is shown `succeeded` (that is what the state has
+/// applied), but every view marks it, and its workflow, as not yet durable: a crash would take it
+/// back. Once the disk takes the record the marks go, with nothing else changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_mark_what_is_not_yet_durable_until_the_disk_takes_it() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let notification = servers
+        .get(conductor_servers::ServerKind::Notification)
+        .url();
+    let (relay, release) = held_relay(notification.trim_start_matches("http://").to_owned()).await;
+    let mut config = shipped_config(&servers);
+    config["servers"]["notification"]["grpc"] = json!(relay);
+    let h = Harness::with_servers(servers, config).await;
+    let workflow = h.start_workflow("", json!({})).await;
+    h.call(&workflow, "list_schemas", json!({}))
+        .await
+        .expect("a call while the disk takes records");
+    let settled = h.workflow(&workflow).await;
+    assert!(!settled.not_yet_durable, "{settled:?}");
+    assert!(settled.history.iter().all(|c| !c.not_yet_durable));
+
+    let call = h.spawn_call(
+        &workflow,
+        "send_notification",
+        json!({"channel": "log", "recipient": "ops", "body": "during the outage"}),
+    );
+    wait_until("the call's intent to be durable", || async {
+        h.audit_records()
+            .iter()
+            .any(|r| matches!(&r.event, AuditEvent::CallStarted { tool, .. } if tool == "send_notification"))
+            .then_some(())
+    })
+    .await;
+    let audit = h.orchestrator.gateway.audit().clone();
+    audit.inject_full_disk(true);
+    release.send_replace(true);
+    let told = call
+        .await
+        .expect("task")
+        .expect_err("its outcome cannot be recorded");
+    assert_eq!(told.code(), tonic::Code::Unavailable, "{told:?}");
+
+    // What the state applied is shown, and marked: in the workflow, its history, the lists.
+    let shown = h.workflow(&workflow).await;
+    let sent = shown
+        .history
+        .iter()
+        .find(|c| c.tool == "send_notification")
+        .expect("the call is in the history");
+    assert_eq!(sent.outcome, pb::CallOutcome::Succeeded as i32, "{sent:?}");
+    assert!(
+        sent.not_yet_durable,
+        "the outcome a crash would take back is marked: {sent:?}"
+    );
+    assert!(shown.not_yet_durable, "{shown:?}");
+    let earlier = shown.history.iter().find(|c| c.tool == "list_schemas");
+    assert!(
+        earlier.is_some_and(|c| !c.not_yet_durable),
+        "a durable call is not marked: {earlier:?}"
+    );
+    let listed = h
+        .client
+        .clone()
+        .list_workflows(pb::ListWorkflowsRequest {
+            active_only: false,
+            limit: 10,
+        })
+        .await
+        .expect("workflows")
+        .into_inner()
+        .workflows;
+    assert!(listed.iter().any(|w| w.id == workflow && w.not_yet_durable));
+    let snapshot = status(&h).await;
+    assert!(
+        snapshot
+            .workflows
+            .iter()
+            .any(|w| w.id == workflow && w.not_yet_durable),
+        "{snapshot:?}"
+    );
+    assert!(snapshot.audit_queued > 0);
+
+    audit.inject_full_disk(false);
+    writable_again(&h).await;
+    let durable = h.workflow(&workflow).await;
+    assert!(!durable.not_yet_durable, "{durable:?}");
+    let sent = durable
+        .history
+        .iter()
+        .find(|c| c.tool == "send_notification")
+        .expect("the call");
+    assert_eq!(sent.outcome, pb::CallOutcome::Succeeded as i32);
+    assert!(!sent.not_yet_durable, "{sent:?}");
+    let recorded = h.audit_records().into_iter().any(|r| {
+        matches!(&r.event, AuditEvent::CallFinished { tool, outcome: conductor_orchestrator::audit::Outcome::Succeeded, .. } if tool == "send_notification")
+    });
+    assert!(recorded, "the outcome shown is the one the log kept");
 }

@@ -132,7 +132,7 @@ pub(super) fn outcome(outcome: Outcome) -> pb::CallOutcome {
     }
 }
 
-fn call(entry: &CallEntry) -> pb::CallRecord {
+fn call(view: &WorkflowView, entry: &CallEntry) -> pb::CallRecord {
     let (call_outcome, decision, error) = match &entry.status {
         CallStatus::WaitingApproval { .. } => (
             pb::CallOutcome::WaitingApproval,
@@ -169,6 +169,7 @@ fn call(entry: &CallEntry) -> pb::CallRecord {
         error_message: error,
         approval_id: entry.approval_id.clone().unwrap_or_default(),
         error_details_json: entry.details.as_ref().map(ToString::to_string),
+        not_yet_durable: view.call_not_yet_durable(entry),
     }
 }
 
@@ -190,7 +191,7 @@ pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .map(call)
+            .map(|entry| call(view, entry))
             .collect(),
         outputs_json: view
             .outputs
@@ -210,6 +211,7 @@ pub fn workflow(view: &WorkflowView) -> pb::WorkflowInfo {
                 hint: o.hint.clone(),
             })
             .collect(),
+        not_yet_durable: view.not_yet_durable(),
     }
 }
 
