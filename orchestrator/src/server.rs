@@ -48,12 +48,14 @@ pub async fn serve(
     tokio::spawn(reload_on_hangup(gateway.clone(), stop.clone()));
     tokio::spawn(end_idle_workflows(gateway.clone(), stop.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<OrchestratorServer<OrchestratorService>>()
-        .await;
+    // Health says what the audit log allows from the first answer on: an orchestrator started on
+    // a log it cannot write (a full disk) is NOT_SERVING from the start, never SERVING for a moment.
+    let initial = audit_serving_status(&gateway);
+    set_health(&health_reporter, initial).await;
     tokio::spawn(follow_audit_health(
         gateway.clone(),
         health_reporter.clone(),
+        initial,
         stop.clone(),
     ));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -102,37 +104,58 @@ pub async fn serve(
     Ok(())
 }
 
-/// Health follows the audit log: `NOT_SERVING` while it cannot be written (every new call is
-/// refused then), `SERVING` again as soon as it can.
+/// `NOT_SERVING` while the audit log cannot be written (every new call is refused then).
+fn audit_serving_status(gateway: &Gateway) -> tonic_health::ServingStatus {
+    match gateway.audit().health().unwritable {
+        None => tonic_health::ServingStatus::Serving,
+        Some(unwritable) => {
+            tracing::warn!(reason = %unwritable.reason, "health: NOT_SERVING while the audit log cannot be written");
+            tonic_health::ServingStatus::NotServing
+        }
+    }
+}
+
+/// Sets the orchestrator's health and the whole server's (the empty name, what probes ask by
+/// default) together.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    reporter
+        .set_service_status(
+            <OrchestratorServer<OrchestratorService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
+}
+
+/// Health follows the audit log from `last` on: `NOT_SERVING` while it cannot be written,
+/// `SERVING` again as soon as it can.
 async fn follow_audit_health(
     gateway: Gateway,
     reporter: tonic_health::server::HealthReporter,
+    last: tonic_health::ServingStatus,
     stop: CancellationToken,
 ) {
-    use tonic_health::ServingStatus;
     let mut writable = gateway.audit().watch_writable();
-    let mut last = None;
+    let mut last = last;
     loop {
         // A failed write is announced; a stalled disk is not (the writer is stuck in it), so the
         // log is also asked every second.
         writable.borrow_and_update();
         let status = match gateway.audit().health().unwritable {
-            None => ServingStatus::Serving,
-            Some(_) => ServingStatus::NotServing,
+            None => tonic_health::ServingStatus::Serving,
+            Some(_) => tonic_health::ServingStatus::NotServing,
         };
-        if last != Some(status) {
-            if status == ServingStatus::NotServing {
+        if last != status {
+            if status == tonic_health::ServingStatus::NotServing {
                 tracing::warn!("health: NOT_SERVING while the audit log cannot be written");
+            } else {
+                tracing::info!("health: SERVING, the audit log can be written");
             }
-            reporter
-                .set_service_status(
-                    <OrchestratorServer<OrchestratorService> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-            // The empty name is the whole server's health, what probes ask by default.
-            reporter.set_service_status("", status).await;
-            last = Some(status);
+            set_health(&reporter, status).await;
+            last = status;
         }
         tokio::select! {
             changed = writable.changed() => if changed.is_err() { return },

@@ -226,33 +226,46 @@ impl Gateway {
         };
         if let Some(failure) = &report.recovered_from {
             gateway
-                .inner
-                .record(
-                    AuditEvent::Recovered {
-                        set_aside: report
-                            .set_aside
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect(),
-                        cut_seq: failure.seq,
-                        reason: failure.to_string(),
-                    },
-                    Admit::Intent,
-                )
+                .record_at_start(AuditEvent::Recovered {
+                    set_aside: report
+                        .set_aside
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                    cut_seq: failure.seq,
+                    reason: failure.to_string(),
+                })
                 .await?;
         }
         gateway
-            .inner
-            .record(
-                AuditEvent::ConfigLoaded {
-                    config_version: config.version.clone(),
-                    path: options.config_path.map(|p| p.display().to_string()),
-                },
-                Admit::Intent,
-            )
+            .record_at_start(AuditEvent::ConfigLoaded {
+                config_version: config.version.clone(),
+                path: options.config_path.map(|p| p.display().to_string()),
+            })
             .await?;
         gateway.resume(unfinished).await?;
         Ok(gateway)
+    }
+
+    /// Records what start-up found or did (a recovery, the configuration in force, the calls a stop
+    /// interrupted). These are what already happened, so they are queued whatever the log's state
+    /// (a fixed few per start). On a log that cannot take them (a full disk) they wait in its
+    /// backlog and the orchestrator starts anyway, as a running one carries on: health says
+    /// NOT_SERVING with the reason in `status`, every new call is refused, and once the disk takes
+    /// records they are written in order and service resumes by itself. Exiting instead left
+    /// nothing to answer a probe and nothing to resume.
+    async fn record_at_start(&self, event: AuditEvent) -> Result<(), Error> {
+        match self.inner.record(event, Admit::Outcome).await {
+            Ok(_) => Ok(()),
+            Err(Error::Audit(
+                error @ (conductor_audit::AuditError::Io { .. }
+                | conductor_audit::AuditError::Unwritable(_)),
+            )) => {
+                tracing::warn!(%error, "the audit log cannot be written at start: serving NOT_SERVING, refusing calls until it can; its records wait and are retried");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn resume(&self, unfinished: Vec<Unfinished>) -> Result<(), Error> {
@@ -288,24 +301,20 @@ impl Gateway {
                     call_id,
                     tool,
                 } => {
-                    self.inner
-                        .record(
-                            AuditEvent::CallFinished {
-                                workflow_id: workflow_id.to_string(),
-                                call_id: call_id.to_string(),
-                                tool: tool.to_string(),
-                                outcome: Outcome::Interrupted,
-                                duration_us: 0,
-                                error: Some(
-                                    "the orchestrator stopped while the call ran; its effect is unknown"
-                                        .to_owned(),
-                                ),
-                                result: None,
-                                details: None,
-                            },
-                            Admit::Outcome,
-                        )
-                        .await?;
+                    self.record_at_start(AuditEvent::CallFinished {
+                        workflow_id: workflow_id.to_string(),
+                        call_id: call_id.to_string(),
+                        tool: tool.to_string(),
+                        outcome: Outcome::Interrupted,
+                        duration_us: 0,
+                        error: Some(
+                            "the orchestrator stopped while the call ran; its effect is unknown"
+                                .to_owned(),
+                        ),
+                        result: None,
+                        details: None,
+                    })
+                    .await?;
                 }
             }
         }

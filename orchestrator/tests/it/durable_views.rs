@@ -1,5 +1,6 @@
 //! What operators see of the audit log's durability: a reload answered as failed changes nothing,
-//! and views mark what a crash could still take back.
+//! views mark what a crash could still take back, and an orchestrator restarted on a log it cannot
+//! write serves NOT_SERVING until it can, then resumes by itself.
 
 use crate::common;
 
@@ -223,4 +224,120 @@ async fn views_mark_what_is_not_yet_durable_until_the_disk_takes_it() {
         matches!(&r.event, AuditEvent::CallFinished { tool, outcome: conductor_orchestrator::audit::Outcome::Succeeded, .. } if tool == "send_notification")
     });
     assert!(recorded, "the outcome shown is the one the log kept");
+}
+
+/// The health of the orchestrator at `url`, asked of its service and of the whole server (the
+/// empty name, what probes ask), which are set together.
+async fn health_of(url: &str) -> Option<i32> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let client = HealthClient::new(channel);
+    let ask = |service: &str| {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let mut client = client.clone();
+        async move {
+            client
+                .check(request)
+                .await
+                .ok()
+                .map(|r| r.into_inner().status)
+        }
+    };
+    let named = ask("conductor.v1.Orchestrator").await?;
+    (ask("").await? == named).then_some(named)
+}
+
+/// D6: the real binary restarted on an audit log whose file cannot grow (the kernel refuses the
+/// write with EFBIG, as a full disk refuses it with ENOSPC) starts anyway: health NOT_SERVING,
+/// `status` says why, a new workflow is refused; once the file can grow again it serves by itself,
+/// with its start-up record first and the chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_log_that_cannot_be_written_serves_not_serving_and_resumes() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let servers = conductor_servers::testing::spawn_all().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, shipped_config(&servers).to_string()).expect("config");
+    let audit_dir = dir.path().join("audit");
+    let first = spawn_orchestrator_binary(&config_path, &audit_dir, &[]);
+    let mut client = connect(&first.url).await;
+    client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect("a workflow before the restart");
+    first.kill();
+    let file = std::fs::read_dir(&audit_dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("the log file");
+    let size = std::fs::metadata(&file).expect("metadata").len();
+
+    // The file may not grow past its size (soft limit; SIGXFSZ ignored, so the write fails).
+    let limit = format!("--fsize={size}:unlimited");
+    let restarted = spawn_orchestrator_binary_under(
+        &[
+            "sh",
+            "-c",
+            "trap '' XFSZ; exec prlimit \"$@\"",
+            "sh",
+            &limit,
+            "--",
+        ],
+        &config_path,
+        &audit_dir,
+        &[],
+    );
+    let pid = restarted.child.id().to_string();
+    wait_until("health to say NOT_SERVING", || async {
+        (health_of(&restarted.url).await == Some(ServingStatus::NotServing as i32)).then_some(())
+    })
+    .await;
+    let mut client = connect(&restarted.url).await;
+    let said = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status answers")
+        .into_inner();
+    assert!(
+        said.audit_unwritable.contains("File too large"),
+        "status says why: {said:?}"
+    );
+    let refused = client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect_err("nothing new starts while the log cannot be written");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let raised = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited"])
+        .status()
+        .expect("prlimit");
+    assert!(raised.success());
+    wait_until("the orchestrator to serve by itself", || async {
+        (health_of(&restarted.url).await == Some(ServingStatus::Serving as i32)).then_some(())
+    })
+    .await;
+    let resumed = client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect("a workflow once the log can be written")
+        .into_inner();
+    assert!(!resumed.not_yet_durable, "{resumed:?}");
+    restarted.kill();
+
+    let records = read_audit_prefix(&audit_dir);
+    let loaded = records
+        .iter()
+        .filter(|r| matches!(r.event, AuditEvent::ConfigLoaded { .. }))
+        .count();
+    assert_eq!(loaded, 2, "the start-up record waited and was written");
+    let verified = conductor_audit::verify_dir(&audit_dir).expect("verify");
+    assert!(verified.ok, "{verified:?}");
 }

@@ -251,8 +251,28 @@ pub fn spawn_orchestrator_binary(
     audit: &Path,
     extra: &[&str],
 ) -> OrchestratorProcess {
+    spawn_orchestrator_binary_under(&[], config, audit, extra)
+}
+
+/// [`spawn_orchestrator_binary`], run by `wrapper` (a command and its arguments, the binary and
+/// its flags appended), e.g. to start it under resource limits.
+pub fn spawn_orchestrator_binary_under(
+    wrapper: &[&str],
+    config: &Path,
+    audit: &Path,
+    extra: &[&str],
+) -> OrchestratorProcess {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+    let binary = env!("CARGO_BIN_EXE_orchestrator");
+    let mut command = match wrapper {
+        [] => std::process::Command::new(binary),
+        [program, args @ ..] => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
+    let mut child = command
         .arg("--config")
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
