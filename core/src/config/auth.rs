@@ -9,12 +9,19 @@ use super::ClientConfig;
 use super::check::Checker;
 use super::raw::{RawAuth, RawClient};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashSet};
 
 /// The identity the shared control token proves. No client may take this name.
 pub const OPERATOR: &str = "operator";
-/// The client whose allow-list an unauthenticated or unknown caller gets (empty unless configured).
+/// The client whose allow-list a caller without a credential gets (empty unless configured).
 pub const ANONYMOUS: &str = "anonymous";
+/// The prefix of the identity of a validly signed JWT whose subject no client lists (`jwt:SUB`).
+/// No client can take such a name: client names have no `:` (`check::valid_name`).
+pub const JWT_IDENTITY_PREFIX: &str = "jwt:";
+/// The longest subject an identity spells out; a longer one (or one with other characters than
+/// [`subject_char`]) is shortened and keeps a digest of the whole, so identities stay distinct.
+const MAX_SUBJECT_CHARS: usize = 64;
 
 /// How callers authenticate, checked.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +45,10 @@ pub struct JwtSettings {
     pub audience: String,
     pub jwks: JwksSource,
     pub client_claim: String,
+    /// The configured client whose allow-list (its tools, nothing else) a subject no client lists gets,
+    /// each such subject as its own identity ([`jwt_identity`]). `None`: an empty allow-list, or a
+    /// refusal when authentication is required.
+    pub default_client: Option<String>,
 }
 
 /// Where the signing keys come from.
@@ -45,6 +56,34 @@ pub struct JwtSettings {
 pub enum JwksSource {
     File(std::path::PathBuf),
     Url(String),
+}
+
+/// The identity of a validly signed JWT whose `subject` no client lists: `jwt:SUB`, its own identity
+/// (never `anonymous`, never another subject's). A subject longer than 64 characters or with
+/// characters beyond letters, digits and `._@+=-` keeps a printable prefix and gains `~` and 16 hex
+/// digits of its SHA-256, so the identity is one word (the caller string's first), bounded, and two
+/// subjects never share one.
+pub fn jwt_identity(subject: &str) -> String {
+    let plain = subject.chars().count() <= MAX_SUBJECT_CHARS && subject.chars().all(subject_char);
+    if plain && !subject.is_empty() {
+        return format!("{JWT_IDENTITY_PREFIX}{subject}");
+    }
+    let prefix: String = subject
+        .chars()
+        .filter(|c| subject_char(*c))
+        .take(32)
+        .collect();
+    let digest = sha2::Sha256::digest(subject.as_bytes());
+    format!(
+        "{JWT_IDENTITY_PREFIX}{prefix}~{}",
+        hex::encode(&digest[..8])
+    )
+}
+
+/// A character an identity spells out as it is: none of them ends the identity's word in a caller
+/// string (see [`super::caller_name`]) or needs escaping in a log line.
+fn subject_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '=' | '-')
 }
 
 impl AuthSettings {
@@ -207,11 +246,20 @@ pub(super) fn check_auth(
                 return None;
             }
         };
+        if let Some(name) = &jwt.default_client
+            && !clients.contains_key(name)
+        {
+            c.problem(
+                "auth.jwt.default_client",
+                format!("unknown client {name:?}: name a configured client whose allow-list JWT subjects no client lists get"),
+            );
+        }
         Some(JwtSettings {
             issuer: jwt.issuer.clone(),
             audience,
             jwks,
             client_claim: jwt.client_claim.clone().unwrap_or_else(|| "sub".to_owned()),
+            default_client: jwt.default_client.clone(),
         })
     });
     if let Some(name) = &raw.stdio_client

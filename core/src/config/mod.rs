@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use auth::{ANONYMOUS, AuthSettings, JwksSource, JwtSettings, OPERATOR};
+pub use auth::{
+    ANONYMOUS, AuthSettings, JWT_IDENTITY_PREFIX, JwksSource, JwtSettings, OPERATOR, jwt_identity,
+};
 pub use check::{ConfigError, Problem};
 pub use listener::HttpLimits;
 
@@ -235,17 +237,21 @@ impl Config {
     }
 
     /// What a workflow of `caller` (optionally running `template`) may call: the intersection of the
-    /// template's tools and the client's allow-list; `None` when unrestricted. When any client is
-    /// configured, a caller that is not one of them gets the `anonymous` client's allow-list, which is
-    /// empty unless configured; the control token's identity (`operator`) is unrestricted.
+    /// template's tools and the client's allow-list; `None` when unrestricted. A JWT subject no client
+    /// lists (`jwt:SUB`) gets the allow-list of `auth.jwt.default_client`, empty unless configured.
+    /// When any client is configured, another caller that is not one of them gets the `anonymous`
+    /// client's allow-list, which is empty unless configured; the control token's identity
+    /// (`operator`) is unrestricted.
     pub fn allowed_for(&self, caller: &str, template: Option<&Template>) -> Option<AllowList> {
         let anonymous = AllowList {
             source: "the anonymous allow-list (no credential, or one that names no client)".into(),
             tools: Default::default(),
         };
+        let name = caller_name(caller);
         let client = match self.client_of(caller) {
             Some(client) => client.allowed.clone(),
-            None if self.clients.is_empty() || caller_name(caller) == OPERATOR => None,
+            None if name.starts_with(JWT_IDENTITY_PREFIX) => self.unlisted_subjects_allowed(),
+            None if self.clients.is_empty() || name == OPERATOR => None,
             None => Some(anonymous),
         };
         match (template.map(|t| &t.allowed), client.as_ref()) {
@@ -254,6 +260,32 @@ impl Config {
             (Some(t), Some(c)) => Some(AllowList {
                 source: format!("{} and {}", t.source, c.source),
                 tools: t.tools.intersection(&c.tools).cloned().collect(),
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The allow-list of a JWT subject no client lists: `auth.jwt.default_client`'s (`None`, every
+    /// tool, when that client has `"*"`), else an empty one.
+    fn unlisted_subjects_allowed(&self) -> Option<AllowList> {
+        let default = self
+            .auth
+            .jwt
+            .as_ref()
+            .and_then(|jwt| jwt.default_client.as_ref())
+            .and_then(|name| self.clients.get(name));
+        match default {
+            Some(client) => client.allowed.as_ref().map(|list| AllowList {
+                source: format!(
+                    "the allow-list of client {} (auth.jwt.default_client, for JWT subjects no client lists)",
+                    client.name
+                ),
+                tools: list.tools.clone(),
+            }),
+            None => Some(AllowList {
+                source: "the allow-list of JWT subjects no client lists (empty unless auth.jwt.default_client names a client)".to_owned(),
+                tools: Default::default(),
             }),
         }
     }

@@ -117,6 +117,10 @@ pub struct RawJwt {
     /// The claim whose value names the client (default `sub`; e.g. `azp`).
     #[serde(default)]
     pub client_claim: Option<String>,
+    /// A client whose allow-list (tools only) each JWT subject no client lists gets, as its own
+    /// identity `jwt:SUB`. Unset: such subjects get an empty allow-list, or 401 with `auth.required`.
+    #[serde(default)]
+    pub default_client: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

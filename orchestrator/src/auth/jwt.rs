@@ -233,6 +233,7 @@ mod tests {
             audience: "a".into(),
             jwks: JwksSource::File(path.clone()),
             client_claim: "sub".into(),
+            default_client: None,
         };
         let rotating = KeyCache {
             refresh_interval: Duration::ZERO,

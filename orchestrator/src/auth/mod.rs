@@ -3,7 +3,9 @@
 //! Every front (MCP over Streamable HTTP and stdio, gRPC) turns the `Authorization: Bearer` header into an
 //! [`Identity`] here: a client's static token, the shared control token (identity `operator`), or a JWT
 //! validated against a JWKS (issuer, audience, expiry, not-before; see [`jwt`]). No credential gives the
-//! `anonymous` identity (or 401 when authentication is required); a wrong one is always refused.
+//! `anonymous` identity (or 401 when authentication is required); a wrong one is always refused. A
+//! valid JWT whose subject no client lists is its own identity `jwt:SUB`, never `anonymous` (or 401
+//! when authentication is required and no `auth.jwt.default_client` admits such subjects).
 //!
 //! The identity goes into the gateway as the first word of the `caller` string
 //! ([`Identity::caller`]); what the caller says about itself (MCP `clientInfo.name`, gRPC
@@ -20,7 +22,7 @@ mod permit;
 pub use jwt::JwtError;
 pub use permit::{permit_approve, permit_owner, permit_read, permit_reload};
 
-use crate::config::{ANONYMOUS, Config, OPERATOR};
+use crate::config::{ANONYMOUS, Config, OPERATOR, jwt_identity};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -38,7 +40,8 @@ pub const QUIET_SESSION_LOGS: &str = "rmcp::transport::streamable_http_server=wa
 /// Who a caller is, as its credential proves.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
-    /// A configured client's name, [`OPERATOR`] or [`ANONYMOUS`].
+    /// A configured client's name, [`OPERATOR`], [`ANONYMOUS`], or `jwt:SUB` for a JWT subject no
+    /// client lists ([`jwt_identity`]).
     pub name: String,
     pub proof: Proof,
 }
@@ -119,6 +122,10 @@ pub enum AuthError {
     Jwt(#[from] JwtError),
     #[error("the Authorization header is not `Bearer <token>`")]
     Malformed,
+    #[error(
+        "the JWT is valid, but its subject ({0}) is listed by no client (clients.*.jwt_subjects), and with auth.required such subjects are refused unless auth.jwt.default_client names a client for them"
+    )]
+    UnlistedSubject(String),
     /// Two credentials: whichever one a proxy in front reads, it could differ from ours.
     #[error("more than one Authorization header: send exactly one")]
     Ambiguous,
@@ -175,11 +182,20 @@ impl Authenticator {
             && token.bytes().filter(|b| *b == b'.').count() == 2
         {
             let subject = self.keys.validate(settings, token).await?;
-            let name = config
+            let listed = config
                 .clients
                 .values()
-                .find(|c| c.jwt_subjects.iter().any(|s| s == &subject))
-                .map_or_else(|| ANONYMOUS.to_owned(), |c| c.name.clone());
+                .find(|c| c.jwt_subjects.iter().any(|s| s == &subject));
+            let name = match listed {
+                Some(client) => client.name.clone(),
+                // An authenticated subject is its own identity, never `anonymous`: it holds its
+                // own sessions and workflows. Where authentication is required, only the
+                // configured default client admits a subject no client lists.
+                None if config.auth.required && settings.default_client.is_none() => {
+                    return Err(AuthError::UnlistedSubject(jwt_identity(&subject)));
+                }
+                None => jwt_identity(&subject),
+            };
             return Ok(Identity {
                 name,
                 proof: Proof::Jwt { subject },

@@ -212,3 +212,110 @@ fn configuration_problems_carry_their_paths() {
         "{found:?}"
     );
 }
+
+#[test]
+fn an_unlisted_jwt_subject_is_its_own_bounded_identity() {
+    use crate::config::{caller_name, jwt_identity};
+    assert_eq!(jwt_identity("agent-9"), "jwt:agent-9");
+    let odd = [
+        "a b",
+        "a_b",
+        "anonymous (no credential)",
+        "x/../y",
+        "",
+        &"s".repeat(100_000),
+        &"s".repeat(100_001),
+    ];
+    let identities: Vec<String> = odd.iter().map(|s| jwt_identity(s)).collect();
+    for (subject, identity) in odd.iter().zip(&identities) {
+        assert!(identity.starts_with("jwt:"), "{identity}");
+        assert!(identity.len() <= 4 + 64 + 17, "{} chars", identity.len());
+        let caller = Identity {
+            name: identity.clone(),
+            proof: Proof::Jwt {
+                subject: (*subject).to_owned(),
+            },
+        }
+        .caller("as \"writer\"");
+        assert_eq!(caller_name(&caller), identity, "one word: {caller}");
+    }
+    let distinct: std::collections::HashSet<&String> = identities.iter().collect();
+    assert_eq!(distinct.len(), identities.len(), "{identities:?}");
+
+    let id = |name: &str| Identity {
+        name: name.into(),
+        proof: Proof::Jwt {
+            subject: name.into(),
+        },
+    };
+    let config = config(json!({}));
+    let theirs = id("jwt:bob").caller("");
+    assert!(permit_owner(&config, &id("jwt:eve"), "wf-1", &theirs).is_err());
+    let anonymous = Identity::anonymous().caller("");
+    assert!(permit_owner(&config, &id("jwt:eve"), "wf-1", &anonymous).is_err());
+    assert!(permit_owner(&config, &Identity::anonymous(), "wf-1", &theirs).is_err());
+    assert!(permit_owner(&config, &id("jwt:bob"), "wf-1", &theirs).is_ok());
+}
+
+#[test]
+fn unlisted_jwt_subjects_get_the_default_clients_allow_list_or_none() {
+    let jwt = |default: Option<&str>| {
+        let mut jwt = json!({ "issuer": "i", "audience": "a", "jwks_file": "/nonexistent" });
+        if let Some(name) = default {
+            jwt["default_client"] = json!(name);
+        }
+        config(json!({ "auth": { "jwt": jwt } }))
+    };
+    let caller = "jwt:agent-9 (jwt agent-9)";
+    let without = jwt(None);
+    let allowed = without.allowed_for(caller, None).expect("restricted");
+    assert!(allowed.tools.is_empty(), "{allowed:?}");
+    assert!(allowed.source.contains("auth.jwt.default_client"));
+    let with = jwt(Some("reporter"));
+    let allowed = with.allowed_for(caller, None).expect("restricted");
+    assert_eq!(
+        allowed
+            .tools
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(allowed.source.contains("reporter"), "{}", allowed.source);
+    assert!(
+        jwt(Some("writer")).allowed_for(caller, None).is_none(),
+        "a default client with every tool"
+    );
+    assert!(
+        !with.allowed_for("reporter (token)", None).is_none(),
+        "the default client itself is unchanged"
+    );
+}
+
+#[test]
+fn the_jwt_default_client_must_exist_and_no_client_takes_a_jwt_name() {
+    let problems = |clients: serde_json::Value, default: &str| {
+        let v = json!({
+            "servers": { "s": { "grpc": "http://127.0.0.1:1", "tools": ["a"] } },
+            "clients": clients,
+            "auth": { "jwt": { "issuer": "i", "audience": "a", "jwks_file": "/x", "default_client": default } }
+        });
+        match Config::from_slice(v.to_string().as_bytes()) {
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| p.path.clone())
+                .collect::<Vec<_>>(),
+            Ok(_) => Vec::new(),
+        }
+    };
+    assert_eq!(
+        problems(json!({ "staff": { "tools": ["a"] } }), "ghost"),
+        ["auth.jwt.default_client"]
+    );
+    assert_eq!(
+        problems(json!({ "jwt:bob": { "tools": ["a"] } }), "jwt:bob"),
+        ["clients.jwt:bob"]
+    );
+    assert!(problems(json!({ "staff": { "tools": ["a"] } }), "staff").is_empty());
+}

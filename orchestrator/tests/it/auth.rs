@@ -25,9 +25,9 @@ const DANA: &str = "dana-secret";
 const ERIN: &str = "erin-secret";
 
 /// Ed25519 test keys (made for these tests only): the issuer's, and one nobody trusts.
-const TRUSTED_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEaE7KH2R6HyQkkjAo8Pjp1xi27oAYcG/rzG0eOIX4Ru\n-----END PRIVATE KEY-----\n";
+pub(crate) const TRUSTED_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEaE7KH2R6HyQkkjAo8Pjp1xi27oAYcG/rzG0eOIX4Ru\n-----END PRIVATE KEY-----\n";
 const UNKNOWN_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIH1G6Awdc/77H3M+TWeb8yKxroBuXkHg9rks2FOhyTsD\n-----END PRIVATE KEY-----\n";
-const ISSUER: &str = "https://issuer.test";
+pub(crate) const ISSUER: &str = "https://issuer.test";
 
 fn clients() -> Value {
     json!({
@@ -382,7 +382,7 @@ async fn raw_get(addr: SocketAddr, request: &str) -> String {
 }
 
 /// Serves `keys` as a JWKS on a loopback port of its own; returns its URL.
-async fn serve_jwks(keys: JwkSet) -> String {
+pub(crate) async fn serve_jwks(keys: JwkSet) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -398,14 +398,14 @@ async fn serve_jwks(keys: JwkSet) -> String {
     format!("http://{addr}/jwks.json")
 }
 
-fn jwk(pem: &str, kid: &str) -> Jwk {
+pub(crate) fn jwk(pem: &str, kid: &str) -> Jwk {
     let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("test key");
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).expect("jwk");
     jwk.common.key_id = Some(kid.into());
     jwk
 }
 
-fn jwt(pem: &str, kid: &str, claims: Value) -> String {
+pub(crate) fn jwt(pem: &str, kid: &str, claims: Value) -> String {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.into());
     let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("test key");
