@@ -35,6 +35,8 @@ pub enum RuleKind {
     Deny,
     /// The workflow has seen labels that make calls of this tool's label denied or gated.
     Flow,
+    /// The workflow runs a template and the call is not its next step.
+    TemplateOrder,
 }
 
 impl RuleKind {
@@ -49,6 +51,7 @@ impl RuleKind {
             RuleKind::AllowList => "allow_list",
             RuleKind::Deny => "deny",
             RuleKind::Flow => "flow",
+            RuleKind::TemplateOrder => "template_order",
         }
     }
 }
@@ -274,6 +277,8 @@ pub struct CallRequest<'a> {
     pub approval_granted: bool,
     /// The tools the workflow may call, when it is restricted.
     pub allowed: Option<&'a AllowList>,
+    /// Where the workflow's template stands, when it runs one: only its next step may be called.
+    pub order: Option<StepOrder<'a>>,
     /// Now, for rate limits (passed in: the engine never reads a clock).
     pub now_ms: i64,
 }
@@ -317,9 +322,10 @@ pub struct Trace {
     pub labels: Vec<Name>,
 }
 
-/// Decides one call. Ordering rules (sequence, conditional), exclusive groups, limits, deny and flow
-/// rules are all checked and all reported; approval is asked for only when nothing else blocks the
-/// call, so that nobody is asked to approve a call that could not run anyway.
+/// Decides one call. Ordering rules (sequence, conditional, a template's order), exclusive groups,
+/// limits, deny and flow rules are all checked and all reported; approval is asked for only when
+/// nothing else blocks the call, so that nobody is asked to approve a call that could not run
+/// anyway.
 pub fn decide(
     policies: &PolicySet,
     history: &WorkflowHistory,
@@ -340,12 +346,15 @@ pub fn decide_traced(
 ) -> (Decision, Trace) {
     let mut violations = Vec::new();
     let mut trace = Trace::default();
+    let out_of_order = call.order.and_then(|order| order.violation(call.tool));
     if let Some(allowed) = call.allowed
         && !allowed.tools.contains(call.tool)
     {
         violations.push(allow_list_violation(call.tool, allowed));
+        violations.extend(out_of_order);
         return (Decision::Deny { violations }, trace);
     }
+    violations.extend(out_of_order);
     let policy = policies.tool(call.tool);
     let configured = policy.map_or(&[][..], |p| p.labels.as_slice());
     if !configured.is_empty() || !call.learned_labels.is_empty() {
@@ -675,12 +684,14 @@ fn exclusive_violation(
 mod condition;
 mod flow;
 mod limits;
+mod order;
 mod state;
 
 pub use condition::{Condition, ConditionResult, Facts, VARIABLES, WORKFLOW_FIELDS};
 use condition::{Evaluator, Held};
 pub use flow::{FlowAction, FlowRule, LabelOrigin, LabelSet};
 pub use limits::{Buckets, RateLimit, RateState, TokenBucket, ToolLimits, consume};
+pub use order::{NextStep, StepOrder};
 pub use state::{RunningCall, RunningCalls, ToolTally, WorkflowHistory};
 
 #[cfg(test)]

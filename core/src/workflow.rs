@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Template};
 use crate::domain::Outcome;
-use crate::policy::{AllowList, Buckets, Name, Violation, WorkflowHistory};
+use crate::policy::{AllowList, Buckets, Name, NextStep, StepOrder, Violation, WorkflowHistory};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -148,6 +148,23 @@ impl Workflow {
         }
         let template = self.template.as_ref()?;
         template.steps.get(self.steps_done).map(|s| s.name.as_str())
+    }
+
+    /// Where its template stands, for the engine (ad-hoc workflows have no order to keep):
+    /// `claimed` is the index of the step the call was made as, if any.
+    pub fn step_order(&self, claimed: Option<usize>) -> Option<StepOrder<'_>> {
+        let template = self.template.as_deref()?;
+        Some(StepOrder {
+            template: &template.name,
+            next: template.steps.get(self.steps_done).map(|step| NextStep {
+                name: &step.name,
+                tool: &step.tool,
+            }),
+            claimed: claimed
+                .and_then(|i| template.steps.get(i))
+                .map(|step| step.name.as_str()),
+            steps_total: template.steps.len(),
+        })
     }
 
     /// Adds a call, or sets the status of the call with the same id.

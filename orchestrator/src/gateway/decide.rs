@@ -85,6 +85,7 @@ impl Gateway {
             step_gate: step.and_then(|s| s.gate.as_ref()),
             approval_granted,
             allowed: workflow.allowed.as_ref(),
+            order: workflow.step_order(spec.step),
             now_ms: now,
         };
         let rates = RateState {
