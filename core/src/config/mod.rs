@@ -254,14 +254,55 @@ impl Config {
             None if self.clients.is_empty() || name == OPERATOR => None,
             None => Some(anonymous),
         };
-        match (template.map(|t| &t.allowed), client.as_ref()) {
+        let allowed = match (template.map(|t| &t.allowed), client.as_ref()) {
             (None, None) => None,
             (Some(only), None) | (None, Some(only)) => Some(only.clone()),
             (Some(t), Some(c)) => Some(AllowList {
                 source: format!("{} and {}", t.source, c.source),
                 tools: t.tools.intersection(&c.tools).cloned().collect(),
             }),
+        };
+        self.without_approval_reads(caller, allowed)
+    }
+
+    /// Whether calling `tool` reads approval requests: the tools of the server named
+    /// `approval_ledger`. A request shows another caller's arguments, digest and name, so these
+    /// tools are for callers that may read approvals ([`Config::may_read_approvals`]) only.
+    pub fn reads_approvals(&self, tool: &str) -> bool {
+        self.approval_ledger.as_deref().is_some_and(|ledger| {
+            self.tools
+                .get(tool)
+                .is_some_and(|route| route.server == ledger)
+        })
+    }
+
+    /// Whether `caller` may read approval requests through a tool: the control token's identity,
+    /// or a client with `read` or `approve`. Only a single-user setup (no clients, authentication
+    /// not required) leaves it open to all: where clients are configured, an agent's allow-list
+    /// (even `"*"`) never includes others' pending requests.
+    pub fn may_read_approvals(&self, caller: &str) -> bool {
+        let name = caller_name(caller);
+        name == OPERATOR
+            || self.clients.get(name).is_some_and(|c| c.read || c.approve)
+            || (self.clients.is_empty() && !self.auth.required)
+    }
+
+    /// `allowed` without the tools that read approvals when `caller` may not read them: they are
+    /// neither listed to it nor called by its workflows.
+    fn without_approval_reads(
+        &self,
+        caller: &str,
+        allowed: Option<AllowList>,
+    ) -> Option<AllowList> {
+        if self.may_read_approvals(caller) || !self.tools.keys().any(|t| self.reads_approvals(t)) {
+            return allowed;
         }
+        let mut allowed = allowed.unwrap_or_else(|| AllowList {
+            source: "every tool but the approval ledger's (reading approvals needs \"read\" or \"approve\")".into(),
+            tools: self.tools.keys().cloned().collect(),
+        });
+        allowed.tools.retain(|tool| !self.reads_approvals(tool));
+        Some(allowed)
     }
 }
 

@@ -20,7 +20,7 @@ mod jwt;
 mod permit;
 
 pub use jwt::JwtError;
-pub use permit::{permit_approve, permit_owner, permit_read, permit_reload};
+pub use permit::{permit_approval_reads, permit_approve, permit_owner, permit_read, permit_reload};
 
 use crate::config::{ANONYMOUS, Config, OPERATOR, jwt_identity};
 use secrecy::{ExposeSecret, SecretString};

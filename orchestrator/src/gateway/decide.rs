@@ -72,6 +72,7 @@ impl Gateway {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
+        crate::auth::permit_approval_reads(&config, &spec.caller, tool)?;
         let step: Option<&Step> = spec
             .step
             .and_then(|i| workflow.template.as_ref().and_then(|t| t.steps.get(i)));

@@ -123,13 +123,16 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
-        // With authentication required, the catalogue is for callers with a credential.
-        self.identify(&request, "").await?;
+        // With authentication required, the catalogue is for callers with a credential; the tools
+        // that read approvals are listed only to callers that may read them.
+        let (_, caller) = self.identify(&request, "").await?;
+        let config = self.gateway.config();
         let tools = self
             .gateway
             .tools()
             .await
             .into_iter()
+            .filter(|t| crate::auth::permit_approval_reads(&config, &caller, &t.name).is_ok())
             .map(convert::tool)
             .collect();
         Ok(Response::new(pb::ListToolsResponse { tools }))
