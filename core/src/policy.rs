@@ -227,6 +227,20 @@ impl PolicySet {
         &self.flows
     }
 
+    /// The kind of rule a violation counts under (in `/metrics` and the status figures): a
+    /// refused approval of a flow rule's gate is the flow rule's (its violation says `approval`,
+    /// since a person or the clock said no), so a flow gate is told apart from an approval rule's;
+    /// every other violation counts under its own kind.
+    pub fn counted_kind(&self, violation: &Violation) -> RuleKind {
+        let flow_gate = violation.rule_kind == RuleKind::Approval
+            && self.flows.iter().any(|f| *f.id == *violation.rule_id);
+        if flow_gate {
+            RuleKind::Flow
+        } else {
+            violation.rule_kind
+        }
+    }
+
     /// The tool's configured labels.
     pub fn labels_of(&self, tool: &str) -> &[Name] {
         self.tools.get(tool).map_or(&[], |p| p.labels.as_slice())

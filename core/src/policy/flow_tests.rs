@@ -206,6 +206,37 @@ fn flows_catch_in_either_order_and_only_when_every_label_was_seen() {
 }
 
 #[test]
+fn a_refused_flow_gate_counts_as_the_flow_rule_it_is() {
+    let config = config(json!([
+        { "id": "no-exfiltration", "kind": "flow", "from": ["private", "untrusted"], "to": "egress",
+          "action": "approval", "timeout": "10m" },
+        { "id": "big-payment", "kind": "approval", "tool": "pay", "when": "args.amount > 1000" }
+    ]));
+    let refused = |rule_id: &str, rule_kind| Violation {
+        rule_id: rule_id.to_owned(),
+        rule_kind,
+        tool: "send_mail".to_owned(),
+        message: String::new(),
+        unblock_hint: String::new(),
+        required_tools: Vec::new(),
+        retry_after_ms: None,
+    };
+    let table = [
+        ("no-exfiltration", RuleKind::Approval, RuleKind::Flow),
+        ("big-payment", RuleKind::Approval, RuleKind::Approval),
+        ("no-exfiltration", RuleKind::Flow, RuleKind::Flow),
+        ("seq", RuleKind::Sequence, RuleKind::Sequence),
+    ];
+    for (rule_id, kind, counted) in table {
+        assert_eq!(
+            config.policies.counted_kind(&refused(rule_id, kind)),
+            counted,
+            "{rule_id} ({kind:?})"
+        );
+    }
+}
+
+#[test]
 fn a_flow_refusal_names_the_calls_that_brought_each_label_in() {
     let config = config(json!([
         { "id": "no-exfiltration", "kind": "flow", "from": ["private", "untrusted"], "to": "egress",

@@ -292,12 +292,14 @@ impl Gateway {
         })
     }
 
+    /// Counts a denial under each blocking rule's kind: a refused flow gate under `flow`.
     fn count_denied(&self, tool: &str, violations: &[Violation]) {
+        let config = self.config();
         self.inner.metrics.call_denied(
             tool,
             violations
                 .iter()
-                .map(|v| (v.rule_id.as_str(), v.rule_kind.as_str())),
+                .map(|v| (v.rule_id.as_str(), config.policies.counted_kind(v).as_str())),
         );
     }
 
