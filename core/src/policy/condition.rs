@@ -1,15 +1,18 @@
 //! Conditions of rules (`when`): CEL programs over a call's arguments, its caller and its workflow.
 //!
 //! A condition is compiled once, when the configuration is loaded, and checked there for what can be
-//! known without a call: that it parses, names only the variables a decision binds, and is not
-//! plainly something other than a boolean. At decision time it is evaluated only for the rules of
-//! the tool being called, against a context built once per decision and only when some rule of the
-//! tool has a condition. An evaluation that fails (a missing argument, a type mismatch, a non-boolean
-//! result) is never read as "false": the engine turns it into a denial naming the rule.
+//! known without a call: that it parses, names only the variables a decision binds, is not plainly
+//! something other than a boolean, and compares no values of kinds that never compare (`types`).
+//! At decision time it is evaluated only for the rules of the tool being called, against a context
+//! built once per decision and only when some rule of the tool has a condition. An evaluation that
+//! fails (a missing argument, a type mismatch, a non-boolean result) is never read as "false": the
+//! engine turns it into a denial naming the rule.
 //!
 //! Pure: no I/O, no clock.
 
 use super::{LabelSet, Name};
+
+mod types;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::{Context, Env, Program};
 use serde::{Deserialize, Serialize};
@@ -139,6 +142,9 @@ impl Condition {
                 "returns {kind}, not a boolean; a condition must be true or false \
                  (e.g. `args.amount > 1000`)"
             ));
+        }
+        if let Some(problem) = types::mismatch(program.expression()) {
+            return Err(problem);
         }
         let mut needs = Needs::default();
         needs.read(program.expression(), &mut Vec::new());

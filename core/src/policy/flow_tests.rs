@@ -425,6 +425,16 @@ fn bad_conditions_and_flows_are_configuration_problems_with_their_path() {
             "rules[0].when: the condition is empty",
         ),
         (
+            json!([{ "id": "ok", "kind": "deny", "tool": "send_mail", "when": "args.amount > 1" },
+                   { "id": "r", "kind": "approval", "tool": "pay", "when": "args.amount > '1000'" }]),
+            "rules[1].when: compares args.amount with the string \"1000\"",
+        ),
+        (
+            json!([{ "id": "r", "kind": "deny", "tool": "pay",
+                     "when": "args.amount > 1000 && args.amount < 'x'" }]),
+            "rules[0].when: uses args.amount as a number",
+        ),
+        (
             json!([{ "id": "f", "kind": "flow", "from": ["secret"], "to": "egress", "action": "deny" }]),
             "rules[0].from[0]: no tool carries label \"secret\"",
         ),
