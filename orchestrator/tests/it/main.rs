@@ -31,4 +31,5 @@ mod replay_differential;
 mod restart;
 mod service;
 mod templates;
+mod trust_order;
 mod workflow_lifecycle;
