@@ -1,4 +1,5 @@
-//! The approval server's read-only tools: agents may read approvals, never decide them.
+//! The approval server's read-only tools: agents may read approvals, never decide them (and, through
+//! the orchestrator, only agents that may read approvals: see `Config::reads_approvals`).
 
 use std::sync::Arc;
 

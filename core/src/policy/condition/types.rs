@@ -98,9 +98,7 @@ impl Evidence {
             let Some((first, how)) = uses.first() else {
                 continue;
             };
-            if let Some((other, other_how)) =
-                uses.iter().find(|(kind, _)| !compatible(*kind, *first))
-            {
+            if let Some((other, other_how)) = uses.iter().find(|(kind, _)| kind != first) {
                 return Some(format!(
                     "uses {path} as {} ({how}) and as {} ({other_how}); one of the two fails or \
                      never holds on every call: compare it with values of one kind",
@@ -132,6 +130,7 @@ fn compared(expr: &IdedExpr) -> Option<String> {
         for (side, other) in [(left, right), (right, left)] {
             if let Some(text) = string_literal(side)
                 && text.trim().parse::<f64>().is_ok()
+                && text.contains(|c: char| c.is_ascii_digit())
                 && known(other) != Some(Kind::String)
             {
                 return Some(format!(
@@ -166,7 +165,7 @@ fn compared(expr: &IdedExpr) -> Option<String> {
     let (Some(a), Some(b)) = (known(left), known(right)) else {
         return None;
     };
-    if compatible(a, b) || (EQUALITY.contains(&name) && (a == Kind::Null || b == Kind::Null)) {
+    if a == b || (EQUALITY.contains(&name) && (a == Kind::Null || b == Kind::Null)) {
         return None;
     }
     let what = if ARITHMETIC.contains(&name) {
@@ -187,10 +186,6 @@ fn compared(expr: &IdedExpr) -> Option<String> {
             "this fails on every call, and a condition that fails refuses the call"
         }
     ))
-}
-
-fn compatible(a: Kind, b: Kind) -> bool {
-    a == b
 }
 
 /// The kind of `expr` when it is plain from the expression itself.
@@ -394,6 +389,7 @@ mod tests {
             // A field that holds either kind, told apart by equality.
             "args.limit > 10 || args.limit == 'none'",
             "args.x == null || args.x > 3",
+            "args.level > 'inf' || args.level < 'nan'",
             "args.a + 1 > 2 && 'p' + args.b == 'pq'",
         ] {
             assert_eq!(checked(source), Ok(()), "{source:?}");
