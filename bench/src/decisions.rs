@@ -181,6 +181,7 @@ impl Fixture {
                     call_id: "c-000000000001".into(),
                     tool: tool(1).to_string(),
                     at_ms: 1_700_000_000_000,
+                    workflow_id: None,
                 };
                 history.labels.bring(&[SEEN.into()], &origin);
                 let spread = rules == Rules::FlowsAndSpreadConditions;
@@ -340,6 +341,7 @@ mod tests {
             call_id: "c-000000000002".into(),
             tool: tool(2).to_string(),
             at_ms: 1_700_000_000_001,
+            workflow_id: None,
         };
         caught
             .history

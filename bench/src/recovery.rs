@@ -48,6 +48,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
             input: json!({}),
             caller: "grpc:bench".into(),
             config_version: "bench-1".into(),
+            labels: Default::default(),
         };
         queue.push(event).await?;
         written += 1;

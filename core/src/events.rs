@@ -11,7 +11,7 @@
 //! out to need it. One schema, two representations of its payloads.
 
 pub use crate::domain::{ApprovalVerdict, DecisionKind, Outcome, WorkflowEnd};
-use crate::policy::{ConditionResult, Violation};
+use crate::policy::{ConditionResult, LabelOrigin, Violation};
 use crate::tagged::KindTagged;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -80,6 +80,11 @@ pub enum AuditEvent<J = Value> {
         input: J,
         caller: String,
         config_version: String,
+        /// The flow labels the workflow starts with, each with the call (of another workflow) that
+        /// brought it in: a workflow started from a session, a handle's workflow or an identity's
+        /// current one carries their labels (SPEC §9.7: starting a new workflow sheds none).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: std::collections::BTreeMap<String, LabelOrigin>,
     },
     /// A call was asked for and the policy engine decided it (the request and the decision in one line).
     CallDecided {

@@ -33,6 +33,7 @@ pub(crate) fn started(id: &str, template: Option<&str>) -> AuditEvent {
         input: json!({"records": [1, 2]}),
         caller: "grpc:ada".into(),
         config_version: "v".into(),
+        labels: Default::default(),
     }
 }
 

@@ -703,7 +703,7 @@ mod state;
 
 pub use condition::{Condition, ConditionResult, Facts, VARIABLES, WORKFLOW_FIELDS};
 use condition::{Evaluator, Held};
-pub use flow::{FlowAction, FlowRule, LabelOrigin, LabelSet};
+pub use flow::{FlowAction, FlowRule, LabelOrigin, LabelSet, RecentLabels};
 pub use limits::{Buckets, RateLimit, RateState, TokenBucket, ToolLimits, consume};
 pub use order::{NextStep, StepOrder};
 pub use state::{RunningCall, RunningCalls, ToolTally, WorkflowHistory};

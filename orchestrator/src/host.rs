@@ -80,10 +80,10 @@ pub fn host_allowed(uri: &Uri, headers: &HeaderMap, hosts: &[String]) -> Result<
         .and_then(|v| v.parse::<axum::http::uri::Authority>().ok())
         .and_then(|a| normalized(&a))
         .ok_or(HostRefusal::NotServed)?;
-    if let Some(target) = uri.authority() {
-        if normalized(target) != Some(named.clone()) {
-            return Err(HostRefusal::NotServed);
-        }
+    if let Some(target) = uri.authority()
+        && normalized(target).as_ref() != Some(&named)
+    {
+        return Err(HostRefusal::NotServed);
     }
     let served = hosts.iter().any(|entry| {
         let entry = entry.trim();

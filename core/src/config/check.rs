@@ -184,6 +184,44 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         raw.workflows.idle_timeout.as_deref(),
         super::DEFAULT_AD_HOC_IDLE,
     );
+    let session_free_workflow = match raw.mcp.session_free_workflow.as_deref() {
+        None | Some("identity") => super::SessionFreeWorkflow::Identity,
+        Some("per_call") => super::SessionFreeWorkflow::PerCall,
+        Some(other) => {
+            c.problem(
+                "mcp.session_free_workflow",
+                format!(
+                    "{other:?} is not a choice: use \"identity\" (the default) or \"per_call\""
+                ),
+            );
+            super::SessionFreeWorkflow::Identity
+        }
+    };
+    let flow_scope = match raw.flow_scope.follow.as_deref() {
+        None | Some("context") => {
+            if raw.flow_scope.window.is_some() {
+                c.problem(
+                    "flow_scope.window",
+                    "a window applies only with \"follow\": \"caller\"",
+                );
+            }
+            super::FlowScope::Context
+        }
+        Some("caller") => super::FlowScope::Caller {
+            window: c.duration(
+                "flow_scope.window".into(),
+                raw.flow_scope.window.as_deref(),
+                super::DEFAULT_FLOW_WINDOW,
+            ),
+        },
+        Some(other) => {
+            c.problem(
+                "flow_scope.follow",
+                format!("{other:?} is not a choice: use \"context\" (the default) or \"caller\""),
+            );
+            super::FlowScope::Context
+        }
+    };
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: c.problems,
@@ -208,11 +246,13 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
             allowed_origins: raw.mcp.allowed_origins,
             allowed_hosts: raw.mcp.allowed_hosts,
             session_idle_timeout,
+            session_free_workflow,
         },
         clients,
         auth,
         ad_hoc_idle_timeout,
         annotation_labels: labels.annotations,
+        flow_scope,
     })
 }
 

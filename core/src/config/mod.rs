@@ -54,6 +54,33 @@ pub struct Config {
     pub ad_hoc_idle_timeout: Duration,
     /// The labels tools get from their MCP annotations.
     pub annotation_labels: AnnotationLabels,
+    /// What flow labels follow.
+    pub flow_scope: FlowScope,
+}
+
+/// What flow labels follow (SPEC §9.7): whatever the scope, a label follows the context that
+/// brought it in (a session, a handle's workflow, and every workflow started from them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlowScope {
+    /// Only the context.
+    #[default]
+    Context,
+    /// Also every session and workflow of the same identity, for this long after the call that
+    /// brought the label in.
+    Caller { window: Duration },
+}
+
+/// How long a label follows its caller under `flow_scope` `caller`, unless configured.
+pub const DEFAULT_FLOW_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Where a session-free client's call without a workflow handle goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionFreeWorkflow {
+    /// Its identity's current open ad-hoc workflow (one per identity and client name).
+    #[default]
+    Identity,
+    /// A new ad-hoc workflow for each call.
+    PerCall,
 }
 
 /// What MCP tool annotations mean as labels (`annotation_labels` in the file).
@@ -193,6 +220,8 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
     /// An MCP session idle this long ends as a `DELETE` would.
     pub session_idle_timeout: Duration,
+    /// Where a session-free client's call without a workflow handle goes.
+    pub session_free_workflow: SessionFreeWorkflow,
 }
 
 /// How long an MCP session may sit idle before it ends, unless configured.

@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// The labels a tool gets from its MCP annotations, where its server gives them.
     #[serde(default)]
     pub annotation_labels: RawAnnotationLabels,
+    /// What flow labels follow: the agent's context (default), or its identity for a time.
+    #[serde(default)]
+    pub flow_scope: RawFlowScope,
 }
 
 /// Labels from MCP tool annotations: `openWorldHint` and `destructiveHint`.
@@ -432,4 +435,22 @@ pub struct RawMcp {
     /// ad-hoc workflow completes, its approvals expire); default 30m.
     #[serde(default)]
     pub session_idle_timeout: Option<String>,
+    /// Where a session-free (2026-07-28) client's call goes when it passes no workflow handle:
+    /// `"identity"` (default: its identity's current ad-hoc workflow, one per identity and client
+    /// name) or `"per_call"` (a new workflow for each such call).
+    #[serde(default)]
+    pub session_free_workflow: Option<String>,
+}
+
+/// What flow labels follow (`flow_scope`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlowScope {
+    /// `"context"` (default: the session, the handle's workflow, and every workflow started from
+    /// them) or `"caller"` (also every session and workflow of the same identity, for `window`).
+    #[serde(default)]
+    pub follow: Option<String>,
+    /// With `caller`: how long a label follows its identity (default 24h).
+    #[serde(default)]
+    pub window: Option<String>,
 }

@@ -175,6 +175,7 @@ fn simulate(c: &mut Checker, path: &str, steps: &[Step], policies: &PolicySet) {
             call_id: format!("step {}", step.name),
             tool: step.tool.to_string(),
             at_ms: 0,
+            workflow_id: None,
         };
         history
             .labels

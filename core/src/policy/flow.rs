@@ -20,18 +20,40 @@ pub struct LabelOrigin {
     pub call_id: String,
     pub tool: String,
     pub at_ms: i64,
+    /// The workflow the call ran in, when it is not the one that holds the label: a label carried
+    /// into a new workflow of the same context, or one that follows its caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
 }
 
 impl LabelOrigin {
-    /// "call c-2 (restore_backup at 2026-12-01T10:00:00.123Z)".
+    /// "call c-2 (restore_backup at 2026-12-01T10:00:00.123Z)", and "… in workflow wf-1" for a
+    /// call of another workflow.
     pub fn describe(&self) -> String {
         let at = UNIX_EPOCH + Duration::from_millis(self.at_ms.max(0) as u64);
+        let elsewhere = self
+            .workflow_id
+            .as_deref()
+            .map(|w| format!(" in workflow {w}"))
+            .unwrap_or_default();
         format!(
-            "call {} ({} at {})",
+            "call {} ({} at {}{elsewhere})",
             self.call_id,
             self.tool,
             humantime::format_rfc3339_millis(at)
         )
+    }
+
+    /// The same origin, naming `workflow_id` as the call's workflow unless it names one already.
+    pub fn from_workflow(&self, workflow_id: &str) -> LabelOrigin {
+        LabelOrigin {
+            workflow_id: Some(
+                self.workflow_id
+                    .clone()
+                    .unwrap_or_else(|| workflow_id.to_owned()),
+            ),
+            ..self.clone()
+        }
     }
 }
 
@@ -55,6 +77,38 @@ impl LabelSet {
         self.seen.get(label)
     }
 
+    /// Brings in each label of `other` that this set has not seen, with the call that brought it
+    /// into `other` (`workflow_id`'s call, unless it came from further away).
+    pub fn carry(&mut self, other: &LabelSet, workflow_id: &str) {
+        for (label, origin) in &other.seen {
+            if !self.seen.contains_key(label) {
+                self.seen
+                    .insert(label.clone(), origin.from_workflow(workflow_id));
+            }
+        }
+    }
+
+    /// Brings in `label` from `origin` as it is, if not seen yet (replaying a carried set).
+    pub fn bring_one(&mut self, label: Name, origin: LabelOrigin) {
+        self.seen.entry(label).or_insert(origin);
+    }
+
+    /// This set with the labels of `extra` it lacks; `None` when `extra` adds nothing (the common
+    /// case costs no copy).
+    pub fn with(&self, extra: &LabelSet) -> Option<LabelSet> {
+        if extra.seen.keys().all(|label| self.seen.contains_key(label)) {
+            return None;
+        }
+        let mut merged = self.clone();
+        for (label, origin) in &extra.seen {
+            merged
+                .seen
+                .entry(label.clone())
+                .or_insert_with(|| origin.clone());
+        }
+        Some(merged)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
@@ -69,6 +123,48 @@ impl LabelSet {
     /// Every label with its origin, by label (for comparing states and for listings).
     pub fn sorted(&self) -> std::collections::BTreeMap<String, LabelOrigin> {
         self.seen
+            .iter()
+            .map(|(label, origin)| (label.to_string(), origin.clone()))
+            .collect()
+    }
+}
+
+/// The labels one caller's calls brought in, each with the latest call that did: where labels follow
+/// the caller (`flow_scope` `caller`), a decision sees those brought in within the window.
+#[derive(Debug, Clone, Default)]
+pub struct RecentLabels {
+    latest: Map<Name, LabelOrigin>,
+}
+
+impl RecentLabels {
+    /// Records that `origin` (a call of workflow `origin.workflow_id`) brought `labels` in.
+    pub fn bring(&mut self, labels: &[Name], origin: &LabelOrigin) {
+        for label in labels {
+            self.latest.insert(label.clone(), origin.clone());
+        }
+    }
+
+    /// The labels brought in at or after `since_ms`, each with its latest call.
+    pub fn since(&self, since_ms: i64) -> LabelSet {
+        LabelSet {
+            seen: self
+                .latest
+                .iter()
+                .filter(|(_, origin)| origin.at_ms >= since_ms)
+                .map(|(label, origin)| (label.clone(), origin.clone()))
+                .collect(),
+        }
+    }
+
+    /// Forgets labels brought in before `before_ms`; whether any are left.
+    pub fn forget_before(&mut self, before_ms: i64) -> bool {
+        self.latest.retain(|_, origin| origin.at_ms >= before_ms);
+        !self.latest.is_empty()
+    }
+
+    /// Every label with its latest call, by label (for comparing states).
+    pub fn sorted(&self) -> std::collections::BTreeMap<String, LabelOrigin> {
+        self.latest
             .iter()
             .map(|(label, origin)| (label.to_string(), origin.clone()))
             .collect()

@@ -46,6 +46,7 @@ fn run(config: &Config, earlier: &[&str], tool: &str, args: Value) -> (String, D
             call_id: format!("c-{i}"),
             tool: (*name).to_owned(),
             at_ms: 1_000 * i as i64,
+            workflow_id: None,
         };
         history
             .labels
@@ -326,6 +327,7 @@ fn labels_come_from_tools_servers_and_annotations() {
         call_id: "c-0".into(),
         tool: "fetch_page".into(),
         at_ms: 0,
+        workflow_id: None,
     };
     history
         .labels

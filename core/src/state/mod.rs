@@ -82,6 +82,12 @@ pub struct State {
     gated: Map<Name, Gated>,
     /// The seq of the last record applied (see the module's header).
     seq: u64,
+    /// The newest running ad-hoc workflow of each caller (as recorded with the workflow): where a
+    /// session-free client's call without a handle goes.
+    ad_hoc_by_caller: Map<String, Name>,
+    /// The labels each identity's calls brought in, each with its latest call: what follows a
+    /// caller across its sessions and workflows under `flow_scope` `caller`.
+    caller_labels: Map<String, policy::RecentLabels>,
 }
 
 impl State {
@@ -98,8 +104,37 @@ impl State {
             open_calls: Map::default(),
             gated: Map::default(),
             seq: 0,
+            ad_hoc_by_caller: Map::default(),
+            caller_labels: Map::default(),
         }
     }
+
+    /// The newest running ad-hoc workflow started by exactly `caller`, if any.
+    pub fn current_ad_hoc(&self, caller: &str) -> Option<&Workflow> {
+        let id = self.ad_hoc_by_caller.get(caller)?;
+        self.workflows
+            .get(id)
+            .filter(|w| !w.state.is_finished() && w.template.is_none())
+    }
+
+    /// The labels `identity`'s calls brought in at or after `since_ms`, each with its latest call
+    /// (and that call's workflow).
+    pub fn caller_labels(&self, identity: &str, since_ms: i64) -> Option<policy::LabelSet> {
+        let labels = self.caller_labels.get(identity)?.since(since_ms);
+        (!labels.is_empty()).then_some(labels)
+    }
+
+    /// Every identity's labels with their latest calls, by identity (for comparing states).
+    pub fn caller_labels_sorted(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, policy::LabelOrigin>>
+    {
+        self.caller_labels
+            .iter()
+            .map(|(identity, labels)| (identity.clone(), labels.sorted()))
+            .collect()
+    }
+
 
     /// The seq of the record applied last: with the log's durable watermark, how far the state runs
     /// ahead of what a crash would keep.
@@ -131,6 +166,7 @@ impl State {
                 template,
                 input,
                 caller,
+                labels,
                 ..
             } => {
                 let template = template
@@ -147,6 +183,15 @@ impl State {
                     at_ms,
                 );
                 workflow.seq = seq;
+                for (label, origin) in labels {
+                    workflow
+                        .history
+                        .labels
+                        .bring_one(label.as_str().into(), origin.clone());
+                }
+                if workflow.template.is_none() {
+                    self.ad_hoc_by_caller.insert(caller.clone(), id.clone());
+                }
                 if let Some(old) = self.workflows.insert(id.clone(), workflow) {
                     self.active.remove(&(old.started_at_ms, id.clone()));
                 }
@@ -328,6 +373,9 @@ impl State {
                 if workflow.state.is_finished() {
                     return;
                 }
+                if self.ad_hoc_by_caller.get(&workflow.caller) == Some(&workflow.id) {
+                    self.ad_hoc_by_caller.remove(&workflow.caller);
+                }
                 let state = match state {
                     WorkflowEnd::Completed => WorkflowState::Completed,
                     WorkflowEnd::Failed => WorkflowState::Failed,
@@ -429,8 +477,14 @@ impl State {
                         call_id: call_id.to_string(),
                         tool: tool.to_string(),
                         at_ms,
+                        workflow_id: None,
                     };
                     workflow.history.labels.bring(&labels, &origin);
+                    let identity = crate::config::caller_name(&workflow.caller);
+                    self.caller_labels
+                        .entry(identity.to_owned())
+                        .or_default()
+                        .bring(&labels, &origin.from_workflow(&workflow.id));
                 }
                 self.open_calls.insert(call_id.clone(), workflow.id.clone());
                 CallStatus::Running

@@ -21,6 +21,10 @@ pub struct Observed {
     pub decided: Vec<Approval>,
     pub counters: Counters,
     pub unfinished: Vec<Unfinished>,
+    /// Each identity's labels with their latest calls (what follows a caller).
+    pub caller_labels: BTreeMap<String, BTreeMap<String, policy::LabelOrigin>>,
+    /// Each caller's current ad-hoc workflow (where a session-free call without a handle goes).
+    pub current_ad_hoc: BTreeMap<String, String>,
 }
 
 /// One workflow as [`Observed`] holds it.
@@ -86,6 +90,15 @@ impl State {
             decided: self.approvals.decided.iter().cloned().collect(),
             counters: self.counters.clone(),
             unfinished: self.unfinished(),
+            caller_labels: self.caller_labels_sorted(),
+            current_ad_hoc: self
+                .workflows
+                .values()
+                .filter_map(|w| {
+                    self.current_ad_hoc(&w.caller)
+                        .map(|current| (w.caller.clone(), current.id.to_string()))
+                })
+                .collect(),
         }
     }
 }

@@ -156,3 +156,117 @@ fn labels_enter_a_workflow_from_allowed_decisions_only() {
         matches!(old, AuditEvent::CallDecided { ref labels, ref conditions, .. } if labels.is_empty() && conditions.is_empty())
     );
 }
+
+/// A label brought in by an allowed call, as its record says.
+fn labelled(mut event: AuditEvent, names: &[&str]) -> AuditEvent {
+    if let AuditEvent::CallDecided { labels, .. } = &mut event {
+        *labels = names.iter().map(|l| (*l).to_owned()).collect();
+    }
+    event
+}
+
+/// Labels follow the context (SPEC §9.7): a workflow started from another carries its labels, each
+/// naming the call and the workflow that brought it in; an identity's labels are kept with their
+/// latest call for `flow_scope` `caller`; and the newest ad-hoc workflow of a caller is its current
+/// one. All of it rebuilt the same from the records.
+#[test]
+fn labels_follow_the_context_and_the_caller_and_rebuild_the_same() {
+    let mut carried = std::collections::BTreeMap::new();
+    carried.insert(
+        "private".to_owned(),
+        policy::LabelOrigin {
+            call_id: "c1".into(),
+            tool: "read".into(),
+            at_ms: 1_001,
+            workflow_id: Some("w1".into()),
+        },
+    );
+    let mut from_w1 = started("w2", None);
+    if let AuditEvent::WorkflowStarted { labels, .. } = &mut from_w1 {
+        *labels = carried.clone();
+    }
+    let events = vec![
+        started("w1", None),
+        labelled(
+            decided("w1", "c1", "validate", DecisionKind::Allow),
+            &["private"],
+        ),
+        from_w1,
+        labelled(
+            decided("w2", "c2", "validate", DecisionKind::Allow),
+            &["untrusted"],
+        ),
+    ];
+    let state = live(&events);
+    let w2 = &state.workflows["w2"];
+    assert_eq!(
+        w2.history.labels.origin("private"),
+        carried.get("private"),
+        "the carried label keeps its call and names its workflow"
+    );
+    assert!(
+        w2.history
+            .labels
+            .origin("private")
+            .unwrap()
+            .describe()
+            .contains("in workflow w1")
+    );
+    assert_eq!(
+        w2.history.labels.origin("untrusted").unwrap().workflow_id,
+        None
+    );
+    assert!(
+        state.workflows["w1"]
+            .history
+            .labels
+            .origin("untrusted")
+            .is_none()
+    );
+
+    let ada = state.caller_labels("ada", 0).expect("ada's labels");
+    assert_eq!(
+        ada.names(),
+        vec!["private".into(), "untrusted".into()] as Vec<policy::Name>
+    );
+    assert_eq!(
+        ada.origin("untrusted").unwrap().workflow_id.as_deref(),
+        Some("w2")
+    );
+    let recent = state.caller_labels("ada", 1_003).expect("the newest label");
+    assert_eq!(recent.names(), vec![policy::Name::from("untrusted")]);
+    assert!(
+        state.caller_labels("ada", 1_004).is_none(),
+        "outside the window"
+    );
+    assert!(state.caller_labels("bob", 0).is_none());
+
+    assert_eq!(
+        state.current_ad_hoc("grpc:ada").map(|w| w.id.to_string()),
+        Some("w2".to_owned()),
+        "the newest ad-hoc workflow of the caller"
+    );
+    let mut ended = events.clone();
+    ended.push(AuditEvent::WorkflowFinished {
+        workflow_id: "w2".into(),
+        state: WorkflowEnd::Completed,
+        error: None,
+        duration_ms: 1,
+    });
+    let state = live(&ended);
+    assert!(
+        state.current_ad_hoc("grpc:ada").is_none(),
+        "an ended one is nobody's current"
+    );
+
+    let replayed = {
+        let mut state = State::new(config());
+        for (i, event) in ended.iter().enumerate() {
+            let text = serde_json::to_string(event).unwrap();
+            let back: ReplayEvent = serde_json::from_str(&text).unwrap();
+            state.apply(1_000 + i as i64, &back);
+        }
+        state
+    };
+    assert_eq!(live(&ended).observe(), replayed.observe());
+}

@@ -20,6 +20,20 @@ impl Gateway {
         input: Value,
         caller: &str,
     ) -> Result<WorkflowView, Error> {
+        self.start_workflow_from(template, input, caller, None)
+            .await
+    }
+
+    /// [`Gateway::start_workflow`], carrying the flow labels of workflow `from` (the context the
+    /// new workflow is started in: a session's, a handle's, an identity's current one) into the
+    /// new one, each with the call that brought it in: starting a workflow sheds no label.
+    pub async fn start_workflow_from(
+        &self,
+        template: Option<&str>,
+        input: Value,
+        caller: &str,
+        from: Option<&str>,
+    ) -> Result<WorkflowView, Error> {
         let config = self.config();
         let template = match template.filter(|t| !t.is_empty()) {
             None => None,
@@ -58,15 +72,24 @@ impl Gateway {
         } else {
             caller.to_owned()
         };
-        let started = AuditEvent::WorkflowStarted {
-            workflow_id: id.clone(),
-            template: template.map(|t| t.name.clone()),
-            input,
-            caller,
-            config_version: config.version.clone(),
-        };
         let (queued, view) = {
             let mut state = self.inner.state();
+            let labels = from
+                .and_then(|from| state.workflows.get(from))
+                .map(|from| {
+                    let mut carried = crate::policy::LabelSet::default();
+                    carried.carry(&from.history.labels, &from.id);
+                    carried.sorted()
+                })
+                .unwrap_or_default();
+            let started = AuditEvent::WorkflowStarted {
+                workflow_id: id.clone(),
+                template: template.map(|t| t.name.clone()),
+                input,
+                caller,
+                config_version: config.version.clone(),
+                labels,
+            };
             state.set_config(config);
             let queued = self.inner.commit(&mut state, started, Admit::Intent)?;
             let view = state

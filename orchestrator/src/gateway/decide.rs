@@ -93,9 +93,25 @@ impl Gateway {
             global: &state.buckets,
             workflow: &workflow.buckets,
         };
+        // Under `flow_scope` `caller`, the labels the caller's other sessions and workflows
+        // brought in within the window count as this workflow's (a copy only when they add any).
+        let followed = match config.flow_scope {
+            crate::config::FlowScope::Caller { window } => state
+                .caller_labels(
+                    crate::config::caller_name(&workflow.caller),
+                    now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+                )
+                .and_then(|labels| workflow.history.labels.with(&labels))
+                .map(|labels| {
+                    let mut history = workflow.history.clone();
+                    history.labels = labels;
+                    history
+                }),
+            crate::config::FlowScope::Context => None,
+        };
         let (decision, trace) = policy::decide_traced(
             &config.policies,
-            &workflow.history,
+            followed.as_ref().unwrap_or(&workflow.history),
             &state.running,
             rates,
             &request,

@@ -13,6 +13,7 @@
 //! unrecorded.
 
 mod call;
+mod context;
 mod control;
 mod decide;
 mod gate;

@@ -49,6 +49,7 @@ pub(super) async fn call(
         tag: parts.extensions.get::<SessionTag>().cloned(),
         in_session: true,
         named_workflow,
+        handle: None,
         progress: None,
     };
     let answer = match session.call_tool(params, context).await {

@@ -4,10 +4,12 @@
 //! It never decides anything itself: policies, audit and metrics all happen in the gateway. It only
 //! translates, and keeps which workflow this MCP session is.
 
+use super::handle::{HANDLE_ARGUMENT, HANDLE_META_KEY, HandleKey};
 use super::reply;
 use super::sessions::SessionTag;
 use super::waiting::ApprovalProgress;
 use crate::auth::Identity;
+use crate::config::SessionFreeWorkflow;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::{
@@ -22,6 +24,9 @@ use std::sync::Arc;
 
 /// The tool that starts a new workflow for the session, ad hoc or from a template.
 pub const START_WORKFLOW_TOOL: &str = "conductor_start_workflow";
+/// The tool that ends the caller's workflow (the handle's, the session's, or the identity's
+/// current one).
+pub const END_WORKFLOW_TOOL: &str = "conductor_end_workflow";
 /// `_meta` key (in results, and accepted in requests) naming the workflow a call belongs to.
 pub const WORKFLOW_META_KEY: &str = "io.conductorio/workflowId";
 /// HTTP header naming the workflow a request belongs to (for clients without sessions).
@@ -50,6 +55,10 @@ pub struct ConductorMcp {
 pub(super) struct Session {
     gateway: Gateway,
     front: Front,
+    /// What every handler of the front shares: the handle key, and the lock under which a
+    /// session-free identity's current workflow is found or started (so two first calls start
+    /// one).
+    shared: Arc<FrontShared>,
     /// The workflow of this session, started lazily at the first `tools/call`. An async mutex, so two
     /// concurrent first calls start one workflow, not two.
     workflow: tokio::sync::Mutex<Option<String>>,
@@ -68,6 +77,21 @@ impl Drop for Session {
     }
 }
 
+/// What every handler of one front shares.
+pub struct FrontShared {
+    pub handles: HandleKey,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl FrontShared {
+    pub fn new(handles: HandleKey) -> Arc<FrontShared> {
+        Arc::new(FrontShared {
+            handles,
+            opening: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
 /// What a call needs to know about its request, however it arrived: through the SDK's service
 /// ([`CallContext::of`]) or the JSON fast path.
 pub(super) struct CallContext {
@@ -81,6 +105,9 @@ pub(super) struct CallContext {
     pub in_session: bool,
     /// The workflow the request names (`_meta` or `X-Conductor-Workflow`), if any.
     pub named_workflow: Option<String>,
+    /// The workflow handle the call passed in [`HANDLE_ARGUMENT`], if any (taken out of its
+    /// arguments before anything records or forwards them).
+    pub handle: Option<String>,
     /// Where progress goes while the call waits for a person, when the client asked for it.
     pub progress: Option<(ProgressToken, Peer<RoleServer>)>,
 }
@@ -115,6 +142,7 @@ impl CallContext {
             tag,
             in_session,
             named_workflow,
+            handle: None,
             progress: context
                 .meta
                 .get_progress_token()
@@ -137,11 +165,12 @@ impl CallContext {
 }
 
 impl ConductorMcp {
-    pub fn new(gateway: Gateway, front: Front) -> Self {
+    pub fn new(gateway: Gateway, front: Front, shared: Arc<FrontShared>) -> Self {
         ConductorMcp {
             session: Arc::new(Session {
                 gateway,
                 front,
+                shared,
                 workflow: tokio::sync::Mutex::default(),
                 started: std::sync::Mutex::default(),
                 client: std::sync::OnceLock::new(),
@@ -190,36 +219,100 @@ impl Session {
         }
     }
 
-    /// The workflow a call belongs to: named by the request (`_meta` or header), else the session's,
-    /// started now if this is the session's first call.
-    async fn workflow_for(&self, context: &CallContext) -> Result<String, Error> {
-        if let Some(id) = &context.named_workflow {
-            let view = self.gateway.workflow(id, false)?;
-            crate::auth::permit_owner(&self.gateway.config(), &context.identity, id, &view.caller)?;
-            return Ok(id.clone());
-        }
-        let mut bound = self.workflow.lock().await;
-        if let Some(id) = bound.as_ref() {
-            return Ok(id.clone());
-        }
-        let view = self
-            .gateway
-            .start_workflow(None, Value::Null, &context.caller(self.front))
-            .await?;
-        tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
-        self.started_ad_hoc(&view.id, context);
-        *bound = Some(view.id.clone());
-        Ok(view.id)
+    /// The workflow a handle or the request names, checked: the handle must open for the caller's
+    /// identity, and the workflow must be the caller's (or granted by `act_for`).
+    fn named(&self, context: &CallContext) -> Result<Option<String>, Error> {
+        let id = match (&context.handle, &context.named_workflow) {
+            (Some(handle), _) => self
+                .shared
+                .handles
+                .open(handle, &context.identity.name)
+                .map_err(|refused| Error::PermissionDenied(refused.to_string()))?,
+            (None, Some(id)) => id.clone(),
+            (None, None) => return Ok(None),
+        };
+        let view = self.gateway.workflow(&id, false)?;
+        crate::auth::permit_owner(&self.gateway.config(), &context.identity, &id, &view.caller)?;
+        Ok(Some(id))
     }
 
-    /// `conductor_start_workflow`: starts a workflow (from `template`, with `input`) and binds the
-    /// session to it; later calls of this session belong to it.
+    /// The workflow the caller acts in now, without starting one: the handle's or the named one,
+    /// the session's, or (session-free) the identity's current one.
+    async fn current(&self, context: &CallContext) -> Result<Option<String>, Error> {
+        if let Some(id) = self.named(context)? {
+            return Ok(Some(id));
+        }
+        if context.in_session {
+            return Ok(self.workflow.lock().await.clone());
+        }
+        Ok(match self.gateway.config().mcp.session_free_workflow {
+            SessionFreeWorkflow::Identity => {
+                self.gateway.current_ad_hoc(&context.caller(self.front))
+            }
+            SessionFreeWorkflow::PerCall => None,
+        })
+    }
+
+    /// The workflow a call belongs to, and whether this call opened it: the handle's or the named
+    /// one; else the session's, started now if this is its first call; else (session-free) the
+    /// identity's current ad-hoc workflow, or a new one.
+    async fn workflow_for(&self, context: &CallContext) -> Result<(String, bool), Error> {
+        if let Some(id) = self.named(context)? {
+            return Ok((id, false));
+        }
+        let caller = context.caller(self.front);
+        if context.in_session {
+            let mut bound = self.workflow.lock().await;
+            if let Some(id) = bound.as_ref() {
+                return Ok((id.clone(), false));
+            }
+            let view = self
+                .gateway
+                .start_workflow(None, Value::Null, &caller)
+                .await?;
+            tracing::info!(workflow = %view.id, caller = %view.caller, "MCP session bound to a new ad-hoc workflow");
+            self.started_ad_hoc(&view.id, context);
+            *bound = Some(view.id.clone());
+            return Ok((view.id, true));
+        }
+        let per_identity =
+            self.gateway.config().mcp.session_free_workflow == SessionFreeWorkflow::Identity;
+        let _opening = if per_identity {
+            let opening = self.shared.opening.lock().await;
+            if let Some(id) = self.gateway.current_ad_hoc(&caller) {
+                return Ok((id, false));
+            }
+            Some(opening)
+        } else {
+            None
+        };
+        let view = self
+            .gateway
+            .start_workflow(None, Value::Null, &caller)
+            .await?;
+        tracing::info!(workflow = %view.id, caller = %view.caller, "session-free MCP caller given a new ad-hoc workflow");
+        Ok((view.id, true))
+    }
+
+    /// The handle of `workflow_id` for this caller, when it speaks without a session (in a
+    /// session, the session keeps the workflow).
+    fn handle_for(&self, workflow_id: &str, context: &CallContext) -> Option<String> {
+        (!context.in_session).then(|| {
+            self.shared
+                .handles
+                .seal(workflow_id, &context.identity.name)
+        })
+    }
+
+    /// `conductor_start_workflow`: starts a workflow (from `template`, with `input`) carrying the
+    /// labels of the workflow the caller acts in now, and makes later calls belong to it: the
+    /// session's, or, without a session, those that pass its handle (an ad-hoc one also becomes
+    /// the identity's current workflow).
     async fn start_workflow(
         &self,
-        arguments: Option<Map<String, Value>>,
+        arguments: Map<String, Value>,
         context: &CallContext,
     ) -> Result<CallToolResult, Error> {
-        let arguments = arguments.unwrap_or_default();
         let template = match arguments.get("template") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) => Some(name.as_str()),
@@ -229,28 +322,105 @@ impl Session {
                 )));
             }
         };
+        if let Some(unknown) = arguments
+            .keys()
+            .find(|k| !matches!(k.as_str(), "template" | "input"))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{START_WORKFLOW_TOOL} takes \"template\", \"input\" and \"{HANDLE_ARGUMENT}\", not {unknown:?}"
+            )));
+        }
         let input = arguments.get("input").cloned().unwrap_or(Value::Null);
+        let from = self.current(context).await?;
+        let mut bound = match context.in_session {
+            true => Some(self.workflow.lock().await),
+            false => None,
+        };
         let view = self
             .gateway
-            .start_workflow(template, input, &context.caller(self.front))
+            .start_workflow_from(
+                template,
+                input,
+                &context.caller(self.front),
+                from.as_deref(),
+            )
             .await?;
         if view.template.is_none() {
             self.started_ad_hoc(&view.id, context);
         }
-        *self.workflow.lock().await = Some(view.id.clone());
-        let summary = json!({ "workflow_id": view.id, "template": view.template, "steps_total": view.steps_total, "next_step": view.next_step });
-        let text = match &view.template {
+        if let Some(bound) = bound.as_mut() {
+            **bound = Some(view.id.clone());
+        }
+        let handle = self.handle_for(&view.id, context);
+        let labels = self.gateway.workflow_labels(&view.id);
+        let summary = json!({
+            "workflow_id": view.id,
+            "workflow_handle": handle,
+            "template": view.template,
+            "steps_total": view.steps_total,
+            "next_step": view.next_step,
+            "labels": labels,
+        });
+        let started = match &view.template {
             Some(name) => format!(
-                "This session now runs workflow {} of template {name}; the next step is {}.",
+                "Started workflow {} of template {name}; the next step is {}.",
                 view.id,
                 view.next_step.as_deref().unwrap_or("none")
             ),
-            None => format!("This session now runs the new ad-hoc workflow {}.", view.id),
+            None => format!("Started the new ad-hoc workflow {}.", view.id),
         };
-        Ok(reply::with_workflow(
+        let keep = match &handle {
+            Some(handle) => format!(
+                " To make a call part of it, pass \"{HANDLE_ARGUMENT}\": \"{handle}\" among the call's arguments."
+            ),
+            None => " Later calls of this session belong to it.".to_owned(),
+        };
+        let carried = if labels.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " It carries the flow labels your context has seen ({}): flow rules still apply.",
+                labels.join(", ")
+            )
+        };
+        let result = reply::with_workflow(
             CallToolResult::structured(summary),
             &view.id,
-            Some(text),
+            Some(format!("{started}{keep}{carried}")),
+        );
+        Ok(with_handle(result, handle))
+    }
+
+    /// `conductor_end_workflow`: ends the workflow the caller acts in (its pending approvals expire;
+    /// running calls finish and are recorded). A template run is cancelled.
+    async fn end_workflow(&self, context: &CallContext) -> Result<CallToolResult, Error> {
+        let Some(id) = self.current(context).await? else {
+            return Err(Error::InvalidArgument(format!(
+                "there is no workflow to end: pass \"{HANDLE_ARGUMENT}\" with the handle of the workflow to end"
+            )));
+        };
+        let view = self.gateway.workflow(&id, false)?;
+        if view.template.is_some() {
+            self.gateway
+                .cancel_workflow(&id, "ended by the MCP client", &context.caller(self.front))
+                .await?;
+        } else {
+            self.gateway
+                .end_ad_hoc(&id, "ended by the MCP client", &context.identity.name)
+                .await?;
+        }
+        if context.in_session {
+            let mut bound = self.workflow.lock().await;
+            if bound.as_deref() == Some(id.as_str()) {
+                *bound = None;
+            }
+        }
+        let view = self.gateway.workflow(&id, false)?;
+        let summary = json!({ "workflow_id": view.id, "state": view.state.as_str() });
+        Ok(reply::with_workflow(
+            CallToolResult::structured(summary),
+            &id,
+            Some(format!("Workflow {id} has {}.", ended_as(view.state))),
         ))
     }
 
@@ -271,20 +441,33 @@ impl Session {
     async fn call(
         &self,
         request: CallToolRequestParams,
-        context: CallContext,
+        mut context: CallContext,
     ) -> Result<CallToolResult, Error> {
+        let mut arguments = request.arguments.unwrap_or_default();
+        context.handle = match arguments.remove(HANDLE_ARGUMENT) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(handle)) => Some(handle),
+            Some(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "\"{HANDLE_ARGUMENT}\" is a workflow handle (a string a result gave you)"
+                )));
+            }
+        };
         if request.name == START_WORKFLOW_TOOL {
-            return self.start_workflow(request.arguments, &context).await;
+            return self.start_workflow(arguments, &context).await;
         }
-        let workflow_id = self.workflow_for(&context).await?;
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        if request.name == END_WORKFLOW_TOOL {
+            return self.end_workflow(&context).await;
+        }
+        let (workflow_id, opened) = self.workflow_for(&context).await?;
         let spec = CallSpec {
             workflow_id: workflow_id.clone(),
             tool: request.name.to_string(),
-            arguments,
+            arguments: Value::Object(arguments),
             caller: context.caller(self.front),
             step: None,
         };
+        let handle = self.handle_for(&workflow_id, &context);
         let progress = context
             .progress
             .map(|(token, peer)| ApprovalProgress::new(&self.gateway, &spec, token, peer));
@@ -293,8 +476,38 @@ impl Session {
             Some(progress) => progress.run_while(call).await?,
             None => call.await?,
         };
-        Ok(reply::report(report, &workflow_id))
+        let denied = matches!(report.result, crate::gateway::CallResult::Denied(_));
+        let mut result = reply::report(report, &workflow_id);
+        if let Some(handle) = &handle {
+            if opened {
+                result.content.push(rmcp::model::ContentBlock::text(format!(
+                    "Conductorio: this call opened workflow {workflow_id}; your calls without \"{HANDLE_ARGUMENT}\" go to your current workflow. To keep this one whatever happens, pass \"{HANDLE_ARGUMENT}\": \"{handle}\" among a call's arguments."
+                )));
+            } else if denied {
+                result.content.push(rmcp::model::ContentBlock::text(format!(
+                    "This refusal is about workflow {workflow_id}: once you have done what it asks in the same workflow, the call is allowed. Calls without \"{HANDLE_ARGUMENT}\" go to your current workflow; to be sure of this one, pass \"{HANDLE_ARGUMENT}\": \"{handle}\"."
+                )));
+            }
+        }
+        Ok(with_handle(result, handle))
     }
+}
+
+/// Adds the workflow handle to a result's `_meta` (session-free callers only).
+fn with_handle(mut result: CallToolResult, handle: Option<String>) -> CallToolResult {
+    if let Some(handle) = handle {
+        result
+            .meta
+            .get_or_insert_with(Default::default)
+            .0
+            .insert(HANDLE_META_KEY.to_owned(), Value::String(handle));
+    }
+    result
+}
+
+/// "completed", "been cancelled", ... after "has".
+fn ended_as(state: crate::workflow::WorkflowState) -> &'static str {
+    state.as_str()
 }
 
 impl ServerHandler for ConductorMcp {
@@ -314,7 +527,8 @@ impl ServerHandler for ConductorMcp {
     ) -> Result<ListToolsResult, ErrorData> {
         let session = &self.session;
         let workflow = session.workflow.lock().await.clone();
-        let caller = CallContext::of(session, &context).caller(session.front);
+        let call = CallContext::of(session, &context);
+        let caller = call.caller(session.front);
         let mut tools: Vec<Tool> = session
             .gateway
             .tools_for(&caller, workflow.as_deref())
@@ -323,6 +537,12 @@ impl ServerHandler for ConductorMcp {
             .map(reply::tool)
             .collect();
         tools.push(start_workflow_tool());
+        tools.push(end_workflow_tool());
+        if !call.in_session {
+            for tool in &mut tools {
+                offer_handle(tool);
+            }
+        }
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -360,9 +580,44 @@ fn start_workflow_tool() -> Tool {
     let schema = schema.as_object().cloned().unwrap_or_default();
     Tool::new(
         START_WORKFLOW_TOOL,
-        "Start a new workflow for this session (ad hoc, or from a named template) and make later calls belong to it. Calls are checked against the workflow's history, so a new workflow starts with a clean history.",
+        "Start a new workflow (ad hoc, or from a named template) and make later calls belong to it. A template's steps must then be called in order. The new workflow keeps the flow labels of the data you have already read, so flow rules still apply.",
         Arc::new(schema),
     )
+}
+
+fn end_workflow_tool() -> Tool {
+    let schema = json!({ "type": "object", "properties": {}, "additionalProperties": false });
+    let schema = schema.as_object().cloned().unwrap_or_default();
+    Tool::new(
+        END_WORKFLOW_TOOL,
+        "End your current workflow when its work is done (a template run is cancelled); its pending approvals expire.",
+        Arc::new(schema),
+    )
+}
+
+/// Adds the optional [`HANDLE_ARGUMENT`] to a tool offered to a session-free client, described so
+/// that a model knows what to pass. A tool that already has an argument of that name keeps its own
+/// (the name is reserved; such a tool cannot be given a handle).
+fn offer_handle(tool: &mut Tool) {
+    let mut schema = (*tool.input_schema).clone();
+    let properties = schema
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(properties) = properties else {
+        return;
+    };
+    if properties.contains_key(HANDLE_ARGUMENT) {
+        tracing::warn!(tool = %tool.name, "a tool has an argument named {HANDLE_ARGUMENT}: it is offered without a workflow handle");
+        return;
+    }
+    properties.insert(
+        HANDLE_ARGUMENT.to_owned(),
+        json!({
+            "type": "string",
+            "description": "Conductorio workflow handle: to continue a workflow, pass the handle a result gave you (io.conductorio/workflowHandle, or the text of conductor_start_workflow). Without it, the call goes to your current workflow. Conductorio removes it before the tool sees the arguments."
+        }),
+    );
+    tool.input_schema = Arc::new(schema);
 }
 
 /// A header of the HTTP request that carried this MCP request (none over stdio).

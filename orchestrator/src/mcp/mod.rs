@@ -68,6 +68,7 @@
 mod answer;
 mod fast;
 mod frames;
+mod handle;
 mod handler;
 mod origin;
 mod reply;
@@ -75,7 +76,11 @@ mod sessions;
 mod streamable;
 mod waiting;
 
-pub use handler::{ConductorMcp, Front, START_WORKFLOW_TOOL, WORKFLOW_HEADER, WORKFLOW_META_KEY};
+pub use handle::{HANDLE_ARGUMENT, HANDLE_META_KEY, HandleKey};
+pub use handler::{
+    ConductorMcp, END_WORKFLOW_TOOL, Front, FrontShared, START_WORKFLOW_TOOL, WORKFLOW_HEADER,
+    WORKFLOW_META_KEY,
+};
 pub use origin::origin_allowed;
 pub use reply::denial_text;
 
@@ -112,6 +117,8 @@ pub fn router(gateway: Gateway) -> Router {
         .with_legacy_session_mode(false)
         .with_json_response(true);
     let handlers = gateway.clone();
+    let shared = FrontShared::new(HandleKey::for_audit_dir(gateway.audit().dir()));
+    let per_request = Arc::clone(&shared);
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
     // is dropped, so its ad-hoc workflow completes and its approvals expire; memory stays bounded.
@@ -122,11 +129,18 @@ pub fn router(gateway: Gateway) -> Router {
             config.mcp.session_idle_timeout,
         ),
         gateway: gateway.clone(),
+        shared,
     });
     // Shared, not cloned: the SDK's service clones its whole configuration on every call, and each
     // middleware layer clones the service below it per request.
     let service = Arc::new(StreamableHttpService::new(
-        move || Ok(ConductorMcp::new(handlers.clone(), Front::Http)),
+        move || {
+            Ok(ConductorMcp::new(
+                handlers.clone(),
+                Front::Http,
+                Arc::clone(&per_request),
+            ))
+        },
         Arc::new(NeverSessionManager::default()),
         settings,
     ));
@@ -171,7 +185,8 @@ pub async fn serve_stdio(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), std::io::Error> {
-    let handler = ConductorMcp::new(gateway, Front::Stdio);
+    let shared = FrontShared::new(HandleKey::for_audit_dir(gateway.audit().dir()));
+    let handler = ConductorMcp::new(gateway, Front::Stdio, shared);
     tokio::pin!(shutdown);
     let running = tokio::select! {
         running = handler.serve(rmcp::transport::stdio()) => running.map_err(std::io::Error::other)?,

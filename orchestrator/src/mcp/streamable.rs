@@ -49,6 +49,7 @@ use uuid::Uuid;
 pub struct SessionFront {
     pub(super) sessions: Arc<Sessions>,
     pub(super) gateway: Gateway,
+    pub(super) shared: Arc<super::FrontShared>,
 }
 
 /// The `/mcp` layer for sessions: opens them, serves their requests, ends them. Every request to
@@ -161,7 +162,11 @@ async fn open(front: &SessionFront, caller: Identity, request: Request) -> Respo
             return refused(Some(initialize.id.clone()), &refusal);
         }
     };
-    let handler = ConductorMcp::new(front.gateway.clone(), Front::Http);
+    let handler = ConductorMcp::new(
+        front.gateway.clone(),
+        Front::Http,
+        Arc::clone(&front.shared),
+    );
     let session = handler.shared();
     let (first, rest) = match dispatch(handler, None, initialize, parts).await {
         Ok(answer) => answer,
