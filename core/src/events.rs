@@ -52,6 +52,14 @@ fn null_payload<J: Payload>() -> J {
     J::null()
 }
 
+fn one() -> u64 {
+    1
+}
+
+fn is_one(count: &u64) -> bool {
+    *count == 1
+}
+
 /// What start-up reads: payloads kept as text.
 pub type ReplayEvent = AuditEvent<Box<RawValue>>;
 
@@ -166,12 +174,17 @@ pub enum AuditEvent<J = Value> {
         error: Option<String>,
         duration_ms: u64,
     },
-    /// A control action (approve, deny, cancel, reload) was refused, e.g. for a missing token.
+    /// A control action (approve, deny, cancel, reload) was refused, e.g. for a missing token. Its
+    /// strings are bounded, and repeated refusals from one source are aggregated: `count` is how
+    /// many refusals the record stands for (1 when written as it happened; more in the summary of
+    /// an interval, showing the latest of them).
     ControlRefused {
         action: String,
         target: String,
         reason: String,
         caller: String,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u64,
     },
     /// The log was opened with `--audit-recover` and a broken part was set aside: the chain goes on
     /// from the last good record, `cut_seq` being the first record that is no longer in it.

@@ -150,6 +150,7 @@ pub(crate) fn history() -> Vec<AuditEvent> {
             target: "ap-2".into(),
             reason: "no token".into(),
             caller: "eve".into(),
+            count: 1,
         },
         started("w3", None),
         AuditEvent::WorkflowFinished {

@@ -64,6 +64,8 @@ struct Figures {
     workflows_completed: u64,
     workflows_failed: u64,
     workflows_cancelled: u64,
+    /// Refused control requests by action, each counted (the log aggregates them).
+    control_refused: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -117,6 +119,18 @@ impl Metrics {
                 let rule = f.rules.entry(id.to_owned()).or_default();
                 rule.kind = kind.to_owned();
                 rule.violations += 1;
+            }
+        });
+    }
+
+    /// A refused control request (approve, deny, cancel, reload): every one is counted here, also
+    /// those the audit log aggregates into one summary record.
+    pub fn control_refused(&self, action: &str) {
+        self.with(|f| {
+            if let Some(n) = f.control_refused.get_mut(action) {
+                *n += 1;
+            } else {
+                f.control_refused.insert(action.to_owned(), 1);
             }
         });
     }
@@ -188,6 +202,10 @@ impl Metrics {
                 ("cancelled", f.workflows_cancelled),
             ] {
                 let _ = writeln!(out, "conductor_workflows_total{{state=\"{state}\"}} {n}");
+            }
+            family(&mut out, "conductor_control_refused_total", "counter", "Refused control requests (approve, deny, cancel, reload) per action; the audit log aggregates repeated ones.");
+            for (action, n) in &f.control_refused {
+                let _ = writeln!(out, "conductor_control_refused_total{{action=\"{}\"}} {n}", escape(action));
             }
             for (name, help, value) in extra {
                 family(&mut out, name, "gauge", help);

@@ -162,6 +162,14 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
             crate::output::duration_ms(w.duration_ms),
             suffix(w.error.as_deref().unwrap_or_default())
         ),
+        Event::ControlRefused(c) if c.count > 1 => format!(
+            "{} ({} {}; latest for {}): {}",
+            out.bad(&format!("control action refused {} times", c.count)),
+            c.action,
+            c.target,
+            c.caller,
+            c.reason
+        ),
         Event::ControlRefused(c) => format!(
             "{} ({} {}) for {}: {}",
             out.bad("control action refused"),
@@ -310,6 +318,30 @@ mod tests {
         assert_eq!(
             describe(&Out::plain(), &finished),
             "workflow cancelled in 1.2s: started by mistake"
+        );
+    }
+
+    #[test]
+    fn a_summary_of_refusals_says_how_many() {
+        let refused = |count| pb::AuditEvent {
+            event: Some(Event::ControlRefused(e::ControlRefused {
+                action: "approve".into(),
+                target: "ap-1".into(),
+                reason: "no token".into(),
+                caller: "unauthenticated (grpc 127.0.0.1:5)".into(),
+                count,
+            })),
+            ..Default::default()
+        };
+        let one = describe(&Out::plain(), &refused(0));
+        assert!(
+            one.starts_with("control action refused (approve ap-1)"),
+            "{one}"
+        );
+        let many = describe(&Out::plain(), &refused(250));
+        assert!(
+            many.contains("refused 250 times") && many.contains("latest for unauthenticated"),
+            "{many}"
         );
     }
 }

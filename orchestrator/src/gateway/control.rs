@@ -1,5 +1,6 @@
 //! Workflow lifecycle and the control operations: start, finish, cancel, approve/deny, status, reload.
 
+use super::refusals::Refusal;
 use super::view::WorkflowView;
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
@@ -11,6 +12,7 @@ use crate::workflow::WorkflowState;
 use conductor_audit::Admit;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Instant;
 
 impl Gateway {
     /// Starts a workflow: ad hoc (no template) or a template run that the caller drives step by step.
@@ -310,23 +312,46 @@ impl Gateway {
             .await
     }
 
-    /// Records a refused control action (approve, deny, cancel, reload) through the one commit path.
-    /// It is a new record, not the outcome of an admitted one: while the log cannot be written it is
-    /// refused like any intent, so refusals cannot grow the backlog.
-    pub async fn record_control_refused(
-        &self,
-        action: &str,
-        target: &str,
-        reason: &str,
-        caller: &str,
-    ) -> Result<(), Error> {
-        let refused = AuditEvent::ControlRefused {
-            action: action.to_owned(),
-            target: target.to_owned(),
-            reason: reason.to_owned(),
-            caller: caller.to_owned(),
+    /// Records a refused control action (approve, deny, cancel, reload) through the one commit path,
+    /// bounded (see [`super::refusals`]): `/metrics` counts it, and the log gets its record at once
+    /// when it is the first of its source, action and reason in an interval, else in one summary with
+    /// the count
+    /// later. Each record is a new one, not the outcome of an admitted one: while the log cannot be
+    /// written it is refused like any intent, so refusals cannot grow the backlog.
+    pub async fn record_control_refused(&self, refusal: Refusal<'_>) -> Result<(), Error> {
+        self.inner.metrics.control_refused(refusal.action);
+        let verdict = self.inner.refusals.admit(&refusal, Instant::now());
+        if verdict.counted {
+            self.schedule_refusal_summaries();
+        }
+        for record in verdict.records {
+            self.inner.record(record, Admit::Intent).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the summaries of counted refusals when their interval ends (or when the orchestrator
+    /// stops), in a task of the gateway's own; one such task at a time.
+    fn schedule_refusal_summaries(&self) {
+        let Some(at) = self.inner.refusals.schedule() else {
+            return;
         };
-        self.inner.record(refused, Admit::Intent).await.map(drop)
+        let gateway = self.clone();
+        self.inner.tasks.spawn(async move {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => false,
+                () = gateway.inner.shutdown.cancelled() => true,
+            };
+            let (summaries, waiting) = gateway.inner.refusals.flush(Instant::now(), stopping);
+            for summary in summaries {
+                if let Err(e) = gateway.inner.record(summary, Admit::Intent).await {
+                    tracing::warn!(error = %e, "the summary of refused control requests could not be recorded (/metrics still counts them)");
+                }
+            }
+            if waiting && !stopping {
+                gateway.schedule_refusal_summaries();
+            }
+        });
     }
 
     /// Every tool with its description and schema (asking servers whose list is not known yet).

@@ -17,11 +17,13 @@ mod context;
 mod control;
 mod decide;
 mod gate;
+mod refusals;
 mod runner;
 mod view;
 
 pub use call::{CallReport, CallResult, CallSpec};
 pub use gate::DecisionRequest;
+pub use refusals::{Refusal, check_id};
 pub use view::{AuditState, Outlook, StatusSnapshot, WorkflowView};
 
 use crate::audit::{AuditEvent, AuditLog, AuditRecord, Outcome};
@@ -66,6 +68,8 @@ pub(crate) struct Inner {
     /// (`openWorldHint`, `destructiveHint`); each decision records the labels it used.
     learned_labels: Mutex<Map<String, Vec<crate::policy::Name>>>,
     pub metrics: Metrics,
+    /// Refused control requests, aggregated so that what they record is bounded.
+    pub refusals: refusals::Refusals,
     pub tasks: TaskTracker,
     /// Cancelled when the orchestrator begins to stop: waits for approvals end (they stay pending in the
     /// log and resume on the next start), new calls are refused.
@@ -221,6 +225,7 @@ impl Gateway {
                 waiters: Mutex::new(Map::default()),
                 learned_labels: Mutex::new(Map::default()),
                 metrics: Metrics::default(),
+                refusals: refusals::Refusals::default(),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),

@@ -10,7 +10,7 @@ use crate::auth::{
     Authenticator, Identity, permit_approve, permit_owner, permit_read, permit_reload,
 };
 use crate::error::Error;
-use crate::gateway::{CallResult, CallSpec, Gateway};
+use crate::gateway::{CallResult, CallSpec, Gateway, Refusal, check_id};
 use crate::report::{self, AuditFilter};
 use conductor_proto::v1 as pb;
 use conductor_proto::v1::orchestrator_server::Orchestrator;
@@ -68,7 +68,14 @@ impl OrchestratorService {
                     || "unauthenticated".to_owned(),
                     |a| format!("unauthenticated (grpc {a})"),
                 );
-                Err(self.refused(refusal, action, target, &caller).await)
+                // Without a credential the peer's address is the source refusals are aggregated
+                // by (its port changes with every connection).
+                let source = request
+                    .remote_addr()
+                    .map_or_else(|| "unauthenticated".to_owned(), |a| a.ip().to_string());
+                Err(self
+                    .refused(refusal, action, target, &caller, &source)
+                    .await)
             }
         }
     }
@@ -83,17 +90,32 @@ impl OrchestratorService {
     ) -> Result<(), Status> {
         match permit {
             Ok(()) => Ok(()),
-            Err(refusal) => Err(self.refused(refusal, action, target, caller).await),
+            Err(refusal) => {
+                let source = crate::config::caller_name(caller);
+                Err(self.refused(refusal, action, target, caller, source).await)
+            }
         }
     }
 
-    /// Records a refused control action and returns the refusal (or why it could not be recorded).
-    async fn refused(&self, refusal: Error, action: &str, target: &str, caller: &str) -> Status {
-        match self
-            .gateway
-            .record_control_refused(action, target, &refusal.to_string(), caller)
-            .await
-        {
+    /// Records a refused control action (bounded and aggregated by `source`: see
+    /// `gateway::refusals`) and returns the refusal (or why it could not be recorded).
+    async fn refused(
+        &self,
+        refusal: Error,
+        action: &str,
+        target: &str,
+        caller: &str,
+        source: &str,
+    ) -> Status {
+        let reason = refusal.to_string();
+        let recorded = Refusal {
+            action,
+            target,
+            reason: &reason,
+            caller,
+            source,
+        };
+        match self.gateway.record_control_refused(recorded).await {
             Ok(()) => refusal.into(),
             Err(e) => e.into(),
         }
@@ -264,6 +286,8 @@ impl Orchestrator for OrchestratorService {
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
         let target = request.get_ref().workflow_id.clone();
+        // A malformed id is refused before anything about it is recorded.
+        check_id("workflow_id", &target)?;
         let (identity, caller) = self
             .identify_control(&request, "", "cancel", &target)
             .await?;
@@ -477,6 +501,8 @@ impl OrchestratorService {
         approve: bool,
     ) -> Result<Response<pb::ApprovalInfo>, Status> {
         let action = if approve { "approve" } else { "deny" };
+        // A malformed id is refused before anything about it is recorded.
+        check_id("approval_id", &request.get_ref().approval_id)?;
         let (identity, approver) = self
             .identify_control(
                 &request,

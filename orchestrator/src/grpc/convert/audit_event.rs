@@ -183,11 +183,13 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
             target,
             reason,
             caller,
+            count,
         } => e::Event::ControlRefused(e::ControlRefused {
             action: action.clone(),
             target: target.clone(),
             reason: reason.clone(),
             caller: caller.clone(),
+            count: *count,
         }),
         AuditEvent::Recovered {
             set_aside,
