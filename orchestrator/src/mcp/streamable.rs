@@ -108,7 +108,7 @@ pub async fn serve(
         Method::GET => standalone(&front.sessions, &entry, request.headers()),
         Method::DELETE => {
             front.sessions.close(&entry.id());
-            StatusCode::ACCEPTED.into_response()
+            StatusCode::OK.into_response()
         }
         _ => method_not_allowed(),
     }
