@@ -514,7 +514,7 @@ impl ServerHandler for ConductorMcp {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions(format!(
-                "Conductorio forwards these tools under workflow policies. Your session is one workflow: a call that is out of order is refused with the rule and what to call first; a call that needs a person's approval waits for it. To run a named template, call {START_WORKFLOW_TOOL} first."
+                "Conductorio forwards these tools under workflow policies. Your calls belong to one workflow: a call that is out of order is refused with the rule and what to call first; a call that needs a person's approval waits for it. Without a session, your calls go to your current workflow; to be sure of one, pass the handle a result gave you in the argument {HANDLE_ARGUMENT}. To run a named template, call {START_WORKFLOW_TOOL} first; call {END_WORKFLOW_TOOL} when done."
             ));
         info.server_info = Implementation::new("conductorio", env!("CARGO_PKG_VERSION"));
         info

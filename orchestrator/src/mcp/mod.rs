@@ -2,22 +2,28 @@
 //! over stdio (`orchestrator --stdio`), with the official Rust SDK (`rmcp`). It translates MCP to the
 //! gateway's one call path and back; it never decides or records anything itself.
 //!
-//! # Sessions and workflows
-//! Each MCP session is one workflow. The workflow starts, ad hoc, at the session's first `tools/call`
-//! (its caller is the identity the request's bearer token proves, see `crate::auth`, with
-//! `clientInfo.name` and a keyed hash of the session as labels), so policies such as "process_data
-//! after validate_data" hold across the session's calls. A session belongs to the identity that opened
-//! it, and a workflow named by a request must belong to the caller (or be granted by `act_for`).
+//! # Sessions, handles and workflows
+//! An agent's calls belong to one workflow whatever protocol era its client speaks (SPEC §9.7).
+//! The workflow starts, ad hoc, at the first `tools/call` (its caller is the identity the request's
+//! bearer token proves, see `crate::auth`, with `clientInfo.name` and, in a session, a keyed hash of
+//! the session as labels), so policies such as "process_data after validate_data" hold across calls.
 //!
+//! - **Session era** (`initialize`, `Mcp-Session-Id`): each session is one workflow; it belongs to
+//!   the identity that opened it.
+//! - **Session-free era** (2026-07-28): a call without a handle goes to its identity's current
+//!   ad-hoc workflow (one per identity and client name, found in the state: `mcp.session_free_workflow`
+//!   `identity`, or `per_call`); a call that passes a workflow handle (`handle`: sealed, bound to the
+//!   identity, in the argument `conductorio_workflow` that every tool listed to such a client gains
+//!   and that is removed before anything records or forwards the call) goes to the handle's
+//!   workflow. Every result carries the handle in `_meta`, and a refusal says how to keep the
+//!   workflow.
 //! - **Binding to a template.** Call the tool `conductor_start_workflow` with `{"template": NAME,
-//!   "input": {...}}`: it starts a workflow of that template and later calls of the session belong to
-//!   it. Without `template` it starts a fresh ad-hoc workflow (a clean history). This works the same
-//!   over HTTP and stdio, in every protocol era, and needs no client support beyond calling a tool.
-//! - **Naming a workflow explicitly.** Every tool result carries the workflow id in
-//!   `_meta["io.conductorio/workflowId"]`. A request may name a workflow with the same `_meta` key, or
-//!   with the HTTP header `X-Conductor-Workflow`; this is how clients of the session-free 2026-07-28
-//!   era (where every HTTP request is on its own) keep their calls in one workflow. Without it, such a
-//!   request starts a new ad-hoc workflow.
+//!   "input": {...}}`: it starts a workflow of that template (its tools then only in its order),
+//!   bound to the session or reached by its handle. Without `template` it starts a fresh ad-hoc
+//!   workflow. Either way the new workflow carries the flow labels of the workflow the caller was in:
+//!   starting over sheds no label. `conductor_end_workflow` ends the caller's workflow.
+//! - **Naming a workflow by id**, the older way: `_meta["io.conductorio/workflowId"]` (every result
+//!   carries it) or the HTTP header `X-Conductor-Workflow`, for the workflow's owner.
 //!
 //! # Results
 //! A refused call is a tool result with `isError: true`: its text names every blocking rule (id, kind,
