@@ -3,6 +3,7 @@
 //! `raw` holds the file's serde types; `check` turns them into [`Config`], reporting every problem with
 //! its JSON path. Nothing here opens a connection: the same checks run offline in `conductorctl policy check`.
 
+mod arguments;
 mod auth;
 mod check;
 mod labels;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use arguments::ArgumentLimits;
 pub use auth::{
     ANONYMOUS, AuthSettings, JWT_IDENTITY_PREFIX, JwksSource, JwtSettings, OPERATOR, jwt_identity,
 };
@@ -54,6 +56,8 @@ pub struct Config {
     pub ad_hoc_idle_timeout: Duration,
     /// The labels tools get from their MCP annotations.
     pub annotation_labels: AnnotationLabels,
+    /// How large and deep a call's arguments and a workflow's input may be (`arguments`).
+    pub arguments: ArgumentLimits,
     /// What flow labels follow.
     pub flow_scope: FlowScope,
 }

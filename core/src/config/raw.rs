@@ -43,6 +43,21 @@ pub struct RawConfig {
     /// What flow labels follow: the agent's context (default), or its identity for a time.
     #[serde(default)]
     pub flow_scope: RawFlowScope,
+    /// How large and deep a call's arguments (and a workflow's input) may be.
+    #[serde(default)]
+    pub arguments: RawArgumentLimits,
+}
+
+/// `arguments` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArgumentLimits {
+    /// The most bytes of JSON a call's arguments (or a workflow's input) may take.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// The deepest nesting of arrays and objects in them.
+    #[serde(default)]
+    pub max_depth: Option<u32>,
 }
 
 /// Labels from MCP tool annotations: `openWorldHint` and `destructiveHint`.

@@ -56,6 +56,12 @@ impl Gateway {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        // Before any work that costs memory in proportion (the record, the text sent to the tool):
+        // the fronts that parse JSON themselves have checked its text already, this covers the rest.
+        self.config()
+            .arguments
+            .check_value("the arguments", &spec.arguments)
+            .map_err(Error::InvalidArgument)?;
         let spec = self.bind_step(spec);
         let gateway = self.clone();
         let task = self

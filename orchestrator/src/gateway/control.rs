@@ -56,6 +56,10 @@ impl Gateway {
                 "the workflow input must be a JSON object".into(),
             ));
         }
+        config
+            .arguments
+            .check_value("the workflow input", &input)
+            .map_err(Error::InvalidArgument)?;
         // A template's declared inputs are checked (and defaults filled in) before anything runs.
         let input = match &template {
             Some(t) => crate::template::check_input(&t.inputs, &input).map_err(|problems| {

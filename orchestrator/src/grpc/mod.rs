@@ -9,6 +9,7 @@ use crate::audit::{AuditRecord, DecisionKind as DomainDecision};
 use crate::auth::{
     Authenticator, Identity, permit_approve, permit_owner, permit_read, permit_reload,
 };
+use crate::config::ArgumentLimits;
 use crate::error::Error;
 use crate::gateway::{CallResult, CallSpec, Gateway, Refusal, check_id};
 use crate::report::{self, AuditFilter};
@@ -128,7 +129,12 @@ impl OrchestratorService {
     }
 }
 
-fn parse_json(text: &str, what: &str) -> Result<Value, Status> {
+/// Parses JSON text from a request, after checking its size and nesting against `limits` (before
+/// the parse, which costs memory in proportion).
+fn parse_json(text: &str, what: &str, limits: &ArgumentLimits) -> Result<Value, Status> {
+    limits
+        .check_text(what, text)
+        .map_err(|e| Status::from(Error::InvalidArgument(e)))?;
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
@@ -180,7 +186,11 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
         let (_, caller) = self.identify(&request, &request.get_ref().caller).await?;
         let body = request.into_inner();
-        let input = parse_json(&body.input_json, "input_json")?;
+        let input = parse_json(
+            &body.input_json,
+            "input_json",
+            &self.gateway.config().arguments,
+        )?;
         let view = self
             .gateway
             .start_workflow(Some(&body.template), input, &caller)
@@ -193,7 +203,7 @@ impl Orchestrator for OrchestratorService {
         request: Request<pb::WorkflowCallRequest>,
     ) -> Result<Response<pb::WorkflowCallResponse>, Status> {
         let (identity, caller) = self.identify(&request, "").await?;
-        let body = request.into_inner();
+        let mut body = request.into_inner();
         if body.workflow_id.is_empty() {
             return Err(Error::InvalidArgument(
                 "workflow_id is required: start a workflow first (StartWorkflow)".into(),
@@ -202,7 +212,12 @@ impl Orchestrator for OrchestratorService {
         }
         let owner = self.gateway.workflow(&body.workflow_id, false)?.caller;
         permit_owner(&self.gateway.config(), &identity, &body.workflow_id, &owner)?;
-        let arguments = parse_json(&body.arguments_json, "arguments_json")?;
+        // The text goes once parsed: the call holds its arguments once, not also as text.
+        let arguments = parse_json(
+            &std::mem::take(&mut body.arguments_json),
+            "arguments_json",
+            &self.gateway.config().arguments,
+        )?;
         if !arguments.is_object() {
             return Err(
                 Error::InvalidArgument("arguments_json must be a JSON object".into()).into(),
@@ -273,7 +288,11 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::WorkflowInfo>, Status> {
         let (_, caller) = self.identify(&request, &request.get_ref().caller).await?;
         let body = request.into_inner();
-        let input = parse_json(&body.input_json, "input_json")?;
+        let input = parse_json(
+            &body.input_json,
+            "input_json",
+            &self.gateway.config().arguments,
+        )?;
         let view = self
             .gateway
             .run_template(&body.template, input, &caller, body.wait)

@@ -31,5 +31,6 @@ mod replay_differential;
 mod restart;
 mod service;
 mod templates;
+mod trust_bounds;
 mod trust_order;
 mod workflow_lifecycle;
