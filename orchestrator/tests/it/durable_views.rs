@@ -341,3 +341,106 @@ async fn a_restart_on_a_log_that_cannot_be_written_serves_not_serving_and_resume
     let verified = conductor_audit::verify_dir(&audit_dir).expect("verify");
     assert!(verified.ok, "{verified:?}");
 }
+
+/// What a view marks is what a crash takes back: on the real binary, a call that ran while the log
+/// file could not grow is shown `succeeded` and marked not yet durable; after kill -9 and a restart
+/// it is `interrupted` (its effect unknown), as the log kept it, and nothing is marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_marked_not_yet_durable_is_what_a_kill_takes_back() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let notification = servers
+        .get(conductor_servers::ServerKind::Notification)
+        .url();
+    let (relay, release) = held_relay(notification.trim_start_matches("http://").to_owned()).await;
+    let mut config = shipped_config(&servers);
+    config["servers"]["notification"]["grpc"] = json!(relay);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let audit_dir = dir.path().join("audit");
+    // SIGXFSZ ignored, so that a write past the file-size limit set below fails instead of killing.
+    let running = spawn_orchestrator_binary_under(
+        &["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh"],
+        &config_path,
+        &audit_dir,
+        &[],
+    );
+    let mut client = connect(&running.url).await;
+    let workflow = client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect("workflow")
+        .into_inner()
+        .id;
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        let workflow = workflow.clone();
+        async move {
+            client
+                .call_tool(pb::WorkflowCallRequest {
+                    workflow_id: workflow,
+                    tool: "send_notification".into(),
+                    arguments_json: json!({"channel": "log", "recipient": "ops", "body": "x"})
+                        .to_string(),
+                })
+                .await
+        }
+    });
+    wait_until("the call's intent to be durable", || async {
+        read_audit_prefix(&audit_dir)
+            .iter()
+            .any(|r| matches!(&r.event, AuditEvent::CallStarted { tool, .. } if tool == "send_notification"))
+            .then_some(())
+    })
+    .await;
+    let file = std::fs::read_dir(&audit_dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("the log file");
+    let size = std::fs::metadata(&file).expect("metadata").len();
+    let capped = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &running.child.id().to_string(),
+            &format!("--fsize={size}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(capped.success());
+    release.send_replace(true);
+    let told = call
+        .await
+        .expect("task")
+        .expect_err("its outcome cannot be recorded");
+    assert_eq!(told.code(), tonic::Code::Unavailable, "{told:?}");
+    let shown = client
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: workflow.clone(),
+        })
+        .await
+        .expect("workflow")
+        .into_inner();
+    let sent = &shown.history[0];
+    assert_eq!(sent.outcome, pb::CallOutcome::Succeeded as i32, "{sent:?}");
+    assert!(sent.not_yet_durable && shown.not_yet_durable, "{shown:?}");
+    running.kill();
+
+    let restarted = spawn_orchestrator_binary(&config_path, &audit_dir, &[]);
+    let mut client = connect(&restarted.url).await;
+    let after = client
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: workflow.clone(),
+        })
+        .await
+        .expect("workflow")
+        .into_inner();
+    let sent = &after.history[0];
+    assert_eq!(
+        sent.outcome,
+        pb::CallOutcome::Interrupted as i32,
+        "what was marked is what the crash took back: {sent:?}"
+    );
+    assert!(!sent.not_yet_durable && !after.not_yet_durable, "{after:?}");
+    restarted.kill();
+}
