@@ -217,14 +217,11 @@ fn bounded(refusal: &Refusal<'_>, count: u64) -> AuditEvent {
 }
 
 /// `text` without control characters, cut to `max` characters; a cut one ends with `…` and says
-/// how long it was.
+/// how long it was. Reads at most `max + 1` characters, whatever the text's length.
 fn cut(text: &str, max: usize) -> String {
-    let clean = |c: &char| !c.is_control();
-    if text.chars().count() <= max && text.chars().all(|c| clean(&c)) {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().filter(clean).take(max).collect();
-    if text.chars().filter(clean).count() > max {
+    let mut clean = text.chars().filter(|c| !c.is_control());
+    let mut out: String = clean.by_ref().take(max).collect();
+    if clean.next().is_some() {
         out.push_str(&format!("… ({} bytes)", text.len()));
     }
     out
