@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "conductorctl", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator, 130 interrupted (Ctrl-C)."
+    after_help = "Examples:\n  conductorctl run customer_onboarding --input config/examples/onboarding.json\n  conductorctl watch\n  conductorctl pending && conductorctl approve <approval-id> --reason \"looked at the list\"\n\nExit codes: 0 ok, 1 failure or denied, 2 usage, 3 cannot reach the orchestrator, 124 timed out\n(wait --timeout), 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -86,7 +86,7 @@ pub enum Command {
     Run(RunArgs),
     /// Follow the orchestrator live: a dashboard on a terminal, one line (or JSON object) per event otherwise.
     #[command(
-        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json\n\nDashboard keys: ↑/↓ (or k/j) select a pending approval, a approves it, d denies it, q quits.\nWithout --workflow the panel follows the running workflow with the latest activity."
+        after_help = "Examples:\n  conductorctl watch\n  conductorctl watch --workflow wf-1a2b3c4d5e6f --from 1 --json\n\nDashboard keys: ↑/↓ (or k/j) select a pending approval, Enter shows it whole (arguments, digest,\nwhy, who asked, time left), a approves and d denies it (each asks to confirm, with a reason), Esc\ngoes back, q quits.\nWithout --workflow the panel follows the running workflow with the latest activity."
     )]
     Watch(WatchArgs),
     /// Approve a pending approval request: the waiting call runs.
@@ -124,6 +124,11 @@ pub enum Command {
         after_help = "Examples:\n  conductorctl call validate_data --args '{\"records\":[{\"id\":\"o-1\",\"customer_id\":\"c-1\",\"amount\":3}],\"schema\":\"order\"}'\n  conductorctl call process_data --workflow wf-1a2b3c4d5e6f --args '{\"records\":[]}'"
     )]
     Call(CallArgs),
+    /// Wait until a workflow finishes; the exit code says how it ended (for scripts).
+    #[command(
+        after_help = "Examples:\n  conductorctl wait wf-1a2b3c4d5e6f\n  conductorctl run order_summary --input orders.json --detach | xargs conductorctl wait --timeout 10m\n\nExit codes: 0 completed, 1 failed or cancelled, 124 not finished when --timeout passed (it keeps\nrunning), 3 cannot reach the orchestrator."
+    )]
+    Wait(WaitArgs),
     /// Cancel a running workflow.
     #[command(
         after_help = "Example:\n  conductorctl cancel wf-1a2b3c4d5e6f --reason \"started by mistake\""
@@ -188,7 +193,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Only this workflow's events; the command ends when it finishes (outside the dashboard).
+    /// Only this workflow's events; outside the dashboard the command ends when it finishes, with
+    /// `wait`'s exit code (0 completed, 1 failed or cancelled), at once if it already has.
     #[arg(long, short)]
     pub workflow: Option<String>,
     /// Replay from this audit sequence number first (default: only new events).
@@ -246,6 +252,15 @@ pub struct CallArgs {
     /// outside any workflow ends its one-call workflow when the call ends.
     #[arg(long, conflicts_with = "workflow")]
     pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The workflow's id (see `conductorctl workflows`).
+    pub id: String,
+    /// Give up after this long (`30s`, `10m`): exit 124, the workflow keeps running.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,10 @@ pub enum CliError {
     /// The thing named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// `wait --timeout` passed before the workflow finished (it keeps running); exit 124, as
+    /// `timeout(1)` does.
+    #[error("{0}")]
+    TimedOut(String),
     /// The command has already told the user what went wrong; exit 1 quietly.
     #[error("failed")]
     Reported,
@@ -63,6 +67,7 @@ impl CliError {
         match self {
             CliError::Unreachable { .. } => ExitCode::from(3),
             CliError::Usage(_) => ExitCode::from(2),
+            CliError::TimedOut(_) => ExitCode::from(124),
             CliError::Interrupted => ExitCode::from(130),
             _ => ExitCode::from(1),
         }

@@ -21,6 +21,7 @@ pub mod present;
 pub mod progress;
 pub mod run;
 pub mod status;
+pub mod wait;
 pub mod watch;
 
 use clap::FromArgMatches;
@@ -29,7 +30,8 @@ use cli::{Cli, Command, ConfigCommand};
 use std::process::ExitCode;
 
 /// Parses the command line (usage errors exit 2, as clap does), runs the command, and maps its result
-/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator, 130 interrupted.
+/// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator, 124 timed out (`wait`),
+/// 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +96,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Workflows(args) => status::workflows(global, args).await,
         Command::Workflow(args) => status::workflow(global, args).await,
         Command::Call(args) => control::call(global, args).await,
+        Command::Wait(args) => wait::wait(global, args).await,
         Command::Cancel(args) => control::cancel(global, args).await,
         Command::Config(ConfigCommand::Reload) => control::reload(global).await,
         Command::Audit(command) => audit::audit(global, command).await,

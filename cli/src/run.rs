@@ -31,9 +31,10 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
         } else {
             outln!("{}", started.id);
             eprintln!(
-                "follow it with `conductorctl watch --workflow {} --from {}`",
+                "follow it with `conductorctl watch --workflow {} --from {}`, or wait for its end with `conductorctl wait {}`",
                 started.id,
-                last_seq + 1
+                last_seq + 1,
+                started.id
             );
         }
         return Ok(());

@@ -7,7 +7,7 @@
 use crate::cli::{Global, WatchArgs};
 use crate::client::{Answer, CliError, Client};
 use crate::output::{Out, print_json_line};
-use crate::present::{event_json, event_line, workflow_json};
+use crate::present::{event_json, event_line, is_finished, workflow_json};
 use conductor_proto::v1 as pb;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -147,6 +147,20 @@ pub async fn watch(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
         return crate::dashboard::run(&client, global, &args, &out).await;
     }
     let mut follower = Follower::start(&client, global, args.workflow.clone(), args.from).await?;
+    // A workflow that has already finished has nothing more to show from now: say how it ended, as
+    // `wait` does. (With --from, its past events are replayed up to its end instead.)
+    if let (Some(id), None) = (&args.workflow, args.from) {
+        let workflow = client
+            .rpc()
+            .get_workflow(pb::GetWorkflowRequest {
+                workflow_id: id.clone(),
+            })
+            .await
+            .answer(&client)?;
+        if is_finished(workflow.state) {
+            return crate::wait::report_end(&out, &workflow);
+        }
+    }
     if !global.json {
         eprintln!(
             "watching {} from seq {} (Ctrl-C to stop)",
@@ -158,8 +172,10 @@ pub async fn watch(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
         match follower.next().await {
             Followed::Event(event) => {
                 print_event(&out, &event);
-                if finished_watched(&args, &event) {
-                    return Ok(());
+                if let Some(id) = &args.workflow
+                    && crate::wait::finishes(&event, id)
+                {
+                    return ended(&event);
                 }
             }
             Followed::Lost(reason) => eprintln!("{}", lost_note(&reason)),
@@ -194,12 +210,19 @@ pub fn print_event(out: &Out, event: &pb::WatchEvent) {
     }
 }
 
-fn finished_watched(args: &WatchArgs, event: &pb::WatchEvent) -> bool {
-    match (&args.workflow, &event.body) {
-        (Some(id), Some(pb::watch_event::Body::Event(e))) => {
-            matches!(e.event, Some(pb::audit_event::Event::WorkflowFinished(_)))
-                && &e.workflow_id == id
-        }
-        _ => false,
+/// The exit of `watch --workflow` at the workflow's end, as `wait`'s: 0 completed, 1 otherwise (the
+/// event line already said how it ended).
+fn ended(event: &pb::WatchEvent) -> anyhow::Result<()> {
+    let completed = matches!(
+        &event.body,
+        Some(pb::watch_event::Body::Event(pb::AuditEvent {
+            event: Some(pb::audit_event::Event::WorkflowFinished(finished)),
+            ..
+        })) if finished.state == pb::WorkflowState::Completed as i32
+    );
+    if completed {
+        Ok(())
+    } else {
+        Err(CliError::Reported.into())
     }
 }

@@ -872,3 +872,136 @@ async fn views_mark_what_the_audit_log_has_not_made_durable() {
     );
     stack.stop().await;
 }
+
+/// The id a `run --detach` printed.
+fn detached_id(outcome: &common::Outcome) -> String {
+    assert_eq!(outcome.code, 0, "{}", outcome.text());
+    let id = outcome.stdout.trim().to_owned();
+    assert!(id.starts_with("wf-"), "{}", outcome.text());
+    id
+}
+
+/// Issue 25 item 2: scripts could not wait for a workflow. `watch --workflow` on a finished workflow
+/// (stdout not a terminal) printed "watching … from seq N" and never exited, and a failed workflow's end
+/// exited 0. `wait ID` exits 0 completed, 1 failed, 124 on --timeout; `watch --workflow` the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_and_watch_workflow_exit_with_how_the_workflow_ended() {
+    let stack = Stack::start().await;
+    // Completed: wait and watch say so and exit 0, at once.
+    let completed = detached_id(
+        &stack
+            .ctl(&[
+                "run",
+                "order_summary",
+                "--input",
+                &example("orders.json"),
+                "--detach",
+            ])
+            .await,
+    );
+    let waited = stack.ctl(&["wait", &completed]).await;
+    assert_eq!(waited.code, 0, "{}", waited.text());
+    assert!(
+        waited
+            .stdout
+            .contains(&format!("workflow {completed} completed")),
+        "{}",
+        waited.text()
+    );
+    let watched = stack.ctl(&["watch", "--workflow", &completed]).await;
+    assert_eq!(watched.code, 0, "{}", watched.text());
+    assert!(watched.stdout.contains("completed"), "{}", watched.text());
+    assert!(!watched.stderr.contains("watching"), "{}", watched.text());
+
+    // Failed: exit 1, with how it failed.
+    let failed = detached_id(
+        &stack
+            .ctl(&[
+                "run",
+                "customer_onboarding",
+                "--input",
+                &example("onboarding-invalid.json"),
+                "--detach",
+            ])
+            .await,
+    );
+    let waited = stack.ctl(&["wait", &failed, "--json"]).await;
+    assert_eq!(waited.code, 1, "{}", waited.text());
+    let json: Value = serde_json::from_str(&waited.stdout).expect("the workflow as JSON");
+    assert_eq!(json["state"], "failed", "{}", waited.text());
+    let watched = stack.ctl(&["watch", "--workflow", &failed]).await;
+    assert_eq!(watched.code, 1, "{}", watched.text());
+    assert!(
+        watched
+            .stdout
+            .contains(&format!("workflow {failed} failed")),
+        "{}",
+        watched.text()
+    );
+    // Replayed from its start, the stream ends at its end, with the same exit.
+    let replayed = stack
+        .ctl(&["watch", "--workflow", &failed, "--from", "1"])
+        .await;
+    assert_eq!(replayed.code, 1, "{}", replayed.text());
+
+    // Still waiting at its approval gate: --timeout gives up with 124 and says it keeps running.
+    let gated = detached_id(
+        &stack
+            .ctl(&[
+                "run",
+                "customer_onboarding",
+                "--input",
+                &example("onboarding.json"),
+                "--set",
+                "batch=wait-test",
+                "--detach",
+            ])
+            .await,
+    );
+    let timed_out = stack.ctl(&["wait", &gated, "--timeout", "1s"]).await;
+    assert_eq!(timed_out.code, 124, "{}", timed_out.text());
+    assert!(
+        timed_out.stderr.contains("keeps running"),
+        "{}",
+        timed_out.text()
+    );
+    // Waiting without a limit, in the background: the approval lets it finish, and wait sees it.
+    let waiting = stack.spawn(&["wait", &gated]);
+    let watching = stack.spawn(&["watch", "--workflow", &gated]);
+    let approved_all = async {
+        let deadline = tokio::time::Instant::now() + common::DEADLINE;
+        loop {
+            let pending = stack.ctl(&["pending", "--json"]).await;
+            let list: Value = serde_json::from_str(&pending.stdout).expect("JSON list");
+            let ids: Vec<String> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["workflow_id"] == gated.as_str())
+                .filter_map(|a| a["id"].as_str().map(str::to_owned))
+                .collect();
+            for id in &ids {
+                let approved = stack.ctl(&["approve", id, "--reason", "wait test"]).await;
+                assert_eq!(approved.code, 0, "{}", approved.text());
+            }
+            let shown = stack.ctl(&["workflow", &gated, "--json"]).await;
+            let state: Value = serde_json::from_str(&shown.stdout).expect("JSON");
+            if state["state"] == "completed" || state["state"] == "failed" {
+                return state["state"].as_str().unwrap_or_default().to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the workflow did not finish: {}",
+                shown.text()
+            );
+            tokio::task::yield_now().await;
+        }
+    };
+    assert_eq!(approved_all.await, "completed");
+    let waited = waiting.finish().await;
+    assert_eq!(waited.code, 0, "{}", waited.text());
+    assert!(waited.stdout.contains("completed"), "{}", waited.text());
+    let watched = watching.finish().await;
+    assert_eq!(watched.code, 0, "{}", watched.text());
+    stack.stop().await;
+}

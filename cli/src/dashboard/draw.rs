@@ -23,7 +23,7 @@ pub fn progress_bar(done: u32, total: u32, width: usize) -> String {
     )
 }
 
-/// Draws the dashboard into a frame.
+/// Draws the dashboard into a frame, with the open approval pane (if any) over it.
 pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
     let style = |c: Color| {
         if color {
@@ -106,9 +106,20 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
             .take(5)
             .map(|(i, a)| {
                 let mark = if i == figures.selected { "›" } else { " " };
+                let step = if a.step.is_empty() {
+                    String::new()
+                } else {
+                    format!(" step {}", a.step)
+                };
+                let digest = a.arguments_digest.trim_start_matches("sha256:");
                 let text = format!(
-                    "{mark} {} {} in {} (gate {}) sha256 {}",
-                    a.id, a.tool, a.workflow_id, a.gate, a.arguments_digest
+                    "{mark} {} {}{step} in {} by {}, {} · sha256 {}…",
+                    a.id,
+                    a.tool,
+                    a.workflow_id,
+                    a.requested_by,
+                    super::detail::time_left(a, figures.now_ms),
+                    digest.get(..12).unwrap_or(digest)
                 );
                 let item = ListItem::new(clip(&text, room));
                 if i == figures.selected {
@@ -120,7 +131,7 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
             .collect();
         let title = match &figures.notice {
             Some(notice) => format!(" Pending Approvals — {notice} "),
-            None => " Pending Approvals (↑↓ select, a approve, d deny) ".to_owned(),
+            None => " Pending Approvals (↑↓ select, Enter details, a approve, d deny) ".to_owned(),
         };
         let block = Block::bordered()
             .title(title)
@@ -150,4 +161,5 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
     };
     let block = Block::bordered().title(title);
     frame.render_widget(List::new(items).block(block), bottom);
+    super::detail::draw_pane(frame, figures, color);
 }

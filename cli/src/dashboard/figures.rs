@@ -28,11 +28,16 @@ pub struct Figures {
     /// Most recent last.
     pub events: VecDeque<EventLine>,
     pub connection: String,
-    /// The requests waiting for a person, oldest first; `a`/`d` decide the selected one.
+    /// The requests waiting for a person, oldest first; Enter opens the selected one, `a`/`d` ask to
+    /// confirm a decision on it.
     pub approvals: Vec<pb::ApprovalInfo>,
     pub selected: usize,
     /// The answer to the last key press (`approved ap-…`, or why it was refused).
     pub notice: Option<String>,
+    /// Where the keys go: the list, a request's detail, or the confirmation asking for a reason.
+    pub pane: super::keys::Pane,
+    /// The local clock at the last refresh (ms since the Unix epoch): the time left of each request.
+    pub now_ms: i64,
 }
 
 /// One line of the recent events, with what it means for its colour.

@@ -1,72 +1,44 @@
 //! The live dashboard of `watch` on a terminal (SPEC section 5): the figures of the status snapshot, the
-//! current workflow's progress, the approvals waiting for a person (`a` approves and `d` denies the
-//! selected one), and a scrolling list of recent events; `q` quits.
+//! current workflow's progress, the approvals waiting for a person (Enter shows one whole; `a` and `d`
+//! ask to confirm and for a reason before approving or denying it), and a scrolling list of recent
+//! events; `q` quits.
 //!
-//! [`figures`] owns what is shown (and which workflow the panel follows), [`draw`] how it looks, as a
-//! pure function tested by rendering to ratatui's `TestBackend`; only [`run`] touches the terminal.
+//! [`figures`] owns what is shown (and which workflow the panel follows), [`keys`] what each key does
+//! (a pure state machine), [`draw`] and [`detail`] how it looks, as pure functions tested by rendering
+//! to ratatui's `TestBackend`; only [`run`] touches the terminal.
 
+mod detail;
 mod draw;
 mod figures;
+mod keys;
 
+pub use detail::{detail_lines, time_left};
 pub use draw::{draw, progress_bar};
 pub use figures::{CurrentWorkflow, EventLine, Figures, Tone};
+pub use keys::{Decision, Effect, Pane};
 
 use crate::cli::{Global, WatchArgs};
 use crate::client::{Answer, Client, login_name};
 use crate::output::Out;
 use crate::watch::{Followed, Follower};
 use conductor_proto::v1 as pb;
-use ratatui::crossterm::event::{self, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{self, KeyEvent, KeyEventKind};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const REFRESH: Duration = Duration::from_millis(500);
 
-/// What a key press asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAction {
-    Quit,
-    /// Move the approval selection (up is negative).
-    Select(isize),
-    /// Approve (`a`) or deny (`d`) the selected approval request.
-    Decide {
-        approve: bool,
-    },
-}
-
-/// The dashboard's keys: `q`/Esc/Ctrl-C quit, ↑↓ (or k/j) select a pending approval, `a` approves
-/// and `d` denies it.
-pub fn key_action(key: &KeyEvent) -> Option<KeyAction> {
-    if key.kind != KeyEventKind::Press {
-        return None;
-    }
-    match key.code {
-        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-            Some(KeyAction::Quit)
-        }
-        KeyCode::Char('q') | KeyCode::Esc => Some(KeyAction::Quit),
-        KeyCode::Up | KeyCode::Char('k') => Some(KeyAction::Select(-1)),
-        KeyCode::Down | KeyCode::Char('j') => Some(KeyAction::Select(1)),
-        KeyCode::Char('a') => Some(KeyAction::Decide { approve: true }),
-        KeyCode::Char('d') => Some(KeyAction::Decide { approve: false }),
-        _ => None,
-    }
-}
-
-/// Approves or denies the selected request in the user's name, for exactly the arguments digest the
-/// dashboard shows; returns what to tell the user.
-async fn decide(client: &Client, figures: &Figures, approve: bool) -> String {
-    let Some(approval) = figures.selected_approval() else {
-        return "no approval is waiting".to_owned();
-    };
+/// Sends a confirmed decision in the user's name, for exactly the arguments digest the pane showed;
+/// returns what to tell the user.
+async fn decide(client: &Client, decision: Decision) -> String {
     let request = pb::ApprovalDecisionRequest {
-        approval_id: approval.id.clone(),
+        approval_id: decision.approval_id.clone(),
         approver: login_name(),
-        reason: "decided in the conductorctl dashboard".to_owned(),
-        arguments_digest: approval.arguments_digest.clone(),
+        reason: decision.reason,
+        arguments_digest: decision.arguments_digest,
     };
-    let answer = if approve {
+    let answer = if decision.approve {
         client.rpc().approve(request).await
     } else {
         client.rpc().deny(request).await
@@ -78,7 +50,7 @@ async fn decide(client: &Client, figures: &Figures, approve: bool) -> String {
             crate::present::approval_state(decided.state),
             decided.decided_by
         ),
-        Err(e) => format!("{}: {e}", approval.id),
+        Err(e) => format!("{} not decided: {e}", decision.approval_id),
     }
 }
 
@@ -113,12 +85,12 @@ pub async fn run(
             }
         }
     });
-    let (key_tx, mut keys) = mpsc::channel::<KeyAction>(4);
+    let (key_tx, mut keys) = mpsc::channel::<KeyEvent>(16);
     std::thread::spawn(move || {
         while let Ok(read) = event::read() {
             if let event::Event::Key(key) = read
-                && let Some(action) = key_action(&key)
-                && key_tx.blocking_send(action).is_err()
+                && key.kind == KeyEventKind::Press
+                && key_tx.blocking_send(key).is_err()
             {
                 return;
             }
@@ -133,13 +105,16 @@ pub async fn run(
     let mut tick = tokio::time::interval(REFRESH);
     let result = loop {
         tokio::select! {
-            key = keys.recv() => match key {
-                None | Some(KeyAction::Quit) => break Ok(()),
-                Some(KeyAction::Select(step)) => figures.select(step),
-                Some(KeyAction::Decide { approve }) => {
-                    figures.notice = Some(decide(client, &figures, approve).await);
+            key = keys.recv() => {
+                let Some(key) = key else { break Ok(()) };
+                match figures.on_key(&key) {
+                    Some(Effect::Quit) => break Ok(()),
+                    Some(Effect::Decide(decision)) => {
+                        figures.notice = Some(decide(client, decision).await);
+                    }
+                    None => {}
                 }
-            },
+            }
             followed = events.recv() => match followed {
                 Some(Followed::Event(event)) => {
                     if let Some(pb::watch_event::Body::Event(e)) = &event.body {
@@ -152,6 +127,7 @@ pub async fn run(
                 None => break Ok(()),
             },
             _ = tick.tick() => {
+                figures.now_ms = crate::output::now_ms();
                 if let Ok(status) = client.rpc().status(pb::StatusRequest {}).await {
                     let status = status.into_inner();
                     let focused = match &args.workflow {

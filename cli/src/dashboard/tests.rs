@@ -4,6 +4,7 @@ use super::*;
 use pb::audit_event::Event;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Color;
 
 fn rendered(figures: &Figures) -> Vec<String> {
@@ -223,39 +224,210 @@ fn pending(id: &str) -> pb::ApprovalInfo {
     }
 }
 
-#[test]
-fn keys_select_and_decide_the_pending_approval() {
-    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-    let press = |code| key_action(&KeyEvent::new(code, KeyModifiers::NONE));
-    assert_eq!(
-        press(KeyCode::Char('a')),
-        Some(KeyAction::Decide { approve: true })
-    );
-    assert_eq!(
-        press(KeyCode::Char('d')),
-        Some(KeyAction::Decide { approve: false })
-    );
-    assert_eq!(press(KeyCode::Down), Some(KeyAction::Select(1)));
-    assert_eq!(press(KeyCode::Char('q')), Some(KeyAction::Quit));
-    assert_eq!(
-        key_action(&KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
-        Some(KeyAction::Quit)
-    );
+fn press(figures: &mut Figures, code: KeyCode) -> Option<Effect> {
+    figures.on_key(&KeyEvent::new(code, KeyModifiers::NONE))
+}
 
+fn type_text(figures: &mut Figures, text: &str) {
+    for c in text.chars() {
+        assert_eq!(press(figures, KeyCode::Char(c)), None, "typing {c:?}");
+    }
+}
+
+#[test]
+fn keys_select_the_pending_approval_and_the_selection_follows_its_request() {
     let mut figures = Figures::default();
     figures.set_approvals(vec![pending("ap-1"), pending("ap-2")]);
-    figures.select(1);
-    figures.select(1);
+    press(&mut figures, KeyCode::Down);
+    press(&mut figures, KeyCode::Char('j'));
     assert_eq!(figures.selected_approval().unwrap().id, "ap-2");
+    press(&mut figures, KeyCode::Up);
+    press(&mut figures, KeyCode::Down);
     // The selection follows its request when the list changes under it.
     figures.set_approvals(vec![pending("ap-0"), pending("ap-1"), pending("ap-2")]);
     assert_eq!(figures.selected_approval().unwrap().id, "ap-2");
     figures.set_approvals(vec![pending("ap-0")]);
     assert_eq!(figures.selected_approval().unwrap().id, "ap-0");
+    assert_eq!(press(&mut figures, KeyCode::Char('q')), Some(Effect::Quit));
+    assert_eq!(
+        figures.on_key(&KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Effect::Quit)
+    );
 
     let text = rendered_at(&figures, 100).join("\n");
-    assert!(text.contains("› ap-0 send_notification in wf-1"), "{text}");
-    assert!(text.contains("a approve, d deny"), "{text}");
+    assert!(text.contains("› ap-0 send_notification"), "{text}");
+    assert!(text.contains("Enter details, a approve, d deny"), "{text}");
+}
+
+/// Issue 25 item 1: one keystroke approved the selected request, unseen and without a reason.
+#[test]
+fn approve_and_deny_ask_to_confirm_and_for_a_reason_before_anything_is_decided() {
+    let mut figures = Figures::default();
+    figures.set_approvals(vec![pending("ap-1"), pending("ap-2")]);
+    // `a` opens the confirmation for the selected request: nothing is decided yet.
+    assert_eq!(press(&mut figures, KeyCode::Char('a')), None);
+    assert!(
+        matches!(&figures.pane, Pane::Confirm { approval, approve: true, .. } if approval.id == "ap-1"),
+        "{:?}",
+        figures.pane
+    );
+    // No reason, no decision: the prompt says so.
+    assert_eq!(press(&mut figures, KeyCode::Enter), None);
+    assert!(
+        figures.notice.as_deref().unwrap_or("").contains("reason"),
+        "{:?}",
+        figures.notice
+    );
+    // Keys that mean something on the list are text in the prompt.
+    type_text(&mut figures, "checked qd");
+    press(&mut figures, KeyCode::Backspace);
+    press(&mut figures, KeyCode::Backspace);
+    press(&mut figures, KeyCode::Backspace);
+    type_text(&mut figures, " the list");
+    // The list changes under the open pane: the decision is for the request that was shown.
+    figures.set_approvals(vec![pending("ap-0"), pending("ap-1"), pending("ap-2")]);
+    assert_eq!(
+        press(&mut figures, KeyCode::Enter),
+        Some(Effect::Decide(Decision {
+            approval_id: "ap-1".into(),
+            arguments_digest: "sha256:abc".into(),
+            approve: true,
+            reason: "checked the list".into(),
+        }))
+    );
+    assert_eq!(figures.pane, Pane::List);
+
+    // `d`, then Esc: back to the request's detail, then to the list, and nothing was denied.
+    assert_eq!(press(&mut figures, KeyCode::Char('d')), None);
+    assert!(matches!(
+        &figures.pane,
+        Pane::Confirm { approve: false, .. }
+    ));
+    assert_eq!(press(&mut figures, KeyCode::Esc), None);
+    assert!(matches!(&figures.pane, Pane::Detail(_)));
+    assert_eq!(press(&mut figures, KeyCode::Esc), None);
+    assert_eq!(figures.pane, Pane::List);
+
+    // Enter opens the detail; `d` there asks for a reason too.
+    assert_eq!(press(&mut figures, KeyCode::Enter), None);
+    assert!(matches!(&figures.pane, Pane::Detail(a) if a.id == "ap-1"));
+    assert_eq!(press(&mut figures, KeyCode::Char('d')), None);
+    type_text(&mut figures, "wrong recipients");
+    assert_eq!(
+        press(&mut figures, KeyCode::Enter),
+        Some(Effect::Decide(Decision {
+            approval_id: "ap-1".into(),
+            arguments_digest: "sha256:abc".into(),
+            approve: false,
+            reason: "wrong recipients".into(),
+        }))
+    );
+
+    // With nothing waiting, Enter and `a` say so and open nothing.
+    let mut empty = Figures::default();
+    assert_eq!(press(&mut empty, KeyCode::Char('a')), None);
+    assert_eq!(empty.pane, Pane::List);
+    assert_eq!(empty.notice.as_deref(), Some("no approval is waiting"));
+}
+
+fn full_request() -> pb::ApprovalInfo {
+    let arguments = r#"{"recipients":["ops@example.com"],"message":"welcome"}"#;
+    pb::ApprovalInfo {
+        id: "ap-7".into(),
+        tool: "send_notification".into(),
+        step: "welcome".into(),
+        workflow_id: "wf-1".into(),
+        gate: "welcome".into(),
+        arguments_json: arguments.into(),
+        arguments_digest: conductor_core::digest::approval_digest_of_text(arguments).unwrap(),
+        requested_by: "alice".into(),
+        requested_at_ms: 1_000_000,
+        expires_at_ms: 1_000_000 + 300_000,
+        why: "condition args.amount > 1000 held".into(),
+        ..Default::default()
+    }
+}
+
+fn rendered_size(figures: &Figures, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| draw(frame, figures, false)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    (0..buffer.area.height)
+        .map(|y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol().to_owned())
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn enter_shows_the_arguments_digest_why_who_asked_and_the_time_left() {
+    let request = full_request();
+    let mut figures = Figures {
+        now_ms: 1_000_000 + 48_000,
+        ..Figures::default()
+    };
+    figures.set_approvals(vec![request.clone()]);
+    press(&mut figures, KeyCode::Enter);
+    let text = rendered_size(&figures, 120, 30);
+    for expected in [
+        "Approval ap-7",
+        "send_notification step welcome in workflow wf-1 (gate welcome)",
+        "asked by:   alice",
+        "time left:  4m12s left",
+        "why:        condition args.amount > 1000 held",
+        request.arguments_digest.as_str(),
+        "\"recipients\": [",
+        "\"ops@example.com\"",
+        "a approve · d deny",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(!text.contains("WARNING"), "{text}");
+    // Confirming shows the question, the reason as typed, and what Enter does.
+    press(&mut figures, KeyCode::Char('d'));
+    type_text(&mut figures, "not today");
+    let text = rendered_size(&figures, 120, 30);
+    assert!(
+        text.contains("Deny ap-7? the call does not run. Reason: not today"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Enter: deny with this reason · Esc: back"),
+        "{text}"
+    );
+    // Decided elsewhere: the pane says so.
+    figures.set_approvals(vec![]);
+    let text = rendered_size(&figures, 120, 30);
+    assert!(text.contains("no longer pending"), "{text}");
+}
+
+/// Two requests of one gate differed on screen only by id and digest prefix: each row now says the
+/// step, who asked and the time left.
+#[test]
+fn each_pending_row_says_the_step_who_asked_and_the_time_left() {
+    let mut other = full_request();
+    other.id = "ap-8".into();
+    other.requested_by = "bob".into();
+    other.expires_at_ms = 1_000_000 + 60_000;
+    let mut figures = Figures {
+        now_ms: 1_000_000,
+        ..Figures::default()
+    };
+    figures.set_approvals(vec![full_request(), other]);
+    let text = rendered_size(&figures, 120, 30);
+    assert!(
+        text.contains("ap-7 send_notification step welcome in wf-1 by alice, 5m00s left"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ap-8 send_notification step welcome in wf-1 by bob, 1m00s left"),
+        "{text}"
+    );
+    figures.now_ms = 1_000_000 + 600_000;
+    assert!(rendered_size(&figures, 120, 30).contains("by bob, expired"));
 }
 
 /// A workflow whose latest change is not durable yet (an audit outage) is shown so: a crash would
