@@ -88,6 +88,9 @@ pub struct State {
     /// The labels each identity's calls brought in, each with its latest call: what follows a
     /// caller across its sessions and workflows under `flow_scope` `caller`.
     caller_labels: Map<String, policy::RecentLabels>,
+    /// The running workflows of each caller (as recorded with the workflow): one agent context
+    /// where the caller names one (an MCP session, or a session-free identity and client).
+    running_by_caller: Map<String, Vec<Name>>,
 }
 
 impl State {
@@ -106,7 +109,24 @@ impl State {
             seq: 0,
             ad_hoc_by_caller: Map::default(),
             caller_labels: Map::default(),
+            running_by_caller: Map::default(),
         }
+    }
+
+    /// The labels the other running workflows of exactly `caller` have seen (those of `except`
+    /// left out), each naming the call and the workflow that brought it in; `None` when there are
+    /// none.
+    pub fn context_labels(&self, caller: &str, except: &str) -> Option<policy::LabelSet> {
+        let mut labels = policy::LabelSet::default();
+        for id in self.running_by_caller.get(caller)? {
+            if &**id == except {
+                continue;
+            }
+            if let Some(workflow) = self.workflows.get(id) {
+                labels.carry(&workflow.history.labels, &workflow.id);
+            }
+        }
+        (!labels.is_empty()).then_some(labels)
     }
 
     /// The newest running ad-hoc workflow started by exactly `caller`, if any.
@@ -134,7 +154,6 @@ impl State {
             .map(|(identity, labels)| (identity.clone(), labels.sorted()))
             .collect()
     }
-
 
     /// The seq of the record applied last: with the log's durable watermark, how far the state runs
     /// ahead of what a crash would keep.
@@ -191,6 +210,10 @@ impl State {
                 }
                 if workflow.template.is_none() {
                     self.ad_hoc_by_caller.insert(caller.clone(), id.clone());
+                }
+                let running = self.running_by_caller.entry(caller.clone()).or_default();
+                if !running.contains(&id) {
+                    running.push(id.clone());
                 }
                 if let Some(old) = self.workflows.insert(id.clone(), workflow) {
                     self.active.remove(&(old.started_at_ms, id.clone()));
@@ -375,6 +398,12 @@ impl State {
                 }
                 if self.ad_hoc_by_caller.get(&workflow.caller) == Some(&workflow.id) {
                     self.ad_hoc_by_caller.remove(&workflow.caller);
+                }
+                if let Some(running) = self.running_by_caller.get_mut(&workflow.caller) {
+                    running.retain(|id| id != &workflow.id);
+                    if running.is_empty() {
+                        self.running_by_caller.remove(&workflow.caller);
+                    }
                 }
                 let state = match state {
                     WorkflowEnd::Completed => WorkflowState::Completed,

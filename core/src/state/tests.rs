@@ -246,6 +246,15 @@ fn labels_follow_the_context_and_the_caller_and_rebuild_the_same() {
         Some("w2".to_owned()),
         "the newest ad-hoc workflow of the caller"
     );
+    let context = state
+        .context_labels("grpc:ada", "w1")
+        .expect("w2 runs beside w1");
+    assert_eq!(
+        context.origin("untrusted").unwrap().workflow_id.as_deref(),
+        Some("w2"),
+        "the other running workflow's label, naming where it came from"
+    );
+    assert!(state.context_labels("grpc:bob", "w1").is_none());
     let mut ended = events.clone();
     ended.push(AuditEvent::WorkflowFinished {
         workflow_id: "w2".into(),
@@ -257,6 +266,10 @@ fn labels_follow_the_context_and_the_caller_and_rebuild_the_same() {
     assert!(
         state.current_ad_hoc("grpc:ada").is_none(),
         "an ended one is nobody's current"
+    );
+    assert!(
+        state.context_labels("grpc:ada", "w1").is_none(),
+        "an ended workflow is no longer part of the context"
     );
 
     let replayed = {

@@ -63,12 +63,17 @@ impl Gateway {
             .check_value("the arguments", &spec.arguments)
             .map_err(Error::InvalidArgument)?;
         let spec = self.bind_step(spec);
+        let step_of = spec.step.map(|_| spec.workflow_id.clone());
         let gateway = self.clone();
         let task = self
             .inner
             .tasks
             .spawn(async move { gateway.execute(spec, None).await });
-        task.await.map_err(|_| Error::ShuttingDown)?
+        let report = task.await.map_err(|_| Error::ShuttingDown)??;
+        if let Some(workflow_id) = step_of {
+            self.complete_if_every_step_done(&workflow_id).await;
+        }
+        Ok(report)
     }
 
     /// The call path. `resumed` is an approval request that was pending when the orchestrator

@@ -15,6 +15,22 @@ impl Gateway {
             .map(|w| w.id.to_string())
     }
 
+    /// Completes a template workflow whose every step has succeeded, when its caller drove the
+    /// steps itself (an MCP session or handle bound to it): nothing else would end it. A run
+    /// driven by the orchestrator ends the same way; ending twice changes nothing.
+    pub(super) async fn complete_if_every_step_done(&self, id: &str) {
+        let done = self.inner.state().workflows.get(id).is_some_and(|w| {
+            !w.state.is_finished() && w.template.is_some() && w.steps_done >= w.steps_total()
+        });
+        if done
+            && let Err(e) = self
+                .finish_workflow(id, crate::workflow::WorkflowState::Completed, None)
+                .await
+        {
+            tracing::warn!(workflow = %id, error = %e, "could not complete a template workflow whose steps are all done");
+        }
+    }
+
     /// The flow labels workflow `id` has seen, by label (empty for an unknown workflow).
     pub fn workflow_labels(&self, id: &str) -> Vec<String> {
         self.inner
@@ -31,4 +47,11 @@ impl Gateway {
             })
             .unwrap_or_default()
     }
+}
+
+/// Whether a caller (as recorded with its workflows) names one agent context, whose running
+/// workflows share their flow labels: an MCP client's (its session, or its session-free identity
+/// and client name). A gRPC caller's workflows (template runs, `conductorctl`) stay apart.
+pub(super) fn shares_context(caller: &str) -> bool {
+    caller.contains("; mcp client ")
 }

@@ -93,22 +93,31 @@ impl Gateway {
             global: &state.buckets,
             workflow: &workflow.buckets,
         };
-        // Under `flow_scope` `caller`, the labels the caller's other sessions and workflows
-        // brought in within the window count as this workflow's (a copy only when they add any).
-        let followed = match config.flow_scope {
-            crate::config::FlowScope::Caller { window } => state
-                .caller_labels(
-                    crate::config::caller_name(&workflow.caller),
-                    now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
-                )
-                .and_then(|labels| workflow.history.labels.with(&labels))
-                .map(|labels| {
-                    let mut history = workflow.history.clone();
-                    history.labels = labels;
-                    history
-                }),
-            crate::config::FlowScope::Context => None,
-        };
+        // Labels follow the agent (SPEC §9.7): an MCP caller's other running workflows (of its
+        // session, or of its session-free identity and client) are one context with this one; and
+        // under `flow_scope` `caller`, what the caller's other sessions and workflows brought in
+        // within the window counts too. A copy of the history only when they add a label.
+        let mut extra = super::context::shares_context(&workflow.caller)
+            .then(|| state.context_labels(&workflow.caller, &workflow.id))
+            .flatten();
+        if let crate::config::FlowScope::Caller { window } = config.flow_scope
+            && let Some(followed) = state.caller_labels(
+                crate::config::caller_name(&workflow.caller),
+                now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+            )
+        {
+            extra = Some(match extra {
+                Some(context) => context.with(&followed).unwrap_or(context),
+                None => followed,
+            });
+        }
+        let followed = extra
+            .and_then(|extra| workflow.history.labels.with(&extra))
+            .map(|labels| {
+                let mut history = workflow.history.clone();
+                history.labels = labels;
+                history
+            });
         let (decision, trace) = policy::decide_traced(
             &config.policies,
             followed.as_ref().unwrap_or(&workflow.history),
