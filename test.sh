@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need first: a Python virtual environment
-# (.venv) with the official MCP SDK, used as a real MCP client and server by the interop tests.
+# (.venv) with the official MCP SDK, used as a real MCP client and server by the interop tests, and
+# the official TypeScript MCP SDK client (tests/node/node_modules), a real client of the same tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/setup-python-venv.sh
+scripts/setup-node-deps.sh
 cargo test --workspace --no-fail-fast "$@"

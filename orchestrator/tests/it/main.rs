@@ -14,6 +14,7 @@ mod daemon_logs;
 mod durable_views;
 mod flows;
 mod mcp_downstream;
+mod mcp_eras;
 mod mcp_http;
 mod mcp_python;
 mod mcp_request_forms;

@@ -406,3 +406,134 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &str, extra: &[(&str, &st
     request.push_str("\r\n");
     raw_exchange(addr, request.as_bytes()).await
 }
+
+/// The Node.js interpreter for the TypeScript SDK's clients: `$CONDUCTOR_TEST_NODE`, else `node`.
+pub fn node() -> PathBuf {
+    std::env::var_os("CONDUCTOR_TEST_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from)
+}
+
+/// A script of `tests/node/`, whose dependencies `scripts/setup-node-deps.sh` installs.
+pub fn node_script(name: &str) -> PathBuf {
+    let dir = repo_root().join("tests/node");
+    assert!(
+        dir.join("node_modules/@modelcontextprotocol/client")
+            .exists(),
+        "no TypeScript MCP SDK in {}: run scripts/setup-node-deps.sh first",
+        dir.display()
+    );
+    dir.join(name)
+}
+
+/// Runs a Node.js script to its end and returns the JSON of its last stdout line; panics with its
+/// stderr.
+pub async fn run_node(args: &[String]) -> Value {
+    let mut command = tokio::process::Command::new(node());
+    command.args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("the Node.js client finished in time")
+        .expect("Node.js starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Node.js client failed ({}):\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}",
+        output.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "the Node.js client's last line is not JSON ({e}): {last:?}\n--- stderr ---\n{stderr}"
+        )
+    })
+}
+
+/// A `tools/call` of the session-free (2026-07-28) era as its clients send it (the headers it
+/// requires and the per-request `_meta` envelope naming `client`), as `token`'s bearer (none:
+/// anonymous), over a fresh connection.
+pub async fn session_free_call(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    client: &str,
+    tool: &str,
+    arguments: Value,
+) -> RawReply {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": { "name": client, "version": "0" },
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    });
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", tool),
+    ];
+    headers.extend(auth.iter().map(|a| ("Authorization", a.as_str())));
+    raw_post(addr, &headers, &body.to_string()).await
+}
+
+/// Opens a session-era session (`initialize`, 2025-11-25) as `token`'s bearer; returns its id.
+pub async fn open_session_as(addr: std::net::SocketAddr, token: Option<&str>) -> String {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let reply = raw_post(addr, &headers, INITIALIZE).await;
+    assert_eq!(reply.status, 200, "initialize: {reply:?}");
+    reply.header("mcp-session-id").expect("a session id")
+}
+
+/// A `tools/call` in session `session` as `token`'s bearer; the reply read to its end.
+pub async fn call_in_session(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    session: &str,
+    tool: &str,
+    arguments: Value,
+) -> RawReply {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": { "name": tool, "arguments": arguments }
+    });
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("Mcp-Session-Id", session),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    headers.extend(auth.iter().map(|a| ("Authorization", a.as_str())));
+    raw_post(addr, &headers, &body.to_string()).await
+}
+
+/// How a `tools/call` reply turned out: `Ok(result)` for a tool result that is not an error, else
+/// `Err` with what the caller was told (a tool error's text, a JSON-RPC error's message, or the
+/// HTTP reply).
+pub fn call_outcome(reply: &RawReply) -> Result<Value, String> {
+    let Ok(answer) = serde_json::from_str::<Value>(&reply.body) else {
+        return Err(format!("HTTP {}: {}", reply.status, reply.body));
+    };
+    if let Some(error) = answer.get("error") {
+        return Err(error["message"].as_str().unwrap_or_default().to_owned());
+    }
+    let result = &answer["result"];
+    if result["isError"] == true {
+        let text = result["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(text);
+    }
+    Ok(result.clone())
+}
