@@ -68,7 +68,7 @@ pub async fn serve(
         .unwrap_or_else(Identity::anonymous);
     let Some(id) = headers.get(SESSION_HEADER) else {
         if !fast::session_era(headers) {
-            return next.run(request).await;
+            return session_free(request, next).await;
         }
         return match *request.method() {
             Method::POST if is_json(headers) => open(&front, caller, request).await,
@@ -112,6 +112,25 @@ pub async fn serve(
         }
         _ => method_not_allowed(),
     }
+}
+
+/// A request of the session-free era: the SDK's, except a `tools/call` whose params are not a tool
+/// call's, which gets `-32602` naming what is wrong as in a session (the SDK would answer
+/// "method not found").
+async fn session_free(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || !is_json(request.headers()) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match read(body).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
+    };
+    if let fast::Body::InvalidParams(id, message) = fast::classify(&bytes) {
+        return fast::invalid_params(&id, message);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// 400 for a request of a session era that names no session and is not an `initialize`.

@@ -197,3 +197,66 @@ async fn every_request_form_meets_the_one_session_layer() {
     orchestrator.stop().await;
     servers.stop().await;
 }
+
+/// Invalid `tools/call` params are `-32602` naming what is wrong, in a session (fast path or not)
+/// and without one; a request frame that also carries `result` is no request, in either path
+/// (issue 29 item 10; issue 26's protocol deviation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_call_params_are_invalid_params_in_every_era() {
+    let (servers, orchestrator, _audit) = with_config(|_| {}).await;
+    let addr = orchestrator.http_addr;
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened.header("mcp-session-id").expect("a session");
+    let in_session = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    for (body, says) in [
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_schemas","name":"validate_data","arguments":{}}}"#,
+            "duplicate field `name`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_schemas","arguments":{},"arguments":{}}}"#,
+            "duplicate field `arguments`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"arguments":{}}}"#,
+            "name",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_schemas","arguments":[1]}}"#,
+            "invalid tools/call params",
+        ),
+    ] {
+        let answer = raw_post(addr, &in_session, body).await.json_answer();
+        assert_eq!(answer["error"]["code"], -32602, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let with_result = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"list_schemas","arguments":{}},"result":{}}"#;
+    let reply = raw_post(addr, &in_session, with_result).await;
+    assert!(
+        !reply.body.contains("\"isError\":false"),
+        "a frame with a result is not served as a call: {reply:?}"
+    );
+
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let session_free = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "list_schemas"),
+    ];
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"arguments":{{}},{meta}}}}}"#
+    );
+    let answer = raw_post(addr, &session_free, &body).await.json_answer();
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
