@@ -6,6 +6,9 @@ Tools:
   pid()            -> this process's id (so a test can see a restart)
   misbehave(mode)  -> "crash": exits at once; "hang": never answers; "garbage": writes a line that is
                       not JSON-RPC to stdout instead of answering
+  snapshot()       -> a text block and a PNG image block (several blocks, one not text)
+  forecast(city)   -> a structured result beside its text, from a tool listed with a title,
+                      annotations and an output schema
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import os
 import stat
 import time
 
+from typing import TypedDict
+
+from mcp import types
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("echo-server")
@@ -55,6 +61,32 @@ def misbehave(mode: str) -> str:
     if mode == "hang":
         time.sleep(3600)
     raise ValueError(f"unknown mode {mode!r}; use crash, hang or garbage")
+
+
+# The smallest valid PNG (1x1, transparent), base64.
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+@server.tool(description="A caption and a picture.")
+def snapshot() -> list[types.ContentBlock]:
+    return [
+        types.TextContent(type="text", text="a one-pixel picture"),
+        types.ImageContent(type="image", data=PIXEL, mime_type="image/png"),
+    ]
+
+
+class Forecast(TypedDict):
+    city: str
+    celsius: float
+
+
+@server.tool(
+    title="Weather forecast",
+    description="Tomorrow's temperature in a city.",
+    annotations=types.ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False),
+)
+def forecast(city: str) -> Forecast:
+    return {"city": city, "celsius": 21.5}
 
 
 if __name__ == "__main__":

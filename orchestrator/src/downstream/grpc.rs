@@ -105,6 +105,7 @@ impl GrpcTools {
                 description: t.description,
                 server: server.name.clone(),
                 hints: Default::default(),
+                listed: None,
             })
             .collect())
     }

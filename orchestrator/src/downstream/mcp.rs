@@ -51,7 +51,7 @@ impl McpTools {
         server: &ServerConfig,
         tool: &str,
         arguments: &Value,
-    ) -> Result<Result<Value, ToolFailure>, Error> {
+    ) -> Result<super::ToolReply, Error> {
         let arguments = match arguments {
             Value::Object(map) => Some(map.clone()),
             Value::Null => None,
@@ -67,7 +67,7 @@ impl McpTools {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
         match tokio::time::timeout(server.timeout, session.call_tool(params)).await {
-            Ok(Ok(result)) => Ok(outcome(result)),
+            Ok(Ok(result)) => Ok(reply(result)),
             Ok(Err(e)) => Err(self.failed(server, tool, &session, e)),
             Err(_) => {
                 self.discard(&session);
@@ -223,7 +223,9 @@ async fn open(server: &ServerConfig) -> Result<Session, Error> {
 
 /// A tool as its server describes it, in domain terms.
 pub(super) fn tool_info(server: &ServerConfig, tool: rmcp::model::Tool) -> ToolInfo {
+    let listed = serde_json::to_value(&tool).ok().map(std::sync::Arc::new);
     ToolInfo {
+        listed,
         name: tool.name.to_string(),
         description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
         input_schema: Value::Object((*tool.input_schema).clone()),
@@ -232,6 +234,15 @@ pub(super) fn tool_info(server: &ServerConfig, tool: rmcp::model::Tool) -> ToolI
             open_world: tool.annotations.as_ref().and_then(|a| a.open_world_hint),
             destructive: tool.annotations.as_ref().and_then(|a| a.destructive_hint),
         },
+    }
+}
+
+/// A tool's answer: its domain value ([`outcome`]) and the result as the server gave it.
+pub(super) fn reply(result: CallToolResult) -> super::ToolReply {
+    let served = serde_json::to_value(&result).ok().map(std::sync::Arc::new);
+    super::ToolReply {
+        outcome: outcome(result),
+        served,
     }
 }
 

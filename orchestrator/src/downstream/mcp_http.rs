@@ -11,7 +11,7 @@
 //! capabilities, so a conforming server sends none. Notifications on a request's stream (progress,
 //! logging) are read past.
 
-use super::{ToolFailure, ToolInfo, deadline};
+use super::{ToolInfo, deadline};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use reqwest::StatusCode;
@@ -81,7 +81,7 @@ impl HttpTools {
         server: &ServerConfig,
         tool: &str,
         arguments: &Value,
-    ) -> Result<Result<Value, ToolFailure>, Error> {
+    ) -> Result<super::ToolReply, Error> {
         if !matches!(arguments, Value::Object(_) | Value::Null) {
             return Err(Error::InvalidArgument(format!(
                 "the arguments of {tool} must be a JSON object, not {arguments}"
@@ -91,7 +91,7 @@ impl HttpTools {
         let result: CallToolResult = self
             .request(server, tool, "tools/call", &params, server.timeout)
             .await?;
-        Ok(super::mcp::outcome(result))
+        Ok(super::mcp::reply(result))
     }
 
     /// The server's own list of tools, every page of it.

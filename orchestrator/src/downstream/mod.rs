@@ -39,6 +39,27 @@ pub struct ToolInfo {
     pub server: String,
     /// What the server's annotations say about the tool (MCP servers; none for gRPC ones).
     pub hints: conductor_core::config::ToolHints,
+    /// An MCP server's tool exactly as it listed it (title, annotations, output schema, execution
+    /// hints, icons, `_meta`), for the MCP front to pass on under the public name; none for gRPC.
+    pub listed: Option<Arc<Value>>,
+}
+
+/// What a tool answered: its domain value (what templates, conditions and the audit log read) and,
+/// from an MCP server, its result exactly as the server gave it (every content block,
+/// `structuredContent`, `isError`, `_meta`), for the MCP front to pass on unchanged.
+#[derive(Debug, Clone)]
+pub struct ToolReply {
+    pub outcome: Result<Value, ToolFailure>,
+    pub served: Option<Arc<Value>>,
+}
+
+impl From<Result<Value, ToolFailure>> for ToolReply {
+    fn from(outcome: Result<Value, ToolFailure>) -> Self {
+        ToolReply {
+            outcome,
+            served: None,
+        }
+    }
 }
 
 /// One call to forward.
@@ -88,20 +109,19 @@ impl Downstream {
     }
 
     /// Forwards one call, bounded by the server's time-out.
-    pub async fn call(&self, forward: Forward<'_>) -> Result<Result<Value, ToolFailure>, Error> {
+    pub async fn call(&self, forward: Forward<'_>) -> Result<ToolReply, Error> {
         let server = forward.server;
         match self.client(server)? {
-            Client::Grpc(client) => {
-                client
-                    .call(
-                        server,
-                        forward.remote_name,
-                        forward.arguments,
-                        forward.workflow_id,
-                        forward.call_id,
-                    )
-                    .await
-            }
+            Client::Grpc(client) => client
+                .call(
+                    server,
+                    forward.remote_name,
+                    forward.arguments,
+                    forward.workflow_id,
+                    forward.call_id,
+                )
+                .await
+                .map(ToolReply::from),
             // The SDK client's future is three times the others': boxed, so that every call's
             // task does not carry (and copy) its size.
             Client::Mcp(client) => {
@@ -165,6 +185,7 @@ impl Downstream {
                         .unwrap_or_else(|| serde_json::json!({"type": "object"})),
                     server: server.name.clone(),
                     hints: found.map(|t| t.hints).unwrap_or_default(),
+                    listed: found.and_then(|t| t.listed.clone()),
                 });
             }
         }

@@ -48,6 +48,8 @@ pub struct CallReport {
     pub duration_us: u64,
     /// The approval that released the call, if it went through a gate.
     pub approval: Option<Approval>,
+    /// An MCP server's result exactly as it gave it, for the MCP front to pass on unchanged.
+    pub served: Option<std::sync::Arc<Value>>,
 }
 
 impl Gateway {
@@ -108,6 +110,7 @@ impl Gateway {
                             result: CallResult::Denied(violations),
                             duration_us: 0,
                             approval: None,
+                            served: None,
                         });
                     }
                     Verdict::Gate {
@@ -147,6 +150,7 @@ impl Gateway {
                 result: CallResult::Denied(vec![refusal]),
                 duration_us: 0,
                 approval: Some(approval),
+                served: None,
             });
         }
         // Its workflow may have ended (or its tool gone with a reload) since the request: the call
@@ -172,6 +176,7 @@ impl Gateway {
                     result: CallResult::Denied(violations),
                     duration_us: 0,
                     approval: Some(approval),
+                    served: None,
                 })
             }
             Verdict::Gate { .. } => Err(Error::Internal(
@@ -253,7 +258,7 @@ impl Gateway {
             }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let (outcome, error, result_value, details) = match &result {
+        let (outcome, error, result_value, details) = match result.as_ref().map(|r| &r.outcome) {
             Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone()), None),
             Ok(Err(failure)) => (
                 Outcome::Failed,
@@ -290,7 +295,8 @@ impl Gateway {
                 Admit::Outcome,
             )
             .await?;
-        let result = match result? {
+        let reply = result?;
+        let result = match reply.outcome {
             Ok(value) => CallResult::Succeeded(value),
             Err(failure) => CallResult::Failed(failure),
         };
@@ -300,6 +306,7 @@ impl Gateway {
             result,
             duration_us,
             approval,
+            served: reply.served,
         })
     }
 

@@ -14,8 +14,18 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// A downstream tool as MCP lists it.
+/// A downstream tool as MCP lists it: an MCP server's tool as that server listed it (title,
+/// annotations, output schema, execution hints, icons, `_meta`), under its public name; a gRPC tool
+/// from its name, description and schema.
 pub fn tool(info: ToolInfo) -> Tool {
+    if let Some(mut tool) = info
+        .listed
+        .as_deref()
+        .and_then(|listed| serde_json::from_value::<Tool>(listed.clone()).ok())
+    {
+        tool.name = info.name.into();
+        return tool;
+    }
     let schema = match info.input_schema {
         Value::Object(map) => map,
         _ => serde_json::Map::from_iter([("type".to_owned(), Value::String("object".into()))]),
@@ -34,9 +44,12 @@ pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
         json!({ "id": a.id, "verdict": a.verdict, "decided_by": a.decided_by, "reason": a.reason })
     });
     let result = match report.result {
+        CallResult::Denied(violations) => denied(&report.tool, &violations, workflow_id),
+        // An MCP server's result passes as it gave it (every content block, structuredContent
+        // beside them, isError, its own _meta less this gateway's keys).
+        _ if let Some(served) = report.served.as_deref().and_then(as_served) => served,
         CallResult::Succeeded(value) => succeeded(value),
         CallResult::Failed(failure) => failed(&report.tool, &failure),
-        CallResult::Denied(violations) => denied(&report.tool, &violations, workflow_id),
     };
     let mut result = with_workflow(result, workflow_id, None);
     if let (Some(approval), Some(meta)) = (approval, result.meta.as_mut()) {
@@ -44,6 +57,18 @@ pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
             .insert("io.conductorio/approval".to_owned(), approval);
     }
     result
+}
+
+/// An MCP server's result as it gave it, less any `_meta` key of this gateway's (it adds its own).
+fn as_served(served: &Value) -> Option<CallToolResult> {
+    let mut result: CallToolResult = serde_json::from_value(served.clone()).ok()?;
+    if let Some(meta) = result.meta.as_mut() {
+        meta.0.retain(|key, _| !key.starts_with("io.conductorio/"));
+        if meta.0.is_empty() {
+            result.meta = None;
+        }
+    }
+    Some(result)
 }
 
 fn succeeded(value: Value) -> CallToolResult {

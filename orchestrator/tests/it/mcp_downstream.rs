@@ -21,7 +21,7 @@ fn echo_config() -> String {
         "servers": {
             "echo": {
                 "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
-                "tools": ["echo", "pid", "misbehave"],
+                "tools": ["echo", "pid", "misbehave", "snapshot", "forecast"],
                 "timeout": "2s"
             }
         },
@@ -470,4 +470,75 @@ async fn annotations_of_a_downstream_tool_give_labels_that_flow_rules_follow() {
     let _ = client.cancel().await;
     orchestrator.stop().await;
     server.abort();
+}
+
+/// A faithful proxy (issue 28): an MCP server's results pass through unchanged (several blocks, an
+/// image, structuredContent beside its text), and tools/list carries everything the server said of a
+/// tool (title, annotations, output schema), while the audit log still keeps the domain value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_tool_metadata_pass_through_unchanged() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the MCP client initializes");
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let forecast = tools
+        .iter()
+        .find(|t| t.name == "forecast")
+        .expect("forecast is listed");
+    assert_eq!(forecast.title.as_deref(), Some("Weather forecast"));
+    let annotations = forecast.annotations.as_ref().expect("its annotations");
+    assert_eq!(annotations.read_only_hint, Some(true));
+    assert_eq!(annotations.destructive_hint, Some(false));
+    let output = forecast.output_schema.as_ref().expect("its output schema");
+    assert!(
+        output
+            .get("properties")
+            .and_then(|p| p.get("celsius"))
+            .is_some(),
+        "{output:?}"
+    );
+
+    let snapshot = call(&client, "snapshot", json!({})).await;
+    assert_eq!(snapshot.is_error, Some(false), "{snapshot:?}");
+    assert_eq!(snapshot.content.len(), 2, "both blocks: {snapshot:?}");
+    assert_eq!(
+        snapshot.content[0].as_text().map(|t| t.text.as_str()),
+        Some("a one-pixel picture")
+    );
+    let image = snapshot.content[1]
+        .as_image()
+        .expect("the image block, as an image");
+    assert_eq!(image.mime_type, "image/png");
+    assert!(image.data.starts_with("iVBORw0KGgo"), "{}", image.data);
+    let meta = snapshot.meta.as_ref().expect("our _meta beside");
+    assert!(meta.0.contains_key("io.conductorio/workflowId"), "{meta:?}");
+
+    let forecast = call(&client, "forecast", json!({ "city": "Oslo" })).await;
+    assert_eq!(forecast.is_error, Some(false), "{forecast:?}");
+    assert_eq!(
+        forecast.structured_content,
+        Some(json!({ "city": "Oslo", "celsius": 21.5 }))
+    );
+    assert!(
+        !forecast.content.is_empty() && forecast.content[0].as_text().is_some(),
+        "the server's own text block stays beside structuredContent: {forecast:?}"
+    );
+
+    // The audit log keeps what templates and conditions read: the structured value.
+    client.cancel().await.expect("the client closes");
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    orchestrator.stop().await;
+    let kept = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .any(|e| {
+            matches!(&e, AuditEvent::CallFinished { tool, outcome: Outcome::Succeeded, result: Some(value), .. }
+                if tool == "forecast" && value["celsius"] == json!(21.5))
+        });
+    assert!(kept, "the forecast's value is in the log");
 }
