@@ -24,6 +24,13 @@ pub async fn audit(global: &Global, command: AuditCommand) -> anyhow::Result<()>
     }
 }
 
+/// A `--since`/`--until` value in ms (0 when absent); a value that is no time is a usage error.
+fn time_flag(flag: &str, value: Option<&str>) -> Result<i64, CliError> {
+    value.map_or(Ok(0), |text| {
+        parse_time(text).map_err(|e| CliError::Usage(format!("{flag}: {e:#}")))
+    })
+}
+
 fn print_events(out: &Out, events: &[pb::AuditEvent]) {
     for e in events {
         if out.json {
@@ -74,18 +81,8 @@ async fn tail(global: &Global, args: TailArgs) -> anyhow::Result<()> {
 
 async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
-    let since_ms = args
-        .since
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(0);
-    let until_ms = args
-        .until
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(0);
+    let since_ms = time_flag("--since", args.since.as_deref())?;
+    let until_ms = time_flag("--until", args.until.as_deref())?;
     let decision = match args.decision {
         None => pb::DecisionKind::Unspecified,
         Some(DecisionFilter::Allow) => pb::DecisionKind::Allow,
@@ -93,9 +90,13 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
         Some(DecisionFilter::NeedsApproval) => pb::DecisionKind::NeedsApproval,
     };
     let client = Client::connect(global).await?;
-    let mut events = Vec::new();
+    // Every match is read and the newest `limit` kept: the oldest 100 of 291 answered "what happened
+    // in the last hour" wrongly, and said nothing of the rest.
+    let limit = args.limit.max(1) as usize;
+    let mut events = std::collections::VecDeque::with_capacity(limit.min(1000));
+    let mut matched: u64 = 0;
     let mut after_seq = 0;
-    while events.len() < args.limit as usize {
+    loop {
         let request = pb::AuditQueryRequest {
             since_ms,
             until_ms,
@@ -104,14 +105,27 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             kind: args.kind.map(EventKind::log_name).unwrap_or_default(),
             decision: decision as i32,
             after_seq,
-            limit: (args.limit as usize - events.len()).min(1000) as u32,
+            limit: 1000,
         };
         let page = client.rpc().query_audit(request).await.answer(&client)?;
-        events.extend(page.events);
+        for event in page.events {
+            matched += 1;
+            if events.len() == limit {
+                events.pop_front();
+            }
+            events.push_back(event);
+        }
         if page.next_after_seq == 0 {
             break;
         }
         after_seq = page.next_after_seq;
+    }
+    let events: Vec<pb::AuditEvent> = events.into();
+    if matched > events.len() as u64 {
+        eprintln!(
+            "showing the newest {} of {matched} matching events; see more with --limit {matched}, or narrow the query (--since, --workflow, --kind)",
+            events.len()
+        );
     }
     if out.json {
         print_json(&Value::Array(events.iter().map(event_json).collect()));
@@ -234,19 +248,19 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
 
 async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
-    let since_ms = args
-        .since
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(0);
-    let until_ms = args
-        .until
-        .as_deref()
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(0);
+    let since_ms = time_flag("--since", args.since.as_deref())?;
+    let until_ms = time_flag("--until", args.until.as_deref())?;
     let client = Client::connect(global).await?;
+    if let Some(id) = &args.workflow {
+        // A report on a workflow that does not exist is "not found", not an empty, compliant one.
+        client
+            .rpc()
+            .get_workflow(pb::GetWorkflowRequest {
+                workflow_id: id.clone(),
+            })
+            .await
+            .answer(&client)?;
+    }
     let request = pb::ComplianceReportRequest {
         workflow_id: args.workflow.clone().unwrap_or_default(),
         since_ms,

@@ -134,8 +134,11 @@ pub enum Command {
         after_help = "Example:\n  conductorctl cancel wf-1a2b3c4d5e6f --reason \"started by mistake\""
     )]
     Cancel(CancelArgs),
-    /// Manage the orchestrator's configuration.
-    #[command(subcommand, after_help = "Example:\n  conductorctl config reload")]
+    /// Manage the orchestrator's configuration, and conductorctl's contexts.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  conductorctl config reload\n  conductorctl config get-contexts\n  conductorctl config use-context prod"
+    )]
     Config(ConfigCommand),
     /// Read, query, verify and report on the audit log.
     #[command(
@@ -277,6 +280,19 @@ pub enum ConfigCommand {
     /// Re-read and re-check the orchestrator's configuration file and swap it in; a bad file is refused.
     #[command(after_help = "Example:\n  CONDUCTOR_TOKEN=secret conductorctl config reload")]
     Reload,
+    /// List the contexts of the contexts file ($CONDUCTORCTL_CONFIG, else
+    /// ~/.config/conductorctl/config.json), the current one marked.
+    #[command(after_help = "Example:\n  conductorctl config get-contexts")]
+    GetContexts,
+    /// Make NAME the contexts file's current context (the orchestrator commands use by default).
+    #[command(after_help = "Example:\n  conductorctl config use-context prod")]
+    UseContext(UseContextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UseContextArgs {
+    /// The context's name (see `conductorctl config get-contexts`).
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,7 +354,7 @@ pub struct QueryArgs {
     /// A duration back from now or an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
-    /// At most this many events.
+    /// At most this many events, the newest (how many more matched is said on stderr).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
 }

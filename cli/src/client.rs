@@ -30,6 +30,12 @@ pub enum CliError {
         "cannot reach the orchestrator at {url}: {reason}\n  start it with `./run.sh --keep` (all daemons) or `orchestrator --config config/config.json`,\n  or point --orchestrator / CONDUCTOR_ORCHESTRATOR at the right address"
     )]
     Unreachable { url: String, reason: String },
+    /// Something answers at the address, but it is not an orchestrator (a tool server, or the
+    /// orchestrator's HTTP port).
+    #[error(
+        "{url} is not a Conductorio orchestrator: {reason}\n  point --orchestrator (or CONDUCTOR_ORCHESTRATOR, or the context) at the orchestrator's gRPC address\n  (its --listen, 127.0.0.1:50051 by default), not at a tool server or the orchestrator's HTTP port (/mcp, /metrics)"
+    )]
+    NotAnOrchestrator { url: String, reason: String },
     /// A policy (or a person) refused a call; the decision says which rules and what to do first.
     #[error("{message}")]
     Denied {
@@ -65,7 +71,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Unreachable { .. } => ExitCode::from(3),
+            CliError::Unreachable { .. } | CliError::NotAnOrchestrator { .. } => ExitCode::from(3),
             CliError::Usage(_) => ExitCode::from(2),
             CliError::TimedOut(_) => ExitCode::from(124),
             CliError::Interrupted => ExitCode::from(130),
@@ -199,6 +205,16 @@ fn classify(url: &str, status: Status) -> CliError {
             url: url.to_owned(),
             reason: status_reason(&status),
         },
+        // hyper's words when the peer drops an HTTP/2 connection it cannot speak (an HTTP/1 port);
+        // an orchestrator's own answer never reads so. [`not_an_orchestrator`] looks closer.
+        _ if status.message() == "operation was canceled" => CliError::Unreachable {
+            url: url.to_owned(),
+            reason: "the connection closed without an answer".to_owned(),
+        },
+        Code::Unimplemented => CliError::NotAnOrchestrator {
+            url: url.to_owned(),
+            reason: "it answers gRPC but has no Orchestrator service (a tool server?)".to_owned(),
+        },
         Code::FailedPrecondition => match decision_of(&status) {
             Some(decision) => CliError::Denied {
                 message: status.message().to_owned(),
@@ -221,6 +237,51 @@ pub fn decision_of(status: &Status) -> Option<pb::Decision> {
     pb::Decision::decode(status.details())
         .ok()
         .filter(|d| d.kind != 0)
+}
+
+/// Refines an "unreachable" whose TCP connection did succeed: when what listens there answers
+/// HTTP/1.1 (the orchestrator's /mcp and /metrics port, any web server), it is no orchestrator, and
+/// "start it" would be the wrong advice. Any other error is returned as it is.
+pub async fn not_an_orchestrator(error: anyhow::Error) -> anyhow::Error {
+    let Some(CliError::Unreachable { url, reason }) = error.downcast_ref::<CliError>() else {
+        return error;
+    };
+    if reason.contains("tcp connect error") || !speaks_http1(url).await {
+        return error;
+    }
+    CliError::NotAnOrchestrator {
+        url: url.clone(),
+        reason:
+            "it answers HTTP/1.1, not gRPC (the orchestrator's HTTP port for /mcp and /metrics?)"
+                .to_owned(),
+    }
+    .into()
+}
+
+/// True when the server at `url` answers a plain HTTP/1.1 request as HTTP/1.1 (a gRPC server
+/// answers with HTTP/2 frames, or not at all). Bounded: one second in all.
+async fn speaks_http1(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(&authority).await.ok()?;
+        let request = format!("HEAD / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1."))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// A status's message with its transport cause, each said once.

@@ -26,6 +26,9 @@ pub struct ContextsFile {
     pub current_context: Option<String>,
     #[serde(default)]
     pub contexts: BTreeMap<String, Context>,
+    /// Where the file was read from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,13 +60,21 @@ fn home() -> Option<PathBuf> {
 /// Reads the contexts file; a missing file is an empty one, a malformed one an error naming it.
 pub fn load(path: &Path) -> Result<ContextsFile, CliError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            CliError::Failed(format!(
-                "the contexts file {} is not valid: {e}",
-                path.display()
-            ))
+        Ok(text) => serde_json::from_str(&text)
+            .map(|file| ContextsFile {
+                path: path.to_owned(),
+                ..file
+            })
+            .map_err(|e| {
+                CliError::Failed(format!(
+                    "the contexts file {} is not valid: {e}",
+                    path.display()
+                ))
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ContextsFile {
+            path: path.to_owned(),
+            ..ContextsFile::default()
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ContextsFile::default()),
         Err(e) => Err(CliError::Failed(format!(
             "cannot read the contexts file {}: {e}",
             path.display()
@@ -79,19 +90,26 @@ pub fn resolve(mut global: Global, file: &ContextsFile) -> Result<Global, CliErr
         None => None,
         Some(name) => match file.contexts.get(&name) {
             Some(context) => Some(context),
-            None if global.context.is_some() => {
+            None => {
                 let known: Vec<&str> = file.contexts.keys().map(String::as_str).collect();
-                return Err(CliError::Failed(format!(
-                    "no context {name:?} in the contexts file; the contexts are: {}",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
+                let known = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                let path = file.path.display();
+                // A name on the command line is a usage error (exit 2); a stale current_context is
+                // the file's, and using the default address instead would talk to the wrong place.
+                return Err(if global.context.is_some() {
+                    CliError::Usage(format!(
+                        "no context {name:?} in the contexts file {path}; the contexts are: {known}\n  list them with `conductorctl config get-contexts`"
+                    ))
+                } else {
+                    CliError::Failed(format!(
+                        "the contexts file {path} names current_context {name:?}, which is not one of its contexts ({known})\n  choose one with `conductorctl config use-context NAME`, or pass --context NAME"
+                    ))
+                });
             }
-            // A stale current_context is not worth failing every command for.
-            None => None,
         },
     };
     if let Some(context) = chosen {
@@ -121,6 +139,95 @@ pub fn apply(global: Global) -> Result<Global, CliError> {
         None => ContextsFile::default(),
     };
     resolve(global, &file)
+}
+
+/// The contexts file's path, or why there is none.
+fn required_path() -> Result<PathBuf, CliError> {
+    contexts_path().ok_or_else(|| {
+        CliError::Failed(
+            "no contexts file: neither CONDUCTORCTL_CONFIG, XDG_CONFIG_HOME nor HOME is set\n  set CONDUCTORCTL_CONFIG to the file's path".into(),
+        )
+    })
+}
+
+/// `config get-contexts`: every context of the file, the current one marked, as kubectl lists them.
+pub fn get_contexts(global: &Global) -> Result<(), CliError> {
+    let out = crate::output::Out::new(global);
+    let path = required_path()?;
+    let file = load(&path)?;
+    if out.json {
+        crate::output::print_json(&serde_json::json!({
+            "file": path.display().to_string(),
+            "current_context": file.current_context,
+            "contexts": file.contexts.iter().map(|(name, c)| serde_json::json!({
+                "name": name, "orchestrator": c.orchestrator,
+                "token_file": c.token_file.as_ref().map(|p| p.display().to_string()),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    if file.contexts.is_empty() {
+        outln!(
+            "no contexts in {}; add one, e.g.\n  {{\"current_context\": \"local\", \"contexts\": {{\"local\": {{\"orchestrator\": \"127.0.0.1:50051\"}}}}}}",
+            path.display()
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = file
+        .contexts
+        .iter()
+        .map(|(name, c)| {
+            let current = file.current_context.as_deref() == Some(name.as_str());
+            vec![
+                if current { "*" } else { "" }.to_owned(),
+                name.clone(),
+                c.orchestrator.clone(),
+                c.token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        crate::output::table(
+            &out,
+            &["CURRENT", "NAME", "ORCHESTRATOR", "TOKEN FILE"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// `config use-context NAME`: makes NAME the file's current context, keeping the rest of the file.
+pub fn use_context(name: &str) -> Result<(), CliError> {
+    let path = required_path()?;
+    let file = load(&path)?;
+    if !file.contexts.contains_key(name) {
+        let known: Vec<&str> = file.contexts.keys().map(String::as_str).collect();
+        return Err(CliError::Usage(format!(
+            "no context {name:?} in the contexts file {}; the contexts are: {}",
+            path.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::Failed(format!("{} is not valid: {e}", path.display())))?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("current_context".into(), name.into());
+    }
+    let text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    outln!("current context is now {name:?} ({})", path.display());
+    Ok(())
 }
 
 fn expand_home(path: &Path) -> PathBuf {
@@ -183,9 +290,31 @@ mod tests {
 
         let unknown = resolve(global(None, Some("staging")), &contexts).unwrap_err();
         assert!(unknown.to_string().contains("local, prod"), "{unknown}");
+        assert!(
+            matches!(unknown, CliError::Usage(_)),
+            "--context nope is a usage error (exit 2): {unknown:?}"
+        );
 
         let none = resolve(global(None, None), &ContextsFile::default()).unwrap();
         assert_eq!(none.orchestrator, None);
+    }
+
+    /// Issue 25 item 3: a current_context naming no context silently used the default address.
+    #[test]
+    fn a_current_context_that_names_no_context_is_an_error() {
+        let mut contexts = file(None);
+        contexts.current_context = Some("gone".into());
+        let error = resolve(global(None, None), &contexts).unwrap_err();
+        assert!(matches!(error, CliError::Failed(_)), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.contains("\"gone\"")
+                && text.contains("local, prod")
+                && text.contains("use-context"),
+            "{text}"
+        );
+        // --context names one that exists: the stale current one does not matter.
+        assert!(resolve(global(None, Some("local")), &contexts).is_ok());
     }
 
     #[test]

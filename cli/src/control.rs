@@ -211,9 +211,13 @@ pub fn announce_gate(out: &Out, approval: &pb::ApprovalInfo) {
 pub async fn call(global: &Global, args: CallArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
     let arguments: Value = serde_json::from_str(&args.args)
-        .map_err(|e| CliError::Failed(format!("--args is not valid JSON: {e}")))?;
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "--args is not valid JSON: {e}\n  write the arguments as one JSON object, e.g. --args '{{\"records\": []}}'"
+            ))
+        })?;
     if !arguments.is_object() {
-        return Err(CliError::Failed(
+        return Err(CliError::Usage(
             "--args must be a JSON object, e.g. '{\"records\": []}'".into(),
         )
         .into());

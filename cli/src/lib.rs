@@ -45,7 +45,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let result = runtime.block_on(async {
+        match execute(cli).await {
+            Err(error) => Err(client::not_an_orchestrator(error).await),
+            ok => ok,
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => client::report_error(&error),
     }
@@ -81,6 +87,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => return policy::policy(&cli.global, command),
         Command::Completions(args) => return docs::completions(args.shell),
         Command::Man => return docs::man(),
+        // The contexts commands mend a stale current_context, so they must not need a good one.
+        Command::Config(ConfigCommand::GetContexts) => {
+            return Ok(context::get_contexts(&cli.global)?);
+        }
+        Command::Config(ConfigCommand::UseContext(args)) => {
+            return Ok(context::use_context(&args.name)?);
+        }
         _ => {}
     }
     let global = &context::apply(cli.global)?;
@@ -99,6 +112,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Wait(args) => wait::wait(global, args).await,
         Command::Cancel(args) => control::cancel(global, args).await,
         Command::Config(ConfigCommand::Reload) => control::reload(global).await,
+        Command::Config(ConfigCommand::GetContexts | ConfigCommand::UseContext(_)) => Ok(()),
         Command::Audit(command) => audit::audit(global, command).await,
         Command::Demo(args) => demo::demo(global, args).await,
         Command::Interactive(args) => interactive::interactive(global, args).await,

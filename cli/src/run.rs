@@ -21,8 +21,10 @@ use std::path::Path;
 
 pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
+    // A bad input is a usage error (exit 2), said before any connection is tried.
+    let input = build_input(args.input.as_deref(), &args.set)
+        .map_err(|e| CliError::Usage(format!("{e:#}")))?;
     let client = Client::connect(global).await?;
-    let input = build_input(args.input.as_deref(), &args.set)?;
     let template = find_template(&client, &args.template).await?;
     let (started, last_seq) = start_run(&client, &template.name, &input).await?;
     if args.detach {

@@ -658,7 +658,7 @@ async fn a_named_context_gives_the_orchestrator_address() {
         current.text()
     );
     let unknown = output(with(&["--context", "staging", "status"]), None).await;
-    assert_eq!(unknown.code, 1, "{}", unknown.text());
+    assert_eq!(unknown.code, 2, "a usage error: {}", unknown.text());
     assert!(
         unknown.stderr.contains("nowhere, test"),
         "{}",
@@ -1003,5 +1003,86 @@ async fn wait_and_watch_workflow_exit_with_how_the_workflow_ended() {
     assert!(waited.stdout.contains("completed"), "{}", waited.text());
     let watched = watching.finish().await;
     assert_eq!(watched.code, 0, "{}", watched.text());
+    stack.stop().await;
+}
+
+/// Issue 25 item 3: answers that misled. `audit query` showed the oldest matches and said nothing of
+/// the rest; `audit report --workflow` of no such workflow said "compliant"; `--orchestrator` at a tool
+/// server printed `error: ` and at the HTTP port `error: operation was canceled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_say_what_is_so_newest_matches_unknown_workflows_and_wrong_ports() {
+    let stack = Stack::start().await;
+    for _ in 0..2 {
+        let done = stack
+            .ctl(&["run", "order_summary", "--input", &example("orders.json")])
+            .await;
+        assert_eq!(done.code, 0, "{}", done.text());
+    }
+    let all = stack
+        .ctl(&["audit", "query", "--kind", "call_finished", "--json"])
+        .await;
+    let all: Value = serde_json::from_str(&all.stdout).expect("JSON list");
+    let all = all.as_array().expect("a list").clone();
+    assert_eq!(all.len(), 6, "three calls per run");
+    let two = stack
+        .ctl(&[
+            "audit",
+            "query",
+            "--kind",
+            "call_finished",
+            "--limit",
+            "2",
+            "--json",
+        ])
+        .await;
+    assert_eq!(two.code, 0, "{}", two.text());
+    let shown: Value = serde_json::from_str(&two.stdout).expect("JSON list");
+    assert_eq!(
+        shown.as_array().expect("a list")[..],
+        all[4..],
+        "the newest two: {}",
+        two.text()
+    );
+    assert!(
+        two.stderr.contains("showing the newest 2 of 6") && two.stderr.contains("--limit 6"),
+        "{}",
+        two.text()
+    );
+    let every = stack
+        .ctl(&["audit", "query", "--kind", "call_finished"])
+        .await;
+    assert!(!every.stderr.contains("showing"), "{}", every.text());
+
+    let report = stack
+        .ctl(&["audit", "report", "--workflow", "wf-000000000000"])
+        .await;
+    assert_eq!(report.code, 1, "{}", report.text());
+    assert!(
+        report.stderr.contains("not found") && !report.stdout.contains("compliant"),
+        "{}",
+        report.text()
+    );
+
+    let tool_server = stack.tool_server_url(conductor_servers::ServerKind::ALL[0]);
+    for url in [tool_server, stack.http_url()] {
+        let wrong = output(
+            {
+                let mut command = ctl_command(&url);
+                command.arg("status");
+                command
+            },
+            None,
+        )
+        .await;
+        assert_eq!(wrong.code, 3, "{url}: {}", wrong.text());
+        assert!(
+            wrong
+                .stderr
+                .contains(&format!("{url} is not a Conductorio orchestrator"))
+                && wrong.stderr.contains("--orchestrator"),
+            "{url}: {}",
+            wrong.text()
+        );
+    }
     stack.stop().await;
 }

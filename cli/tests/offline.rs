@@ -243,3 +243,87 @@ fn policy_check_output_matches_the_snapshot() {
         snapbox::file!["snapshots/policy-check.txt"]
     );
 }
+
+/// Issue 25 item 6: usage errors exit 2 as documented, not 1, and before any connection is tried
+/// (nothing listens at the address given).
+#[test]
+fn usage_errors_exit_2_before_connecting() {
+    let unused = "127.0.0.1:9";
+    for args in [
+        vec!["call", "validate_data", "--args", "{bad"],
+        vec!["call", "validate_data", "--args", "[1]"],
+        vec!["run", "order_summary", "--input", "/nonexistent/input.json"],
+        vec!["audit", "query", "--since", "yesterday"],
+        vec!["audit", "report", "--until", "tomorrow"],
+        vec!["--context", "nope", "status"],
+    ] {
+        let mut all = vec!["--orchestrator", unused];
+        all.extend(&args);
+        let out = ctl(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && !stderr.contains("cannot reach"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+fn ctl_with_contexts(file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_conductorctl"))
+        .args(args)
+        .env_remove("CONDUCTOR_ORCHESTRATOR")
+        .env_remove("CONDUCTOR_CONTEXT")
+        .env("CONDUCTORCTL_CONFIG", file)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("conductorctl runs")
+}
+
+/// Issue 25 items 3 and 6: a current_context that names no context was silently replaced by the
+/// default address; `config get-contexts` and `use-context` list and choose contexts, as kubectl's do.
+#[test]
+fn contexts_are_listed_and_chosen_and_a_stale_current_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(
+        &file,
+        r#"{"current_context": "gone", "contexts": {"local": {"orchestrator": "127.0.0.1:9"}, "prod": {"orchestrator": "127.0.0.1:8"}}}"#,
+    )
+    .unwrap();
+    let stale = ctl_with_contexts(&file, &["status"]);
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("current_context \"gone\"") && stderr.contains("use-context"),
+        "{stderr}"
+    );
+    let listed = ctl_with_contexts(&file, &["config", "get-contexts"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("local") && stdout.contains("127.0.0.1:8") && !stdout.contains('*'),
+        "{stdout}"
+    );
+    let unknown = ctl_with_contexts(&file, &["config", "use-context", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let chosen = ctl_with_contexts(&file, &["config", "use-context", "prod"]);
+    assert_eq!(
+        chosen.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&chosen.stderr)
+    );
+    let listed = ctl_with_contexts(&file, &["config", "get-contexts"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains("prod")),
+        "{stdout}"
+    );
+    // The chosen context's address is used: nothing listens there, so the error names it.
+    let status = ctl_with_contexts(&file, &["status"]);
+    assert_eq!(status.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("127.0.0.1:8"));
+}

@@ -179,6 +179,19 @@ impl Stack {
             .gateway
     }
 
+    /// The orchestrator's HTTP address (/mcp, /metrics).
+    pub fn http_url(&self) -> String {
+        self.orchestrator
+            .as_ref()
+            .expect("an orchestrator runs")
+            .http_url()
+    }
+
+    /// A tool server's gRPC address.
+    pub fn tool_server_url(&self, kind: ServerKind) -> String {
+        self.servers.get(kind).url()
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = ctl_command(&self.url);
         command.args(args);
