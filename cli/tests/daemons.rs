@@ -354,6 +354,10 @@ async fn demo_runs_every_scenario_against_the_daemons() {
             demo.text()
         );
     }
+    // Issue 25 item 4: what the demo starts, it ends (ad-hoc workflows stayed open before).
+    let active = stack.ctl(&["workflows", "--json"]).await;
+    let active: Value = serde_json::from_str(&active.stdout).expect("JSON list");
+    assert_eq!(active, Value::Array(vec![]), "no workflow left running");
     stack.stop().await;
 }
 

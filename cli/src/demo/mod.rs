@@ -11,6 +11,7 @@ use crate::output::{Out, clip};
 use crate::run::{RunEnd, find_template, follow_run, start_run};
 use crate::watch::Follower;
 use anyhow::{anyhow, bail};
+use conductor_proto::v1 as pb;
 use serde_json::{Value, json};
 
 mod flow;
@@ -28,6 +29,9 @@ struct Demo<'a> {
     client: Client,
     global: &'a Global,
     manual: bool,
+    /// The ad-hoc workflows the running scenario started: they end with it ("Active Workflows: 13"
+    /// after a few demos otherwise).
+    started: std::sync::Mutex<Vec<String>>,
 }
 
 pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
@@ -41,6 +45,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
         client,
         global,
         manual: args.manual,
+        started: std::sync::Mutex::default(),
     };
     let scenarios = match args.scenario {
         Some(one) => vec![one],
@@ -86,6 +91,7 @@ pub async fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<()> {
             Scenario::Templates => demo.templates().await,
             Scenario::Flow => demo.flow().await,
         };
+        demo.end_started().await;
         match result {
             Ok(()) => outln!("{} scenario behaved as expected", demo.out.ok("✔")),
             Err(e) => {
@@ -185,9 +191,35 @@ impl Demo<'_> {
     }
 
     async fn workflow(&self) -> anyhow::Result<String> {
-        let w = start_ad_hoc(&self.client).await?;
-        self.say(&format!("ad-hoc workflow {}", w.id));
-        Ok(w.id)
+        let id = self.start_ad_hoc().await?;
+        self.say(&format!("ad-hoc workflow {id}"));
+        Ok(id)
+    }
+
+    /// Starts an ad-hoc workflow that ends with the scenario.
+    async fn start_ad_hoc(&self) -> anyhow::Result<String> {
+        let id = start_ad_hoc(&self.client).await?.id;
+        if let Ok(mut started) = self.started.lock() {
+            started.push(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Ends the ad-hoc workflows the scenario started, whatever its outcome.
+    async fn end_started(&self) {
+        let started = self
+            .started
+            .lock()
+            .map(|mut started| std::mem::take(&mut *started))
+            .unwrap_or_default();
+        for workflow_id in started {
+            let request = pb::EndWorkflowRequest {
+                workflow_id,
+                reason: "its demo scenario ended (conductorctl demo)".into(),
+            };
+            // Already finished (cancelled, failed) is fine: the point is that none stays open.
+            let _ = self.client.rpc().end_workflow(request).await;
+        }
     }
 
     /// validate → process, returning the processed records.
@@ -289,7 +321,7 @@ impl Demo<'_> {
         let big: Vec<Value> = (0..2000).map(|i| json!({"id": format!("c-{i}"), "name": format!("Customer {i}"), "email": format!("c{i}@example.com")})).collect();
         let mut workflows = Vec::new();
         for _ in 0..WRITERS {
-            let wf = start_ad_hoc(&self.client).await?.id;
+            let wf = self.start_ad_hoc().await?;
             for (tool, args) in [
                 (
                     "validate_data",
