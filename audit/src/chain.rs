@@ -2,7 +2,9 @@
 //!
 //! The walk is shared by [`verify_dir`] and by start-up (`open`), so both judge a line the same way:
 //! a bad final line of the last file is a torn write (a crash mid-batch, never acknowledged), a bad
-//! line anywhere else is a broken chain. This module reads but never changes files.
+//! line anywhere else is a broken chain. A file's content ends at the zeros a prepared file holds
+//! after it; bytes other than zeros after them are reported at their offset, as a broken chain.
+//! This module reads but never changes files.
 
 use crate::record::{LineHeader, hash_hex, parse_line};
 use crate::segment::{LineInfo, LineReader, Segment, list_segments};
@@ -218,6 +220,8 @@ pub(crate) enum WalkEnd {
 pub(crate) struct Walk {
     pub records: u64,
     pub chain: ChainState,
+    /// Where the content of each file read in full ends (a prepared file holds zeros after it).
+    pub content_ends: Vec<u64>,
     pub end: WalkEnd,
 }
 
@@ -231,10 +235,13 @@ pub(crate) fn walk<L: ChainLine>(
 ) -> Result<Walk, AuditError> {
     let mut chain = ChainState::genesis();
     let mut records = 0;
+    let mut content_ends = Vec::with_capacity(segments.len());
     for (index, segment) in segments.iter().enumerate() {
         let last_segment = index + 1 == segments.len();
         let mut reader = LineReader::open(&segment.path)?;
+        let mut lines = 0;
         while let Some((info, line)) = reader.next_line()? {
+            lines = info.number;
             let torn_possible = last_segment && info.last;
             let verdict = if info.complete {
                 decode(line)
@@ -244,18 +251,24 @@ pub(crate) fn walk<L: ChainLine>(
             let decoded = match verdict {
                 Ok(decoded) => decoded,
                 Err(description) if torn_possible => {
-                    let end = WalkEnd::Torn {
-                        segment: index,
-                        start: info.start,
-                        description: format!(
-                            "{}:{}: {description}",
-                            segment.path.display(),
-                            info.number
-                        ),
+                    let end = match reader.after_end()? {
+                        Some(at) => {
+                            past_the_end(index, segment, &info, &chain, at, reader.content_end())
+                        }
+                        None => WalkEnd::Torn {
+                            segment: index,
+                            start: info.start,
+                            description: format!(
+                                "{}:{}: {description}",
+                                segment.path.display(),
+                                info.number
+                            ),
+                        },
                     };
                     return Ok(Walk {
                         records,
                         chain,
+                        content_ends,
                         end,
                     });
                 }
@@ -264,6 +277,7 @@ pub(crate) fn walk<L: ChainLine>(
                     return Ok(Walk {
                         records,
                         chain,
+                        content_ends,
                         end,
                     });
                 }
@@ -281,6 +295,7 @@ pub(crate) fn walk<L: ChainLine>(
                 return Ok(Walk {
                     records,
                     chain,
+                    content_ends,
                     end,
                 });
             }
@@ -288,12 +303,47 @@ pub(crate) fn walk<L: ChainLine>(
             records += 1;
             accept(decoded, line, segment, &info)?;
         }
+        if let Some(at) = reader.after_end()? {
+            let end_of_content = reader.content_end();
+            let info = LineInfo {
+                start: end_of_content,
+                number: lines + 1,
+                complete: false,
+                last: true,
+            };
+            let end = past_the_end(index, segment, &info, &chain, at, end_of_content);
+            return Ok(Walk {
+                records,
+                chain,
+                content_ends,
+                end,
+            });
+        }
+        content_ends.push(reader.content_end());
     }
     Ok(Walk {
         records,
         chain,
+        content_ends,
         end: WalkEnd::Clean,
     })
+}
+
+/// Bytes other than zeros after the end of a file's content: the writer leaves only zeros there
+/// (a prepared file), so something else wrote them. Said at their offset; a power loss in the middle
+/// of an unacknowledged batch can leave the same (a page of it on disk, an earlier one not).
+fn past_the_end(
+    index: usize,
+    segment: &Segment,
+    info: &LineInfo,
+    chain: &ChainState,
+    at: u64,
+    end_of_content: u64,
+) -> WalkEnd {
+    let message = format!(
+        "bytes other than zeros at byte {at}, after the end of the content at byte {end_of_content}: written by something other than the log's writer (or a batch torn by a power loss)"
+    );
+    broken(index, segment, info, chain, message)
 }
 
 fn broken(

@@ -2,7 +2,8 @@
 //!
 //! Every event becomes one JSON line carrying a sequence number, a timestamp and the hash of the
 //! previous line, so that [`verify_dir`] proves no line was changed, removed, inserted or reordered.
-//! Concurrent appends are group-committed (one write and one `fdatasync` per batch) by the caller
+//! Concurrent appends are group-committed (one write in place and one `fdatasync` per batch, into a
+//! file prepared full of zeros so that the sync is one round trip to the disk) by the caller
 //! that waits first, or by a keeper thread when others queued meanwhile, so acknowledging a call
 //! only after its record is durable stays cheap, and costs a lone call no thread hand-off. A log that cannot be
 //! written fails closed: callers hear at once, new intents are refused ([`Admit`]), and the writer
@@ -10,7 +11,9 @@
 //!
 //! Modules, one concept each:
 //! - `record`: the line format (pure, fuzzable): [`Record`], [`parse_line`], [`line_hash`].
-//! - `segment`: the files of a log directory and reading their lines.
+//! - `segment`: the files of a log directory and reading their lines (up to the zeros that end a
+//!   prepared file's content).
+//! - `prepare`: the next file, zero-filled and synced ahead of need, and sealing the ones left.
 //! - `chain`: walking and verifying the hash chain, [`verify_dir`].
 //! - `open`: start-up scan, torn-line repair and recovery.
 //! - `writer`: group commit: the queue, its leaders and the keeper thread.
@@ -23,6 +26,7 @@ mod lock;
 mod log;
 mod open;
 mod options;
+mod prepare;
 mod read;
 mod record;
 mod segment;

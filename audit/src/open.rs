@@ -2,7 +2,8 @@
 //! and tell the writer where the chain continues.
 //!
 //! Runs on a blocking thread and streams records out as it reads them, so a large log never sits
-//! in memory. It changes files only to cut off a torn line or, with `recover`, to move damage aside.
+//! in memory. It changes files only to cut off a torn line, to cut an earlier file a crash left
+//! with zeros after its content, or, with `recover`, to move damage aside.
 
 use crate::chain::{ChainState, WalkEnd, walk};
 use crate::record::{decode_record, fast_header, parse_line};
@@ -121,8 +122,9 @@ pub(crate) fn scan<E: DeserializeOwned>(
     let mut torn_line_repaired = None;
     let mut recovered_from = None;
     let mut set_aside = Vec::new();
-    let kept = match walk.end {
-        WalkEnd::Clean => segments.len(),
+    // How many files stay, and the content length of the last (zeros may follow it).
+    let (kept, last_len) = match walk.end {
+        WalkEnd::Clean => (segments.len(), walk.content_ends.last().copied()),
         WalkEnd::Torn {
             segment,
             start,
@@ -131,7 +133,7 @@ pub(crate) fn scan<E: DeserializeOwned>(
             truncate(&segments[segment].path, start)?;
             tracing::warn!(%description, "cut off a torn last line of the audit log (an unacknowledged write)");
             torn_line_repaired = Some(description);
-            segments.len()
+            (segments.len(), Some(start))
         }
         WalkEnd::Broken {
             segment,
@@ -145,10 +147,17 @@ pub(crate) fn scan<E: DeserializeOwned>(
             set_aside = aside;
             tracing::warn!(%failure, "audit chain broken; damaged part moved aside, continuing from the last good record");
             recovered_from = Some(failure);
-            kept
+            let last_len = if kept > segment {
+                Some(start)
+            } else {
+                kept.checked_sub(1)
+                    .and_then(|i| walk.content_ends.get(i).copied())
+            };
+            (kept, last_len)
         }
     };
-    let segment = current_segment(dir, &segments[..kept], walk.chain.next_seq)?;
+    seal_earlier(&segments[..kept], &walk.content_ends)?;
+    let segment = current_segment(dir, &segments[..kept], last_len, walk.chain.next_seq)?;
     let report = OpenReport {
         records: walk.records,
         last_seq: walk.chain.next_seq.saturating_sub(1),
@@ -193,11 +202,38 @@ fn move_damage_aside(
     Ok((kept, set_aside))
 }
 
-/// The file to append to: the last kept one, unless it is empty and named for another seq (then
-/// it holds nothing and is replaced by one named for `next_seq`).
-fn current_segment(dir: &Path, kept: &[Segment], next_seq: u64) -> Result<OpenSegment, AuditError> {
+/// Cuts every kept file but the last to its content: a crash after the writer moved to a new
+/// file, before it sealed the old one, leaves zeros after the old one's content.
+fn seal_earlier(kept: &[Segment], content_ends: &[u64]) -> Result<(), AuditError> {
+    let earlier = kept.len().saturating_sub(1);
+    for (segment, &end) in kept[..earlier].iter().zip(content_ends) {
+        let size = fs::metadata(&segment.path)
+            .map_err(|e| AuditError::io(&segment.path, e))?
+            .len();
+        if size > end {
+            truncate(&segment.path, end)?;
+        }
+    }
+    Ok(())
+}
+
+/// The file to write to: the last kept one (its content is its first `last_len` bytes), unless
+/// it is empty and named for another seq (then it holds nothing and is replaced by one named for
+/// `next_seq`). A file the last run left prepared is written on in place.
+fn current_segment(
+    dir: &Path,
+    kept: &[Segment],
+    last_len: Option<u64>,
+    next_seq: u64,
+) -> Result<OpenSegment, AuditError> {
     if let Some(last) = kept.last() {
-        let segment = OpenSegment::open_existing(&last.path)?;
+        let len = match last_len {
+            Some(len) => len,
+            None => fs::metadata(&last.path)
+                .map_err(|e| AuditError::io(&last.path, e))?
+                .len(),
+        };
+        let segment = OpenSegment::open_existing(&last.path, len)?;
         if segment.len > 0 || last.first_seq == next_seq {
             return Ok(segment);
         }

@@ -10,7 +10,9 @@ pub struct AuditOptions {
     /// The directory holding the `audit-<seq>.jsonl` files; created if missing.
     pub dir: PathBuf,
     /// A file is closed and the next one started once a batch leaves it larger than this, so that
-    /// old files can be archived and `read_from` can skip them whole.
+    /// old files can be archived and `read_from` can skip them whole. Files are prepared (zero-filled)
+    /// ahead of need at sizes doubling from 1 MiB up to this (at most 64 MiB), and a file is also
+    /// closed when its prepared room is nearly used; a closed file is cut to its content.
     pub max_file_bytes: u64,
     /// `fdatasync` every batch before acknowledging it. Turn off only for tests and benchmarks:
     /// without it an acknowledged record can be lost in a crash.

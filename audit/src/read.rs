@@ -1,7 +1,8 @@
 //! [`read_from`]: streaming records from a given seq, for Watch replay and queries.
 //!
 //! Reads only; it does not verify the chain (that is [`verify_dir`](crate::verify_dir)'s job) and
-//! can run beside the writer: a line still being written looks torn and ends the stream.
+//! can run beside the writer: a line still being written looks torn and ends the stream, and so do
+//! the zeros after the live file's content.
 
 use crate::record::{decode_record, leading_seq};
 use crate::segment::{LineReader, Segment, list_segments};

@@ -1,11 +1,12 @@
 //! The files of a log directory: `audit-<first seq, 20 digits>.jsonl`, and reading their lines.
 //!
 //! Only names in exactly that form are log files; anything else in the directory (such as the
-//! `.damaged-<ms>` copies that recovery leaves) is ignored. This module never changes a file.
+//! `.damaged-<ms>` copies that recovery leaves, or the prepared spare) is ignored. This module never
+//! changes a file.
 
 use crate::AuditError;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 
 /// One file of the log.
@@ -61,19 +62,34 @@ pub(crate) struct LineInfo {
     pub start: u64,
     /// 1-based line number.
     pub number: u64,
-    /// Ends in `\n`. Only a line at the end of the file can lack it.
+    /// Ends in `\n`. Only a line at the end of the content can lack it.
     pub complete: bool,
-    /// Nothing follows it in the file (as read now).
+    /// Nothing follows it in the file (as read now) but zeros, if anything.
     pub last: bool,
 }
 
+/// How much of an unfinished line is read before it is looked at for the zeros that end a file's
+/// content: a torn line in a prepared file is followed by megabytes of them.
+const CHUNK: u64 = 64 * 1024;
+
 /// Reads a file line by line with a large buffer, tracking offsets, holding one line at a time.
+///
+/// A file's content ends at the first NUL byte that starts a line, or that falls in a last line
+/// without its `\n` (a prepared file is zero-filled past its content, see the `prepare` module);
+/// [`LineReader::after_end`] then says whether anything but zeros follows. A line that ends in
+/// `\n` is a line whatever its bytes, so a garbage last line is judged as it always was.
 pub(crate) struct LineReader {
     path: PathBuf,
     reader: BufReader<File>,
     offset: u64,
+    /// Where the line in `line` starts.
+    line_start: u64,
     number: u64,
     line: Vec<u8>,
+    /// Where the content ended, once reached.
+    end: Option<u64>,
+    /// Once looked for: the offset of the first byte after `end` that is not zero.
+    after_end: Option<Option<u64>>,
 }
 
 impl LineReader {
@@ -83,35 +99,149 @@ impl LineReader {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 20, file),
             offset: 0,
+            line_start: 0,
             number: 0,
             line: Vec::with_capacity(1024),
+            end: None,
+            after_end: None,
         })
     }
 
-    /// The next line (with its `\n`, if any), or `None` at the end of the file.
+    /// The next line (with its `\n`, if any), or `None` at the end of the content.
     pub fn next_line(&mut self) -> Result<Option<(LineInfo, &[u8])>, AuditError> {
-        self.line.clear();
-        let read = self
-            .reader
-            .read_until(b'\n', &mut self.line)
+        self.read_line()
             .map_err(|e| AuditError::io(&self.path, e))?;
-        if read == 0 {
+        if self.end.is_some() && self.line.is_empty() {
             return Ok(None);
         }
-        let last = self.at_eof().map_err(|e| AuditError::io(&self.path, e))?;
+        let last =
+            self.end.is_some() || self.at_end().map_err(|e| AuditError::io(&self.path, e))?;
         let info = LineInfo {
-            start: self.offset,
+            start: self.line_start,
             number: self.number + 1,
             complete: self.line.last() == Some(&b'\n'),
             last,
         };
-        self.offset += read as u64;
         self.number += 1;
         Ok(Some((info, &self.line)))
     }
 
-    fn at_eof(&mut self) -> io::Result<bool> {
-        Ok(self.reader.fill_buf()?.is_empty())
+    /// Where the content of the file ends (valid once `next_line` returned `None`).
+    pub fn content_end(&self) -> u64 {
+        self.end.unwrap_or(self.offset)
+    }
+
+    /// The offset of the first byte other than zero after the end of the content, if any: what the
+    /// writer never leaves there (a prepared file holds zeros past its last record). Reads the
+    /// rest of the file; call it once `next_line` returned `None` or a last line.
+    pub fn after_end(&mut self) -> Result<Option<u64>, AuditError> {
+        if let Some(found) = self.after_end {
+            return Ok(found);
+        }
+        if self.end.is_none() {
+            if !self.at_end().map_err(|e| AuditError::io(&self.path, e))? {
+                return Ok(Some(self.offset));
+            }
+            self.end = Some(self.offset);
+        }
+        let found = self
+            .skip_zeros()
+            .map_err(|e| AuditError::io(&self.path, e))?;
+        self.after_end = Some(found);
+        Ok(found)
+    }
+
+    /// Reads the next line into `self.line`, stopping at the end of the content.
+    fn read_line(&mut self) -> io::Result<()> {
+        self.line.clear();
+        self.line_start = self.offset;
+        if self.end.is_some() {
+            return Ok(());
+        }
+        if self.at_end()? {
+            self.end = Some(self.offset);
+            return Ok(());
+        }
+        loop {
+            let before = self.line.len();
+            let read = (&mut self.reader)
+                .take(CHUNK)
+                .read_until(b'\n', &mut self.line)?;
+            self.offset += read as u64;
+            if self.line.last() == Some(&b'\n') {
+                return Ok(());
+            }
+            if let Some(nul) = self.line[before..].iter().position(|&b| b == 0) {
+                return self.cut_at_nul(before + nul);
+            }
+            if (read as u64) < CHUNK {
+                return Ok(()); // the end of the file, without `\n` or NUL: a torn last line
+            }
+        }
+    }
+
+    /// A line without `\n` so far holds a NUL at `nul`: if only zeros follow to the end of the
+    /// file, the content ended there (the line is torn); if something else follows and a `\n`
+    /// after it, all of it is one (garbage) line; else the content ended at the NUL and what
+    /// follows is reported by `after_end`.
+    fn cut_at_nul(&mut self, nul: usize) -> io::Result<()> {
+        let line_start = self.line_start;
+        let nul_at = line_start + nul as u64;
+        let tail_nonzero = self.line[nul..].iter().position(|&b| b != 0);
+        let found = match tail_nonzero {
+            Some(i) => Some(nul_at + i as u64),
+            None => self.skip_zeros()?,
+        };
+        let Some(found) = found else {
+            self.line.truncate(nul);
+            self.end = Some(nul_at);
+            self.after_end = Some(None);
+            return Ok(());
+        };
+        // Something follows the zeros: read on to a `\n` (zeros skipped are put back).
+        let skipped = (self.offset - line_start) as usize;
+        self.line.resize(skipped, 0);
+        loop {
+            let read = self.reader.read_until(b'\n', &mut self.line)?;
+            self.offset += read as u64;
+            if read == 0 || self.line.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        if self.line.last() != Some(&b'\n') {
+            self.line.truncate(nul);
+            self.end = Some(nul_at);
+            self.after_end = Some(Some(found));
+        }
+        Ok(())
+    }
+
+    /// Skips zeros from the current position; returns the offset of the first other byte (not
+    /// consumed), or `None` at the end of the file.
+    fn skip_zeros(&mut self) -> io::Result<Option<u64>> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            // OR-ing a chunk is vectorised; only a chunk with something in it is searched.
+            if buf.iter().fold(0u8, |acc, &b| acc | b) != 0
+                && let Some(i) = buf.iter().position(|&b| b != 0)
+            {
+                self.reader.consume(i);
+                self.offset += i as u64;
+                return Ok(Some(self.offset));
+            }
+            let len = buf.len();
+            self.reader.consume(len);
+            self.offset += len as u64;
+        }
+    }
+
+    /// At the end of the file, or at a NUL: the end of the content.
+    fn at_end(&mut self) -> io::Result<bool> {
+        let buf = self.reader.fill_buf()?;
+        Ok(buf.first().is_none_or(|&b| b == 0))
     }
 }
 
@@ -157,5 +287,62 @@ mod tests {
                 (6, 3, false, true, b"ef".to_vec()),
             ]
         );
+    }
+
+    /// A line as read: start, complete, last, bytes.
+    type Read = (u64, bool, bool, Vec<u8>);
+
+    /// The lines of `bytes`, where the content ends, and what follows the end.
+    fn read_all(bytes: &[u8]) -> (Vec<Read>, u64, Option<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        let mut reader = LineReader::open(&path).unwrap();
+        let mut seen = Vec::new();
+        while let Some((info, bytes)) = reader.next_line().unwrap() {
+            seen.push((info.start, info.complete, info.last, bytes.to_vec()));
+        }
+        let after = reader.after_end().unwrap();
+        (seen, reader.content_end(), after)
+    }
+
+    #[test]
+    fn the_content_ends_at_the_zeros_and_what_follows_them_is_told() {
+        let mut prepared = b"ab\ncd\n".to_vec();
+        prepared.extend_from_slice(&[0; 200_000]);
+        let (lines, end, after) = read_all(&prepared);
+        assert_eq!(
+            lines,
+            vec![
+                (0, true, false, b"ab\n".to_vec()),
+                (3, true, true, b"cd\n".to_vec())
+            ]
+        );
+        assert_eq!((end, after), (6, None));
+
+        // A torn write: part of a line, then zeros (more than one read's worth).
+        let mut torn = b"ab\npart".to_vec();
+        torn.extend_from_slice(&[0; 200_000]);
+        let (lines, end, after) = read_all(&torn);
+        assert_eq!(lines[1], (3, false, true, b"part".to_vec()));
+        assert_eq!((end, after), (7, None));
+
+        // Something after the zeros, with or without a torn line before them.
+        let mut hidden = b"ab\n".to_vec();
+        hidden.extend_from_slice(&[0; 100_000]);
+        hidden.extend_from_slice(b"x\n");
+        let (lines, end, after) = read_all(&hidden);
+        assert_eq!((lines.len(), end, after), (1, 3, Some(100_003)));
+        let mut torn_hidden = b"ab\npart".to_vec();
+        torn_hidden.extend_from_slice(&[0; 100_000]);
+        torn_hidden.extend_from_slice(b"x");
+        let (lines, end, after) = read_all(&torn_hidden);
+        assert_eq!(lines[1], (3, false, true, b"part".to_vec()));
+        assert_eq!((end, after), (7, Some(100_007)));
+
+        // A line that ends in `\n` is a line, whatever it holds: a garbage last line.
+        let (lines, end, after) = read_all(b"ab\ngar\x00bage\n");
+        assert_eq!(lines[1], (3, true, true, b"gar\x00bage\n".to_vec()));
+        assert_eq!((end, after), (12, None));
     }
 }

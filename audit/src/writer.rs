@@ -2,7 +2,8 @@
 //!
 //! Appends queue in memory ([`Core::push`]). The first caller to wait on a record while nobody is
 //! committing becomes the *leader*: it takes every queued append (up to [`MAX_BATCH`]), chains and
-//! hashes them, writes them with one `write_all`, makes them durable with one `fdatasync`, then
+//! hashes them, writes them with one `pwrite` at the end of the file's content (in place, into zeros
+//! prepared ahead: see the `prepare` module), makes them durable with one `fdatasync`, then
 //! acknowledges and publishes them and steps down. A lone call therefore writes and syncs its own
 //! record on its own thread, with no hand-off to another thread and back; concurrent calls share
 //! the leader's sync.
@@ -29,11 +30,12 @@
 //! caller's back: a caller learns that its record is not durable, and decides what that means.
 
 use crate::chain::ChainState;
+use crate::prepare::{MIN_SEGMENT, Preparer, Spare, next_capacity};
 use crate::record::write_line;
 use crate::segment::{segment_file_name, sync_dir};
 use crate::{AuditError, Record};
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -153,42 +155,65 @@ pub(crate) struct WriterConfig {
     pub lock: Option<std::fs::File>,
 }
 
-/// The file being appended to.
+/// The file being written: its content, then (when it was prepared) zeros up to its capacity.
 #[derive(Debug)]
 pub(crate) struct OpenSegment {
     pub path: PathBuf,
     file: File,
+    /// The length of its content: where the next record is written.
     pub len: u64,
+    /// Its size on disk: past `len` it holds zeros, written and synced before any record went in.
+    capacity: u64,
     /// Which file this is (device and inode), to tell when `path` no longer names it.
     id: FileId,
 }
 
 impl OpenSegment {
-    /// Opens an existing log file for appending after its last line.
-    pub fn open_existing(path: &Path) -> Result<Self, AuditError> {
+    /// Opens an existing log file whose content is its first `len` bytes (zeros may follow).
+    pub fn open_existing(path: &Path, len: u64) -> Result<Self, AuditError> {
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .map_err(|e| AuditError::io(path, e))?;
-        Self::from_file(path.to_path_buf(), file)
+        Self::from_file(path.to_path_buf(), file, Some(len))
     }
 
-    /// Creates the file whose first record will be `first_seq`, durably (directory synced).
+    /// Creates the file whose first record will be `first_seq`, durably (directory synced). It
+    /// is not prepared: it grows with each write.
     pub fn create(dir: &Path, first_seq: u64) -> Result<Self, AuditError> {
         let path = dir.join(segment_file_name(first_seq));
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(|e| AuditError::io(&path, e))?;
         sync_dir(dir)?;
-        Self::from_file(path, file)
+        Self::from_file(path, file, None)
     }
 
-    fn from_file(path: PathBuf, file: File) -> Result<Self, AuditError> {
+    /// Gives the prepared `spare` (at `spare_path`) the name of the file whose first record will be
+    /// `first_seq`, durably. A link, not a rename, so that a file of that name is never replaced.
+    fn from_spare(
+        dir: &Path,
+        spare_path: &Path,
+        spare: Spare,
+        first_seq: u64,
+    ) -> Result<Self, AuditError> {
+        let path = dir.join(segment_file_name(first_seq));
+        std::fs::hard_link(spare_path, &path).map_err(|e| AuditError::io(&path, e))?;
+        let _ = std::fs::remove_file(spare_path);
+        sync_dir(dir)?;
+        let mut segment = Self::from_file(path, spare.file, Some(0))?;
+        segment.capacity = segment.capacity.max(spare.capacity);
+        Ok(segment)
+    }
+
+    fn from_file(path: PathBuf, file: File, len: Option<u64>) -> Result<Self, AuditError> {
         let metadata = file.metadata().map_err(|e| AuditError::io(&path, e))?;
         Ok(OpenSegment {
-            len: metadata.len(),
+            len: len.unwrap_or(metadata.len()),
+            capacity: metadata.len(),
             id: FileId::of(&metadata),
             path,
             file,
@@ -289,6 +314,7 @@ impl<E: Send + Sync + 'static> Core<E> {
         shared: Arc<Shared>,
     ) -> Result<Arc<Self>, AuditError> {
         let dir = config.dir.clone();
+        let preparer = Preparer::start(&dir)?;
         let writer = Writer {
             config,
             segment: Some(segment),
@@ -299,6 +325,7 @@ impl<E: Send + Sync + 'static> Core<E> {
             next_retry: Instant::now(),
             cut_to: None,
             buf: Vec::with_capacity(256 * 1024),
+            preparer,
             shared,
             broadcast,
         };
@@ -609,6 +636,8 @@ struct Writer<E> {
     /// a failed write could not be undone at once.
     cut_to: Option<u64>,
     buf: Vec<u8>,
+    /// Prepares the next file and seals the ones left (see the `prepare` module).
+    preparer: Preparer,
     shared: Arc<Shared>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
 }
@@ -726,13 +755,15 @@ impl<E> Writer<E> {
         }
     }
 
-    /// One `write_all` and one `fdatasync`; on failure, cuts the file back to where it was.
+    /// One write in place (`pwrite` at the end of the content) and one `fdatasync`; on failure,
+    /// cuts the file back to where it was.
     fn write_buf(&mut self) -> Result<(), AuditError> {
-        let segment = match &mut self.segment {
-            Some(segment) => segment,
-            None => self
-                .segment
-                .insert(OpenSegment::create(&self.config.dir, self.chain.next_seq)?),
+        if self.segment.is_none() {
+            let next = self.next_segment()?;
+            self.segment = Some(next);
+        }
+        let Some(segment) = &mut self.segment else {
+            unreachable!("set just above")
         };
         if let Some(len) = self.cut_to {
             segment
@@ -740,6 +771,7 @@ impl<E> Writer<E> {
                 .set_len(len)
                 .map_err(|e| AuditError::io(&segment.path, e))?;
             segment.len = len;
+            segment.capacity = len;
             self.cut_to = None;
         }
         let before = segment.len;
@@ -757,7 +789,9 @@ impl<E> Writer<E> {
         while self.shared.inject_stall.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let result = segment.file.write_all(&self.buf).and_then(|()| {
+        // Within a prepared file the write changes neither size nor extents: the sync is the
+        // data's round trip alone.
+        let result = segment.file.write_all_at(&self.buf, before).and_then(|()| {
             if self.config.fsync {
                 segment.file.sync_data()
             } else {
@@ -769,6 +803,7 @@ impl<E> Writer<E> {
             Ok(()) => match segment.still_named() {
                 Ok(()) => {
                     segment.len += self.buf.len() as u64;
+                    segment.capacity = segment.capacity.max(segment.len);
                     Ok(())
                 }
                 Err(lost) => {
@@ -782,30 +817,81 @@ impl<E> Writer<E> {
                 }
             },
             Err(error) => {
-                if let Err(cut) = segment.file.set_len(before) {
-                    tracing::error!(%cut, path = %segment.path.display(), "cannot cut a failed audit write back yet; nothing more is written until it can be");
-                    self.cut_to = Some(before);
+                // Cut back (the zeros after it with it: the file grows from here on).
+                match segment.file.set_len(before) {
+                    Ok(()) => segment.capacity = before,
+                    Err(cut) => {
+                        tracing::error!(%cut, path = %segment.path.display(), "cannot cut a failed audit write back yet; nothing more is written until it can be");
+                        self.cut_to = Some(before);
+                    }
                 }
                 Err(error)
             }
         }
     }
 
-    /// Starts the next file, named by the next seq, once the current one is over the limit.
+    /// The file for the next record: the prepared spare when it is ready, else a new plain one.
+    fn next_segment(&mut self) -> Result<OpenSegment, AuditError> {
+        let first_seq = self.chain.next_seq;
+        if let Some(spare) = self.preparer.take() {
+            let spare_path = self.preparer.spare_path();
+            match OpenSegment::from_spare(&self.config.dir, &spare_path, spare, first_seq) {
+                Ok(segment) => return Ok(segment),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take the prepared audit file; starting a plain one")
+                }
+            }
+        }
+        OpenSegment::create(&self.config.dir, first_seq)
+    }
+
+    /// After a batch: asks for the next prepared file once the current one is half full, and
+    /// moves to it once the current one is nearly full (or past `max_file_bytes`, where a plain
+    /// file is started if no spare is ready). A file that was never prepared moves to the spare
+    /// once it holds [`MIN_SEGMENT`]. The file left is sealed in the background.
     fn rotate_if_full(&mut self) {
-        let full = self
-            .segment
-            .as_ref()
-            .is_some_and(|s| s.len > self.config.max_file_bytes);
-        if !full {
+        let Some(segment) = &self.segment else {
+            return;
+        };
+        let (len, capacity) = (segment.len, segment.capacity.max(segment.len));
+        let room = capacity - len;
+        let over = len > self.config.max_file_bytes;
+        if over || (len >= MIN_SEGMENT / 2 && room < capacity / 2) {
+            self.preparer
+                .ask(next_capacity(capacity, self.config.max_file_bytes));
+        }
+        let nearly_full = len >= MIN_SEGMENT && room < capacity / 8;
+        if !over && !nearly_full {
             return;
         }
-        self.segment = None;
-        match OpenSegment::create(&self.config.dir, self.chain.next_seq) {
+        let spare = self.preparer.take();
+        if spare.is_none() && !over {
+            return;
+        }
+        if let Some(old) = self.segment.take() {
+            self.seal(old);
+        }
+        let first_seq = self.chain.next_seq;
+        let next = match spare {
+            Some(spare) => {
+                let spare_path = self.preparer.spare_path();
+                OpenSegment::from_spare(&self.config.dir, &spare_path, spare, first_seq)
+                    .or_else(|_| OpenSegment::create(&self.config.dir, first_seq))
+            }
+            None => OpenSegment::create(&self.config.dir, first_seq),
+        };
+        match next {
             Ok(segment) => self.segment = Some(segment),
             Err(error) => {
                 tracing::warn!(%error, "cannot start the next audit file; retrying with the next batch")
             }
+        }
+    }
+
+    /// Hands a file the writer is done with to be cut to its content, if zeros follow it.
+    fn seal(&self, segment: OpenSegment) {
+        if segment.capacity > segment.len {
+            self.preparer.seal(segment.file, segment.path, segment.len);
         }
     }
 
@@ -821,12 +907,17 @@ impl<E> Writer<E> {
                 );
             }
         }
+        // Sealed: cut to its content, so a closed log is plain JSONL.
         if let Some(segment) = &self.segment
-            && let Err(error) = segment.file.sync_all()
+            && let Err(error) = segment
+                .file
+                .set_len(segment.len)
+                .and_then(|()| segment.file.sync_all())
         {
             tracing::error!(%error, path = %segment.path.display(), "final sync of the audit log failed");
         }
         self.segment = None;
+        self.preparer.finish();
         self.config.lock = None;
     }
 }

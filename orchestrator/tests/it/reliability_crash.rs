@@ -321,13 +321,18 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_state_resumes() {
             acked_now.len() - before
         );
         if round == 1 {
-            // A crash mid-write leaves a torn last line; the next start must cut it off.
-            use std::io::Write;
+            // A crash mid-write leaves a torn last line; the next start must cut it off. It is
+            // where the writer was writing: at the end of the content, before the zeros of a
+            // prepared file (issue 26), or at the end of a plain one.
+            use std::os::unix::fs::FileExt;
+            let file = last_file(&audit);
+            let bytes = std::fs::read(&file).expect("read the last file");
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             std::fs::OpenOptions::new()
-                .append(true)
-                .open(last_file(&audit))
+                .write(true)
+                .open(&file)
                 .expect("open the last file")
-                .write_all(b"{\"seq\":999999,\"ts_ms\":1,\"prev\":\"ab")
+                .write_all_at(b"{\"seq\":999999,\"ts_ms\":1,\"prev\":\"ab", end as u64)
                 .expect("torn write");
         }
     }
