@@ -1,12 +1,13 @@
 //! Laundering attempts against the rules that follow the agent (issue 30), over raw HTTP: a second
 //! session of the same identity with `flow_scope` set to the caller, a handle replayed by another
-//! identity, a forged or altered handle; and `per_call`, the old behaviour, kept on request.
+//! identity, a forged or altered handle; a handle and its labels across a restart; and `per_call`,
+//! the old behaviour, kept on request.
 
 use super::{ALICE, BOB, HANDLE_ARGUMENT, HANDLE_META_KEY, WORKFLOW_META_KEY, rules_follow};
 use crate::mcp_support::{
-    call_in_session, call_outcome, open_session_as, session_free_call, with_config,
+    call_in_session, call_outcome, open_session_as, session_free_call, shipped_config, with_config,
 };
-use conductor_orchestrator::testing::RunningOrchestrator;
+use conductor_orchestrator::testing::{self, RunningOrchestrator};
 use serde_json::{Value, json};
 
 /// What a session-free call's result says: its workflow and handle.
@@ -318,5 +319,70 @@ async fn per_call_opens_a_workflow_per_call_and_the_handle_still_keeps_one() {
     .expect("with the handle, process_data follows validate_data");
     assert_eq!(workflow_and_handle(&kept).0, workflow);
     orchestrator.stop().await;
+    servers.stop().await;
+}
+
+/// A handle, and the labels its workflow carries, outlive a restart on the same audit directory: the
+/// handle still opens the workflow (its key is kept beside the log), the flow rule still refuses
+/// egress there, and a call without a handle still goes to the identity's current workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_and_its_labels_outlive_a_restart() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config: Value =
+        serde_json::from_str(&shipped_config(&servers, None)).expect("config JSON");
+    rules_follow(&mut config);
+    let config = config.to_string();
+    let audit = tempfile::tempdir().expect("temp dir");
+    let first = testing::spawn(&config, None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let addr = first.http_addr;
+    let listed = call_outcome(
+        &session_free_call(addr, Some(ALICE), "raw-eras", "list_backups", json!({})).await,
+    )
+    .expect("list_backups runs");
+    let (workflow, handle) = workflow_and_handle(&listed);
+    call_outcome(
+        &session_free_call(
+            addr,
+            Some(ALICE),
+            "raw-eras",
+            "list_notifications",
+            with_handle(json!({}), &handle),
+        )
+        .await,
+    )
+    .expect("list_notifications runs");
+    first.stop().await;
+
+    let again = testing::spawn(&config, None, audit.path())
+        .await
+        .expect("orchestrator starts again on the same log");
+    let addr = again.http_addr;
+    let refused = call_outcome(
+        &session_free_call(
+            addr,
+            Some(ALICE),
+            "raw-eras",
+            "send_notification",
+            with_handle(note(), &handle),
+        )
+        .await,
+    )
+    .expect_err("egress after a restart is still refused");
+    assert!(
+        refused.contains("no-unchecked-egress") && refused.contains(&workflow),
+        "the handle still opens its workflow, whose labels still hold: {refused}"
+    );
+    let current = call_outcome(
+        &session_free_call(addr, Some(ALICE), "raw-eras", "list_schemas", json!({})).await,
+    )
+    .expect("list_schemas runs");
+    assert_eq!(
+        workflow_and_handle(&current),
+        (workflow, handle),
+        "without a handle, the identity's current workflow, and the same handle for it"
+    );
+    again.stop().await;
     servers.stop().await;
 }
