@@ -7,12 +7,14 @@
 //! - [`stack`], [`daemons`]: the daemons as child processes; CPU time and memory from `/proc`.
 //! - [`scenario`]: the measured call, its prerequisite, and the orchestrator configuration.
 //! - [`load`], [`mcp_load`]: closed-loop clients over gRPC and over MCP (rmcp).
-//! - [`live`]: figures 1–3; [`peers`] and [`echo_server`]: figure 4; [`offline`]: figures 5–7, with
+//! - [`durable`]: figure 0, one durable record through the audit log against the device floor;
+//!   [`live`]: figures 1–3; [`peers`] and [`echo_server`]: figure 4; [`offline`]: figures 5–7, with
 //!   [`decisions`] (policy engine) and [`recovery`] (start-up over a long log).
 //! - [`fsync`], [`stats`], [`report`]: the disk's floor, latency summaries, and the output.
 
 pub mod daemons;
 pub mod decisions;
+pub mod durable;
 pub mod echo_server;
 pub mod fsync;
 pub mod live;

@@ -252,7 +252,7 @@ pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Resul
                     false,
                 );
             }
-            let sync = crate::fsync::probe(&stack.audit_dir("peers"), 200)?;
+            let sync = crate::fsync::floor(&stack.audit_dir("peers"), 200)?;
             let limit = peer.c1.p50_us + 2.0 * sync.p50_us;
             report.goal(
                 4,
@@ -260,7 +260,7 @@ pub async fn compare(report: &mut Report, scale: &Scale, stack: &Stack) -> Resul
                 ours.c1.p50_us,
                 "µs",
                 format!(
-                    "≤ mcp-proxy's p50 + 2 × fdatasync p50 = {:.0} + 2 × {:.0} = {limit:.0} µs",
+                    "≤ mcp-proxy's p50 + 2 × device floor p50 = {:.0} + 2 × {:.0} = {limit:.0} µs",
                     peer.c1.p50_us, sync.p50_us
                 ),
                 ours.c1.p50_us <= limit,

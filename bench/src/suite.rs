@@ -5,7 +5,7 @@ use crate::daemons::bin_dir;
 use crate::live::{self, Live};
 use crate::report::{Report, machine};
 use crate::stack::Stack;
-use crate::{offline, peers};
+use crate::{durable, offline, peers};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -71,7 +71,7 @@ impl Scale {
 pub struct Options {
     pub quick: bool,
     pub peers: bool,
-    /// Figures to run (1–7); empty for all.
+    /// Figures to run (0–7); empty for all.
     pub only: Vec<u8>,
     pub bin_dir: Option<PathBuf>,
     /// Where audit logs and server data go (a temporary directory inside it); default: the system's.
@@ -111,6 +111,13 @@ pub async fn run(options: &Options) -> Result<Report> {
         bins.display(),
         work.path().display()
     );
+    if options.wants(0) {
+        eprintln!("bench: 0. one durable record against the device floor");
+        let dir = work.path().join("audit-figure-0");
+        if let Err(e) = durable::one_durable_record(&mut report, &scale, &dir).await {
+            report.failed(0, "one durable record", &e);
+        }
+    }
     let stack = Stack::start(&bins, work.path()).context("starting the tool servers")?;
     let tool_server = stack.server("processing").context("no processing server")?;
 
