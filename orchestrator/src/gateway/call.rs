@@ -18,6 +18,7 @@ use conductor_audit::Admit;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// A call asked for by a caller or a template step.
 #[derive(Debug, Clone)]
@@ -67,11 +68,17 @@ impl Gateway {
         let spec = self.bind_step(spec);
         let step_of = spec.step.map(|_| spec.workflow_id.clone());
         let gateway = self.clone();
+        // The call runs on if its caller goes away (it is recorded to its end), but a request for
+        // approval it waits on is withdrawn: nobody would receive what an approval released.
+        let abandoned = CancellationToken::new();
+        let withdraw = abandoned.clone().drop_guard();
         let task = self
             .inner
             .tasks
-            .spawn(async move { gateway.execute(spec, None).await });
-        let report = task.await.map_err(|_| Error::ShuttingDown)??;
+            .spawn(async move { gateway.execute_until(spec, None, &abandoned).await });
+        let report = task.await.map_err(|_| Error::ShuttingDown);
+        withdraw.disarm();
+        let report = report??;
         if let Some(workflow_id) = step_of {
             self.complete_if_every_step_done(&workflow_id).await;
         }
@@ -84,6 +91,18 @@ impl Gateway {
         &self,
         spec: CallSpec,
         resumed: Option<Approval>,
+    ) -> Result<CallReport, Error> {
+        self.execute_until(spec, resumed, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Gateway::execute`], withdrawing the call's request for approval if `abandoned` is
+    /// cancelled while it waits (its caller cancelled the request or went away).
+    async fn execute_until(
+        &self,
+        spec: CallSpec,
+        resumed: Option<Approval>,
+        abandoned: &CancellationToken,
     ) -> Result<CallReport, Error> {
         let (call_id, approval, decisions) = match resumed {
             Some(approval) => {
@@ -127,7 +146,7 @@ impl Gateway {
                 }
             }
         };
-        let approval = match Box::pin(self.await_approval(approval, decisions)).await {
+        let approval = match Box::pin(self.await_approval(approval, decisions, abandoned)).await {
             Ok(approval) => approval,
             // The wait ended with the orchestrator: the request stays pending and resumes.
             Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),

@@ -105,31 +105,42 @@ impl Gateway {
         &self,
         approval: Approval,
         decisions: oneshot::Receiver<DecisionRequest>,
+        abandoned: &tokio_util::sync::CancellationToken,
     ) -> Result<Approval, Error> {
         let remaining =
             Duration::from_millis(u64::try_from(approval.expires_at_ms - now_ms()).unwrap_or(0));
         let waited = tokio::select! {
-            waited = tokio::time::timeout(remaining, decisions) => waited,
+            waited = tokio::time::timeout(remaining, decisions) => Some(waited),
             () = self.inner.shutdown.cancelled() => {
                 self.inner.waiters().remove(&approval.id);
                 return Err(Error::ShuttingDown);
             }
+            () = abandoned.cancelled() => None,
         };
         self.inner.waiters().remove(&approval.id);
         let (verdict, approver, reason, reply) = match waited {
-            Ok(Ok(DecisionRequest {
+            None => {
+                tracing::info!(approval = %approval.id, "a request for approval was withdrawn: its caller cancelled or left");
+                (
+                    ApprovalVerdict::Expired,
+                    "system:withdrawn".to_owned(),
+                    "withdrawn: the caller cancelled the request, or went away, while it waited for a decision".to_owned(),
+                    None,
+                )
+            }
+            Some(Ok(Ok(DecisionRequest {
                 verdict,
                 approver,
                 reason,
                 reply,
-            })) => (verdict, approver, reason, Some(reply)),
-            Ok(Err(_)) => (
+            }))) => (verdict, approver, reason, Some(reply)),
+            Some(Ok(Err(_))) => (
                 ApprovalVerdict::Expired,
                 "system".to_owned(),
                 "the approval was withdrawn".to_owned(),
                 None,
             ),
-            Err(_) => {
+            Some(Err(_)) => {
                 let waited = humantime::format_duration(Duration::from_secs(
                     u64::try_from((approval.expires_at_ms - approval.requested_at_ms) / 1000)
                         .unwrap_or(0),

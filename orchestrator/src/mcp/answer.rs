@@ -37,17 +37,18 @@ pub(super) struct Rest {
 }
 
 /// Runs one request of a session through `handler` (the SDK's one-request service) and returns
-/// its first message, with the rest when the first is not already the answer.
+/// its first message, with the rest when the first is not already the answer. Cancelling `cancel`
+/// (the client's `notifications/cancelled`, or the client gone) stops the handler.
 pub(super) async fn dispatch(
     handler: ConductorMcp,
     peer_info: Option<InitializeRequestParams>,
     mut request: JsonRpcRequest<ClientRequest>,
     parts: Parts,
+    cancel: CancellationToken,
 ) -> Result<(ServerJsonRpcMessage, Option<Rest>), Response> {
     request.request.extensions_mut().insert(parts);
     let (transport, mut receiver) =
         OneshotTransport::<RoleServer>::new(ClientJsonRpcMessage::Request(request));
-    let cancel = CancellationToken::new();
     let running = serve_directly_with_ct(handler, transport, peer_info, cancel.clone());
     tokio::spawn(async move {
         let _ = running.waiting().await;

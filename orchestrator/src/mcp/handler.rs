@@ -12,6 +12,7 @@ use crate::auth::Identity;
 use crate::config::SessionFreeWorkflow;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
+use rmcp::model::RequestId;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, Implementation,
     InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
@@ -21,6 +22,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// The tool that starts a new workflow for the session, ad hoc or from a template.
 pub const START_WORKFLOW_TOOL: &str = "conductor_start_workflow";
@@ -68,12 +70,31 @@ pub(super) struct Session {
     client: std::sync::OnceLock<String>,
     /// The protocol version `initialize` agreed on.
     protocol: std::sync::OnceLock<ProtocolVersion>,
+    /// The requests being answered now, by JSON-RPC id: where the client's
+    /// `notifications/cancelled` finds the request it names.
+    inflight: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         let started = std::mem::take(self.started.get_mut().unwrap_or_else(|e| e.into_inner()));
         self.gateway.end_session_workflows(started);
+    }
+}
+
+/// A request being answered; it stops being cancellable when this is dropped.
+pub(super) struct Tracked {
+    session: Arc<Session>,
+    key: String,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.session
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -175,6 +196,7 @@ impl ConductorMcp {
                 started: std::sync::Mutex::default(),
                 client: std::sync::OnceLock::new(),
                 protocol: std::sync::OnceLock::new(),
+                inflight: std::sync::Mutex::default(),
             }),
         }
     }
@@ -191,6 +213,33 @@ impl ConductorMcp {
 }
 
 impl Session {
+    /// Keeps `cancel` as the way to stop request `id` until the returned guard is dropped.
+    pub(super) fn track(self: &Arc<Self>, id: &RequestId, cancel: CancellationToken) -> Tracked {
+        let key = id.to_string();
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), cancel);
+        Tracked {
+            session: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// The client's `notifications/cancelled` for request `id`: stops it, if it is still being
+    /// answered.
+    pub(super) fn cancel(&self, id: &RequestId) {
+        let cancel = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.to_string());
+        if let Some(cancel) = cancel {
+            tracing::info!(request = %id, "the MCP client cancelled a request");
+            cancel.cancel();
+        }
+    }
+
     pub(super) fn client(&self) -> Option<&str> {
         self.client.get().map(String::as_str)
     }
@@ -564,7 +613,12 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let call = CallContext::of(&self.session, &context);
-        self.session.call_tool(request, call).await
+        // A request the client cancels (or leaves) stops here: a call still waiting for approval
+        // is then withdrawn (see `Gateway::call`).
+        tokio::select! {
+            answer = self.session.call_tool(request, call) => answer,
+            () = context.ct.cancelled() => Err(ErrorData::invalid_request("the request was cancelled", None)),
+        }
     }
 }
 

@@ -43,6 +43,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The state of the session layer.
@@ -187,10 +188,11 @@ async fn open(front: &SessionFront, caller: Identity, request: Request) -> Respo
         Arc::clone(&front.shared),
     );
     let session = handler.shared();
-    let (first, rest) = match dispatch(handler, None, initialize, parts).await {
-        Ok(answer) => answer,
-        Err(refusal) => return refusal,
-    };
+    let (first, rest) =
+        match dispatch(handler, None, initialize, parts, CancellationToken::new()).await {
+            Ok(answer) => answer,
+            Err(refusal) => return refusal,
+        };
     let opened = matches!(first, ServerJsonRpcMessage::Response(_));
     let mut response = match rest {
         None => json(&first),
@@ -270,19 +272,32 @@ async fn post(busy: Busy, request: Request) -> Response {
             );
         }
     };
-    let ClientJsonRpcMessage::Request(request) = message else {
-        // Notifications (`initialized`, `cancelled`) and answers to requests this server never
-        // sends need nothing.
-        return StatusCode::ACCEPTED.into_response();
+    let request = match message {
+        ClientJsonRpcMessage::Request(request) => request,
+        ClientJsonRpcMessage::Notification(notification) => {
+            // `cancelled` stops the request it names (a call waiting for approval is withdrawn);
+            // `initialized` and the others need nothing.
+            if let Ok(cancelled) =
+                TryInto::<rmcp::model::CancelledNotification>::try_into(notification.notification)
+                && let Some(id) = &cancelled.params.request_id
+            {
+                busy.session().cancel(id);
+            }
+            return StatusCode::ACCEPTED.into_response();
+        }
+        // Answers to requests this server never sends need nothing.
+        _ => return StatusCode::ACCEPTED.into_response(),
     };
     // A client that asked for progress reads a stream, even when nothing precedes the answer.
     let progress = request.request.get_meta().get_progress_token().is_some();
     let session = Arc::clone(busy.session());
     let peer_info = session.peer_info();
-    match dispatch(ConductorMcp::of(session), peer_info, request, parts).await {
+    let cancel = CancellationToken::new();
+    let tracked = session.track(&request.id, cancel.clone());
+    match dispatch(ConductorMcp::of(session), peer_info, request, parts, cancel).await {
         Ok((first, None)) if !progress => json(&first),
-        // The guard lives as long as the stream, which lasts the whole call.
-        Ok((first, rest)) => event_stream(first, rest, busy),
+        // The guards live as long as the stream, which lasts the whole call.
+        Ok((first, rest)) => event_stream(first, rest, (busy, tracked)),
         Err(refusal) => refusal,
     }
 }

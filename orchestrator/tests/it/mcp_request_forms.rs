@@ -260,3 +260,71 @@ async fn invalid_call_params_are_invalid_params_in_every_era() {
     orchestrator.stop().await;
     servers.stop().await;
 }
+
+/// A call waiting for approval whose client cancels it is withdrawn (issue 28): its request ends as
+/// withdrawn, recorded, and a later `approve` says so, so the tool never runs. Before, the request
+/// stayed pending and approving it ran the tool with nobody waiting for the result (the official
+/// TypeScript client sends `notifications/cancelled` when its request times out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_client_cancels_while_it_waits_for_approval_is_withdrawn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (servers, orchestrator, _audit) = with_config(|_| {}).await;
+    let addr = orchestrator.http_addr;
+    let gateway = &orchestrator.gateway;
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    let session = opened.header("mcp-session-id").expect("a session");
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"restore_backup","arguments":{"name":"left-behind"},"_meta":{"progressToken":"p-9"}}}"#;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let progress = async {
+        while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before any progress");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(crate::mcp_support::DEADLINE, progress)
+        .await
+        .expect("the call waits at its gate");
+    let pending = gateway.pending_approvals();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let id = pending[0].id.clone();
+
+    let cancelled = raw_post(
+        addr,
+        &[
+            ("Mcp-Session-Id", session.as_str()),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9,"reason":"timed out"}}"#,
+    )
+    .await;
+    assert_eq!(cancelled.status, 202, "{cancelled:?}");
+    drop(stream);
+    let deadline = std::time::Instant::now() + crate::mcp_support::DEADLINE;
+    while !gateway.pending_approvals().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request was not withdrawn"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let withdrawn = gateway.approval(&id).expect("the decided request");
+    assert_eq!(withdrawn.decided_by, "system:withdrawn", "{withdrawn:?}");
+    assert!(withdrawn.reason.contains("withdrawn"), "{withdrawn:?}");
+    let late = gateway
+        .decide_approval(&id, true, "grpc:ops", "too late")
+        .await
+        .expect_err("a withdrawn request cannot be approved");
+    assert!(late.to_string().contains("withdrawn"), "{late}");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
