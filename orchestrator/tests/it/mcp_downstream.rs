@@ -30,6 +30,23 @@ fn echo_config() -> String {
     .to_string()
 }
 
+/// An orchestrator in front of the echo server, and an MCP client of it (the temporary directory
+/// holds the audit log).
+async fn echo_stack() -> (
+    testing::RunningOrchestrator,
+    RunningService<RoleClient, ()>,
+    tempfile::TempDir,
+) {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let client = ().serve(transport).await.expect("the MCP client initializes");
+    (orchestrator, client, audit)
+}
+
 async fn call(
     client: &RunningService<RoleClient, ()>,
     tool: &str,
@@ -60,13 +77,7 @@ async fn pid(client: &RunningService<RoleClient, ()>) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_stdio_server_is_listed_checked_audited_and_restarted() {
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
-    let client = ().serve(transport).await.expect("the MCP client initializes");
+    let (orchestrator, client, _audit) = echo_stack().await;
 
     let tools = client.list_all_tools().await.expect("tools/list");
     let echo = tools
@@ -477,13 +488,7 @@ async fn annotations_of_a_downstream_tool_give_labels_that_flow_rules_follow() {
 /// tool (title, annotations, output schema), while the audit log still keeps the domain value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_and_tool_metadata_pass_through_unchanged() {
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
-    let client = ().serve(transport).await.expect("the MCP client initializes");
+    let (orchestrator, client, _audit) = echo_stack().await;
 
     let tools = client.list_all_tools().await.expect("tools/list");
     let forecast = tools

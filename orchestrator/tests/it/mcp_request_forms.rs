@@ -31,6 +31,12 @@ async fn post_raw(
     raw_exchange(addr, request.as_bytes()).await
 }
 
+/// Opens an anonymous MCP session; its id.
+async fn open_session(addr: SocketAddr) -> String {
+    let opened = raw_post(addr, &[], INITIALIZE).await;
+    opened.header("mcp-session-id").expect("a session")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_form_meets_the_one_session_layer() {
     let (servers, orchestrator, _audit) = with_config(|config| {
@@ -205,8 +211,7 @@ async fn every_request_form_meets_the_one_session_layer() {
 async fn invalid_call_params_are_invalid_params_in_every_era() {
     let (servers, orchestrator, _audit) = with_config(|_| {}).await;
     let addr = orchestrator.http_addr;
-    let opened = raw_post(addr, &[], INITIALIZE).await;
-    let session = opened.header("mcp-session-id").expect("a session");
+    let session = open_session(addr).await;
     let in_session = [
         ("Mcp-Session-Id", session.as_str()),
         ("MCP-Protocol-Version", "2025-11-25"),
@@ -271,8 +276,7 @@ async fn a_call_its_client_cancels_while_it_waits_for_approval_is_withdrawn() {
     let (servers, orchestrator, _audit) = with_config(|_| {}).await;
     let addr = orchestrator.http_addr;
     let gateway = &orchestrator.gateway;
-    let opened = raw_post(addr, &[], INITIALIZE).await;
-    let session = opened.header("mcp-session-id").expect("a session");
+    let session = open_session(addr).await;
     let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"restore_backup","arguments":{"name":"left-behind"},"_meta":{"progressToken":"p-9"}}}"#;
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
