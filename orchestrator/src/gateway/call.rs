@@ -9,7 +9,7 @@
 use super::decide::{Decided, Dispatch, Verdict};
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
-use crate::audit::{ApprovalVerdict, AuditEvent, Outcome};
+use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome};
 use crate::downstream::{Forward, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
@@ -17,6 +17,7 @@ use crate::policy::Violation;
 use conductor_audit::Admit;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -277,18 +278,22 @@ impl Gateway {
             }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let (outcome, error, result_value, details) = match result.as_ref().map(|r| &r.outcome) {
-            Ok(Ok(value)) => (Outcome::Succeeded, None, Some(value.clone()), None),
+        // The result moves into its record and back out once that is durable (copied only when a
+        // watcher shares the record), so a large result is held once, not twice.
+        let mut result = result;
+        let result_value = match result.as_mut().map(|r| &mut r.outcome) {
+            Ok(Ok(value)) => Some(std::mem::take(value)),
+            _ => None,
+        };
+        let (outcome, error, details) = match result.as_ref().map(|r| &r.outcome) {
+            Ok(Ok(_)) => (Outcome::Succeeded, None, None),
             Ok(Err(failure)) => (
                 Outcome::Failed,
                 Some(format!("{}: {}", failure.code, failure.message)),
-                None,
                 failure.details.clone(),
             ),
-            Err(e @ Error::Unavailable { .. }) => {
-                (Outcome::Unavailable, Some(e.to_string()), None, None)
-            }
-            Err(e) => (Outcome::Failed, Some(e.to_string()), None, None),
+            Err(e @ Error::Unavailable { .. }) => (Outcome::Unavailable, Some(e.to_string()), None),
+            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
         };
         self.inner.metrics.call_finished(
             &spec.tool,
@@ -299,7 +304,8 @@ impl Gateway {
             },
             duration_us,
         );
-        self.inner
+        let recorded = self
+            .inner
             .record(
                 AuditEvent::CallFinished {
                     workflow_id: spec.workflow_id.clone(),
@@ -316,7 +322,7 @@ impl Gateway {
             .await?;
         let reply = result?;
         let result = match reply.outcome {
-            Ok(value) => CallResult::Succeeded(value),
+            Ok(_) => CallResult::Succeeded(recorded_result(recorded)),
             Err(failure) => CallResult::Failed(failure),
         };
         Ok(CallReport {
@@ -366,5 +372,28 @@ impl Gateway {
             .get(workflow_id)
             .map(|w| w.caller.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The result a durable `call_finished` record carries: moved out when nothing else holds the
+/// record any more, else copied (a watcher shares it).
+fn recorded_result(record: Arc<AuditRecord>) -> Value {
+    match Arc::try_unwrap(record) {
+        Ok(AuditRecord {
+            event:
+                AuditEvent::CallFinished {
+                    result: Some(value),
+                    ..
+                },
+            ..
+        }) => value,
+        Ok(_) => Value::Null,
+        Err(shared) => match &shared.event {
+            AuditEvent::CallFinished {
+                result: Some(value),
+                ..
+            } => value.clone(),
+            _ => Value::Null,
+        },
     }
 }
