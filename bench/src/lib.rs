@@ -9,7 +9,8 @@
 //! - [`load`], [`mcp_load`]: closed-loop clients over gRPC and over MCP (rmcp).
 //! - [`durable`]: figure 0, one durable record through the audit log against the device floor;
 //!   [`live`]: figures 1–3; [`peers`] and [`echo_server`]: figure 4; [`offline`]: figures 5–7, with
-//!   [`decisions`] (policy engine) and [`recovery`] (start-up over a long log).
+//!   [`decisions`] (policy engine) and [`recovery`] (start-up over a long log); [`request_size`]:
+//!   figure 8, the orchestrator's memory per request size.
 //! - [`fsync`], [`stats`], [`report`]: the disk's floor, latency summaries, and the output.
 
 pub mod daemons;
@@ -25,6 +26,7 @@ pub mod offline;
 pub mod peers;
 pub mod recovery;
 pub mod report;
+pub mod request_size;
 pub mod scenario;
 pub mod stack;
 pub mod stats;

@@ -22,7 +22,8 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
-    /// The figure's number in issue 9's list (1–7).
+    /// The figure's number: 1–7 from issue 9's list, 0 from issue 26, 8 from issue 29 (memory per
+    /// request size).
     pub section: u8,
     pub name: String,
     pub value: Option<f64>,

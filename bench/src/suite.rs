@@ -5,7 +5,7 @@ use crate::daemons::bin_dir;
 use crate::live::{self, Live};
 use crate::report::{Report, machine};
 use crate::stack::Stack;
-use crate::{durable, offline, peers};
+use crate::{durable, offline, peers, request_size};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -71,7 +71,7 @@ impl Scale {
 pub struct Options {
     pub quick: bool,
     pub peers: bool,
-    /// Figures to run (0–7); empty for all.
+    /// Figures to run (0–8); empty for all.
     pub only: Vec<u8>,
     pub bin_dir: Option<PathBuf>,
     /// Where audit logs and server data go (a temporary directory inside it); default: the system's.
@@ -182,6 +182,14 @@ pub async fn run(options: &Options) -> Result<Report> {
         }
         if let Err(e) = offline::idle_sessions(&mut report, &scale, &stack).await {
             report.failed(7, "idle MCP sessions", &e);
+        }
+    }
+    if options.wants(8) {
+        eprintln!("bench: 8. memory per request size");
+        if let Err(e) =
+            request_size::memory_per_request_size(&mut report, options.quick, &stack).await
+        {
+            report.failed(8, "memory per request size", &e);
         }
     }
     drop(stack);

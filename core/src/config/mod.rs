@@ -317,7 +317,20 @@ impl Config {
         let name = caller_name(caller);
         name == OPERATOR
             || self.clients.get(name).is_some_and(|c| c.read || c.approve)
-            || (self.clients.is_empty() && !self.auth.required)
+            || self.single_user()
+    }
+
+    /// A single-user setup: no clients configured and authentication not required (as shipped),
+    /// so whoever calls is the one user.
+    pub fn single_user(&self) -> bool {
+        self.clients.is_empty() && !self.auth.required
+    }
+
+    /// Whether identity `name` is one agent's: any authenticated identity, and `anonymous` only in
+    /// a single-user setup. Elsewhere every caller without a credential is `anonymous`, so nothing
+    /// that identity carries (a current workflow, labels that follow it) may pass between them.
+    pub fn tells_apart(&self, name: &str) -> bool {
+        name != ANONYMOUS || self.single_user()
     }
 
     /// `allowed` without the tools that read approvals when `caller` may not read them: they are

@@ -50,8 +50,13 @@ impl Gateway {
 }
 
 /// Whether a caller (as recorded with its workflows) names one agent context, whose running
-/// workflows share their flow labels: an MCP client's (its session, or its session-free identity
-/// and client name). A gRPC caller's workflows (template runs, `conductorctl`) stay apart.
-pub(super) fn shares_context(caller: &str) -> bool {
+/// workflows share their flow labels: an MCP session's, or a session-free identity's and client's
+/// where the identity is one agent's (not the `anonymous` that callers without a credential share,
+/// but in a single-user setup). A gRPC caller's workflows (template runs, `conductorctl`) stay
+/// apart.
+pub(super) fn shares_context(config: &crate::config::Config, caller: &str) -> bool {
     caller.contains("; mcp client ")
+        && (caller.contains(", http session ")
+            || caller.ends_with(", stdio)")
+            || config.tells_apart(crate::config::caller_name(caller)))
 }

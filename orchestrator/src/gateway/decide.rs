@@ -97,10 +97,11 @@ impl Gateway {
         // session, or of its session-free identity and client) are one context with this one; and
         // under `flow_scope` `caller`, what the caller's other sessions and workflows brought in
         // within the window counts too. A copy of the history only when they add a label.
-        let mut extra = super::context::shares_context(&workflow.caller)
+        let mut extra = super::context::shares_context(&config, &workflow.caller)
             .then(|| state.context_labels(&workflow.caller, &workflow.id))
             .flatten();
         if let crate::config::FlowScope::Caller { window } = config.flow_scope
+            && config.tells_apart(crate::config::caller_name(&workflow.caller))
             && let Some(followed) = state.caller_labels(
                 crate::config::caller_name(&workflow.caller),
                 now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),

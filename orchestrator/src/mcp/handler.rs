@@ -294,12 +294,20 @@ impl Session {
         if context.in_session {
             return Ok(self.workflow.lock().await.clone());
         }
-        Ok(match self.gateway.config().mcp.session_free_workflow {
-            SessionFreeWorkflow::Identity => {
-                self.gateway.current_ad_hoc(&context.caller(self.front))
-            }
-            SessionFreeWorkflow::PerCall => None,
+        Ok(if self.keeps_identity_workflow(context) {
+            self.gateway.current_ad_hoc(&context.caller(self.front))
+        } else {
+            None
         })
+    }
+
+    /// Whether a session-free call without a handle goes to its identity's current workflow:
+    /// `mcp.session_free_workflow` says so, and the identity is one agent's (callers without a
+    /// credential share `anonymous`, so only a single-user setup gives it a current workflow).
+    fn keeps_identity_workflow(&self, context: &CallContext) -> bool {
+        let config = self.gateway.config();
+        config.mcp.session_free_workflow == SessionFreeWorkflow::Identity
+            && config.tells_apart(&context.identity.name)
     }
 
     /// The workflow a call belongs to, and whether this call opened it: the handle's or the named
@@ -324,9 +332,7 @@ impl Session {
             *bound = Some(view.id.clone());
             return Ok((view.id, true));
         }
-        let per_identity =
-            self.gateway.config().mcp.session_free_workflow == SessionFreeWorkflow::Identity;
-        let _opening = if per_identity {
+        let _opening = if self.keeps_identity_workflow(context) {
             let opening = self.shared.opening.lock().await;
             if let Some(id) = self.gateway.current_ad_hoc(&caller) {
                 return Ok((id, false));
@@ -449,7 +455,9 @@ impl Session {
             )));
         };
         let view = self.gateway.workflow(&id, false)?;
-        if view.template.is_some() {
+        if view.state.is_finished() {
+            // Already ended: nothing to do, and the answer says how it ended.
+        } else if view.template.is_some() {
             self.gateway
                 .cancel_workflow(&id, "ended by the MCP client", &context.caller(self.front))
                 .await?;
@@ -465,11 +473,11 @@ impl Session {
             }
         }
         let view = self.gateway.workflow(&id, false)?;
-        let summary = json!({ "workflow_id": view.id, "state": view.state.as_str() });
+        let summary = json!({ "workflow_id": view.id, "state": state_name(view.state) });
         Ok(reply::with_workflow(
             CallToolResult::structured(summary),
             &id,
-            Some(format!("Workflow {id} has {}.", ended_as(view.state))),
+            Some(format!("Workflow {id} has {}.", view.state.as_str())),
         ))
     }
 
@@ -554,9 +562,16 @@ fn with_handle(mut result: CallToolResult, handle: Option<String>) -> CallToolRe
     result
 }
 
-/// "completed", "been cancelled", ... after "has".
-fn ended_as(state: crate::workflow::WorkflowState) -> &'static str {
-    state.as_str()
+/// A workflow's state as one word, for programs.
+fn state_name(state: crate::workflow::WorkflowState) -> &'static str {
+    use crate::workflow::WorkflowState;
+    match state {
+        WorkflowState::Running => "running",
+        WorkflowState::WaitingApproval => "waiting_approval",
+        WorkflowState::Completed => "completed",
+        WorkflowState::Failed => "failed",
+        WorkflowState::Cancelled => "cancelled",
+    }
 }
 
 impl ServerHandler for ConductorMcp {

@@ -386,3 +386,60 @@ async fn a_handle_and_its_labels_outlive_a_restart() {
     again.stop().await;
     servers.stop().await;
 }
+
+/// Callers without a credential share the one `anonymous` identity, so where clients are
+/// configured nothing passes between them through it: a session-free anonymous call without a
+/// handle gets a workflow of its own (one agent's call cannot satisfy another's sequence rule), and
+/// under `flow_scope` `caller` one anonymous agent's labels refuse no other's call. A handle still
+/// keeps an anonymous agent's workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_share_nothing_where_clients_are_configured() {
+    let (servers, orchestrator, _audit) = with_config(|config| {
+        rules_follow(config);
+        config["clients"]["anonymous"] = json!({ "tools": ["*"] });
+        config["flow_scope"] = json!({ "follow": "caller", "window": "8h" });
+    })
+    .await;
+    let addr = orchestrator.http_addr;
+    let records = json!({ "records": [{"id": "1", "name": "Ada", "email": "ada@example.com"}], "schema": "customer" });
+    let validated = call_outcome(
+        &session_free_call(addr, None, "agent", "validate_data", records.clone()).await,
+    )
+    .expect("validate_data");
+    let (first, handle) = workflow_and_handle(&validated);
+    let processed = call_outcome(
+        &session_free_call(
+            addr,
+            None,
+            "agent",
+            "process_data",
+            json!({ "records": [] }),
+        )
+        .await,
+    );
+    let refused = processed.expect_err("another anonymous call does not share the workflow");
+    assert!(refused.contains("validate_data"), "{refused}");
+    let continued = call_outcome(
+        &session_free_call(
+            addr,
+            None,
+            "agent",
+            "process_data",
+            with_handle(json!({ "records": [] }), &handle),
+        )
+        .await,
+    )
+    .expect("with its handle, the agent keeps its workflow");
+    assert_eq!(workflow_and_handle(&continued).0, first);
+
+    let reader = open_session_as(addr, None).await;
+    for tool in ["list_backups", "list_notifications"] {
+        call_outcome(&call_in_session(addr, None, &reader, tool, json!({})).await)
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    }
+    let other = open_session_as(addr, None).await;
+    call_outcome(&call_in_session(addr, None, &other, "send_notification", note()).await)
+        .expect("another anonymous agent is not refused for the reader's labels");
+    orchestrator.stop().await;
+    servers.stop().await;
+}
