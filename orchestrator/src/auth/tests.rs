@@ -287,7 +287,7 @@ fn unlisted_jwt_subjects_get_the_default_clients_allow_list_or_none() {
         "a default client with every tool"
     );
     assert!(
-        !with.allowed_for("reporter (token)", None).is_none(),
+        with.allowed_for("reporter (token)", None).is_some(),
         "the default client itself is unchanged"
     );
 }
