@@ -31,6 +31,9 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
                 "failures": t.failures, "denials": t.denials, "success_rate": t.success_rate,
                 "p50_us": t.p50_us, "p95_us": t.p95_us, "p99_us": t.p99_us})).collect::<Vec<_>>(),
             "rules": s.rules.iter().map(|r| json!({"rule_id": r.rule_id, "rule_kind": r.rule_kind, "violations": r.violations})).collect::<Vec<_>>(),
+            "downstream": s.downstream.iter().map(|d| json!({"server": d.server, "transport": d.transport,
+                "state": downstream_state(d.state), "error": d.error, "checked_at_ms": d.checked_at_ms,
+                "since_ms": d.since_ms})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -55,6 +58,19 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             "{} {} audit record(s) are not durable yet: the figures below include their changes, and a crash would take them back (marked 'not yet durable')",
             out.warn("note:"),
             s.audit_queued
+        );
+    }
+    let down: Vec<&str> = s
+        .downstream
+        .iter()
+        .filter(|d| d.state == pb::DownstreamState::Down as i32)
+        .map(|d| d.server.as_str())
+        .collect();
+    if !down.is_empty() {
+        outln!(
+            "{} downstream server(s) unreachable: {}\n  calls to their tools fail until they are back; see why below, and start or fix them",
+            out.warn("WARNING:"),
+            down.join(", ")
         );
     }
     outln!("Active Workflows:  {}", s.active_workflows);
@@ -90,6 +106,34 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             )
         );
     }
+    if !s.downstream.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .downstream
+            .iter()
+            .map(|d| {
+                let state = downstream_state(d.state);
+                vec![
+                    d.server.clone(),
+                    d.transport.clone(),
+                    match state {
+                        "up" => out.ok(state),
+                        "down" => out.bad(state),
+                        _ => state.to_owned(),
+                    },
+                    time_ms(d.since_ms),
+                    clip(&d.error, 80),
+                ]
+            })
+            .collect();
+        outln!(
+            "\n{}",
+            table(
+                &out,
+                &["SERVER", "TRANSPORT", "STATE", "SINCE", "ERROR"],
+                &rows
+            )
+        );
+    }
     if !s.rules.is_empty() {
         let rows: Vec<Vec<String>> = s
             .rules
@@ -105,6 +149,16 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         outln!("\n{}", table(&out, &["RULE", "KIND", "VIOLATIONS"], &rows));
     }
     Ok(())
+}
+
+/// A downstream server's state as `status` and the dashboard say it.
+pub fn downstream_state(state: i32) -> &'static str {
+    match pb::DownstreamState::try_from(state).unwrap_or_default() {
+        pb::DownstreamState::Up => "up",
+        pb::DownstreamState::Down => "down",
+        pb::DownstreamState::NotStarted => "not started",
+        pb::DownstreamState::Unspecified => "unknown",
+    }
 }
 
 fn workflows_table(out: &Out, workflows: &[pb::WorkflowInfo]) -> String {

@@ -1090,3 +1090,102 @@ async fn answers_say_what_is_so_newest_matches_unknown_workflows_and_wrong_ports
     }
     stack.stop().await;
 }
+
+/// `status --json`, parsed.
+async fn status_json(stack: &Stack) -> Value {
+    let status = stack.ctl(&["status", "--json"]).await;
+    assert_eq!(status.code, 0, "{}", status.text());
+    serde_json::from_str(&status.stdout).expect("status as JSON")
+}
+
+/// Polls `status --json` until `holds` is true of its downstream list, within the deadline.
+async fn wait_for_downstream(stack: &Stack, what: &str, holds: impl Fn(&[Value]) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        let status = status_json(stack).await;
+        let downstream = status["downstream"].as_array().cloned().unwrap_or_default();
+        if holds(&downstream) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {status:#}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The orchestrator's `/metrics` text, by a plain HTTP/1.1 GET.
+async fn metrics_text(stack: &Stack) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = stack.http_url().trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("the HTTP port answers");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("written");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text
+}
+
+/// Issue 25 item 5: with a tool server down, `status` said nothing (only a call failed). The
+/// orchestrator checks each downstream server in the background; `status` (text and JSON) and
+/// `/metrics` say which one is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_say_which_downstream_server_is_down() {
+    let mut stack = Stack::start().await;
+    let state_of = |list: &[Value], server: &str| {
+        list.iter()
+            .find(|d| d["server"] == server)
+            .map(|d| d["state"].as_str().unwrap_or_default().to_owned())
+    };
+    wait_for_downstream(&stack, "all five up", |list| {
+        list.len() == 5 && list.iter().all(|d| d["state"] == "up")
+    })
+    .await;
+    let shown = stack.ctl(&["status"]).await;
+    assert!(
+        shown.stdout.contains("SERVER") && !shown.stdout.contains("WARNING"),
+        "{}",
+        shown.text()
+    );
+    stack
+        .stop_tool_server(conductor_servers::ServerKind::Notification)
+        .await;
+    let status = wait_for_downstream(&stack, "notification down", |list| {
+        state_of(list, "notification").as_deref() == Some("down")
+    })
+    .await;
+    let down = status["downstream"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["server"] == "notification"))
+        .cloned()
+        .expect("notification listed");
+    assert_eq!(down["transport"], "grpc");
+    assert!(
+        !down["error"].as_str().unwrap_or_default().is_empty(),
+        "{down}"
+    );
+    assert_eq!(
+        state_of(status["downstream"].as_array().unwrap(), "validation").as_deref(),
+        Some("up")
+    );
+    let shown = stack.ctl(&["status"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains("WARNING: downstream server(s) unreachable: notification"),
+        "{}",
+        shown.text()
+    );
+    let metrics = metrics_text(&stack).await;
+    assert!(
+        metrics.contains("conductor_downstream_up{server=\"notification\",transport=\"grpc\"} 0")
+            && metrics
+                .contains("conductor_downstream_up{server=\"validation\",transport=\"grpc\"} 1"),
+        "{metrics}"
+    );
+    stack.stop().await;
+}

@@ -95,7 +95,8 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway.metrics().render_prometheus(&extra),
+        gateway.metrics().render_prometheus(&extra)
+            + &crate::metrics::render_downstream(&status.downstream),
     )
 }
 

@@ -216,6 +216,34 @@ impl Metrics {
     }
 }
 
+/// The downstream servers' reachability in the Prometheus text format: `conductor_downstream_up` is
+/// 1 for a server that answered its last check, 0 for one that did not; a child process no call has
+/// started yet is left out (nothing to say of it).
+pub fn render_downstream(health: &[crate::downstream::health::ServerHealth]) -> String {
+    use crate::downstream::health::Reachability;
+    let mut out = String::new();
+    family(
+        &mut out,
+        "conductor_downstream_up",
+        "gauge",
+        "1 when the downstream server answered its last background check (gRPC health, or an MCP ping), 0 when it did not.",
+    );
+    for h in health {
+        let up = match h.state {
+            Reachability::Up => 1,
+            Reachability::Down => 0,
+            Reachability::NotStarted => continue,
+        };
+        let _ = writeln!(
+            out,
+            "conductor_downstream_up{{server=\"{}\",transport=\"{}\"}} {up}",
+            escape(&h.server),
+            h.transport
+        );
+    }
+    out
+}
+
 fn tool_entry<'a>(tools: &'a mut BTreeMap<String, ToolStats>, tool: &str) -> &'a mut ToolStats {
     if !tools.contains_key(tool) {
         tools.insert(tool.to_owned(), ToolStats::new());

@@ -47,6 +47,7 @@ pub async fn serve(
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(gateway.clone(), stop.clone()));
     tokio::spawn(end_idle_workflows(gateway.clone(), stop.clone()));
+    tokio::spawn(check_downstream(gateway.clone(), stop.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Health says what the audit log allows from the first answer on: an orchestrator started on
     // a log it cannot write (a full disk) is NOT_SERVING from the start, never SERVING for a moment.
@@ -182,6 +183,12 @@ async fn end_idle_workflows(gateway: Gateway, stop: CancellationToken) {
             tracing::info!(ended, "idle ad-hoc workflows ended");
         }
     }
+}
+
+/// Checks in the background whether each downstream server can be reached (status, /metrics).
+async fn check_downstream(gateway: Gateway, stop: CancellationToken) {
+    let downstream = &gateway.inner.downstream;
+    crate::downstream::health::keep_checking(downstream, || gateway.config(), stop).await;
 }
 
 /// SIGHUP reloads the configuration file, as `conductorctl config reload` does; a bad file is refused

@@ -43,7 +43,7 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
         u16::try_from(figures.approvals.len().min(5) + 2).unwrap_or(7)
     };
     let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(12),
+        Constraint::Length(13),
         Constraint::Length(approvals_height),
         Constraint::Min(3),
     ])
@@ -60,6 +60,11 @@ pub fn draw(frame: &mut Frame, figures: &Figures, color: bool) {
             style(Color::Yellow),
         ),
         Line::from(format!("Pending Approvals: {}", figures.pending_approvals)),
+        match figures.downstream_line() {
+            Some((text, true)) => Line::styled(text, style(Color::Red)),
+            Some((text, false)) => Line::from(text),
+            None => Line::from("Downstream: not checked yet"),
+        },
         Line::from(""),
     ];
     match &figures.current {

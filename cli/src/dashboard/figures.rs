@@ -20,6 +20,8 @@ pub struct Figures {
     pub failed_today: u32,
     pub violations: u64,
     pub pending_approvals: u32,
+    /// The downstream servers' reachability, as the orchestrator last checked it.
+    pub downstream: Vec<pb::DownstreamHealth>,
     pub current: Option<CurrentWorkflow>,
     /// `watch --workflow ID`: the panel stays on this workflow whatever else runs.
     pub focus: Option<String>,
@@ -118,6 +120,7 @@ impl Figures {
         self.failed_today = status.failed_today;
         self.violations = status.policy_violations;
         self.pending_approvals = status.pending_approvals;
+        self.downstream = status.downstream.clone();
         let shown = match &self.focus {
             Some(id) => status.workflows.iter().find(|w| &w.id == id).or(focused),
             None => self.most_active(&status.workflows),
@@ -202,6 +205,34 @@ impl Figures {
             text,
             tone: Tone::of(e),
         });
+    }
+
+    /// `Downstream: 4 up, 1 DOWN (notification)`: whether calls can reach the tool servers.
+    pub fn downstream_line(&self) -> Option<(String, bool)> {
+        if self.downstream.is_empty() {
+            return None;
+        }
+        let count = |state: pb::DownstreamState| {
+            self.downstream
+                .iter()
+                .filter(|d| d.state == state as i32)
+                .count()
+        };
+        let down: Vec<&str> = self
+            .downstream
+            .iter()
+            .filter(|d| d.state == pb::DownstreamState::Down as i32)
+            .map(|d| d.server.as_str())
+            .collect();
+        let mut text = format!("Downstream: {} up", count(pb::DownstreamState::Up));
+        if !down.is_empty() {
+            text.push_str(&format!(", {} DOWN ({})", down.len(), down.join(", ")));
+        }
+        let idle = count(pb::DownstreamState::NotStarted);
+        if idle > 0 {
+            text.push_str(&format!(", {idle} not started"));
+        }
+        Some((text, !down.is_empty()))
     }
 
     pub fn push(&mut self, line: EventLine) {

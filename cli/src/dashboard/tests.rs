@@ -453,3 +453,34 @@ fn the_panel_marks_a_workflow_whose_latest_change_is_not_durable() {
         lines.join("\n")
     );
 }
+
+/// Issue 25 item 5: the dashboard says which downstream server cannot be reached.
+#[test]
+fn the_dashboard_says_which_downstream_server_is_down() {
+    let server = |name: &str, state: pb::DownstreamState| pb::DownstreamHealth {
+        server: name.into(),
+        transport: "grpc".into(),
+        state: state as i32,
+        ..Default::default()
+    };
+    let status = pb::StatusResponse {
+        downstream: vec![
+            server("validation", pb::DownstreamState::Up),
+            server("notification", pb::DownstreamState::Down),
+            server("files", pb::DownstreamState::NotStarted),
+        ],
+        ..Default::default()
+    };
+    let mut figures = Figures::default();
+    assert!(
+        rendered(&figures)
+            .join("\n")
+            .contains("Downstream: not checked yet")
+    );
+    figures.update(&status, &HashMap::new(), None);
+    let text = rendered(&figures).join("\n");
+    assert!(
+        text.contains("Downstream: 1 up, 1 DOWN (notification), 1 not started"),
+        "{text}"
+    );
+}

@@ -187,6 +187,17 @@ impl Stack {
             .http_url()
     }
 
+    /// Stops one tool server (as a crash would leave it: nothing listens at its address any more).
+    pub async fn stop_tool_server(&mut self, kind: ServerKind) {
+        let at = self
+            .servers
+            .servers
+            .iter()
+            .position(|s| s.kind == kind)
+            .expect("the server runs");
+        self.servers.servers.remove(at).stop().await;
+    }
+
     /// A tool server's gRPC address.
     pub fn tool_server_url(&self, kind: ServerKind) -> String {
         self.servers.get(kind).url()

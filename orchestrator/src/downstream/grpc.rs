@@ -16,7 +16,8 @@ use tonic::transport::{Channel, Endpoint};
 /// A cheap, cloneable client of one `ToolService`.
 #[derive(Clone)]
 pub(super) struct GrpcTools {
-    client: ToolServiceClient<Channel>,
+    /// The `ToolService` client and the standard gRPC health check ([`super::health`]) share it.
+    channel: Channel,
 }
 
 impl GrpcTools {
@@ -32,10 +33,35 @@ impl GrpcTools {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(30));
-        let client = ToolServiceClient::new(endpoint.connect_lazy())
+        Ok(GrpcTools {
+            channel: endpoint.connect_lazy(),
+        })
+    }
+
+    /// A `ToolService` client on the shared channel (cheap: the channel is a handle).
+    fn client(&self) -> ToolServiceClient<Channel> {
+        ToolServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(GrpcTools { client })
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The server's answer to the standard gRPC health check (the whole server): Ok when SERVING.
+    pub(super) async fn health(&self) -> Result<(), String> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let answer = client
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map_err(|status| match std::error::Error::source(&status) {
+                Some(cause) => format!("{}: {cause}", status.message()),
+                None => status.message().to_owned(),
+            })?
+            .into_inner();
+        match ServingStatus::try_from(answer.status) {
+            Ok(ServingStatus::Serving) => Ok(()),
+            Ok(other) => Err(format!("its health check says {}", other.as_str_name())),
+            Err(_) => Err(format!("its health check says {}", answer.status)),
+        }
     }
 
     /// Calls one tool, bounded by the server's time-out (also sent downstream as the gRPC deadline).
@@ -47,7 +73,7 @@ impl GrpcTools {
         workflow_id: &str,
         call_id: &str,
     ) -> Result<Result<Value, ToolFailure>, Error> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let mut request = tonic::Request::new(CallToolRequest {
             tool: tool.to_owned(),
             arguments_json: arguments.to_string(),
@@ -87,7 +113,7 @@ impl GrpcTools {
 
     /// The server's own list of tools.
     pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let mut request = tonic::Request::new(ListToolsRequest {});
         request.set_timeout(Duration::from_secs(5));
         let tools = client

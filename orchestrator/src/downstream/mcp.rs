@@ -76,6 +76,16 @@ impl McpTools {
         }
     }
 
+    /// One MCP `ping` on the open session (the background health check, [`super::health`]).
+    pub(super) async fn ping(&self, server: &ServerConfig) -> Result<(), Error> {
+        let session = self.session(server).await?;
+        let ping = rmcp::model::ClientRequest::PingRequest(Default::default());
+        match session.send_request(ping).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.failed(server, "ping", &session, e)),
+        }
+    }
+
     /// The server's own list of tools, within its time-out.
     pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
         let work = async {

@@ -94,6 +94,13 @@ impl HttpTools {
         Ok(super::mcp::reply(result))
     }
 
+    /// One MCP `ping` in the open session (the background health check, [`super::health`]).
+    pub(super) async fn ping(&self, server: &ServerConfig) -> Result<(), Error> {
+        self.request::<Value>(server, "ping", "ping", &json!({}), server.timeout)
+            .await
+            .map(|_| ())
+    }
+
     /// The server's own list of tools, every page of it.
     pub(super) async fn list(&self, server: &ServerConfig) -> Result<Vec<ToolInfo>, Error> {
         let mut tools = Vec::new();

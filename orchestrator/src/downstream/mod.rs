@@ -4,8 +4,10 @@
 //! This module turns protocol types into domain values at the edge: callers get a JSON value or a
 //! [`ToolFailure`], and transport problems become [`Error`]s that name the server. A dead server is not
 //! fatal: the next call reconnects (gRPC, MCP over HTTP) or starts the child again (MCP over stdio).
+//! [`health`] checks in the background whether each server can be reached.
 
 mod grpc;
+pub mod health;
 mod mcp;
 mod mcp_http;
 
@@ -84,6 +86,8 @@ enum Client {
 pub struct Downstream {
     clients: Mutex<HashMap<String, (Transport, Client)>>,
     catalog: Mutex<HashMap<String, Vec<ToolInfo>>>,
+    /// Each server's reachability as the background check last found it, by name.
+    health: Mutex<std::collections::BTreeMap<String, health::ServerHealth>>,
 }
 
 impl Downstream {

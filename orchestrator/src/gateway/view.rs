@@ -174,6 +174,8 @@ pub struct StatusSnapshot {
     /// Whether the audit log can be written: while it cannot, new calls are refused.
     pub audit: AuditState,
     pub now_ms: i64,
+    /// Each downstream server's reachability, as the background check last found it.
+    pub downstream: Vec<crate::downstream::health::ServerHealth>,
 }
 
 impl Gateway {
@@ -234,6 +236,7 @@ impl Gateway {
             config_version: self.config().version.clone(),
             audit: AuditState::of(&self.inner.audit.health()),
             now_ms: now,
+            downstream: self.inner.downstream.health(),
         }
     }
 

@@ -280,6 +280,23 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
         audit_unwritable: s.audit.unwritable.clone().unwrap_or_default(),
         audit_unwritable_since_ms: s.audit.unwritable_since_ms,
         audit_queued: s.audit.queued,
+        downstream: s.downstream.iter().map(downstream_health).collect(),
+    }
+}
+
+fn downstream_health(h: &crate::downstream::health::ServerHealth) -> pb::DownstreamHealth {
+    use crate::downstream::health::Reachability;
+    pb::DownstreamHealth {
+        server: h.server.clone(),
+        transport: h.transport.to_owned(),
+        state: match h.state {
+            Reachability::Up => pb::DownstreamState::Up,
+            Reachability::Down => pb::DownstreamState::Down,
+            Reachability::NotStarted => pb::DownstreamState::NotStarted,
+        } as i32,
+        error: h.error.clone(),
+        checked_at_ms: h.checked_at_ms,
+        since_ms: h.since_ms,
     }
 }
 
