@@ -225,7 +225,9 @@ async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
         );
         if !last_hash.is_empty() {
             // The chain cannot show records cut off its end; this line, kept elsewhere, can.
-            outln!("last record: seq {records}, hash {last_hash}");
+            outln!(
+                "last record: {records}:{last_hash}\n  keep it elsewhere; later, `conductorctl audit verify --anchor {records}:{last_hash}` shows that nothing was cut off the end"
+            );
         }
         if let Some(torn) = extra.get("torn_last_line").and_then(Value::as_str) {
             outln!("note: the last line is torn (a crash mid-write, never acknowledged): {torn}");
@@ -280,7 +282,7 @@ async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<()> {
     }
     let scope = match (&args.workflow, &args.since) {
         (Some(w), _) => format!("workflow {w}"),
-        (None, Some(since)) => format!("since {}", time_ms(since_ms).if_empty(since)),
+        (None, Some(since)) => format!("the log since {}", time_ms(since_ms).if_empty(since)),
         (None, None) => "the whole log".to_owned(),
     };
     let verdict = if r.compliant {

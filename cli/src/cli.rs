@@ -59,7 +59,13 @@ pub struct Global {
     )]
     pub token: Option<String>,
     /// A file holding the bearer token (used when no --token / CONDUCTOR_TOKEN is given).
-    #[arg(long, global = true, env = "CONDUCTOR_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_TOKEN_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub token_file: Option<std::path::PathBuf>,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]

@@ -359,6 +359,30 @@ pub async fn workflow(global: &Global, args: WorkflowArgs) -> anyhow::Result<()>
     if let Some(step) = &args.output {
         let outputs = step_outputs(&w);
         let Some((_, output)) = outputs.iter().find(|(name, _)| name == step) else {
+            // A step that ran and failed has no output: its failure is what there is to show.
+            let failed = w
+                .history
+                .iter()
+                .rev()
+                .find(|c| &c.step == step && c.outcome != pb::CallOutcome::Succeeded as i32);
+            if let Some(call) = failed {
+                let details = call
+                    .error_details_json
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                    .and_then(|d| serde_json::to_string_pretty(&d).ok())
+                    .map(|d| format!("\n  details: {}", d.replace('\n', "\n  ")))
+                    .unwrap_or_default();
+                return Err(CliError::Failed(format!(
+                    "step {step:?} of workflow {} has no output: its {} call {}: {}{details}\n  see the whole history with `conductorctl workflow {}`",
+                    w.id,
+                    call.tool,
+                    outcome(call.outcome),
+                    if call.error_message.is_empty() { "no reason given" } else { &call.error_message },
+                    w.id
+                ))
+                .into());
+            }
             let known: Vec<&str> = outputs.iter().map(|(name, _)| name.as_str()).collect();
             return Err(CliError::Failed(format!(
                 "workflow {} has no output of step {step:?}; the steps with outputs are: {}",

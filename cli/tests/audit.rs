@@ -39,11 +39,8 @@ async fn audit_verify_passes_on_the_log_and_names_the_first_tampered_seq() {
         .expect("a log file");
     let text = std::fs::read_to_string(&newest).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().expect("a line")).unwrap();
-    let expected = format!(
-        "seq {}, hash {}",
-        last["seq"],
-        last["hash"].as_str().unwrap()
-    );
+    // Printed as --anchor takes it (issue 25 item 7: "seq 84, hash c7bf…" had to be retyped).
+    let expected = format!("{}:{}", last["seq"], last["hash"].as_str().unwrap());
     assert_eq!(
         anchor(&offline.stdout),
         Some(expected.clone()),

@@ -95,6 +95,16 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
     );
     let json = stack.ctl(&["workflow", &id, "--json"]).await;
     assert!(json.stdout.contains("\"error_details\""), "{}", json.text());
+    // Issue 25 item 7: the failed step's output is its failure, not "none yet".
+    let output = stack.ctl(&["workflow", &id, "--output", "validate"]).await;
+    assert_eq!(output.code, 1, "{}", output.text());
+    assert!(
+        output.stderr.contains("validate_data call failed")
+            && output.stderr.contains("\"/name\"")
+            && !output.stderr.contains("none yet"),
+        "{}",
+        output.text()
+    );
     stack.stop().await;
 }
 

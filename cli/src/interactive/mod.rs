@@ -46,14 +46,17 @@ impl LineSource {
         LineSource::Plain(std::io::stdin().lock())
     }
 
-    /// The next line, or `None` at the end of input (Ctrl-D) or on Ctrl-C.
+    /// The next line (empty after Ctrl-C, which discards the line), or `None` at the end of input
+    /// (Ctrl-D).
     fn read(&mut self, prompt: &str) -> Option<String> {
         tokio::task::block_in_place(|| match self {
+            // Ctrl-C discards the half-typed line, as shells do; Ctrl-D (or an error) ends.
             LineSource::Editor(editor) => match editor.readline(prompt) {
                 Ok(line) => {
                     let _ = editor.add_history_entry(line.as_str());
                     Some(line)
                 }
+                Err(rustyline::error::ReadlineError::Interrupted) => Some(String::new()),
                 Err(_) => None,
             },
             LineSource::Plain(stdin) => {
