@@ -1199,3 +1199,30 @@ async fn status_and_metrics_say_which_downstream_server_is_down() {
     );
     stack.stop().await;
 }
+
+/// Issue 25 item 7: `demo approval --manual`, then deny, said "expected Succeed" (an internal name)
+/// and failed the scenario; a denial is a valid outcome of a gate, narrated as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_demo_approval_denied_is_narrated_as_a_valid_outcome() {
+    let stack = Stack::start().await;
+    let demo = stack.spawn(&["demo", "approval", "--manual"]);
+    let line = demo
+        .wait_for_output_line("the approve command", |l| {
+            l.contains("conductorctl approve ap-")
+        })
+        .await;
+    let id = approval_id_in(&line);
+    let denied = stack
+        .ctl(&["deny", &id, "--reason", "not this snapshot"])
+        .await;
+    assert_eq!(denied.code, 0, "{}", denied.text());
+    let done = demo.finish().await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    assert!(
+        done.stdout.contains("a person denied it") && done.stdout.contains("nothing was restored"),
+        "{}",
+        done.text()
+    );
+    assert!(!done.text().contains("Succeed"), "{}", done.text());
+    stack.stop().await;
+}

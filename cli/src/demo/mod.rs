@@ -22,6 +22,21 @@ enum Expect {
     Succeed,
     ToolFailure,
     Denied(&'static str),
+    /// A gated call a person decides (`demo approval --manual`): approved it runs, denied it does
+    /// not; both are valid outcomes.
+    Decided,
+}
+
+impl Expect {
+    /// What the scenario expected, in words (never the variant's name).
+    fn words(self) -> String {
+        match self {
+            Expect::Succeed => "the call to succeed".to_owned(),
+            Expect::ToolFailure => "the tool to refuse the call".to_owned(),
+            Expect::Denied(kind) => format!("a denial by a {kind} rule"),
+            Expect::Decided => "a person's decision".to_owned(),
+        }
+    }
 }
 
 struct Demo<'a> {
@@ -175,7 +190,13 @@ impl Demo<'_> {
             outln!("    {line}");
         }
         match (&called, expect) {
-            (Called::Succeeded { result, .. }, Expect::Succeed) => Ok(result.clone()),
+            (Called::Succeeded { result, .. }, Expect::Succeed | Expect::Decided) => {
+                Ok(result.clone())
+            }
+            (Called::Denied { .. }, Expect::Decided) => {
+                self.say("expected: a person denied it, so the call did not run (a valid outcome: the gate did its job)");
+                Ok(Value::Null)
+            }
             (Called::ToolFailed { .. }, Expect::ToolFailure) => Ok(Value::Null),
             (Called::Denied { decision, .. }, Expect::Denied(kind))
                 if decision.violations.iter().any(|v| v.rule_kind == kind) =>
@@ -184,7 +205,8 @@ impl Demo<'_> {
                 Ok(Value::Null)
             }
             (other, expected) => bail!(
-                "{tool}: expected {expected:?}, got {}",
+                "{tool}: expected {}, got {}",
+                expected.words(),
                 other.describe(&Out::plain(), tool)
             ),
         }
@@ -411,13 +433,23 @@ impl Demo<'_> {
                 &wf,
                 "restore_backup",
                 json!({"name": name}),
-                Expect::Succeed,
+                if self.manual {
+                    Expect::Decided
+                } else {
+                    Expect::Succeed
+                },
             )
             .await?;
-        self.say(&format!(
-            "restored {} record(s) after the approval",
-            restored["data"].as_array().map_or(0, Vec::len)
-        ));
+        if restored.is_null() {
+            self.say(
+                "denied: nothing was restored, and the audit log records who denied it and why",
+            );
+        } else {
+            self.say(&format!(
+                "restored {} record(s) after the approval",
+                restored["data"].as_array().map_or(0, Vec::len)
+            ));
+        }
         Ok(())
     }
 

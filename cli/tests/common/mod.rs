@@ -324,6 +324,29 @@ impl Running {
         }
     }
 
+    /// Waits until a line of stdout or stderr satisfies `matches`, and returns it.
+    pub async fn wait_for_output_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                for lines in [&self.stdout, &self.stderr] {
+                    if let Some(line) = lines.lock().unwrap().iter().find(|l| matches(l)) {
+                        return line.clone();
+                    }
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(DEADLINE, wait).await {
+            Ok(line) => line,
+            Err(_) => panic!(
+                "no line with {what} before the deadline\n--- stdout\n{}\n--- stderr\n{}",
+                self.stdout.lock().unwrap().join("\n"),
+                self.stderr.lock().unwrap().join("\n")
+            ),
+        }
+    }
+
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     pub async fn interrupt(&self) {
         let pid = self.child.id().expect("still running").to_string();
