@@ -231,6 +231,26 @@ fn completions_and_the_man_page_come_from_the_grammar() {
         "{page}"
     );
     assert!(page.contains("approve"), "{page}");
+    // Issue 25 item 7: NAME said the name twice, pages that do not exist were listed, and the
+    // environment was not described.
+    let name = page
+        .split(".SH NAME")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert!(
+        name.starts_with("conductorctl \\- run, watch"),
+        "NAME: {name:?}"
+    );
+    assert!(
+        !page.contains("conductorctl\\-run(1)") && !page.contains("(1)\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains(".SH ENVIRONMENT") && page.contains("CONDUCTOR_TOKEN_FILE"),
+        "{page}"
+    );
+    assert!(page.contains("conductorctl wait"), "{page}");
 }
 
 /// What `policy check` says of the shipped configuration (the path and version vary).
