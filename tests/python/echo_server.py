@@ -9,6 +9,8 @@ Tools:
   snapshot()       -> a text block and a PNG image block (several blocks, one not text)
   forecast(city)   -> a structured result beside its text, from a tool listed with a title,
                       annotations and an output schema
+  count(n)         -> reports progress n times ("step i of n") when the call asked for it, then
+                      answers
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from typing import TypedDict
 
 from mcp import types
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("echo-server")
 
@@ -87,6 +89,13 @@ class Forecast(TypedDict):
 )
 def forecast(city: str) -> Forecast:
     return {"city": city, "celsius": 21.5}
+
+
+@server.tool(description="Counts to n, reporting progress at each step.")
+async def count(n: int, ctx: Context) -> str:
+    for i in range(1, n + 1):
+        await ctx.report_progress(i, n, f"step {i} of {n}")
+    return f"counted to {n}"
 
 
 if __name__ == "__main__":

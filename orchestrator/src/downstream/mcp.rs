@@ -7,24 +7,33 @@
 //! cancelled, which also kills the child, and the next call opens a new one: a dead server costs the
 //! calls in flight, never the orchestrator.
 
-use super::{ToolFailure, ToolInfo, deadline};
+use super::{Progress, ProgressSink, ToolFailure, ToolInfo, deadline};
 use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    ClientRequest, Implementation, ProgressNotificationParam, ServerResult,
 };
-use rmcp::service::{RunningService, ServiceError};
+use rmcp::service::NotificationContext;
+use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 type Session = RunningService<RoleClient, ConductorClient>;
 
-/// How Conductorio introduces itself to the MCP servers it calls.
-#[derive(Clone)]
-pub(super) struct ConductorClient;
+/// Where the progress of the calls in flight goes, by the progress token each was sent with.
+type ProgressRoutes = Arc<std::sync::Mutex<std::collections::HashMap<String, ProgressSink>>>;
+
+/// How Conductorio introduces itself to the MCP servers it calls, and where it sends the progress
+/// they report.
+#[derive(Clone, Default)]
+pub(super) struct ConductorClient {
+    routes: ProgressRoutes,
+}
 
 impl ClientHandler for ConductorClient {
     fn get_info(&self) -> ClientConfig {
@@ -32,6 +41,42 @@ impl ClientHandler for ConductorClient {
             ClientCapabilities::default(),
             Implementation::new("conductorio", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        let sink = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&params.progress_token.0.to_string())
+            .cloned();
+        if let Some(sink) = sink {
+            let _ = sink.try_send(Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
+        std::future::ready(())
+    }
+}
+
+/// A call's progress route, removed when the call ends.
+struct Route<'a> {
+    routes: &'a ProgressRoutes,
+    token: String,
+}
+
+impl Drop for Route<'_> {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.token);
     }
 }
 
@@ -42,6 +87,7 @@ impl ClientHandler for ConductorClient {
 pub(super) struct McpTools {
     current: std::sync::Mutex<Option<Arc<Session>>>,
     opening: tokio::sync::Mutex<()>,
+    client: ConductorClient,
 }
 
 impl McpTools {
@@ -51,6 +97,7 @@ impl McpTools {
         server: &ServerConfig,
         tool: &str,
         arguments: &Value,
+        progress: Option<&ProgressSink>,
     ) -> Result<super::ToolReply, Error> {
         let arguments = match arguments {
             Value::Object(map) => Some(map.clone()),
@@ -66,7 +113,33 @@ impl McpTools {
             .map_err(|_| deadline(tool, open_limit(server)))??;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        match tokio::time::timeout(server.timeout, session.call_tool(params)).await {
+        let work = async {
+            // Every request carries a progress token of the SDK's; when the caller asked for
+            // progress, what the server reports under it goes to the caller.
+            let handle = session
+                .send_request_with_option(
+                    ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                    PeerRequestOptions::no_options(),
+                )
+                .await?;
+            let _route = progress.map(|sink| {
+                let token = handle.progress_token.0.to_string();
+                self.client
+                    .routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(token.clone(), sink.clone());
+                Route {
+                    routes: &self.client.routes,
+                    token,
+                }
+            });
+            match handle.await_response().await? {
+                ServerResult::CallToolResult(result) => Ok(result),
+                _ => Err(ServiceError::UnexpectedResponse),
+            }
+        };
+        match tokio::time::timeout(server.timeout, work).await {
             Ok(Ok(result)) => Ok(reply(result)),
             Ok(Err(e)) => Err(self.failed(server, tool, &session, e)),
             Err(_) => {
@@ -118,7 +191,7 @@ impl McpTools {
         if self.current().is_some() {
             tracing::warn!(server = %server.name, "the MCP session has ended; opening a new one");
         }
-        let session = Arc::new(open(server).await?);
+        let session = Arc::new(open(server, self.client.clone()).await?);
         *self.current() = Some(session.clone());
         Ok(session)
     }
@@ -200,7 +273,7 @@ fn open_limit(server: &ServerConfig) -> Duration {
 }
 
 /// Starts the child or connects, and performs the MCP handshake.
-async fn open(server: &ServerConfig) -> Result<Session, Error> {
+async fn open(server: &ServerConfig, client: ConductorClient) -> Result<Session, Error> {
     let unavailable = |message: String| Error::Unavailable {
         server: server.name.clone(),
         message,
@@ -213,14 +286,14 @@ async fn open(server: &ServerConfig) -> Result<Session, Error> {
                 .spawn()
                 .map_err(|e| unavailable(format!("cannot start `{command}`: {e}")))?;
             tracing::info!(server = %server.name, %command, "started MCP server");
-            ConductorClient
+            client
                 .serve(transport)
                 .await
                 .map_err(|e| unavailable(format!("the MCP handshake with `{command}` failed: {e}")))
         }
         Transport::McpHttp { url } => {
             let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-            ConductorClient
+            client
                 .serve(transport)
                 .await
                 .map_err(|e| unavailable(format!("the MCP handshake with {url} failed: {e}")))

@@ -64,6 +64,18 @@ impl From<Result<Value, ToolFailure>> for ToolReply {
     }
 }
 
+/// Progress a tool reports while it runs, on its way to the caller that asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// Where a call's progress goes: a bounded channel to its caller; an update that finds it full is
+/// dropped (progress is advisory, and a slow caller never slows the tool's answer).
+pub type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
+
 /// One call to forward.
 pub struct Forward<'a> {
     pub server: &'a ServerConfig,
@@ -71,6 +83,8 @@ pub struct Forward<'a> {
     pub arguments: &'a Value,
     pub workflow_id: &'a str,
     pub call_id: &'a str,
+    /// Where the tool's progress goes, when the caller asked for it (MCP servers report it).
+    pub progress: Option<&'a ProgressSink>,
 }
 
 #[derive(Clone)]
@@ -129,7 +143,13 @@ impl Downstream {
             // The SDK client's future is three times the others': boxed, so that every call's
             // task does not carry (and copy) its size.
             Client::Mcp(client) => {
-                Box::pin(client.call(server, forward.remote_name, forward.arguments)).await
+                Box::pin(client.call(
+                    server,
+                    forward.remote_name,
+                    forward.arguments,
+                    forward.progress,
+                ))
+                .await
             }
             Client::McpHttp(client) => {
                 client

@@ -10,7 +10,7 @@ use super::decide::{Decided, Dispatch, Verdict};
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
 use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome};
-use crate::downstream::{Forward, ToolFailure};
+use crate::downstream::{Forward, ProgressSink, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::Violation;
@@ -57,6 +57,15 @@ pub struct CallReport {
 impl Gateway {
     /// Runs a call to its end in a task of its own and returns its report.
     pub async fn call(&self, spec: CallSpec) -> Result<CallReport, Error> {
+        self.call_with_progress(spec, None).await
+    }
+
+    /// [`Gateway::call`], sending the progress the tool reports (MCP servers do) to `progress`.
+    pub async fn call_with_progress(
+        &self,
+        spec: CallSpec,
+        progress: Option<ProgressSink>,
+    ) -> Result<CallReport, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -73,10 +82,11 @@ impl Gateway {
         // approval it waits on is withdrawn: nobody would receive what an approval released.
         let abandoned = CancellationToken::new();
         let withdraw = abandoned.clone().drop_guard();
-        let task = self
-            .inner
-            .tasks
-            .spawn(async move { gateway.execute_until(spec, None, &abandoned).await });
+        let task = self.inner.tasks.spawn(async move {
+            gateway
+                .execute_until(spec, None, &abandoned, progress.as_ref())
+                .await
+        });
         let report = task.await.map_err(|_| Error::ShuttingDown);
         withdraw.disarm();
         let report = report??;
@@ -93,7 +103,7 @@ impl Gateway {
         spec: CallSpec,
         resumed: Option<Approval>,
     ) -> Result<CallReport, Error> {
-        self.execute_until(spec, resumed, &CancellationToken::new())
+        self.execute_until(spec, resumed, &CancellationToken::new(), None)
             .await
     }
 
@@ -104,6 +114,7 @@ impl Gateway {
         spec: CallSpec,
         resumed: Option<Approval>,
         abandoned: &CancellationToken,
+        progress: Option<&ProgressSink>,
     ) -> Result<CallReport, Error> {
         let (call_id, approval, decisions) = match resumed {
             Some(approval) => {
@@ -120,7 +131,7 @@ impl Gateway {
                 }
                 match verdict {
                     Verdict::Run(dispatch) => {
-                        return self.forward(&spec, call_id, dispatch, None).await;
+                        return self.forward(&spec, call_id, dispatch, None, progress).await;
                     }
                     Verdict::Deny(violations) => {
                         self.count_denied(&spec.tool, &violations);
@@ -187,7 +198,10 @@ impl Gateway {
             return Err(self.not_recorded(&spec, &call_id, e.into()).await);
         }
         match verdict {
-            Verdict::Run(dispatch) => self.forward(&spec, call_id, dispatch, Some(approval)).await,
+            Verdict::Run(dispatch) => {
+                self.forward(&spec, call_id, dispatch, Some(approval), progress)
+                    .await
+            }
             Verdict::Deny(violations) => {
                 self.count_denied(&spec.tool, &violations);
                 Ok(CallReport {
@@ -245,6 +259,7 @@ impl Gateway {
         call_id: String,
         dispatch: Dispatch,
         approval: Option<Approval>,
+        progress: Option<&ProgressSink>,
     ) -> Result<CallReport, Error> {
         let Dispatch {
             config,
@@ -273,6 +288,7 @@ impl Gateway {
                     arguments: &spec.arguments,
                     workflow_id: &spec.workflow_id,
                     call_id: &call_id,
+                    progress,
                 };
                 self.inner.downstream.call(forward).await
             }

@@ -525,10 +525,17 @@ impl Session {
             step: None,
         };
         let handle = self.handle_for(&workflow_id, &context);
-        let progress = context
-            .progress
-            .map(|(token, peer)| ApprovalProgress::new(&self.gateway, &spec, token, peer));
-        let call = self.gateway.call(spec);
+        // A client that asked for progress hears the wait for a person, then the tool's own.
+        let (progress, sink) = match context.progress {
+            Some((token, peer)) => {
+                let (sink, updates) = tokio::sync::mpsc::channel(64);
+                let progress =
+                    ApprovalProgress::new(&self.gateway, &spec, token, peer).relaying(updates);
+                (Some(progress), Some(sink))
+            }
+            None => (None, None),
+        };
+        let call = self.gateway.call_with_progress(spec, sink);
         let report = match progress {
             Some(progress) => progress.run_while(call).await?,
             None => call.await?,

@@ -6,6 +6,7 @@
 
 use crate::approval;
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::downstream::Progress;
 use crate::error::Error;
 use crate::gateway::{CallReport, CallSpec, Gateway, now_ms};
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -28,6 +29,8 @@ pub struct ApprovalProgress {
     token: ProgressToken,
     peer: Peer<RoleServer>,
     sent: u32,
+    /// The tool's own progress (an MCP server's), relayed after the wait's.
+    relayed: Option<tokio::sync::mpsc::Receiver<Progress>>,
 }
 
 /// The approval a call waits for.
@@ -52,7 +55,14 @@ impl ApprovalProgress {
             token,
             peer,
             sent: 0,
+            relayed: None,
         }
+    }
+
+    /// Also relays the tool's own progress, as it arrives on `updates`.
+    pub fn relaying(mut self, updates: tokio::sync::mpsc::Receiver<Progress>) -> Self {
+        self.relayed = Some(updates);
+        self
     }
 
     /// Drives `call` to its end, sending progress while it waits for an approval.
@@ -67,7 +77,13 @@ impl ApprovalProgress {
         heartbeat.reset();
         loop {
             tokio::select! {
-                result = &mut call => return result,
+                result = &mut call => {
+                    // What the tool reported before its answer goes out before the answer.
+                    while let Some(update) = self.relayed.as_mut().and_then(|r| r.try_recv().ok()) {
+                        self.relay(update).await;
+                    }
+                    return result;
+                }
                 record = self.live.recv(), if listening && waiting.is_none() => {
                     let found = match record {
                         Ok(record) => self.matches(&record),
@@ -88,7 +104,29 @@ impl ApprovalProgress {
                         self.notify(found, false).await;
                     }
                 }
+                update = next_update(&mut self.relayed), if self.relayed.is_some() => {
+                    match update {
+                        Some(update) => self.relay(update).await,
+                        None => self.relayed = None,
+                    }
+                }
             }
+        }
+    }
+
+    /// The tool's own progress, after the wait's notifications: counted on from them, so that the
+    /// client sees one progress that only grows, with the tool's message as it gave it.
+    async fn relay(&mut self, update: Progress) {
+        let base = f64::from(self.sent);
+        let mut params = ProgressNotificationParam::new(self.token.clone(), base + update.progress);
+        if let Some(total) = update.total {
+            params = params.with_total(base + total);
+        }
+        if let Some(message) = update.message {
+            params = params.with_message(message);
+        }
+        if let Err(e) = self.peer.notify_progress(params).await {
+            tracing::debug!(error = %e, "a relayed progress notification could not be sent");
         }
     }
 
@@ -153,5 +191,15 @@ impl ApprovalProgress {
         if let Err(e) = self.peer.notify_progress(params).await {
             tracing::debug!(error = %e, "cannot send an MCP progress notification");
         }
+    }
+}
+
+/// The next relayed update, if there is a channel to relay from.
+async fn next_update(
+    relayed: &mut Option<tokio::sync::mpsc::Receiver<Progress>>,
+) -> Option<Progress> {
+    match relayed {
+        Some(updates) => updates.recv().await,
+        None => None,
     }
 }

@@ -21,7 +21,7 @@ fn echo_config() -> String {
         "servers": {
             "echo": {
                 "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
-                "tools": ["echo", "pid", "misbehave", "snapshot", "forecast"],
+                "tools": ["echo", "pid", "misbehave", "snapshot", "forecast", "count"],
                 "timeout": "2s"
             }
         },
@@ -546,4 +546,67 @@ async fn results_and_tool_metadata_pass_through_unchanged() {
                 if tool == "forecast" && value["celsius"] == json!(21.5))
         });
     assert!(kept, "the forecast's value is in the log");
+}
+
+/// An MCP client that keeps the progress notifications it receives.
+#[derive(Clone, Default)]
+struct ProgressClient {
+    heard: std::sync::Arc<std::sync::Mutex<Vec<rmcp::model::ProgressNotificationParam>>>,
+}
+
+impl rmcp::ClientHandler for ProgressClient {
+    fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.heard.lock().expect("lock").push(params);
+        std::future::ready(())
+    }
+}
+
+/// Progress flows through (issue 28): a client that asked for progress hears what the server
+/// reports (under a token of the gateway's), under its own token, in order, with its messages.
+/// Before, the server's progress was read past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_progress_reaches_the_client_that_asked_for_it() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&echo_config(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", orchestrator.http_url()));
+    let listener = ProgressClient::default();
+    let client = listener
+        .clone()
+        .serve(transport)
+        .await
+        .expect("the MCP client initializes");
+    let mut params = CallToolRequestParams::new("count");
+    params.arguments = json!({ "n": 3 }).as_object().cloned();
+    let counted = client.call_tool(params).await.expect("tools/call count");
+    assert_eq!(counted.is_error, Some(false), "{counted:?}");
+    assert!(
+        text(&counted).contains("counted to 3"),
+        "{}",
+        text(&counted)
+    );
+    let heard = listener.heard.lock().expect("lock").clone();
+    let messages: Vec<&str> = heard.iter().filter_map(|p| p.message.as_deref()).collect();
+    // In order and as the server said them. The SDK handles each notification in a task of its
+    // own, so one sent just before the result may lose the race with it: progress is advisory.
+    let said = ["step 1 of 3", "step 2 of 3", "step 3 of 3"];
+    assert!(
+        !messages.is_empty() && said.starts_with(&messages),
+        "the server's progress, in order: {heard:?}"
+    );
+    assert!(
+        heard
+            .windows(2)
+            .all(|w| w[0].progress_token == w[1].progress_token && w[0].progress < w[1].progress),
+        "one token (the client's own), progress only grows: {heard:?}"
+    );
+    assert_eq!(heard[0].total, Some(3.0), "{heard:?}");
+    client.cancel().await.expect("the client closes");
+    orchestrator.stop().await;
 }
