@@ -310,6 +310,32 @@ pub async fn cancel(global: &Global, args: CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The problems of a refused configuration, one each, from the orchestrator's one-line message
+/// (`invalid configuration: PATH: problem; PATH: problem`, the prefix sometimes twice). A problem
+/// starts with its JSON path (no spaces before its colon); a `; ` inside one ("…; the configured tools
+/// are: …") stays in it. None when the message is not of that form.
+fn config_problems(message: &str) -> Option<Vec<String>> {
+    const PREFIX: &str = "invalid configuration: ";
+    let mut rest = message.strip_prefix(PREFIX)?;
+    while let Some(inner) = rest.strip_prefix(PREFIX) {
+        rest = inner;
+    }
+    let mut problems: Vec<String> = Vec::new();
+    for part in rest.split("; ") {
+        let starts_a_path = part
+            .split_once(": ")
+            .is_some_and(|(path, _)| !path.is_empty() && !path.contains(' '));
+        match problems.last_mut() {
+            Some(last) if !starts_a_path => {
+                last.push_str("; ");
+                last.push_str(part);
+            }
+            _ => problems.push(part.to_owned()),
+        }
+    }
+    Some(problems)
+}
+
 pub async fn reload(global: &Global) -> anyhow::Result<()> {
     let out = Out::new(global);
     let client = Client::connect(global).await?;
@@ -317,7 +343,22 @@ pub async fn reload(global: &Global) -> anyhow::Result<()> {
         .rpc()
         .reload_config(pb::ReloadConfigRequest {})
         .await
-        .answer(&client)?;
+        .answer(&client)
+        .map_err(|e| match e {
+            CliError::Failed(message) => match config_problems(&message) {
+                Some(problems) => CliError::Failed(format!(
+                    "the orchestrator refused the configuration file and keeps the running one; {} problem(s):\n{}\n  fix them (`conductorctl policy check FILE` checks offline) and reload again",
+                    problems.len(),
+                    problems
+                        .iter()
+                        .map(|p| format!("  - {p}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )),
+                None => CliError::Failed(message),
+            },
+            other => other,
+        })?;
     if out.json {
         print_json(
             &json!({"config_version": r.config_version, "previous_version": r.previous_version, "workflows_on_previous": r.workflows_on_previous}),

@@ -1226,3 +1226,52 @@ async fn a_manual_demo_approval_denied_is_narrated_as_a_valid_outcome() {
     assert!(!done.text().contains("Succeed"), "{}", done.text());
     stack.stop().await;
 }
+
+/// Issue 25 item 7: `config reload` of a broken file doubled its prefix and put every problem on one
+/// line; it says each problem on its own line, as `policy check` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_of_a_broken_file_lists_each_problem_on_its_own_line() {
+    let stack = Stack::start().await;
+    let text = std::fs::read_to_string(&stack.config_path).expect("config");
+    let broken = text
+        .replacen(
+            r#""after": ["validate_data"]"#,
+            r#""after": ["validate_dat"]"#,
+            1,
+        )
+        .replacen(
+            r#""tools": ["process_data"]"#,
+            r#""tools": ["process_dat"]"#,
+            1,
+        );
+    assert_ne!(broken, text, "the test breaks the configuration");
+    std::fs::write(&stack.config_path, broken).expect("written");
+    let refused = stack.ctl(&["config", "reload"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.text());
+    let problems: Vec<&str> = refused
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "))
+        .collect();
+    assert!(
+        problems.len() >= 2,
+        "one problem a line: {}",
+        refused.text()
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("rules[0].after[0]: unknown tool \"validate_dat\"")),
+        "{}",
+        refused.text()
+    );
+    let first = refused.stderr.lines().next().unwrap_or_default();
+    for word in ["invalid", "refused", "configuration"] {
+        assert!(
+            first.matches(word).count() <= 1,
+            "{word:?} said once: {}",
+            refused.text()
+        );
+    }
+    stack.stop().await;
+}
