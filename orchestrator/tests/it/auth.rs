@@ -127,12 +127,19 @@ async fn a_claimed_name_grants_nothing_and_a_wrong_token_is_refused() {
     let h = harness(json!({})).await;
     // The MCP front: only the token counts, over the official Python SDK.
     let real = python(&h, Some(REPORTER), "anything", &[]).await;
-    assert_eq!(tools(&real), ["conductor_start_workflow", "list_schemas"]);
+    assert_eq!(
+        tools(&real),
+        [
+            "conductor_end_workflow",
+            "conductor_start_workflow",
+            "list_schemas"
+        ]
+    );
     for name in ["reporter", "Reporter", "other", "reporter\u{200b}"] {
         let renamed = python(&h, None, name, &[]).await;
         assert_eq!(
             tools(&renamed),
-            ["conductor_start_workflow"],
+            ["conductor_end_workflow", "conductor_start_workflow"],
             "{name:?} without a token gets the empty anonymous allow-list"
         );
     }
@@ -232,7 +239,11 @@ async fn the_anonymous_allow_list_and_required_authentication() {
     let summary = python(&h, None, "desktop", &[]).await;
     assert_eq!(
         tools(&summary),
-        ["conductor_start_workflow", "list_backups"]
+        [
+            "conductor_end_workflow",
+            "conductor_start_workflow",
+            "list_backups"
+        ]
     );
     h.orchestrator.stop().await;
 
@@ -430,7 +441,12 @@ async fn jwts_are_checked_against_the_jwks_issuer_audience_and_time() {
     let summary = python(&h, Some(&good), "agent", &[]).await;
     assert_eq!(
         tools(&summary),
-        ["conductor_start_workflow", "list_backups", "list_schemas"]
+        [
+            "conductor_end_workflow",
+            "conductor_start_workflow",
+            "list_backups",
+            "list_schemas"
+        ]
     );
     let info = start(&h, Some(&good), "")
         .await
