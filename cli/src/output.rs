@@ -209,6 +209,29 @@ pub fn clock_ms(ms: i64) -> String {
     clock_in(ms, &chrono::Local)
 }
 
+/// A time for a narrow column (tables at 80 columns): the clock alone today, else the date and the
+/// minute; local time, without the zone (`time_ms` says it where there is room).
+pub fn short_time_ms(ms: i64) -> String {
+    short_time_in(ms, &chrono::Local, now_ms())
+}
+
+fn short_time_in<Z: chrono::TimeZone>(ms: i64, zone: &Z, now_ms: i64) -> String
+where
+    Z::Offset: std::fmt::Display,
+{
+    let (Some(time), Some(now)) = (
+        zone.timestamp_millis_opt(ms).single().filter(|_| ms > 0),
+        zone.timestamp_millis_opt(now_ms).single(),
+    ) else {
+        return String::new();
+    };
+    if time.date_naive() == now.date_naive() {
+        time.format("%H:%M:%S").to_string()
+    } else {
+        time.format("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
 fn time_in<Z: chrono::TimeZone>(ms: i64, zone: &Z) -> String
 where
     Z::Offset: std::fmt::Display,
@@ -316,6 +339,18 @@ mod tests {
         let out = Out::plain();
         let text = table(&out, &["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(text, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn short_times_fit_a_narrow_column() {
+        let zone = chrono::FixedOffset::east_opt(3600).unwrap();
+        let now = 1_800_000_000_000; // 2027-01-15 09:00 at +01:00
+        assert_eq!(short_time_in(now - 60_000, &zone, now), "08:59:00");
+        assert_eq!(
+            short_time_in(now - 86_400_000, &zone, now),
+            "2027-01-14 09:00"
+        );
+        assert_eq!(short_time_in(0, &zone, now), "");
     }
 
     #[test]

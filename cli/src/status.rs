@@ -3,7 +3,9 @@
 
 use crate::cli::{Global, TemplatesArgs, WorkflowArgs, WorkflowsArgs};
 use crate::client::{Answer, CliError, Client};
-use crate::output::{Out, clip, duration_ms, duration_us, print_json, table, time_ms};
+use crate::output::{
+    Out, clip, duration_ms, duration_us, print_json, short_time_ms, table, time_ms,
+};
 use crate::present::{
     decision_json, decision_kind, durable_mark, is_finished, outcome, step_outputs, summary,
     violations, workflow_json, workflow_state,
@@ -180,7 +182,8 @@ fn workflows_table(out: &Out, workflows: &[pb::WorkflowInfo]) -> String {
                 durable_mark(workflow_state(w.state), w.not_yet_durable),
                 progress,
                 duration_ms(w.duration_ms),
-                time_ms(w.started_at_ms),
+                // The whole time with its zone does not fit 80 columns ("2026-12-…").
+                short_time_ms(w.started_at_ms),
                 w.caller.clone(),
                 clip(&w.error, 60),
             ]
@@ -535,4 +538,36 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
 /// The decision of a call as JSON, for `call --json`.
 pub fn decision_value(decision: Option<&pb::Decision>) -> Value {
     decision.map_or(Value::Null, decision_json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 25 item 7: at 80 columns STARTED read `2026-12-…`.
+    #[test]
+    fn the_workflows_table_at_80_columns_keeps_the_start_time_whole() {
+        let started = crate::output::now_ms();
+        let workflow = pb::WorkflowInfo {
+            id: "wf-1a2b3c4d5e6f".into(),
+            template: "customer_onboarding".into(),
+            state: pb::WorkflowState::Failed as i32,
+            steps_done: 1,
+            steps_total: 5,
+            duration_ms: 1234,
+            started_at_ms: started,
+            caller: "control token".into(),
+            error: "step validate failed: validation_failed: 2 of 3 records are invalid".into(),
+            ..Default::default()
+        };
+        let out = Out {
+            color: false,
+            json: false,
+            width: Some(80),
+        };
+        let text = workflows_table(&out, &[workflow]);
+        let clock = short_time_ms(started);
+        assert!(text.contains(&clock), "{clock} in\n{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    }
 }
