@@ -170,7 +170,7 @@ pub enum Command {
     Interactive(InteractiveArgs),
     /// Print a shell completion script for bash, zsh, fish, elvish or PowerShell.
     #[command(
-        after_help = "Examples:\n  conductorctl completions bash > ~/.local/share/bash-completion/completions/conductorctl\n  conductorctl completions zsh > \"${fpath[1]}/_conductorctl\"\n  conductorctl completions fish > ~/.config/fish/completions/conductorctl.fish"
+        after_help = "Examples:\n  source <(COMPLETE=bash conductorctl)    # also completes template names, workflow and approval ids\n  conductorctl completions bash > ~/.local/share/bash-completion/completions/conductorctl\n  conductorctl completions zsh > \"${fpath[1]}/_conductorctl\"\n  conductorctl completions fish > ~/.config/fish/completions/conductorctl.fish"
     )]
     Completions(CompletionsArgs),
     /// Print the manual page (roff).
@@ -188,6 +188,7 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The template to run (see `conductorctl templates`).
+    #[arg(add = crate::complete::templates())]
     pub template: String,
     /// A JSON file with the workflow input (an object).
     #[arg(long, short)]
@@ -204,7 +205,7 @@ pub struct RunArgs {
 pub struct WatchArgs {
     /// Only this workflow's events; outside the dashboard the command ends when it finishes, with
     /// `wait`'s exit code (0 completed, 1 failed or cancelled), at once if it already has.
-    #[arg(long, short)]
+    #[arg(long, short, add = crate::complete::workflows())]
     pub workflow: Option<String>,
     /// Replay from this audit sequence number first (default: only new events).
     #[arg(long)]
@@ -214,6 +215,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct DecideArgs {
     /// The approval request's id (see `conductorctl pending`).
+    #[arg(add = crate::complete::approvals())]
     pub id: String,
     /// Why: recorded in the audit log with the decision.
     #[arg(long, short)]
@@ -241,6 +243,7 @@ pub struct WorkflowsArgs {
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
     /// The workflow's id (see `conductorctl workflows`).
+    #[arg(add = crate::complete::workflows())]
     pub id: String,
     /// Print this step's output whole (pretty JSON) instead of the workflow.
     #[arg(long, value_name = "STEP")]
@@ -255,7 +258,7 @@ pub struct CallArgs {
     #[arg(long, default_value = "{}")]
     pub args: String,
     /// Call inside this workflow instead of a new ad-hoc one.
-    #[arg(long, short)]
+    #[arg(long, short, add = crate::complete::workflows())]
     pub workflow: Option<String>,
     /// Keep the new ad-hoc workflow open for more calls (`--workflow ID`); without it, a call
     /// outside any workflow ends its one-call workflow when the call ends.
@@ -266,6 +269,7 @@ pub struct CallArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// The workflow's id (see `conductorctl workflows`).
+    #[arg(add = crate::complete::workflows())]
     pub id: String,
     /// Give up after this long (`30s`, `10m`): exit 124, the workflow keeps running.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -275,6 +279,7 @@ pub struct WaitArgs {
 #[derive(Debug, Args)]
 pub struct CancelArgs {
     /// The workflow's id (see `conductorctl workflows`).
+    #[arg(add = crate::complete::workflows())]
     pub id: String,
     /// Why: recorded in the audit log and shown as the workflow's error.
     #[arg(long, short)]
@@ -464,6 +469,7 @@ pub enum Scenario {
 #[derive(Debug, Args)]
 pub struct TemplatesArgs {
     /// Only this template, with each input's description, default and example.
+    #[arg(add = crate::complete::templates())]
     pub name: Option<String>,
 }
 

@@ -10,6 +10,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod complete;
 pub mod context;
 pub mod control;
 pub mod dashboard;
@@ -33,6 +34,8 @@ use std::process::ExitCode;
 /// to an exit code: 0 ok, 1 failure or denied, 3 cannot reach the orchestrator, 124 timed out (`wait`),
 /// 130 interrupted.
 pub fn main() -> ExitCode {
+    // `COMPLETE=bash conductorctl …`: the shell asks for completions (or their registration).
+    clap_complete::CompleteEnv::with_factory(cli::command).complete();
     let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1275,3 +1275,71 @@ async fn config_reload_of_a_broken_file_lists_each_problem_on_its_own_line() {
     }
     stack.stop().await;
 }
+
+/// Asks the real binary for completions as fish does (`COMPLETE=fish conductorctl -- WORDS`): one
+/// `value<TAB>help` line each.
+async fn completions_of(stack: &Stack, words: &[&str]) -> Vec<String> {
+    let mut command = ctl_bare();
+    command
+        .env("COMPLETE", "fish")
+        .env("CONDUCTOR_ORCHESTRATOR", &stack.url)
+        .arg("--")
+        .args(words);
+    let done = output(command, None).await;
+    assert_eq!(done.code, 0, "{}", done.text());
+    done.stdout.lines().map(str::to_owned).collect()
+}
+
+/// Issue 25 item 6: shells complete template names, workflow ids and approval ids (clap's dynamic
+/// completion engine asks the orchestrator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shells_complete_template_names_workflow_ids_and_approval_ids() {
+    let stack = Stack::start().await;
+    let templates = completions_of(&stack, &["conductorctl", "run", ""]).await;
+    assert!(
+        templates.iter().any(|l| l.starts_with("order_summary\t"))
+            && templates
+                .iter()
+                .any(|l| l.starts_with("customer_onboarding\t")),
+        "{templates:?}"
+    );
+    let gated = detached_id(
+        &stack
+            .ctl(&[
+                "run",
+                "customer_onboarding",
+                "--input",
+                &example("onboarding.json"),
+                "--set",
+                "batch=completion-test",
+                "--detach",
+            ])
+            .await,
+    );
+    let workflows = completions_of(&stack, &["conductorctl", "wait", ""]).await;
+    assert!(
+        workflows
+            .iter()
+            .any(|l| l.starts_with(&format!("{gated}\t"))),
+        "{workflows:?}"
+    );
+    let watch = completions_of(&stack, &["conductorctl", "watch", "--workflow", ""]).await;
+    assert!(watch.iter().any(|l| l.starts_with(&gated)), "{watch:?}");
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    let approvals = loop {
+        let approvals = completions_of(&stack, &["conductorctl", "approve", ""]).await;
+        if approvals.iter().any(|l| l.starts_with("ap-")) {
+            break approvals;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no approval id: {approvals:?}"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        approvals.iter().any(|l| l.contains(&gated)),
+        "the help names the workflow: {approvals:?}"
+    );
+    stack.stop().await;
+}
