@@ -1343,3 +1343,38 @@ async fn shells_complete_template_names_workflow_ids_and_approval_ids() {
     );
     stack.stop().await;
 }
+
+/// Issue 25 item 4: in `interactive`, `call` of a template run's next step ignored the step's own
+/// arguments, and any explicit ones were taken as the step. The step now runs with its arguments
+/// (from the template, the run's input and earlier outputs), and other arguments are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_calls_a_template_step_with_its_own_arguments() {
+    let stack = Stack::start().await;
+    let orders = r#"[{"id":"o-1","customer_id":"c-1","amount":3},{"id":"o-2","customer_id":"c-1","amount":4}]"#;
+    let script = format!(
+        "start order_summary {{\"orders\": {orders}}}\ncall validate_data {{\"records\": [], \"schema\": \"order\"}}\ncall validate_data\ncall process_data\nhistory\nquit\n"
+    );
+    let session = stack.ctl_with_stdin(&["interactive"], &script).await;
+    assert_eq!(session.code, 0, "{}", session.text());
+    let text = session.text();
+    assert!(
+        text.contains("validate_data is this template run's next step"),
+        "explicit other arguments are refused: {text}"
+    );
+    assert!(
+        text.contains(r#"the step's arguments: {"records":[{"#)
+            && text.contains("\"schema\":\"order\""),
+        "{text}"
+    );
+    // The aggregate step got the validated records: its output totals them.
+    assert!(text.matches("succeeded").count() >= 2, "{text}");
+    let listed = stack.ctl(&["workflows", "--all", "--json"]).await;
+    let workflows: Value = serde_json::from_str(&listed.stdout).expect("JSON list");
+    let run = workflows
+        .as_array()
+        .and_then(|l| l.iter().find(|w| w["template"] == "order_summary"))
+        .cloned()
+        .expect("the template run");
+    assert_eq!(run["steps_done"], 2, "{run:#}");
+    stack.stop().await;
+}

@@ -82,6 +82,9 @@ struct Session {
     started: Vec<String>,
     templates: Vec<pb::TemplateInfo>,
     tools: Vec<String>,
+    /// The current workflow's template and input, when `start` began a template run: its steps
+    /// are called with their own arguments.
+    run: Option<(String, Value)>,
 }
 
 pub async fn interactive(global: &Global, args: InteractiveArgs) -> anyhow::Result<()> {
@@ -112,6 +115,7 @@ pub async fn interactive(global: &Global, args: InteractiveArgs) -> anyhow::Resu
         started: Vec::new(),
         templates,
         tools,
+        run: None,
     };
     outln!(
         "conductorctl interactive — {} (type `help`)",
@@ -223,6 +227,7 @@ impl Session {
             format!("workflow of template {template}")
         };
         outln!("started {what} {}", self.out.bold(&w.id));
+        self.run = (!template.is_empty()).then(|| (template.to_owned(), input.clone()));
         self.workflow = Some(w.id);
         self.next_steps().await
     }
@@ -234,12 +239,29 @@ impl Session {
         if tool.is_empty() {
             anyhow::bail!("write `call TOOL {{json arguments}}`");
         }
-        let args: Value = serde_json::from_str(if args.is_empty() { "{}" } else { args })
+        let explicit = rest
+            .split_once(char::is_whitespace)
+            .is_some_and(|(_, a)| !a.trim().is_empty());
+        let mut args: Value = serde_json::from_str(if args.is_empty() { "{}" } else { args })
             .map_err(|e| anyhow::anyhow!("the arguments are not JSON: {e}"))?;
+        if let Some(step_args) = self.step_arguments(tool).await? {
+            if explicit && args != step_args {
+                anyhow::bail!(
+                    "{tool} is this template run's next step, which runs with the step's own arguments, not others:\n  {}\n  write `call {tool}` alone to run it, or `start` an ad-hoc workflow to call {tool} with your own",
+                    crate::output::clip(&step_args.to_string(), 300)
+                );
+            }
+            outln!(
+                "  the step's arguments: {}",
+                crate::output::clip(&step_args.to_string(), 300)
+            );
+            args = step_args;
+        }
         if self.workflow.is_none() {
             let w = start_ad_hoc(&self.client).await?;
             outln!("started ad-hoc workflow {}", self.out.bold(&w.id));
             self.started.push(w.id.clone());
+            self.run = None;
             self.workflow = Some(w.id);
         }
         let workflow = self.workflow.clone().unwrap_or_default();
@@ -258,6 +280,56 @@ impl Session {
             Called::ToolFailed { .. } => {}
         }
         self.next_steps().await
+    }
+
+    /// When the current workflow is a template run whose next step calls `tool`: that step's
+    /// arguments, from its template with the run's input (and the inputs' defaults) and the earlier
+    /// steps' outputs, as the orchestrator's own runs fill them.
+    async fn step_arguments(&self, tool: &str) -> anyhow::Result<Option<Value>> {
+        let (Some(id), Some((template, input))) = (&self.workflow, &self.run) else {
+            return Ok(None);
+        };
+        let w = self
+            .client
+            .rpc()
+            .get_workflow(pb::GetWorkflowRequest {
+                workflow_id: id.clone(),
+            })
+            .await
+            .answer(&self.client)?;
+        let Some(info) = self.templates.iter().find(|t| &t.name == template) else {
+            return Ok(None);
+        };
+        let Some(step) = info
+            .steps
+            .iter()
+            .find(|s| s.name == w.next_step && s.tool == tool)
+        else {
+            return Ok(None);
+        };
+        let mut input = input.clone();
+        if let Some(fields) = input.as_object_mut() {
+            for declared in &info.inputs {
+                if let Some(default) = declared
+                    .default_json
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                {
+                    fields.entry(declared.name.clone()).or_insert(default);
+                }
+            }
+        }
+        let outputs = match serde_json::from_str::<Value>(&w.outputs_json) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let template_args: Value = serde_json::from_str(&step.arguments_template_json)
+            .unwrap_or_else(|_| Value::Object(serde_json::Map::new()));
+        conductor_core::template::resolve(&template_args, &input, &outputs)
+            .map(Some)
+            .map_err(|e| {
+                anyhow::anyhow!("the arguments of step {} cannot be filled: {e}", step.name)
+            })
     }
 
     async fn status(&self, history: bool) -> anyhow::Result<()> {
