@@ -19,6 +19,9 @@ pub struct RunView<'a> {
     bars: Option<(MultiProgress, Vec<ProgressBar>, ProgressBar)>,
     /// Where each step got to, so that the end can say which steps never ran.
     reached: RefCell<Vec<Reached>>,
+    /// A failed step's details, held on a terminal until the bars are done: printed then, they come
+    /// below the steps and above the summary instead of above the bars.
+    held: RefCell<Vec<String>>,
 }
 
 /// How far a step got.
@@ -79,6 +82,7 @@ impl<'a> RunView<'a> {
             workflow_id: workflow_id.to_owned(),
             bars,
             reached: RefCell::new(vec![Reached::Pending; total]),
+            held: RefCell::new(Vec::new()),
         }
     }
 
@@ -100,6 +104,14 @@ impl<'a> RunView<'a> {
             }
             None if self.out.json => eprintln!("{text}"),
             None => outln!("{text}"),
+        }
+    }
+
+    /// A step's details (several lines): under the steps, before the summary.
+    pub fn detail(&self, text: &str) {
+        match &self.bars {
+            Some(_) => self.held.borrow_mut().push(text.to_owned()),
+            None => self.note(text),
         }
     }
 
@@ -161,7 +173,7 @@ impl<'a> RunView<'a> {
             ),
         };
         let reached = self.reached.borrow().clone();
-        if let Some((multi, steps, overall)) = &self.bars {
+        if let Some((_, steps, overall)) = &self.bars {
             // A step that never ended did not run (or was stopped where it stood): say so, rather
             // than leave it "pending" under a finished workflow.
             for (bar, reached) in steps.iter().zip(&reached) {
@@ -176,7 +188,11 @@ impl<'a> RunView<'a> {
                 }
             }
             overall.abandon();
-            let _ = multi.println(&text);
+            // Every bar has ended and stays drawn: what is printed now comes below them, in order.
+            for held in self.held.borrow().iter() {
+                eprintln!("{held}");
+            }
+            eprintln!("{text}");
         } else if !self.out.json {
             if *end != RunEnd::Completed {
                 for (index, _) in reached

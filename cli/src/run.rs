@@ -319,11 +319,10 @@ pub async fn follow_run(
                         .filter(|d| !d.is_empty())
                     {
                         let whole = crate::present::result_value(details);
-                        view.note(&format!(
-                            "    details: {}",
-                            serde_json::to_string_pretty(&whole)
-                                .unwrap_or_else(|_| whole.to_string())
-                        ));
+                        let pretty = serde_json::to_string_pretty(&whole)
+                            .unwrap_or_else(|_| whole.to_string());
+                        // Every line of the JSON under the step, not only the first.
+                        view.detail(&format!("    details: {}", pretty.replace('\n', "\n    ")));
                     }
                 }
             }

@@ -81,6 +81,18 @@ async fn run_stops_at_a_failed_step_with_the_reason() {
         "run shows the tool's details: {}",
         done.text()
     );
+    // Issue 25 item 7: every line of the details is indented under the step, not only the first.
+    let details: Vec<&str> = done
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("details:"))
+        .take_while(|l| !l.contains("not run") && !l.contains("workflow wf-"))
+        .collect();
+    assert!(
+        details.len() > 2 && details.iter().all(|l| l.starts_with("    ")),
+        "{}",
+        done.text()
+    );
     let id = said[0]
         .split_whitespace()
         .find(|w| w.starts_with("wf-"))
