@@ -11,6 +11,7 @@ mod audit_outage;
 mod audit_rpc;
 mod auth;
 mod daemon_logs;
+mod downstream_health;
 mod durable_views;
 mod flows;
 mod mcp_downstream;
