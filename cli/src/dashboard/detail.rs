@@ -7,7 +7,7 @@ use super::keys::Pane;
 use crate::output::{duration_ms, time_ms};
 use conductor_proto::v1 as pb;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Clear, Padding, Paragraph, Wrap};
@@ -98,7 +98,8 @@ pub fn draw_pane(frame: &mut Frame, figures: &Figures, color: bool) {
             Style::default()
         }
     };
-    let area = inset(frame.area());
+    // The whole frame: a margin would show the panels' borders beside the pane's own.
+    let area = frame.area();
     frame.render_widget(Clear, area);
     let gone = if figures.open_approval_is_pending() {
         ""
@@ -154,18 +155,4 @@ pub fn draw_pane(frame: &mut Frame, figures: &Figures, color: bool) {
         Paragraph::new(footer_lines).wrap(Wrap { trim: false }),
         footer,
     );
-}
-
-/// The pane's area: the frame less a margin of one cell (none on a very small terminal).
-fn inset(area: Rect) -> Rect {
-    if area.width > 20 && area.height > 10 {
-        Rect {
-            x: area.x + 1,
-            y: area.y + 1,
-            width: area.width - 2,
-            height: area.height - 2,
-        }
-    } else {
-        area
-    }
 }
