@@ -76,6 +76,11 @@ pub(super) struct Checker {
 }
 
 impl Checker {
+    /// Whether a problem was found at `prefix` or under it (e.g. `rules`).
+    pub(super) fn has_problem_under(&self, prefix: &str) -> bool {
+        self.problems.iter().any(|p| p.path.starts_with(prefix))
+    }
+
     pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),

@@ -76,7 +76,11 @@ pub(super) fn check_templates(
                 gate,
             });
         }
-        simulate(c, &path, &steps, policies);
+        // A broken rule (a condition that does not parse, say) is reported once, where it is:
+        // running the steps past it would only add follow-on "breaks rule" problems.
+        if !c.has_problem_under("rules") {
+            simulate(c, &path, &steps, policies);
+        }
         let allowed = AllowList {
             source: format!("template {name}"),
             tools: steps.iter().map(|s| s.tool.clone()).collect(),

@@ -159,6 +159,23 @@ fn templates_that_break_a_policy_are_rejected() {
     assert_problem(&v, "templates.flow.steps[0]", "breaks rule \"seq\"");
 }
 
+/// A condition that does not parse is reported once, with its path: the templates whose steps the
+/// rule would apply to get no follow-on "breaks rule" problems (issue 25 item 7).
+#[test]
+fn a_broken_condition_is_reported_once_without_follow_on_template_problems() {
+    let mut v = base();
+    v["rules"]
+        .as_array_mut()
+        .expect("rules")
+        .push(json!({ "id": "d", "kind": "deny", "tool": "process", "when": "args.records >" }));
+    let found = problems(&v);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("rules[4].when: does not parse"),
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn bad_references_durations_and_addresses() {
     let mut v = base();
