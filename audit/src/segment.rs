@@ -7,6 +7,7 @@
 use crate::AuditError;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 /// One file of the log.
@@ -144,11 +145,25 @@ impl LineReader {
             }
             self.end = Some(self.offset);
         }
+        let end = self.end.unwrap_or(self.offset);
         let found = self
             .skip_zeros()
+            .and_then(|found| self.unless_written_since(end, found))
             .map_err(|e| AuditError::io(&self.path, e))?;
         self.after_end = Some(found);
         Ok(found)
+    }
+
+    /// `found` (bytes after the zeros at `end`), unless the byte at `end` is no longer zero: the
+    /// writer, which writes only at the end of the content, added records while this read the rest,
+    /// and what was found is theirs, not something after the end.
+    fn unless_written_since(&self, end: u64, found: Option<u64>) -> io::Result<Option<u64>> {
+        if found.is_none() {
+            return Ok(None);
+        }
+        let mut byte = [0u8];
+        let read = self.reader.get_ref().read_at(&mut byte, end)?;
+        Ok(found.filter(|_| read == 1 && byte[0] == 0))
     }
 
     /// Reads the next line into `self.line`, stopping at the end of the content.
@@ -190,7 +205,10 @@ impl LineReader {
         let tail_nonzero = self.line[nul..].iter().position(|&b| b != 0);
         let found = match tail_nonzero {
             Some(i) => Some(nul_at + i as u64),
-            None => self.skip_zeros()?,
+            None => {
+                let found = self.skip_zeros()?;
+                self.unless_written_since(nul_at, found)?
+            }
         };
         let Some(found) = found else {
             self.line.truncate(nul);
@@ -339,6 +357,22 @@ mod tests {
         let (lines, end, after) = read_all(&torn_hidden);
         assert_eq!(lines[1], (3, false, true, b"part".to_vec()));
         assert_eq!((end, after), (7, Some(100_007)));
+
+        // What the writer adds at the end while a reader looks past it is not "after the end".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live");
+        let mut live = b"ab\n".to_vec();
+        live.extend_from_slice(&[0; 3 << 20]);
+        std::fs::write(&path, &live).unwrap();
+        let mut reader = LineReader::open(&path).unwrap();
+        while reader.next_line().unwrap().is_some() {}
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"cd\n", 3).unwrap();
+        file.write_all_at(b"ef\n", 2 << 20).unwrap();
+        assert_eq!(
+            (reader.content_end(), reader.after_end().unwrap()),
+            (3, None)
+        );
 
         // A line that ends in `\n` is a line, whatever it holds: a garbage last line.
         let (lines, end, after) = read_all(b"ab\ngar\x00bage\n");
