@@ -5,8 +5,9 @@
 //! A handle names a workflow and is sealed (HMAC-SHA-256 under a key only the orchestrator holds,
 //! as the specification asks of any state a client echoes) to the identity that was given it: a
 //! handle presented by another identity, altered, or forged is refused the same way, without saying
-//! which. The key lives beside the audit log (`mcp-handle.key`, owner-only), so handles outlive a
-//! restart as the workflows they name do.
+//! which. The key lives beside the audit log (`.mcp-handle.key`: owner-only, and hidden, so a copy
+//! of the log taken with `*` leaves it behind), so handles outlive a restart as the workflows they
+//! name do.
 //!
 //! A handle is a secret: it is stripped from a call's arguments before anything records or forwards
 //! them, and never written to a log line or an audit record. Only the workflow id inside it is.
@@ -23,7 +24,7 @@ pub const HANDLE_ARGUMENT: &str = "conductorio_workflow";
 /// `_meta` key of a result carrying the handle of the workflow the call ran in.
 pub const HANDLE_META_KEY: &str = "io.conductorio/workflowHandle";
 /// The key file's name in the audit directory.
-pub const KEY_FILE: &str = "mcp-handle.key";
+pub const KEY_FILE: &str = ".mcp-handle.key";
 
 const PREFIX: &str = "wfh1.";
 const KEY_BYTES: usize = 32;
