@@ -79,7 +79,8 @@ async fn start(
         .map(|r| r.into_inner())
 }
 
-async fn call(
+/// Calls `tool` with no arguments in `workflow` over gRPC, with `token` if any.
+pub(crate) async fn call(
     h: &Harness,
     token: Option<&str>,
     workflow: &str,

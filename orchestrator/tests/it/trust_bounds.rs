@@ -3,7 +3,7 @@
 //! subject no client lists is its own identity, never `anonymous`; request arguments are bounded in
 //! size and depth before any expensive work.
 
-use crate::auth::{ISSUER, TRUSTED_KEY, jwk, jwt, serve_jwks};
+use crate::auth::{ISSUER, TRUSTED_KEY, call, jwk, jwt, serve_jwks};
 use crate::common;
 use crate::mcp_support::{INITIALIZE, raw_post};
 
@@ -204,24 +204,6 @@ async fn start(h: &Harness, token: Option<&str>) -> Result<pb::WorkflowInfo, ton
     h.client
         .clone()
         .start_workflow(with_token(pb::StartWorkflowRequest::default(), token))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn call(
-    h: &Harness,
-    token: Option<&str>,
-    workflow: &str,
-    tool: &str,
-) -> Result<pb::WorkflowCallResponse, tonic::Status> {
-    let body = pb::WorkflowCallRequest {
-        workflow_id: workflow.into(),
-        tool: tool.into(),
-        arguments_json: "{}".into(),
-    };
-    h.client
-        .clone()
-        .call_tool(with_token(body, token))
         .await
         .map(|r| r.into_inner())
 }
