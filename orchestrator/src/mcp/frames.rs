@@ -2,23 +2,45 @@
 //! for a body that is not JSON, `-32600` for JSON that is not a valid request. The SDK and the
 //! session layer (`super::streamable`) refuse both with a bare `415`; this layer keeps the body at
 //! hand and rewrites only that refusal, so valid frames pay one copy of their body and nothing else.
+//!
+//! It also refuses, before anything parses it, a body larger than a call's arguments may be
+//! (`arguments.max_bytes`) plus room for the frame around them: parsed JSON costs tens of times its
+//! text in memory, so the limit is kept where it is cheapest.
 
 use super::MAX_BODY_BYTES;
 use axum::body::{Body, to_bytes};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-pub async fn json_rpc_errors(request: Request, next: Next) -> Response {
+/// Room for the JSON-RPC frame around a call's arguments (method, name, `_meta`).
+pub const FRAME_ROOM: usize = 64 * 1024;
+
+/// The largest body `/mcp` parses, given the largest arguments a call may have.
+pub fn body_limit(max_argument_bytes: usize) -> usize {
+    max_argument_bytes
+        .saturating_add(FRAME_ROOM)
+        .min(MAX_BODY_BYTES)
+}
+
+pub async fn json_rpc_errors(State(limit): State<usize>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST || !super::fast::is_json(request.headers()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+    let bytes = match to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, format!("Payload Too Large: the body exceeds {MAX_BODY_BYTES} bytes or could not be read: {e}\n")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Payload Too Large: the body exceeds {limit} bytes (the configuration's arguments.max_bytes plus {FRAME_ROOM} for the frame) or could not be read: {e}\n"
+                ),
+            )
+                .into_response();
+        }
     };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes.clone())))

@@ -170,7 +170,10 @@ pub fn router(gateway: Gateway) -> Router {
             sessions,
             streamable::serve,
         ))
-        .layer(axum::middleware::from_fn(frames::json_rpc_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            frames::body_limit(config.arguments.max_bytes),
+            frames::json_rpc_errors,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http::authenticate,

@@ -332,3 +332,33 @@ async fn a_call_its_client_cancels_while_it_waits_for_approval_is_withdrawn() {
     orchestrator.stop().await;
     servers.stop().await;
 }
+
+/// A body larger than a call's arguments may be (plus room for its frame) is refused before
+/// anything parses it, naming the setting (issue 29 item 9: parsed JSON costs tens of times its
+/// text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_argument_limit_is_refused_before_it_is_parsed() {
+    let (servers, orchestrator, _audit) = with_config(|config| {
+        config["arguments"] = json!({ "max_bytes": 1000 });
+    })
+    .await;
+    let addr = orchestrator.http_addr;
+    let session = open_session(addr).await;
+    let big = "x".repeat(100 * 1024);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"list_schemas","arguments":{{"note":"{big}"}}}}}}"#
+    );
+    let reply = raw_post(
+        addr,
+        &[
+            ("Mcp-Session-Id", session.as_str()),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{}", reply.head);
+    assert!(reply.body.contains("arguments.max_bytes"), "{}", reply.body);
+    orchestrator.stop().await;
+    servers.stop().await;
+}
