@@ -31,6 +31,14 @@ async fn post_raw(
     raw_exchange(addr, request.as_bytes()).await
 }
 
+/// The headers of a request in session `session`.
+fn in_session(session: &str) -> [(&'static str, &str); 2] {
+    [
+        ("Mcp-Session-Id", session),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ]
+}
+
 /// Opens an anonymous MCP session; its id.
 async fn open_session(addr: SocketAddr) -> String {
     let opened = raw_post(addr, &[], INITIALIZE).await;
@@ -212,10 +220,7 @@ async fn invalid_call_params_are_invalid_params_in_every_era() {
     let (servers, orchestrator, _audit) = with_config(|_| {}).await;
     let addr = orchestrator.http_addr;
     let session = open_session(addr).await;
-    let in_session = [
-        ("Mcp-Session-Id", session.as_str()),
-        ("MCP-Protocol-Version", "2025-11-25"),
-    ];
+    let in_session = in_session(&session);
     for (body, says) in [
         (
             r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_schemas","name":"validate_data","arguments":{}}}"#,
@@ -304,10 +309,7 @@ async fn a_call_its_client_cancels_while_it_waits_for_approval_is_withdrawn() {
 
     let cancelled = raw_post(
         addr,
-        &[
-            ("Mcp-Session-Id", session.as_str()),
-            ("MCP-Protocol-Version", "2025-11-25"),
-        ],
+        &in_session(&session),
         r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9,"reason":"timed out"}}"#,
     )
     .await;
@@ -348,15 +350,7 @@ async fn a_body_past_the_argument_limit_is_refused_before_it_is_parsed() {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"list_schemas","arguments":{{"note":"{big}"}}}}}}"#
     );
-    let reply = raw_post(
-        addr,
-        &[
-            ("Mcp-Session-Id", session.as_str()),
-            ("MCP-Protocol-Version", "2025-11-25"),
-        ],
-        &body,
-    )
-    .await;
+    let reply = raw_post(addr, &in_session(&session), &body).await;
     assert_eq!(reply.status, 413, "{}", reply.head);
     assert!(reply.body.contains("arguments.max_bytes"), "{}", reply.body);
     orchestrator.stop().await;
