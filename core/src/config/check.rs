@@ -373,6 +373,13 @@ fn check_servers(
             server.timeout.as_deref(),
             DEFAULT_TOOL_TIMEOUT,
         );
+        let auth = server.auth.as_ref().and_then(|raw| {
+            let url = match &transport {
+                Transport::McpHttp { url } => Some(url.as_str()),
+                _ => None,
+            };
+            super::credentials::check_credential(c, &path, raw, url)
+        });
         servers.insert(
             name.clone(),
             ServerConfig {
@@ -380,6 +387,7 @@ fn check_servers(
                 transport,
                 tools: server.tools.clone(),
                 timeout,
+                auth,
             },
         );
     }

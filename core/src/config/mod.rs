@@ -6,6 +6,7 @@
 mod arguments;
 mod auth;
 mod check;
+mod credentials;
 mod labels;
 mod listener;
 mod raw;
@@ -27,6 +28,10 @@ pub use auth::{
     ANONYMOUS, AuthSettings, JWT_IDENTITY_PREFIX, JwksSource, JwtSettings, OPERATOR, jwt_identity,
 };
 pub use check::{ConfigError, Problem};
+pub use credentials::{
+    ClientCredentials, Credential, CredentialSummary, SecretHeader, SecretPresence, SecretSlot,
+    TokenExchange,
+};
 pub use listener::HttpLimits;
 
 /// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
@@ -167,6 +172,8 @@ pub struct ServerConfig {
     /// The tools the server offers, by their downstream names.
     pub tools: Vec<String>,
     pub timeout: Duration,
+    /// The credential presented to it (`mcp_url` servers only).
+    pub auth: Option<Credential>,
 }
 
 /// Where a public tool name goes.

@@ -199,6 +199,44 @@ pub struct RawServer {
     /// Labels every tool of this server carries (on top of its own).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The credential presented to an `mcp_url` server (see `config::credentials`).
+    #[serde(default)]
+    pub auth: Option<RawServerAuth>,
+}
+
+/// `servers.NAME.auth`: how the orchestrator authenticates to a downstream MCP server over HTTP.
+/// Each secret is a [`RawSecret`]: `{"token_env": ..}`, `{"token_file": ..}` or `{"token": ..}`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawServerAuth {
+    /// `Authorization: Bearer TOKEN` on every request.
+    Bearer { token: RawSecret },
+    /// Named headers on every request, e.g. `{"X-Api-Key": {"token_env": "KEY"}}`.
+    Headers {
+        headers: BTreeMap<String, RawSecret>,
+    },
+    /// OAuth 2.1 client credentials: a token for the orchestrator itself from `token_url`.
+    OauthClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: RawSecret,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        audience: Option<String>,
+    },
+    /// RFC 8693 token exchange: the caller's own token exchanged at `token_url` for the one sent on.
+    TokenExchange {
+        token_url: String,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        client_secret: Option<RawSecret>,
+        #[serde(default)]
+        audience: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
