@@ -173,8 +173,15 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         grpc: parse_addr(&mut c, "listen.grpc", raw.listen.grpc.as_deref()),
         http: parse_addr(&mut c, "listen.http", raw.listen.http.as_deref()),
         http_limits: super::listener::check_http_limits(&mut c, &raw.listen.http_limits),
+        tls: super::tls::check_listen_tls(
+            &mut c,
+            raw.listen.tls.as_ref(),
+            raw.listen.tls_terminated_in_front,
+        ),
+        tls_terminated_in_front: raw.listen.tls_terminated_in_front,
     };
     let clients = check_clients(&mut c, &raw.clients, &tools, control_token.as_ref());
+    super::tls::check_tls_subjects(&mut c, &clients, listen.tls.as_ref());
     let auth = super::auth::check_auth(&mut c, &raw.auth, &clients, control_token.is_some());
     let arguments = super::arguments::check_argument_limits(&mut c, &raw.arguments);
     if raw.audit.max_file_bytes == Some(0) {
@@ -373,6 +380,11 @@ fn check_servers(
             server.timeout.as_deref(),
             DEFAULT_TOOL_TIMEOUT,
         );
+        let url = match &transport {
+            Transport::Grpc { url } | Transport::McpHttp { url } => Some(url.as_str()),
+            Transport::McpStdio { .. } => None,
+        };
+        let tls = super::tls::check_server_tls(c, &path, url, server.tls.as_ref());
         let auth = server.auth.as_ref().and_then(|raw| {
             let url = match &transport {
                 Transport::McpHttp { url } => Some(url.as_str()),
@@ -387,6 +399,7 @@ fn check_servers(
                 transport,
                 tools: server.tools.clone(),
                 timeout,
+                tls,
                 auth,
             },
         );
@@ -456,6 +469,7 @@ fn check_clients(
             act_for: Vec::new(),
             read: false,
             approve: false,
+            tls_subject: client.tls_subject.clone(),
         };
         super::auth::client_identity(c, &path, name, client, &mut checked);
         clients.insert(name.clone(), checked);

@@ -12,6 +12,7 @@ mod listener;
 mod raw;
 mod rules;
 mod templates;
+mod tls;
 
 use crate::policy::{AllowList, ApprovalGate, Name, PolicySet, Scope};
 use secrecy::SecretString;
@@ -33,6 +34,7 @@ pub use credentials::{
     TokenExchange,
 };
 pub use listener::HttpLimits;
+pub use tls::{ClientCertMode, ClientTlsFiles, ListenTls};
 
 /// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
 /// started under.
@@ -147,6 +149,8 @@ pub struct ClientConfig {
     pub read: bool,
     /// May approve and deny.
     pub approve: bool,
+    /// The common name of a verified client certificate that identifies this client.
+    pub tls_subject: Option<String>,
 }
 
 /// How to reach one downstream server.
@@ -172,6 +176,8 @@ pub struct ServerConfig {
     /// The tools the server offers, by their downstream names.
     pub tools: Vec<String>,
     pub timeout: Duration,
+    /// TLS files for an `https://` server (`None`: the system roots, no client certificate).
+    pub tls: Option<ClientTlsFiles>,
     /// The credential presented to it (`mcp_url` servers only).
     pub auth: Option<Credential>,
 }
@@ -223,6 +229,10 @@ pub struct ListenSettings {
     pub grpc: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub http_limits: HttpLimits,
+    /// TLS on both listeners.
+    pub tls: Option<ListenTls>,
+    /// TLS ends in a proxy in front (the explicit opt-out for listening beyond loopback without TLS).
+    pub tls_terminated_in_front: bool,
 }
 
 #[derive(Debug, Clone, Default)]

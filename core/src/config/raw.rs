@@ -168,6 +168,10 @@ pub struct RawClient {
     /// May approve and deny approval requests.
     #[serde(default)]
     pub approve: bool,
+    /// The common name (CN) of a client certificate, verified by the listeners, that identifies
+    /// this client (`listen.tls.client_certs`).
+    #[serde(default)]
+    pub tls_subject: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +203,9 @@ pub struct RawServer {
     /// Labels every tool of this server carries (on top of its own).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// TLS to an `https://` server: a CA bundle instead of the system roots, a client certificate.
+    #[serde(default)]
+    pub tls: Option<RawClientTls>,
     /// The credential presented to an `mcp_url` server (see `config::credentials`).
     #[serde(default)]
     pub auth: Option<RawServerAuth>,
@@ -442,6 +449,42 @@ pub struct RawListen {
     /// Time-outs and the connection limit of the HTTP listener.
     #[serde(default)]
     pub http_limits: RawHttpLimits,
+    /// TLS on both listeners (gRPC and HTTP).
+    #[serde(default)]
+    pub tls: Option<RawListenTls>,
+    /// TLS ends in a proxy in front: listening beyond loopback without `tls` is then allowed.
+    #[serde(default)]
+    pub tls_terminated_in_front: bool,
+}
+
+/// `listen.tls`: PEM files, read again when they change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// The CA bundle client certificates must chain to.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// `"none"`, `"optional"` (the default with a `client_ca_file`) or `"required"`.
+    #[serde(default)]
+    pub client_certs: Option<String>,
+}
+
+/// `servers.NAME.tls`: PEM files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    /// The CA bundle the server's certificate must chain to (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A client certificate, for servers that require mutual TLS (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
