@@ -16,12 +16,15 @@
 //! - `prepare`: the next file, zero-filled and synced ahead of need, and sealing the ones left.
 //! - `chain`: walking and verifying the hash chain, [`verify_dir`].
 //! - `open`: start-up scan, torn-line repair and recovery.
-//! - `writer`: group commit: the queue, its leaders and the keeper thread.
+//! - `writer`: group commit: the queue, its leaders and the keeper thread, above the seam.
+//! - `store`: the seam: a [`Store`](store) makes one chained batch durable, all or nothing.
+//! - `files`: the default store, local files (one write in place and one sync per batch).
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
 
 mod chain;
 mod error;
+mod files;
 mod lock;
 mod log;
 mod open;
@@ -30,6 +33,7 @@ mod prepare;
 mod read;
 mod record;
 mod segment;
+mod store;
 mod writer;
 
 pub use chain::{Anchor, VerifyReport, verify_dir, verify_dir_against};

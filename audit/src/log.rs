@@ -3,8 +3,9 @@
 //! Start-up runs on a blocking thread. Writes are group-committed by whoever leads (see the
 //! `writer` module): a caller waiting on its record may write and sync one batch on its own thread.
 
+use crate::files::{FileConfig, FileStore};
 use crate::record::encode_event;
-use crate::writer::{self, Core, Shared, Unwritable, WriterConfig};
+use crate::writer::{self, Core, Shared, Unwritable};
 use crate::{AuditError, AuditOptions, OpenReport, Record, open};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -115,18 +116,18 @@ where
         let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
         let shared = Arc::new(Shared::new(options.stall_after));
         shared.last_seq.store(report.last_seq, Ordering::Release);
-        let config = WriterConfig {
+        let config = FileConfig {
             dir: options.dir.clone(),
             max_file_bytes: options.max_file_bytes,
             fsync: options.fsync,
-            gather_for: options.gather_for,
             lock: Some(lock),
         };
+        let store = FileStore::start(config, resume.segment, Arc::clone(&shared))?;
         let core = Core::start(
-            config,
+            options.gather_for,
             resume.chain,
             resume.last_ts_ms,
-            resume.segment,
+            Box::new(store),
             broadcast.clone(),
             Arc::clone(&shared),
         )?;

@@ -6,9 +6,10 @@
 //! with zeros after its content, or, with `recover`, to move damage aside.
 
 use crate::chain::{ChainState, WalkEnd, walk};
+use crate::files::OpenSegment;
 use crate::record::{decode_record, fast_header, parse_line};
 use crate::segment::{Segment, list_segments, sync_dir};
-use crate::writer::{OpenSegment, unix_ms};
+use crate::writer::unix_ms;
 use crate::{AuditError, AuditOptions, LineHeader, Record, VerifyFailure};
 use serde::de::DeserializeOwned;
 use std::fs::{self, OpenOptions};

@@ -30,13 +30,9 @@
 //! caller's back: a caller learns that its record is not durable, and decides what that means.
 
 use crate::chain::ChainState;
-use crate::prepare::{MIN_SEGMENT, Preparer, Spare, next_capacity};
 use crate::record::write_line;
-use crate::segment::{segment_file_name, sync_dir};
+use crate::store::{Batch, LineMeta, Store};
 use crate::{AuditError, Record};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -143,132 +139,6 @@ impl Shared {
     }
 }
 
-/// What the writer needs to know about its files.
-#[derive(Debug)]
-pub(crate) struct WriterConfig {
-    pub dir: PathBuf,
-    pub max_file_bytes: u64,
-    pub fsync: bool,
-    pub gather_for: Duration,
-    /// The directory's lock, held until the last record is written and synced (never read: holding
-    /// it is the point), then let go so that another process may open the log.
-    pub lock: Option<std::fs::File>,
-}
-
-/// The file being written: its content, then (when it was prepared) zeros up to its capacity.
-#[derive(Debug)]
-pub(crate) struct OpenSegment {
-    pub path: PathBuf,
-    file: File,
-    /// The length of its content: where the next record is written.
-    pub len: u64,
-    /// Its size on disk: past `len` it holds zeros, written and synced before any record went in.
-    capacity: u64,
-    /// Which file this is (device and inode), to tell when `path` no longer names it.
-    id: FileId,
-}
-
-impl OpenSegment {
-    /// Opens an existing log file whose content is its first `len` bytes (zeros may follow).
-    pub fn open_existing(path: &Path, len: u64) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| AuditError::io(path, e))?;
-        Self::from_file(path.to_path_buf(), file, Some(len))
-    }
-
-    /// Creates the file whose first record will be `first_seq`, durably (directory synced). It
-    /// is not prepared: it grows with each write.
-    pub fn create(dir: &Path, first_seq: u64) -> Result<Self, AuditError> {
-        let path = dir.join(segment_file_name(first_seq));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| AuditError::io(&path, e))?;
-        sync_dir(dir)?;
-        Self::from_file(path, file, None)
-    }
-
-    /// Gives the prepared `spare` (at `spare_path`) the name of the file whose first record will be
-    /// `first_seq`, durably. A link, not a rename, so that a file of that name is never replaced.
-    fn from_spare(
-        dir: &Path,
-        spare_path: &Path,
-        spare: Spare,
-        first_seq: u64,
-    ) -> Result<Self, AuditError> {
-        let path = dir.join(segment_file_name(first_seq));
-        std::fs::hard_link(spare_path, &path).map_err(|e| AuditError::io(&path, e))?;
-        let _ = std::fs::remove_file(spare_path);
-        sync_dir(dir)?;
-        let mut segment = Self::from_file(path, spare.file, Some(0))?;
-        segment.capacity = segment.capacity.max(spare.capacity);
-        Ok(segment)
-    }
-
-    fn from_file(path: PathBuf, file: File, len: Option<u64>) -> Result<Self, AuditError> {
-        let metadata = file.metadata().map_err(|e| AuditError::io(&path, e))?;
-        Ok(OpenSegment {
-            len: len.unwrap_or(metadata.len()),
-            capacity: metadata.len(),
-            id: FileId::of(&metadata),
-            path,
-            file,
-        })
-    }
-
-    /// Whether the records just synced can be found: the file's name still leads to it. A file
-    /// removed (or its directory) or replaced while open takes writes and syncs without an error,
-    /// into an inode nobody will ever read, so a sync alone does not prove a record is kept.
-    fn still_named(&self) -> Result<(), AuditError> {
-        match std::fs::metadata(&self.path) {
-            Ok(now) if FileId::of(&now) == self.id => Ok(()),
-            Ok(_) => Err(AuditError::io(
-                &self.path,
-                std::io::Error::other(
-                    "the audit file was replaced while open; records go to a new file once it can be created",
-                ),
-            )),
-            Err(e) => Err(AuditError::io(
-                &self.path,
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "the audit file was removed while open ({e}); records go to a new file once its directory exists"
-                    ),
-                ),
-            )),
-        }
-    }
-}
-
-/// A file's identity on its filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    #[cfg(unix)]
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        FileId {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-        }
-    }
-
-    /// Without inode numbers, a file that can still be found by its name counts as the same.
-    #[cfg(not(unix))]
-    fn of(_: &std::fs::Metadata) -> Self {
-        FileId { dev: 0, ino: 0 }
-    }
-}
-
 /// The queue, the writer and the keeper's signal, shared by every handle and queued record.
 pub(crate) struct Core<E> {
     queue: Mutex<Queue<E>>,
@@ -306,26 +176,23 @@ impl<E: Send + Sync + 'static> Core<E> {
     /// The core of a log whose next record continues `chain`, and its keeper thread, which stops
     /// after [`Core::stop`] once everything queued is committed.
     pub(crate) fn start(
-        config: WriterConfig,
+        gather_for: Duration,
         chain: ChainState,
         last_ts_ms: i64,
-        segment: OpenSegment,
+        store: Box<dyn Store>,
         broadcast: broadcast::Sender<Arc<Record<E>>>,
         shared: Arc<Shared>,
     ) -> Result<Arc<Self>, AuditError> {
-        let dir = config.dir.clone();
-        let preparer = Preparer::start(&dir)?;
         let writer = Writer {
-            config,
-            segment: Some(segment),
+            gather_for,
+            store,
             chain,
             last_ts_ms,
             batch: Vec::with_capacity(MAX_BATCH),
             backlog: Vec::new(),
             next_retry: Instant::now(),
-            cut_to: None,
             buf: Vec::with_capacity(256 * 1024),
-            preparer,
+            lines: Vec::with_capacity(MAX_BATCH),
             shared,
             broadcast,
         };
@@ -350,7 +217,9 @@ impl<E: Send + Sync + 'static> Core<E> {
         std::thread::Builder::new()
             .name("audit-keeper".into())
             .spawn(move || keeper.keep())
-            .map_err(|e| AuditError::io(dir, e))?;
+            .map_err(|e| {
+                AuditError::Internal(format!("cannot start the audit keeper thread: {e}"))
+            })?;
         Ok(core)
     }
 
@@ -572,7 +441,7 @@ impl<E> Leader<'_, E> {
         let mut batch = std::mem::take(&mut self.batch);
         {
             let mut queue = if self.keeper && self.backlog.is_empty() {
-                self.core.gather(self.config.gather_for)
+                self.core.gather(self.gather_for)
             } else {
                 self.core.lock()
             };
@@ -620,9 +489,10 @@ pub(crate) struct Pending<E> {
 }
 
 struct Writer<E> {
-    config: WriterConfig,
-    /// `None` only after creating the next file failed; the next batch tries again.
-    segment: Option<OpenSegment>,
+    /// See [`crate::AuditOptions::gather_for`].
+    gather_for: Duration,
+    /// Where batches are made durable: files or PostgreSQL.
+    store: Box<dyn Store>,
     chain: ChainState,
     last_ts_ms: i64,
     /// The batch being committed (kept for its capacity).
@@ -632,12 +502,10 @@ struct Writer<E> {
     /// When the backlog is tried again: a deadline, so records arriving meanwhile cannot put the
     /// retry off.
     next_retry: Instant,
-    /// The length the current file must be cut back to before anything more is written: set when
-    /// a failed write could not be undone at once.
-    cut_to: Option<u64>,
+    /// The batch's lines (kept for its capacity).
     buf: Vec<u8>,
-    /// Prepares the next file and seals the ones left (see the `prepare` module).
-    preparer: Preparer,
+    /// Each line's place in the chain (kept for its capacity).
+    lines: Vec<LineMeta>,
     shared: Arc<Shared>,
     broadcast: broadcast::Sender<Arc<Record<E>>>,
 }
@@ -697,20 +565,21 @@ impl<E> Writer<E> {
         let mut prev = self.chain.prev.clone();
         let mut last_ts_ms = self.last_ts_ms;
         self.buf.clear();
-        let mut hashes = Vec::with_capacity(batch.len());
+        self.lines.clear();
         for pending in batch.iter() {
             // Stamped by the caller; never earlier than the record before it.
             last_ts_ms = pending.ts_ms.max(last_ts_ms);
             let hash = write_line(&mut self.buf, seq, last_ts_ms, &prev, &pending.json);
-            hashes.push((
+            self.lines.push(LineMeta {
                 seq,
-                last_ts_ms,
-                std::mem::replace(&mut prev, hash.clone()),
+                ts_ms: last_ts_ms,
+                prev: std::mem::replace(&mut prev, hash.clone()),
                 hash,
-            ));
+                end: self.buf.len(),
+            });
             seq += 1;
         }
-        match self.write_buf() {
+        match self.write_batch() {
             Ok(()) => {
                 self.chain = ChainState {
                     next_seq: seq,
@@ -720,20 +589,20 @@ impl<E> Writer<E> {
                 self.shared.last_seq.store(seq - 1, Ordering::Release);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-                for (pending, (seq, ts_ms, prev, hash)) in batch.drain(..).zip(hashes) {
+                for (pending, line) in batch.drain(..).zip(self.lines.drain(..)) {
                     let record = Arc::new(Record {
-                        seq,
-                        ts_ms,
-                        prev,
+                        seq: line.seq,
+                        ts_ms: line.ts_ms,
+                        prev: line.prev,
                         event: pending.event,
-                        hash,
+                        hash: line.hash,
                     });
                     let _ = self.broadcast.send(Arc::clone(&record));
                     if let Some(ack) = pending.ack {
                         let _ = ack.send(Ok(record));
                     }
                 }
-                self.rotate_if_full();
+                self.store.written(seq);
                 true
             }
             Err(error) => {
@@ -755,33 +624,15 @@ impl<E> Writer<E> {
         }
     }
 
-    /// One write in place (`pwrite` at the end of the content) and one `fdatasync`; on failure,
-    /// cuts the file back to where it was.
-    fn write_buf(&mut self) -> Result<(), AuditError> {
-        if self.segment.is_none() {
-            let next = self.next_segment()?;
-            self.segment = Some(next);
-        }
-        let Some(segment) = &mut self.segment else {
-            unreachable!("set just above")
+    /// Hands the batch in `buf` and `lines` to the store; the time it takes is what health
+    /// judges a stall by.
+    fn write_batch(&mut self) -> Result<(), AuditError> {
+        let batch = Batch {
+            text: &self.buf,
+            lines: &self.lines,
+            prev_seq: self.chain.next_seq - 1,
+            prev_hash: &self.chain.prev,
         };
-        if let Some(len) = self.cut_to {
-            segment
-                .file
-                .set_len(len)
-                .map_err(|e| AuditError::io(&segment.path, e))?;
-            segment.len = len;
-            segment.capacity = len;
-            self.cut_to = None;
-        }
-        let before = segment.len;
-        #[cfg(feature = "fault-injection")]
-        if self.shared.inject_full_disk.load(Ordering::Acquire) {
-            return Err(AuditError::io(
-                &segment.path,
-                std::io::Error::from_raw_os_error(28),
-            ));
-        }
         self.shared
             .writing_since_ms
             .store(unix_ms(), Ordering::Release);
@@ -789,113 +640,12 @@ impl<E> Writer<E> {
         while self.shared.inject_stall.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Within a prepared file the write changes neither size nor extents: the sync is the
-        // data's round trip alone.
-        let result = segment.file.write_all_at(&self.buf, before).and_then(|()| {
-            if self.config.fsync {
-                segment.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let result = self.store.write(&batch);
         self.shared.writing_since_ms.store(0, Ordering::Release);
-        match result.map_err(|e| AuditError::io(&segment.path, e)) {
-            Ok(()) => match segment.still_named() {
-                Ok(()) => {
-                    segment.len += self.buf.len() as u64;
-                    segment.capacity = segment.capacity.max(segment.len);
-                    Ok(())
-                }
-                Err(lost) => {
-                    // The batch (and whatever else that file held) is beyond reach: it is not
-                    // acknowledged, and its retry goes to a new file named by its first seq. A
-                    // file moved aside keeps what was acknowledged, not this batch twice.
-                    let _ = segment.file.set_len(before);
-                    self.segment = None;
-                    self.cut_to = None;
-                    Err(lost)
-                }
-            },
-            Err(error) => {
-                // Cut back (the zeros after it with it: the file grows from here on).
-                match segment.file.set_len(before) {
-                    Ok(()) => segment.capacity = before,
-                    Err(cut) => {
-                        tracing::error!(%cut, path = %segment.path.display(), "cannot cut a failed audit write back yet; nothing more is written until it can be");
-                        self.cut_to = Some(before);
-                    }
-                }
-                Err(error)
-            }
-        }
+        result
     }
 
-    /// The file for the next record: the prepared spare when it is ready, else a new plain one.
-    fn next_segment(&mut self) -> Result<OpenSegment, AuditError> {
-        let first_seq = self.chain.next_seq;
-        if let Some(spare) = self.preparer.take() {
-            let spare_path = self.preparer.spare_path();
-            match OpenSegment::from_spare(&self.config.dir, &spare_path, spare, first_seq) {
-                Ok(segment) => return Ok(segment),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot take the prepared audit file; starting a plain one")
-                }
-            }
-        }
-        OpenSegment::create(&self.config.dir, first_seq)
-    }
-
-    /// After a batch: asks for the next prepared file once the current one is half full, and
-    /// moves to it once the current one is nearly full (or past `max_file_bytes`, where a plain
-    /// file is started if no spare is ready). A file that was never prepared moves to the spare
-    /// once it holds [`MIN_SEGMENT`]. The file left is sealed in the background.
-    fn rotate_if_full(&mut self) {
-        let Some(segment) = &self.segment else {
-            return;
-        };
-        let (len, capacity) = (segment.len, segment.capacity.max(segment.len));
-        let room = capacity - len;
-        let over = len > self.config.max_file_bytes;
-        if over || (len >= MIN_SEGMENT / 2 && room < capacity / 2) {
-            self.preparer
-                .ask(next_capacity(capacity, self.config.max_file_bytes));
-        }
-        let nearly_full = len >= MIN_SEGMENT && room < capacity / 8;
-        if !over && !nearly_full {
-            return;
-        }
-        let spare = self.preparer.take();
-        if spare.is_none() && !over {
-            return;
-        }
-        if let Some(old) = self.segment.take() {
-            self.seal(old);
-        }
-        let first_seq = self.chain.next_seq;
-        let next = match spare {
-            Some(spare) => {
-                let spare_path = self.preparer.spare_path();
-                OpenSegment::from_spare(&self.config.dir, &spare_path, spare, first_seq)
-                    .or_else(|_| OpenSegment::create(&self.config.dir, first_seq))
-            }
-            None => OpenSegment::create(&self.config.dir, first_seq),
-        };
-        match next {
-            Ok(segment) => self.segment = Some(segment),
-            Err(error) => {
-                tracing::warn!(%error, "cannot start the next audit file; retrying with the next batch")
-            }
-        }
-    }
-
-    /// Hands a file the writer is done with to be cut to its content, if zeros follow it.
-    fn seal(&self, segment: OpenSegment) {
-        if segment.capacity > segment.len {
-            self.preparer.seal(segment.file, segment.path, segment.len);
-        }
-    }
-
-    /// Last chance for the backlog, then a full sync (even with `fsync` off).
+    /// Last chance for the backlog, then the store makes everything durable and lets go.
     fn finish(&mut self) {
         if !self.backlog.is_empty() {
             self.retry_backlog();
@@ -907,18 +657,7 @@ impl<E> Writer<E> {
                 );
             }
         }
-        // Sealed: cut to its content, so a closed log is plain JSONL.
-        if let Some(segment) = &self.segment
-            && let Err(error) = segment
-                .file
-                .set_len(segment.len)
-                .and_then(|()| segment.file.sync_all())
-        {
-            tracing::error!(%error, path = %segment.path.display(), "final sync of the audit log failed");
-        }
-        self.segment = None;
-        self.preparer.finish();
-        self.config.lock = None;
+        self.store.finish();
     }
 }
 
