@@ -93,13 +93,36 @@ pub fn verify_dir_against(dir: &Path, anchor: Option<&Anchor>) -> Result<VerifyR
         WalkEnd::Torn { description, .. } => (None, Some(description)),
         WalkEnd::Broken { failure, .. } => (Some(failure), None),
     };
+    Ok(report(
+        walk.records,
+        segments.len(),
+        failure,
+        torn_last_line,
+        walk.chain.prev,
+        anchor,
+        anchored,
+    ))
+}
+
+/// The report of a walk that verified `records` (the last one's hash `last_prev`) and stopped at
+/// `failure`, if any; `anchored` says whether the anchor's seq was found with its hash. Shared by
+/// the files and the PostgreSQL store, so both judge an anchor alike.
+pub(crate) fn report(
+    records: u64,
+    files: usize,
+    failure: Option<VerifyFailure>,
+    torn_last_line: Option<String>,
+    last_prev: String,
+    anchor: Option<&Anchor>,
+    anchored: Option<bool>,
+) -> VerifyReport {
     let anchor_problem = match (anchor, anchored) {
         (None, _) | (Some(_), Some(true)) => None,
         // A broken chain is reported as such; the anchor adds nothing to it.
         (Some(_), None) if failure.is_some() => None,
         (Some(anchor), None) => Some(format!(
             "the log ends at seq {}, before the anchor's seq {}: records were cut off its end (or this is another log)",
-            walk.records, anchor.seq
+            records, anchor.seq
         )),
         (Some(anchor), Some(false)) => Some(format!(
             "seq {} does not have the anchor's hash {}: the log was rewritten from there (or this is another log)",
@@ -109,22 +132,22 @@ pub fn verify_dir_against(dir: &Path, anchor: Option<&Anchor>) -> Result<VerifyR
     let first_bad_seq = failure.as_ref().map(|f| f.seq).or_else(|| {
         anchor
             .filter(|_| anchor_problem.is_some())
-            .map(|a| a.seq.min(walk.records + 1))
+            .map(|a| a.seq.min(records + 1))
     });
-    Ok(VerifyReport {
+    VerifyReport {
         ok: failure.is_none() && anchor_problem.is_none(),
         anchor_problem,
         first_bad_seq,
-        records: walk.records,
-        files: segments.len(),
+        records,
+        files,
         failure,
         torn_last_line,
-        last_hash: if walk.records == 0 {
+        last_hash: if records == 0 {
             String::new()
         } else {
-            walk.chain.prev
+            last_prev
         },
-    })
+    }
 }
 
 /// The chain fields of a decoded line, whatever the decoder produced.
@@ -166,7 +189,7 @@ impl ChainState {
     }
 
     /// Checks one line against the chain; the message says what is wrong.
-    fn check(&self, line: &[u8], decoded: &impl ChainLine) -> Result<(), String> {
+    pub(crate) fn check(&self, line: &[u8], decoded: &impl ChainLine) -> Result<(), String> {
         let prefix = line.get(..decoded.body_end()).unwrap_or(line);
         if hash_hex(prefix) != decoded.hash().as_bytes() {
             return Err("hash mismatch: line changed".into());
@@ -189,7 +212,7 @@ impl ChainState {
         Ok(())
     }
 
-    fn advance(&mut self, decoded: &impl ChainLine) {
+    pub(crate) fn advance(&mut self, decoded: &impl ChainLine) {
         self.next_seq = decoded.seq().saturating_add(1);
         self.prev.clear();
         self.prev.push_str(decoded.hash());

@@ -89,12 +89,48 @@ pub enum AuditError {
     /// refused rather than queued without bound.
     #[error("the audit log has {0} records waiting to be written; try again shortly")]
     Backlogged(usize),
+    /// The PostgreSQL store cannot be reached or refused a statement; `what` says what was being
+    /// done.
+    #[error("the PostgreSQL audit store failed while {what}: {message}")]
+    Store { what: String, message: String },
+    /// The database holds a schema written by a newer version of the orchestrator.
+    #[error(
+        "the PostgreSQL audit store has schema version {found}, newer than the {known} this orchestrator knows; upgrade the orchestrator (or point it at another database)"
+    )]
+    SchemaTooNew { found: i32, known: i32 },
+    /// Another node holds the store's lease and it did not expire while this one waited.
+    #[error(
+        "another orchestrator ({holder}, advertising {advertise}) holds the PostgreSQL store's lease, valid for {valid_for_ms} ms more; only one node writes at a time (standbys are not built yet): stop it, or wait for its lease to expire"
+    )]
+    LeaseHeld {
+        holder: String,
+        advertise: String,
+        valid_for_ms: i64,
+    },
+    /// This node's lease was taken over: another node writes the log now. Nothing of the batch was
+    /// written, and nothing more will be by this node.
+    #[error(
+        "this orchestrator lost the PostgreSQL store's lease (epoch {mine}) to {holder} (epoch {now}); it writes nothing more and admits no new calls: restart it to follow the new writer"
+    )]
+    LostLease { mine: i64, holder: String, now: i64 },
     /// A background task died; this is a bug.
     #[error("internal error in the audit log (a bug): {0}")]
     Internal(String),
 }
 
 impl AuditError {
+    /// A PostgreSQL error while doing `what`, with the server's own message when it sent one.
+    pub(crate) fn store(what: impl Into<String>, error: &tokio_postgres::Error) -> Self {
+        let message = match error.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => error.to_string(),
+        };
+        AuditError::Store {
+            what: what.into(),
+            message,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         AuditError::Io {
             path: path.into(),

@@ -21,6 +21,7 @@
 //! - `files`: the default store, local files (one write in place and one sync per batch).
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
+//! - [`pg`]: the PostgreSQL store: rows, a fenced lease, reading back and verifying.
 
 mod chain;
 mod error;
@@ -29,18 +30,22 @@ mod lock;
 mod log;
 mod open;
 mod options;
+pub mod pg;
 mod prepare;
 mod read;
 mod record;
 mod segment;
 mod store;
+/// Test builds only: a temporary PostgreSQL server for the store's tests.
+#[cfg(feature = "fault-injection")]
+pub mod testing;
 mod writer;
 
 pub use chain::{Anchor, VerifyReport, verify_dir, verify_dir_against};
 pub use error::{AuditError, VerifyFailure};
 pub use log::{Admit, AuditHealth, AuditLog, Queued};
 pub use open::OpenReport;
-pub use options::AuditOptions;
+pub use options::{AuditOptions, StoreOptions};
 pub use read::read_from;
 pub use record::{GENESIS_PREV, LineHeader, Record, line_hash, parse_line};
 pub use writer::Unwritable;

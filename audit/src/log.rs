@@ -3,10 +3,15 @@
 //! Start-up runs on a blocking thread. Writes are group-committed by whoever leads (see the
 //! `writer` module): a caller waiting on its record may write and sync one batch on its own thread.
 
+use crate::chain::ChainState;
 use crate::files::{FileConfig, FileStore};
+use crate::pg::{LeaseState, PgOptions, PgRuntime};
 use crate::record::encode_event;
+use crate::store::Store;
 use crate::writer::{self, Core, Shared, Unwritable};
-use crate::{AuditError, AuditOptions, OpenReport, Record, open};
+use crate::{
+    Anchor, AuditError, AuditOptions, OpenReport, Record, StoreOptions, VerifyReport, open,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -34,6 +39,10 @@ struct Inner<E> {
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
     dir: PathBuf,
+    /// The PostgreSQL store's lease controls (`None` for files).
+    lease: Option<Arc<LeaseState>>,
+    /// Where the records are kept, for reading them back (`verify`).
+    store: StoreOptions,
     closed: AtomicBool,
 }
 
@@ -74,60 +83,21 @@ where
     /// since the parser skips the rest without building it.
     pub async fn open_as<R: DeserializeOwned + Send + 'static>(
         options: AuditOptions,
-        mut replay: impl FnMut(Record<R>),
+        replay: impl FnMut(Record<R>),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
-        let dir = options.dir.clone();
-        let lock = tokio::task::spawn_blocking(move || crate::lock::acquire(&dir))
-            .await
-            .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
-        let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<R>>>(4);
-        // Emptied batches go back to the scan, so their buffers are reused rather than reallocated.
-        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<R>>>(4);
-        let scan_options = options.clone();
-        let scan = tokio::task::spawn_blocking(move || {
-            let mut batch = Vec::with_capacity(REPLAY_BATCH);
-            let (filling, sender) = (&mut batch, &batch_tx);
-            let result = open::scan::<R>(&scan_options, move |record| {
-                filling.push(record);
-                if filling.len() == REPLAY_BATCH {
-                    let next = spare_rx
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
-                    let full = std::mem::replace(filling, next);
-                    sender.blocking_send(full).map_err(|_| AuditError::Closed)?;
-                }
-                Ok(())
-            });
-            if result.is_ok() && !batch.is_empty() {
-                batch_tx
-                    .blocking_send(batch)
-                    .map_err(|_| AuditError::Closed)?;
-            }
-            result
-        });
-        while let Some(mut batch) = batch_rx.recv().await {
-            batch.drain(..).for_each(&mut replay);
-            let _ = spare_tx.try_send(batch);
-        }
-        let (report, resume) = scan
-            .await
-            .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
-        let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
         let shared = Arc::new(Shared::new(options.stall_after));
-        shared.last_seq.store(report.last_seq, Ordering::Release);
-        let config = FileConfig {
-            dir: options.dir.clone(),
-            max_file_bytes: options.max_file_bytes,
-            fsync: options.fsync,
-            lock: Some(lock),
+        let (report, opened) = match &options.store {
+            StoreOptions::Files => open_files(&options, replay, &shared).await?,
+            StoreOptions::Postgres(pg) => open_postgres(&options, pg, replay, &shared).await?,
         };
-        let store = FileStore::start(config, resume.segment, Arc::clone(&shared))?;
+        let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
+        shared.last_seq.store(report.last_seq, Ordering::Release);
         let core = Core::start(
             options.gather_for,
-            resume.chain,
-            resume.last_ts_ms,
-            Box::new(store),
+            opened.chain,
+            opened.last_ts_ms,
+            opened.store,
             broadcast.clone(),
             Arc::clone(&shared),
         )?;
@@ -137,6 +107,8 @@ where
             broadcast,
             shared,
             dir: options.dir,
+            lease: opened.lease,
+            store: options.store,
             closed: AtomicBool::new(false),
         };
         Ok((
@@ -206,6 +178,131 @@ impl<E> AuditLog<E> {
         }
         Ok(())
     }
+}
+
+/// Where the writer starts: the chain it continues and the store it writes to.
+struct Opened {
+    chain: ChainState,
+    last_ts_ms: i64,
+    store: Box<dyn Store>,
+    /// The PostgreSQL store's lease controls.
+    lease: Option<Arc<LeaseState>>,
+}
+
+/// Opens a log of files: takes the directory's lock, scans (and repairs) the files on a blocking
+/// thread while `replay` runs here, then starts the file store where the chain ends.
+async fn open_files<R: DeserializeOwned + Send + 'static>(
+    options: &AuditOptions,
+    mut replay: impl FnMut(Record<R>),
+    shared: &Arc<Shared>,
+) -> Result<(OpenReport, Opened), AuditError> {
+    let dir = options.dir.clone();
+    let lock = tokio::task::spawn_blocking(move || crate::lock::acquire(&dir))
+        .await
+        .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<R>>>(4);
+    // Emptied batches go back to the scan, so their buffers are reused rather than reallocated.
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<R>>>(4);
+    let scan_options = options.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(REPLAY_BATCH);
+        let (filling, sender) = (&mut batch, &batch_tx);
+        let result = open::scan::<R>(&scan_options, move |record| {
+            filling.push(record);
+            if filling.len() == REPLAY_BATCH {
+                let next = spare_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
+                let full = std::mem::replace(filling, next);
+                sender.blocking_send(full).map_err(|_| AuditError::Closed)?;
+            }
+            Ok(())
+        });
+        if result.is_ok() && !batch.is_empty() {
+            batch_tx
+                .blocking_send(batch)
+                .map_err(|_| AuditError::Closed)?;
+        }
+        result
+    });
+    while let Some(mut batch) = batch_rx.recv().await {
+        batch.drain(..).for_each(&mut replay);
+        let _ = spare_tx.try_send(batch);
+    }
+    let (report, resume) = scan
+        .await
+        .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
+    let config = FileConfig {
+        dir: options.dir.clone(),
+        max_file_bytes: options.max_file_bytes,
+        fsync: options.fsync,
+        lock: Some(lock),
+    };
+    let store = FileStore::start(config, resume.segment, Arc::clone(shared))?;
+    Ok((
+        report,
+        Opened {
+            chain: resume.chain,
+            last_ts_ms: resume.last_ts_ms,
+            store: Box::new(store),
+            lease: None,
+        },
+    ))
+}
+
+/// Opens a log in PostgreSQL: the schema, the lease, then every record read back (and verified)
+/// through the same decoder as the files', for `replay`.
+async fn open_postgres<R: DeserializeOwned + Send + 'static>(
+    options: &AuditOptions,
+    pg: &PgOptions,
+    mut replay: impl FnMut(Record<R>),
+    shared: &Arc<Shared>,
+) -> Result<(OpenReport, Opened), AuditError> {
+    if options.recover {
+        return Err(AuditError::InvalidOptions(
+            "recovery moves damaged files aside: it does not apply to the PostgreSQL store (verify it with `conductorctl audit verify --store`)".into(),
+        ));
+    }
+    let dir = options.dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| AuditError::io(dir, e))
+    })
+    .await
+    .map_err(|e| AuditError::Internal(format!("audit directory task failed: {e}")))??;
+    let runtime = PgRuntime::start()?;
+    let (pages_tx, mut pages) = mpsc::channel::<Vec<Record<R>>>(4);
+    let opening = crate::pg::open::<R>(
+        &runtime,
+        pg.clone(),
+        options.stall_after,
+        Arc::clone(shared),
+        pages_tx,
+    );
+    while let Some(records) = pages.recv().await {
+        records.into_iter().for_each(&mut replay);
+    }
+    let opened = opening
+        .await
+        .map_err(|e| AuditError::Internal(format!("opening the PostgreSQL store failed: {e}")))??;
+    let walk = opened.walk;
+    let report = OpenReport {
+        records: walk.records,
+        last_seq: walk.chain.next_seq - 1,
+        files: 0,
+        torn_line_repaired: None,
+        recovered_from: None,
+        set_aside: Vec::new(),
+    };
+    let lease = Arc::clone(&opened.store.state);
+    Ok((
+        report,
+        Opened {
+            chain: walk.chain,
+            last_ts_ms: walk.last_ts_ms,
+            store: Box::new(opened.store),
+            lease: Some(lease),
+        },
+    ))
 }
 
 /// Whether a record may be refused when the log cannot take more (see [`AuditLog::enqueue`]).
@@ -347,7 +444,47 @@ impl<E> AuditLog<E> {
             .store(full, Ordering::Release);
     }
 
-    /// The directory of the log files.
+    /// Test builds: skips the PostgreSQL store's lease renewals while `paused` is true, as if
+    /// this node were stopped (a no-op for files).
+    #[cfg(feature = "fault-injection")]
+    pub fn pause_lease_renewal(&self, paused: bool) {
+        if let Some(lease) = &self.inner.lease {
+            lease.paused.store(paused, Ordering::Release);
+        }
+    }
+
+    /// With the PostgreSQL store, whether this node still holds the lease (`false` once another
+    /// node took it over); `None` with files.
+    pub fn holds_lease(&self) -> Option<bool> {
+        self.inner
+            .lease
+            .as_ref()
+            .map(|lease| !lease.lost.load(Ordering::Acquire))
+    }
+
+    /// Where the records are kept.
+    pub fn store(&self) -> &StoreOptions {
+        &self.inner.store
+    }
+
+    /// Verifies the whole log where it is kept (see [`crate::verify_dir_against`] and
+    /// [`crate::pg::verify_postgres`]), beside the live writer.
+    pub async fn verify(&self, anchor: Option<&Anchor>) -> Result<VerifyReport, AuditError> {
+        match &self.inner.store {
+            StoreOptions::Files => {
+                let (dir, anchor) = (self.inner.dir.clone(), anchor.cloned());
+                tokio::task::spawn_blocking(move || {
+                    crate::verify_dir_against(&dir, anchor.as_ref())
+                })
+                .await
+                .map_err(|e| AuditError::Internal(format!("audit verify task failed: {e}")))?
+            }
+            StoreOptions::Postgres(pg) => crate::pg::verify_postgres(pg, anchor).await,
+        }
+    }
+
+    /// The directory of the log files (with the PostgreSQL store, of the local secrets kept
+    /// beside the log).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

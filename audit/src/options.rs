@@ -1,6 +1,7 @@
 //! Options of an audit log, checked once before anything touches the disk.
 
 use crate::AuditError;
+use crate::pg::PgOptions;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,19 @@ pub struct AuditOptions {
     /// A write and sync that has not returned after this long means a stalled disk: the log counts
     /// as unwritable (new intents refused, health says why) until it returns.
     pub stall_after: Duration,
+    /// Where the records are kept: files in `dir` (the default), or PostgreSQL.
+    pub store: StoreOptions,
+}
+
+/// Where an audit log keeps its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreOptions {
+    /// Local files in [`AuditOptions::dir`], one writer per directory (its `.lock`).
+    #[default]
+    Files,
+    /// Rows in PostgreSQL, one writer at a time by a fenced lease; `dir` still holds local
+    /// secrets beside the log (such as the MCP front's handle key), never records.
+    Postgres(PgOptions),
 }
 
 impl Default for AuditOptions {
@@ -44,6 +58,7 @@ impl Default for AuditOptions {
             broadcast_capacity: 4096,
             gather_for: Duration::from_micros(300),
             stall_after: Duration::from_secs(5),
+            store: StoreOptions::Files,
         }
     }
 }
@@ -78,6 +93,9 @@ impl AuditOptions {
             return Err(AuditError::InvalidOptions(
                 "broadcast_capacity must be greater than zero".into(),
             ));
+        }
+        if let StoreOptions::Postgres(pg) = &self.store {
+            pg.validate()?;
         }
         Ok(())
     }

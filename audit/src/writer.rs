@@ -68,6 +68,10 @@ pub(crate) struct Shared {
     /// Set while the log cannot be written; `unwritable` says why.
     pub failing: AtomicBool,
     pub unwritable: Mutex<Option<Unwritable>>,
+    /// Set while this node may not admit intents because its store's lease is not renewed (or
+    /// was lost): kept apart from `unwritable`, which a written backlog clears.
+    pub lease_problem: Mutex<Option<Unwritable>>,
+    lease_failing: AtomicBool,
     /// `true` while records are written: health checks follow it without polling (a stall is
     /// seen by asking, see [`Shared::unwritable`]).
     pub writable: tokio::sync::watch::Sender<bool>,
@@ -92,6 +96,8 @@ impl Shared {
             queued: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             unwritable: Mutex::new(None),
+            lease_problem: Mutex::new(None),
+            lease_failing: AtomicBool::new(false),
             writable: tokio::sync::watch::Sender::new(true),
             writing_since_ms: AtomicI64::new(0),
             stall_after,
@@ -113,12 +119,45 @@ impl Shared {
     fn set_writable(&self) {
         *self.unwritable.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.failing.store(false, Ordering::Release);
-        self.writable.send_replace(true);
+        if !self.lease_failing.load(Ordering::Acquire) {
+            self.writable.send_replace(true);
+        }
     }
 
-    /// Why the log cannot be written now: the last write failed, or the one in progress has not
-    /// returned for longer than `stall_after` (a disk that hangs rather than fails).
+    /// Records (with `Some`) or clears why this node's lease does not let it admit intents.
+    pub fn set_lease_problem(&self, reason: Option<String>) {
+        let mut slot = self.lease_problem.lock().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(reason) => {
+                let since_ms = slot.as_ref().map_or_else(unix_ms, |u| u.since_ms);
+                *slot = Some(Unwritable { reason, since_ms });
+                self.lease_failing.store(true, Ordering::Release);
+                self.writable.send_replace(false);
+            }
+            None => {
+                *slot = None;
+                self.lease_failing.store(false, Ordering::Release);
+                if !self.failing.load(Ordering::Acquire) {
+                    self.writable.send_replace(true);
+                }
+            }
+        }
+    }
+
+    /// Why the log cannot be written now: the store's lease is not held, the last write failed,
+    /// or the one in progress has not returned for longer than `stall_after` (a disk that hangs
+    /// rather than fails).
     pub fn unwritable(&self) -> Option<Unwritable> {
+        if self.lease_failing.load(Ordering::Acquire) {
+            let problem = self
+                .lease_problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if problem.is_some() {
+                return problem;
+            }
+        }
         if self.failing.load(Ordering::Acquire) {
             return self
                 .unwritable
@@ -670,6 +709,15 @@ fn duplicate(error: &AuditError) -> AuditError {
                 || std::io::Error::new(source.kind(), source.to_string()),
                 std::io::Error::from_raw_os_error,
             ),
+        },
+        AuditError::LostLease { mine, holder, now } => AuditError::LostLease {
+            mine: *mine,
+            holder: holder.clone(),
+            now: *now,
+        },
+        AuditError::Store { what, message } => AuditError::Store {
+            what: what.clone(),
+            message: message.clone(),
         },
         other => AuditError::Unwritable(other.to_string()),
     }

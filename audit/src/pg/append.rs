@@ -1,0 +1,193 @@
+//! The PostgreSQL [`Store`]: one statement, and so one transaction, per batch, fenced.
+//!
+//! The statement moves the chain head from the record the batch extends to its last record, only
+//! where the head's epoch is this node's (the fence: a node that took over stamped its own), and
+//! inserts the batch's rows only if the head moved. No rows inserted means nothing of the batch was
+//! written; the store then reads the head to say why: the lease was taken over, or an earlier
+//! attempt of the same batch did commit though its answer was lost (a connection cut at the
+//! commit), in which case only the rest is written, so no seq is ever written twice.
+
+use super::lease::{Lease, LeaseState, who_holds};
+use super::{PgRuntime, connect};
+use crate::AuditError;
+use crate::store::{Batch, Store};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The batch's statement. `\u0000` cannot be held by `jsonb`: the `jsonb` copy shows U+FFFD in
+/// its place; the line, which the chain covers, keeps it.
+const APPEND: &str = r"
+WITH head AS (
+    UPDATE audit_chain_head SET seq = $4, hash = $5
+    WHERE id = 1 AND epoch = $1 AND seq = $2 AND hash = $3
+    RETURNING 1
+)
+INSERT INTO audit_records (seq, ts_ms, ts, line, record, kind, workflow, caller, tool, epoch)
+SELECT r.seq, r.ts_ms, to_timestamp(r.ts_ms / 1000.0), r.line, j.record,
+       j.record->>'kind', j.record->>'workflow_id', j.record->>'caller', j.record->>'tool', $1
+FROM unnest($6::bigint[], $7::bigint[], $8::text[]) AS r(seq, ts_ms, line)
+CROSS JOIN LATERAL (SELECT replace(r.line, '\u0000', '\ufffd')::jsonb AS record) AS j
+WHERE EXISTS (SELECT 1 FROM head)
+";
+
+/// Writes batches to PostgreSQL while this node holds the lease.
+pub(crate) struct PgStore {
+    pub runtime: Arc<PgRuntime>,
+    pub pool: deadpool_postgres::Pool,
+    pub holder: String,
+    pub lease: Lease,
+    pub state: Arc<LeaseState>,
+    /// A batch with no answer after this long fails (and is retried: see the module's header).
+    pub write_timeout: Duration,
+}
+
+/// A batch, owned, as the statement's parameters want it.
+struct Rows {
+    prev_seq: i64,
+    prev_hash: String,
+    seqs: Vec<i64>,
+    ts_ms: Vec<i64>,
+    lines: Vec<String>,
+    hashes: Vec<String>,
+}
+
+impl Rows {
+    fn of(batch: &Batch<'_>) -> Self {
+        let mut rows = Rows {
+            prev_seq: seq_column(batch.prev_seq),
+            prev_hash: batch.prev_hash.to_owned(),
+            seqs: Vec::with_capacity(batch.lines.len()),
+            ts_ms: Vec::with_capacity(batch.lines.len()),
+            lines: Vec::with_capacity(batch.lines.len()),
+            hashes: Vec::with_capacity(batch.lines.len()),
+        };
+        for (meta, line) in batch.each() {
+            rows.seqs.push(seq_column(meta.seq));
+            rows.ts_ms.push(meta.ts_ms);
+            rows.lines.push(String::from_utf8_lossy(line).into_owned());
+            rows.hashes.push(meta.hash.clone());
+        }
+        rows
+    }
+}
+
+/// Seqs fit a `bigint` for the next few billion years of records; saturates beyond.
+fn seq_column(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl Store for PgStore {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), AuditError> {
+        if batch.lines.is_empty() {
+            return Ok(());
+        }
+        let rows = Rows::of(batch);
+        let pool = self.pool.clone();
+        let epoch = self.lease.epoch;
+        let timeout = self.write_timeout;
+        let result = self.runtime.block_on(async move {
+            tokio::time::timeout(timeout, append(&pool, epoch, &rows))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AuditError::Store {
+                        what: "writing a batch".into(),
+                        message: format!("no answer within {timeout:?}"),
+                    })
+                })
+        });
+        if let Err(AuditError::LostLease { .. }) = &result {
+            self.state.lost.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Stops renewing, and gives the lease up unless it was lost, so another node can take over
+    /// at once.
+    fn finish(&mut self) {
+        self.state.stop();
+        if self.state.lost.load(Ordering::Acquire) {
+            return;
+        }
+        let (pool, holder, lease) = (self.pool.clone(), self.holder.clone(), self.lease);
+        let released = self.runtime.block_on(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                super::lease::release(&pool, &holder, lease),
+            )
+            .await
+            .unwrap_or(Ok(()))
+        });
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not give the PostgreSQL store's lease up; another node takes it when it expires");
+        }
+    }
+}
+
+/// Writes `rows` under `epoch`; see the module's header.
+async fn append(pool: &deadpool_postgres::Pool, epoch: i64, rows: &Rows) -> Result<(), AuditError> {
+    let failed = |e: tokio_postgres::Error| AuditError::store("writing a batch", &e);
+    let client = connect(pool).await?;
+    let statement = client.prepare_cached(APPEND).await.map_err(failed)?;
+    let mut from = 0;
+    loop {
+        let (prev_seq, prev_hash) = match from {
+            0 => (rows.prev_seq, rows.prev_hash.as_str()),
+            _ => (rows.seqs[from - 1], rows.hashes[from - 1].as_str()),
+        };
+        let last = rows.seqs.len() - 1;
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &epoch,
+                    &prev_seq,
+                    &prev_hash,
+                    &rows.seqs[last],
+                    &rows.hashes[last],
+                    &&rows.seqs[from..],
+                    &&rows.ts_ms[from..],
+                    &&rows.lines[from..],
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        if inserted as usize == rows.seqs.len() - from {
+            return Ok(());
+        }
+        let head = client
+            .query_one(
+                "SELECT seq, hash, epoch FROM audit_chain_head WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        let (head_seq, head_hash, head_epoch): (i64, String, i64) =
+            (head.get(0), head.get(1), head.get(2));
+        if head_epoch != epoch {
+            return Err(who_holds(pool, epoch).await);
+        }
+        // An earlier attempt committed the batch up to the head (its answer was lost).
+        let committed = usize::try_from(head_seq - rows.prev_seq).ok();
+        match committed {
+            Some(done) if done > from && rows.hashes.get(done - 1) == Some(&head_hash) => {
+                if done == rows.seqs.len() {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    head_seq,
+                    "part of an audit batch was already committed by an attempt whose answer was lost; writing the rest"
+                );
+                from = done;
+            }
+            _ => {
+                return Err(AuditError::Store {
+                    what: "writing a batch".into(),
+                    message: format!(
+                        "the chain head in the database is seq {head_seq}, but this batch extends seq {prev_seq}: the table was changed by something other than this node"
+                    ),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The lease: which node may write, by the database's clock alone.
+//!
+//! One row (`cluster_lease`): holder, advertised addresses, an epoch that only grows, and
+//! `valid_until`, always computed from the database's `NOW()` (never a node's clock). A node takes
+//! only an expired lease, bumping the epoch and, in the same transaction, stamping that epoch on
+//! the chain head, which is what fences the node before it: its next batch finds another epoch
+//! there and writes nothing. The holder renews with `UPDATE … WHERE holder = $me AND epoch =
+//! $mine` every third of the lease, each attempt cut off after two thirds of it; the moment an
+//! attempt fails or times out, the node admits no new intents (health names why), and it resumes
+//! when a renewal succeeds again. A lease taken over is lost for good: the node writes nothing
+//! more. Closing the log gives the lease up, so another node need not wait for it to expire.
+
+use super::{PgRuntime, connect};
+use crate::AuditError;
+use crate::pg::read::Head;
+use crate::writer::Shared;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The lease this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub epoch: i64,
+}
+
+/// Takes the lease once it is free or expired, waiting up to `wait` for it. Returns the lease
+/// and the chain head as it stands under the new epoch (nobody can move it after this commits).
+pub(crate) async fn acquire(
+    pool: &deadpool_postgres::Pool,
+    holder: &str,
+    advertise: &str,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<(Lease, Head), AuditError> {
+    let what = "acquiring the lease";
+    let failed = |e: tokio_postgres::Error| AuditError::store(what, &e);
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut client = connect(pool).await?;
+        let txn = client.transaction().await.map_err(failed)?;
+        let taken = txn
+            .query_opt(
+                "UPDATE cluster_lease
+                 SET holder = $1, advertise = $2::text::jsonb, epoch = epoch + 1,
+                     valid_until = NOW() + make_interval(secs => $3::float8), acquired_at = NOW()
+                 WHERE id = 1 AND valid_until < NOW()
+                 RETURNING epoch",
+                &[&holder, &advertise, &ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(failed)?;
+        if let Some(row) = taken {
+            let epoch: i64 = row.get(0);
+            let head = txn
+                .query_one(
+                    "UPDATE audit_chain_head SET epoch = $1 WHERE id = 1 RETURNING seq, hash",
+                    &[&epoch],
+                )
+                .await
+                .map_err(failed)?;
+            let head = Head {
+                seq: u64::try_from(head.get::<_, i64>(0)).unwrap_or(0),
+                hash: head.get(1),
+            };
+            txn.commit().await.map_err(failed)?;
+            tracing::info!(epoch, holder, "took the PostgreSQL store's lease");
+            return Ok((Lease { epoch }, head));
+        }
+        drop(txn);
+        let row = client
+            .query_one(
+                "SELECT holder, advertise::text,
+                        (EXTRACT(EPOCH FROM (valid_until - NOW())) * 1000)::bigint
+                 FROM cluster_lease WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        let (other, advertised, valid_for_ms): (String, String, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(AuditError::LeaseHeld {
+                holder: other,
+                advertise: advertised,
+                valid_for_ms,
+            });
+        }
+        tracing::info!(
+            holder = %other,
+            valid_for_ms,
+            "another node holds the PostgreSQL store's lease; waiting for it to expire"
+        );
+        let expires_in = Duration::from_millis(u64::try_from(valid_for_ms).unwrap_or(0));
+        let pause = expires_in
+            .min(ttl / 3)
+            .min(deadline - now)
+            .max(Duration::from_millis(20));
+        drop(client);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The renewal task's controls, shared with the store.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseState {
+    stop: Notify,
+    stopped: AtomicBool,
+    /// The lease was taken over: nothing more is written or renewed.
+    pub lost: AtomicBool,
+    /// Test builds: renewals are skipped while set, as if this node were paused.
+    #[cfg(feature = "fault-injection")]
+    pub paused: AtomicBool,
+}
+
+impl LeaseState {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.stop.notify_one();
+    }
+}
+
+/// Everything the renewal task needs.
+pub(crate) struct Renewal {
+    pub pool: deadpool_postgres::Pool,
+    pub holder: String,
+    pub lease: Lease,
+    pub ttl: Duration,
+    pub shared: Arc<Shared>,
+    pub state: Arc<LeaseState>,
+}
+
+impl Renewal {
+    /// Renews the lease until stopped or lost; see the module's header for what failing means.
+    pub fn spawn(self, runtime: &PgRuntime) {
+        runtime.spawn(async move { self.run().await });
+    }
+
+    async fn run(self) {
+        let mut healthy = true;
+        loop {
+            let wait = if healthy {
+                self.ttl / 3
+            } else {
+                (self.ttl / 10).min(Duration::from_millis(200))
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.state.stop.notified() => {}
+            }
+            if self.state.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            #[cfg(feature = "fault-injection")]
+            if self.state.paused.load(Ordering::Acquire) {
+                continue;
+            }
+            let answer = tokio::time::timeout(self.ttl * 2 / 3, self.renew()).await;
+            let problem = match answer {
+                Ok(Ok(true)) => {
+                    if !healthy {
+                        tracing::info!(
+                            "the PostgreSQL store's lease is renewed again; new calls are admitted"
+                        );
+                        self.shared.set_lease_problem(None);
+                    }
+                    healthy = true;
+                    continue;
+                }
+                Ok(Ok(false)) => {
+                    let lost = self.taken_over().await;
+                    self.state.lost.store(true, Ordering::Release);
+                    tracing::error!(%lost, "lost the PostgreSQL store's lease");
+                    self.shared.set_lease_problem(Some(lost.to_string()));
+                    return;
+                }
+                Ok(Err(error)) => format!(
+                    "the PostgreSQL store's lease cannot be renewed ({error}); no new calls are admitted until it is"
+                ),
+                Err(_) => format!(
+                    "renewing the PostgreSQL store's lease got no answer within {:?}; no new calls are admitted until it does",
+                    self.ttl * 2 / 3
+                ),
+            };
+            if healthy {
+                tracing::error!(%problem, "cannot renew the lease");
+            }
+            healthy = false;
+            self.shared.set_lease_problem(Some(problem));
+        }
+    }
+
+    /// One renewal: `false` when the row is no longer this node's.
+    async fn renew(&self) -> Result<bool, AuditError> {
+        let client = connect(&self.pool).await?;
+        let renewed = client
+            .execute(
+                "UPDATE cluster_lease SET valid_until = NOW() + make_interval(secs => $3::float8)
+                 WHERE id = 1 AND holder = $1 AND epoch = $2",
+                &[&self.holder, &self.lease.epoch, &self.ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(|e| AuditError::store("renewing the lease", &e))?;
+        Ok(renewed == 1)
+    }
+
+    /// Says who took the lease, as well as it can be read.
+    async fn taken_over(&self) -> AuditError {
+        who_holds(&self.pool, self.lease.epoch).await
+    }
+}
+
+/// The error for a lease that `mine` no longer holds, naming who does.
+pub(crate) async fn who_holds(pool: &deadpool_postgres::Pool, mine: i64) -> AuditError {
+    let row = match connect(pool).await {
+        Ok(client) => client
+            .query_opt("SELECT holder, epoch FROM cluster_lease WHERE id = 1", &[])
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let (holder, now) = row.map_or_else(
+        || ("another node".to_owned(), mine + 1),
+        |row| (row.get::<_, String>(0), row.get::<_, i64>(1)),
+    );
+    AuditError::LostLease { mine, holder, now }
+}
+
+/// Gives the lease up (it expires at once), so that another node may take it without waiting.
+pub(crate) async fn release(
+    pool: &deadpool_postgres::Pool,
+    holder: &str,
+    lease: Lease,
+) -> Result<(), AuditError> {
+    let client = connect(pool).await?;
+    client
+        .execute(
+            "UPDATE cluster_lease SET valid_until = '-infinity'
+             WHERE id = 1 AND holder = $1 AND epoch = $2",
+            &[&holder, &lease.epoch],
+        )
+        .await
+        .map_err(|e| AuditError::store("giving the lease up", &e))?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Reading the rows back in seq order, checking the hash chain on each line's exact text as it
+//! goes: for start-up (every record replayed through the same decoder as the files') and for
+//! `audit verify` against the database. Reads only.
+
+use super::{PgOptions, connect, pool};
+use crate::chain::{Anchor, ChainState, VerifyReport};
+use crate::record::{fast_header, parse_line};
+use crate::{AuditError, VerifyFailure};
+use std::path::PathBuf;
+
+/// Rows read per query: bounds memory whatever the table's size.
+const PAGE: i64 = 1000;
+
+/// The chain head row: the last record written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Where the rows are, as a failure names it.
+const TABLE: &str = "audit_records";
+
+/// Walks `audit_records` a page at a time, verifying each line against the chain.
+pub(crate) struct RowReader {
+    pub chain: ChainState,
+    pub records: u64,
+    pub last_ts_ms: i64,
+    /// The first bad line; the walk stops there.
+    pub failure: Option<VerifyFailure>,
+    done: bool,
+}
+
+impl RowReader {
+    pub fn new() -> Self {
+        RowReader {
+            chain: ChainState::genesis(),
+            records: 0,
+            last_ts_ms: 0,
+            failure: None,
+            done: false,
+        }
+    }
+
+    /// The next page of verified lines (seq order), or `None` once the table is read or a bad line
+    /// was found (`failure` says which).
+    pub async fn next_page(
+        &mut self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Option<Vec<String>>, AuditError> {
+        if self.done {
+            return Ok(None);
+        }
+        let after = i64::try_from(self.chain.next_seq - 1).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT seq, ts_ms, line FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &PAGE],
+            )
+            .await
+            .map_err(|e| AuditError::store("reading the audit records", &e))?;
+        if rows.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        let mut page = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (seq, ts_ms, line): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+            if let Err(message) = self.check(seq, line.as_bytes()) {
+                self.failure = Some(VerifyFailure {
+                    file: PathBuf::from(TABLE),
+                    line: u64::try_from(seq).unwrap_or(0),
+                    seq: self.chain.next_seq,
+                    message,
+                });
+                self.done = true;
+                break;
+            }
+            self.records += 1;
+            self.last_ts_ms = ts_ms;
+            page.push(line);
+        }
+        Ok((!page.is_empty()).then_some(page))
+    }
+
+    /// Checks one row's line against the chain (and its `seq` column against its text), and
+    /// advances the chain past it.
+    fn check(&mut self, seq: i64, line: &[u8]) -> Result<(), String> {
+        let header = fast_header(line).map_or_else(|| parse_line(line), Ok)?;
+        if i64::try_from(header.seq) != Ok(seq) {
+            return Err(format!(
+                "the row's seq column says {seq} but its line says {}: the row was changed",
+                header.seq
+            ));
+        }
+        self.chain.check(line, &header)?;
+        self.chain.advance(&header);
+        Ok(())
+    }
+
+    /// After the last page: the chain must end exactly at the head row, or records were removed
+    /// from the end (or written around the fence).
+    pub fn check_head(&mut self, head: &Head) {
+        if self.failure.is_some() {
+            return;
+        }
+        let last = self.chain.next_seq - 1;
+        let message = if last < head.seq {
+            format!(
+                "the records end at seq {last} but the chain head says seq {}: records were removed from the end",
+                head.seq
+            )
+        } else if last > head.seq {
+            format!(
+                "the records go on to seq {last} past the chain head's seq {}: written around the fence",
+                head.seq
+            )
+        } else if last > 0 && head.hash != self.chain.prev {
+            format!("seq {last} does not have the chain head's hash: the record was rewritten")
+        } else {
+            return;
+        };
+        self.failure = Some(VerifyFailure {
+            file: PathBuf::from(TABLE),
+            line: last.min(head.seq) + 1,
+            seq: last.min(head.seq) + 1,
+            message,
+        });
+    }
+}
+
+/// The chain head row.
+pub(crate) async fn read_head(client: &tokio_postgres::Client) -> Result<Head, AuditError> {
+    let row = client
+        .query_one("SELECT seq, hash FROM audit_chain_head WHERE id = 1", &[])
+        .await
+        .map_err(|e| AuditError::store("reading the chain head", &e))?;
+    Ok(Head {
+        seq: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        hash: row.get(1),
+    })
+}
+
+/// Reads every record as `R` into `pages`, a page at a time, verifying the chain up to `head`.
+/// Returns the reader, whose `failure` says where the chain is broken, if it is.
+pub(crate) async fn read_records<R: serde::de::DeserializeOwned>(
+    client: &tokio_postgres::Client,
+    head: &Head,
+    pages: &tokio::sync::mpsc::Sender<Vec<crate::Record<R>>>,
+) -> Result<RowReader, AuditError> {
+    let mut reader = RowReader::new();
+    let mut scratch = Vec::new();
+    while let Some(page) = reader.next_page(client).await? {
+        let mut records = Vec::with_capacity(page.len());
+        for line in page {
+            let (record, _) = crate::record::decode_record::<R>(line.as_bytes(), &mut scratch)
+                .map_err(|message| AuditError::Decode {
+                    file: PathBuf::from(TABLE),
+                    line: 0,
+                    message,
+                })?;
+            records.push(record);
+        }
+        pages.send(records).await.map_err(|_| AuditError::Closed)?;
+    }
+    reader.check_head(head);
+    Ok(reader)
+}
+
+/// Verifies the chain the database holds, offline (no orchestrator needed): every line's hash
+/// and place, and that the records end at the chain head. With an `anchor`, also that the record
+/// it names is still there with its hash. `Err` only when the database cannot be read.
+pub async fn verify_postgres(
+    options: &PgOptions,
+    anchor: Option<&Anchor>,
+) -> Result<VerifyReport, AuditError> {
+    options.validate()?;
+    let pool = pool(options)?;
+    let client = connect(&pool).await?;
+    super::schema::check_version(&client).await?;
+    let head = read_head(&client).await?;
+    let mut reader = RowReader::new();
+    let mut anchored = None;
+    while let Some(page) = reader.next_page(&client).await? {
+        if let Some(anchor) = anchor
+            && anchored.is_none()
+        {
+            let first = reader.chain.next_seq - page.len() as u64;
+            if let Some(line) = anchor
+                .seq
+                .checked_sub(first)
+                .and_then(|i| page.get(usize::try_from(i).ok()?))
+            {
+                anchored = fast_header(line.as_bytes())
+                    .map_or_else(|| parse_line(line.as_bytes()).ok(), Some)
+                    .map(|h| h.hash == anchor.hash);
+            }
+        }
+    }
+    reader.check_head(&head);
+    Ok(crate::chain::report(
+        reader.records,
+        0,
+        reader.failure,
+        None,
+        reader.chain.prev,
+        anchor,
+        anchored,
+    ))
+}
