@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/setup-python-venv.sh
 scripts/setup-node-deps.sh
+scripts/setup-conformance.sh
 cargo test --workspace --no-fail-fast "$@"
