@@ -11,12 +11,17 @@ Tools:
                       annotations and an output schema
   count(n)         -> reports progress n times ("step i of n") when the call asked for it, then
                       answers
+  chatty()         -> sends three log messages (info, debug, warning) while it runs, then answers
+
+Resources: notes://readme (text), notes://pixel (binary), the template notes://day/{day};
+prompts: greet(name) (one user message); completion of greet's name and of the template's day.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import warnings
 import stat
 import time
 
@@ -24,6 +29,9 @@ from typing import TypedDict
 
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
+
+# `chatty` logs on purpose, for the clients of the session eras that still hear log messages.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated")
 
 server = MCPServer("echo-server")
 
@@ -96,6 +104,44 @@ async def count(n: int, ctx: Context) -> str:
     for i in range(1, n + 1):
         await ctx.report_progress(i, n, f"step {i} of {n}")
     return f"counted to {n}"
+
+
+@server.tool(description="Sends three log messages while it runs.")
+async def chatty(ctx: Context) -> str:
+    await ctx.info("chatty started")
+    await ctx.debug("chatty details")
+    await ctx.warning("chatty is almost done")
+    return "chatted"
+
+
+@server.resource("notes://readme", name="readme", mime_type="text/plain")
+def readme() -> str:
+    return "Read me first."
+
+
+@server.resource("notes://pixel", name="pixel", mime_type="image/png")
+def pixel() -> bytes:
+    import base64
+
+    return base64.b64decode(PIXEL)
+
+
+@server.resource("notes://day/{day}", name="day", mime_type="text/plain")
+def day(day: str) -> str:
+    return f"Notes of {day}."
+
+
+@server.prompt(description="Greets someone.")
+def greet(name: str) -> str:
+    return f"Please greet {name} warmly."
+
+
+@server.completion()
+async def complete(ref, argument, context):
+    if argument.name in ("name", "day"):
+        options = ["monday", "mona", "tuesday"] if argument.name == "day" else ["ada", "alan", "grace"]
+        return types.Completion(values=[o for o in options if o.startswith(argument.value)])
+    return None
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ use super::raw::{RawClient, RawConfig, RawServer};
 use super::rules::{check_cycles, check_rules};
 use super::templates::check_templates;
 use super::{
-    AuditSettings, ClientConfig, Config, ListenSettings, McpSettings, ServerConfig, ToolRoute,
-    Transport, parse_duration,
+    AuditSettings, ClientConfig, Config, ListenSettings, McpSettings, RouteKind, ServerConfig,
+    ToolRoute, Transport, parse_duration,
 };
 use crate::policy::{AllowList, Name};
 use std::collections::BTreeMap;
@@ -372,8 +372,54 @@ fn check_servers(
                 ToolRoute {
                     server: name.clone(),
                     remote_name: tool.clone(),
+                    kind: RouteKind::Tool,
                 },
             );
+        }
+        // An MCP server's resources and prompts, each under one name of the server's, unless the
+        // configuration withholds them.
+        let mcp = !matches!(transport, Transport::Grpc { .. });
+        for (offered, kind, public, field) in [
+            (
+                server.resources,
+                RouteKind::ReadResource,
+                super::resources_name(name),
+                "resources",
+            ),
+            (
+                server.prompts,
+                RouteKind::GetPrompt,
+                super::prompts_name(name),
+                "prompts",
+            ),
+        ] {
+            match (offered, mcp) {
+                (Some(true), false) => c.problem(
+                    format!("{path}.{field}"),
+                    format!("only an MCP server has {field} to offer; this one is gRPC"),
+                ),
+                (Some(false), _) | (None, false) => {}
+                (Some(true) | None, true) => {
+                    if let Some(existing) = tools.get(public.as_str()) {
+                        c.problem(
+                            format!("{path}.{field}"),
+                            format!(
+                                "the name {public:?} of this server's {field} is taken by a tool of server {:?}; rename that tool or set \"{field}\": false",
+                                existing.server
+                            ),
+                        );
+                        continue;
+                    }
+                    tools.insert(
+                        public.into(),
+                        ToolRoute {
+                            server: name.clone(),
+                            remote_name: field.to_owned(),
+                            kind,
+                        },
+                    );
+                }
+            }
         }
         let timeout = c.duration(
             format!("{path}.timeout"),

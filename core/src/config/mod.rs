@@ -188,6 +188,37 @@ pub struct ToolRoute {
     pub server: String,
     /// The tool's name on its server (differs from the public name when the server has a prefix).
     pub remote_name: String,
+    /// What a call of the name does on the server.
+    pub kind: RouteKind,
+}
+
+/// What a call of a routed name does: call a tool, or (MCP servers) read one of the server's
+/// resources or get one of its prompts. Reads and prompts are named per server
+/// ([`resources_name`], [`prompts_name`]) so that rules, allow-lists and labels govern them as
+/// they govern tools; they are never listed as tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Tool,
+    /// `resources/read`; the call's arguments are the request's params (`uri`).
+    ReadResource,
+    /// `prompts/get`; the call's arguments are the request's params (`name`, `arguments`).
+    GetPrompt,
+}
+
+/// The name under which rules and allow-lists see reads of `server`'s resources.
+pub fn resources_name(server: &str) -> String {
+    format!("resources.{server}")
+}
+
+/// The name under which rules and allow-lists see `server`'s prompts being got.
+pub fn prompts_name(server: &str) -> String {
+    format!("prompts.{server}")
+}
+
+impl ToolRoute {
+    pub fn is_tool(&self) -> bool {
+        self.kind == RouteKind::Tool
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -209,6 +209,12 @@ pub struct RawServer {
     /// The credential presented to an `mcp_url` server (see `config::credentials`).
     #[serde(default)]
     pub auth: Option<RawServerAuth>,
+    /// Whether an MCP server's resources are offered (as `resources.SERVER`); default yes.
+    #[serde(default)]
+    pub resources: Option<bool>,
+    /// Whether an MCP server's prompts are offered (as `prompts.SERVER`); default yes.
+    #[serde(default)]
+    pub prompts: Option<bool>,
 }
 
 /// `servers.NAME.auth`: how the orchestrator authenticates to a downstream MCP server over HTTP.

@@ -7,7 +7,7 @@
 //! cancelled, which also kills the child, and the next call opens a new one: a dead server costs the
 //! calls in flight, never the orchestrator.
 
-use super::{Progress, ProgressSink, ToolFailure, ToolInfo, deadline};
+use super::{Progress, RelaySink, Relayed, ToolFailure, ToolInfo, deadline};
 use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
 use rmcp::model::{
@@ -26,13 +26,17 @@ use std::time::Duration;
 type Session = RunningService<RoleClient, ConductorClient>;
 
 /// Where the progress of the calls in flight goes, by the progress token each was sent with.
-type ProgressRoutes = Arc<std::sync::Mutex<std::collections::HashMap<String, ProgressSink>>>;
+type ProgressRoutes = Arc<std::sync::Mutex<std::collections::HashMap<String, RelaySink>>>;
 
 /// How Conductorio introduces itself to the MCP servers it calls, and where it sends the progress
 /// they report.
 #[derive(Clone, Default)]
 pub(super) struct ConductorClient {
     routes: ProgressRoutes,
+    /// The tool calls in flight on the session. A log message over stdio names no request: it
+    /// goes to the caller only when exactly one call is in flight (it is then that call's), and is
+    /// dropped otherwise (another caller's log messages are never delivered).
+    calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ClientHandler for ConductorClient {
@@ -55,13 +59,44 @@ impl ClientHandler for ConductorClient {
             .get(&params.progress_token.0.to_string())
             .cloned();
         if let Some(sink) = sink {
-            let _ = sink.try_send(Progress {
+            let _ = sink.try_send(Relayed::Progress(Progress {
                 progress: params.progress,
                 total: params.total,
                 message: params.message,
-            });
+            }));
         }
         std::future::ready(())
+    }
+
+    #[allow(deprecated)] // log messages are of the session eras (SEP-2577)
+    fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        if self.calls.load(std::sync::atomic::Ordering::Acquire) == 1 {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            if let [sink] = routes.values().collect::<Vec<_>>().as_slice() {
+                let _ = sink.try_send(Relayed::Log(params));
+            }
+        }
+        std::future::ready(())
+    }
+}
+
+/// A tool call in flight, counted while it lasts.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(calls: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(Arc::clone(calls))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -97,7 +132,7 @@ impl McpTools {
         server: &ServerConfig,
         tool: &str,
         arguments: &Value,
-        progress: Option<&ProgressSink>,
+        progress: Option<&RelaySink>,
     ) -> Result<super::ToolReply, Error> {
         let arguments = match arguments {
             Value::Object(map) => Some(map.clone()),
@@ -113,6 +148,7 @@ impl McpTools {
             .map_err(|_| deadline(tool, open_limit(server)))??;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
+        let _in_flight = InFlight::new(&self.client.calls);
         let work = async {
             // Every request carries a progress token of the SDK's; when the caller asked for
             // progress, what the server reports under it goes to the caller.
@@ -146,6 +182,32 @@ impl McpTools {
                 self.discard(&session);
                 Err(deadline(tool, server.timeout))
             }
+        }
+    }
+
+    /// One request other than `tools/call`, as the client gave it (see
+    /// [`super::Downstream::request`]), within the server's time-out.
+    pub(super) async fn request(
+        &self,
+        server: &ServerConfig,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Error> {
+        let request: ClientRequest =
+            serde_json::from_value(json!({ "method": method, "params": params })).map_err(|e| {
+                Error::InvalidArgument(format!("{method}: the request is not what MCP says: {e}"))
+            })?;
+        let session = tokio::time::timeout(open_limit(server), self.session(server))
+            .await
+            .map_err(|_| deadline(method, open_limit(server)))??;
+        match tokio::time::timeout(server.timeout, session.send_request(request)).await {
+            Ok(Ok(result)) => serde_json::to_value(result).map_err(|e| Error::Downstream {
+                server: server.name.clone(),
+                tool: method.to_owned(),
+                message: format!("the answer could not be read: {e}"),
+            }),
+            Ok(Err(e)) => Err(self.failed(server, method, &session, e)),
+            Err(_) => Err(deadline(method, server.timeout)),
         }
     }
 

@@ -9,9 +9,9 @@
 //!
 //! Server-initiated requests (sampling, elicitation, roots) are not offered: the client announces no
 //! capabilities, so a conforming server sends none. Notifications on a request's stream (progress,
-//! logging) are read past.
+//! log messages) go to the request's caller when it wants them, and are read past otherwise.
 
-use super::{ToolInfo, deadline};
+use super::{Progress, RelaySink, Relayed, ToolInfo, deadline};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use reqwest::StatusCode;
@@ -63,7 +63,7 @@ impl HttpTools {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Unavailable {
-                server: server.to_owned(),
+                server: server.name.clone(),
                 message: format!("cannot build an HTTP client for {url}: {e}"),
             })?;
         Ok(HttpTools {
@@ -81,22 +81,45 @@ impl HttpTools {
         server: &ServerConfig,
         tool: &str,
         arguments: &Value,
+        relay: Option<&RelaySink>,
     ) -> Result<super::ToolReply, Error> {
         if !matches!(arguments, Value::Object(_) | Value::Null) {
             return Err(Error::InvalidArgument(format!(
                 "the arguments of {tool} must be a JSON object, not {arguments}"
             )));
         }
-        let params = json!({ "name": tool, "arguments": arguments });
+        // A caller that wants progress gets the server's: the request asks for it under a token of
+        // ours (what the server sends on this request's stream is this request's).
+        let params = match relay {
+            Some(_) => json!({
+                "name": tool,
+                "arguments": arguments,
+                "_meta": { "progressToken": PROGRESS_TOKEN },
+            }),
+            None => json!({ "name": tool, "arguments": arguments }),
+        };
         let result: CallToolResult = self
-            .request(server, tool, "tools/call", &params, server.timeout)
+            .request(server, tool, "tools/call", &params, server.timeout, relay)
             .await?;
         Ok(super::mcp::reply(result))
     }
 
+    /// One request other than `tools/call` (see [`super::Downstream::request`]), its answer as
+    /// the server gave it.
+    pub(super) async fn forward(
+        &self,
+        server: &ServerConfig,
+        method: &str,
+        params: &Value,
+        relay: Option<&RelaySink>,
+    ) -> Result<Value, Error> {
+        self.request(server, method, method, params, server.timeout, relay)
+            .await
+    }
+
     /// One MCP `ping` in the open session (the background health check, [`super::health`]).
     pub(super) async fn ping(&self, server: &ServerConfig) -> Result<(), Error> {
-        self.request::<Value>(server, "ping", "ping", &json!({}), server.timeout)
+        self.request::<Value>(server, "ping", "ping", &json!({}), server.timeout, None)
             .await
             .map(|_| ())
     }
@@ -111,7 +134,14 @@ impl HttpTools {
                 None => json!({}),
             };
             let page: ListToolsResult = self
-                .request(server, "tools/list", "tools/list", &params, server.timeout)
+                .request(
+                    server,
+                    "tools/list",
+                    "tools/list",
+                    &params,
+                    server.timeout,
+                    None,
+                )
                 .await?;
             tools.extend(
                 page.tools
@@ -135,6 +165,7 @@ impl HttpTools {
         method: &str,
         params: &Value,
         limit: Duration,
+        relay: Option<&RelaySink>,
     ) -> Result<T, Error> {
         let work = async {
             for attempt in 0..2 {
@@ -142,7 +173,10 @@ impl HttpTools {
                 let id = self.ids.fetch_add(1, Ordering::Relaxed);
                 let body =
                     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-                match self.exchange(&session.headers, &body, Some(id)).await {
+                match self
+                    .exchange(&session.headers, &body, Some(id), relay)
+                    .await
+                {
                     Ok(result) => {
                         return serde_json::from_str::<T>(result.get()).map_err(|e| {
                             Error::Downstream {
@@ -238,13 +272,15 @@ impl HttpTools {
         struct Initialized {
             protocol_version: String,
         }
-        let result = read_answer(response, Some(0), false).await.map_err(|f| {
-            unavailable(format!(
-                "the MCP handshake with {} failed: {}",
-                self.url,
-                describe(&f)
-            ))
-        })?;
+        let result = read_answer(response, Some(0), false, None)
+            .await
+            .map_err(|f| {
+                unavailable(format!(
+                    "the MCP handshake with {} failed: {}",
+                    self.url,
+                    describe(&f)
+                ))
+            })?;
         let initialized: Initialized = serde_json::from_str(result.get()).map_err(|e| {
             unavailable(format!(
                 "the MCP handshake with {} failed: its initialize result is not MCP: {e}",
@@ -286,7 +322,6 @@ impl HttpTools {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{e}"))
     }
 
     /// Sends one request and reads its result.
@@ -295,9 +330,10 @@ impl HttpTools {
         headers: &HeaderMap,
         body: &Value,
         id: Option<i64>,
+        relay: Option<&RelaySink>,
     ) -> Result<Box<RawValue>, Failure> {
         let response = self.post(headers, body).await.map_err(Failure::Transport)?;
-        read_answer(response, id, true).await
+        read_answer(response, id, true, relay).await
     }
 
     fn error(&self, server: &ServerConfig, what: &str, failure: Failure) -> Error {
@@ -329,12 +365,49 @@ fn describe(failure: &Failure) -> String {
     }
 }
 
-/// A JSON-RPC message as read from an answer: only what finds the response to a request.
+/// A JSON-RPC message as read from an answer: what finds the response to a request, and the
+/// notifications sent before it.
 #[derive(Deserialize)]
 struct Message {
     id: Option<RequestId>,
     result: Option<Box<RawValue>>,
     error: Option<RpcError>,
+    method: Option<String>,
+    params: Option<Box<RawValue>>,
+}
+
+/// The progress token every relayed request carries: the request's own stream tells whose it is.
+const PROGRESS_TOKEN: &str = "conductorio";
+
+/// A notification on a request's stream, to its caller: progress and log messages; others are
+/// read past.
+#[allow(deprecated)] // log messages are of the session eras (SEP-2577)
+fn relay_notification(message: &Message, relay: &RelaySink) {
+    let (Some(method), Some(params)) = (&message.method, &message.params) else {
+        return;
+    };
+    let relayed = match method.as_str() {
+        "notifications/progress" => {
+            serde_json::from_str::<rmcp::model::ProgressNotificationParam>(params.get())
+                .ok()
+                .map(|p| {
+                    Relayed::Progress(Progress {
+                        progress: p.progress,
+                        total: p.total,
+                        message: p.message,
+                    })
+                })
+        }
+        "notifications/message" => {
+            serde_json::from_str::<rmcp::model::LoggingMessageNotificationParam>(params.get())
+                .ok()
+                .map(Relayed::Log)
+        }
+        _ => None,
+    };
+    if let Some(relayed) = relayed {
+        let _ = relay.try_send(relayed);
+    }
 }
 
 #[derive(Deserialize)]
@@ -350,6 +423,7 @@ async fn read_answer(
     mut response: reqwest::Response,
     id: Option<i64>,
     in_session: bool,
+    relay: Option<&RelaySink>,
 ) -> Result<Box<RawValue>, Failure> {
     let status = response.status();
     if status == StatusCode::NOT_FOUND && in_session {
@@ -419,6 +493,11 @@ async fn read_answer(
             };
             if answers && (message.result.is_some() || message.error.is_some()) {
                 return settle(message);
+            }
+            if message.id.is_none()
+                && let Some(relay) = relay
+            {
+                relay_notification(&message, relay);
             }
         }
     }
@@ -517,7 +596,7 @@ mod tests {
             .send()
             .await
             .expect("an answer");
-        match read_answer(response, Some(1), true).await {
+        match read_answer(response, Some(1), true, None).await {
             Err(Failure::Transport(message)) => {
                 assert!(message.contains("larger than"), "{message}");
             }

@@ -11,7 +11,7 @@ pub mod health;
 mod mcp;
 mod mcp_http;
 
-use crate::config::{Config, ServerConfig, Transport};
+use crate::config::{Config, RouteKind, ServerConfig, Transport};
 use crate::error::Error;
 use grpc::GrpcTools;
 use mcp::McpTools;
@@ -72,9 +72,18 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-/// Where a call's progress goes: a bounded channel to its caller; an update that finds it full is
-/// dropped (progress is advisory, and a slow caller never slows the tool's answer).
-pub type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
+/// What a server sends while it answers a request, on its way to the client that made it.
+#[derive(Debug, Clone)]
+#[allow(deprecated)] // log messages are of the session eras (SEP-2577)
+pub enum Relayed {
+    Progress(Progress),
+    /// A log message (`notifications/message`), as the server gave it.
+    Log(rmcp::model::LoggingMessageNotificationParam),
+}
+
+/// Where a request's progress and log messages go: a bounded channel to its caller; an update that
+/// finds it full is dropped (both are advisory, and a slow caller never slows the tool's answer).
+pub type RelaySink = tokio::sync::mpsc::Sender<Relayed>;
 
 /// One call to forward.
 pub struct Forward<'a> {
@@ -83,8 +92,11 @@ pub struct Forward<'a> {
     pub arguments: &'a Value,
     pub workflow_id: &'a str,
     pub call_id: &'a str,
-    /// Where the tool's progress goes, when the caller asked for it (MCP servers report it).
-    pub progress: Option<&'a ProgressSink>,
+    /// Where the tool's progress and log messages go, when the caller wants them (MCP servers
+    /// send them).
+    pub relay: Option<&'a RelaySink>,
+    /// What the call does on the server: a tool call, a resource read, a prompt.
+    pub kind: RouteKind,
 }
 
 #[derive(Clone)]
@@ -129,6 +141,22 @@ impl Downstream {
     /// Forwards one call, bounded by the server's time-out.
     pub async fn call(&self, forward: Forward<'_>) -> Result<ToolReply, Error> {
         let server = forward.server;
+        let method = match forward.kind {
+            RouteKind::Tool => None,
+            RouteKind::ReadResource => Some("resources/read"),
+            RouteKind::GetPrompt => Some("prompts/get"),
+        };
+        if let Some(method) = method {
+            // The answer is the server's result as it gave it: the domain value and what the
+            // MCP front passes on.
+            let answer = self
+                .request(server, method, forward.arguments.clone(), forward.relay)
+                .await?;
+            return Ok(ToolReply {
+                outcome: Ok(answer.clone()),
+                served: Some(Arc::new(answer)),
+            });
+        }
         match self.client(server)? {
             Client::Grpc(client) => client
                 .call(
@@ -147,15 +175,40 @@ impl Downstream {
                     server,
                     forward.remote_name,
                     forward.arguments,
-                    forward.progress,
+                    forward.relay,
                 ))
                 .await
             }
             Client::McpHttp(client) => {
                 client
-                    .call(server, forward.remote_name, forward.arguments)
+                    .call(
+                        server,
+                        forward.remote_name,
+                        forward.arguments,
+                        forward.relay,
+                    )
                     .await
             }
+        }
+    }
+
+    /// One MCP request other than `tools/call` (resources, prompts, completion, logging), sent to
+    /// an MCP server as the client gave it; the answer is the server's result. A gRPC server has
+    /// none of these.
+    pub async fn request(
+        &self,
+        server: &ServerConfig,
+        method: &str,
+        params: Value,
+        relay: Option<&RelaySink>,
+    ) -> Result<Value, Error> {
+        match self.client(server)? {
+            Client::Grpc(_) => Err(Error::InvalidArgument(format!(
+                "server {:?} is a gRPC tool server: it offers tools only, not {method}",
+                server.name
+            ))),
+            Client::Mcp(client) => Box::pin(client.request(server, method, params)).await,
+            Client::McpHttp(client) => client.forward(server, method, &params, relay).await,
         }
     }
 
@@ -195,7 +248,7 @@ impl Downstream {
                 },
             };
             for (public, route) in &config.tools {
-                if route.server != server.name {
+                if route.server != server.name || !route.is_tool() {
                     continue;
                 }
                 let found = listed

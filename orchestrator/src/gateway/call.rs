@@ -10,7 +10,7 @@ use super::decide::{Decided, Dispatch, Verdict};
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
 use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome};
-use crate::downstream::{Forward, ProgressSink, ToolFailure};
+use crate::downstream::{Forward, RelaySink, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::Violation;
@@ -60,11 +60,12 @@ impl Gateway {
         self.call_with_progress(spec, None).await
     }
 
-    /// [`Gateway::call`], sending the progress the tool reports (MCP servers do) to `progress`.
+    /// [`Gateway::call`], sending the progress and log messages the tool sends (MCP servers do) to
+    /// `progress`.
     pub async fn call_with_progress(
         &self,
         spec: CallSpec,
-        progress: Option<ProgressSink>,
+        progress: Option<RelaySink>,
     ) -> Result<CallReport, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -114,7 +115,7 @@ impl Gateway {
         spec: CallSpec,
         resumed: Option<Approval>,
         abandoned: &CancellationToken,
-        progress: Option<&ProgressSink>,
+        progress: Option<&RelaySink>,
     ) -> Result<CallReport, Error> {
         let (call_id, approval, decisions) = match resumed {
             Some(approval) => {
@@ -259,13 +260,14 @@ impl Gateway {
         call_id: String,
         dispatch: Dispatch,
         approval: Option<Approval>,
-        progress: Option<&ProgressSink>,
+        progress: Option<&RelaySink>,
     ) -> Result<CallReport, Error> {
         let Dispatch {
             config,
             server,
             remote,
             timeout,
+            kind,
         } = dispatch;
         let started = Instant::now();
         let result = match config.servers.get(&server) {
@@ -288,7 +290,8 @@ impl Gateway {
                     arguments: &spec.arguments,
                     workflow_id: &spec.workflow_id,
                     call_id: &call_id,
-                    progress,
+                    relay: progress,
+                    kind,
                 };
                 self.inner.downstream.call(forward).await
             }

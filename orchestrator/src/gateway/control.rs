@@ -427,6 +427,59 @@ impl Gateway {
         }
     }
 
+    /// The MCP servers whose resources (`kind` [`RouteKind::ReadResource`]) or prompts
+    /// ([`RouteKind::GetPrompt`]) a caller may use, by the name rules know them by: those its
+    /// workflow's allow-list (else its client's) admits.
+    ///
+    /// [`RouteKind::ReadResource`]: crate::config::RouteKind::ReadResource
+    /// [`RouteKind::GetPrompt`]: crate::config::RouteKind::GetPrompt
+    pub fn offering(
+        &self,
+        caller: &str,
+        workflow_id: Option<&str>,
+        kind: crate::config::RouteKind,
+    ) -> Vec<(String, crate::config::ServerConfig)> {
+        let allowed = workflow_id
+            .and_then(|id| {
+                self.inner
+                    .state()
+                    .workflows
+                    .get(id)
+                    .map(|w| w.allowed.clone())
+            })
+            .unwrap_or_else(|| self.config().allowed_for(caller, None));
+        let config = self.config();
+        config
+            .tools
+            .iter()
+            .filter(|(name, route)| {
+                route.kind == kind
+                    && allowed
+                        .as_ref()
+                        .is_none_or(|list| list.tools.contains(name.as_ref()))
+            })
+            .filter_map(|(name, route)| {
+                let server = config.servers.get(&route.server)?;
+                Some((name.to_string(), server.clone()))
+            })
+            .collect()
+    }
+
+    /// An MCP request that reads what a server offers without changing it (lists, completion, the
+    /// log level, subscriptions), sent as the client gave it. Reads of a resource and prompts go
+    /// through [`Gateway::call`] instead: they are decided and recorded.
+    pub async fn ask_server(
+        &self,
+        server: &crate::config::ServerConfig,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        self.inner
+            .downstream
+            .request(server, method, params, None)
+            .await
+    }
+
     /// Validates the configuration file again and swaps it in; running workflows keep their version.
     pub async fn reload_config(&self) -> Result<(Arc<Config>, String, u32), Error> {
         let path = self.inner.config_path.clone().ok_or_else(|| {

@@ -18,6 +18,7 @@ pub(super) struct Dispatch {
     pub server: String,
     pub remote: String,
     pub timeout: Duration,
+    pub kind: crate::config::RouteKind,
 }
 
 /// What the engine said, once committed; `recorded` resolves when the decision is durable.
@@ -175,6 +176,7 @@ impl Gateway {
                     server: route.server.clone(),
                     remote: route.remote_name.clone(),
                     timeout,
+                    kind: route.kind,
                 })
             }
             Decision::Deny { violations } => Verdict::Deny(violations),

@@ -107,7 +107,9 @@ fn outlook(state: &conductor_core::State, workflow: &Workflow, now: i64) -> Vec<
     };
     config
         .tools
-        .keys()
+        .iter()
+        .filter(|(_, route)| route.is_tool())
+        .map(|(tool, _)| tool)
         .filter(|tool| {
             workflow
                 .allowed

@@ -51,6 +51,7 @@ pub(super) async fn call(
         named_workflow,
         handle: None,
         progress: None,
+        peer: None,
     };
     let answer = match session.call_tool(params, context).await {
         Ok(result) => serde_json::to_vec(&Answer {

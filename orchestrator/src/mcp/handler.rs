@@ -14,10 +14,15 @@ use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::RequestId;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, Implementation,
-    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool,
 };
+#[allow(deprecated)]
+use rmcp::model::{SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
@@ -55,12 +60,12 @@ pub struct ConductorMcp {
 /// request leaves its workflow open, since its client continues it by id (`X-Conductor-Workflow` or
 /// `_meta`).
 pub(super) struct Session {
-    gateway: Gateway,
-    front: Front,
+    pub(super) gateway: Gateway,
+    pub(super) front: Front,
     /// What every handler of the front shares: the handle key, and the lock under which a
     /// session-free identity's current workflow is found or started (so two first calls start
     /// one).
-    shared: Arc<FrontShared>,
+    pub(super) shared: Arc<FrontShared>,
     /// The workflow of this session, started lazily at the first `tools/call`. An async mutex, so two
     /// concurrent first calls start one workflow, not two.
     workflow: tokio::sync::Mutex<Option<String>>,
@@ -73,6 +78,8 @@ pub(super) struct Session {
     /// The requests being answered now, by JSON-RPC id: where the client's
     /// `notifications/cancelled` finds the request it names.
     inflight: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    /// The least severe log message the client wants (`logging/setLevel`); none: it asked for none.
+    pub(super) log_level: std::sync::Mutex<Option<super::offered::Severity>>,
 }
 
 impl Drop for Session {
@@ -102,6 +109,8 @@ impl Drop for Tracked {
 pub struct FrontShared {
     pub handles: HandleKey,
     opening: tokio::sync::Mutex<()>,
+    /// Which server offers which resource and prompt, as their lists last said.
+    pub(super) owners: std::sync::Mutex<super::offered::Owners>,
 }
 
 impl FrontShared {
@@ -109,6 +118,7 @@ impl FrontShared {
         Arc::new(FrontShared {
             handles,
             opening: tokio::sync::Mutex::new(()),
+            owners: std::sync::Mutex::default(),
         })
     }
 }
@@ -131,11 +141,13 @@ pub(super) struct CallContext {
     pub handle: Option<String>,
     /// Where progress goes while the call waits for a person, when the client asked for it.
     pub progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    /// Where the tool's log messages go, when the client set a log level.
+    pub peer: Option<Peer<RoleServer>>,
 }
 
 impl CallContext {
     /// The context of a request served by the SDK.
-    fn of(session: &Session, context: &RequestContext<RoleServer>) -> Self {
+    pub(super) fn of(session: &Session, context: &RequestContext<RoleServer>) -> Self {
         let parts = context.extensions.get::<axum::http::request::Parts>();
         let (identity, tag, in_session) = match session.front {
             Front::Stdio => (Identity::stdio(&session.gateway.config()), None, true),
@@ -168,12 +180,13 @@ impl CallContext {
                 .meta
                 .get_progress_token()
                 .map(|token| (token, context.peer.clone())),
+            peer: session.wants_logs().then(|| context.peer.clone()),
         }
     }
 
     /// The caller recorded with a workflow: the identity, then as labels the client's name and the
     /// session's tag.
-    fn caller(&self, front: Front) -> String {
+    pub(super) fn caller(&self, front: Front) -> String {
         let client = self.client.as_deref().unwrap_or("unknown-client");
         let session = match (front, &self.tag) {
             (Front::Stdio, _) => "stdio".to_owned(),
@@ -197,6 +210,7 @@ impl ConductorMcp {
                 client: std::sync::OnceLock::new(),
                 protocol: std::sync::OnceLock::new(),
                 inflight: std::sync::Mutex::default(),
+                log_level: std::sync::Mutex::default(),
             }),
         }
     }
@@ -238,6 +252,14 @@ impl Session {
             tracing::info!(request = %id, "the MCP client cancelled a request");
             cancel.cancel();
         }
+    }
+
+    /// The session's workflow, if it has one and no first call is starting it right now.
+    pub(super) fn bound_workflow(&self) -> Option<String> {
+        self.workflow
+            .try_lock()
+            .ok()
+            .and_then(|bound| bound.clone())
     }
 
     pub(super) fn client(&self) -> Option<&str> {
@@ -287,7 +309,7 @@ impl Session {
 
     /// The workflow the caller acts in now, without starting one: the handle's or the named one,
     /// the session's, or (session-free) the identity's current one.
-    async fn current(&self, context: &CallContext) -> Result<Option<String>, Error> {
+    pub(super) async fn current(&self, context: &CallContext) -> Result<Option<String>, Error> {
         if let Some(id) = self.named(context)? {
             return Ok(Some(id));
         }
@@ -313,7 +335,10 @@ impl Session {
     /// The workflow a call belongs to, and whether this call opened it: the handle's or the named
     /// one; else the session's, started now if this is its first call; else (session-free) the
     /// identity's current ad-hoc workflow, or a new one.
-    async fn workflow_for(&self, context: &CallContext) -> Result<(String, bool), Error> {
+    pub(super) async fn workflow_for(
+        &self,
+        context: &CallContext,
+    ) -> Result<(String, bool), Error> {
         if let Some(id) = self.named(context)? {
             return Ok((id, false));
         }
@@ -525,20 +550,30 @@ impl Session {
             step: None,
         };
         let handle = self.handle_for(&workflow_id, &context);
-        // A client that asked for progress hears the wait for a person, then the tool's own.
-        let (progress, sink) = match context.progress {
-            Some((token, peer)) => {
+        // A client that asked for progress hears the wait for a person, then the tool's own; one
+        // that set a log level hears the tool's log messages from that level up.
+        let least = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+        let (sink, updates) = match (&context.progress, &context.peer) {
+            (None, None) => (None, None),
+            _ => {
                 let (sink, updates) = tokio::sync::mpsc::channel(64);
-                let progress =
-                    ApprovalProgress::new(&self.gateway, &spec, token, peer).relaying(updates);
-                (Some(progress), Some(sink))
+                (Some(sink), Some(updates))
             }
-            None => (None, None),
+        };
+        let progress = match (context.progress, updates) {
+            (Some((token, peer)), Some(updates)) => {
+                Ok(ApprovalProgress::new(&self.gateway, &spec, token, peer)
+                    .relaying(updates, least))
+            }
+            (_, updates) => Err(updates.zip(context.peer)),
         };
         let call = self.gateway.call_with_progress(spec, sink);
         let report = match progress {
-            Some(progress) => progress.run_while(call).await?,
-            None => call.await?,
+            Ok(progress) => progress.run_while(call).await?,
+            Err(Some((updates, peer))) => {
+                super::waiting::relaying_logs(call, updates, &peer, least).await?
+            }
+            Err(None) => call.await?,
         };
         let denied = matches!(report.result, crate::gateway::CallResult::Denied(_));
         let mut result = reply::report(report, &workflow_id);
@@ -583,7 +618,25 @@ fn state_name(state: crate::workflow::WorkflowState) -> &'static str {
 
 impl ServerHandler for ConductorMcp {
     fn get_info(&self) -> ServerConfig {
-        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // What MCP servers offer besides tools is offered when a server's is configured.
+        let config = self.session.gateway.config();
+        let offers = |kind| config.tools.values().any(|route| route.kind == kind);
+        let mut capabilities = ServerCapabilities::builder().enable_tools().build();
+        if offers(crate::config::RouteKind::ReadResource) {
+            let mut resources = rmcp::model::ResourcesCapability::default();
+            resources.subscribe = Some(true);
+            capabilities.resources = Some(resources);
+        }
+        if offers(crate::config::RouteKind::GetPrompt) {
+            capabilities.prompts = Some(rmcp::model::PromptsCapability::default());
+        }
+        if offers(crate::config::RouteKind::ReadResource)
+            || offers(crate::config::RouteKind::GetPrompt)
+        {
+            capabilities.completions = Some(Default::default());
+            capabilities.logging = Some(Default::default());
+        }
+        let mut info = ServerConfig::new(capabilities)
             .with_instructions(format!(
                 "Conductorio forwards these tools under workflow policies. Your calls belong to one workflow: a call that is out of order is refused with the rule and what to call first; a call that needs a person's approval waits for it. Without a session, your calls go to your current workflow; to be sure of one, pass the handle a result gave you in the argument {HANDLE_ARGUMENT}. To run a named template, call {START_WORKFLOW_TOOL} first; call {END_WORKFLOW_TOOL} when done."
             ));
@@ -629,6 +682,119 @@ impl ServerHandler for ConductorMcp {
         Ok(result)
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .list_resources(&call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .list_resource_templates(&call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .read_resource(request, call)
+            .await
+            .map(Into::into)
+            .map_err(protocol_error)
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .subscription("resources/subscribe", &request.uri, &call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .subscription("resources/unsubscribe", &request.uri, &call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .list_prompts(&call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .get_prompt(request, call)
+            .await
+            .map(Into::into)
+            .map_err(protocol_error)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .complete(request, &call)
+            .await
+            .map_err(protocol_error)
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let call = self.context(&context);
+        self.session
+            .set_level(request.level, &call)
+            .await
+            .map_err(protocol_error)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -641,6 +807,25 @@ impl ServerHandler for ConductorMcp {
             answer = self.session.call_tool(request, call) => answer,
             () = context.ct.cancelled() => Err(ErrorData::invalid_request("the request was cancelled", None)),
         }
+    }
+}
+
+/// A front error as MCP's: the request names what was wrong.
+fn protocol_error(error: Error) -> ErrorData {
+    ErrorData::from(error)
+}
+
+impl ConductorMcp {
+    /// The context of a request that is no tool call (resources, prompts, completion, logging).
+    fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
+        let mut call = CallContext::of(&self.session, context);
+        call.handle = context
+            .meta
+            .0
+            .get(HANDLE_META_KEY)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        call
     }
 }
 

@@ -76,6 +76,7 @@ mod fast;
 mod frames;
 mod handle;
 mod handler;
+mod offered;
 mod origin;
 mod reply;
 mod sessions;

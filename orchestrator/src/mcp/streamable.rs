@@ -255,12 +255,13 @@ async fn post(busy: Busy, request: Request) -> Response {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
+    // A client that asked for log messages reads the call's stream: not the JSON fast path.
     match fast::classify(&bytes) {
-        fast::Body::Plain(id, params) => {
+        fast::Body::Plain(id, params) if !busy.session().wants_logs() => {
             return fast::call(busy.session(), id, params, &parts).await;
         }
         fast::Body::InvalidParams(id, message) => return fast::invalid_params(&id, message),
-        fast::Body::Other => {}
+        fast::Body::Plain(..) | fast::Body::Other => {}
     }
     let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
         Ok(message) => message,
@@ -290,6 +291,7 @@ async fn post(busy: Busy, request: Request) -> Response {
     };
     // A client that asked for progress reads a stream, even when nothing precedes the answer.
     let progress = request.request.get_meta().get_progress_token().is_some();
+    let progress = progress || busy.session().wants_logs();
     let session = Arc::clone(busy.session());
     let peer_info = session.peer_info();
     let cancel = CancellationToken::new();

@@ -4,11 +4,14 @@
 //! Event-driven: it follows the audit log's live broadcast for the call's `approval_requested` record
 //! (subscribed before the call starts, so it cannot be missed). It never touches the call itself.
 
+use super::offered::Severity;
 use crate::approval;
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::downstream::Progress;
+use crate::downstream::{Progress, Relayed};
 use crate::error::Error;
 use crate::gateway::{CallReport, CallSpec, Gateway, now_ms};
+#[allow(deprecated)]
+use rmcp::model::LoggingMessageNotificationParam;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
 use std::future::Future;
@@ -29,8 +32,10 @@ pub struct ApprovalProgress {
     token: ProgressToken,
     peer: Peer<RoleServer>,
     sent: u32,
-    /// The tool's own progress (an MCP server's), relayed after the wait's.
-    relayed: Option<tokio::sync::mpsc::Receiver<Progress>>,
+    /// The tool's own progress (an MCP server's), relayed after the wait's, and its log messages.
+    relayed: Option<tokio::sync::mpsc::Receiver<Relayed>>,
+    /// The least severe log message the client hears; none: it hears none.
+    least: Option<Severity>,
 }
 
 /// The approval a call waits for.
@@ -56,12 +61,19 @@ impl ApprovalProgress {
             peer,
             sent: 0,
             relayed: None,
+            least: None,
         }
     }
 
-    /// Also relays the tool's own progress, as it arrives on `updates`.
-    pub fn relaying(mut self, updates: tokio::sync::mpsc::Receiver<Progress>) -> Self {
+    /// Also relays the tool's own progress, as it arrives on `updates`, and its log messages from
+    /// `least` up.
+    pub fn relaying(
+        mut self,
+        updates: tokio::sync::mpsc::Receiver<Relayed>,
+        least: Option<Severity>,
+    ) -> Self {
         self.relayed = Some(updates);
+        self.least = least;
         self
     }
 
@@ -115,8 +127,17 @@ impl ApprovalProgress {
     }
 
     /// The tool's own progress, after the wait's notifications: counted on from them, so that the
-    /// client sees one progress that only grows, with the tool's message as it gave it.
-    async fn relay(&mut self, update: Progress) {
+    /// client sees one progress that only grows, with the tool's message as it gave it. Its log
+    /// messages go on as they came.
+    async fn relay(&mut self, update: Relayed) {
+        let update = match update {
+            Relayed::Progress(update) => update,
+            Relayed::Log(message) => return send_log(&self.peer, message, self.least).await,
+        };
+        self.relay_progress(update).await;
+    }
+
+    async fn relay_progress(&mut self, update: Progress) {
         let base = f64::from(self.sent);
         let mut params = ProgressNotificationParam::new(self.token.clone(), base + update.progress);
         if let Some(total) = update.total {
@@ -194,10 +215,54 @@ impl ApprovalProgress {
     }
 }
 
+/// Sends a server's log message on to the client, if it is at least as severe as `least`.
+/// (Log messages are of the session eras: SEP-2577 deprecates them.)
+#[allow(deprecated)]
+async fn send_log(
+    peer: &Peer<RoleServer>,
+    message: LoggingMessageNotificationParam,
+    least: Option<Severity>,
+) {
+    if least.is_none_or(|least| Severity::of(message.level) < least) {
+        return;
+    }
+    if let Err(e) = peer.notify_logging_message(message).await {
+        tracing::debug!(error = %e, "a relayed log message could not be sent");
+    }
+}
+
+/// Drives `call` to its end, sending the log messages the tool sends on `logs` to the client
+/// (a call whose client asked for no progress: [`ApprovalProgress`] relays both otherwise).
+pub(super) async fn relaying_logs<T>(
+    call: impl Future<Output = T>,
+    mut logs: tokio::sync::mpsc::Receiver<Relayed>,
+    peer: &Peer<RoleServer>,
+    least: Option<Severity>,
+) -> T {
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                while let Ok(update) = logs.try_recv() {
+                    if let Relayed::Log(message) = update {
+                        send_log(peer, message, least).await;
+                    }
+                }
+                return result;
+            }
+            Some(update) = logs.recv() => {
+                if let Relayed::Log(message) = update {
+                    send_log(peer, message, least).await;
+                }
+            }
+        }
+    }
+}
+
 /// The next relayed update, if there is a channel to relay from.
 async fn next_update(
-    relayed: &mut Option<tokio::sync::mpsc::Receiver<Progress>>,
-) -> Option<Progress> {
+    relayed: &mut Option<tokio::sync::mpsc::Receiver<Relayed>>,
+) -> Option<Relayed> {
     match relayed {
         Some(updates) => updates.recv().await,
         None => None,

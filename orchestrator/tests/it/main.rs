@@ -18,6 +18,7 @@ mod flows;
 mod mcp_downstream;
 mod mcp_eras;
 mod mcp_http;
+mod mcp_offered;
 mod mcp_python;
 mod mcp_request_forms;
 mod mcp_sessions;

@@ -1,0 +1,506 @@
+//! What MCP servers offer besides tools, passed through to the client: resources and resource
+//! templates, prompts, completions, subscriptions and the log level.
+//!
+//! Reading a resource and getting a prompt are calls like any other (SPEC §9): decided by the
+//! rules under the names `resources.SERVER` and `prompts.SERVER` (an allow-list admits them, a rule
+//! can name them, the server's labels flow into the workflow from what they bring in), recorded
+//! with their arguments (the URI; the prompt's name and arguments) and their answer, counted in
+//! `/metrics`, in the caller's workflow. A refusal is a JSON-RPC error naming every blocking rule.
+//!
+//! Lists are filtered by the caller's allow-list as tools are, and merged over the servers it may
+//! use. URIs and prompt names pass unchanged: a read goes to the server that listed the URI (or
+//! whose template matches it), a prompt to the server that listed its name; when two servers list
+//! one prompt name, the first server (by name) has it, and the other's is not offered (logged).
+//! Subscriptions and the log level are forwarded to the servers; a downstream server is shared by
+//! every client, so a client's `logging/setLevel` sets the server's level for all, and each client
+//! still receives only what its own level admits.
+
+use super::handler::{CallContext, Session};
+use crate::config::{RouteKind, ServerConfig};
+use crate::error::Error;
+use crate::gateway::{CallResult, CallSpec};
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, Prompt,
+    ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+/// How many pages of one server's list are read before the list is taken as complete.
+const MAX_PAGES: usize = 64;
+
+/// Which server offers which resource, resource template and prompt, as their lists last said.
+#[derive(Default)]
+pub(crate) struct Owners {
+    resources: HashMap<String, String>,
+    templates: Vec<(String, String)>,
+    prompts: HashMap<String, String>,
+}
+
+/// A log message's severity, least severe first (RFC 5424, as MCP orders them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Severity(u8);
+
+impl Severity {
+    #[allow(deprecated)]
+    pub(super) fn of(level: rmcp::model::LoggingLevel) -> Severity {
+        use rmcp::model::LoggingLevel;
+        Severity(match level {
+            LoggingLevel::Debug => 0,
+            LoggingLevel::Info => 1,
+            LoggingLevel::Notice => 2,
+            LoggingLevel::Warning => 3,
+            LoggingLevel::Error => 4,
+            LoggingLevel::Critical => 5,
+            LoggingLevel::Alert => 6,
+            LoggingLevel::Emergency => 7,
+        })
+    }
+}
+
+/// Whether `uri` is one `template` (RFC 6570, level 1: `{name}` stands for any non-empty text
+/// without `/`) describes.
+fn template_matches(template: &str, uri: &str) -> bool {
+    let mut rest = uri;
+    let mut parts = template.split('{');
+    let Some(head) = parts.next() else {
+        return false;
+    };
+    let Some(after) = rest.strip_prefix(head) else {
+        return false;
+    };
+    rest = after;
+    for part in parts {
+        let Some((_, literal)) = part.split_once('}') else {
+            return false;
+        };
+        // The variable takes up to the next literal (or to the end), at least one character, and
+        // no `/` (a path segment).
+        let end = if literal.is_empty() {
+            rest.len()
+        } else {
+            match rest.get(1..).and_then(|r| r.find(literal)) {
+                Some(at) => at + 1,
+                None => return false,
+            }
+        };
+        if end == 0 || rest[..end].contains('/') {
+            return false;
+        }
+        rest = &rest[end + literal.len()..];
+    }
+    rest.is_empty()
+}
+
+impl Session {
+    /// The servers whose `kind` the caller may use, by rule name.
+    fn offering(&self, context: &CallContext, kind: RouteKind) -> Vec<(String, ServerConfig)> {
+        let workflow = self.bound_workflow();
+        self.gateway
+            .offering(&context.caller(self.front), workflow.as_deref(), kind)
+    }
+
+    /// Every page of one server's list of `field` (`resources`, `resourceTemplates`, `prompts`).
+    async fn list_of<T: DeserializeOwned>(
+        &self,
+        server: &ServerConfig,
+        method: &str,
+        field: &str,
+    ) -> Result<Vec<T>, Error> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(cursor) => json!({ "cursor": cursor }),
+                None => json!({}),
+            };
+            let mut page = self.gateway.ask_server(server, method, params).await?;
+            let listed = page.get_mut(field).map(Value::take).unwrap_or_default();
+            let listed: Vec<T> = serde_json::from_value(listed).map_err(|e| Error::Downstream {
+                server: server.name.clone(),
+                tool: method.to_owned(),
+                message: format!("its {field} are not what MCP says: {e}"),
+            })?;
+            items.extend(listed);
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() && cursor.as_deref() != Some(next) => {
+                    cursor = Some(next.to_owned());
+                }
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// `resources/list`: every resource of the servers the caller may read from.
+    pub(super) async fn list_resources(
+        &self,
+        context: &CallContext,
+    ) -> Result<ListResourcesResult, Error> {
+        let mut all = Vec::new();
+        for (_, server) in self.offering(context, RouteKind::ReadResource) {
+            match self
+                .list_of::<Resource>(&server, "resources/list", "resources")
+                .await
+            {
+                Ok(resources) => {
+                    let mut owners = self.owners();
+                    owners.resources.retain(|_, owner| *owner != server.name);
+                    for resource in &resources {
+                        owners
+                            .resources
+                            .insert(resource.uri.clone(), server.name.clone());
+                    }
+                    drop(owners);
+                    all.extend(resources);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "cannot list the server's resources")
+                }
+            }
+        }
+        Ok(ListResourcesResult::with_all_items(all))
+    }
+
+    /// `resources/templates/list`: every resource template of the servers the caller may read from.
+    pub(super) async fn list_resource_templates(
+        &self,
+        context: &CallContext,
+    ) -> Result<ListResourceTemplatesResult, Error> {
+        let mut all = Vec::new();
+        for (_, server) in self.offering(context, RouteKind::ReadResource) {
+            match self
+                .list_of::<ResourceTemplate>(
+                    &server,
+                    "resources/templates/list",
+                    "resourceTemplates",
+                )
+                .await
+            {
+                Ok(templates) => {
+                    self.keep_templates(&server, &templates);
+                    all.extend(templates);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "cannot list the server's resource templates")
+                }
+            }
+        }
+        Ok(ListResourceTemplatesResult::with_all_items(all))
+    }
+
+    fn keep_templates(&self, server: &ServerConfig, templates: &[ResourceTemplate]) {
+        let mut owners = self.owners();
+        owners.templates.retain(|(_, owner)| *owner != server.name);
+        for template in templates {
+            owners
+                .templates
+                .push((template.uri_template.clone(), server.name.clone()));
+        }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.shared.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server of the caller's that offers `uri`: the one that listed it, else the one whose
+    /// template matches it, asking the servers for their lists when no list known so far says.
+    async fn resource_owner(&self, context: &CallContext, uri: &str) -> Result<String, Error> {
+        let offering = self.offering(context, RouteKind::ReadResource);
+        let known = |owners: &Owners| {
+            owners
+                .resources
+                .get(uri)
+                .or_else(|| {
+                    owners
+                        .templates
+                        .iter()
+                        .find(|(template, _)| template_matches(template, uri))
+                        .map(|(_, owner)| owner)
+                })
+                .filter(|owner| offering.iter().any(|(_, s)| s.name == **owner))
+                .cloned()
+        };
+        if let Some(owner) = known(&self.owners()) {
+            return Ok(owner);
+        }
+        if let [(_, only)] = offering.as_slice() {
+            return Ok(only.name.clone());
+        }
+        self.list_resources(context).await?;
+        for (_, server) in &offering {
+            if let Ok(templates) = self
+                .list_of::<ResourceTemplate>(
+                    server,
+                    "resources/templates/list",
+                    "resourceTemplates",
+                )
+                .await
+            {
+                self.keep_templates(server, &templates);
+            }
+        }
+        known(&self.owners()).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no server you may read from offers the resource {uri:?}; resources/list and resources/templates/list say which do"
+            ))
+        })
+    }
+
+    /// The server of the caller's that offers the prompt `name`.
+    async fn prompt_owner(&self, context: &CallContext, name: &str) -> Result<String, Error> {
+        let offering = self.offering(context, RouteKind::GetPrompt);
+        let known = |owners: &Owners| {
+            owners
+                .prompts
+                .get(name)
+                .filter(|owner| offering.iter().any(|(_, s)| s.name == **owner))
+                .cloned()
+        };
+        if let Some(owner) = known(&self.owners()) {
+            return Ok(owner);
+        }
+        self.list_prompts(context).await?;
+        known(&self.owners()).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no server you may use offers the prompt {name:?}; prompts/list says which there are"
+            ))
+        })
+    }
+
+    /// `prompts/list`: every prompt of the servers the caller may get prompts from.
+    pub(super) async fn list_prompts(
+        &self,
+        context: &CallContext,
+    ) -> Result<ListPromptsResult, Error> {
+        let mut all: Vec<Prompt> = Vec::new();
+        for (_, server) in self.offering(context, RouteKind::GetPrompt) {
+            match self
+                .list_of::<Prompt>(&server, "prompts/list", "prompts")
+                .await
+            {
+                Ok(prompts) => {
+                    let mut owners = self.owners();
+                    owners.prompts.retain(|_, owner| *owner != server.name);
+                    for prompt in prompts {
+                        if all.iter().any(|p| p.name == prompt.name) {
+                            tracing::warn!(server = %server.name, prompt = %prompt.name, "another server offers a prompt of this name first: this one is not offered");
+                            continue;
+                        }
+                        owners
+                            .prompts
+                            .insert(prompt.name.clone(), server.name.clone());
+                        all.push(prompt);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "cannot list the server's prompts")
+                }
+            }
+        }
+        Ok(ListPromptsResult::with_all_items(all))
+    }
+
+    /// `resources/read`: a call of `resources.SERVER` with the URI, decided and recorded.
+    pub(super) async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: CallContext,
+    ) -> Result<ReadResourceResult, Error> {
+        let owner = self.resource_owner(&context, &request.uri).await?;
+        let answer = self
+            .governed(
+                crate::config::resources_name(&owner),
+                json!({ "uri": request.uri }),
+                context,
+            )
+            .await?;
+        read_answer(&owner, "resources/read", answer)
+    }
+
+    /// `prompts/get`: a call of `prompts.SERVER` with the prompt's name and arguments, decided and
+    /// recorded.
+    pub(super) async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: CallContext,
+    ) -> Result<GetPromptResult, Error> {
+        let owner = self.prompt_owner(&context, &request.name).await?;
+        let mut params = Map::new();
+        params.insert("name".into(), Value::String(request.name));
+        if let Some(arguments) = request.arguments {
+            params.insert("arguments".into(), Value::Object(arguments));
+        }
+        let answer = self
+            .governed(
+                crate::config::prompts_name(&owner),
+                Value::Object(params),
+                context,
+            )
+            .await?;
+        read_answer(&owner, "prompts/get", answer)
+    }
+
+    /// A read or a prompt through the one call path, in the caller's workflow: its answer as the
+    /// server gave it, or the refusal.
+    async fn governed(
+        &self,
+        name: String,
+        arguments: Value,
+        context: CallContext,
+    ) -> Result<Value, Error> {
+        let (workflow_id, _) = self.workflow_for(&context).await?;
+        let spec = CallSpec {
+            workflow_id: workflow_id.clone(),
+            tool: name.clone(),
+            arguments,
+            caller: context.caller(self.front),
+            step: None,
+        };
+        let report = self.gateway.call(spec).await?;
+        match report.result {
+            CallResult::Succeeded(_) => report.served.map(|v| (*v).clone()).ok_or_else(|| {
+                Error::Internal(format!("{name} answered without a result; this is a bug"))
+            }),
+            CallResult::Failed(failure) => Err(Error::Downstream {
+                server: name,
+                tool: failure.code,
+                message: failure.message,
+            }),
+            CallResult::Denied(violations) => Err(Error::PermissionDenied(
+                super::reply::denial_text(&name, &violations, &workflow_id),
+            )),
+        }
+    }
+
+    /// `completion/complete`: asked of the server that offers the prompt or the resource template
+    /// the request refers to.
+    pub(super) async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: &CallContext,
+    ) -> Result<CompleteResult, Error> {
+        let owner = match &request.r#ref {
+            Reference::Prompt(prompt) => self.prompt_owner(context, &prompt.name).await?,
+            Reference::Resource(resource) => self.resource_owner(context, &resource.uri).await?,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "completion/complete: the ref is neither ref/prompt nor ref/resource".into(),
+                ));
+            }
+        };
+        let server = self.server(&owner)?;
+        let mut params = serde_json::to_value(&request)
+            .map_err(|e| Error::InvalidArgument(format!("completion/complete: {e}")))?;
+        if let Some(params) = params.as_object_mut() {
+            params.remove("_meta");
+        }
+        let answer = self
+            .gateway
+            .ask_server(&server, "completion/complete", params)
+            .await?;
+        read_answer(&owner, "completion/complete", answer)
+    }
+
+    /// `resources/subscribe` and `resources/unsubscribe`, to the server that offers the URI.
+    pub(super) async fn subscription(
+        &self,
+        method: &str,
+        uri: &str,
+        context: &CallContext,
+    ) -> Result<(), Error> {
+        let owner = self.resource_owner(context, uri).await?;
+        let server = self.server(&owner)?;
+        self.gateway
+            .ask_server(&server, method, json!({ "uri": uri }))
+            .await
+            .map(|_| ())
+    }
+
+    /// `logging/setLevel`: this client hears log messages from `level` up, and each server it may
+    /// use is asked for them (a server that cannot be reached is logged and left).
+    #[allow(deprecated)]
+    pub(super) async fn set_level(
+        &self,
+        level: rmcp::model::LoggingLevel,
+        context: &CallContext,
+    ) -> Result<(), Error> {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(Severity::of(level));
+        let mut asked = Vec::new();
+        let servers = self
+            .offering(context, RouteKind::ReadResource)
+            .into_iter()
+            .chain(self.offering(context, RouteKind::GetPrompt));
+        for (_, server) in servers {
+            if asked.contains(&server.name) {
+                continue;
+            }
+            asked.push(server.name.clone());
+            if let Err(e) = self
+                .gateway
+                .ask_server(&server, "logging/setLevel", json!({ "level": level }))
+                .await
+            {
+                tracing::info!(server = %server.name, error = %e, "the server did not take the log level");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the client asked for log messages.
+    pub(super) fn wants_logs(&self) -> bool {
+        self.log_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn server(&self, name: &str) -> Result<ServerConfig, Error> {
+        self.gateway
+            .config()
+            .servers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable {
+                server: name.to_owned(),
+                message: "no longer configured".into(),
+            })
+    }
+}
+
+/// A server's answer as the MCP type it must be.
+fn read_answer<T: DeserializeOwned>(server: &str, method: &str, answer: Value) -> Result<T, Error> {
+    serde_json::from_value(answer).map_err(|e| Error::Downstream {
+        server: server.to_owned(),
+        tool: method.to_owned(),
+        message: format!("the answer is not what MCP says: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::template_matches;
+
+    #[test]
+    fn templates_match_one_segment_per_variable() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/123/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template//data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template/1/2/data"
+        ));
+        assert!(template_matches("file:///{name}", "file:///a.txt"));
+        assert!(!template_matches("file:///{name}", "file:///"));
+        assert!(template_matches("x://{a}-{b}", "x://one-two"));
+        assert!(!template_matches("x://fixed", "x://fixed/more"));
+        assert!(template_matches("x://fixed", "x://fixed"));
+    }
+}

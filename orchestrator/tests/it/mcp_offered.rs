@@ -1,0 +1,244 @@
+//! What an MCP server offers besides tools, through Conductorio (issue 28): resources, resource
+//! templates, prompts, completions and log messages pass through from a real server (the official
+//! Python SDK's, over stdio) to a real client (rmcp over Streamable HTTP); reading a resource and
+//! getting a prompt are decided by the rules under `resources.SERVER` / `prompts.SERVER` and
+//! recorded like tool calls; what a caller may not use is neither listed nor served.
+
+use crate::mcp_support::{python, script};
+use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};
+use conductor_orchestrator::testing;
+use rmcp::model::{
+    ArgumentInfo, CompleteRequestParams, GetPromptRequestParams, ReadResourceRequestParams,
+    Reference, ResourceContents,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// A client that keeps the log messages it hears.
+#[derive(Clone, Default)]
+struct LogClient {
+    heard: Arc<Mutex<Vec<Value>>>,
+}
+
+impl rmcp::ClientHandler for LogClient {
+    #[allow(deprecated)]
+    fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.heard
+            .lock()
+            .expect("log list")
+            .push(serde_json::to_value(&params).expect("a log message is JSON"));
+        std::future::ready(())
+    }
+}
+
+fn config(clients: Value) -> String {
+    json!({
+        "servers": {
+            "notes": {
+                "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
+                "tools": ["echo", "chatty"],
+                "timeout": "10s"
+            }
+        },
+        "clients": clients,
+        "rules": [{
+            "id": "echo-before-reading",
+            "kind": "sequence",
+            "tool": "resources.notes",
+            "after": ["echo"]
+        }]
+    })
+    .to_string()
+}
+
+async fn client_of(
+    orchestrator: &testing::RunningOrchestrator,
+    token: Option<&str>,
+) -> RunningService<RoleClient, LogClient> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", orchestrator.http_url()));
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
+    LogClient::default()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("the MCP client initializes")
+}
+
+fn text_of(contents: &[ResourceContents]) -> Option<&str> {
+    contents.iter().find_map(|c| match c {
+        ResourceContents::TextResourceContents { text, .. } => Some(text.as_str()),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_prompts_completions_and_logs_pass_through_under_the_rules() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config(json!({})), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let client = client_of(&orchestrator, None).await;
+    let info = client.peer_info().expect("the server's info");
+    assert!(
+        info.capabilities.resources.is_some() && info.capabilities.prompts.is_some(),
+        "resources and prompts are offered: {:?}",
+        info.capabilities
+    );
+
+    let resources = client.list_all_resources().await.expect("resources/list");
+    let uris: Vec<&str> = resources.iter().map(|r| r.uri.as_str()).collect();
+    assert!(
+        uris.contains(&"notes://readme") && uris.contains(&"notes://pixel"),
+        "{uris:?}"
+    );
+    let templates = client
+        .list_all_resource_templates()
+        .await
+        .expect("resources/templates/list");
+    assert!(
+        templates
+            .iter()
+            .any(|t| t.uri_template == "notes://day/{day}"),
+        "{templates:?}"
+    );
+
+    // The rule holds for a read as for a tool: refused, with the rule and what to do first.
+    let refused = client
+        .read_resource(ReadResourceRequestParams::new("notes://readme"))
+        .await
+        .expect_err("a read before echo is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("echo-before-reading") && message.contains("echo"),
+        "the refusal names the rule and what to call first: {message}"
+    );
+
+    let mut echo = rmcp::model::CallToolRequestParams::new("echo");
+    echo.arguments = json!({ "text": "hi" }).as_object().cloned();
+    client.call_tool(echo).await.expect("echo");
+    let readme = client
+        .read_resource(ReadResourceRequestParams::new("notes://readme"))
+        .await
+        .expect("resources/read after echo");
+    assert_eq!(text_of(&readme.contents), Some("Read me first."));
+    let pixel = client
+        .read_resource(ReadResourceRequestParams::new("notes://pixel"))
+        .await
+        .expect("a binary resource");
+    assert!(
+        pixel.contents.iter().any(|c| matches!(c,
+            ResourceContents::BlobResourceContents { blob, mime_type, .. }
+                if blob.starts_with("iVBORw0KGgo") && mime_type.as_deref() == Some("image/png"))),
+        "the blob passes through as the server gave it: {pixel:?}"
+    );
+    let monday = client
+        .read_resource(ReadResourceRequestParams::new("notes://day/monday"))
+        .await
+        .expect("a resource of a template");
+    assert_eq!(text_of(&monday.contents), Some("Notes of monday."));
+
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    assert!(prompts.iter().any(|p| p.name == "greet"), "{prompts:?}");
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("name".into(), json!("Ada"));
+    let greeting = client
+        .get_prompt(GetPromptRequestParams::new("greet").with_arguments(arguments))
+        .await
+        .expect("prompts/get");
+    let said = serde_json::to_string(&greeting.messages).expect("messages");
+    assert!(said.contains("Please greet Ada warmly."), "{said}");
+
+    let completed = client
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("greet"),
+            ArgumentInfo::new("name", "a"),
+        ))
+        .await
+        .expect("completion/complete");
+    assert_eq!(completed.completion.values, ["ada", "alan"]);
+
+    // Log messages from `info` up reach the client that asked for them; `debug` does not.
+    #[allow(deprecated)]
+    client
+        .set_level(rmcp::model::SetLevelRequestParams::new(
+            rmcp::model::LoggingLevel::Info,
+        ))
+        .await
+        .expect("logging/setLevel");
+    let chatty = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("chatty"))
+        .await
+        .expect("chatty");
+    assert_eq!(chatty.is_error, Some(false), "{chatty:?}");
+    let heard = client.service().heard.lock().expect("logs").clone();
+    let data: Vec<&str> = heard.iter().filter_map(|m| m["data"].as_str()).collect();
+    assert_eq!(
+        data,
+        ["chatty started", "chatty is almost done"],
+        "info and warning, not debug, before the answer: {heard:?}"
+    );
+
+    let _ = client.cancel().await;
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    orchestrator.stop().await;
+    let events: Vec<AuditEvent> = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .collect();
+    assert!(
+        events.iter().any(|e| matches!(e,
+            AuditEvent::CallDecided { tool, decision: DecisionKind::Deny, arguments, .. }
+                if tool == "resources.notes" && arguments["uri"] == "notes://readme")),
+        "the refused read is recorded with its URI"
+    );
+    let reads = events
+        .iter()
+        .filter(|e| matches!(e,
+            AuditEvent::CallFinished { tool, outcome: Outcome::Succeeded, .. } if tool == "resources.notes"))
+        .count();
+    assert_eq!(reads, 3, "every read is recorded with its outcome");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            AuditEvent::CallDecided { tool, arguments, .. }
+                if tool == "prompts.notes" && arguments["name"] == "greet" && arguments["arguments"]["name"] == "Ada")),
+        "the prompt is recorded with its arguments"
+    );
+}
+
+/// A caller whose allow-list does not name `resources.notes` sees no resources and cannot read
+/// one; its prompts, which it may use, stay listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_list_filters_resources_and_prompts_as_tools() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let clients = json!({
+        "agent": { "token": "agent-token-0123456789abcdef", "tools": ["echo", "prompts.notes"] }
+    });
+    let orchestrator = testing::spawn(&config(clients), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let client = client_of(&orchestrator, Some("agent-token-0123456789abcdef")).await;
+    let resources = client.list_all_resources().await.expect("resources/list");
+    assert!(resources.is_empty(), "{resources:?}");
+    let refused = client
+        .read_resource(ReadResourceRequestParams::new("notes://readme"))
+        .await
+        .expect_err("a read the allow-list does not admit");
+    assert!(
+        refused.to_string().contains("notes://readme"),
+        "the refusal names the resource: {refused}"
+    );
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    assert!(prompts.iter().any(|p| p.name == "greet"), "{prompts:?}");
+    let _ = client.cancel().await;
+    orchestrator.stop().await;
+}
