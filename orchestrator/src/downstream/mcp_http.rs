@@ -63,7 +63,7 @@ impl HttpTools {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Unavailable {
-                server: server.name.clone(),
+                server: server.to_owned(),
                 message: format!("cannot build an HTTP client for {url}: {e}"),
             })?;
         Ok(HttpTools {
@@ -322,6 +322,7 @@ impl HttpTools {
             .body(body)
             .send()
             .await
+            .map_err(|e| format!("{e}"))
     }
 
     /// Sends one request and reads its result.
