@@ -33,8 +33,10 @@ pub struct HttpAuth {
 impl HttpAuth {
     pub fn new(gateway: Gateway) -> Self {
         HttpAuth {
+            authenticator: Authenticator::keeping_tokens(
+                gateway.inner.downstream.presented.clone(),
+            ),
             gateway,
-            authenticator: Authenticator::new(),
         }
     }
 }

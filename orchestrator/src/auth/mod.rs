@@ -156,11 +156,24 @@ pub fn bearer_token(value: &str) -> Result<&str, AuthError> {
 #[derive(Clone, Default)]
 pub struct Authenticator {
     keys: Arc<jwt::KeyCache>,
+    /// Where a caller's JWT is kept for servers that exchange it (`token_exchange`), if anywhere.
+    presented: Option<Arc<crate::downstream::credentials::PresentedTokens>>,
 }
 
 impl Authenticator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An authenticator that keeps each caller's JWT in `presented`, from which a server with
+    /// `token_exchange` is sent a token for that caller.
+    pub fn keeping_tokens(
+        presented: Arc<crate::downstream::credentials::PresentedTokens>,
+    ) -> Self {
+        Authenticator {
+            presented: Some(presented),
+            ..Self::default()
+        }
     }
 
     /// The identity behind `token` (the bearer token, if any) under `config`.
@@ -196,6 +209,9 @@ impl Authenticator {
                 }
                 None => jwt_identity(&subject),
             };
+            if let Some(presented) = &self.presented {
+                presented.remember(config, &name, &subject, token);
+            }
             return Ok(Identity {
                 name,
                 proof: Proof::Jwt { subject },

@@ -49,6 +49,8 @@ enum Failure {
 
 pub(super) struct HttpTools {
     http: reqwest::Client,
+    /// The server's credential, put on every request.
+    pub(super) credentials: super::credentials::Credentials,
     url: String,
     current: Mutex<Option<Arc<Session>>>,
     opening: tokio::sync::Mutex<()>,
@@ -56,18 +58,23 @@ pub(super) struct HttpTools {
 }
 
 impl HttpTools {
-    pub(super) fn new(server: &str, url: &str) -> Result<Self, Error> {
+    pub(super) fn new(
+        server: &ServerConfig,
+        url: &str,
+        presented: Arc<super::credentials::PresentedTokens>,
+    ) -> Result<Self, Error> {
         crate::auth::install_tls_provider();
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Unavailable {
-                server: server.to_owned(),
+                server: server.name.clone(),
                 message: format!("cannot build an HTTP client for {url}: {e}"),
             })?;
         Ok(HttpTools {
             http,
+            credentials: super::credentials::Credentials::new(server, presented),
             url: url.to_owned(),
             current: Mutex::default(),
             opening: tokio::sync::Mutex::default(),
@@ -314,15 +321,17 @@ impl HttpTools {
 
     async fn post(&self, headers: &HeaderMap, body: &Value) -> Result<reqwest::Response, String> {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        self.http
-            .post(&self.url)
-            .headers(headers.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream")
-            .body(body)
-            .send()
+        // With the server's credential; a token it refuses is fetched again and the request resent.
+        self.credentials
+            .send(|| {
+                self.http
+                    .post(&self.url)
+                    .headers(headers.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, "application/json, text/event-stream")
+                    .body(body.clone())
+            })
             .await
-            .map_err(|e| format!("{e}"))
     }
 
     /// Sends one request and reads its result.

@@ -6,6 +6,7 @@
 //! fatal: the next call reconnects (gRPC, MCP over HTTP) or starts the child again (MCP over stdio).
 //! [`health`] checks in the background whether each server can be reached.
 
+pub mod credentials;
 mod grpc;
 pub mod health;
 mod mcp;
@@ -114,6 +115,8 @@ pub struct Downstream {
     catalog: Mutex<HashMap<String, Vec<ToolInfo>>>,
     /// Each server's reachability as the background check last found it, by name.
     health: Mutex<std::collections::BTreeMap<String, health::ServerHealth>>,
+    /// The JWTs callers proved themselves with, for servers that exchange them (`token_exchange`).
+    pub presented: Arc<credentials::PresentedTokens>,
 }
 
 impl Downstream {
@@ -121,6 +124,7 @@ impl Downstream {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((transport, client)) = clients.get(&server.name)
             && *transport == server.transport
+            && !matches!(client, Client::McpHttp(c) if !c.credentials.serve(server))
         {
             return Ok(client.clone());
         }
@@ -128,7 +132,7 @@ impl Downstream {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
             Transport::McpStdio { .. } => Client::Mcp(Arc::default()),
             Transport::McpHttp { url } => {
-                Client::McpHttp(Arc::new(HttpTools::new(&server.name, url)?))
+                Client::McpHttp(Arc::new(HttpTools::new(server, url, self.presented.clone())?))
             }
         };
         clients.insert(

@@ -293,7 +293,12 @@ impl Gateway {
                     relay: progress,
                     kind,
                 };
-                self.inner.downstream.call(forward).await
+                // As the caller: a server that exchanges callers' tokens is sent one for it.
+                crate::downstream::credentials::as_caller(
+                    &spec.caller,
+                    self.inner.downstream.call(forward),
+                )
+                .await
             }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

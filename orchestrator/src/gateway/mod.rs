@@ -179,6 +179,7 @@ impl Gateway {
         // Downstream MCP servers and key sets may be https.
         crate::auth::install_tls_provider();
         let config = Arc::new(options.config);
+        crate::downstream::credentials::log_credentials(&config);
         let ledger_url = config.approval_ledger.as_ref().and_then(|name| {
             match config.servers.get(name).map(|s| &s.transport) {
                 Some(Transport::Grpc { url }) => Some(url.clone()),

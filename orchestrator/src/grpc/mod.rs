@@ -31,8 +31,8 @@ pub struct OrchestratorService {
 impl OrchestratorService {
     pub fn new(gateway: Gateway) -> Self {
         OrchestratorService {
+            auth: Authenticator::keeping_tokens(gateway.inner.downstream.presented.clone()),
             gateway,
-            auth: Authenticator::new(),
         }
     }
 

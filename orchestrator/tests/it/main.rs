@@ -12,6 +12,7 @@ mod audit_rpc;
 mod auth;
 mod conformance;
 mod daemon_logs;
+mod downstream_credentials;
 mod downstream_health;
 mod durable_views;
 mod flows;

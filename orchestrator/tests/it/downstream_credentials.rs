@@ -1,0 +1,685 @@
+//! Credentials per downstream MCP server (issue 27): an rmcp server behind a middleware that wants a
+//! bearer token, and an OAuth token endpoint, both served by the test on loopback. Calls carry a
+//! static token, a client-credentials token (cached, fetched again before it expires and after a
+//! `401`) or a token exchanged for each caller's own JWT; a server without its credential fails
+//! naming the server; no secret reaches the audit log, the log output or an answer.
+
+use crate::auth::{ISSUER, TRUSTED_KEY, jwk, jwt, serve_jwks};
+use crate::common;
+use crate::mcp_support::{call_in_session, call_outcome, open_session_as};
+
+use conductor_orchestrator::gateway::{CallResult, CallSpec};
+use conductor_orchestrator::testing;
+use conductor_proto::v1 as pb;
+use jsonwebtoken::jwk::JwkSet;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const STATIC_TOKEN: &str = "static-bearer-5c1e9d";
+const CLIENT_SECRET: &str = "cc-secret-7f3a";
+/// `gateway:cc-secret-7f3a` in HTTP Basic.
+const CLIENT_BASIC: &str = "Basic Z2F0ZXdheTpjYy1zZWNyZXQtN2YzYQ==";
+
+/// What the downstream MCP server accepts and saw.
+#[derive(Default)]
+struct Gatekeeper {
+    /// Tokens it accepts, until when (`None`: until revoked).
+    accepted: Mutex<HashMap<String, Option<Instant>>>,
+    /// The bearer token of every request, in order (`""` without one).
+    seen: Mutex<Vec<String>>,
+    refused: AtomicUsize,
+}
+
+impl Gatekeeper {
+    fn accept(&self, token: &str, lifetime: Option<Duration>) {
+        self.accepted
+            .lock()
+            .expect("lock")
+            .insert(token.to_owned(), lifetime.map(|l| Instant::now() + l));
+    }
+
+    fn accepts(&self, token: &str) -> bool {
+        let accepted = self.accepted.lock().expect("lock");
+        accepted
+            .get(token)
+            .is_some_and(|until| until.is_none_or(|at| Instant::now() < at))
+    }
+
+    fn revoke(&self, token: &str) {
+        self.accepted.lock().expect("lock").remove(token);
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+/// A tool server written with rmcp: one tool, `ping`, answering `pong`.
+#[derive(Clone)]
+struct Pong;
+
+impl rmcp::ServerHandler for Pong {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let schema = Arc::new(serde_json::Map::new());
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![
+            rmcp::model::Tool::new("ping", "Answers pong.", schema),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        _request: CallToolRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        Ok(CallToolResult::success(vec![rmcp::model::ContentBlock::text("pong")]).into())
+    }
+}
+
+/// Serves [`Pong`] at `/mcp` behind a middleware that records every bearer token and answers `401`
+/// to one `gate` does not accept.
+async fn protected_server(gate: Arc<Gatekeeper>) -> SocketAddr {
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        || Ok(Pong),
+        Arc::new(
+            rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+        ),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    let token = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default()
+                        .to_owned();
+                    gate.seen.lock().expect("lock").push(token.clone());
+                    if !gate.accepts(&token) {
+                        gate.refused.fetch_add(1, Ordering::SeqCst);
+                        return axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            [("www-authenticate", "Bearer")],
+                            "no valid token",
+                        ));
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// An OAuth token endpoint: client credentials for `gateway`, and token exchange of the JWTs in
+/// `subjects` (JWT → person). Every token it issues is accepted by `gate`.
+struct TokenEndpoint {
+    gate: Arc<Gatekeeper>,
+    /// `expires_in` of the tokens it issues next.
+    lifetime: AtomicU64,
+    issued: AtomicUsize,
+    subjects: Mutex<HashMap<String, String>>,
+    /// Each request's form, for the test to read what was asked.
+    forms: Mutex<Vec<HashMap<String, String>>>,
+    /// Answer every request with this status and an OAuth error, when set.
+    failing: Mutex<Option<u16>>,
+}
+
+impl TokenEndpoint {
+    fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    fn answer(&self, authorization: Option<&str>, body: &str) -> (u16, Value) {
+        let form: HashMap<String, String> = reqwest::Url::parse(&format!("http://x/?{body}"))
+            .expect("form")
+            .query_pairs()
+            .into_owned()
+            .collect();
+        self.forms.lock().expect("lock").push(form.clone());
+        if let Some(status) = *self.failing.lock().expect("lock") {
+            return (
+                status,
+                json!({"error": "invalid_client", "error_description": format!("client authentication failed for {CLIENT_SECRET}")}),
+            );
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = match form.get("grant_type").map(String::as_str) {
+            Some("client_credentials") if authorization == Some(CLIENT_BASIC) => {
+                format!("cc-token-{n}")
+            }
+            Some("urn:ietf:params:oauth:grant-type:token-exchange") => {
+                let subjects = self.subjects.lock().expect("lock");
+                match form.get("subject_token").and_then(|t| subjects.get(t)) {
+                    Some(person) => format!("exchanged-for-{person}-{n}"),
+                    None => return (400, json!({"error": "invalid_grant"})),
+                }
+            }
+            _ => return (401, json!({"error": "invalid_client"})),
+        };
+        let lifetime = self.lifetime.load(Ordering::SeqCst);
+        // The server holds a token to nine tenths of the lifetime it is issued with (as one whose
+        // clock runs ahead would): a client must fetch a new one well before it expires.
+        self.gate
+            .accept(&token, Some(Duration::from_secs(lifetime) * 9 / 10));
+        (
+            200,
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}),
+        )
+    }
+}
+
+async fn token_endpoint(gate: Arc<Gatekeeper>) -> (Arc<TokenEndpoint>, String) {
+    let endpoint = Arc::new(TokenEndpoint {
+        gate,
+        lifetime: AtomicU64::new(3600),
+        issued: AtomicUsize::new(0),
+        subjects: Mutex::default(),
+        forms: Mutex::default(),
+        failing: Mutex::default(),
+    });
+    let served = endpoint.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let endpoint = served.clone();
+            async move {
+                let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let (status, answer) = endpoint.answer(authorization, &body);
+                (
+                    axum::http::StatusCode::from_u16(status).expect("status"),
+                    axum::Json(answer),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (endpoint, format!("http://{addr}/token"))
+}
+
+fn server(addr: SocketAddr, auth: Value) -> Value {
+    json!({ "mcp_url": format!("http://{addr}/mcp"), "tools": ["ping"], "timeout": "10s", "auth": auth })
+}
+
+/// Calls `tool` in a workflow of its own as caller `caller`; the result or the error, as text.
+async fn call(orchestrator: &testing::RunningOrchestrator, tool: &str) -> Result<Value, String> {
+    let gateway = &orchestrator.gateway;
+    let workflow = gateway
+        .start_workflow(None, Value::Null, "test")
+        .await
+        .expect("a workflow");
+    let spec = CallSpec {
+        workflow_id: workflow.id.clone(),
+        tool: tool.into(),
+        arguments: json!({}),
+        caller: "test".into(),
+        step: None,
+    };
+    match gateway.call(spec).await {
+        Ok(report) => match report.result {
+            CallResult::Succeeded(value) => Ok(value),
+            CallResult::Failed(failure) => Err(format!("{}: {}", failure.code, failure.message)),
+            CallResult::Denied(violations) => Err(format!("denied: {violations:?}")),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every file under `dir` as text.
+fn all_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&all_text(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
+/// Static and client-credentials tokens: calls succeed with them and fail, naming the server,
+/// without them; the OAuth token is fetched once for many calls, again after a `401`, and again
+/// before it expires; a failing token endpoint is named with its status; and no secret appears
+/// in the audit log or an answer (the daemon's log: [`the_daemon_says_each_credential_and_logs_no_secret`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_and_oauth_credentials_reach_the_server_and_no_secret_leaks() {
+    let gate = Arc::new(Gatekeeper::default());
+    gate.accept(STATIC_TOKEN, None);
+    let addr = protected_server(gate.clone()).await;
+    let (endpoint, token_url) = token_endpoint(gate.clone()).await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("static-token");
+    std::fs::write(&token_file, format!("{STATIC_TOKEN}\n")).expect("write");
+
+    let config = json!({
+        "servers": {
+            "plain": server(addr, Value::Null),
+            "keyed": server(addr, json!({"type": "bearer", "token": {"token_file": token_file}})),
+            "unset": server(addr, json!({"type": "bearer", "token": {"token_env": "CONDUCTOR_TEST_NEVER_SET_27"}})),
+            "oauth": server(addr, json!({
+                "type": "oauth_client_credentials", "token_url": token_url,
+                "client_id": "gateway", "client_secret": {"token": CLIENT_SECRET},
+                "scope": "tools.call", "audience": "https://tools.test"
+            }))
+        }
+    });
+    let mut config = config;
+    for (name, prefix) in [
+        ("plain", "p_"),
+        ("keyed", "k_"),
+        ("unset", "u_"),
+        ("oauth", "o_"),
+    ] {
+        config["servers"][name]["prefix"] = json!(prefix);
+        if config["servers"][name]["auth"].is_null() {
+            config["servers"][name]
+                .as_object_mut()
+                .expect("object")
+                .remove("auth");
+        }
+    }
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let mut answers = Vec::new();
+
+    // Static: the configured token reaches the server; no token, or an unset one, fails by name.
+    let keyed = call(&orchestrator, "k_ping").await;
+    assert!(keyed.is_ok(), "{keyed:?}");
+    let plain = call(&orchestrator, "p_ping").await.expect_err("no token");
+    assert!(
+        plain.contains("\"plain\"") && plain.contains("401"),
+        "{plain}"
+    );
+    let unset = call(&orchestrator, "u_ping").await.expect_err("no token");
+    assert!(
+        unset.contains("servers.unset.auth.token")
+            && unset.contains("CONDUCTOR_TEST_NEVER_SET_27 is not set"),
+        "{unset}"
+    );
+    answers.extend([format!("{keyed:?}"), plain, unset]);
+
+    // OAuth: one token for three calls, sent as the bearer, asked for with the scope and audience.
+    for _ in 0..3 {
+        answers.push(format!(
+            "{:?}",
+            call(&orchestrator, "o_ping").await.expect("oauth call")
+        ));
+    }
+    assert_eq!(endpoint.issued(), 1, "the token is cached");
+    assert!(gate.seen().contains(&"cc-token-1".to_owned()));
+    let form = endpoint.forms.lock().expect("lock")[0].clone();
+    assert_eq!(form.get("scope").map(String::as_str), Some("tools.call"));
+    assert_eq!(
+        form.get("audience").map(String::as_str),
+        Some("https://tools.test")
+    );
+    assert!(
+        !form.values().any(|v| v.contains(CLIENT_SECRET)),
+        "the secret goes in HTTP Basic"
+    );
+
+    // The server revokes the token: the call is refused once, a new token is fetched, the call
+    // is sent again and succeeds.
+    let refused = gate.refused.load(Ordering::SeqCst);
+    gate.revoke("cc-token-1");
+    answers.push(format!(
+        "{:?}",
+        call(&orchestrator, "o_ping")
+            .await
+            .expect("retried after 401")
+    ));
+    assert_eq!(endpoint.issued(), 2, "a 401 fetches a new token");
+    assert_eq!(gate.refused.load(Ordering::SeqCst), refused + 1);
+    assert_eq!(gate.seen().last().map(String::as_str), Some("cc-token-2"));
+
+    // A short-lived token (2 s; the server holds it to 1.8 s) is fetched again before it expires:
+    // a new one is fetched while the old one still works, with no 401 on the way.
+    endpoint.lifetime.store(2, Ordering::SeqCst);
+    gate.revoke("cc-token-2");
+    answers.push(format!(
+        "{:?}",
+        call(&orchestrator, "o_ping").await.expect("call")
+    ));
+    assert_eq!(endpoint.issued(), 3);
+    let refused = gate.refused.load(Ordering::SeqCst);
+    common::wait_until("a token fetched before it expires", || {
+        let endpoint = endpoint.clone();
+        let orchestrator = &orchestrator;
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let answer = call(orchestrator, "o_ping").await;
+            assert!(answer.is_ok(), "{answer:?}");
+            (endpoint.issued() > 3).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        gate.refused.load(Ordering::SeqCst),
+        refused,
+        "the token was renewed before the server refused it"
+    );
+    assert!(gate.seen().contains(&"cc-token-4".to_owned()));
+
+    // A token endpoint that refuses: the error names the server, the endpoint and its status,
+    // and not the secret it echoed back.
+    endpoint.lifetime.store(3600, Ordering::SeqCst);
+    *endpoint.failing.lock().expect("lock") = Some(401);
+    gate.accepted.lock().expect("lock").clear();
+    let failed = call(&orchestrator, "o_ping").await.expect_err("no token");
+    assert!(
+        failed.contains("\"oauth\"") && failed.contains(&token_url) && failed.contains("401"),
+        "{failed}"
+    );
+    answers.push(failed);
+
+    orchestrator.stop().await;
+    let recorded = all_text(audit.path());
+    assert!(recorded.contains("o_ping"), "the audit log was read");
+    let issued: Vec<String> = (1..=endpoint.issued())
+        .map(|n| format!("cc-token-{n}"))
+        .collect();
+    for secret in [
+        STATIC_TOKEN,
+        CLIENT_SECRET,
+        "Z2F0ZXdheTpjYy1zZWNyZXQtN2YzYQ",
+    ]
+    .into_iter()
+    .chain(issued.iter().map(String::as_str))
+    {
+        assert!(!recorded.contains(secret), "{secret} is in the audit log");
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret),
+                "{secret} is in an answer: {answer}"
+            );
+        }
+    }
+}
+
+fn grpc_request<T>(body: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+/// Token exchange: each caller's own JWT is exchanged, and the server sees a token for that person
+/// (two people behind one client, one over MCP and one over gRPC); the exchanged token is cached per
+/// caller; a caller with a static token (nothing to exchange) is refused, naming the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_exchange_sends_each_caller_a_token_of_its_own() {
+    let gate = Arc::new(Gatekeeper::default());
+    let addr = protected_server(gate.clone()).await;
+    let (endpoint, token_url) = token_endpoint(gate.clone()).await;
+    let jwks_url = serve_jwks(JwkSet {
+        keys: vec![jwk(TRUSTED_KEY, "k1")],
+    })
+    .await;
+    let resource = "http://127.0.0.1/mcp";
+    let now = jsonwebtoken::get_current_timestamp();
+    let person = |sub: &str| {
+        jwt(
+            TRUSTED_KEY,
+            "k1",
+            json!({ "iss": ISSUER, "aud": resource, "sub": sub, "exp": now + 600 }),
+        )
+    };
+    let (alice, bob) = (person("alice"), person("bob"));
+    endpoint.subjects.lock().expect("lock").extend([
+        (alice.clone(), "alice".to_owned()),
+        (bob.clone(), "bob".to_owned()),
+    ]);
+    let config = json!({
+        "servers": { "tickets": server(addr, json!({
+            "type": "token_exchange", "token_url": token_url, "audience": "https://tickets.test"
+        })) },
+        "clients": {
+            "agents": { "tools": ["*"], "jwt_subjects": ["alice", "bob"] },
+            "robot": { "tools": ["*"], "token": "robot-static-token" }
+        },
+        "auth": { "resource": resource, "jwt": { "issuer": ISSUER, "jwks_url": jwks_url } }
+    });
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+
+    // Alice over MCP, twice: one exchange, her token both times.
+    let session = open_session_as(orchestrator.http_addr, Some(&alice)).await;
+    for _ in 0..2 {
+        let reply = call_in_session(
+            orchestrator.http_addr,
+            Some(&alice),
+            &session,
+            "ping",
+            json!({}),
+        )
+        .await;
+        assert!(call_outcome(&reply).is_ok(), "{reply:?}");
+    }
+    assert_eq!(endpoint.issued(), 1, "alice's exchanged token is cached");
+    let form = endpoint.forms.lock().expect("lock")[0].clone();
+    assert_eq!(form.get("subject_token"), Some(&alice));
+    assert_eq!(
+        form.get("audience").map(String::as_str),
+        Some("https://tickets.test")
+    );
+    let seen = gate.seen();
+    assert!(
+        seen.iter().all(|t| t == "exchanged-for-alice-1"),
+        "{seen:?}"
+    );
+
+    // Bob over gRPC, behind the same client: a token of his own.
+    let mut client = common::connect(&orchestrator.grpc_url()).await;
+    let workflow = client
+        .start_workflow(grpc_request(pb::StartWorkflowRequest::default(), &bob))
+        .await
+        .expect("bob starts a workflow")
+        .into_inner();
+    let called = client
+        .call_tool(grpc_request(
+            pb::WorkflowCallRequest {
+                workflow_id: workflow.id.clone(),
+                tool: "ping".into(),
+                arguments_json: "{}".into(),
+            },
+            &bob,
+        ))
+        .await
+        .expect("bob's call")
+        .into_inner();
+    assert!(
+        matches!(
+            called.outcome,
+            Some(pb::workflow_call_response::Outcome::ResultJson(_))
+        ),
+        "{called:?}"
+    );
+    assert_eq!(endpoint.issued(), 2);
+    assert_eq!(
+        gate.seen().last().map(String::as_str),
+        Some("exchanged-for-bob-2")
+    );
+
+    // A static token has nothing to exchange: refused, naming the server.
+    let workflow = client
+        .start_workflow(grpc_request(
+            pb::StartWorkflowRequest::default(),
+            "robot-static-token",
+        ))
+        .await
+        .expect("robot starts a workflow")
+        .into_inner();
+    let refused = client
+        .call_tool(grpc_request(
+            pb::WorkflowCallRequest {
+                workflow_id: workflow.id,
+                tool: "ping".into(),
+                arguments_json: "{}".into(),
+            },
+            "robot-static-token",
+        ))
+        .await;
+    let refused = refused.expect_err("nothing to exchange");
+    assert!(
+        refused.message().contains("server \"tickets\"")
+            && refused.message().contains("no JWT to exchange"),
+        "{refused:?}"
+    );
+    assert_eq!(endpoint.issued(), 2, "nothing was exchanged for the robot");
+
+    orchestrator.stop().await;
+    let recorded = all_text(audit.path());
+    for secret in [
+        alice.as_str(),
+        bob.as_str(),
+        "exchanged-for-",
+        "robot-static-token",
+    ] {
+        assert!(!recorded.contains(secret), "{secret} is in the audit log");
+    }
+}
+
+/// Calls `tool` over gRPC in a new workflow of `client`'s orchestrator: its result, or the error.
+async fn grpc_call(client: &mut common::Client, tool: &str) -> String {
+    let workflow = client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect("a workflow")
+        .into_inner();
+    let called = client
+        .call_tool(pb::WorkflowCallRequest {
+            workflow_id: workflow.id,
+            tool: tool.into(),
+            arguments_json: "{}".into(),
+        })
+        .await;
+    format!("{called:?}")
+}
+
+/// The real daemon says at start-up which credential each HTTP MCP server is sent and whether each
+/// secret is there (warning about the missing one), and nothing it logs, from start to stop,
+/// through a 401 and a failing token endpoint, holds a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_says_each_credential_and_logs_no_secret() {
+    let gate = Arc::new(Gatekeeper::default());
+    gate.accept(STATIC_TOKEN, None);
+    let addr = protected_server(gate.clone()).await;
+    let (endpoint, token_url) = token_endpoint(gate.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("static-token");
+    std::fs::write(&token_file, STATIC_TOKEN).expect("write");
+    let mut config = json!({ "servers": {
+        "keyed": server(addr, json!({"type": "bearer", "token": {"token_file": token_file}})),
+        "unset": server(addr, json!({"type": "bearer", "token": {"token_env": "CONDUCTOR_TEST_NEVER_SET_27"}})),
+        "oauth": server(addr, json!({
+            "type": "oauth_client_credentials", "token_url": token_url,
+            "client_id": "gateway", "client_secret": {"token": CLIENT_SECRET}
+        }))
+    }});
+    for (name, prefix) in [("keyed", "k_"), ("unset", "u_"), ("oauth", "o_")] {
+        config["servers"][name]["prefix"] = json!(prefix);
+    }
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let audit = dir.path().join("audit");
+    let daemon = common::spawn_orchestrator_binary(&config_path, &audit, &[]);
+    let early = daemon.early.join("\n");
+    assert!(
+        early.contains("server=keyed")
+            && early.contains("bearer: servers.keyed.auth.token from file")
+            && early.contains("(present)"),
+        "{early}"
+    );
+    assert!(
+        early.contains("WARN")
+            && early.contains("server=unset")
+            && early.contains("CONDUCTOR_TEST_NEVER_SET_27 is not set"),
+        "{early}"
+    );
+    assert!(
+        early.contains("oauth_client_credentials: servers.oauth.auth.client_secret from the configuration file (present)"),
+        "{early}"
+    );
+
+    let mut client = common::connect(&daemon.url).await;
+    let mut answers = vec![
+        grpc_call(&mut client, "k_ping").await,
+        grpc_call(&mut client, "u_ping").await,
+        grpc_call(&mut client, "o_ping").await,
+    ];
+    gate.revoke("cc-token-1");
+    answers.push(grpc_call(&mut client, "o_ping").await);
+    assert_eq!(endpoint.issued(), 2, "{answers:#?}");
+    *endpoint.failing.lock().expect("lock") = Some(400);
+    gate.accepted.lock().expect("lock").clear();
+    answers.push(grpc_call(&mut client, "o_ping").await);
+    assert!(
+        answers[0].contains("pong") && answers[2].contains("pong"),
+        "{answers:#?}"
+    );
+    assert!(
+        answers[4].contains("\\\"oauth\\\"") && answers[4].contains("400"),
+        "{answers:#?}"
+    );
+
+    let log = daemon.kill().join("\n");
+    assert!(log.contains("refused its access token (401)"), "{log}");
+    let recorded = all_text(&audit);
+    for secret in [
+        STATIC_TOKEN,
+        CLIENT_SECRET,
+        "cc-token-",
+        "Z2F0ZXdheTpjYy1zZWNyZXQtN2YzYQ",
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log: {log}");
+        assert!(!recorded.contains(secret), "{secret} is in the audit log");
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret),
+                "{secret} is in an answer: {answer}"
+            );
+        }
+    }
+}
