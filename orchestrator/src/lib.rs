@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod downstream;
 pub mod error;
 pub mod gateway;

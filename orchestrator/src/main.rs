@@ -119,6 +119,13 @@ async fn main() -> anyhow::Result<()> {
         dir: audit_dir.clone(),
         max_file_bytes: config.audit.max_file_bytes,
         recover: args.audit_recover,
+        store: conductor_orchestrator::cluster::audit_store(
+            &config.store,
+            conductor_orchestrator::cluster::Listening {
+                grpc: Some(grpc_addr),
+                http: Some(http_addr),
+            },
+        ),
         ..AuditOptions::default()
     };
     let grpc = TcpListener::bind(grpc_addr)

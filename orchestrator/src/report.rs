@@ -94,44 +94,63 @@ pub async fn verify(
     anchor: Option<conductor_audit::Anchor>,
 ) -> Result<VerifyOutcome, Error> {
     let dir: PathBuf = dir.to_path_buf();
-    blocking(move || {
-        let report = conductor_audit::verify_dir_against(&dir, anchor.as_ref())?;
-        if let Some(problem) = report.anchor_problem {
-            return Ok(VerifyOutcome {
-                ok: false,
-                records: report.records,
-                first_bad_seq: report.first_bad_seq,
-                file: None,
-                line: None,
-                message: problem,
-                last_hash: report.last_hash,
-            });
+    let report =
+        blocking(move || conductor_audit::verify_dir_against(&dir, anchor.as_ref())).await?;
+    let place = format!("{} file(s)", report.files);
+    Ok(outcome(report, &place))
+}
+
+/// Verifies the live log where it is kept (its files, or PostgreSQL), and that it still holds
+/// `anchor` when one is given.
+pub async fn verify_log(
+    audit: &crate::audit::AuditLog,
+    anchor: Option<conductor_audit::Anchor>,
+) -> Result<VerifyOutcome, Error> {
+    match audit.store() {
+        conductor_audit::StoreOptions::Files => verify(audit.dir(), anchor).await,
+        conductor_audit::StoreOptions::Postgres(_) => {
+            let report = audit.verify(anchor.as_ref()).await?;
+            Ok(outcome(report, "PostgreSQL"))
         }
-        Ok(match report.failure {
-            None => VerifyOutcome {
-                ok: true,
-                records: report.records,
-                first_bad_seq: None,
-                file: None,
-                line: None,
-                message: format!(
-                    "{} records in {} file(s); the hash chain is intact",
-                    report.records, report.files
-                ),
-                last_hash: report.last_hash,
-            },
-            Some(f) => VerifyOutcome {
-                ok: false,
-                records: report.records,
-                first_bad_seq: Some(f.seq),
-                file: Some(f.file.display().to_string()),
-                line: Some(f.line),
-                message: f.message,
-                last_hash: report.last_hash,
-            },
-        })
-    })
-    .await
+    }
+}
+
+/// What a verification found, said of the records in `place`.
+fn outcome(report: conductor_audit::VerifyReport, place: &str) -> VerifyOutcome {
+    if let Some(problem) = report.anchor_problem {
+        return VerifyOutcome {
+            ok: false,
+            records: report.records,
+            first_bad_seq: report.first_bad_seq,
+            file: None,
+            line: None,
+            message: problem,
+            last_hash: report.last_hash,
+        };
+    }
+    match report.failure {
+        None => VerifyOutcome {
+            ok: true,
+            records: report.records,
+            first_bad_seq: None,
+            file: None,
+            line: None,
+            message: format!(
+                "{} records in {place}; the hash chain is intact",
+                report.records
+            ),
+            last_hash: report.last_hash,
+        },
+        Some(f) => VerifyOutcome {
+            ok: false,
+            records: report.records,
+            first_bad_seq: Some(f.seq),
+            file: Some(f.file.display().to_string()),
+            line: Some(f.line),
+            message: f.message,
+            last_hash: report.last_hash,
+        },
+    }
 }
 
 pub use conductor_core::report::Scope as ReportScope;

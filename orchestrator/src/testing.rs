@@ -81,6 +81,8 @@ pub async fn spawn_on(
     grpc_addr: SocketAddr,
 ) -> Result<RunningOrchestrator, crate::Error> {
     let config = Config::from_slice(config_json.as_bytes())?;
+    let mut audit = audit;
+    crate::cluster::apply_store(&mut audit, &config, crate::cluster::Listening::default());
     let audit_dir = audit.dir.clone();
     let audit_dir = audit_dir.as_path();
     let gateway = Gateway::start(GatewayOptions {

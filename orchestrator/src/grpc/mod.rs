@@ -461,7 +461,7 @@ impl Orchestrator for OrchestratorService {
             "" => None,
             text => Some(text.parse().map_err(Error::InvalidArgument)?),
         };
-        let report = report::verify(self.gateway.audit().dir(), anchor).await?;
+        let report = report::verify_log(self.gateway.audit(), anchor).await?;
         Ok(Response::new(convert::verify_report(&report)))
     }
 

@@ -1,0 +1,104 @@
+//! The orchestrator on the PostgreSQL store (issue 23's foundation), against a real temporary
+//! PostgreSQL: a tool call's intent and outcome are rows of the table, nothing goes to local log
+//! files, `audit verify` over the RPC reads the database, and a restart rebuilds its state from
+//! the table.
+
+use crate::common;
+
+use common::*;
+use conductor_audit::testing::TempPostgres;
+use conductor_orchestrator::testing;
+use conductor_proto::v1 as pb;
+use conductor_servers::testing::spawn_all;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_call_through_an_orchestrator_on_postgres_is_rows_in_the_table() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_call")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "2s"}});
+    let h = Harness::with_servers(servers, config.clone()).await;
+
+    let wf = h.start_workflow("", json!({})).await;
+    h.call(
+        &wf,
+        "validate_data",
+        json!({"records": customers(), "schema": "customer"}),
+    )
+    .await
+    .expect("validate runs");
+
+    let db = TempPostgres::client(&url).await.unwrap();
+    let rows = db
+        .query(
+            "SELECT kind, tool FROM audit_records WHERE workflow = $1 ORDER BY seq",
+            &[&wf],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let position = |kind: &str| {
+        rows.iter()
+            .position(|(k, t)| k == kind && t.as_deref() == Some("validate_data"))
+            .unwrap_or_else(|| panic!("no {kind} row for validate_data in {rows:?}"))
+    };
+    assert!(
+        position("call_decided") < position("call_finished"),
+        "the intent is written before the outcome: {rows:?}"
+    );
+    let audit_dir = h.dir.path().join("audit");
+    let log_files = std::fs::read_dir(&audit_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(log_files, 0, "no local log files with the PostgreSQL store");
+
+    let total: i64 = db
+        .query_one("SELECT count(*) FROM audit_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let verified = h
+        .client
+        .clone()
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .expect("verify over the RPC")
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.records as i64, total);
+    assert!(verified.message.contains("PostgreSQL"), "{verified:?}");
+
+    // Stopped (the lease given up) and started again: the workflow comes back from the table.
+    let Harness {
+        servers,
+        orchestrator,
+        dir,
+        ..
+    } = h;
+    orchestrator.stop().await;
+    let text = config.to_string();
+    let again = testing::spawn(&text, None, &dir.path().join("audit"))
+        .await
+        .expect("restarts on the same database");
+    let mut client = connect(&again.grpc_url()).await;
+    let workflow = client
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: wf.clone(),
+        })
+        .await
+        .expect("the workflow is rebuilt from the table")
+        .into_inner();
+    assert_eq!(workflow.id, wf);
+    again.stop().await;
+    drop(servers);
+}
