@@ -30,6 +30,15 @@ pub struct DaemonArgs {
     /// (validation server only).
     #[arg(long, value_name = "FILE")]
     pub schemas: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate (chain), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA of this PEM bundle (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// How log lines are written on stderr: text for people, or one JSON object a line for log
     /// shippers. Colour only when stderr is a terminal and NO_COLOR is unset; RUST_LOG filters.
     #[arg(
@@ -82,9 +91,22 @@ pub async fn main(kind: ServerKind) -> ExitCode {
         eprintln!("error: --schemas is for the validation server only");
         return ExitCode::from(2);
     }
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert_file, key_file)| conductor_proto::tls::ServerTls {
+            cert_file,
+            key_file,
+            client_certs: match args.tls_client_ca {
+                Some(_) => conductor_proto::tls::ClientCerts::Required,
+                None => conductor_proto::tls::ClientCerts::None,
+            },
+            client_ca_file: args.tls_client_ca,
+        });
     let options = ServerOptions {
         data_dir: args.data_dir,
         schemas: args.schemas,
+        tls,
     };
     init_tracing(args.log_format);
     run(kind, &args.listen, options).await
@@ -170,5 +192,33 @@ mod tests {
             assert_eq!(args.listen, kind.default_listen());
             assert_eq!(args.data_dir, PathBuf::from(kind.default_data_dir()));
         }
+    }
+
+    #[test]
+    fn tls_flags_come_as_a_certificate_with_its_key() {
+        let command = DaemonArgs::command(ServerKind::Backup);
+        let alone = command
+            .clone()
+            .try_get_matches_from(["backup-server", "--tls-cert", "s.pem"])
+            .expect_err("a certificate without its key");
+        assert!(alone.to_string().contains("--tls-key"), "{alone}");
+        let ca_only = command
+            .clone()
+            .try_get_matches_from(["backup-server", "--tls-client-ca", "ca.pem"])
+            .expect_err("a client CA without a certificate");
+        assert!(ca_only.to_string().contains("--tls-cert"), "{ca_only}");
+        let matches = command
+            .try_get_matches_from([
+                "backup-server",
+                "--tls-cert",
+                "s.pem",
+                "--tls-key",
+                "s.key",
+                "--tls-client-ca",
+                "ca.pem",
+            ])
+            .expect("the three together");
+        let args = DaemonArgs::from_arg_matches(&matches).expect("args");
+        assert_eq!(args.tls_client_ca, Some(PathBuf::from("ca.pem")));
     }
 }

@@ -32,6 +32,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] conductor_proto::tls::TlsError),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[source] std::io::Error),
     #[error("cannot build the reflection service: {0}")]

@@ -106,6 +106,9 @@ pub struct ServerOptions {
     /// A JSON file of named record schemas (`{"name": <JSON Schema>, ...}`) added to the validation
     /// server's built-in ones; ignored by the other servers.
     pub schemas: Option<PathBuf>,
+    /// Serve TLS with this certificate and key (read at start), optionally requiring client
+    /// certificates signed by a CA; `None`: plaintext.
+    pub tls: Option<conductor_proto::tls::ServerTls>,
 }
 
 impl ServerOptions {
@@ -114,6 +117,7 @@ impl ServerOptions {
         ServerOptions {
             data_dir: data_dir.into(),
             schemas: None,
+            tls: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Owns start-up order (data directory, the server's state, then the listener is served) and shutdown
 //! (health turns NOT_SERVING, in-flight calls finish, then `serve` returns). It never binds an address
-//! itself: callers pass a bound listener, so tests can use port 0 without races.
+//! itself: callers pass a bound listener, so tests can use port 0 without races. With TLS options it
+//! serves TLS (certificate and key read once at start, client certificates required when a client CA
+//! is given), through `conductor_proto::tls` like every other process.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,6 +84,10 @@ pub async fn serve(
     })?;
     let services = build(kind, &options)?;
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_config(tls.tonic_config()?)?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -137,8 +143,8 @@ pub async fn serve(
     };
 
     // Scripts and tests read the bound address from this line: keep its wording.
-    tracing::info!(server = kind.name(), data_dir = %options.data_dir.display(), "listening on {addr}");
-    Server::builder()
+    tracing::info!(server = kind.name(), data_dir = %options.data_dir.display(), tls = options.tls.is_some(), "listening on {addr}");
+    builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

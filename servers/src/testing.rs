@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use conductor_proto::tls::ClientTls;
 use conductor_proto::v1::tool_service_client::ToolServiceClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -28,6 +29,8 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 pub struct RunningServer {
     pub kind: ServerKind,
     pub addr: SocketAddr,
+    /// How a client reaches it over TLS (`None`: plaintext).
+    pub client_tls: Option<ClientTls>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -35,12 +38,17 @@ pub struct RunningServer {
 impl RunningServer {
     /// The server's gRPC endpoint, e.g. `http://127.0.0.1:40123`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A fresh channel to the server.
     pub async fn channel(&self) -> Channel {
-        match Endpoint::from_shared(self.url()) {
+        match endpoint(self.addr, self.client_tls.as_ref()) {
             Ok(endpoint) => match endpoint.connect().await {
                 Ok(channel) => channel,
                 Err(error) => panic!("cannot connect to the {} server: {error}", self.kind),
@@ -74,6 +82,24 @@ pub async fn spawn(kind: ServerKind, data_dir: &Path) -> RunningServer {
 
 /// Like [`spawn`], with full options (e.g. a schemas file for the validation server).
 pub async fn spawn_with(kind: ServerKind, options: ServerOptions) -> RunningServer {
+    start(kind, options, None).await
+}
+
+/// Like [`spawn_with`] for a server with `options.tls`; `client` is how the test (its health check
+/// and [`RunningServer::channel`]) reaches it: the CA to trust and, for mTLS, a client certificate.
+pub async fn spawn_tls(
+    kind: ServerKind,
+    options: ServerOptions,
+    client: ClientTls,
+) -> RunningServer {
+    start(kind, options, Some(client)).await
+}
+
+async fn start(
+    kind: ServerKind,
+    options: ServerOptions,
+    client_tls: Option<ClientTls>,
+) -> RunningServer {
     let listener = match TcpListener::bind("127.0.0.1:0").await {
         Ok(listener) => listener,
         Err(error) => panic!("cannot bind 127.0.0.1:0 for the {kind} server: {error}"),
@@ -90,6 +116,7 @@ pub async fn spawn_with(kind: ServerKind, options: ServerOptions) -> RunningServ
     let mut server = RunningServer {
         kind,
         addr,
+        client_tls: client_tls.clone(),
         shutdown: Some(shutdown),
         task,
     };
@@ -100,7 +127,7 @@ pub async fn spawn_with(kind: ServerKind, options: ServerOptions) -> RunningServ
                 Ok(Err(error)) => panic!("the {kind} server could not start: {error}"),
                 Err(error) => panic!("the {kind} server's task failed: {error}"),
             },
-            status = health_status(addr) => status,
+            status = health_status(addr, client_tls.as_ref()) => status,
         }
     })
     .await;
@@ -112,11 +139,25 @@ pub async fn spawn_with(kind: ServerKind, options: ServerOptions) -> RunningServ
     }
 }
 
+/// The endpoint of the server at `addr`, over TLS with `tls`.
+fn endpoint(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<Endpoint, Box<dyn std::error::Error>> {
+    Ok(match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(tls) => {
+            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.tonic_config()?)?
+        }
+    })
+}
+
 /// The overall health status the server at `addr` reports.
-async fn health_status(addr: SocketAddr) -> Result<ServingStatus, Box<dyn std::error::Error>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+async fn health_status(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<ServingStatus, Box<dyn std::error::Error>> {
+    let channel = endpoint(addr, tls)?.connect().await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),

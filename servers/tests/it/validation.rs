@@ -134,6 +134,7 @@ async fn configured_schemas_are_listed_and_used() {
     let options = ServerOptions {
         data_dir: dir.path().join("data"),
         schemas: Some(schemas),
+        tls: None,
     };
     let server = spawn_with(ServerKind::Validation, options).await;
 
