@@ -43,7 +43,7 @@ mod writer;
 
 pub use chain::{Anchor, VerifyReport, verify_dir, verify_dir_against};
 pub use error::{AuditError, VerifyFailure};
-pub use log::{Admit, AuditHealth, AuditLog, Queued};
+pub use log::{Admit, AuditHealth, AuditLog, Queued, Records};
 pub use open::OpenReport;
 pub use options::{AuditOptions, StoreOptions};
 pub use read::read_from;

@@ -5,7 +5,7 @@
 
 use crate::chain::ChainState;
 use crate::files::{FileConfig, FileStore};
-use crate::pg::{LeaseState, PgOptions, PgRuntime};
+use crate::pg::{LeaseState, PgOptions, PgReader, PgRuntime};
 use crate::record::encode_event;
 use crate::store::Store;
 use crate::writer::{self, Core, Shared, Unwritable};
@@ -43,6 +43,8 @@ struct Inner<E> {
     lease: Option<Arc<LeaseState>>,
     /// Where the records are kept, for reading them back (`verify`).
     store: StoreOptions,
+    /// Reads the PostgreSQL store's records (`None` for files).
+    pg_reader: Option<PgReader>,
     closed: AtomicBool,
 }
 
@@ -109,6 +111,7 @@ where
             dir: options.dir,
             lease: opened.lease,
             store: options.store,
+            pg_reader: opened.pg_reader,
             closed: AtomicBool::new(false),
         };
         Ok((
@@ -187,6 +190,7 @@ struct Opened {
     store: Box<dyn Store>,
     /// The PostgreSQL store's lease controls.
     lease: Option<Arc<LeaseState>>,
+    pg_reader: Option<PgReader>,
 }
 
 /// Opens a log of files: takes the directory's lock, scans (and repairs) the files on a blocking
@@ -246,6 +250,7 @@ async fn open_files<R: DeserializeOwned + Send + 'static>(
             last_ts_ms: resume.last_ts_ms,
             store: Box::new(store),
             lease: None,
+            pg_reader: None,
         },
     ))
 }
@@ -294,6 +299,10 @@ async fn open_postgres<R: DeserializeOwned + Send + 'static>(
         set_aside: Vec::new(),
     };
     let lease = Arc::clone(&opened.store.state);
+    let pg_reader = PgReader {
+        runtime: Arc::clone(&opened.store.runtime),
+        pool: opened.store.pool.clone(),
+    };
     Ok((
         report,
         Opened {
@@ -301,9 +310,13 @@ async fn open_postgres<R: DeserializeOwned + Send + 'static>(
             last_ts_ms: walk.last_ts_ms,
             store: Box::new(opened.store),
             lease: Some(lease),
+            pg_reader: Some(pg_reader),
         },
     ))
 }
+
+/// The records [`AuditLog::read_from`] reads, in order; it ends after an error.
+pub type Records<R> = Box<dyn Iterator<Item = Result<Record<R>, AuditError>> + Send>;
 
 /// Whether a record may be refused when the log cannot take more (see [`AuditLog::enqueue`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,6 +473,19 @@ impl<E> AuditLog<E> {
             .lease
             .as_ref()
             .map(|lease| !lease.lost.load(Ordering::Acquire))
+    }
+
+    /// The records with `seq >= from_seq`, in order, from wherever they are kept (see
+    /// [`crate::read_from`] for files). Blocks its thread as it reads: iterate it on a blocking
+    /// thread. It sees the records written when each part of it is read.
+    pub fn read_from<R: DeserializeOwned + Send + 'static>(
+        &self,
+        from_seq: u64,
+    ) -> Result<Records<R>, AuditError> {
+        match &self.inner.pg_reader {
+            Some(reader) => Ok(Box::new(reader.read_from::<R>(from_seq))),
+            None => Ok(Box::new(crate::read_from::<R>(&self.inner.dir, from_seq)?)),
+        }
     }
 
     /// Where the records are kept.

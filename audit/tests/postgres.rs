@@ -177,6 +177,23 @@ async fn records_are_rows_with_their_exact_lines_and_reopening_rebuilds_the_same
         (next.seq, next.prev.as_str()),
         (14, written[12].hash.as_str())
     );
+
+    // Queries and watchers read the rows back from any seq, beside the writer.
+    let reader = log.clone();
+    let read: Vec<Record<Ev>> = tokio::task::spawn_blocking(move || {
+        reader
+            .read_from::<Ev>(5)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        read.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (5..=14).collect::<Vec<_>>()
+    );
+    assert_eq!(read[0], written[4]);
     log.close().await;
 }
 

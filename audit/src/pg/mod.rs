@@ -19,8 +19,8 @@ mod schema;
 
 pub(crate) use append::PgStore;
 pub(crate) use lease::LeaseState;
-pub(crate) use read::read_records;
 pub use read::verify_postgres;
+pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
 
 use crate::AuditError;

@@ -208,3 +208,86 @@ pub async fn verify_postgres(
         anchored,
     ))
 }
+
+/// Reads the store's records for queries and watchers, beside the live writer.
+#[derive(Clone)]
+pub(crate) struct PgReader {
+    pub runtime: std::sync::Arc<super::PgRuntime>,
+    pub pool: deadpool_postgres::Pool,
+}
+
+impl PgReader {
+    /// The records with `seq >= from_seq`, in order, a page at a time. Blocks its thread on each
+    /// page: iterate it off the async runtime (as the files' reader is).
+    pub fn read_from<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        from_seq: u64,
+    ) -> PgRecords<R> {
+        PgRecords {
+            reader: self.clone(),
+            next: from_seq.max(1),
+            page: std::collections::VecDeque::new(),
+            done: false,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// The iterator of [`PgReader::read_from`]: after an error it ends.
+pub(crate) struct PgRecords<R> {
+    reader: PgReader,
+    next: u64,
+    page: std::collections::VecDeque<crate::Record<R>>,
+    done: bool,
+    scratch: Vec<u8>,
+}
+
+impl<R: serde::de::DeserializeOwned + Send + 'static> PgRecords<R> {
+    fn fill(&mut self) -> Result<(), AuditError> {
+        let pool = self.reader.pool.clone();
+        let from = i64::try_from(self.next).unwrap_or(i64::MAX);
+        let lines = self.reader.runtime.block_on(async move {
+            let client = connect(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT line FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                    &[&from, &PAGE],
+                )
+                .await
+                .map_err(|e| AuditError::store("reading the audit records", &e))?;
+            Ok(rows
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>())
+        })?;
+        if (lines.len() as i64) < PAGE {
+            self.done = true;
+        }
+        for line in lines {
+            let (record, _) = crate::record::decode_record::<R>(line.as_bytes(), &mut self.scratch)
+                .map_err(|message| AuditError::Decode {
+                    file: PathBuf::from(TABLE),
+                    line: self.next,
+                    message,
+                })?;
+            self.next = record.seq + 1;
+            self.page.push_back(record);
+        }
+        Ok(())
+    }
+}
+
+impl<R: serde::de::DeserializeOwned + Send + 'static> Iterator for PgRecords<R> {
+    type Item = Result<crate::Record<R>, AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty()
+            && !self.done
+            && let Err(error) = self.fill()
+        {
+            self.done = true;
+            return Some(Err(error));
+        }
+        self.page.pop_front().map(Ok)
+    }
+}
