@@ -64,14 +64,13 @@ impl HttpTools {
         presented: Arc<super::credentials::PresentedTokens>,
     ) -> Result<Self, Error> {
         crate::auth::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Unavailable {
+        // TLS with the server's own CA bundle and client certificate, where configured.
+        let http = super::credentials::http_client(server, url).map_err(|message| {
+            Error::Unavailable {
                 server: server.name.clone(),
-                message: format!("cannot build an HTTP client for {url}: {e}"),
-            })?;
+                message,
+            }
+        })?;
         Ok(HttpTools {
             http,
             credentials: super::credentials::Credentials::new(server, presented),

@@ -92,9 +92,22 @@ impl rmcp::ServerHandler for Pong {
     }
 }
 
-/// Serves [`Pong`] at `/mcp` behind a middleware that records every bearer token and answers `401`
-/// to one `gate` does not accept.
+/// Serves [`protected_app`] on a loopback port.
 async fn protected_server(gate: Arc<Gatekeeper>) -> SocketAddr {
+    let app = protected_app(gate);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// [`Pong`] at `/mcp` behind a middleware that records every bearer token and answers `401` to one
+/// `gate` does not accept.
+fn protected_app(gate: Arc<Gatekeeper>) -> axum::Router {
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let service = StreamableHttpService::new(
         || Ok(Pong),
@@ -103,7 +116,7 @@ async fn protected_server(gate: Arc<Gatekeeper>) -> SocketAddr {
         ),
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new()
+    axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -128,15 +141,7 @@ async fn protected_server(gate: Arc<Gatekeeper>) -> SocketAddr {
                     next.run(request).await
                 }
             },
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+        ))
 }
 
 /// An OAuth token endpoint: client credentials for `gateway`, and token exchange of the JWTs in

@@ -16,30 +16,24 @@
 //! server, the field or the endpoint and its status, and any text a token endpoint answers with is
 //! scrubbed of the secrets sent to it.
 
+mod token;
+
 use crate::config::{
-    ClientCredentials, Config, Credential, ServerConfig, TokenExchange, Transport, caller_name,
+    ClientCredentials, ClientTlsFiles, Config, Credential, ServerConfig, TokenExchange, Transport,
+    caller_name,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use token::{Token, TokenCache};
 
-/// A token is fetched again once this share of its lifetime has passed.
-const REFRESH_AT_PERCENT: u32 = 80;
-/// How long a token endpoint has to answer.
-const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most bytes of a token endpoint's answer read.
-const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 /// Callers whose presented JWTs (and, per server, exchanged tokens) are kept; past it the oldest goes.
 const MAX_CALLERS: usize = 4096;
-
-const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 tokio::task_local! {
     /// The caller string of the call being forwarded (see [`as_caller`]).
@@ -150,11 +144,13 @@ fn key_of_caller(caller: &str) -> Option<String> {
 /// One server's credential, ready to put on requests.
 pub(super) struct Credentials {
     server: String,
-    /// The credential as configured (a reload that changes it gets a new client).
-    configured: Option<Credential>,
+    /// The credential and TLS files as configured (a reload that changes them gets a new client).
+    configured: (Option<Credential>, Option<ClientTlsFiles>),
+    /// What the server's certificate is checked against, for errors.
+    trust: String,
     mode: Mode,
-    /// The client of the token endpoint (system roots).
-    http: reqwest::Client,
+    /// The token endpoint, for the credentials that have one.
+    endpoint: token::Endpoint,
     presented: Arc<PresentedTokens>,
 }
 
@@ -191,22 +187,19 @@ impl Credentials {
                 last: Mutex::default(),
             },
         };
-        let http = reqwest::Client::builder()
-            .timeout(TOKEN_REQUEST_TIMEOUT)
-            .build()
-            .unwrap_or_default();
         Credentials {
             server: server.name.clone(),
-            configured: server.auth.clone(),
+            configured: (server.auth.clone(), server.tls.clone()),
+            trust: trust(server),
             mode,
-            http,
+            endpoint: token::Endpoint::new(&server.name),
             presented,
         }
     }
 
-    /// Whether these are the credentials `server` is configured with.
+    /// Whether these are the credentials and TLS files `server` is configured with.
     pub(super) fn serve(&self, server: &ServerConfig) -> bool {
-        self.configured == server.auth
+        self.configured.0 == server.auth && self.configured.1 == server.tls
     }
 
     /// Sends the request `build` makes with the credential's headers; when the server answers `401`
@@ -220,7 +213,7 @@ impl Credentials {
             .headers(headers)
             .send()
             .await
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| self.unsent(&e))?;
         let Some((cache, generation)) = used else {
             return Ok(response);
         };
@@ -234,7 +227,29 @@ impl Credentials {
             .headers(headers)
             .send()
             .await
-            .map_err(|e| format!("{e}"))
+            .map_err(|e| self.unsent(&e))
+    }
+
+    /// Why a request was not answered: the error and its causes (a TLS failure says why, and
+    /// what the certificate was checked against).
+    fn unsent(&self, error: &reqwest::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        if text.contains("certificate") {
+            text.push_str(&format!(
+                " (the server's certificate was checked against {})",
+                self.trust
+            ));
+        }
+        text
     }
 
     /// The headers for one request, and the token cache and generation they came from.
@@ -247,7 +262,7 @@ impl Credentials {
                 .map_err(|e| format!("server {:?}: {e}", self.server)),
             Mode::Client { settings, cache } => {
                 let token = cache
-                    .get(None, || self.fetch_client_token(settings))
+                    .get(None, || self.endpoint.client_credentials(settings))
                     .await?;
                 Ok((
                     authorization(&token),
@@ -285,137 +300,48 @@ impl Credentials {
                 let digest: [u8; 32] = Sha256::digest(subject.expose_secret().as_bytes()).into();
                 let cache = per_caller(caches, seq, &key);
                 let token = cache
-                    .get(Some(digest), || self.exchange(settings, &subject))
+                    .get(Some(digest), || self.endpoint.exchange(settings, &subject))
                     .await?;
                 *lock(last) = Some(key);
                 Ok((authorization(&token), Some((cache, token.generation))))
             }
         }
     }
+}
 
-    async fn fetch_client_token(&self, settings: &ClientCredentials) -> Result<Fetched, String> {
-        let secret = settings
-            .client_secret
-            .get()
-            .map_err(|e| format!("server {:?}: {e}", self.server))?;
-        let mut form = vec![("grant_type", "client_credentials")];
-        optional(&mut form, "scope", settings.scope.as_deref());
-        optional(&mut form, "audience", settings.audience.as_deref());
-        let request = self
-            .http
-            .post(&settings.token_url)
-            .basic_auth(encode(&settings.client_id), Some(encode(secret)));
-        self.token_request(&settings.token_url, request, &form, &[secret])
-            .await
-    }
-
-    async fn exchange(
-        &self,
-        settings: &TokenExchange,
-        subject: &SecretString,
-    ) -> Result<Fetched, String> {
-        let subject = subject.expose_secret();
-        let mut form = vec![
-            ("grant_type", GRANT_TOKEN_EXCHANGE),
-            ("subject_token", subject),
-            ("subject_token_type", TOKEN_TYPE_ACCESS),
-            ("requested_token_type", TOKEN_TYPE_ACCESS),
-        ];
-        optional(&mut form, "audience", settings.audience.as_deref());
-        optional(&mut form, "scope", settings.scope.as_deref());
-        let mut request = self.http.post(&settings.token_url);
-        let mut secrets = vec![subject];
-        match (&settings.client_id, &settings.client_secret) {
-            (Some(id), Some(secret)) => {
-                let secret = secret
-                    .get()
-                    .map_err(|e| format!("server {:?}: {e}", self.server))?;
-                secrets.push(secret);
-                request = request.basic_auth(encode(id), Some(encode(secret)));
-            }
-            (Some(id), None) => form.push(("client_id", id)),
-            (None, _) => {}
-        }
-        self.token_request(&settings.token_url, request, &form, &secrets)
-            .await
-    }
-
-    /// Posts `form` to a token endpoint and reads the token; errors name the server, the endpoint and
-    /// its status, with the endpoint's own words scrubbed of `secrets`.
-    async fn token_request(
-        &self,
-        url: &str,
-        request: RequestBuilder,
-        form: &[(&str, &str)],
-        secrets: &[&str],
-    ) -> Result<Fetched, String> {
-        let failed = |what: String| {
-            let mut what = what;
-            for secret in secrets {
-                if !secret.is_empty() {
-                    what = what.replace(secret, "[redacted]");
-                }
-            }
-            format!(
-                "server {:?}: no access token from the token endpoint {url}: {what}",
-                self.server
-            )
+/// The HTTP client of an MCP server: keep-alive connections, and for `https` the TLS of
+/// `servers.NAME.tls` (its CA bundle instead of the system roots, its client certificate for mutual
+/// TLS), else the system's roots.
+pub(super) fn http_client(server: &ServerConfig, url: &str) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true);
+    if let Some(files) = &server.tls {
+        let tls = conductor_proto::tls::ClientTls {
+            ca_file: files.ca_file.clone(),
+            cert_file: files.cert_file.clone(),
+            key_file: files.key_file.clone(),
         };
-        let mut response = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(encode_form(form))
-            .send()
-            .await
-            .map_err(|e| failed(format!("{e}")))?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| failed(format!("the answer could not be read: {e}")))?
-        {
-            if body.len() + chunk.len() > MAX_TOKEN_ANSWER_BYTES {
-                return Err(failed(format!(
-                    "HTTP {status}, an answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            let said = serde_json::from_slice::<TokenError>(&body)
-                .map(|e| match e.error_description {
-                    Some(d) => {
-                        format!(": {}: {}", e.error, d.chars().take(200).collect::<String>())
-                    }
-                    None => format!(": {}", e.error),
-                })
-                .unwrap_or_default();
-            return Err(failed(format!("HTTP {status}{said}")));
-        }
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-            failed(format!(
-                "HTTP {status}, but the answer is not a token response ({e})"
-            ))
-        })?;
-        if let Some(kind) = &answer.token_type
-            && !kind.eq_ignore_ascii_case("bearer")
-            && !kind.eq_ignore_ascii_case("n_a")
-        {
-            return Err(failed(format!(
-                "the token type {kind:?} is not supported (a bearer token is)"
-            )));
-        }
-        let mut header = HeaderValue::from_str(&format!("Bearer {}", answer.access_token))
-            .map_err(|_| failed("the access token is not a valid header value".to_owned()))?;
-        header.set_sensitive(true);
-        Ok(Fetched {
-            header,
-            lifetime: answer.expires_in.map(Duration::from_secs),
-        })
+        let mut config = tls
+            .rustls_config()
+            .map_err(|e| format!("servers.{}.tls: {e}", server.name))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        builder = builder.tls_backend_preconfigured(config);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client for {url}: {e}"))
+}
+
+/// What a server's certificate is checked against, in words.
+fn trust(server: &ServerConfig) -> String {
+    match server.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        Some(file) => format!(
+            "the CA file {} (servers.{}.tls.ca_file)",
+            file.display(),
+            server.name
+        ),
+        None => "the system's root certificates".to_owned(),
     }
 }
 
@@ -470,140 +396,6 @@ fn static_headers(headers: &[crate::config::SecretHeader]) -> Result<HeaderMap, 
     Ok(map)
 }
 
-fn optional<'a>(form: &mut Vec<(&'a str, &'a str)>, name: &'a str, value: Option<&'a str>) {
-    if let Some(value) = value {
-        form.push((name, value));
-    }
-}
-
-/// `application/x-www-form-urlencoded`, by the `url` crate's serializer (reqwest's own `Url`).
-fn encode_form(pairs: &[(&str, &str)]) -> String {
-    let Ok(mut url) = reqwest::Url::parse("http://form.invalid/") else {
-        return String::new();
-    };
-    url.query_pairs_mut().extend_pairs(pairs);
-    url.query().unwrap_or_default().to_owned()
-}
-
-/// One value form-encoded, as RFC 6749 asks of the client id and secret in HTTP Basic.
-fn encode(value: &str) -> String {
-    encode_form(&[("v", value)])
-        .strip_prefix("v=")
-        .unwrap_or_default()
-        .to_owned()
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
-    #[serde(default)]
-    token_type: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct TokenError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
-/// A token as fetched.
-struct Fetched {
-    header: HeaderValue,
-    lifetime: Option<Duration>,
-}
-
-/// A token in use.
-struct Token {
-    header: HeaderValue,
-    /// When it is fetched again (at 80% of its lifetime); `None`: when the server refuses it.
-    refresh_at: Option<Instant>,
-    expires_at: Option<Instant>,
-    /// Which fetch it came from: a `401` invalidates only the token it was sent.
-    generation: u64,
-    /// The digest of the caller's token it was exchanged from.
-    subject: Option<[u8; 32]>,
-}
-
-/// One token, shared by concurrent requests; fetched by one of them at a time.
-#[derive(Default)]
-struct TokenCache {
-    current: Mutex<Option<Arc<Token>>>,
-    fetching: tokio::sync::Mutex<()>,
-    generations: AtomicU64,
-}
-
-impl TokenCache {
-    fn current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Token>>> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The token while it need not be fetched again (for the caller's token `subject`).
-    fn fresh(&self, subject: Option<[u8; 32]>) -> Option<Arc<Token>> {
-        let now = Instant::now();
-        self.current()
-            .as_ref()
-            .filter(|t| t.subject == subject && t.refresh_at.is_none_or(|at| now < at))
-            .cloned()
-    }
-
-    /// The current token, fetching one (once, whoever else waits) when there is none or it is due.
-    /// A fetch that fails while the current token has not expired keeps that one.
-    async fn get<F, Fut>(&self, subject: Option<[u8; 32]>, fetch: F) -> Result<Arc<Token>, String>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Fetched, String>>,
-    {
-        if let Some(token) = self.fresh(subject) {
-            return Ok(token);
-        }
-        let _fetching = self.fetching.lock().await;
-        if let Some(token) = self.fresh(subject) {
-            return Ok(token);
-        }
-        let started = Instant::now();
-        match fetch().await {
-            Ok(fetched) => {
-                let token = Arc::new(Token {
-                    header: fetched.header,
-                    refresh_at: fetched
-                        .lifetime
-                        .map(|l| started + l * REFRESH_AT_PERCENT / 100),
-                    expires_at: fetched.lifetime.map(|l| started + l),
-                    generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
-                    subject,
-                });
-                *self.current() = Some(token.clone());
-                Ok(token)
-            }
-            Err(error) => {
-                let now = Instant::now();
-                let usable = self
-                    .current()
-                    .clone()
-                    .filter(|t| t.subject == subject && t.expires_at.is_some_and(|at| now < at));
-                match usable {
-                    Some(token) => {
-                        tracing::warn!(%error, "a token could not be fetched again; the current one is used until it expires");
-                        Ok(token)
-                    }
-                    None => Err(error),
-                }
-            }
-        }
-    }
-
-    /// Forgets the token of fetch `generation` (the server refused it), unless a newer one replaced it.
-    fn invalidate(&self, generation: u64) {
-        let mut current = self.current();
-        if current.as_ref().is_some_and(|t| t.generation == generation) {
-            *current = None;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,14 +424,5 @@ mod tests {
         );
         assert_eq!(key_of_caller("agents (token; x)"), None);
         assert!(!plain_subject("a; b") && !plain_subject("a)") && plain_subject("a.b@c"));
-    }
-
-    #[test]
-    fn forms_are_encoded() {
-        assert_eq!(
-            encode_form(&[("grant_type", "client_credentials"), ("scope", "a b&c=")]),
-            "grant_type=client_credentials&scope=a+b%26c%3D"
-        );
-        assert_eq!(encode("id:with/odd chars"), "id%3Awith%2Fodd+chars");
     }
 }
