@@ -235,6 +235,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
             super::FlowScope::Context
         }
     };
+    let store = super::store::check_store(&mut c, &raw.store);
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: c.problems,
@@ -267,6 +268,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         annotation_labels: labels.annotations,
         flow_scope,
         arguments,
+        store,
     })
 }
 

@@ -11,6 +11,7 @@ mod labels;
 mod listener;
 mod raw;
 mod rules;
+mod store;
 mod templates;
 mod tls;
 
@@ -34,6 +35,7 @@ pub use credentials::{
     TokenExchange,
 };
 pub use listener::HttpLimits;
+pub use store::{DEFAULT_LEASE_TTL, PostgresStore, StoreSettings};
 pub use tls::{ClientCertMode, ClientTlsFiles, ListenTls};
 
 /// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
@@ -67,6 +69,8 @@ pub struct Config {
     pub arguments: ArgumentLimits,
     /// What flow labels follow.
     pub flow_scope: FlowScope,
+    /// Where the audit log's records are kept (`store`).
+    pub store: StoreSettings,
 }
 
 /// What flow labels follow (SPEC §9.7): whatever the scope, a label follows the context that

@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// How large and deep a call's arguments (and a workflow's input) may be.
     #[serde(default)]
     pub arguments: RawArgumentLimits,
+    /// Where the audit log is kept: local files unless `postgres` is given.
+    #[serde(default)]
+    pub store: super::store::RawStore,
 }
 
 /// `arguments` as written.
