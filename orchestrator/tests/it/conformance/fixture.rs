@@ -12,16 +12,18 @@
 // (SEP-2577); the fixture must offer them all the same.
 #![allow(deprecated)]
 
+use super::catalog::{self, TEST_AUDIO_BASE64, TEST_IMAGE_BASE64};
+use super::input_required::{self, Answer};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-    CreateMessageRequestParams, CustomRequest, GetPromptRequestParams, GetPromptResponse,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, ServerRequest, SetLevelRequestParams, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CustomRequest,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    ServerRequest, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::model::{ClientCapabilities, SubscriptionFilter};
+use rmcp::service::{RequestContext, SubscriptionContext, SubscriptionSink};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -31,10 +33,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A 1x1 red PNG, the reference server's image.
-const TEST_IMAGE_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
-/// A minimal WAV file, the reference server's audio.
-const TEST_AUDIO_BASE64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 /// The pause between the notifications of the logging and progress tools, as the reference has it.
 const STEP: Duration = Duration::from_millis(50);
 
@@ -50,10 +48,12 @@ impl Drop for Fixture {
     }
 }
 
-/// Serves a fresh [`ConformanceServer`] per session over Streamable HTTP on `127.0.0.1:0`.
+/// Serves a fresh [`ConformanceServer`] per session (per request in the session-free era) over
+/// Streamable HTTP on `127.0.0.1:0`; all of them share the open `subscriptions/listen` streams.
 pub async fn serve() -> Fixture {
+    let listeners = Listeners::default();
     let service = StreamableHttpService::new(
-        || Ok(ConformanceServer::default()),
+        move || Ok(ConformanceServer::new(listeners.clone())),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
@@ -71,20 +71,61 @@ pub async fn serve() -> Fixture {
     }
 }
 
+/// The open `subscriptions/listen` streams (2026-07-28), which the `test_trigger_*` tools notify.
+#[derive(Clone, Default)]
+struct Listeners(Arc<Mutex<Vec<SubscriptionSink>>>);
+
+impl Listeners {
+    fn add(&self, sink: SubscriptionSink) {
+        if let Ok(mut sinks) = self.0.lock() {
+            sinks.push(sink);
+        }
+    }
+
+    /// Tells every open stream that `list` (tools or prompts) changed; a stream whose filter did
+    /// not ask for it is left out by rmcp's sink.
+    async fn changed(&self, list: &str) {
+        let sinks = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        for sink in sinks {
+            let _ = match list {
+                "tools" => sink.notify_tool_list_changed().await,
+                _ => sink.notify_prompt_list_changed().await,
+            };
+        }
+    }
+
+    fn remove(&self, id: &rmcp::model::RequestId) {
+        if let Ok(mut sinks) = self.0.lock() {
+            sinks.retain(|sink| sink.id() != id);
+        }
+    }
+}
+
 /// One session's server: the log level the client set and the resources it subscribed to.
 #[derive(Clone)]
 pub struct ConformanceServer {
     min_level: Arc<Mutex<LoggingLevel>>,
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    listeners: Listeners,
 }
 
-impl Default for ConformanceServer {
-    fn default() -> Self {
+impl ConformanceServer {
+    fn new(listeners: Listeners) -> Self {
         ConformanceServer {
             min_level: Arc::new(Mutex::new(LoggingLevel::Debug)),
             subscriptions: Arc::default(),
+            listeners,
         }
     }
+}
+
+/// A result of the 2026-07-28 revision, which names its type (`resultType`; rmcp leaves it out for
+/// peers of an older revision), from the JSON the reference server writes.
+fn complete<T: serde::de::DeserializeOwned>(mut value: Value) -> Result<T, ErrorData> {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("resultType".into(), json!("complete"));
+    }
+    from_json(value)
 }
 
 /// A typed rmcp value from the JSON the reference server writes.
@@ -229,6 +270,35 @@ impl ConformanceServer {
                 "content": [{ "type": "text", "text": "This tool intentionally returns an error for testing" }],
                 "isError": true
             }),
+            "test_missing_capability" => {
+                let declared = context
+                    .client_capabilities()
+                    .is_some_and(|c| c.sampling.is_some());
+                if !declared {
+                    return Err(ErrorData::missing_required_client_capability(
+                        ClientCapabilities::builder().enable_sampling().build(),
+                    ));
+                }
+                text_result("The client declared sampling")
+            }
+            "test_logging_tool" => {
+                // Session-free requests get log messages only when they name a level (SEP-2575).
+                let named = context.meta.log_level();
+                if named.is_some_and(|level| rank(&LoggingLevel::Info) >= rank(&level)) {
+                    self.log(context, LoggingLevel::Info, "test_logging_tool ran")
+                        .await;
+                }
+                text_result("Logged only as asked")
+            }
+            "test_trigger_tool_change" | "test_trigger_prompt_change" => {
+                let list = if request.name == "test_trigger_tool_change" {
+                    "tools"
+                } else {
+                    "prompts"
+                };
+                self.listeners.changed(list).await;
+                text_result(format!("The {list} list changed"))
+            }
             "test_reconnection" => text_result(
                 "Reconnection test completed successfully. If you received this, the client properly reconnected after stream closure.",
             ),
@@ -263,7 +333,7 @@ impl ConformanceServer {
                 Self::elicit(
                     context,
                     "Please review and update the form fields with defaults",
-                    sep1034_schema(),
+                    catalog::sep1034_schema(),
                 )
                 .await
             }
@@ -271,7 +341,7 @@ impl ConformanceServer {
                 Self::elicit(
                     context,
                     "Please select options from the enum fields",
-                    sep1330_schema(),
+                    catalog::sep1330_schema(),
                 )
                 .await
             }
@@ -292,173 +362,6 @@ impl ConformanceServer {
     }
 }
 
-/// SEP-1034: a form with a default for every primitive type.
-fn sep1034_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": { "type": "string", "description": "User name", "default": "John Doe" },
-            "age": { "type": "integer", "description": "User age", "default": 30 },
-            "score": { "type": "number", "description": "User score", "default": 95.5 },
-            "status": {
-                "type": "string",
-                "description": "User status",
-                "enum": ["active", "inactive", "pending"],
-                "default": "active"
-            },
-            "verified": { "type": "boolean", "description": "Verification status", "default": true }
-        },
-        "required": []
-    })
-}
-
-/// SEP-1330: the five forms of enum a form may hold.
-fn sep1330_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "untitledSingle": {
-                "type": "string",
-                "description": "Select one option",
-                "enum": ["option1", "option2", "option3"]
-            },
-            "titledSingle": {
-                "type": "string",
-                "description": "Select one option with titles",
-                "oneOf": [
-                    { "const": "value1", "title": "First Option" },
-                    { "const": "value2", "title": "Second Option" },
-                    { "const": "value3", "title": "Third Option" }
-                ]
-            },
-            "legacyEnum": {
-                "type": "string",
-                "description": "Select one option (legacy)",
-                "enum": ["opt1", "opt2", "opt3"],
-                "enumNames": ["Option One", "Option Two", "Option Three"]
-            },
-            "untitledMulti": {
-                "type": "array",
-                "description": "Select multiple options",
-                "minItems": 1,
-                "maxItems": 3,
-                "items": { "type": "string", "enum": ["option1", "option2", "option3"] }
-            },
-            "titledMulti": {
-                "type": "array",
-                "description": "Select multiple options with titles",
-                "minItems": 1,
-                "maxItems": 3,
-                "items": { "anyOf": [
-                    { "const": "value1", "title": "First Choice" },
-                    { "const": "value2", "title": "Second Choice" },
-                    { "const": "value3", "title": "Third Choice" }
-                ] }
-            }
-        },
-        "required": []
-    })
-}
-
-/// The tools as the reference server lists them.
-fn tools() -> Value {
-    let none = json!({ "type": "object", "properties": {} });
-    let one_string = |name: &str, description: &str| {
-        json!({
-            "type": "object",
-            "properties": { name: { "type": "string", "description": description } },
-            "required": [name]
-        })
-    };
-    let tool = |name: &str, description: &str, schema: &Value| json!({ "name": name, "description": description, "inputSchema": schema });
-    json!({ "tools": [
-        tool("test_simple_text", "Tests simple text content response", &none),
-        tool("test_image_content", "Tests image content response", &none),
-        tool("test_audio_content", "Tests audio content response", &none),
-        tool("test_embedded_resource", "Tests embedded resource content response", &none),
-        tool("test_multiple_content_types", "Tests response with multiple content types (text, image, resource)", &none),
-        tool("test_tool_with_logging", "Tests tool that emits log messages during execution", &none),
-        tool("test_tool_with_progress", "Tests tool that reports progress notifications", &none),
-        tool("test_error_handling", "Tests error response handling", &none),
-        tool("test_reconnection", "Tests SSE stream disconnection and client reconnection (SEP-1699)", &none),
-        tool("test_sampling", "Tests server-initiated sampling (LLM completion request)",
-            &one_string("prompt", "The prompt to send to the LLM")),
-        tool("test_elicitation", "Tests server-initiated elicitation (user input request)",
-            &one_string("message", "The message to show the user")),
-        tool("test_elicitation_sep1034_defaults", "Tests elicitation with default values per SEP-1034", &none),
-        tool("test_elicitation_sep1330_enums", "Tests elicitation with enum schema improvements per SEP-1330", &none),
-        tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)", &json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "$defs": { "address": { "type": "object", "properties": {
-                "street": { "type": "string" }, "city": { "type": "string" }
-            } } },
-            "properties": { "name": { "type": "string" }, "address": { "$ref": "#/$defs/address" } },
-            "additionalProperties": false
-        })),
-    ] })
-}
-
-/// The names of the fixture's tools: what a gateway in front of it must be told it offers.
-pub fn tool_names() -> Vec<String> {
-    tools()["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn read(uri: &str) -> Option<Value> {
-    let text = |mime: &str, text: String| json!({ "contents": [{ "uri": uri, "mimeType": mime, "text": text }] });
-    match uri {
-        "test://static-text" => Some(text(
-            "text/plain",
-            "This is the content of the static text resource.".into(),
-        )),
-        "test://static-binary" => Some(json!({ "contents": [
-            { "uri": uri, "mimeType": "image/png", "blob": TEST_IMAGE_BASE64 }
-        ] })),
-        "test://watched-resource" => Some(text("text/plain", "Watched resource content".into())),
-        _ => {
-            let id = uri
-                .strip_prefix("test://template/")?
-                .strip_suffix("/data")?;
-            let data =
-                json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") });
-            Some(text("application/json", data.to_string()))
-        }
-    }
-}
-
-fn prompt(name: &str, arguments: &serde_json::Map<String, Value>) -> Option<Value> {
-    let argument = |key: &str| arguments.get(key).and_then(Value::as_str).unwrap_or("");
-    let user = |content: Value| json!({ "role": "user", "content": content });
-    let text = |text: String| json!({ "type": "text", "text": text });
-    let messages = match name {
-        "test_simple_prompt" => vec![user(text("This is a simple prompt for testing.".into()))],
-        "test_prompt_with_arguments" => vec![user(text(format!(
-            "Prompt with arguments: arg1='{}', arg2='{}'",
-            argument("arg1"),
-            argument("arg2")
-        )))],
-        "test_prompt_with_embedded_resource" => vec![
-            user(json!({ "type": "resource", "resource": {
-                "uri": argument("resourceUri"),
-                "mimeType": "text/plain",
-                "text": "Embedded resource content for testing."
-            } })),
-            user(text("Please process the embedded resource above.".into())),
-        ],
-        "test_prompt_with_image" => vec![
-            user(json!({ "type": "image", "data": TEST_IMAGE_BASE64, "mimeType": "image/png" })),
-            user(text("Please analyze the image above.".into())),
-        ],
-        _ => return None,
-    };
-    Some(json!({ "messages": messages }))
-}
-
 impl ServerHandler for ConformanceServer {
     fn get_info(&self) -> ServerConfig {
         let capabilities: ServerCapabilities = serde_json::from_value(json!({
@@ -473,12 +376,27 @@ impl ServerHandler for ConformanceServer {
             .with_server_info(Implementation::new("mcp-conformance-test-server", "1.0.0"))
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let id = context.sink().id().clone();
+        self.listeners.add(context.sink().clone());
+        context.cancelled().await;
+        self.listeners.remove(&id);
+        Ok(())
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        from_json(tools())
+        complete(catalog::tools())
     }
 
     async fn call_tool(
@@ -486,8 +404,17 @@ impl ServerHandler for ConformanceServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let result = self.run_tool(&request, &context).await?;
-        Ok(CallToolResponse::Complete(from_json(result)?))
+        match input_required::call(&request, context.client_capabilities()) {
+            Some(Ok(Answer::Complete(result))) => Ok(CallToolResponse::Complete(complete(result)?)),
+            Some(Ok(Answer::InputRequired(needs))) => {
+                Ok(CallToolResponse::InputRequired(from_json(needs)?))
+            }
+            Some(Err(refused)) => Err(refused),
+            None => {
+                let result = self.run_tool(&request, &context).await?;
+                Ok(CallToolResponse::Complete(complete(result)?))
+            }
+        }
     }
 
     async fn list_resources(
@@ -495,12 +422,7 @@ impl ServerHandler for ConformanceServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let resource = |uri: &str, name: &str, title: &str, description: &str, mime: &str| json!({ "uri": uri, "name": name, "title": title, "description": description, "mimeType": mime });
-        from_json(json!({ "resources": [
-            resource("test://static-text", "static-text", "Static Text Resource", "A static text resource for testing", "text/plain"),
-            resource("test://static-binary", "static-binary", "Static Binary Resource", "A static binary resource (image) for testing", "image/png"),
-            resource("test://watched-resource", "watched-resource", "Watched Resource", "A resource that auto-updates every 3 seconds", "text/plain"),
-        ] }))
+        complete(catalog::resources())
     }
 
     async fn list_resource_templates(
@@ -508,13 +430,7 @@ impl ServerHandler for ConformanceServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        from_json(json!({ "resourceTemplates": [{
-            "uriTemplate": "test://template/{id}/data",
-            "name": "template",
-            "title": "Resource Template",
-            "description": "A resource template with parameter substitution",
-            "mimeType": "application/json"
-        }] }))
+        complete(catalog::resource_templates())
     }
 
     async fn read_resource(
@@ -522,8 +438,8 @@ impl ServerHandler for ConformanceServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        match read(&request.uri) {
-            Some(contents) => Ok(ReadResourceResponse::Complete(from_json(contents)?)),
+        match catalog::read(&request.uri) {
+            Some(contents) => Ok(ReadResourceResponse::Complete(complete(contents)?)),
             None => Err(ErrorData::resource_not_found(
                 format!("Resource {} not found", request.uri),
                 Some(json!({ "uri": request.uri })),
@@ -562,19 +478,7 @@ impl ServerHandler for ConformanceServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let argument = |name: &str, description: &str| json!({ "name": name, "description": description, "required": true });
-        from_json(json!({ "prompts": [
-            { "name": "test_simple_prompt", "title": "Simple Test Prompt",
-              "description": "A simple prompt without arguments" },
-            { "name": "test_prompt_with_arguments", "title": "Prompt With Arguments",
-              "description": "A prompt with required arguments",
-              "arguments": [argument("arg1", "First test argument"), argument("arg2", "Second test argument")] },
-            { "name": "test_prompt_with_embedded_resource", "title": "Prompt With Embedded Resource",
-              "description": "A prompt that includes an embedded resource",
-              "arguments": [argument("resourceUri", "URI of the resource to embed")] },
-            { "name": "test_prompt_with_image", "title": "Prompt With Image",
-              "description": "A prompt that includes image content" },
-        ] }))
+        complete(catalog::prompts())
     }
 
     async fn get_prompt(
@@ -582,9 +486,19 @@ impl ServerHandler for ConformanceServer {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        match input_required::prompt(&request) {
+            Some(Ok(Answer::Complete(result))) => {
+                return Ok(GetPromptResponse::Complete(complete(result)?));
+            }
+            Some(Ok(Answer::InputRequired(needs))) => {
+                return Ok(GetPromptResponse::InputRequired(from_json(needs)?));
+            }
+            Some(Err(refused)) => return Err(refused),
+            None => {}
+        }
         let arguments = request.arguments.clone().unwrap_or_default();
-        match prompt(&request.name, &arguments) {
-            Some(result) => Ok(GetPromptResponse::Complete(from_json(result)?)),
+        match catalog::prompt(&request.name, &arguments) {
+            Some(result) => Ok(GetPromptResponse::Complete(complete(result)?)),
             None => Err(ErrorData::invalid_params(
                 format!("Prompt {} not found", request.name),
                 None,
@@ -597,7 +511,7 @@ impl ServerHandler for ConformanceServer {
         _request: CompleteRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        from_json(json!({ "completion": { "values": [], "total": 0, "hasMore": false } }))
+        complete(json!({ "completion": { "values": [], "total": 0, "hasMore": false } }))
     }
 
     async fn set_level(
@@ -620,33 +534,5 @@ impl ServerHandler for ConformanceServer {
         )
         .await;
         Ok(())
-    }
-}
-
-/// The JSON the fixture answers with fits rmcp's own types (a misspelt field fails here, naming the
-/// answer, rather than as a puzzling failure of the suite).
-#[test]
-fn fixture_data_fits_rmcp_types() {
-    from_json::<ListToolsResult>(tools()).expect("tools");
-    from_json::<CreateMessageRequestParams>(json!({
-        "messages": [{ "role": "user", "content": { "type": "text", "text": "hi" } }],
-        "maxTokens": 100
-    }))
-    .expect("sampling params");
-    for uri in [
-        "test://static-text",
-        "test://static-binary",
-        "test://template/123/data",
-    ] {
-        from_json::<rmcp::model::ReadResourceResult>(read(uri).expect(uri)).expect(uri);
-    }
-    for name in [
-        "test_simple_prompt",
-        "test_prompt_with_arguments",
-        "test_prompt_with_embedded_resource",
-        "test_prompt_with_image",
-    ] {
-        let result = prompt(name, &serde_json::Map::new()).expect(name);
-        from_json::<rmcp::model::GetPromptResult>(result).expect(name);
     }
 }
