@@ -7,12 +7,17 @@
 //! keep-alives), so the MCP front bounds how many one session and one identity may hold, below
 //! `max_connections`: no one identity can take every connection and leave `/healthz` unanswered.
 //!
+//! With `listen.tls` every connection is TLS (the handshake in the connection's own task, bounded by
+//! `crate::tls::HANDSHAKE_TIMEOUT`); a verified client certificate goes into each of the
+//! connection's requests as a [`PeerCertificate`] for `crate::auth`.
+//!
 //! Nagle is turned off on every accepted connection: without it, small responses wait ~40 ms for the
 //! peer's delayed ACK. On shutdown, open event streams (MCP's SSE) are ended, or a graceful shutdown
 //! would wait for them forever.
 
 use crate::config::HttpLimits;
 use crate::gateway::Gateway;
+use crate::tls::PeerCertificate;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -21,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// The routes served on the HTTP listener.
@@ -102,11 +108,12 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
 
 /// Serves `router` on `listener` until `shutdown` resolves, within `limits`: at most
 /// `max_connections` at once (further ones wait in the kernel's backlog), headers and bodies that must
-/// arrive in time, and idle connections closed.
+/// arrive in time, and idle connections closed. With `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
@@ -133,9 +140,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept an HTTP connection");
                     // Out of descriptors or similar: give the system a moment instead of spinning.
@@ -149,26 +156,62 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let (io, activity) = Watched::new(tcp);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(router.clone()));
-        let connection = graceful.watch(connection);
-        let idle = limits.idle_timeout;
+        let watcher = graceful.watcher();
+        let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                served = connection => if let Err(e) = served {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                },
-                () = activity.idle_for(idle) => tracing::debug!("closed an idle HTTP connection"),
-            }
+            let Some(acceptor) = tls else {
+                return serve_connection(io, router, None, &limits, watcher, activity).await;
+            };
+            let Some(io) = crate::tls::handshake(&acceptor, io, peer, "HTTP").await else {
+                return;
+            };
+            let certificate = io
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(PeerCertificate::from_chain);
+            serve_connection(io, router, certificate, &limits, watcher, activity).await;
         });
     }
     drop(listener);
     stopping.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection until it ends, is idle for `limits.idle_timeout`, or the server stops;
+/// every request carries the connection's verified client certificate, if any.
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    certificate: Option<PeerCertificate>,
+    limits: &HttpLimits,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if let Some(certificate) = &certificate {
+                request.extensions_mut().insert(certificate.clone());
+            }
+            hyper::service::Service::call(&service, request)
+        },
+    );
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let connection = watcher.watch(connection);
+    tokio::select! {
+        served = connection => if let Err(e) = served {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
+        },
+        () = activity.idle_for(limits.idle_timeout) => tracing::debug!("closed an idle HTTP connection"),
+    }
 }
 
 /// Reads a request's body within `limit` (and the 4 MiB body limit): a client that sends its body

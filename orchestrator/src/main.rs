@@ -128,6 +128,10 @@ async fn main() -> anyhow::Result<()> {
         ),
         ..AuditOptions::default()
     };
+    // Certificate files are read before anything is bound, so a bad one is named at once.
+    let tls = conductor_orchestrator::tls::ListenerTls::from_config(&config)
+        .context("cannot serve TLS (listen.tls)")?;
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     let grpc = TcpListener::bind(grpc_addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
@@ -147,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot start with the audit log in {}", audit_dir.display()))?;
     tracing::info!(
-        "listening on {} (gRPC) and {} (HTTP: /metrics, /mcp)",
+        "listening on {} (gRPC) and {} (HTTP: /metrics, /mcp), {scheme}",
         grpc.local_addr()?,
         http.local_addr()?
     );
@@ -179,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             Listeners {
                 grpc,
                 http: Some(http),
+                tls,
             },
             shutdown,
         )
@@ -189,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             Listeners {
                 grpc,
                 http: Some(http),
+                tls,
             },
             shutdown_signal(),
         )

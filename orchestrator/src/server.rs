@@ -16,6 +16,8 @@ use tonic::transport::server::TcpIncoming;
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: Option<TcpListener>,
+    /// TLS on both (from `listen.tls`, [`crate::tls::ListenerTls::from_config`]); `None`: plaintext.
+    pub tls: Option<crate::tls::ListenerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,32 +73,50 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
+    let routes = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            async move { grpc_stop.cancelled().await },
-        );
-    let http =
-        {
-            let stop = stop.clone();
-            let router = crate::http::router(gateway.clone());
-            let limits = gateway.config().listen.http_limits;
-            async move {
-                match listeners.http {
-                    Some(listener) => {
-                        crate::http::serve(listener, router, limits, async move {
-                            stop.cancelled().await
-                        })
-                        .await
-                    }
-                    None => Ok(()),
-                }
+        .add_service(service);
+    let grpc_tls = listeners.tls.as_ref().map(|tls| tls.grpc.clone());
+    let grpc = async move {
+        let stopped = async move { grpc_stop.cancelled().await };
+        match grpc_tls {
+            Some(acceptor) => {
+                routes
+                    .serve_with_incoming_shutdown(
+                        crate::tls::incoming(listeners.grpc, acceptor),
+                        stopped,
+                    )
+                    .await
             }
-        };
+            None => {
+                routes
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+                        stopped,
+                    )
+                    .await
+            }
+        }
+    };
+    let http = {
+        let stop = stop.clone();
+        let router = crate::http::router(gateway.clone());
+        let limits = gateway.config().listen.http_limits;
+        let tls = listeners.tls.map(|tls| tls.http);
+        async move {
+            match listeners.http {
+                Some(listener) => {
+                    crate::http::serve(listener, router, limits, tls, async move {
+                        stop.cancelled().await
+                    })
+                    .await
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let (grpc, http) = tokio::join!(grpc, http);
     gateway.begin_shutdown();
     gateway.shutdown().await;

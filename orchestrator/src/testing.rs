@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 pub struct RunningOrchestrator {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Whether both listeners serve TLS (`listen.tls`).
+    pub tls: bool,
     pub gateway: Gateway,
     pub audit_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -22,11 +24,15 @@ pub struct RunningOrchestrator {
 
 impl RunningOrchestrator {
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", self.scheme(), self.grpc_addr)
     }
 
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme(), self.http_addr)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Stops it the way SIGTERM would: in-flight calls finish, the audit log is flushed.
@@ -81,6 +87,11 @@ pub async fn spawn_on(
     grpc_addr: SocketAddr,
 ) -> Result<RunningOrchestrator, crate::Error> {
     let config = Config::from_slice(config_json.as_bytes())?;
+    // The binary's start-up checks, on the addresses asked for (TLS beyond loopback).
+    crate::auth::startup_check(&config, &[grpc_addr]).map_err(crate::Error::InvalidArgument)?;
+    let tls = crate::tls::ListenerTls::from_config(&config)
+        .map_err(|e| crate::Error::InvalidArgument(format!("listen.tls: {e}")))?;
+    let tls_on = tls.is_some();
     let mut audit = audit;
     crate::cluster::apply_store(&mut audit, &config, crate::cluster::Listening::default());
     let audit_dir = audit.dir.clone();
@@ -114,6 +125,7 @@ pub async fn spawn_on(
             Listeners {
                 grpc,
                 http: Some(http),
+                tls,
             },
             shutdown,
         )
@@ -125,6 +137,7 @@ pub async fn spawn_on(
     Ok(RunningOrchestrator {
         grpc_addr,
         http_addr,
+        tls: tls_on,
         gateway,
         audit_dir: audit_dir.to_path_buf(),
         stop: Some(stop),

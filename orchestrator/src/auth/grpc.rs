@@ -1,4 +1,5 @@
-//! The identity of a gRPC request: its `authorization: Bearer` metadata, through the [`Authenticator`].
+//! The identity of a gRPC request: its `authorization: Bearer` metadata or, without one, the client
+//! certificate its TLS connection presented, through the [`Authenticator`].
 //! The `x-conductor-caller` metadata and a request's own `caller` field are labels only.
 
 use super::{AuthError, Authenticator, Identity, bearer_token};
@@ -28,7 +29,12 @@ impl Authenticator {
             ),
             (Some(_), Some(_)) => return Err(AuthError::Ambiguous.into()),
         };
-        let identity = self.identify(config, token).await?;
+        let certificate = request
+            .peer_certs()
+            .and_then(|chain| crate::tls::PeerCertificate::from_chain(&chain));
+        let identity = self
+            .identify_with_certificate(config, token, certificate.as_ref())
+            .await?;
         let header = request
             .metadata()
             .get(CALLER_HEADER)

@@ -1,6 +1,7 @@
 //! Authentication on the MCP Streamable HTTP front, as an OAuth 2.1 resource server (the MCP
 //! authorization specification): every request to `/mcp` is authenticated from its `Authorization:
-//! Bearer` header; a missing (when required) or invalid credential gets `401` with `WWW-Authenticate:
+//! Bearer` header (or, without one, from the client certificate its TLS connection presented, which
+//! the listener puts in the request's extensions); a missing (when required) or invalid credential gets `401` with `WWW-Authenticate:
 //! Bearer resource_metadata="…"`, and `/.well-known/oauth-protected-resource` serves the RFC 9728
 //! document. A request with more than one `Authorization` header gets `400` here and on `/metrics`:
 //! which one counts would be a guess, and a proxy in front may guess otherwise.
@@ -89,7 +90,12 @@ pub async fn authenticate(
             .map(Some),
     };
     let identity = match token {
-        Ok(token) => auth.authenticator.identify(&config, token).await,
+        Ok(token) => {
+            let certificate = request.extensions().get::<crate::tls::PeerCertificate>();
+            auth.authenticator
+                .identify_with_certificate(&config, token, certificate)
+                .await
+        }
         Err(e) => Err(e),
     };
     let identity = match identity {

@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq;
 /// Makes rustls's ring provider the process's TLS provider (https key sets, https MCP servers).
 /// Idempotent: a provider already installed stays.
 pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    conductor_proto::tls::install_provider();
 }
 
 /// A log directive added to every filter: the MCP SDK's session layer logs session ids (at `info`
@@ -59,6 +59,9 @@ pub enum Proof {
     Jwt { subject: String },
     /// The process that started an MCP session over stdio (configured as `auth.stdio_client`).
     Stdio,
+    /// A client certificate the listener verified; `subject` is its common name, which a client
+    /// lists as `tls_subject`.
+    Certificate { subject: String },
 }
 
 impl Identity {
@@ -89,6 +92,7 @@ impl Identity {
             Proof::ControlToken => "control token".to_owned(),
             Proof::Jwt { subject } => format!("jwt {}", sanitize(subject)),
             Proof::Stdio => "stdio".to_owned(),
+            Proof::Certificate { subject } => format!("certificate {}", sanitize(subject)),
         };
         let label = sanitize(label);
         if label.is_empty() {
@@ -129,6 +133,14 @@ pub enum AuthError {
     /// Two credentials: whichever one a proxy in front reads, it could differ from ours.
     #[error("more than one Authorization header: send exactly one")]
     Ambiguous,
+    #[error(
+        "the client certificate is valid, but its subject ({0}) is listed by no client (clients.*.tls_subject)"
+    )]
+    UnlistedCertificate(String),
+    #[error(
+        "the client certificate is valid, but its subject has no common name (CN) to match clients.*.tls_subject"
+    )]
+    CertificateWithoutSubject,
 }
 
 impl From<AuthError> for crate::Error {
@@ -167,13 +179,41 @@ impl Authenticator {
 
     /// An authenticator that keeps each caller's JWT in `presented`, from which a server with
     /// `token_exchange` is sent a token for that caller.
-    pub fn keeping_tokens(
-        presented: Arc<crate::downstream::credentials::PresentedTokens>,
-    ) -> Self {
+    pub fn keeping_tokens(presented: Arc<crate::downstream::credentials::PresentedTokens>) -> Self {
         Authenticator {
             presented: Some(presented),
             ..Self::default()
         }
+    }
+
+    /// The identity behind a request's bearer token or, without one, behind the client certificate
+    /// its connection presented and the listener verified: the client whose `tls_subject` is the
+    /// certificate's common name. A certificate no client lists is refused, never `anonymous`. A
+    /// bearer token, when sent, decides alone.
+    pub async fn identify_with_certificate(
+        &self,
+        config: &Config,
+        token: Option<&str>,
+        certificate: Option<&crate::tls::PeerCertificate>,
+    ) -> Result<Identity, AuthError> {
+        let (None, Some(certificate)) = (token, certificate) else {
+            return self.identify(config, token).await;
+        };
+        let subject = certificate
+            .subject
+            .as_deref()
+            .ok_or(AuthError::CertificateWithoutSubject)?;
+        let client = config
+            .clients
+            .values()
+            .find(|c| c.tls_subject.as_deref() == Some(subject))
+            .ok_or_else(|| AuthError::UnlistedCertificate(sanitize(subject)))?;
+        Ok(Identity {
+            name: client.name.clone(),
+            proof: Proof::Certificate {
+                subject: subject.to_owned(),
+            },
+        })
     }
 
     /// The identity behind `token` (the bearer token, if any) under `config`.
@@ -250,13 +290,22 @@ fn static_identity(config: &Config, token: &str) -> Option<Identity> {
     found
 }
 
-/// Checks before listening: refuses an address beyond loopback unless authentication is required
-/// (`auth.required`), and returns the warnings to log (no control token: anyone who reaches the gRPC
-/// port may approve, cancel and reload).
+/// Checks before listening: refuses an address beyond loopback without TLS (`listen.tls`, or
+/// `listen.tls_terminated_in_front` when a proxy in front ends it) or unless authentication is
+/// required (`auth.required`), and returns the warnings to log (no control token: anyone who
+/// reaches the gRPC port may approve, cancel and reload).
 pub fn startup_check(
     config: &Config,
     addresses: &[std::net::SocketAddr],
 ) -> Result<Vec<String>, String> {
+    if let Some(open) = addresses.iter().find(|a| !a.ip().is_loopback())
+        && config.listen.tls.is_none()
+        && !config.listen.tls_terminated_in_front
+    {
+        return Err(format!(
+            "refusing to listen on {open}, beyond loopback, without TLS: set \"listen\": {{\"tls\": {{\"cert_file\": ..., \"key_file\": ...}}}}, or \"listen\": {{\"tls_terminated_in_front\": true}} if a proxy in front of the orchestrator ends TLS, or listen on 127.0.0.1"
+        ));
+    }
     if let Some(open) = addresses.iter().find(|a| !a.ip().is_loopback())
         && !config.auth.required
     {

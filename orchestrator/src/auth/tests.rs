@@ -152,7 +152,9 @@ fn listening_beyond_loopback_needs_required_authentication() {
     assert!(startup_check(&open, &[loopback]).is_ok_and(|w| w.is_empty()));
     let refused = startup_check(&open, &[loopback, everywhere]).unwrap_err();
     assert!(refused.contains("0.0.0.0:8080"), "{refused}");
-    let required = config(json!({ "auth": { "required": true } }));
+    let required = config(json!({
+        "auth": { "required": true }, "listen": { "tls_terminated_in_front": true }
+    }));
     assert!(startup_check(&required, &[everywhere]).is_ok());
     let mut no_control = json!({
         "servers": { "s": { "grpc": "http://127.0.0.1:1", "tools": ["a"] } }
@@ -318,4 +320,66 @@ fn the_jwt_default_client_must_exist_and_no_client_takes_a_jwt_name() {
         ["clients.jwt:bob"]
     );
     assert!(problems(json!({ "staff": { "tools": ["a"] } }), "staff").is_empty());
+}
+
+#[tokio::test]
+async fn a_verified_certificate_names_its_client_and_a_token_decides_alone() {
+    let config = config(json!({
+        "listen": { "tls": { "cert_file": "s.pem", "key_file": "s.key", "client_ca_file": "ca.pem" } },
+        "clients": {
+            "robot": { "tools": ["a"], "tls_subject": "robot-1" },
+            "writer": { "tools": ["*"], "token": "wri-secret" }
+        }
+    }));
+    let auth = Authenticator::new();
+    let certificate = |subject: Option<&str>| crate::tls::PeerCertificate {
+        subject: subject.map(str::to_owned),
+    };
+    let robot = auth
+        .identify_with_certificate(&config, None, Some(&certificate(Some("robot-1"))))
+        .await
+        .expect("a listed subject");
+    assert_eq!(robot.name, "robot");
+    assert_eq!(robot.caller(""), "robot (certificate robot-1)");
+    let token_wins = auth
+        .identify_with_certificate(
+            &config,
+            Some("wri-secret"),
+            Some(&certificate(Some("robot-1"))),
+        )
+        .await
+        .expect("the token");
+    assert_eq!(token_wins.name, "writer");
+    let unlisted = auth
+        .identify_with_certificate(&config, None, Some(&certificate(Some("stranger"))))
+        .await
+        .expect_err("no client lists it");
+    assert!(unlisted.to_string().contains("stranger"), "{unlisted}");
+    assert!(matches!(
+        auth.identify_with_certificate(&config, None, Some(&certificate(None)))
+            .await,
+        Err(AuthError::CertificateWithoutSubject)
+    ));
+    let nobody = auth.identify_with_certificate(&config, None, None).await;
+    assert_eq!(nobody.map(|i| i.name).ok().as_deref(), Some(ANONYMOUS));
+}
+
+#[test]
+fn listening_beyond_loopback_needs_tls_or_says_it_ends_in_front() {
+    let everywhere = "0.0.0.0:0".parse().expect("address");
+    let plain = config(json!({ "auth": { "required": true } }));
+    let refused = startup_check(&plain, &[everywhere]).unwrap_err();
+    for needed in [
+        "0.0.0.0:0",
+        "without TLS",
+        "listen",
+        "tls_terminated_in_front",
+    ] {
+        assert!(refused.contains(needed), "{needed}: {refused}");
+    }
+    let with_tls = config(json!({
+        "auth": { "required": true },
+        "listen": { "tls": { "cert_file": "s.pem", "key_file": "s.key" } }
+    }));
+    assert!(startup_check(&with_tls, &[everywhere]).is_ok());
 }

@@ -2,6 +2,10 @@
 //!
 //! Generated types stop here: callers get a JSON value, a [`ToolFailure`], or an [`Error`] naming the
 //! server. The channel reconnects by itself, so a server that comes back is used again.
+//!
+//! An `https://` address is reached over TLS: the system's roots, or the server's `tls.ca_file`, and
+//! its client certificate where the server requires mutual TLS. A handshake that fails is reported
+//! with the server's name and which TLS setting to look at.
 
 use super::{MAX_MESSAGE_BYTES, ToolFailure, ToolInfo, deadline};
 use crate::config::ServerConfig;
@@ -33,6 +37,17 @@ impl GrpcTools {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(30));
+        let endpoint = if url.starts_with("https://") {
+            let files = server.tls.clone().unwrap_or_default();
+            let tls = crate::tls::client_tls(&files).tonic_config().map_err(|e| {
+                Error::InvalidArgument(format!("server {:?}: TLS: {e}", server.name))
+            })?;
+            endpoint.tls_config(tls).map_err(|e| {
+                Error::InvalidArgument(format!("server {:?}: TLS: {e}", server.name))
+            })?
+        } else {
+            endpoint
+        };
         Ok(GrpcTools {
             channel: endpoint.connect_lazy(),
         })
@@ -158,7 +173,7 @@ fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Err
             message: if message.is_empty() {
                 format!("{:?}", status.code())
             } else {
-                message
+                connection_message(server, &status)
             },
         },
         Code::NotFound => Error::Downstream {
@@ -172,4 +187,47 @@ fn status_error(server: &ServerConfig, tool: &str, status: tonic::Status) -> Err
             message: format!("{code:?}: {message}"),
         },
     }
+}
+
+/// A failed connection's message with its causes, and for a TLS handshake that failed on a
+/// certificate, which setting decides it: the CA the server's certificate must chain to, or the
+/// client certificate a server requiring mutual TLS asked for.
+fn connection_message(server: &ServerConfig, status: &tonic::Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = error.source();
+    }
+    let lower = message.to_ascii_lowercase();
+    if !lower.contains("certificate") {
+        return message;
+    }
+    let name = &server.name;
+    let tls = server.tls.clone().unwrap_or_default();
+    let hint = if lower.contains("alert") {
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(_)) => format!(
+                "the server refused the client certificate {} (servers.{name}.tls.cert_file)",
+                cert.display()
+            ),
+            _ => format!(
+                "the server requires a client certificate: set servers.{name}.tls.cert_file and key_file"
+            ),
+        }
+    } else {
+        match &tls.ca_file {
+            Some(ca) => format!(
+                "the server's certificate is not signed by the CA in {} (servers.{name}.tls.ca_file)",
+                ca.display()
+            ),
+            None => format!(
+                "the server's certificate is not signed by a CA of the system's roots: name its CA in servers.{name}.tls.ca_file"
+            ),
+        }
+    };
+    format!("TLS handshake failed: {message}; {hint}")
 }

@@ -37,6 +37,8 @@ mod replay_differential;
 mod restart;
 mod service;
 mod templates;
+mod test_ca;
+mod tls;
 mod trust_bounds;
 mod trust_order;
 mod workflow_lifecycle;

@@ -12,7 +12,7 @@ mod server;
 mod subject;
 
 pub use client::ClientTls;
-pub use server::{ClientCerts, RELOAD_CHECK_INTERVAL, ServerTls};
+pub use server::{ClientCerts, RELOAD_CHECK_INTERVAL, ReloadReport, ServerTls};
 pub use subject::common_name;
 
 use rustls::pki_types::pem::PemObject;
