@@ -6,8 +6,19 @@
 use crate::cli::{CheckArgs, Global, PolicyCommand};
 use crate::client::CliError;
 use crate::output::{Out, print_json};
-use conductor_core::config::{Config, ConfigError};
+use conductor_core::config::{Config, ConfigError, Credential, CredentialSummary, Transport};
 use serde_json::json;
+
+/// The credential of each server reached over HTTP (`servers.NAME.auth`): its mode and whether each
+/// secret is present where it is configured to come from, never its value.
+fn credentials(config: &Config) -> Vec<(&str, CredentialSummary)> {
+    config
+        .servers
+        .values()
+        .filter(|s| matches!(s.transport, Transport::McpHttp { .. }))
+        .map(|s| (s.name.as_str(), Credential::summary(s.auth.as_ref())))
+        .collect()
+}
 
 pub fn policy(global: &Global, command: PolicyCommand) -> anyhow::Result<()> {
     match command {
@@ -25,6 +36,7 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                     "file": file, "ok": true, "config_version": config.version,
                     "servers": config.servers.len(), "tools": config.tools.len(), "rules": config.rules.len(),
                     "templates": config.templates.keys().collect::<Vec<_>>(), "problems": [],
+                    "credentials": credentials(&config).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 }));
             } else {
                 outln!("{} {file} (version {})", out.ok("ok:"), config.version);
@@ -37,6 +49,15 @@ fn check(global: &Global, args: &CheckArgs) -> anyhow::Result<()> {
                 );
                 for rule in &config.rules {
                     outln!("  rule {} ({}): {}", rule.id, rule.kind, rule.description);
+                }
+                for (server, summary) in credentials(&config) {
+                    let missing = summary.secrets.iter().any(|s| !s.present);
+                    let mark = if missing {
+                        out.bad("credential")
+                    } else {
+                        "credential".into()
+                    };
+                    outln!("  {mark} {server}: {summary}");
                 }
                 for tool in config.tools.keys() {
                     let labels = config.policies.labels_of(tool);

@@ -347,3 +347,58 @@ fn contexts_are_listed_and_chosen_and_a_stale_current_one_is_an_error() {
     assert_eq!(status.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&status.stderr).contains("127.0.0.1:8"));
 }
+
+/// `policy check` says which credential each HTTP MCP server is sent and whether each secret is
+/// there, never the secret itself (issue 27).
+#[test]
+fn policy_check_names_each_servers_credential_and_whether_its_secret_is_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "oauth-client-secret-91ab\n").unwrap();
+    let config = serde_json::json!({
+        "servers": {
+            "tickets": {
+                "mcp_url": "https://tickets.example/mcp", "tools": ["open"],
+                "auth": { "type": "oauth_client_credentials", "token_url": "https://idp.example/token",
+                          "client_id": "gw", "client_secret": { "token_file": secret_file } }
+            },
+            "wiki": {
+                "mcp_url": "https://wiki.example/mcp", "tools": ["read"],
+                "auth": { "type": "bearer", "token": { "token_env": "CONDUCTORCTL_TEST_UNSET_27" } }
+            },
+            "open": { "mcp_url": "http://127.0.0.1:9/mcp", "tools": ["look"] }
+        }
+    });
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.display().to_string();
+    let out = ctl(&["policy", "check", &path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("credential tickets: oauth_client_credentials: servers.tickets.auth.client_secret from file")
+            && stdout.contains("(present)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("credential wiki: bearer: servers.wiki.auth.token from environment variable CONDUCTORCTL_TEST_UNSET_27 (MISSING"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("credential open: none"), "{stdout}");
+    assert!(!stdout.contains("oauth-client-secret-91ab"), "{stdout}");
+    let json = ctl(&["policy", "check", &path, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report["credentials"]["tickets"]["mode"],
+        "oauth_client_credentials"
+    );
+    assert_eq!(
+        report["credentials"]["tickets"]["secrets"][0]["present"],
+        true
+    );
+    assert_eq!(
+        report["credentials"]["wiki"]["secrets"][0]["present"],
+        false
+    );
+    assert!(!String::from_utf8_lossy(&json.stdout).contains("oauth-client-secret-91ab"));
+}
