@@ -7,7 +7,7 @@
 //! cancelled, which also kills the child, and the next call opens a new one: a dead server costs the
 //! calls in flight, never the orchestrator.
 
-use super::{Progress, RelaySink, Relayed, ToolFailure, ToolInfo, deadline};
+use super::{Ask, AskRefused, Progress, RelaySink, Relayed, ToolFailure, ToolInfo, deadline};
 use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
 use rmcp::model::{
@@ -39,12 +39,80 @@ pub(super) struct ConductorClient {
     calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl ConductorClient {
+    /// The one call in flight's relay, if exactly one call is in flight and its caller wants what
+    /// the server sends: what the server sends without naming a request is then that call's.
+    fn lone_call(&self) -> Option<RelaySink> {
+        if self.calls.load(std::sync::atomic::Ordering::Acquire) != 1 {
+            return None;
+        }
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sinks = routes.values();
+        match (sinks.next(), sinks.next()) {
+            (Some(sink), None) => Some(sink.clone()),
+            _ => None,
+        }
+    }
+
+    /// A server's request, relayed to the client of the one call in flight; refused when there
+    /// is not exactly one.
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        params: impl serde::Serialize,
+    ) -> Result<T, rmcp::ErrorData> {
+        let refused = |refused: AskRefused| {
+            rmcp::ErrorData::new(rmcp::model::ErrorCode(refused.code), refused.message, None)
+        };
+        let Some(sink) = self.lone_call() else {
+            return Err(refused(AskRefused::cannot_answer(method)));
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let asked = Ask {
+            method: method.to_owned(),
+            params: serde_json::to_value(params).unwrap_or(Value::Null),
+            answer,
+        };
+        if sink.send(Relayed::Ask(asked)).await.is_err() {
+            return Err(refused(AskRefused::cannot_answer(method)));
+        }
+        let answer = answered
+            .await
+            .unwrap_or_else(|_| Err(AskRefused::cannot_answer(method)))
+            .map_err(refused)?;
+        serde_json::from_value(answer).map_err(|e| {
+            rmcp::ErrorData::internal_error(format!("the client's answer is not MCP: {e}"), None)
+        })
+    }
+}
+
 impl ClientHandler for ConductorClient {
     fn get_info(&self) -> ClientConfig {
+        // What a server may ask of the client of a call (relayed to it).
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.sampling = Some(Default::default());
+        capabilities.elicitation = Some(Default::default());
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("conductorio", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    #[allow(deprecated)] // sampling is of the session eras (SEP-2577)
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        self.ask("sampling/createMessage", params).await
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        self.ask("elicitation/create", params).await
     }
 
     fn on_progress(
@@ -74,11 +142,8 @@ impl ClientHandler for ConductorClient {
         params: rmcp::model::LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) -> impl Future<Output = ()> + Send + '_ {
-        if self.calls.load(std::sync::atomic::Ordering::Acquire) == 1 {
-            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            if let [sink] = routes.values().collect::<Vec<_>>().as_slice() {
-                let _ = sink.try_send(Relayed::Log(params));
-            }
+        if let Some(sink) = self.lone_call() {
+            let _ = sink.try_send(Relayed::Log(params));
         }
         std::future::ready(())
     }

@@ -7,11 +7,12 @@
 //! is opened again and the request sent once more: the server did not process it. A server that
 //! cannot be reached costs the calls in flight, never the orchestrator.
 //!
-//! Server-initiated requests (sampling, elicitation, roots) are not offered: the client announces no
-//! capabilities, so a conforming server sends none. Notifications on a request's stream (progress,
-//! log messages) go to the request's caller when it wants them, and are read past otherwise.
+//! A server's own requests on a request's stream (sampling, elicitation, roots) go to the client of
+//! the call that made the request and its answer back to the server (refused at once when that
+//! client cannot answer them); notifications on the stream (progress, log messages) go to that
+//! client when it wants them, and are read past otherwise.
 
-use super::{Progress, RelaySink, Relayed, ToolInfo, deadline};
+use super::{Ask, AskRefused, Progress, RelaySink, Relayed, ToolInfo, deadline};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use reqwest::StatusCode;
@@ -65,12 +66,11 @@ impl HttpTools {
     ) -> Result<Self, Error> {
         crate::auth::install_tls_provider();
         // TLS with the server's own CA bundle and client certificate, where configured.
-        let http = super::credentials::http_client(server, url).map_err(|message| {
-            Error::Unavailable {
+        let http =
+            super::credentials::http_client(server, url).map_err(|message| Error::Unavailable {
                 server: server.name.clone(),
                 message,
-            }
-        })?;
+            })?;
         Ok(HttpTools {
             http,
             credentials: super::credentials::Credentials::new(server, presented),
@@ -261,7 +261,8 @@ impl HttpTools {
             "method": "initialize",
             "params": {
                 "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
+                // What a server may ask of the client of a call (relayed to it, see above).
+                "capabilities": { "sampling": {}, "elicitation": {}, "roots": {} },
                 "clientInfo": { "name": "conductorio", "version": env!("CARGO_PKG_VERSION") }
             }
         });
@@ -278,7 +279,7 @@ impl HttpTools {
         struct Initialized {
             protocol_version: String,
         }
-        let result = read_answer(response, Some(0), false, None)
+        let result = read_answer(response, Some(0), false, None, None)
             .await
             .map_err(|f| {
                 unavailable(format!(
@@ -342,7 +343,33 @@ impl HttpTools {
         relay: Option<&RelaySink>,
     ) -> Result<Box<RawValue>, Failure> {
         let response = self.post(headers, body).await.map_err(Failure::Transport)?;
-        read_answer(response, id, true, relay).await
+        read_answer(response, id, true, relay, Some((self, headers))).await
+    }
+
+    /// Answers a request the server sent on a request's stream.
+    async fn respond(
+        &self,
+        headers: &HeaderMap,
+        id: &RequestId,
+        answer: Result<Value, AskRefused>,
+    ) {
+        let body = match answer {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Err(refused) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": { "code": refused.code, "message": refused.message },
+            }),
+        };
+        match self.post(headers, &body).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::warn!(url = %self.url, status = %response.status(), "the server did not take the answer to its request");
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "the answer to the server's request could not be sent");
+            }
+        }
     }
 
     fn error(&self, server: &ServerConfig, what: &str, failure: Failure) -> Error {
@@ -433,6 +460,7 @@ async fn read_answer(
     id: Option<i64>,
     in_session: bool,
     relay: Option<&RelaySink>,
+    back: Option<(&HttpTools, &HeaderMap)>,
 ) -> Result<Box<RawValue>, Failure> {
     let status = response.status();
     if status == StatusCode::NOT_FOUND && in_session {
@@ -500,6 +528,19 @@ async fn read_answer(
                 (Some(_), None) => true,
                 _ => false,
             };
+            if let (Some(method), Some(asked)) = (&message.method, &message.id)
+                && let Some((client, headers)) = back
+            {
+                // The server asks the client of this call something before it answers.
+                let params = message
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p.get()).ok())
+                    .unwrap_or(Value::Null);
+                let answer = ask(relay, method, params).await;
+                client.respond(headers, asked, answer).await;
+                continue;
+            }
             if answers && (message.result.is_some() || message.error.is_some()) {
                 return settle(message);
             }
@@ -510,6 +551,26 @@ async fn read_answer(
             }
         }
     }
+}
+
+/// A server's request to the client of the call: relayed to it, or refused when there is no way
+/// to it.
+async fn ask(relay: Option<&RelaySink>, method: &str, params: Value) -> Result<Value, AskRefused> {
+    let Some(relay) = relay else {
+        return Err(AskRefused::cannot_answer(method));
+    };
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let asked = Ask {
+        method: method.to_owned(),
+        params,
+        answer,
+    };
+    if relay.send(Relayed::Ask(asked)).await.is_err() {
+        return Err(AskRefused::cannot_answer(method));
+    }
+    answered
+        .await
+        .unwrap_or_else(|_| Err(AskRefused::cannot_answer(method)))
 }
 
 fn settle(message: Message) -> Result<Box<RawValue>, Failure> {
@@ -605,7 +666,7 @@ mod tests {
             .send()
             .await
             .expect("an answer");
-        match read_answer(response, Some(1), true, None).await {
+        match read_answer(response, Some(1), true, None, None).await {
             Err(Failure::Transport(message)) => {
                 assert!(message.contains("larger than"), "{message}");
             }

@@ -74,12 +74,42 @@ pub struct Progress {
 }
 
 /// What a server sends while it answers a request, on its way to the client that made it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[allow(deprecated)] // log messages are of the session eras (SEP-2577)
 pub enum Relayed {
     Progress(Progress),
     /// A log message (`notifications/message`), as the server gave it.
     Log(rmcp::model::LoggingMessageNotificationParam),
+    /// A request of the server's own to the client (sampling, elicitation, roots).
+    Ask(Ask),
+}
+
+/// A server's request to the client of the call it is answering; the client's answer (its result,
+/// or why not) goes back on `answer`.
+#[derive(Debug)]
+pub struct Ask {
+    pub method: String,
+    pub params: Value,
+    pub answer: tokio::sync::oneshot::Sender<Result<Value, AskRefused>>,
+}
+
+/// Why a server's request got no result: a JSON-RPC error, the client's or ours.
+#[derive(Debug, Clone)]
+pub struct AskRefused {
+    pub code: i32,
+    pub message: String,
+}
+
+impl AskRefused {
+    /// The client of the call cannot answer `method` (it did not say it can, or there is none).
+    pub fn cannot_answer(method: &str) -> Self {
+        AskRefused {
+            code: rmcp::model::ErrorCode::METHOD_NOT_FOUND.0,
+            message: format!(
+                "the client of this call cannot answer {method}: it did not declare the capability (Conductorio relays a server's requests only to a client that can answer them)"
+            ),
+        }
+    }
 }
 
 /// Where a request's progress and log messages go: a bounded channel to its caller; an update that
@@ -131,9 +161,11 @@ impl Downstream {
         let client = match &server.transport {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
             Transport::McpStdio { .. } => Client::Mcp(Arc::default()),
-            Transport::McpHttp { url } => {
-                Client::McpHttp(Arc::new(HttpTools::new(server, url, self.presented.clone())?))
-            }
+            Transport::McpHttp { url } => Client::McpHttp(Arc::new(HttpTools::new(
+                server,
+                url,
+                self.presented.clone(),
+            )?)),
         };
         clients.insert(
             server.name.clone(),

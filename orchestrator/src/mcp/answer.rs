@@ -15,13 +15,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use rmcp::RoleServer;
+use rmcp::model::RequestId;
 use rmcp::model::{
     ClientJsonRpcMessage, ClientRequest, GetExtensions, InitializeRequestParams, JsonRpcRequest,
     ServerJsonRpcMessage,
 };
 use rmcp::service::serve_directly_with_ct;
-use rmcp::transport::OneshotTransport;
+use rmcp::transport::Transport;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -48,7 +50,7 @@ pub(super) async fn dispatch(
 ) -> Result<(ServerJsonRpcMessage, Option<Rest>), Response> {
     request.request.extensions_mut().insert(parts);
     let (transport, mut receiver) =
-        OneshotTransport::<RoleServer>::new(ClientJsonRpcMessage::Request(request));
+        RequestTransport::new(ClientJsonRpcMessage::Request(request), handler.shared());
     let running = serve_directly_with_ct(handler, transport, peer_info, cancel.clone());
     tokio::spawn(async move {
         let _ = running.waiting().await;
@@ -71,6 +73,88 @@ pub(super) async fn dispatch(
             _cancel: guard,
         }),
     ))
+}
+
+/// The transport of one request's handler: the request in; out, what the handler sends up to
+/// its answer. A request the handler sends the client on the way (a server's sampling or
+/// elicitation, relayed) goes out under an id of the session's, and the client's answer, which
+/// arrives in a request of its own, comes back in here (`Session::answered`).
+struct RequestTransport {
+    first: Option<ClientJsonRpcMessage>,
+    session: Arc<super::handler::Session>,
+    answers: mpsc::Receiver<ClientJsonRpcMessage>,
+    back: mpsc::Sender<ClientJsonRpcMessage>,
+    out: mpsc::Sender<ServerJsonRpcMessage>,
+    /// Set when the answer has gone out: the handler's service then ends.
+    done: Arc<tokio::sync::Semaphore>,
+    /// The ids the requests to the client went out under, forgotten with the transport.
+    asked: Vec<RequestId>,
+}
+
+impl RequestTransport {
+    fn new(
+        first: ClientJsonRpcMessage,
+        session: Arc<super::handler::Session>,
+    ) -> (Self, mpsc::Receiver<ServerJsonRpcMessage>) {
+        let (out, receiver) = mpsc::channel(16);
+        let (back, answers) = mpsc::channel(4);
+        let transport = RequestTransport {
+            first: Some(first),
+            session,
+            answers,
+            back,
+            out,
+            done: Arc::new(tokio::sync::Semaphore::new(0)),
+            asked: Vec::new(),
+        };
+        (transport, receiver)
+    }
+}
+
+impl Drop for RequestTransport {
+    fn drop(&mut self) {
+        self.session.forget_asked(&self.asked);
+    }
+}
+
+impl Transport<RoleServer> for RequestTransport {
+    type Error = mpsc::error::SendError<ServerJsonRpcMessage>;
+
+    fn send(
+        &mut self,
+        mut item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let ServerJsonRpcMessage::Request(request) = &mut item {
+            let original = std::mem::replace(&mut request.id, RequestId::Number(0));
+            request.id = self.session.asking(original, self.back.clone());
+            self.asked.push(request.id.clone());
+        }
+        let ends = is_answer(&item);
+        let out = self.out.clone();
+        let done = Arc::clone(&self.done);
+        async move {
+            out.send(item).await?;
+            if ends {
+                done.add_permits(1);
+            }
+            Ok(())
+        }
+    }
+
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        tokio::select! {
+            answer = self.answers.recv() => answer,
+            _ = self.done.acquire() => None,
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.first.take();
+        std::future::ready(Ok(()))
+    }
 }
 
 fn is_answer(message: &ServerJsonRpcMessage) -> bool {

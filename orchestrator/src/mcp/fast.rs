@@ -54,12 +54,18 @@ pub(super) async fn call(
         peer: None,
     };
     let answer = match session.call_tool(params, context).await {
-        Ok(result) => serde_json::to_vec(&Answer {
-            jsonrpc: "2.0",
-            id: &id,
-            result: Some(&ServerResult::from(result)),
-            error: None,
-        }),
+        Ok(result) => {
+            // A session is of an era before 2026-07-28: its results have no `resultType`, as
+            // the SDK answers such a peer.
+            let mut result = ServerResult::from(result);
+            result.strip_result_type_for_legacy_peer();
+            serde_json::to_vec(&Answer {
+                jsonrpc: "2.0",
+                id: &id,
+                result: Some(&result),
+                error: None,
+            })
+        }
         Err(error) => serde_json::to_vec(&Answer::<()> {
             jsonrpc: "2.0",
             id: &id,

@@ -80,6 +80,22 @@ pub(super) struct Session {
     inflight: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
     /// The least severe log message the client wants (`logging/setLevel`); none: it asked for none.
     pub(super) log_level: std::sync::Mutex<Option<super::offered::Severity>>,
+    /// What the client said it can answer (sampling, elicitation, roots) in its `initialize`.
+    capabilities: std::sync::OnceLock<ClientCapabilities>,
+    /// The requests sent to the client on a call's stream (a server's sampling or elicitation,
+    /// relayed), by the id they went out under: where the client's answer goes back to.
+    asked: std::sync::Mutex<std::collections::HashMap<String, Asked>>,
+    /// The ids requests to the client go out under: one sequence for the session, since each
+    /// request's handler numbers its own from zero.
+    ask_ids: std::sync::atomic::AtomicI64,
+}
+
+/// A request sent to the client, waiting for its answer.
+struct Asked {
+    /// The id its handler gave it.
+    original: RequestId,
+    /// The handler's way in.
+    back: tokio::sync::mpsc::Sender<rmcp::model::ClientJsonRpcMessage>,
 }
 
 impl Drop for Session {
@@ -141,7 +157,8 @@ pub(super) struct CallContext {
     pub handle: Option<String>,
     /// Where progress goes while the call waits for a person, when the client asked for it.
     pub progress: Option<(ProgressToken, Peer<RoleServer>)>,
-    /// Where the tool's log messages go, when the client set a log level.
+    /// Where the tool's log messages and the server's requests go, when the client set a log
+    /// level or can be asked for sampling or elicitation.
     pub peer: Option<Peer<RoleServer>>,
 }
 
@@ -180,7 +197,7 @@ impl CallContext {
                 .meta
                 .get_progress_token()
                 .map(|token| (token, context.peer.clone())),
-            peer: session.wants_logs().then(|| context.peer.clone()),
+            peer: session.streams().then(|| context.peer.clone()),
         }
     }
 
@@ -211,6 +228,9 @@ impl ConductorMcp {
                 protocol: std::sync::OnceLock::new(),
                 inflight: std::sync::Mutex::default(),
                 log_level: std::sync::Mutex::default(),
+                capabilities: std::sync::OnceLock::new(),
+                asked: std::sync::Mutex::default(),
+                ask_ids: std::sync::atomic::AtomicI64::new(1),
             }),
         }
     }
@@ -266,12 +286,103 @@ impl Session {
         self.client.get().map(String::as_str)
     }
 
-    /// What the client said in its `initialize`, as the SDK's handshake would have kept it: its name
-    /// and the agreed version (the rest is never read).
+    /// Whether the client said it can answer a server's request of `method` (sampling,
+    /// elicitation, roots).
+    pub(super) fn can_answer(&self, method: &str) -> bool {
+        let Some(capabilities) = self.capabilities.get() else {
+            return false;
+        };
+        match method {
+            "sampling/createMessage" => capabilities.sampling.is_some(),
+            "elicitation/create" => capabilities.elicitation.is_some(),
+            "roots/list" => capabilities.roots.is_some(),
+            _ => false,
+        }
+    }
+
+    /// What the client can answer when a server asks it something during a call.
+    pub(super) fn answerable(&self) -> super::waiting::Answerable {
+        super::waiting::Answerable {
+            sampling: self.can_answer("sampling/createMessage"),
+            elicitation: self.can_answer("elicitation/create"),
+            roots: self.can_answer("roots/list"),
+        }
+    }
+
+    /// Whether a call of this session must answer on a stream: the client hears log messages, or
+    /// can be asked for sampling or elicitation.
+    pub(super) fn streams(&self) -> bool {
+        self.wants_logs()
+            || self.can_answer("sampling/createMessage")
+            || self.can_answer("elicitation/create")
+    }
+
+    /// Gives a request to the client the session's next id, and remembers where its answer goes.
+    pub(super) fn asking(
+        &self,
+        original: RequestId,
+        back: tokio::sync::mpsc::Sender<rmcp::model::ClientJsonRpcMessage>,
+    ) -> RequestId {
+        let id = RequestId::Number(
+            self.ask_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), Asked { original, back });
+        id
+    }
+
+    /// Forgets the requests to the client that went out under `ids` (their call has ended).
+    pub(super) fn forget_asked(&self, ids: &[RequestId]) {
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            asked.remove(&id.to_string());
+        }
+    }
+
+    /// The client's answer to a request sent to it: back to the call that asked, under the id
+    /// that call gave it. An answer to nothing asked is dropped.
+    pub(super) fn answered(&self, message: rmcp::model::ClientJsonRpcMessage) {
+        use rmcp::model::ClientJsonRpcMessage;
+        let id = match &message {
+            ClientJsonRpcMessage::Response(response) => &response.id,
+            ClientJsonRpcMessage::Error(error) => match &error.id {
+                Some(id) => id,
+                None => return,
+            },
+            _ => return,
+        };
+        let Some(asked) = self
+            .asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.to_string())
+        else {
+            tracing::debug!(%id, "an answer to no request of this session");
+            return;
+        };
+        let message = match message {
+            ClientJsonRpcMessage::Response(mut response) => {
+                response.id = asked.original;
+                ClientJsonRpcMessage::Response(response)
+            }
+            ClientJsonRpcMessage::Error(mut error) => {
+                error.id = Some(asked.original);
+                ClientJsonRpcMessage::Error(error)
+            }
+            other => other,
+        };
+        let _ = asked.back.try_send(message);
+    }
+
+    /// What the client said in its `initialize`, as the SDK's handshake would have kept it: its
+    /// name, what it can answer and the agreed version (the rest is never read).
     pub(super) fn peer_info(&self) -> Option<InitializeRequestParams> {
         let name = self.client.get()?;
         let info = InitializeRequestParams::new(
-            ClientCapabilities::default(),
+            self.capabilities.get().cloned().unwrap_or_default(),
             Implementation::new(name.clone(), ""),
         );
         Some(match self.protocol.get() {
@@ -561,17 +672,20 @@ impl Session {
             }
         };
         let progress = match (context.progress, updates) {
-            (Some((token, peer)), Some(updates)) => {
-                Ok(ApprovalProgress::new(&self.gateway, &spec, token, peer)
-                    .relaying(updates, least))
-            }
+            (Some((token, peer)), Some(updates)) => Ok(ApprovalProgress::new(
+                &self.gateway,
+                &spec,
+                token,
+                peer,
+            )
+            .relaying(updates, least, self.answerable())),
             (_, updates) => Err(updates.zip(context.peer)),
         };
         let call = self.gateway.call_with_progress(spec, sink);
         let report = match progress {
             Ok(progress) => progress.run_while(call).await?,
             Err(Some((updates, peer))) => {
-                super::waiting::relaying_logs(call, updates, &peer, least).await?
+                super::waiting::relaying(call, updates, &peer, least, self.answerable()).await?
             }
             Err(None) => call.await?,
         };
@@ -676,6 +790,7 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         let _ = self.session.client.set(request.client_info.name.clone());
+        let _ = self.session.capabilities.set(request.capabilities.clone());
         context.peer.set_peer_info(request.clone());
         let result = self.negotiate_initialize(&request)?;
         let _ = self.session.protocol.set(result.protocol_version.clone());

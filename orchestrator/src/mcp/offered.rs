@@ -470,8 +470,19 @@ impl Session {
     }
 }
 
-/// A server's answer as the MCP type it must be.
-fn read_answer<T: DeserializeOwned>(server: &str, method: &str, answer: Value) -> Result<T, Error> {
+/// A server's answer as the MCP type it must be. A server of an earlier era sends no
+/// `resultType`: the result says it is complete, as a 2026-07-28 client requires (the SDK takes it
+/// out again for a client of an earlier era).
+fn read_answer<T: DeserializeOwned>(
+    server: &str,
+    method: &str,
+    mut answer: Value,
+) -> Result<T, Error> {
+    if let Some(result) = answer.as_object_mut() {
+        result
+            .entry("resultType")
+            .or_insert_with(|| Value::String("complete".into()));
+    }
     serde_json::from_value(answer).map_err(|e| Error::Downstream {
         server: server.to_owned(),
         tool: method.to_owned(),

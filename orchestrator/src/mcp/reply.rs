@@ -60,8 +60,13 @@ pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
 }
 
 /// An MCP server's result as it gave it, less any `_meta` key of this gateway's (it adds its own).
+/// A server of an earlier era sends no `resultType`: the result says it is complete, as a
+/// 2026-07-28 client requires (the SDK takes it out again for a client of an earlier era).
 fn as_served(served: &Value) -> Option<CallToolResult> {
     let mut result: CallToolResult = serde_json::from_value(served.clone()).ok()?;
+    result
+        .result_type
+        .get_or_insert(rmcp::model::ResultType::COMPLETE);
     if let Some(meta) = result.meta.as_mut() {
         meta.0.retain(|key, _| !key.starts_with("io.conductorio/"));
         if meta.0.is_empty() {

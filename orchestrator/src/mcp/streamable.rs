@@ -255,9 +255,10 @@ async fn post(busy: Busy, request: Request) -> Response {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    // A client that asked for log messages reads the call's stream: not the JSON fast path.
+    // A client that asked for log messages, or can be asked for sampling or elicitation, reads the
+    // call's stream: not the JSON fast path.
     match fast::classify(&bytes) {
-        fast::Body::Plain(id, params) if !busy.session().wants_logs() => {
+        fast::Body::Plain(id, params) if !busy.session().streams() => {
             return fast::call(busy.session(), id, params, &parts).await;
         }
         fast::Body::InvalidParams(id, message) => return fast::invalid_params(&id, message),
@@ -286,12 +287,16 @@ async fn post(busy: Busy, request: Request) -> Response {
             }
             return StatusCode::ACCEPTED.into_response();
         }
-        // Answers to requests this server never sends need nothing.
-        _ => return StatusCode::ACCEPTED.into_response(),
+        // The client's answer to a request a call sent it (a server's sampling or elicitation):
+        // back to that call.
+        answer => {
+            busy.session().answered(answer);
+            return StatusCode::ACCEPTED.into_response();
+        }
     };
     // A client that asked for progress reads a stream, even when nothing precedes the answer.
     let progress = request.request.get_meta().get_progress_token().is_some();
-    let progress = progress || busy.session().wants_logs();
+    let progress = progress || busy.session().streams();
     let session = Arc::clone(busy.session());
     let peer_info = session.peer_info();
     let cancel = CancellationToken::new();

@@ -7,7 +7,7 @@
 use super::offered::Severity;
 use crate::approval;
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::downstream::{Progress, Relayed};
+use crate::downstream::{AskRefused, Progress, Relayed};
 use crate::error::Error;
 use crate::gateway::{CallReport, CallSpec, Gateway, now_ms};
 #[allow(deprecated)]
@@ -36,6 +36,27 @@ pub struct ApprovalProgress {
     relayed: Option<tokio::sync::mpsc::Receiver<Relayed>>,
     /// The least severe log message the client hears; none: it hears none.
     least: Option<Severity>,
+    /// What the client can answer when the server asks.
+    answerable: Answerable,
+}
+
+/// What a client can answer when a server asks it something during a call, from its `initialize`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Answerable {
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+}
+
+impl Answerable {
+    fn can(self, method: &str) -> bool {
+        match method {
+            "sampling/createMessage" => self.sampling,
+            "elicitation/create" => self.elicitation,
+            "roots/list" => self.roots,
+            _ => false,
+        }
+    }
 }
 
 /// The approval a call waits for.
@@ -62,6 +83,7 @@ impl ApprovalProgress {
             sent: 0,
             relayed: None,
             least: None,
+            answerable: Answerable::default(),
         }
     }
 
@@ -71,9 +93,11 @@ impl ApprovalProgress {
         mut self,
         updates: tokio::sync::mpsc::Receiver<Relayed>,
         least: Option<Severity>,
+        answerable: Answerable,
     ) -> Self {
         self.relayed = Some(updates);
         self.least = least;
+        self.answerable = answerable;
         self
     }
 
@@ -130,11 +154,10 @@ impl ApprovalProgress {
     /// client sees one progress that only grows, with the tool's message as it gave it. Its log
     /// messages go on as they came.
     async fn relay(&mut self, update: Relayed) {
-        let update = match update {
-            Relayed::Progress(update) => update,
-            Relayed::Log(message) => return send_log(&self.peer, message, self.least).await,
-        };
-        self.relay_progress(update).await;
+        match update {
+            Relayed::Progress(update) => self.relay_progress(update).await,
+            other => relay_other(&self.peer, other, self.least, self.answerable).await,
+        }
     }
 
     async fn relay_progress(&mut self, update: Progress) {
@@ -231,30 +254,77 @@ async fn send_log(
     }
 }
 
-/// Drives `call` to its end, sending the log messages the tool sends on `logs` to the client
-/// (a call whose client asked for no progress: [`ApprovalProgress`] relays both otherwise).
-pub(super) async fn relaying_logs<T>(
+/// A log message or a server's request, to the client (progress is [`ApprovalProgress`]'s).
+async fn relay_other(
+    peer: &Peer<RoleServer>,
+    update: Relayed,
+    least: Option<Severity>,
+    answerable: Answerable,
+) {
+    match update {
+        Relayed::Log(message) => send_log(peer, message, least).await,
+        Relayed::Ask(ask) => {
+            let answer = if answerable.can(&ask.method) {
+                ask_client(peer, &ask.method, ask.params).await
+            } else {
+                Err(AskRefused::cannot_answer(&ask.method))
+            };
+            tracing::info!(method = %ask.method, answered = answer.is_ok(), "a server's request relayed to the client of its call");
+            let _ = ask.answer.send(answer);
+        }
+        Relayed::Progress(_) => {}
+    }
+}
+
+/// Sends a server's request on to the client and waits for its answer.
+async fn ask_client(
+    peer: &Peer<RoleServer>,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, AskRefused> {
+    let request: rmcp::model::ServerRequest = serde_json::from_value(
+        serde_json::json!({ "method": method, "params": params }),
+    )
+    .map_err(|e| AskRefused {
+        code: rmcp::model::ErrorCode::INVALID_PARAMS.0,
+        message: format!("the server's {method} is not what MCP says: {e}"),
+    })?;
+    match peer.send_request(request).await {
+        Ok(result) => serde_json::to_value(result).map_err(|e| AskRefused {
+            code: rmcp::model::ErrorCode::INTERNAL_ERROR.0,
+            message: format!("the client's answer could not be read: {e}"),
+        }),
+        Err(rmcp::service::ServiceError::McpError(error)) => Err(AskRefused {
+            code: error.code.0,
+            message: error.message.to_string(),
+        }),
+        Err(e) => Err(AskRefused {
+            code: rmcp::model::ErrorCode::INTERNAL_ERROR.0,
+            message: format!("the client did not answer {method}: {e}"),
+        }),
+    }
+}
+
+/// Drives `call` to its end, sending the log messages the tool sends and the server's requests on
+/// `updates` to the client (a call whose client asked for no progress: [`ApprovalProgress`]
+/// relays everything otherwise).
+pub(super) async fn relaying<T>(
     call: impl Future<Output = T>,
-    mut logs: tokio::sync::mpsc::Receiver<Relayed>,
+    mut updates: tokio::sync::mpsc::Receiver<Relayed>,
     peer: &Peer<RoleServer>,
     least: Option<Severity>,
+    answerable: Answerable,
 ) -> T {
     tokio::pin!(call);
     loop {
         tokio::select! {
             result = &mut call => {
-                while let Ok(update) = logs.try_recv() {
-                    if let Relayed::Log(message) = update {
-                        send_log(peer, message, least).await;
-                    }
+                while let Ok(update) = updates.try_recv() {
+                    relay_other(peer, update, least, answerable).await;
                 }
                 return result;
             }
-            Some(update) = logs.recv() => {
-                if let Relayed::Log(message) = update {
-                    send_log(peer, message, least).await;
-                }
-            }
+            Some(update) = updates.recv() => relay_other(peer, update, least, answerable).await,
         }
     }
 }
