@@ -1,9 +1,9 @@
 //! Reading the audit log back: filtered queries, chain verification and compliance reports.
 //!
-//! All of it reads the files (on a blocking thread), never the live state, so a report says exactly what
+//! All of it reads the durable record (the files or the PostgreSQL rows, on a blocking thread), never the live state, so a report says exactly what
 //! the durable record says; the compliance report folds them with the live state's own transition.
 
-use crate::audit::{AuditEvent, AuditRecord, DecisionKind, ReplayEvent};
+use crate::audit::{AuditEvent, AuditLog, AuditRecord, DecisionKind, ReplayEvent};
 use crate::config::Config;
 use crate::error::Error;
 use conductor_audit::AuditError;
@@ -50,16 +50,16 @@ async fn blocking<T: Send + 'static>(
 
 /// Up to `limit` matching records with seq > `after_seq`, and the `after_seq` of the next page.
 pub async fn query(
-    dir: &Path,
+    audit: &AuditLog,
     filter: &AuditFilter,
     after_seq: u64,
     limit: usize,
 ) -> Result<(Vec<AuditRecord>, Option<u64>), Error> {
-    let dir = dir.to_path_buf();
+    let audit = audit.clone();
     let filter = filter.clone();
     blocking(move || {
         let mut out = Vec::new();
-        for record in conductor_audit::read_from::<AuditEvent>(&dir, after_seq + 1)? {
+        for record in audit.read_from::<AuditEvent>(after_seq + 1)? {
             let record = record?;
             if !filter.matches(&record) {
                 continue;
@@ -103,7 +103,7 @@ pub async fn verify(
 /// Verifies the live log where it is kept (its files, or PostgreSQL), and that it still holds
 /// `anchor` when one is given.
 pub async fn verify_log(
-    audit: &crate::audit::AuditLog,
+    audit: &AuditLog,
     anchor: Option<conductor_audit::Anchor>,
 ) -> Result<VerifyOutcome, Error> {
     match audit.store() {
@@ -203,16 +203,16 @@ impl ComplianceReport {
 /// Reads the whole log through [`ReportFold`] (the same transition as the live state) and checks
 /// the chain.
 pub async fn compliance(
-    dir: &Path,
+    audit: &AuditLog,
     config: Arc<Config>,
     scope: &ReportScope,
 ) -> Result<ComplianceReport, Error> {
-    let chain = verify(dir, None).await?;
-    let dir = dir.to_path_buf();
+    let chain = verify_log(audit, None).await?;
+    let audit = audit.clone();
     let scope = scope.clone();
     let report = blocking(move || {
         let mut fold = ReportFold::new(config, scope);
-        for record in conductor_audit::read_from::<ReplayEvent>(&dir, 1)? {
+        for record in audit.read_from::<ReplayEvent>(1)? {
             let record = record?;
             fold.add(record.ts_ms, &record.event);
         }

@@ -444,7 +444,7 @@ impl Orchestrator for OrchestratorService {
             body.limit.min(1000) as usize
         };
         let (records, next) =
-            report::query(self.gateway.audit().dir(), &filter, body.after_seq, limit).await?;
+            report::query(self.gateway.audit(), &filter, body.after_seq, limit).await?;
         let events = records.iter().map(convert::audit_event).collect();
         Ok(Response::new(pb::AuditQueryResponse {
             events,
@@ -477,7 +477,7 @@ impl Orchestrator for OrchestratorService {
             until_ms: (body.until_ms > 0).then_some(body.until_ms),
         };
         let report =
-            report::compliance(self.gateway.audit().dir(), self.gateway.config(), &scope).await?;
+            report::compliance(self.gateway.audit(), self.gateway.config(), &scope).await?;
         Ok(Response::new(convert::compliance(&report)))
     }
 

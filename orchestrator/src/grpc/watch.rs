@@ -91,18 +91,19 @@ impl Watcher {
         }
     }
 
-    /// Sends every record from `next` that is already in the files.
+    /// Sends every record from `next` that is already durable (in the files or the rows).
     async fn catch_up(&mut self) -> Result<(), ()> {
         let last = self.gateway.audit().last_seq();
         if self.next > last {
             return Ok(());
         }
-        let dir = self.gateway.audit().dir().to_path_buf();
+        let audit = self.gateway.audit().clone();
         let from = self.next;
         let (batch_tx, mut batch_rx) = mpsc::channel::<AuditRecord>(WATCHER_BUFFER);
         let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let records =
-                conductor_audit::read_from::<AuditEvent>(&dir, from).map_err(|e| e.to_string())?;
+            let records = audit
+                .read_from::<AuditEvent>(from)
+                .map_err(|e| e.to_string())?;
             for record in records {
                 let record = record.map_err(|e| e.to_string())?;
                 if record.seq > last {

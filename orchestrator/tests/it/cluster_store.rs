@@ -1,6 +1,6 @@
 //! The orchestrator on the PostgreSQL store (issue 23's foundation), against a real temporary
 //! PostgreSQL: a tool call's intent and outcome are rows of the table, nothing goes to local log
-//! files, `audit verify` over the RPC reads the database, and a restart rebuilds its state from
+//! files, `audit query` and `audit verify` over the RPC read the database, and a restart rebuilds its state from
 //! the table.
 
 use crate::common;
@@ -50,6 +50,21 @@ async fn a_call_through_an_orchestrator_on_postgres_is_rows_in_the_table() {
     assert!(
         position("call_decided") < position("call_finished"),
         "the intent is written before the outcome: {rows:?}"
+    );
+    let queried = h
+        .client
+        .clone()
+        .query_audit(pb::AuditQueryRequest {
+            workflow_id: wf.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("query over the RPC")
+        .into_inner();
+    assert_eq!(
+        queried.events.len(),
+        rows.len(),
+        "the query reads the rows: {queried:?}"
     );
     let audit_dir = h.dir.path().join("audit");
     let log_files = std::fs::read_dir(&audit_dir)
