@@ -12,6 +12,7 @@ Tools:
   count(n)         -> reports progress n times ("step i of n") when the call asked for it, then
                       answers
   chatty()         -> sends three log messages (info, debug, warning) while it runs, then answers
+  ask_model(q)     -> asks the client's model (sampling/createMessage) and answers with its reply
 
 Resources: notes://readme (text), notes://pixel (binary), the template notes://day/{day};
 prompts: greet(name) (one user message); completion of greet's name and of the template's day.
@@ -31,7 +32,7 @@ from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 
 # `chatty` logs on purpose, for the clients of the session eras that still hear log messages.
-warnings.filterwarnings("ignore", message="The logging capability is deprecated")
+warnings.filterwarnings("ignore", message="The (logging|sampling) capability is deprecated")
 
 server = MCPServer("echo-server")
 
@@ -112,6 +113,16 @@ async def chatty(ctx: Context) -> str:
     await ctx.debug("chatty details")
     await ctx.warning("chatty is almost done")
     return "chatted"
+
+
+@server.tool(description="Asks the client's model a question and answers with its reply.")
+async def ask_model(question: str, ctx: Context) -> str:
+    reply = await ctx.session.create_message(
+        [types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))],
+        max_tokens=50,
+    )
+    text = reply.content.text if isinstance(reply.content, types.TextContent) else str(reply.content)
+    return f"the model said: {text}"
 
 
 @server.resource("notes://readme", name="readme", mime_type="text/plain")

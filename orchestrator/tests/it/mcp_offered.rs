@@ -4,7 +4,7 @@
 //! getting a prompt are decided by the rules under `resources.SERVER` / `prompts.SERVER` and
 //! recorded like tool calls; what a caller may not use is neither listed nor served.
 
-use crate::mcp_support::{python, script};
+use crate::mcp_support::{python, run_python, script};
 use conductor_orchestrator::audit::{AuditEvent, DecisionKind, Outcome};
 use conductor_orchestrator::testing;
 use rmcp::model::{
@@ -43,7 +43,7 @@ fn config(clients: Value) -> String {
         "servers": {
             "notes": {
                 "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
-                "tools": ["echo", "chatty"],
+                "tools": ["echo", "chatty", "snapshot", "count", "ask_model"],
                 "timeout": "10s"
             }
         },
@@ -239,6 +239,66 @@ async fn an_allow_list_filters_resources_and_prompts_as_tools() {
     );
     let prompts = client.list_all_prompts().await.expect("prompts/list");
     assert!(prompts.iter().any(|p| p.name == "greet"), "{prompts:?}");
+    let _ = client.cancel().await;
+    orchestrator.stop().await;
+}
+
+/// The official Python SDK as the client (issue 28's tests): an image block and progress
+/// notifications come through as the server sent them, a read a rule refuses is refused, and the
+/// server's sampling request reaches the client's callback, whose reply reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_reads_images_progress_and_answers_sampling_through_conductorio() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config(json!({})), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let url = format!("{}/mcp", orchestrator.http_url());
+    let summary = run_python(&[
+        script("mcp_faithful.py").display().to_string(),
+        "--url".into(),
+        url,
+    ])
+    .await;
+    assert_eq!(summary["snapshot"], json!(["text", "image"]), "{summary}");
+    assert_eq!(summary["image_mime"], "image/png", "{summary}");
+    assert_eq!(summary["count"], "counted to 3", "{summary}");
+    assert_eq!(
+        summary["progress"],
+        json!(["step 1 of 3", "step 2 of 3", "step 3 of 3"]),
+        "the server's progress, in order: {summary}"
+    );
+    let refused = summary["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("echo-before-reading"),
+        "the read is refused with the rule: {summary}"
+    );
+    assert_eq!(summary["ask_model_error"], false, "{summary}");
+    assert_eq!(
+        summary["ask_model"], "the model said: forty-two, to 'the answer?'",
+        "the client's sampling reply reached the server: {summary}"
+    );
+    orchestrator.stop().await;
+}
+
+/// A client that cannot answer sampling gets the tool's failure at once, naming why, instead of
+/// the server waiting out its time-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_a_client_that_cannot_answer_is_refused_at_once() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config(json!({})), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let client = client_of(&orchestrator, None).await;
+    let mut ask = rmcp::model::CallToolRequestParams::new("ask_model");
+    ask.arguments = json!({ "question": "anyone?" }).as_object().cloned();
+    let answer = client.call_tool(ask).await.expect("tools/call");
+    assert_eq!(answer.is_error, Some(true), "{answer:?}");
+    let text = serde_json::to_string(&answer.content).expect("content");
+    assert!(
+        text.contains("cannot answer sampling/createMessage"),
+        "the failure says the client cannot answer: {text}"
+    );
+    assert!(!text.contains("time-out"), "refused, not timed out: {text}");
     let _ = client.cancel().await;
     orchestrator.stop().await;
 }
