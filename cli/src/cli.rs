@@ -67,12 +67,48 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Machine-readable JSON output instead of tables and prose.
     #[arg(long, global = true)]
     pub json: bool,
     /// When to use colour; NO_COLOR in the environment turns it off whatever this says.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// TLS to the orchestrator (an `https://` address): whom to trust, and the client certificate a
+/// listener that asks for one maps to a client.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM CA bundle the orchestrator's certificate must chain to (default: the system's roots);
+    /// implies https.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_CA_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate for mutual TLS (with --key); implies https.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_CERT",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_KEY",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -30,6 +30,13 @@ pub enum CliError {
         "cannot reach the orchestrator at {url}: {reason}\n  start it with `./run.sh --keep` (all daemons) or `orchestrator --config config/config.json`,\n  or point --orchestrator / CONDUCTOR_ORCHESTRATOR at the right address"
     )]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake failed: the orchestrator's certificate is not trusted, or it refused ours.
+    #[error("TLS with the orchestrator at {url} failed: {reason}\n  {hint}")]
+    Tls {
+        url: String,
+        reason: String,
+        hint: &'static str,
+    },
     /// Something answers at the address, but it is not an orchestrator (a tool server, or the
     /// orchestrator's HTTP port).
     #[error(
@@ -71,7 +78,9 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Unreachable { .. } | CliError::NotAnOrchestrator { .. } => ExitCode::from(3),
+            CliError::Unreachable { .. }
+            | CliError::NotAnOrchestrator { .. }
+            | CliError::Tls { .. } => ExitCode::from(3),
             CliError::Usage(_) => ExitCode::from(2),
             CliError::TimedOut(_) => ExitCode::from(124),
             CliError::Interrupted => ExitCode::from(130),
@@ -134,20 +143,46 @@ pub struct Client {
 impl Client {
     /// Connects at once, so an orchestrator that is not there is reported before any work starts.
     pub async fn connect(global: &Global) -> Result<Client, CliError> {
-        let url = orchestrator_url(
-            global
-                .orchestrator
-                .as_deref()
-                .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR),
-        );
-        let unreachable = |reason: String| CliError::Unreachable {
-            url: url.clone(),
-            reason,
+        let tls = &global.tls;
+        let wants_tls = tls.ca_file.is_some() || tls.cert.is_some() || tls.key.is_some();
+        let address = global
+            .orchestrator
+            .as_deref()
+            .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR);
+        let url = match orchestrator_url(address) {
+            plain if wants_tls && plain.starts_with("http://") && !address.contains("://") => {
+                format!("https://{}", &plain["http://".len()..])
+            }
+            plain if wants_tls && plain.starts_with("http://") => {
+                return Err(CliError::Usage(format!(
+                    "--ca-file, --cert and --key are for TLS, but the orchestrator's address {plain} says http://: write https://"
+                )));
+            }
+            url => url,
         };
-        let endpoint = Endpoint::from_shared(url.clone())
+        let unreachable = |reason: String| {
+            tls_failure(&url, &reason).unwrap_or_else(|| CliError::Unreachable {
+                url: url.clone(),
+                reason,
+            })
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| CliError::Failed(format!("--orchestrator {url:?} is not a URL: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            let settings = conductor_proto::tls::ClientTls {
+                ca_file: tls.ca_file.clone(),
+                cert_file: tls.cert.clone(),
+                key_file: tls.key.clone(),
+            };
+            let config = settings
+                .tonic_config()
+                .map_err(|e| CliError::Usage(format!("TLS: {e}")))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| CliError::Usage(format!("TLS: {}", error_chain(&e))))?;
+        }
         let channel = endpoint
             .connect()
             .await
@@ -201,10 +236,13 @@ impl Client {
 /// The error the user should read for a failed call to the orchestrator at `url`.
 fn classify(url: &str, status: Status) -> CliError {
     match status.code() {
-        Code::Unavailable | Code::Unknown if is_transport(&status) => CliError::Unreachable {
-            url: url.to_owned(),
-            reason: status_reason(&status),
-        },
+        Code::Unavailable | Code::Unknown if is_transport(&status) => {
+            let reason = status_reason(&status);
+            tls_failure(url, &reason).unwrap_or_else(|| CliError::Unreachable {
+                url: url.to_owned(),
+                reason,
+            })
+        }
         // hyper's words when the peer drops an HTTP/2 connection it cannot speak (an HTTP/1 port);
         // an orchestrator's own answer never reads so. [`not_an_orchestrator`] looks closer.
         _ if status.message() == "operation was canceled" => CliError::Unreachable {
@@ -230,6 +268,29 @@ fn classify(url: &str, status: Status) -> CliError {
         Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
         _ => CliError::Failed(status.message().to_owned()),
     }
+}
+
+/// A transport failure that is a TLS handshake's, with what to do about it: the orchestrator's
+/// certificate is not trusted (name its CA), or it refused ours (with TLS 1.3 that shows at the
+/// first call, as an alert).
+fn tls_failure(url: &str, reason: &str) -> Option<CliError> {
+    let lower = reason.to_ascii_lowercase();
+    let hint = if lower.contains("invalid peer certificate") {
+        "trust the orchestrator's CA with --ca-file FILE (or the context's ca_file)"
+    } else if lower.contains("alert") && lower.contains("certificate")
+        || lower.contains("unknownca")
+    {
+        "the orchestrator wants a client certificate its CA signed: pass --cert FILE and --key FILE (or the context's cert_file and key_file)"
+    } else if lower.contains("invalid content type") || lower.contains("corrupt message") {
+        "the orchestrator does not speak TLS there: use http://, or its TLS address"
+    } else {
+        return None;
+    };
+    Some(CliError::Tls {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+        hint,
+    })
 }
 
 /// The `Decision` a policy denial carries in its status details.

@@ -60,6 +60,11 @@ async fn candidates(asked: Asked) -> Option<Vec<CompletionCandidate>> {
         context: var("CONDUCTOR_CONTEXT"),
         token: var("CONDUCTOR_TOKEN"),
         token_file: var("CONDUCTOR_TOKEN_FILE").map(Into::into),
+        tls: crate::cli::TlsArgs {
+            ca_file: var("CONDUCTOR_CA_FILE").map(Into::into),
+            cert: var("CONDUCTOR_CERT").map(Into::into),
+            key: var("CONDUCTOR_KEY").map(Into::into),
+        },
         json: false,
         color: ColorChoice::Never,
     })

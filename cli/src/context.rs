@@ -7,7 +7,9 @@
 //!
 //! ```json
 //! {"current_context": "local",
-//!  "contexts": {"local": {"orchestrator": "127.0.0.1:50051", "token_file": "~/.conductor/token"}}}
+//!  "contexts": {"local": {"orchestrator": "127.0.0.1:50051", "token_file": "~/.conductor/token"},
+//!               "prod": {"orchestrator": "https://conductor.internal:50051", "ca_file": "~/.conductor/ca.pem",
+//!                        "cert_file": "~/.conductor/me.pem", "key_file": "~/.conductor/me.key"}}}
 //! ```
 
 use crate::cli::Global;
@@ -37,6 +39,13 @@ pub struct Context {
     pub orchestrator: String,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// TLS: the CA bundle the orchestrator's certificate chains to, and a client certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The contexts file's path, if the environment gives one.
@@ -115,6 +124,12 @@ pub fn resolve(mut global: Global, file: &ContextsFile) -> Result<Global, CliErr
     if let Some(context) = chosen {
         if global.orchestrator.is_none() {
             global.orchestrator = Some(context.orchestrator.clone());
+        }
+        let tls = &mut global.tls;
+        if tls.ca_file.is_none() && tls.cert.is_none() && tls.key.is_none() {
+            tls.ca_file = context.ca_file.as_deref().map(expand_home);
+            tls.cert = context.cert_file.as_deref().map(expand_home);
+            tls.key = context.key_file.as_deref().map(expand_home);
         }
         if global.token.is_none()
             && let Some(file) = &context.token_file
@@ -248,6 +263,7 @@ mod tests {
             context: context.map(str::to_owned),
             token: None,
             token_file: None,
+            tls: Default::default(),
             json: false,
             color: ColorChoice::Never,
         }

@@ -47,6 +47,9 @@ pub fn ctl_bare() -> Command {
         .env_remove("CONDUCTOR_TOKEN_FILE")
         .env_remove("CONDUCTOR_ORCHESTRATOR")
         .env_remove("CONDUCTOR_CONTEXT")
+        .env_remove("CONDUCTOR_CA_FILE")
+        .env_remove("CONDUCTOR_CERT")
+        .env_remove("CONDUCTOR_KEY")
         .env(
             "CONDUCTORCTL_CONFIG",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-contexts-file.json"),
@@ -120,6 +123,12 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Stack::start_with(serde_json::json!({})).await
+    }
+
+    /// Like [`Stack::start`], with the top-level entries of `extra` (e.g. `listen`, `clients`)
+    /// set in the configuration.
+    pub async fn start_with(extra: serde_json::Value) -> Stack {
         let servers = conductor_servers::testing::spawn_all().await;
         let mut config = std::fs::read_to_string(repo_file("config/config.json"))
             .expect("config/config.json is readable");
@@ -129,6 +138,14 @@ impl Stack {
                 "config/config.json names {shipped}"
             );
             config = config.replace(shipped, &servers.get(kind).url());
+        }
+        if let Some(extra) = extra.as_object().filter(|e| !e.is_empty()) {
+            let mut value: serde_json::Value =
+                serde_json::from_str(&config).expect("config/config.json is JSON");
+            for (key, entry) in extra {
+                value[key] = entry.clone();
+            }
+            config = value.to_string();
         }
         let dir = tempfile::tempdir().expect("temporary directory");
         let config_path = dir.path().join("config.json");
