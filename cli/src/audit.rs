@@ -161,6 +161,28 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
 async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out::new(global);
     let (ok, records, where_, first_bad, message, last_hash, extra) = match &args.dir {
+        None if args.store.is_some() => {
+            let url = args.store.clone().unwrap_or_default();
+            let report = conductor_audit::pg::verify_postgres(
+                &conductor_audit::pg::PgOptions::new(url),
+                args.anchor.as_ref(),
+            )
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot verify the PostgreSQL store: {e}")))?;
+            let failure = report.failure.as_ref();
+            (
+                report.ok,
+                report.records,
+                failure.map(|f| (f.file.display().to_string(), f.line)),
+                report.first_bad_seq,
+                failure
+                    .map(|f| f.message.clone())
+                    .or(report.anchor_problem.clone())
+                    .unwrap_or_default(),
+                report.last_hash.clone(),
+                json!({"store": "postgres"}),
+            )
+        }
         Some(dir) => {
             if !dir.is_dir() {
                 return Err(CliError::Failed(format!(

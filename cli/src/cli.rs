@@ -443,6 +443,10 @@ pub enum DecisionFilter {
 pub struct VerifyArgs {
     /// An audit log directory to verify offline (default: ask the orchestrator to verify its own).
     pub dir: Option<PathBuf>,
+    /// A PostgreSQL audit store to verify offline, by its connection string (e.g.
+    /// postgresql://conductor@db/conductor), instead of a directory.
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    pub store: Option<String>,
     /// `SEQ:HASH` of a record kept elsewhere, as an earlier `audit verify` printed the last one:
     /// the log must still hold it unchanged, so records cut off its end are found.
     #[arg(long, value_name = "SEQ:HASH")]
