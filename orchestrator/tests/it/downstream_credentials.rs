@@ -7,6 +7,7 @@
 use crate::auth::{ISSUER, TRUSTED_KEY, jwk, jwt, serve_jwks};
 use crate::common;
 use crate::mcp_support::{call_in_session, call_outcome, open_session_as};
+use crate::test_ca::{CertFiles, TestCa};
 
 use conductor_orchestrator::gateway::{CallResult, CallSpec};
 use conductor_orchestrator::testing;
@@ -33,6 +34,9 @@ struct Gatekeeper {
     /// The bearer token of every request, in order (`""` without one).
     seen: Mutex<Vec<String>>,
     refused: AtomicUsize,
+    /// Requests with this token wait for each other at the barrier before they are answered, so
+    /// that they are refused together.
+    hold: Mutex<Option<(String, Arc<tokio::sync::Barrier>)>>,
 }
 
 impl Gatekeeper {
@@ -130,6 +134,13 @@ fn protected_app(gate: Arc<Gatekeeper>) -> axum::Router {
                         .unwrap_or_default()
                         .to_owned();
                     gate.seen.lock().expect("lock").push(token.clone());
+                    let held = gate.hold.lock().expect("lock").clone();
+                    if let Some((held, barrier)) = held
+                        && held == token
+                    {
+                        // Bounded: a test that sends fewer fails on its counts, it does not hang.
+                        let _ = tokio::time::timeout(Duration::from_secs(10), barrier.wait()).await;
+                    }
                     if !gate.accepts(&token) {
                         gate.refused.fetch_add(1, Ordering::SeqCst);
                         return axum::response::IntoResponse::into_response((
@@ -375,15 +386,28 @@ async fn static_and_oauth_credentials_reach_the_server_and_no_secret_leaks() {
     assert_eq!(gate.refused.load(Ordering::SeqCst), refused + 1);
     assert_eq!(gate.seen().last().map(String::as_str), Some("cc-token-2"));
 
+    // Calls at once, all refused together (the server holds them until all eight have come) with
+    // the revoked token: one fetch serves them all (a 401 drops only the token it was sent with, so
+    // the new one is not dropped by the others' 401s).
+    gate.revoke("cc-token-2");
+    *gate.hold.lock().expect("lock") = Some((
+        "cc-token-2".to_owned(),
+        Arc::new(tokio::sync::Barrier::new(8)),
+    ));
+    let together = futures::future::join_all((0..8).map(|_| call(&orchestrator, "o_ping"))).await;
+    assert!(together.iter().all(Result::is_ok), "{together:?}");
+    assert_eq!(endpoint.issued(), 3, "one fetch for calls refused together");
+    answers.extend(together.iter().map(|a| format!("{a:?}")));
+
     // A short-lived token (2 s; the server holds it to 1.8 s) is fetched again before it expires:
     // a new one is fetched while the old one still works, with no 401 on the way.
     endpoint.lifetime.store(2, Ordering::SeqCst);
-    gate.revoke("cc-token-2");
+    gate.revoke("cc-token-3");
     answers.push(format!(
         "{:?}",
         call(&orchestrator, "o_ping").await.expect("call")
     ));
-    assert_eq!(endpoint.issued(), 3);
+    assert_eq!(endpoint.issued(), 4);
     let refused = gate.refused.load(Ordering::SeqCst);
     common::wait_until("a token fetched before it expires", || {
         let endpoint = endpoint.clone();
@@ -392,7 +416,7 @@ async fn static_and_oauth_credentials_reach_the_server_and_no_secret_leaks() {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let answer = call(orchestrator, "o_ping").await;
             assert!(answer.is_ok(), "{answer:?}");
-            (endpoint.issued() > 3).then_some(())
+            (endpoint.issued() > 4).then_some(())
         }
     })
     .await;
@@ -401,7 +425,7 @@ async fn static_and_oauth_credentials_reach_the_server_and_no_secret_leaks() {
         refused,
         "the token was renewed before the server refused it"
     );
-    assert!(gate.seen().contains(&"cc-token-4".to_owned()));
+    assert!(gate.seen().contains(&"cc-token-5".to_owned()));
 
     // A token endpoint that refuses: the error names the server, the endpoint and its status,
     // and not the secret it echoed back.
@@ -687,4 +711,86 @@ async fn the_daemon_says_each_credential_and_logs_no_secret() {
             );
         }
     }
+}
+
+/// Serves `app` over TLS with the certificate `cert` on a loopback port (tokio-rustls around each
+/// accepted connection, hyper's HTTP/1 on top).
+async fn serve_tls(app: axum::Router, cert: &CertFiles) -> SocketAddr {
+    conductor_proto::tls::install_provider();
+    let chain = conductor_proto::tls::load_certificates(&cert.cert_file).expect("certificate");
+    let key = conductor_proto::tls::load_private_key(&cert.key_file).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends its handshake: nothing to serve.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An https MCP server that wants a bearer token, reached with `servers.NAME.tls.ca_file` (a CA the
+/// test makes): the call succeeds with the token; the same server under a CA file that did not sign
+/// its certificate is refused, the error naming that file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_is_reached_through_its_ca_file_and_a_wrong_ca_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path(), "downstream");
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let gate = Arc::new(Gatekeeper::default());
+    gate.accept(STATIC_TOKEN, None);
+    let addr = serve_tls(protected_app(gate.clone()), &ca.server("mcp")).await;
+    let token_file = dir.path().join("static-token");
+    std::fs::write(&token_file, STATIC_TOKEN).expect("write");
+    let https = |prefix: &str, ca_file: &std::path::Path| {
+        json!({
+            "mcp_url": format!("https://127.0.0.1:{}/mcp", addr.port()), "tools": ["ping"],
+            "prefix": prefix, "timeout": "10s", "tls": { "ca_file": ca_file },
+            "auth": {"type": "bearer", "token": {"token_file": token_file}}
+        })
+    };
+    let config = json!({ "servers": {
+        "secure": https("s_", &ca.ca_file),
+        "misled": https("m_", &stranger.ca_file),
+    }});
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+
+    let secure = call(&orchestrator, "s_ping").await;
+    assert!(secure.is_ok(), "{secure:?}");
+    assert!(gate.seen().contains(&STATIC_TOKEN.to_owned()));
+    let seen = gate.seen().len();
+    let misled = call(&orchestrator, "m_ping").await.expect_err("a wrong CA");
+    assert!(
+        misled.contains("\"misled\"")
+            && misled.contains(&stranger.ca_file.display().to_string())
+            && misled.contains("servers.misled.tls.ca_file"),
+        "{misled}"
+    );
+    assert!(!misled.contains(STATIC_TOKEN), "{misled}");
+    assert_eq!(
+        gate.seen().len(),
+        seen,
+        "nothing reached the server over the refused connection"
+    );
+    orchestrator.stop().await;
 }
