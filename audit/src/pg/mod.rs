@@ -64,6 +64,9 @@ impl fmt::Debug for PgOptions {
     }
 }
 
+/// How long connecting to the server may take, unless the connection string says.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The default lease length.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
@@ -104,12 +107,18 @@ impl PgOptions {
     }
 
     /// The parsed connection string; the error names what is wrong, never the string itself.
+    /// Unless it says otherwise, connecting gives up after [`CONNECT_TIMEOUT`]: an unreachable
+    /// server must fail closed with a reason, not hang a start or a batch.
     pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, AuditError> {
-        self.url.parse::<tokio_postgres::Config>().map_err(|e| {
+        let mut config = self.url.parse::<tokio_postgres::Config>().map_err(|e| {
             AuditError::InvalidOptions(format!(
                 "the PostgreSQL store's connection string does not parse: {e}"
             ))
-        })
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        Ok(config)
     }
 }
 

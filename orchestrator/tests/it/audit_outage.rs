@@ -13,7 +13,7 @@ use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-fn outbox_entries(h: &Harness) -> usize {
+pub(crate) fn outbox_entries(h: &Harness) -> usize {
     let path = h.servers.data_dir.path().join("notification/outbox.jsonl");
     std::fs::read_to_string(path)
         .map(|text| text.lines().filter(|l| !l.trim().is_empty()).count())
@@ -22,7 +22,7 @@ fn outbox_entries(h: &Harness) -> usize {
 
 /// The orchestrator's health, the same whether asked of its service or of the whole server (the
 /// empty name, which `grpc_health_probe` and Kubernetes probes ask by default).
-async fn health(h: &Harness) -> i32 {
+pub(crate) async fn health(h: &Harness) -> i32 {
     let channel = tonic::transport::Endpoint::from_shared(h.orchestrator.grpc_url())
         .expect("url")
         .connect()

@@ -117,3 +117,74 @@ async fn a_call_through_an_orchestrator_on_postgres_is_rows_in_the_table() {
     again.stop().await;
     drop(servers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_refuses_calls_with_the_reason_and_service_resumes_by_itself() {
+    use crate::audit_outage::{health, outbox_entries};
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let server = TempPostgres::start().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_outage")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let h = Harness::with_servers(servers, config).await;
+    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
+    let wf = h.start_workflow("", json!({})).await;
+    h.call(&wf, "send_notification", note(0))
+        .await
+        .expect("a call while the store takes records");
+    assert_eq!(outbox_entries(&h), 1);
+    assert_eq!(health(&h).await, ServingStatus::Serving as i32);
+
+    server.stop().unwrap();
+    wait_until("health to say NOT_SERVING", || async {
+        (health(&h).await == ServingStatus::NotServing as i32).then_some(())
+    })
+    .await;
+    let refused = h
+        .call(&wf, "send_notification", note(1))
+        .await
+        .expect_err("no call runs while the store is down");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("PostgreSQL"),
+        "the error names the store: {}",
+        refused.message()
+    );
+    assert_eq!(outbox_entries(&h), 1, "the tool server saw no call");
+
+    server.start_again().unwrap();
+    wait_until("the orchestrator to serve again", || async {
+        (health(&h).await == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+    h.call(&wf, "send_notification", note(2))
+        .await
+        .expect("calls succeed again, without a restart");
+    assert_eq!(outbox_entries(&h), 2);
+
+    // Every delivery is recorded, and the chain verifies from the database.
+    let db = TempPostgres::client(&url).await.unwrap();
+    let delivered: i64 = db
+        .query_one(
+            "SELECT count(*) FROM audit_records WHERE kind = 'call_finished'
+             AND tool = 'send_notification' AND record->>'outcome' = 'succeeded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delivered, 2);
+    let verified = h
+        .client
+        .clone()
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+}
