@@ -8,7 +8,7 @@
 //! with the server's name and which TLS setting to look at.
 
 use super::{MAX_MESSAGE_BYTES, ToolFailure, ToolInfo, deadline};
-use crate::config::ServerConfig;
+use crate::config::{ClientTlsFiles, ServerConfig};
 use crate::error::Error;
 use conductor_proto::v1::call_tool_response::Outcome as WireOutcome;
 use conductor_proto::v1::tool_service_client::ToolServiceClient;
@@ -22,6 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 pub(super) struct GrpcTools {
     /// The `ToolService` client and the standard gRPC health check ([`super::health`]) share it.
     channel: Channel,
+    /// The TLS settings the channel was built with: other settings (a reload) need a new channel.
+    tls: Option<ClientTlsFiles>,
 }
 
 impl GrpcTools {
@@ -50,7 +52,13 @@ impl GrpcTools {
         };
         Ok(GrpcTools {
             channel: endpoint.connect_lazy(),
+            tls: server.tls.clone(),
         })
+    }
+
+    /// Whether this client was built with `server`'s TLS settings.
+    pub(super) fn serves(&self, server: &ServerConfig) -> bool {
+        self.tls == server.tls
     }
 
     /// A `ToolService` client on the shared channel (cheap: the channel is a handle).

@@ -155,6 +155,7 @@ impl Downstream {
         if let Some((transport, client)) = clients.get(&server.name)
             && *transport == server.transport
             && !matches!(client, Client::McpHttp(c) if !c.credentials.serve(server))
+            && !matches!(client, Client::Grpc(c) if !c.serves(server))
         {
             return Ok(client.clone());
         }

@@ -462,7 +462,7 @@ async fn tool_servers_over_tls_and_mutual_tls_and_a_wrong_ca_is_named() {
     let config = with_tls_servers(
         &servers,
         (&validation.url(), trust.clone()),
-        (&backup.url(), mtls),
+        (&backup.url(), mtls.clone()),
     );
     let h = common::Harness::with_servers(servers, config).await;
     let workflow = h.start_workflow("", json!({})).await;
@@ -480,6 +480,7 @@ async fn tool_servers_over_tls_and_mutual_tls_and_a_wrong_ca_is_named() {
         .expect("list over mTLS");
     assert!(common::result_of(&listed).is_object(), "{listed:?}");
     h.orchestrator.stop().await;
+    h.servers.stop().await;
 
     // Without its client certificate the mTLS server refuses the orchestrator; a wrong CA is named.
     let servers = spawn_all().await;
@@ -507,6 +508,26 @@ async fn tool_servers_over_tls_and_mutual_tls_and_a_wrong_ca_is_named() {
         message.contains("backup") && message.contains("client certificate"),
         "{status:?}"
     );
+
+    // Settings put right take effect with a reload: the servers' clients are built anew.
+    let fixed = with_tls_servers(
+        &h.servers,
+        (&validation.url(), json!({ "ca_file": ca.ca_file })),
+        (&backup.url(), mtls),
+    );
+    std::fs::write(h.config_path(), fixed.to_string()).expect("write the configuration");
+    h.orchestrator
+        .gateway
+        .reload_config()
+        .await
+        .expect("the configuration reloads");
+    let workflow = h.start_workflow("", json!({})).await;
+    h.call(&workflow, "list_schemas", json!({}))
+        .await
+        .expect("the right CA after the reload");
+    h.call(&workflow, "list_backups", json!({}))
+        .await
+        .expect("the client certificate after the reload");
     h.orchestrator.stop().await;
     h.servers.stop().await;
     validation.stop().await;
@@ -590,4 +611,53 @@ async fn no_plaintext_listener_beyond_loopback() {
     accepted.stop().await;
     servers.stop().await;
     let _ = DEADLINE;
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_are_named_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "files");
+    let good = ca.server("gateway");
+    let other = ca.server("other");
+    let servers = spawn_all().await;
+    let start = |listen: Value| {
+        let mut config = common::shipped_config(&servers);
+        config["listen"] = listen;
+        let audit = dir.path().join("audit");
+        async move {
+            testing::spawn(&config.to_string(), None, &audit)
+                .await
+                .err()
+                .expect("refused")
+                .to_string()
+        }
+    };
+    let missing = dir.path().join("missing.pem");
+    let refused =
+        start(json!({ "tls": { "cert_file": missing, "key_file": good.key_file } })).await;
+    assert!(
+        refused.contains(&missing.display().to_string()) && refused.contains("cannot be read"),
+        "{refused}"
+    );
+    let refused =
+        start(json!({ "tls": { "cert_file": good.key_file, "key_file": good.key_file } })).await;
+    assert!(
+        refused.contains(&good.key_file.display().to_string())
+            && refused.contains("no PEM certificate"),
+        "{refused}"
+    );
+    // A key that belongs to another certificate.
+    let refused =
+        start(json!({ "tls": { "cert_file": good.cert_file, "key_file": other.key_file } })).await;
+    assert!(
+        refused.contains(&other.key_file.display().to_string())
+            && refused.contains(&good.cert_file.display().to_string()),
+        "{refused}"
+    );
+    let refused = start(listen_tls(&good, Some((&missing, "required")))).await;
+    assert!(
+        refused.contains(&missing.display().to_string()),
+        "{refused}"
+    );
+    servers.stop().await;
 }
