@@ -436,3 +436,42 @@ async fn a_second_node_is_told_who_holds_the_lease() {
     .unwrap();
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_node_learns_from_its_renewal_that_its_lease_was_taken_and_admits_nothing() {
+    let (dir_a, url) = database("renewal_lost").await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let short = |holder: &str| PgOptions {
+        lease_ttl: Duration::from_millis(600),
+        holder: holder.into(),
+        acquire_wait: Duration::from_secs(60),
+        ..PgOptions::new(&url)
+    };
+    let (a, _, _) = open(options(&dir_a, short("node-a"))).await.unwrap();
+    a.append(call(1)).await.unwrap();
+    a.pause_lease_renewal(true);
+    let (b, _, _) = open(options(&dir_b, short("node-b"))).await.unwrap();
+
+    // A renews again and finds the row another node's: it stops admitting intents, without
+    // having tried to write anything.
+    a.pause_lease_renewal(false);
+    wait_for("A to learn it lost the lease", || async {
+        a.holds_lease() == Some(false)
+    })
+    .await;
+    let reason = a.health().unwritable.expect("A says why").reason;
+    assert!(
+        reason.contains("lost") && reason.contains("node-b"),
+        "{reason}"
+    );
+    assert!(matches!(
+        a.admit(Admit::Intent),
+        Err(AuditError::Unwritable(_))
+    ));
+    // B is unaffected, and A's closing leaves B's lease alone.
+    a.close().await;
+    b.append(call(2)).await.unwrap();
+    b.close().await;
+    let epochs: Vec<i64> = rows(&url).await.iter().map(|r| r.6).collect();
+    assert_eq!(epochs, vec![1, 2]);
+}
