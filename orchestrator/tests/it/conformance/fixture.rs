@@ -12,17 +12,16 @@
 // (SEP-2577); the fixture must offer them all the same.
 #![allow(deprecated)]
 
-use super::catalog::{self, TEST_AUDIO_BASE64, TEST_IMAGE_BASE64};
+use super::catalog;
 use super::input_required::{self, Answer};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CustomRequest,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    ServerRequest, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::model::{ClientCapabilities, SubscriptionFilter};
 use rmcp::service::{RequestContext, SubscriptionContext, SubscriptionSink};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
@@ -31,10 +30,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// The pause between the notifications of the logging and progress tools, as the reference has it.
-const STEP: Duration = Duration::from_millis(50);
 
 /// The fixture served on a loopback port: its `/mcp` URL; the server stops when this is dropped.
 pub struct Fixture {
@@ -73,7 +68,7 @@ pub async fn serve() -> Fixture {
 
 /// The open `subscriptions/listen` streams (2026-07-28), which the `test_trigger_*` tools notify.
 #[derive(Clone, Default)]
-struct Listeners(Arc<Mutex<Vec<SubscriptionSink>>>);
+pub(super) struct Listeners(Arc<Mutex<Vec<SubscriptionSink>>>);
 
 impl Listeners {
     fn add(&self, sink: SubscriptionSink) {
@@ -84,7 +79,7 @@ impl Listeners {
 
     /// Tells every open stream that `list` (tools or prompts) changed; a stream whose filter did
     /// not ask for it is left out by rmcp's sink.
-    async fn changed(&self, list: &str) {
+    pub(super) async fn changed(&self, list: &str) {
         let sinks = self.0.lock().map(|s| s.clone()).unwrap_or_default();
         for sink in sinks {
             let _ = match list {
@@ -104,9 +99,9 @@ impl Listeners {
 /// One session's server: the log level the client set and the resources it subscribed to.
 #[derive(Clone)]
 pub struct ConformanceServer {
-    min_level: Arc<Mutex<LoggingLevel>>,
+    pub(super) min_level: Arc<Mutex<LoggingLevel>>,
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
-    listeners: Listeners,
+    pub(super) listeners: Listeners,
 }
 
 impl ConformanceServer {
@@ -121,7 +116,7 @@ impl ConformanceServer {
 
 /// A result of the 2026-07-28 revision, which names its type (`resultType`; rmcp leaves it out for
 /// peers of an older revision), from the JSON the reference server writes.
-fn complete<T: serde::de::DeserializeOwned>(mut value: Value) -> Result<T, ErrorData> {
+pub(super) fn complete<T: serde::de::DeserializeOwned>(mut value: Value) -> Result<T, ErrorData> {
     if let Some(object) = value.as_object_mut() {
         object.insert("resultType".into(), json!("complete"));
     }
@@ -129,237 +124,10 @@ fn complete<T: serde::de::DeserializeOwned>(mut value: Value) -> Result<T, Error
 }
 
 /// A typed rmcp value from the JSON the reference server writes.
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
     serde_json::from_value(value).map_err(|e| {
         ErrorData::internal_error(format!("fixture data does not fit rmcp: {e}"), None)
     })
-}
-
-fn rank(level: &LoggingLevel) -> u8 {
-    match level {
-        LoggingLevel::Debug => 0,
-        LoggingLevel::Info => 1,
-        LoggingLevel::Notice => 2,
-        LoggingLevel::Warning => 3,
-        LoggingLevel::Error => 4,
-        LoggingLevel::Critical => 5,
-        LoggingLevel::Alert => 6,
-        LoggingLevel::Emergency => 7,
-    }
-}
-
-fn text_result(text: impl Into<String>) -> Value {
-    json!({ "content": [{ "type": "text", "text": text.into() }] })
-}
-
-impl ConformanceServer {
-    /// Sends a log message if the client's level lets it through.
-    async fn log(&self, context: &RequestContext<RoleServer>, level: LoggingLevel, data: &str) {
-        let wanted = self.min_level.lock().map(|l| rank(&l)).unwrap_or(0);
-        if rank(&level) < wanted {
-            return;
-        }
-        let param = LoggingMessageNotificationParam::new(level, Value::String(data.into()))
-            .with_logger("conformance-test-server");
-        let _ = context.peer.notify_logging_message(param).await;
-    }
-
-    /// Asks the client for something (`sampling/createMessage`, `elicitation/create`) and returns
-    /// its answer as JSON, or what went wrong.
-    async fn ask_client(
-        context: &RequestContext<RoleServer>,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, String> {
-        let request = ServerRequest::CustomRequest(CustomRequest::new(method, Some(params)));
-        let answer = context
-            .peer
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::to_value(answer).map_err(|e| e.to_string())
-    }
-
-    async fn elicit(context: &RequestContext<RoleServer>, message: &str, schema: Value) -> Value {
-        let params = json!({ "message": message, "requestedSchema": schema });
-        match Self::ask_client(context, "elicitation/create", params).await {
-            Ok(answer) => {
-                let content = answer.get("content").cloned().unwrap_or(json!({}));
-                text_result(format!(
-                    "Elicitation completed: action={}, content={content}",
-                    answer["action"].as_str().unwrap_or("unknown")
-                ))
-            }
-            Err(e) => text_result(format!("Elicitation not supported or error: {e}")),
-        }
-    }
-
-    async fn run_tool(
-        &self,
-        request: &CallToolRequestParams,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<Value, ErrorData> {
-        let argument = |name: &str| {
-            request
-                .arguments
-                .as_ref()
-                .and_then(|a| a.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        Ok(match request.name.as_ref() {
-            "test_simple_text" => text_result("This is a simple text response for testing."),
-            "test_image_content" => json!({ "content": [
-                { "type": "image", "data": TEST_IMAGE_BASE64, "mimeType": "image/png" }
-            ] }),
-            "test_audio_content" => json!({ "content": [
-                { "type": "audio", "data": TEST_AUDIO_BASE64, "mimeType": "audio/wav" }
-            ] }),
-            "test_embedded_resource" => json!({ "content": [{ "type": "resource", "resource": {
-                "uri": "test://embedded-resource",
-                "mimeType": "text/plain",
-                "text": "This is an embedded resource content."
-            } }] }),
-            "test_multiple_content_types" => json!({ "content": [
-                { "type": "text", "text": "Multiple content types test:" },
-                { "type": "image", "data": TEST_IMAGE_BASE64, "mimeType": "image/png" },
-                { "type": "resource", "resource": {
-                    "uri": "test://mixed-content-resource",
-                    "mimeType": "application/json",
-                    "text": json!({ "test": "data", "value": 123 }).to_string()
-                } }
-            ] }),
-            "test_tool_with_logging" => {
-                for (i, message) in [
-                    "Tool execution started",
-                    "Tool processing data",
-                    "Tool execution completed",
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    if i > 0 {
-                        tokio::time::sleep(STEP).await;
-                    }
-                    self.log(context, LoggingLevel::Info, message).await;
-                }
-                text_result("Tool with logging executed successfully")
-            }
-            "test_tool_with_progress" => {
-                let token = context.meta.get_progress_token();
-                for (i, progress) in [0.0, 50.0, 100.0].into_iter().enumerate() {
-                    if i > 0 {
-                        tokio::time::sleep(STEP).await;
-                    }
-                    if let Some(token) = &token {
-                        let mut param = ProgressNotificationParam::new(token.clone(), progress);
-                        param.total = Some(100.0);
-                        param.message = Some(format!("Completed step {progress} of 100"));
-                        let _ = context.peer.notify_progress(param).await;
-                    }
-                }
-                let echoed = token
-                    .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-                    .unwrap_or(json!(0));
-                text_result(match echoed {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                })
-            }
-            "test_error_handling" => json!({
-                "content": [{ "type": "text", "text": "This tool intentionally returns an error for testing" }],
-                "isError": true
-            }),
-            "test_missing_capability" => {
-                let declared = context
-                    .client_capabilities()
-                    .is_some_and(|c| c.sampling.is_some());
-                if !declared {
-                    return Err(ErrorData::missing_required_client_capability(
-                        ClientCapabilities::builder().enable_sampling().build(),
-                    ));
-                }
-                text_result("The client declared sampling")
-            }
-            "test_logging_tool" => {
-                // Session-free requests get log messages only when they name a level (SEP-2575).
-                let named = context.meta.log_level();
-                if named.is_some_and(|level| rank(&LoggingLevel::Info) >= rank(&level)) {
-                    self.log(context, LoggingLevel::Info, "test_logging_tool ran")
-                        .await;
-                }
-                text_result("Logged only as asked")
-            }
-            "test_trigger_tool_change" | "test_trigger_prompt_change" => {
-                let list = if request.name == "test_trigger_tool_change" {
-                    "tools"
-                } else {
-                    "prompts"
-                };
-                self.listeners.changed(list).await;
-                text_result(format!("The {list} list changed"))
-            }
-            "test_reconnection" => text_result(
-                "Reconnection test completed successfully. If you received this, the client properly reconnected after stream closure.",
-            ),
-            "test_sampling" => {
-                let prompt = argument("prompt").unwrap_or_default();
-                let params = json!({
-                    "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
-                    "maxTokens": 100
-                });
-                match Self::ask_client(context, "sampling/createMessage", params).await {
-                    Ok(answer) => {
-                        let response = answer["content"]["text"]
-                            .as_str()
-                            .or_else(|| answer["message"]["content"]["text"].as_str())
-                            .unwrap_or("No response")
-                            .to_owned();
-                        text_result(format!("LLM response: {response}"))
-                    }
-                    Err(e) => text_result(format!("Sampling not supported or error: {e}")),
-                }
-            }
-            "test_elicitation" => {
-                let message = argument("message").unwrap_or_default();
-                let schema = json!({
-                    "type": "object",
-                    "properties": { "response": { "type": "string", "description": "User's response" } },
-                    "required": ["response"]
-                });
-                Self::elicit(context, &message, schema).await
-            }
-            "test_elicitation_sep1034_defaults" => {
-                Self::elicit(
-                    context,
-                    "Please review and update the form fields with defaults",
-                    catalog::sep1034_schema(),
-                )
-                .await
-            }
-            "test_elicitation_sep1330_enums" => {
-                Self::elicit(
-                    context,
-                    "Please select options from the enum fields",
-                    catalog::sep1330_schema(),
-                )
-                .await
-            }
-            "json_schema_2020_12_tool" => {
-                let arguments = request.arguments.clone().unwrap_or_default();
-                text_result(format!(
-                    "JSON Schema 2020-12 tool called with: {}",
-                    Value::Object(arguments)
-                ))
-            }
-            other => {
-                return Err(ErrorData::invalid_params(
-                    format!("unknown tool {other}"),
-                    None,
-                ));
-            }
-        })
-    }
 }
 
 impl ServerHandler for ConformanceServer {
