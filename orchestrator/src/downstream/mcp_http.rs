@@ -173,6 +173,8 @@ impl HttpTools {
         limit: Duration,
         relay: Option<&RelaySink>,
     ) -> Result<T, Error> {
+        // A caller the server cannot be sent a credential for never touches the shared session.
+        self.credentials.ready()?;
         let work = async {
             for attempt in 0..2 {
                 let session = self.session(server).await?;

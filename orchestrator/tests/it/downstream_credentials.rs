@@ -34,6 +34,8 @@ struct Gatekeeper {
     /// The bearer token of every request, in order (`""` without one).
     seen: Mutex<Vec<String>>,
     refused: AtomicUsize,
+    /// Requests that open a session (a POST naming none: `initialize`).
+    opened: AtomicUsize,
     /// Requests with this token wait for each other at the barrier before they are answered, so
     /// that they are refused together.
     hold: Mutex<Option<(String, Arc<tokio::sync::Barrier>)>>,
@@ -134,6 +136,11 @@ fn protected_app(gate: Arc<Gatekeeper>) -> axum::Router {
                         .unwrap_or_default()
                         .to_owned();
                     gate.seen.lock().expect("lock").push(token.clone());
+                    if request.method() == axum::http::Method::POST
+                        && !request.headers().contains_key("mcp-session-id")
+                    {
+                        gate.opened.fetch_add(1, Ordering::SeqCst);
+                    }
                     let held = gate.hold.lock().expect("lock").clone();
                     if let Some((held, barrier)) = held
                         && held == token
@@ -571,7 +578,9 @@ async fn token_exchange_sends_each_caller_a_token_of_its_own() {
         Some("exchanged-for-bob-2")
     );
 
-    // A static token has nothing to exchange: refused, naming the server.
+    // A static token has nothing to exchange: refused, naming the server, without touching the
+    // session the others share (Alice's next call opens none).
+    let opened = gate.opened.load(Ordering::SeqCst);
     let workflow = client
         .start_workflow(grpc_request(
             pb::StartWorkflowRequest::default(),
@@ -597,6 +606,20 @@ async fn token_exchange_sends_each_caller_a_token_of_its_own() {
         "{refused:?}"
     );
     assert_eq!(endpoint.issued(), 2, "nothing was exchanged for the robot");
+    let reply = call_in_session(
+        orchestrator.http_addr,
+        Some(&alice),
+        &session,
+        "ping",
+        json!({}),
+    )
+    .await;
+    assert!(call_outcome(&reply).is_ok(), "{reply:?}");
+    assert_eq!(
+        gate.opened.load(Ordering::SeqCst),
+        opened,
+        "the session was kept"
+    );
 
     orchestrator.stop().await;
     let recorded = all_text(audit.path());

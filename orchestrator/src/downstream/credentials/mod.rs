@@ -115,6 +115,14 @@ pub fn log_credentials(config: &Config) {
     }
 }
 
+/// Why a caller cannot call a token-exchange server.
+fn no_jwt(server: &str, caller: &str) -> String {
+    format!(
+        "server {server:?} is sent each caller's own token (auth type token_exchange), and the caller {:?} has presented no JWT to exchange: call with a JWT from the configured issuer",
+        caller_name(caller)
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -194,6 +202,20 @@ impl Credentials {
             mode,
             endpoint: token::Endpoint::new(&server.name),
             presented,
+        }
+    }
+
+    /// Refuses a request the server could not be sent a credential for because of who calls (a
+    /// caller with no JWT to exchange), before the session shared with other callers is touched.
+    pub(super) fn ready(&self) -> Result<(), crate::Error> {
+        let Mode::Exchange { .. } = &self.mode else {
+            return Ok(());
+        };
+        match CALLER.try_with(Clone::clone) {
+            Ok(caller) if self.presented.of(&caller).is_none() => Err(
+                crate::Error::PermissionDenied(no_jwt(&self.server, &caller)),
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -279,13 +301,10 @@ impl Credentials {
                 // the session with the token of the caller who last used the server, as the
                 // session itself does; a caller's own request only ever with its own.
                 let found = match CALLER.try_with(Clone::clone) {
-                    Ok(caller) => self.presented.of(&caller).ok_or_else(|| {
-                        format!(
-                            "server {:?} is sent each caller's own token (auth type token_exchange), and the caller {:?} has presented no JWT to exchange: call with a JWT from the configured issuer",
-                            self.server,
-                            caller_name(&caller)
-                        )
-                    }),
+                    Ok(caller) => self
+                        .presented
+                        .of(&caller)
+                        .ok_or_else(|| no_jwt(&self.server, &caller)),
                     Err(_) => lock(last)
                         .clone()
                         .and_then(|key| self.presented.by_key(&key))
