@@ -146,3 +146,6 @@ fn load_certified_key(
 fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(file).map_err(|e| TlsError::in_file(file, format!("cannot be read ({e})")))
 }
+
+#[cfg(test)]
+mod tests;

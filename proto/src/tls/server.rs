@@ -48,7 +48,12 @@ impl ServerTls {
         alpn: &[&[u8]],
         report: ReloadReport,
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let resolver = ReloadingCert::load(&self.cert_file, &self.key_file, report)?;
+        let resolver = ReloadingCert::load(
+            &self.cert_file,
+            &self.key_file,
+            report,
+            RELOAD_CHECK_INTERVAL,
+        )?;
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::setup(format!("no usable TLS protocol version ({e})")))?;
@@ -108,10 +113,12 @@ impl ServerTls {
 }
 
 /// The certificate in use, read again when its files change.
-struct ReloadingCert {
+pub(super) struct ReloadingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     report: ReloadReport,
+    /// How often, at most, the files are looked at.
+    interval: Duration,
     state: Mutex<Loaded>,
 }
 
@@ -140,13 +147,19 @@ fn stamp(file: &Path) -> Stamp {
 }
 
 impl ReloadingCert {
-    fn load(cert_file: &Path, key_file: &Path, report: ReloadReport) -> Result<Self, TlsError> {
+    pub(super) fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        report: ReloadReport,
+        interval: Duration,
+    ) -> Result<Self, TlsError> {
         let stamps = [stamp(cert_file), stamp(key_file)];
         let key = load_certified_key(cert_file, key_file)?;
         Ok(ReloadingCert {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             report,
+            interval,
             state: Mutex::new(Loaded {
                 key: Arc::new(key),
                 stamp: stamps,
@@ -159,9 +172,9 @@ impl ReloadingCert {
     /// The certificate to present now, read again first if the files changed since it was read.
     /// A pair that cannot be used (e.g. the new certificate written, its key not yet) keeps the
     /// previous certificate in use, and is tried again at the next check.
-    fn current(&self) -> Arc<CertifiedKey> {
+    pub(super) fn current(&self) -> Arc<CertifiedKey> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
+        if state.checked.elapsed() >= self.interval {
             state.checked = Instant::now();
             let stamps = [stamp(&self.cert_file), stamp(&self.key_file)];
             if stamps != state.stamp {
