@@ -183,6 +183,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
     let clients = check_clients(&mut c, &raw.clients, &tools, control_token.as_ref());
     super::tls::check_tls_subjects(&mut c, &clients, listen.tls.as_ref());
     let auth = super::auth::check_auth(&mut c, &raw.auth, &clients, control_token.is_some());
+    super::credentials::check_exchange_has_jwts(&mut c, &servers, auth.jwt.is_some());
     let arguments = super::arguments::check_argument_limits(&mut c, &raw.arguments);
     if raw.audit.max_file_bytes == Some(0) {
         c.problem("audit.max_file_bytes", "must be greater than zero");

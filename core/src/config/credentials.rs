@@ -294,6 +294,23 @@ pub(super) fn check_credential(
     Some(credential)
 }
 
+/// A server that exchanges callers' tokens needs callers that prove themselves with JWTs
+/// (`auth.jwt`): only a JWT is exchanged, never a static client token.
+pub(super) fn check_exchange_has_jwts(
+    c: &mut Checker,
+    servers: &std::collections::BTreeMap<String, super::ServerConfig>,
+    jwt: bool,
+) {
+    for server in servers.values() {
+        if matches!(server.auth, Some(Credential::TokenExchange(_))) && !jwt {
+            c.problem(
+                format!("servers.{}.auth", server.name),
+                "token_exchange sends each caller's own JWT on, and no caller can have one: configure auth.jwt (the issuer whose tokens are exchanged)",
+            );
+        }
+    }
+}
+
 fn check_token_url(c: &mut Checker, path: &str, url: &str) {
     let field = format!("{path}.token_url");
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -504,6 +521,26 @@ mod tests {
                 .contains("servers.v.auth: a credential applies"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn token_exchange_needs_callers_with_jwts() {
+        let p = problems(
+            "https://t.example/mcp",
+            json!({"type": "token_exchange", "token_url": "https://idp.example/token"}),
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("servers.tickets.auth: token_exchange")
+                    && p.contains("auth.jwt")),
+            "{p:?}"
+        );
+        let config = json!({
+            "servers": { "tickets": { "mcp_url": "https://t.example/mcp", "tools": ["open"],
+                "auth": {"type": "token_exchange", "token_url": "https://idp.example/token"} } },
+            "auth": { "jwt": { "issuer": "https://idp.example", "audience": "gw", "jwks_file": "/dev/null" } }
+        });
+        assert!(Config::from_slice(config.to_string().as_bytes()).is_ok());
     }
 
     #[test]
