@@ -235,7 +235,16 @@ impl McpTools {
                     token,
                 }
             });
-            match handle.await_response().await? {
+            let response = handle.await_response().await?;
+            // The SDK hands each notification to a task of its own: what the server sent before
+            // its answer (its last progress) may still be on its way to the route. Those tasks are
+            // ready at once; letting them run keeps the caller's progress whole.
+            if _route.is_some() {
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            match response {
                 ServerResult::CallToolResult(result) => Ok(result),
                 _ => Err(ServiceError::UnexpectedResponse),
             }

@@ -36,6 +36,74 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// The open session with one server: what every request of it carries.
 struct Session {
     headers: HeaderMap,
+    /// The session's own event stream (`GET`), read while the session lasts.
+    _listening: Option<Listening>,
+}
+
+/// The task reading a session's `GET` stream, stopped with the session.
+struct Listening(tokio::task::AbortHandle);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The calls in flight, and the relays of those whose callers want what the server sends: a
+/// message on the session's own stream names no request, so it goes to the caller only when
+/// exactly one call is in flight (it is then that call's), and is dropped otherwise (another
+/// caller's log messages are never delivered).
+#[derive(Default)]
+struct InFlight {
+    calls: std::sync::atomic::AtomicUsize,
+    relays: Mutex<Vec<(u64, RelaySink)>>,
+    ids: std::sync::atomic::AtomicU64,
+}
+
+/// A call in flight, counted (and its relay kept) while it lasts.
+struct Entered<'a> {
+    inflight: &'a InFlight,
+    id: u64,
+}
+
+impl InFlight {
+    fn enter(&self, relay: Option<&RelaySink>) -> Entered<'_> {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        if let Some(relay) = relay {
+            self.relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id, relay.clone()));
+        }
+        Entered { inflight: self, id }
+    }
+
+    fn lone(&self) -> Option<RelaySink> {
+        if self.calls.load(Ordering::Acquire) != 1 {
+            return None;
+        }
+        match self
+            .relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_slice()
+        {
+            [(_, relay)] => Some(relay.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.inflight
+            .relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.id);
+        self.inflight.calls.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a request got no result.
@@ -56,6 +124,7 @@ pub(super) struct HttpTools {
     current: Mutex<Option<Arc<Session>>>,
     opening: tokio::sync::Mutex<()>,
     ids: AtomicI64,
+    inflight: Arc<InFlight>,
 }
 
 impl HttpTools {
@@ -78,6 +147,7 @@ impl HttpTools {
             current: Mutex::default(),
             opening: tokio::sync::Mutex::default(),
             ids: AtomicI64::new(1),
+            inflight: Arc::default(),
         })
     }
 
@@ -104,6 +174,7 @@ impl HttpTools {
             }),
             None => json!({ "name": tool, "arguments": arguments }),
         };
+        let _in_flight = self.inflight.enter(relay);
         let result: CallToolResult = self
             .request(server, tool, "tools/call", &params, server.timeout, relay)
             .await?;
@@ -239,9 +310,53 @@ impl HttpTools {
         if let Some(session) = self.current().clone() {
             return Ok(session);
         }
-        let session = Arc::new(self.open(server).await?);
+        let mut session = self.open(server).await?;
+        session._listening = self.listen(&session.headers).await;
+        let session = Arc::new(session);
         *self.current() = Some(session.clone());
         Ok(session)
+    }
+
+    /// Opens the session's own event stream (`GET`), on which a server sends what belongs to no
+    /// request's stream (log messages, progress), and reads it in a task of its own while the
+    /// session lasts. A server that offers none (`405`), or does not answer at once, is not read.
+    async fn listen(&self, headers: &HeaderMap) -> Option<Listening> {
+        let opened = self.credentials.send(|| {
+            self.http
+                .get(&self.url)
+                .headers(headers.clone())
+                .header(ACCEPT, "text/event-stream")
+        });
+        let mut response = match tokio::time::timeout(Duration::from_secs(2), opened).await {
+            Ok(Ok(response)) if response.status().is_success() => response,
+            Ok(Ok(response)) => {
+                tracing::debug!(url = %self.url, status = %response.status(), "the MCP server offers no event stream of its own");
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(url = %self.url, error = %e, "the MCP server's event stream could not be opened");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let inflight = Arc::clone(&self.inflight);
+        let task = tokio::spawn(async move {
+            let mut events = EventStream::default();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                if events.push(&chunk).is_err() {
+                    return;
+                }
+                while let Some(data) = events.next_data() {
+                    if let Ok(message) = serde_json::from_str::<Message>(&data)
+                        && message.id.is_none()
+                        && let Some(relay) = inflight.lone()
+                    {
+                        relay_notification(&message, &relay);
+                    }
+                }
+            }
+        });
+        Some(Listening(task.abort_handle()))
     }
 
     fn discard(&self, session: &Arc<Session>) {
@@ -318,7 +433,10 @@ impl HttpTools {
             )));
         }
         tracing::info!(server = %server.name, url = %self.url, version = %initialized.protocol_version, "MCP session opened");
-        Ok(Session { headers })
+        Ok(Session {
+            headers,
+            _listening: None,
+        })
     }
 
     async fn post(&self, headers: &HeaderMap, body: &Value) -> Result<reqwest::Response, String> {
