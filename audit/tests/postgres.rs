@@ -475,3 +475,63 @@ async fn a_node_learns_from_its_renewal_that_its_lease_was_taken_and_admits_noth
     let epochs: Vec<i64> = rows(&url).await.iter().map(|r| r.6).collect();
     assert_eq!(epochs, vec![1, 2]);
 }
+
+#[tokio::test]
+async fn a_follower_sees_every_record_in_order_once_and_stops_at_a_broken_chain() {
+    use conductor_audit::pg::{Position, follow};
+    let (dir, url) = database("follow").await;
+    let (log, _, _) = open(options(&dir, PgOptions::new(&url))).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let follower = tokio::spawn(follow::<Ev>(PgOptions::new(&url), Position::start(), tx));
+
+    let mut written = Vec::new();
+    for round in 0..5 {
+        let batch: Vec<_> = (0..7).map(|i| log.append(call(round * 10 + i))).collect();
+        for record in futures_join(batch).await {
+            written.push(record.unwrap());
+        }
+    }
+    for expected in &written {
+        let got = rx.recv().await.expect("the follower goes on");
+        assert_eq!(got, **expected);
+    }
+    // Caught up, it wakes for what comes next.
+    let late = log.append(call(999)).await.unwrap();
+    assert_eq!(rx.recv().await.expect("the late record"), *late);
+    drop(rx);
+    follower.await.unwrap().expect("ends when nobody listens");
+
+    // From a position, it goes on after it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let from = Position {
+        seq: written[29].seq,
+        hash: written[29].hash.clone(),
+    };
+    let follower = tokio::spawn(follow::<Ev>(PgOptions::new(&url), from, tx));
+    for expected in written[30..].iter().chain([&late]) {
+        assert_eq!(rx.recv().await.expect("the rest"), **expected);
+    }
+    drop(rx);
+    follower.await.unwrap().unwrap();
+    log.close().await;
+
+    // A changed row ends the follow, after the records before it.
+    let db = TempPostgres::client(&url).await.unwrap();
+    db.execute(
+        "UPDATE audit_records SET line = replace(line, 'agent', 'agenT') WHERE seq = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let broken = follow::<Ev>(PgOptions::new(&url), Position::start(), tx).await;
+    assert!(
+        matches!(&broken, Err(AuditError::Broken(failure)) if failure.seq == 5),
+        "{broken:?}"
+    );
+    let mut before = Vec::new();
+    while let Ok(record) = rx.try_recv() {
+        before.push(record.seq);
+    }
+    assert_eq!(before, vec![1, 2, 3, 4]);
+}

@@ -7,7 +7,8 @@
 //!
 //! Modules: `schema` (tables and migrations), `lease` (acquiring and renewing the lease),
 //! `append` (the [`Store`](crate::store::Store) implementation), `read` (reading the rows back,
-//! verifying the chain as it goes, for start-up and `audit verify`).
+//! verifying the chain as it goes, for start-up and `audit verify`), `tail` (following the log as
+//! another node writes it: a standby's feed).
 //!
 //! The database work runs on a small runtime of the store's own, so that a batch's leader can
 //! block its thread on a commit whatever runtime (if any) it belongs to.
@@ -16,12 +17,14 @@ mod append;
 mod lease;
 mod read;
 mod schema;
+mod tail;
 
 pub(crate) use append::PgStore;
 pub(crate) use lease::LeaseState;
 pub use read::verify_postgres;
 pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
+pub use tail::{CHANNEL, POLL_FLOOR, Position, follow};
 
 use crate::AuditError;
 use std::fmt;
@@ -203,7 +206,9 @@ pub(crate) fn pool(options: &PgOptions) -> Result<deadpool_postgres::Pool, Audit
 }
 
 /// TLS trusting the certificate authorities in `ca_file`, on the ring provider.
-fn tls(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, AuditError> {
+pub(crate) fn tls(
+    ca_file: &std::path::Path,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, AuditError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let bad = |message: String| {

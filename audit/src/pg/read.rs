@@ -42,6 +42,22 @@ impl RowReader {
         }
     }
 
+    /// A reader that continues the chain after record `seq` with `hash` (a follower's).
+    pub fn after(seq: u64, hash: String) -> Self {
+        RowReader {
+            chain: ChainState {
+                next_seq: seq + 1,
+                prev: hash,
+            },
+            ..RowReader::new()
+        }
+    }
+
+    /// Reads on past the end found so far (a follower's next round), unless the chain broke.
+    pub fn more(&mut self) {
+        self.done = self.failure.is_some();
+    }
+
     /// The next page of verified lines (seq order), or `None` once the table is read or a bad line
     /// was found (`failure` says which).
     pub async fn next_page(

@@ -44,6 +44,15 @@ fn migrations() -> [String; 1] {
             epoch bigint NOT NULL
         );
         INSERT INTO audit_chain_head VALUES (1, 0, '{GENESIS_PREV}', 0);
+        -- A wake-up for followers on every batch (sent at its commit, to listeners connected then).
+        CREATE FUNCTION audit_chain_head_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('audit_records', NEW.seq::text);
+            RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER audit_chain_head_moved AFTER UPDATE OF seq ON audit_chain_head
+            FOR EACH ROW EXECUTE FUNCTION audit_chain_head_notify();
         -- Who writes: valid until `valid_until` by the database's clock; `epoch` only grows.
         CREATE TABLE cluster_lease (
             id          integer PRIMARY KEY CHECK (id = 1),
