@@ -23,6 +23,8 @@ pub struct TempPostgres {
     bin: PathBuf,
     /// `Some("postgres")` when this process is root.
     run_as: Option<String>,
+    /// With TLS: the TCP port on 127.0.0.1 it also listens on, with `ssl` on.
+    tls_port: Option<u16>,
 }
 
 static SHARED: OnceLock<Result<TempPostgres, String>> = OnceLock::new();
@@ -44,6 +46,16 @@ impl TempPostgres {
 
     /// A server of its own (for a test that stops and restarts it).
     pub fn start() -> Result<TempPostgres, String> {
+        Self::start_with(None)
+    }
+
+    /// A server of its own that also listens on a free TCP port of 127.0.0.1 with TLS, presenting
+    /// the certificate and key in these PEM files (see [`TempPostgres::tls_url`]).
+    pub fn start_tls(cert_file: &Path, key_file: &Path) -> Result<TempPostgres, String> {
+        Self::start_with(Some((cert_file, key_file)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Result<TempPostgres, String> {
         let bin = server_bin_dir()?;
         let run_as = is_root().then(|| "postgres".to_owned());
         let dir = std::env::temp_dir().join(format!(
@@ -53,11 +65,35 @@ impl TempPostgres {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let server = TempPostgres { dir, bin, run_as };
+        let tls_port = match tls {
+            Some((cert, key)) => {
+                for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                    let to = dir.join(name);
+                    std::fs::copy(from, &to)
+                        .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| format!("cannot protect {}: {e}", to.display()))?;
+                }
+                Some(free_port()?)
+            }
+            None => None,
+        };
+        let server = TempPostgres {
+            dir,
+            bin,
+            run_as,
+            tls_port,
+        };
         if let Some(user) = &server.run_as {
             let (uid, gid) = user_ids(user)?;
-            std::os::unix::fs::chown(&server.dir, Some(uid), Some(gid))
-                .map_err(|e| format!("cannot give {} to {user}: {e}", server.dir.display()))?;
+            for path in ["", "server.crt", "server.key"] {
+                let path = server.dir.join(path);
+                if path.exists() {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .map_err(|e| format!("cannot give {} to {user}: {e}", path.display()))?;
+                }
+            }
         }
         server.run(
             "initdb",
@@ -79,7 +115,13 @@ impl TempPostgres {
     /// Starts the (stopped) server again, on the same socket, and waits until it accepts
     /// connections.
     pub fn start_again(&self) -> Result<(), String> {
-        let options = format!("-k {} -p {PORT} -c listen_addresses=''", self.dir.display());
+        let options = match self.tls_port {
+            None => format!("-k {} -p {PORT} -c listen_addresses=''", self.dir.display()),
+            Some(port) => format!(
+                "-k {dir} -p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                dir = self.dir.display()
+            ),
+        };
         self.run(
             "pg_ctl",
             &[
@@ -110,12 +152,25 @@ impl TempPostgres {
         )
     }
 
-    /// The connection string of `database` on this server.
+    /// The connection string of `database` on this server (over its socket).
     pub fn url(&self, database: &str) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname={database}",
-            self.dir.display()
+            "host={} port={} user=postgres dbname={database}",
+            self.dir.display(),
+            self.tls_port.unwrap_or(PORT)
         )
+    }
+
+    /// The connection string of the database of `socket_url` (as [`TempPostgres::url`] and
+    /// [`TempPostgres::create_database`] give it) over TCP with TLS required; `None` unless the
+    /// server was started with [`TempPostgres::start_tls`].
+    pub fn tls_url(&self, socket_url: &str) -> Option<String> {
+        let database = socket_url
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix("dbname="))?;
+        self.tls_port.map(|port| {
+            format!("host=127.0.0.1 port={port} user=postgres dbname={database} sslmode=require")
+        })
     }
 
     /// Creates a fresh database named after `name` (plus a counter, so names never clash) and
@@ -264,6 +319,14 @@ fn server_bin_dir() -> Result<PathBuf, String> {
     from_pg_config.ok_or_else(|| {
         "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run scripts/setup-postgres.sh (as root) first".to_owned()
     })
+}
+
+/// A TCP port of 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
 fn is_root() -> bool {

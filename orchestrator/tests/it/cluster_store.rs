@@ -188,3 +188,66 @@ async fn postgres_stopped_refuses_calls_with_the_reason_and_service_resumes_by_i
         .into_inner();
     assert!(verified.ok, "{verified:?}");
 }
+
+#[tokio::test]
+async fn the_store_is_reached_over_tls_trusting_only_the_configured_ca() {
+    use crate::test_ca::TestCa;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(certs.path(), "pg");
+    let cert = ca.server("postgres");
+    let server = TempPostgres::start_tls(&cert.cert_file, &cert.key_file)
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let socket_url = server
+        .create_database("orchestrator_tls")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server.tls_url(&socket_url).expect("a TLS server");
+    let servers = spawn_all().await;
+
+    // A CA that did not sign the server's certificate: the orchestrator does not start.
+    let other = TestCa::new(certs.path(), "other");
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "ca_file": other.ca_file}});
+    let audit = tempfile::tempdir().unwrap();
+    let refused = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .err()
+        .expect("an untrusted server is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("PostgreSQL audit store failed while connecting"),
+        "{refused}"
+    );
+
+    config["store"] = json!({"postgres": {"url": url, "ca_file": ca.ca_file}});
+    let h = Harness::with_servers(servers, config).await;
+    let wf = h.start_workflow("", json!({})).await;
+    h.call(
+        &wf,
+        "validate_data",
+        json!({"records": customers(), "schema": "customer"}),
+    )
+    .await
+    .expect("validate runs");
+    let db = TempPostgres::client(&socket_url).await.unwrap();
+    let ssl: bool = db
+        .query_one(
+            "SELECT bool_or(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the orchestrator's connections are TLS");
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM audit_records WHERE workflow = $1",
+            &[&wf],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rows >= 2, "{rows}");
+}
