@@ -191,3 +191,156 @@ async fn append(pool: &deadpool_postgres::Pool, epoch: i64, rows: &Rows) -> Resu
         }
     }
 }
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+    use crate::GENESIS_PREV;
+    use crate::pg::{PgOptions, lease, pool, schema};
+    use crate::record::write_line;
+    use crate::store::LineMeta;
+    use crate::testing::TempPostgres;
+
+    /// A chained batch of `n` lines after `prev_seq`/`prev_hash`: its text and its lines.
+    fn lines(prev_seq: u64, prev_hash: &str, n: u64) -> (Vec<u8>, Vec<LineMeta>) {
+        let (mut text, mut metas, mut prev) = (Vec::new(), Vec::new(), prev_hash.to_owned());
+        for seq in prev_seq + 1..=prev_seq + n {
+            let hash = write_line(
+                &mut text,
+                seq,
+                1_000 + seq as i64,
+                &prev,
+                br#"{"kind":"note"}"#,
+            );
+            metas.push(LineMeta {
+                seq,
+                ts_ms: 1_000 + seq as i64,
+                prev: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+                end: text.len(),
+            });
+        }
+        (text, metas)
+    }
+
+    async fn seqs(url: &str) -> Vec<i64> {
+        let client = TempPostgres::client(url).await.unwrap();
+        client
+            .query("SELECT seq FROM audit_records ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// A batch whose commit went through but whose answer was lost is retried as a whole (the
+    /// writer does not know); only what is missing is written, nothing twice.
+    #[tokio::test]
+    async fn a_retried_batch_writes_only_what_an_earlier_attempt_did_not() {
+        let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        let url = server.create_database("retried_batch").await.unwrap();
+        let options = PgOptions::new(&url);
+        let pool = pool(&options).unwrap();
+        schema::migrate(&mut crate::pg::connect(&pool).await.unwrap())
+            .await
+            .unwrap();
+        let (held, _) = lease::acquire(&pool, "me", "{}", options.lease_ttl, options.acquire_wait)
+            .await
+            .unwrap();
+
+        let (text, metas) = lines(0, GENESIS_PREV, 5);
+        let batch = |upto: usize| Batch {
+            text: &text[..metas[upto - 1].end],
+            lines: &metas[..upto],
+            prev_seq: 0,
+            prev_hash: GENESIS_PREV,
+        };
+        // The first attempt committed records 1 to 3 (its answer lost); the retry holds 1 to 5.
+        append(&pool, held.epoch, &Rows::of(&batch(3)))
+            .await
+            .unwrap();
+        append(&pool, held.epoch, &Rows::of(&batch(5)))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
+        // The whole batch again: already there, nothing written.
+        append(&pool, held.epoch, &Rows::of(&batch(5)))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
+
+        // A batch that does not extend the head (another chain) is refused, naming the head.
+        let (text, metas) = lines(0, GENESIS_PREV, 7);
+        let other: Vec<LineMeta> = metas
+            .into_iter()
+            .map(|mut m| {
+                let other = if m.hash.starts_with('0') { "1" } else { "0" };
+                m.hash.replace_range(..1, other);
+                m
+            })
+            .collect();
+        let refused = append(
+            &pool,
+            held.epoch,
+            &Rows::of(&Batch {
+                text: &text,
+                lines: &other,
+                prev_seq: 0,
+                prev_hash: GENESIS_PREV,
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("chain head in the database is seq 5"),
+            "{refused}"
+        );
+
+        // A fenced-out epoch writes nothing and learns who holds the lease.
+        let client = TempPostgres::client(&url).await.unwrap();
+        client
+            .execute("UPDATE cluster_lease SET valid_until = '-infinity'", &[])
+            .await
+            .unwrap();
+        let (taken, _) = lease::acquire(
+            &pool,
+            "other",
+            "{}",
+            options.lease_ttl,
+            options.acquire_wait,
+        )
+        .await
+        .unwrap();
+        let (text, metas) = lines(5, &metas_hash(&url).await, 1);
+        let lost = append(
+            &pool,
+            held.epoch,
+            &Rows::of(&Batch {
+                text: &text,
+                lines: &metas,
+                prev_seq: 5,
+                prev_hash: &metas[0].prev,
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&lost, AuditError::LostLease { mine, holder, now } if *mine == held.epoch && holder == "other" && *now == taken.epoch),
+            "{lost}"
+        );
+        assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
+    }
+
+    /// The chain head's hash.
+    async fn metas_hash(url: &str) -> String {
+        let client = TempPostgres::client(url).await.unwrap();
+        client
+            .query_one("SELECT hash FROM audit_chain_head", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
