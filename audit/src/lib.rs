@@ -19,6 +19,7 @@
 //! - `writer`: group commit: the queue, its leaders and the keeper thread, above the seam.
 //! - `store`: the seam: a [`Store`](store) makes one chained batch durable, all or nothing.
 //! - `files`: the default store, local files (one write in place and one sync per batch).
+//! - `opening`: where the writer starts, per store (the files' scan, or the rows read back).
 //! - `log`: the [`AuditLog`] handle callers use.
 //! - `read`: [`read_from`], streaming records for replay and queries.
 //! - [`pg`]: the PostgreSQL store: rows, a fenced lease, reading back and verifying.
@@ -29,6 +30,7 @@ mod files;
 mod lock;
 mod log;
 mod open;
+mod opening;
 mod options;
 pub mod pg;
 mod prepare;
