@@ -171,7 +171,8 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(PeerCertificate::from_chain);
-            serve_connection(io, router, certificate, &limits, watcher, activity).await;
+            let tls = Some(certificate);
+            serve_connection(io, router, tls, &limits, watcher, activity).await;
         });
     }
     drop(listener);
@@ -180,12 +181,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it ends, is idle for `limits.idle_timeout`, or the server stops;
-/// every request carries the connection's verified client certificate, if any.
+/// Serves one connection until it ends, is idle for `limits.idle_timeout`, or the server stops.
+/// `tls` is `Some` for a TLS connection, with its verified client certificate if any: every
+/// request then carries [`crate::tls::Secure`] and the certificate.
 async fn serve_connection<IO>(
     io: IO,
     router: Router,
-    certificate: Option<PeerCertificate>,
+    tls: Option<Option<PeerCertificate>>,
     limits: &HttpLimits,
     watcher: Watcher,
     activity: Arc<Activity>,
@@ -195,8 +197,11 @@ async fn serve_connection<IO>(
     let service = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            if let Some(certificate) = &certificate {
-                request.extensions_mut().insert(certificate.clone());
+            if let Some(certificate) = &tls {
+                request.extensions_mut().insert(crate::tls::Secure);
+                if let Some(certificate) = certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
             }
             hyper::service::Service::call(&service, request)
         },

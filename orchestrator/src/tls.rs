@@ -25,6 +25,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken gRPC connections waiting for tonic to take them.
 const ACCEPTED_QUEUE: usize = 64;
 
+/// Marks a request that came over TLS (in its extensions), so URLs the server gives out about
+/// itself (the protected-resource metadata) say `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure;
+
 /// A verified client certificate: the common name of its subject (`None` when it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {

@@ -103,7 +103,14 @@ pub async fn authenticate(
         Err(error) => {
             tracing::info!(%error, "MCP request refused: no valid credential");
             let missing = matches!(error, super::AuthError::Missing);
-            return unauthorized(&config, request.headers(), &error.to_string(), missing);
+            let secure = request.extensions().get::<crate::tls::Secure>().is_some();
+            return unauthorized(
+                &config,
+                request.headers(),
+                secure,
+                &error.to_string(),
+                missing,
+            );
         }
     };
     request.extensions_mut().insert::<Identity>(identity);
@@ -116,10 +123,11 @@ pub async fn authenticate(
 fn unauthorized(
     config: &crate::config::Config,
     headers: &HeaderMap,
+    secure: bool,
     reason: &str,
     missing: bool,
 ) -> Response {
-    let metadata = format!("{}{METADATA_PATH}", base_url(config, headers));
+    let metadata = format!("{}{METADATA_PATH}", base_url(config, headers, secure));
     let challenge = if missing {
         format!("Bearer resource_metadata=\"{metadata}\"")
     } else {
@@ -142,7 +150,7 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 }
 
 /// `scheme://host` of the configured resource URL, else of the request's `Host`.
-fn base_url(config: &crate::config::Config, headers: &HeaderMap) -> String {
+fn base_url(config: &crate::config::Config, headers: &HeaderMap, secure: bool) -> String {
     if let Some(resource) = &config.auth.resource
         && let Some((scheme, rest)) = resource.split_once("://")
     {
@@ -153,7 +161,8 @@ fn base_url(config: &crate::config::Config, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if secure { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// `/metrics` for a scraper: when `auth.metrics` names a token, the request must carry it (and
@@ -184,13 +193,17 @@ pub async fn metrics_token(
 }
 
 /// `/.well-known/oauth-protected-resource` (and the same under `/mcp`): the RFC 9728 document.
-pub async fn metadata(State(auth): State<HttpAuth>, headers: HeaderMap) -> Response {
+pub async fn metadata(
+    State(auth): State<HttpAuth>,
+    secure: Option<axum::Extension<crate::tls::Secure>>,
+    headers: HeaderMap,
+) -> Response {
     let config = auth.gateway.config();
     let resource = config
         .auth
         .resource
         .clone()
-        .unwrap_or_else(|| format!("{}/mcp", base_url(&config, &headers)));
+        .unwrap_or_else(|| format!("{}/mcp", base_url(&config, &headers, secure.is_some())));
     axum::Json(json!({
         "resource": resource,
         "authorization_servers": config.auth.authorization_servers,

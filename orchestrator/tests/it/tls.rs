@@ -387,6 +387,17 @@ async fn a_client_certificate_proves_its_clients_identity_and_an_unknown_ca_is_r
     assert!(!health.contains("200"), "{health}");
     let health = https_get(orchestrator.http_addr, &trusting(&ca), "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // What the server says about itself over TLS names https (the MCP authorization discovery).
+    let metadata = https_get(
+        orchestrator.http_addr,
+        &trusting(&ca),
+        "/.well-known/oauth-protected-resource",
+    )
+    .await;
+    assert!(
+        metadata.contains("\"resource\":\"https://127.0.0.1/mcp\""),
+        "{metadata}"
+    );
     orchestrator.stop().await;
     servers.stop().await;
 }
