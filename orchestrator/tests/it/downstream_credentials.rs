@@ -737,15 +737,28 @@ async fn the_daemon_says_each_credential_and_logs_no_secret() {
 }
 
 /// Serves `app` over TLS with the certificate `cert` on a loopback port (tokio-rustls around each
-/// accepted connection, hyper's HTTP/1 on top).
-async fn serve_tls(app: axum::Router, cert: &CertFiles) -> SocketAddr {
+/// accepted connection, hyper's HTTP/1 on top); with `client_ca`, only to clients with a
+/// certificate that CA signed (mutual TLS).
+async fn serve_tls(
+    app: axum::Router,
+    cert: &CertFiles,
+    client_ca: Option<&std::path::Path>,
+) -> SocketAddr {
     conductor_proto::tls::install_provider();
     let chain = conductor_proto::tls::load_certificates(&cert.cert_file).expect("certificate");
     let key = conductor_proto::tls::load_private_key(&cert.key_file).expect("key");
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server TLS");
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(file) => {
+            let roots = conductor_proto::tls::load_roots(file).expect("client CA");
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).expect("server TLS");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -779,7 +792,7 @@ async fn an_https_server_is_reached_through_its_ca_file_and_a_wrong_ca_is_named(
     let stranger = TestCa::new(dir.path(), "stranger");
     let gate = Arc::new(Gatekeeper::default());
     gate.accept(STATIC_TOKEN, None);
-    let addr = serve_tls(protected_app(gate.clone()), &ca.server("mcp")).await;
+    let addr = serve_tls(protected_app(gate.clone()), &ca.server("mcp"), None).await;
     let token_file = dir.path().join("static-token");
     std::fs::write(&token_file, STATIC_TOKEN).expect("write");
     let https = |prefix: &str, ca_file: &std::path::Path| {
@@ -814,6 +827,52 @@ async fn an_https_server_is_reached_through_its_ca_file_and_a_wrong_ca_is_named(
         gate.seen().len(),
         seen,
         "nothing reached the server over the refused connection"
+    );
+    orchestrator.stop().await;
+}
+
+/// An https MCP server that requires a client certificate (mutual TLS): reached with
+/// `servers.NAME.tls`'s `cert_file` and `key_file`; without them, the call fails naming the server
+/// and the settings to give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_server_is_reached_with_the_configured_client_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path(), "downstream");
+    let gate = Arc::new(Gatekeeper::default());
+    gate.accept(STATIC_TOKEN, None);
+    let addr = serve_tls(
+        protected_app(gate.clone()),
+        &ca.server("mcp"),
+        Some(&ca.ca_file),
+    )
+    .await;
+    let token_file = dir.path().join("static-token");
+    std::fs::write(&token_file, STATIC_TOKEN).expect("write");
+    let gateway = ca.client("conductorio");
+    let https = |prefix: &str, tls: Value| {
+        json!({
+            "mcp_url": format!("https://127.0.0.1:{}/mcp", addr.port()), "tools": ["ping"],
+            "prefix": prefix, "timeout": "10s", "tls": tls,
+            "auth": {"type": "bearer", "token": {"token_file": token_file}}
+        })
+    };
+    let config = json!({ "servers": {
+        "mutual": https("m_", json!({"ca_file": ca.ca_file, "cert_file": gateway.cert_file, "key_file": gateway.key_file})),
+        "anonymous": https("a_", json!({"ca_file": ca.ca_file})),
+    }});
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let mutual = call(&orchestrator, "m_ping").await;
+    assert!(mutual.is_ok(), "{mutual:?}");
+    let without = call(&orchestrator, "a_ping")
+        .await
+        .expect_err("no client certificate");
+    assert!(
+        without.contains("\"anonymous\"")
+            && without.contains("servers.anonymous.tls.cert_file and key_file"),
+        "{without}"
     );
     orchestrator.stop().await;
 }

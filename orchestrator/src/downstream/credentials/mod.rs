@@ -265,10 +265,34 @@ impl Credentials {
             }
             source = cause.source();
         }
-        if text.contains("certificate") {
+        let client_cert = self
+            .configured
+            .1
+            .as_ref()
+            .and_then(|t| t.cert_file.as_ref());
+        if text.contains("invalid peer certificate") {
             text.push_str(&format!(
                 " (the server's certificate was checked against {})",
                 self.trust
+            ));
+        } else if text.contains("alert: CertificateRequired") {
+            text.push_str(&format!(
+                " (the server wants a client certificate: set servers.{}.tls.cert_file and key_file)",
+                self.server
+            ));
+        } else if let Some(file) = client_cert
+            && [
+                "alert: BadCertificate",
+                "alert: UnknownCA",
+                "alert: CertificateUnknown",
+            ]
+            .iter()
+            .any(|alert| text.contains(alert))
+        {
+            text.push_str(&format!(
+                " (the server refused the client certificate {} of servers.{}.tls.cert_file)",
+                file.display(),
+                self.server
             ));
         }
         text
