@@ -17,6 +17,7 @@
 //! - `chain`: walking and verifying the hash chain, [`verify_dir`].
 //! - `open`: start-up scan, torn-line repair and recovery.
 //! - `writer`: group commit: the queue, its leaders and the keeper thread, above the seam.
+//! - `health`: what the writer publishes (writable or why not, the lease, the counters).
 //! - `store`: the seam: a [`Store`](store) makes one chained batch durable, all or nothing.
 //! - `files`: the default store, local files (one write in place and one sync per batch).
 //! - `opening`: where the writer starts, per store (the files' scan, or the rows read back).
@@ -27,6 +28,7 @@
 mod chain;
 mod error;
 mod files;
+mod health;
 mod lock;
 mod log;
 mod open;
@@ -45,9 +47,9 @@ mod writer;
 
 pub use chain::{Anchor, VerifyReport, verify_dir, verify_dir_against};
 pub use error::{AuditError, VerifyFailure};
+pub use health::Unwritable;
 pub use log::{Admit, AuditHealth, AuditLog, Queued, Records};
 pub use open::OpenReport;
 pub use options::{AuditOptions, StoreOptions};
 pub use read::read_from;
 pub use record::{GENESIS_PREV, LineHeader, Record, line_hash, parse_line};
-pub use writer::Unwritable;

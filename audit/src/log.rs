@@ -3,10 +3,11 @@
 //! Start-up runs on a blocking thread. Writes are group-committed by whoever leads (see the
 //! `writer` module): a caller waiting on its record may write and sync one batch on its own thread.
 
+use crate::health::Unwritable;
 use crate::opening::{open_files, open_postgres};
 use crate::pg::{LeaseState, PgReader};
 use crate::record::encode_event;
-use crate::writer::{self, Core, Shared, Unwritable};
+use crate::writer::{self, Core, Shared};
 use crate::{Anchor, AuditError, AuditOptions, OpenReport, Record, StoreOptions, VerifyReport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
