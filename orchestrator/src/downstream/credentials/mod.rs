@@ -157,8 +157,6 @@ pub(super) struct Credentials {
     /// What the server's certificate is checked against, for errors.
     trust: String,
     mode: Mode,
-    /// The token endpoint, for the credentials that have one.
-    endpoint: token::Endpoint,
     presented: Arc<PresentedTokens>,
 }
 
@@ -168,10 +166,12 @@ enum Mode {
     Headers(Result<HeaderMap, String>),
     Client {
         settings: ClientCredentials,
+        endpoint: token::Endpoint,
         cache: Arc<TokenCache>,
     },
     Exchange {
         settings: TokenExchange,
+        endpoint: token::Endpoint,
         caches: Mutex<HashMap<String, (u64, Arc<TokenCache>)>>,
         seq: AtomicU64,
         /// The key of the caller whose token the server was last sent.
@@ -186,10 +186,12 @@ impl Credentials {
             Some(Credential::Headers(headers)) => Mode::Headers(static_headers(headers)),
             Some(Credential::ClientCredentials(settings)) => Mode::Client {
                 settings: settings.clone(),
+                endpoint: token::Endpoint::new(&server.name),
                 cache: Arc::default(),
             },
             Some(Credential::TokenExchange(settings)) => Mode::Exchange {
                 settings: settings.clone(),
+                endpoint: token::Endpoint::new(&server.name),
                 caches: Mutex::default(),
                 seq: AtomicU64::new(0),
                 last: Mutex::default(),
@@ -200,7 +202,6 @@ impl Credentials {
             configured: (server.auth.clone(), server.tls.clone()),
             trust: trust(server),
             mode,
-            endpoint: token::Endpoint::new(&server.name),
             presented,
         }
     }
@@ -306,9 +307,13 @@ impl Credentials {
                 .clone()
                 .map(|h| (h, None))
                 .map_err(|e| format!("server {:?}: {e}", self.server)),
-            Mode::Client { settings, cache } => {
+            Mode::Client {
+                settings,
+                endpoint,
+                cache,
+            } => {
                 let token = cache
-                    .get(None, || self.endpoint.client_credentials(settings))
+                    .get(None, || endpoint.client_credentials(settings))
                     .await?;
                 Ok((
                     authorization(&token),
@@ -317,6 +322,7 @@ impl Credentials {
             }
             Mode::Exchange {
                 settings,
+                endpoint,
                 caches,
                 seq,
                 last,
@@ -343,7 +349,7 @@ impl Credentials {
                 let digest: [u8; 32] = Sha256::digest(subject.expose_secret().as_bytes()).into();
                 let cache = per_caller(caches, seq, &key);
                 let token = cache
-                    .get(Some(digest), || self.endpoint.exchange(settings, &subject))
+                    .get(Some(digest), || endpoint.exchange(settings, &subject))
                     .await?;
                 *lock(last) = Some(key);
                 Ok((authorization(&token), Some((cache, token.generation))))
