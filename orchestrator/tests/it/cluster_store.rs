@@ -251,3 +251,75 @@ async fn the_store_is_reached_over_tls_trusting_only_the_configured_ca() {
         .get(0);
     assert!(rows >= 2, "{rows}");
 }
+
+/// SPEC §9.8, in-process: a node paused past its lease (its renewals stopped, as by SIGSTOP)
+/// while another takes over can neither append nor forward a call: the intent's batch is refused
+/// inside its own transaction, so the tool server never sees the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_was_taken_over_forwards_no_call() {
+    use crate::audit_outage::outbox_entries;
+
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_fence")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let a = Harness::with_servers(servers, config.clone()).await;
+    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
+    let wf = a.start_workflow("", json!({})).await;
+    a.call(&wf, "send_notification", note(0))
+        .await
+        .expect("A serves while it holds the lease");
+    assert_eq!(outbox_entries(&a), 1);
+
+    // A stops renewing; B takes the lease once it has expired, reading A's records.
+    a.orchestrator.gateway.audit().pause_lease_renewal(true);
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = testing::spawn(&config.to_string(), None, b_dir.path())
+        .await
+        .expect("B takes over");
+    let mut b_client = connect(&b.grpc_url()).await;
+
+    // A, unaware, takes a call: refused, and nothing reaches the tool server.
+    let refused = a
+        .call(&wf, "send_notification", note(1))
+        .await
+        .expect_err("A forwards nothing once its lease was taken");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("lost"), "{}", refused.message());
+    assert_eq!(outbox_entries(&a), 1, "the tool server saw no call from A");
+
+    // B serves the same workflow, rebuilt from the table.
+    b_client
+        .call_tool(pb::WorkflowCallRequest {
+            workflow_id: wf.clone(),
+            tool: "send_notification".into(),
+            arguments_json: note(2).to_string(),
+        })
+        .await
+        .expect("B serves");
+    assert_eq!(outbox_entries(&a), 2);
+
+    // No seq twice, and every epoch's records in order.
+    let db = TempPostgres::client(&url).await.unwrap();
+    let epochs: Vec<i64> = db
+        .query("SELECT epoch FROM audit_records ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "{epochs:?}");
+    assert_eq!(epochs.first(), Some(&1));
+    assert_eq!(epochs.last(), Some(&2));
+    let report = b_client
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(report.ok, "{report:?}");
+    b.stop().await;
+}
