@@ -1,9 +1,11 @@
 //! The client of the approval server's ledger: every approval request and its decision are also
 //! recorded there, so that the people who decide have a durable list of their own. The audit log
-//! stays the orchestrator's memory; the ledger is told, never asked.
+//! stays the orchestrator's memory; the ledger is told, never asked. An `https://` ledger is reached
+//! with its server's TLS settings, as every gRPC tool server is.
 
 use crate::approval::Approval;
 use crate::audit::ApprovalVerdict;
+use crate::config::ClientTlsFiles;
 use crate::error::Error;
 use conductor_proto::v1::approval_ledger_client::ApprovalLedgerClient;
 use conductor_proto::v1::{ApprovalState, CreateApprovalRequest, DecideApprovalRequest};
@@ -16,7 +18,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(ledger_url: Option<&str>) -> Result<Self, Error> {
+    pub fn new(ledger_url: Option<&str>, tls: Option<&ClientTlsFiles>) -> Result<Self, Error> {
         let ledger = match ledger_url {
             None => None,
             Some(url) => {
@@ -26,6 +28,9 @@ impl Ledger {
                     })?
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(2));
+                let endpoint = crate::tls::grpc_endpoint(endpoint, url, tls).map_err(|e| {
+                    Error::InvalidArgument(format!("approval ledger address {url:?}: TLS: {e}"))
+                })?;
                 Some(ApprovalLedgerClient::new(endpoint.connect_lazy()))
             }
         };

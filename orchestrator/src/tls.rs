@@ -55,6 +55,22 @@ pub fn client_tls(files: &ClientTlsFiles) -> ClientTls {
     }
 }
 
+/// `endpoint` of a gRPC server at `url` with TLS when the address is `https://`: the server's CA
+/// bundle (else the system's roots) and its client certificate, from `files`.
+pub fn grpc_endpoint(
+    endpoint: tonic::transport::Endpoint,
+    url: &str,
+    files: Option<&ClientTlsFiles>,
+) -> Result<tonic::transport::Endpoint, String> {
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let tls = client_tls(&files.cloned().unwrap_or_default())
+        .tonic_config()
+        .map_err(|e| e.to_string())?;
+    endpoint.tls_config(tls).map_err(|e| e.to_string())
+}
+
 /// The listeners' TLS settings as `conductor_proto::tls` takes them.
 pub fn server_tls(listen: &ListenTls) -> ServerTls {
     ServerTls {

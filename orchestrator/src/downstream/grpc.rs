@@ -39,17 +39,8 @@ impl GrpcTools {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(30));
-        let endpoint = if url.starts_with("https://") {
-            let files = server.tls.clone().unwrap_or_default();
-            let tls = crate::tls::client_tls(&files).tonic_config().map_err(|e| {
-                Error::InvalidArgument(format!("server {:?}: TLS: {e}", server.name))
-            })?;
-            endpoint.tls_config(tls).map_err(|e| {
-                Error::InvalidArgument(format!("server {:?}: TLS: {e}", server.name))
-            })?
-        } else {
-            endpoint
-        };
+        let endpoint = crate::tls::grpc_endpoint(endpoint, url, server.tls.as_ref())
+            .map_err(|e| Error::InvalidArgument(format!("server {:?}: TLS: {e}", server.name)))?;
         Ok(GrpcTools {
             channel: endpoint.connect_lazy(),
             tls: server.tls.clone(),

@@ -186,7 +186,11 @@ impl Gateway {
                 _ => None,
             }
         });
-        let ledger = Ledger::new(ledger_url.as_deref())?;
+        let ledger_tls = config
+            .approval_ledger
+            .as_ref()
+            .and_then(|name| config.servers.get(name)?.tls.as_ref());
+        let ledger = Ledger::new(ledger_url.as_deref(), ledger_tls)?;
         let mut state = State::new(config.clone());
         let mut last_stamp = 0;
         let (audit, report) = AuditLog::open_as(

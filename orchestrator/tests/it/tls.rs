@@ -672,3 +672,66 @@ async fn unusable_certificate_files_are_named_at_start() {
     );
     servers.stop().await;
 }
+
+#[tokio::test]
+async fn an_approval_ledger_over_mutual_tls_holds_the_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "ledger");
+    let clients_ca = TestCa::new(dir.path(), "ledger-clients");
+    let client = clients_ca.client("orchestrator");
+    let as_orchestrator = ClientTls {
+        ca_file: Some(ca.ca_file.clone()),
+        cert_file: Some(client.cert_file.clone()),
+        key_file: Some(client.key_file.clone()),
+    };
+    let approval = tls_server(
+        ServerKind::Approval,
+        dir.path(),
+        &ca,
+        Some(&clients_ca),
+        as_orchestrator,
+    )
+    .await;
+    let servers = spawn_all().await;
+    let rules =
+        json!([{ "id": "listing-needs-approval", "kind": "approval", "tool": "list_backups" }]);
+    let mut config = common::config_with(&servers, rules, json!({}));
+    config["servers"]["approval"]["grpc"] = json!(approval.url());
+    config["servers"]["approval"]["tls"] = json!({
+        "ca_file": ca.ca_file, "cert_file": client.cert_file, "key_file": client.key_file
+    });
+    let h = common::Harness::with_servers(servers, config).await;
+    let workflow = h.start_workflow("", json!({})).await;
+    let call = h.spawn_call(&workflow, "list_backups", json!({}));
+    let pending = h.wait_pending(&workflow).await;
+    h.client
+        .clone()
+        .approve(pb::ApprovalDecisionRequest {
+            approval_id: pending.id.clone(),
+            reason: "over mTLS".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("approve");
+    call.await.expect("task").expect("the approved call ran");
+    let ledger = conductor_proto::v1::approval_ledger_client::ApprovalLedgerClient::new(
+        approval.channel().await,
+    );
+    let record = wait_until("the ledger to hold the decision", || {
+        let mut ledger = ledger.clone();
+        let id = pending.id.clone();
+        async move {
+            let record = ledger
+                .get_approval(pb::GetApprovalRequest { id })
+                .await
+                .ok()?
+                .into_inner();
+            (record.state == pb::ApprovalState::Approved as i32).then_some(record)
+        }
+    })
+    .await;
+    assert_eq!(record.reason, "over mTLS");
+    h.orchestrator.stop().await;
+    h.servers.stop().await;
+    approval.stop().await;
+}
