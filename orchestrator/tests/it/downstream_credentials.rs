@@ -876,3 +876,41 @@ async fn a_mutual_tls_server_is_reached_with_the_configured_client_certificate()
     );
     orchestrator.stop().await;
 }
+
+/// A rotated secret file is read on reload: the server's client is made again with the new token
+/// (the old one, refused by then, is not sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sends_the_rotated_token() {
+    let gate = Arc::new(Gatekeeper::default());
+    gate.accept("first-token-a1", None);
+    let addr = protected_server(gate.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "first-token-a1").expect("write");
+    let config = json!({ "servers": {
+        "keyed": server(addr, json!({"type": "bearer", "token": {"token_file": token_file}}))
+    }})
+    .to_string();
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, &config).expect("config");
+    let orchestrator = testing::spawn(&config, Some(&config_path), &dir.path().join("audit"))
+        .await
+        .expect("orchestrator starts");
+    assert!(call(&orchestrator, "ping").await.is_ok());
+
+    std::fs::write(&token_file, "second-token-b2").expect("rotate");
+    gate.revoke("first-token-a1");
+    gate.accept("second-token-b2", None);
+    let stale = call(&orchestrator, "ping")
+        .await
+        .expect_err("the old token until a reload");
+    assert!(stale.contains("401"), "{stale}");
+    orchestrator.gateway.reload_config().await.expect("reloads");
+    let fresh = call(&orchestrator, "ping").await;
+    assert!(fresh.is_ok(), "{fresh:?}");
+    assert_eq!(
+        gate.seen().last().map(String::as_str),
+        Some("second-token-b2")
+    );
+    orchestrator.stop().await;
+}
