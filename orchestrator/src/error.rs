@@ -47,6 +47,11 @@ pub enum Error {
     Internal(String),
     #[error("the orchestrator is shutting down")]
     ShuttingDown,
+    /// The caller withdrew the call while it ran: the server was told, and its effect is unknown.
+    #[error(
+        "the caller cancelled the call of {tool} while it ran; server {server:?} was told to stop, and its effect is unknown"
+    )]
+    Cancelled { server: String, tool: String },
 }
 
 impl From<Error> for tonic::Status {
@@ -65,6 +70,7 @@ impl From<Error> for tonic::Status {
             // itself when the disk does).
             Error::Unavailable { .. } | Error::ShuttingDown | Error::Audit(_) => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::Cancelled { .. } => Code::Cancelled,
             Error::Downstream { .. } | Error::Internal(_) => Code::Internal,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,

@@ -13,6 +13,7 @@ Tools:
                       answers
   chatty()         -> sends three log messages (info, debug, warning) while it runs, then answers
   ask_model(q)     -> asks the client's model (sampling/createMessage) and answers with its reply
+  nap(seconds)     -> sleeps (cancellable), then answers
 
 Resources: notes://readme (text), notes://pixel (binary), the template notes://day/{day};
 prompts: greet(name) (one user message); completion of greet's name and of the template's day.
@@ -123,6 +124,14 @@ async def ask_model(question: str, ctx: Context) -> str:
     )
     text = reply.content.text if isinstance(reply.content, types.TextContent) else str(reply.content)
     return f"the model said: {text}"
+
+
+@server.tool(description="Sleeps for the given seconds, then answers.")
+async def nap(seconds: float) -> str:
+    import anyio
+
+    await anyio.sleep(seconds)
+    return "rested"
 
 
 @server.resource("notes://readme", name="readme", mime_type="text/plain")

@@ -12,9 +12,8 @@ use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
-    ClientRequest, Implementation, ProgressNotificationParam, ServerResult,
+    ClientRequest, Implementation, ServerResult,
 };
-use rmcp::service::NotificationContext;
 use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -114,38 +113,71 @@ impl ClientHandler for ConductorClient {
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
         self.ask("elicitation/create", params).await
     }
+}
 
-    fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        let sink = self
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&params.progress_token.0.to_string())
-            .cloned();
-        if let Some(sink) = sink {
-            let _ = sink.try_send(Relayed::Progress(Progress {
-                progress: params.progress,
-                total: params.total,
-                message: params.message,
-            }));
+impl ConductorClient {
+    /// A notification of the server's, relayed as the transport reads it, before the messages
+    /// after it (the SDK hands notifications to tasks of their own, which may run after the
+    /// answer that followed them): progress to the call whose token it carries, a log message to
+    /// the one call in flight.
+    #[allow(deprecated)] // log messages are of the session eras (SEP-2577)
+    fn relay(&self, notification: &rmcp::model::ServerNotification) {
+        use rmcp::model::ServerNotification;
+        match notification {
+            ServerNotification::ProgressNotification(progress) => {
+                let params = &progress.params;
+                let sink = self
+                    .routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&params.progress_token.0.to_string())
+                    .cloned();
+                if let Some(sink) = sink {
+                    let _ = sink.try_send(Relayed::Progress(Progress {
+                        progress: params.progress,
+                        total: params.total,
+                        message: params.message.clone(),
+                    }));
+                }
+            }
+            ServerNotification::LoggingMessageNotification(log) => {
+                if let Some(sink) = self.lone_call() {
+                    let _ = sink.try_send(Relayed::Log(log.params.clone()));
+                }
+            }
+            _ => {}
         }
-        std::future::ready(())
+    }
+}
+
+/// A transport that relays the server's notifications in the order it reads them.
+struct InOrder<T> {
+    inner: T,
+    client: ConductorClient,
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleClient>
+    for InOrder<T>
+{
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
     }
 
-    #[allow(deprecated)] // log messages are of the session eras (SEP-2577)
-    fn on_logging_message(
-        &self,
-        params: rmcp::model::LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        if let Some(sink) = self.lone_call() {
-            let _ = sink.try_send(Relayed::Log(params));
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await?;
+        if let rmcp::model::JsonRpcMessage::Notification(notification) = &message {
+            self.client.relay(&notification.notification);
         }
-        std::future::ready(())
+        Some(message)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
     }
 }
 
@@ -198,6 +230,7 @@ impl McpTools {
         tool: &str,
         arguments: &Value,
         progress: Option<&RelaySink>,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<super::ToolReply, Error> {
         let arguments = match arguments {
             Value::Object(map) => Some(map.clone()),
@@ -235,22 +268,33 @@ impl McpTools {
                     token,
                 }
             });
-            let response = handle.await_response().await?;
-            // The SDK hands each notification to a task of its own: what the server sent before
-            // its answer (its last progress) may still be on its way to the route. Those tasks are
-            // ready at once; letting them run keeps the caller's progress whole.
-            if _route.is_some() {
-                for _ in 0..8 {
-                    tokio::task::yield_now().await;
-                }
-            }
+            let (id, peer) = (handle.id.clone(), handle.peer.clone());
+            let response = match cancel {
+                Some(cancel) => tokio::select! {
+                    response = handle.await_response() => response?,
+                    () = cancel.cancelled() => {
+                        // As MCP says: the server is told, and its answer no longer awaited.
+                        let withdrawn = rmcp::model::CancelledNotificationParam::new(
+                            Some(id),
+                            Some("the caller cancelled the call".to_owned()),
+                        );
+                        let _ = peer.notify_cancelled(withdrawn).await;
+                        return Ok(None);
+                    }
+                },
+                None => handle.await_response().await?,
+            };
             match response {
-                ServerResult::CallToolResult(result) => Ok(result),
+                ServerResult::CallToolResult(result) => Ok(Some(result)),
                 _ => Err(ServiceError::UnexpectedResponse),
             }
         };
         match tokio::time::timeout(server.timeout, work).await {
-            Ok(Ok(result)) => Ok(reply(result)),
+            Ok(Ok(Some(result))) => Ok(reply(result)),
+            Ok(Ok(None)) => Err(Error::Cancelled {
+                server: server.name.clone(),
+                tool: tool.to_owned(),
+            }),
             Ok(Err(e)) => Err(self.failed(server, tool, &session, e)),
             Err(_) => {
                 self.discard(&session);
@@ -422,6 +466,10 @@ async fn open(server: &ServerConfig, client: ConductorClient) -> Result<Session,
                 .spawn()
                 .map_err(|e| unavailable(format!("cannot start `{command}`: {e}")))?;
             tracing::info!(server = %server.name, %command, "started MCP server");
+            let transport = InOrder {
+                inner: transport,
+                client: client.clone(),
+            };
             client
                 .serve(transport)
                 .await

@@ -158,6 +158,7 @@ impl HttpTools {
         tool: &str,
         arguments: &Value,
         relay: Option<&RelaySink>,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<super::ToolReply, Error> {
         if !matches!(arguments, Value::Object(_) | Value::Null) {
             return Err(Error::InvalidArgument(format!(
@@ -176,7 +177,15 @@ impl HttpTools {
         };
         let _in_flight = self.inflight.enter(relay);
         let result: CallToolResult = self
-            .request(server, tool, "tools/call", &params, server.timeout, relay)
+            .request_until(
+                server,
+                tool,
+                "tools/call",
+                &params,
+                server.timeout,
+                relay,
+                cancel,
+            )
             .await?;
         Ok(super::mcp::reply(result))
     }
@@ -244,6 +253,23 @@ impl HttpTools {
         limit: Duration,
         relay: Option<&RelaySink>,
     ) -> Result<T, Error> {
+        self.request_until(server, what, method, params, limit, relay, None)
+            .await
+    }
+
+    /// [`HttpTools::request`], withdrawn when `cancel` is cancelled: the server is sent
+    /// `notifications/cancelled` for it, and no longer waited for.
+    #[allow(clippy::too_many_arguments)]
+    async fn request_until<T: DeserializeOwned>(
+        &self,
+        server: &ServerConfig,
+        what: &str,
+        method: &str,
+        params: &Value,
+        limit: Duration,
+        relay: Option<&RelaySink>,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<T, Error> {
         // A caller the server cannot be sent a credential for never touches the shared session.
         self.credentials.ready()?;
         let work = async {
@@ -252,10 +278,21 @@ impl HttpTools {
                 let id = self.ids.fetch_add(1, Ordering::Relaxed);
                 let body =
                     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-                match self
-                    .exchange(&session.headers, &body, Some(id), relay)
-                    .await
-                {
+                let exchange = self.exchange(&session.headers, &body, Some(id), relay);
+                let answer = match cancel {
+                    Some(cancel) => tokio::select! {
+                        answer = exchange => answer,
+                        () = cancel.cancelled() => {
+                            self.withdraw(&session.headers, id).await;
+                            return Err(Error::Cancelled {
+                                server: server.name.clone(),
+                                tool: what.to_owned(),
+                            });
+                        }
+                    },
+                    None => exchange.await,
+                };
+                match answer {
                     Ok(result) => {
                         return serde_json::from_str::<T>(result.get()).map_err(|e| {
                             Error::Downstream {
@@ -464,6 +501,18 @@ impl HttpTools {
     ) -> Result<Box<RawValue>, Failure> {
         let response = self.post(headers, body).await.map_err(Failure::Transport)?;
         read_answer(response, id, true, relay, Some((self, headers))).await
+    }
+
+    /// Tells the server its caller withdrew request `id` (MCP's `notifications/cancelled`).
+    async fn withdraw(&self, headers: &HeaderMap, id: i64) {
+        let cancelled = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": id, "reason": "the caller cancelled the call" },
+        });
+        if let Err(e) = self.post(headers, &cancelled).await {
+            tracing::warn!(url = %self.url, error = %e, "the server could not be told that a call was cancelled");
+        }
     }
 
     /// Answers a request the server sent on a request's stream.

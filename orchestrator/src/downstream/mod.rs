@@ -128,6 +128,9 @@ pub struct Forward<'a> {
     pub relay: Option<&'a RelaySink>,
     /// What the call does on the server: a tool call, a resource read, a prompt.
     pub kind: RouteKind,
+    /// Cancelled when the caller withdraws the call (an MCP client's `notifications/cancelled`,
+    /// a gRPC client gone): the server is then told to stop, as MCP and gRPC say.
+    pub cancel: Option<&'a tokio_util::sync::CancellationToken>,
 }
 
 #[derive(Clone)]
@@ -151,8 +154,10 @@ pub struct Downstream {
 
 impl Downstream {
     fn client(&self, server: &ServerConfig) -> Result<Client, Error> {
+        // A server that exchanges callers' tokens has a client (and session) per caller.
+        let key = credentials::client_key(server, &self.presented);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((transport, client)) = clients.get(&server.name)
+        if let Some((transport, client)) = clients.get(&key)
             && *transport == server.transport
             && !matches!(client, Client::McpHttp(c) if !c.credentials.serve(server))
             && !matches!(client, Client::Grpc(c) if !c.serves(server))
@@ -168,10 +173,8 @@ impl Downstream {
                 self.presented.clone(),
             )?)),
         };
-        clients.insert(
-            server.name.clone(),
-            (server.transport.clone(), client.clone()),
-        );
+        credentials::make_room(&mut clients, &server.name);
+        clients.insert(key, (server.transport.clone(), client.clone()));
         Ok(client)
     }
 
@@ -195,16 +198,26 @@ impl Downstream {
             });
         }
         match self.client(server)? {
-            Client::Grpc(client) => client
-                .call(
+            // Dropping a gRPC call resets its stream: the server sees it cancelled.
+            Client::Grpc(client) => {
+                let call = client.call(
                     server,
                     forward.remote_name,
                     forward.arguments,
                     forward.workflow_id,
                     forward.call_id,
-                )
-                .await
-                .map(ToolReply::from),
+                );
+                match forward.cancel {
+                    Some(cancel) => tokio::select! {
+                        answer = call => answer.map(ToolReply::from),
+                        () = cancel.cancelled() => Err(Error::Cancelled {
+                            server: server.name.clone(),
+                            tool: forward.remote_name.to_owned(),
+                        }),
+                    },
+                    None => call.await.map(ToolReply::from),
+                }
+            }
             // The SDK client's future is three times the others': boxed, so that every call's
             // task does not carry (and copy) its size.
             Client::Mcp(client) => {
@@ -213,6 +226,7 @@ impl Downstream {
                     forward.remote_name,
                     forward.arguments,
                     forward.relay,
+                    forward.cancel,
                 ))
                 .await
             }
@@ -223,6 +237,7 @@ impl Downstream {
                         forward.remote_name,
                         forward.arguments,
                         forward.relay,
+                        forward.cancel,
                     )
                     .await
             }

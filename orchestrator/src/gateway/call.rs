@@ -79,8 +79,10 @@ impl Gateway {
         let spec = self.bind_step(spec);
         let step_of = spec.step.map(|_| spec.workflow_id.clone());
         let gateway = self.clone();
-        // The call runs on if its caller goes away (it is recorded to its end), but a request for
-        // approval it waits on is withdrawn: nobody would receive what an approval released.
+        // A call whose caller goes away is withdrawn: a request for approval it waits on ends
+        // (nobody would receive what an approval released), and a call that runs is cancelled at
+        // its server (MCP's `notifications/cancelled`, gRPC's reset stream); either way it is
+        // recorded to its end.
         let abandoned = CancellationToken::new();
         let withdraw = abandoned.clone().drop_guard();
         let task = self.inner.tasks.spawn(async move {
@@ -132,7 +134,9 @@ impl Gateway {
                 }
                 match verdict {
                     Verdict::Run(dispatch) => {
-                        return self.forward(&spec, call_id, dispatch, None, progress).await;
+                        return self
+                            .forward(&spec, call_id, dispatch, None, progress, abandoned)
+                            .await;
                     }
                     Verdict::Deny(violations) => {
                         self.count_denied(&spec.tool, &violations);
@@ -200,8 +204,15 @@ impl Gateway {
         }
         match verdict {
             Verdict::Run(dispatch) => {
-                self.forward(&spec, call_id, dispatch, Some(approval), progress)
-                    .await
+                self.forward(
+                    &spec,
+                    call_id,
+                    dispatch,
+                    Some(approval),
+                    progress,
+                    abandoned,
+                )
+                .await
             }
             Verdict::Deny(violations) => {
                 self.count_denied(&spec.tool, &violations);
@@ -261,6 +272,7 @@ impl Gateway {
         dispatch: Dispatch,
         approval: Option<Approval>,
         progress: Option<&RelaySink>,
+        abandoned: &CancellationToken,
     ) -> Result<CallReport, Error> {
         let Dispatch {
             config,
@@ -292,6 +304,7 @@ impl Gateway {
                     call_id: &call_id,
                     relay: progress,
                     kind,
+                    cancel: Some(abandoned),
                 };
                 // As the caller: a server that exchanges callers' tokens is sent one for it.
                 crate::downstream::credentials::as_caller(

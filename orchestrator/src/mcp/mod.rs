@@ -236,6 +236,7 @@ impl From<Error> for ErrorData {
             | Error::PermissionDenied(_) => ErrorCode::INVALID_REQUEST,
             Error::Unavailable { .. }
             | Error::DeadlineExceeded { .. }
+            | Error::Cancelled { .. }
             | Error::Downstream { .. }
             | Error::Audit(_)
             | Error::Internal(_)

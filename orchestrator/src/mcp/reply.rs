@@ -162,7 +162,9 @@ pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
             );
             // A time-out is not "could not run": the call was sent, and may have been carried out.
             let text = match &other {
-                Error::DeadlineExceeded { .. } => format!("{tool}: {other}"),
+                Error::DeadlineExceeded { .. } | Error::Cancelled { .. } => {
+                    format!("{tool}: {other}")
+                }
                 _ => format!("{tool} could not run: {other}"),
             };
             result.content = vec![ContentBlock::text(text)];
@@ -181,6 +183,7 @@ fn code(error: &Error) -> &'static str {
         Error::InvalidArgument(_) | Error::Config(_) => "invalid_argument",
         Error::Unavailable { .. } => "unavailable",
         Error::DeadlineExceeded { .. } => "deadline_exceeded",
+        Error::Cancelled { .. } => "cancelled",
         Error::Downstream { .. } => "downstream_error",
         Error::ApprovalNotFound(_) | Error::ApprovalDecided { .. } | Error::ApprovalMismatch(_) => {
             "approval"

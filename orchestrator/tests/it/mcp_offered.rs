@@ -43,7 +43,7 @@ fn config(clients: Value) -> String {
         "servers": {
             "notes": {
                 "mcp_stdio": { "command": python(), "args": [script("echo_server.py")] },
-                "tools": ["echo", "chatty", "snapshot", "count", "ask_model"],
+                "tools": ["echo", "chatty", "snapshot", "count", "ask_model", "nap"],
                 "timeout": "10s"
             }
         },
@@ -299,6 +299,73 @@ async fn a_server_asking_a_client_that_cannot_answer_is_refused_at_once() {
         "the failure says the client cannot answer: {text}"
     );
     assert!(!text.contains("time-out"), "refused, not timed out: {text}");
+    let _ = client.cancel().await;
+    orchestrator.stop().await;
+}
+
+/// A call the client cancels while it runs is withdrawn at its server (`notifications/cancelled`)
+/// and recorded as cancelled, not left to run out its time-out (issue 28).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_cancels_is_withdrawn_at_its_server_and_recorded() {
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config(json!({})), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let client = client_of(&orchestrator, None).await;
+    let mut nap = rmcp::model::CallToolRequestParams::new("nap");
+    nap.arguments = json!({ "seconds": 600 }).as_object().cloned();
+    let handle = client
+        .send_request_with_option(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(nap)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("the call is sent");
+    // Once the call has gone to the server, the client withdraws it.
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    let started = || {
+        conductor_audit::read_from::<AuditEvent>(&dir, 1)
+            .expect("the audit log reads")
+            .map(|r| r.expect("every record reads").event)
+            .any(|e| matches!(e, AuditEvent::CallStarted { tool, .. } if tool == "nap"))
+    };
+    for _ in 0..400 {
+        if started() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(started(), "the nap has started");
+    handle
+        .cancel(Some("changed my mind".into()))
+        .await
+        .expect("notifications/cancelled is sent");
+    let mut ended = None;
+    for _ in 0..400 {
+        ended = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+            .expect("the audit log reads")
+            .map(|r| r.expect("every record reads").event)
+            .find_map(|e| match e {
+                AuditEvent::CallFinished {
+                    tool,
+                    outcome,
+                    error,
+                    ..
+                } if tool == "nap" => Some((outcome, error)),
+                _ => None,
+            });
+        if ended.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (outcome, error) = ended.expect("the cancelled call is recorded to its end");
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("cancelled") && !error.contains("time-out"),
+        "recorded as cancelled, not timed out: {error}"
+    );
     let _ = client.cancel().await;
     orchestrator.stop().await;
 }
