@@ -39,6 +39,8 @@ mod service;
 mod templates;
 mod test_ca;
 mod tls;
+mod tls_downstream;
+mod tls_identity;
 mod trust_bounds;
 mod trust_order;
 mod workflow_lifecycle;

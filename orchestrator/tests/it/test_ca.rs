@@ -48,6 +48,14 @@ impl TestCa {
         }
     }
 
+    /// Client TLS settings that trust this CA (and present no certificate).
+    pub fn trusted(&self) -> conductor_proto::tls::ClientTls {
+        conductor_proto::tls::ClientTls {
+            ca_file: Some(self.ca_file.clone()),
+            ..Default::default()
+        }
+    }
+
     /// A server certificate for `localhost` and 127.0.0.1 with common name `name`, as
     /// `<dir>/<ca>-<name>.pem` and `<dir>/<ca>-<name>.key`.
     pub fn server(&self, name: &str) -> CertFiles {
