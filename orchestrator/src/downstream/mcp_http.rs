@@ -177,7 +177,7 @@ impl HttpTools {
         };
         let _in_flight = self.inflight.enter(relay);
         let result: CallToolResult = self
-            .request_until(
+            .request(
                 server,
                 tool,
                 "tools/call",
@@ -199,15 +199,23 @@ impl HttpTools {
         params: &Value,
         relay: Option<&RelaySink>,
     ) -> Result<Value, Error> {
-        self.request(server, method, method, params, server.timeout, relay)
+        self.request(server, method, method, params, server.timeout, relay, None)
             .await
     }
 
     /// One MCP `ping` in the open session (the background health check, [`super::health`]).
     pub(super) async fn ping(&self, server: &ServerConfig) -> Result<(), Error> {
-        self.request::<Value>(server, "ping", "ping", &json!({}), server.timeout, None)
-            .await
-            .map(|_| ())
+        self.request::<Value>(
+            server,
+            "ping",
+            "ping",
+            &json!({}),
+            server.timeout,
+            None,
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The server's own list of tools, every page of it.
@@ -227,6 +235,7 @@ impl HttpTools {
                     &params,
                     server.timeout,
                     None,
+                    None,
                 )
                 .await?;
             tools.extend(
@@ -244,23 +253,10 @@ impl HttpTools {
     }
 
     /// One request in the open session, within `limit`; a forgotten session is opened again once.
-    async fn request<T: DeserializeOwned>(
-        &self,
-        server: &ServerConfig,
-        what: &str,
-        method: &str,
-        params: &Value,
-        limit: Duration,
-        relay: Option<&RelaySink>,
-    ) -> Result<T, Error> {
-        self.request_until(server, what, method, params, limit, relay, None)
-            .await
-    }
-
-    /// [`HttpTools::request`], withdrawn when `cancel` is cancelled: the server is sent
-    /// `notifications/cancelled` for it, and no longer waited for.
+    /// What the server sends on its stream goes to `relay`; when `cancel` is cancelled the request
+    /// is withdrawn: the server is sent `notifications/cancelled` for it, and no longer waited for.
     #[allow(clippy::too_many_arguments)]
-    async fn request_until<T: DeserializeOwned>(
+    async fn request<T: DeserializeOwned>(
         &self,
         server: &ServerConfig,
         what: &str,
