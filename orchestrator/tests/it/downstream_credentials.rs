@@ -36,6 +36,8 @@ struct Gatekeeper {
     refused: AtomicUsize,
     /// Requests that open a session (a POST naming none: `initialize`).
     opened: AtomicUsize,
+    /// The token and the session of each request that named one.
+    sessions: Mutex<Vec<(String, String)>>,
     /// Requests with this token wait for each other at the barrier before they are answered, so
     /// that they are refused together.
     hold: Mutex<Option<(String, Arc<tokio::sync::Barrier>)>>,
@@ -136,10 +138,15 @@ fn protected_app(gate: Arc<Gatekeeper>) -> axum::Router {
                         .unwrap_or_default()
                         .to_owned();
                     gate.seen.lock().expect("lock").push(token.clone());
-                    if request.method() == axum::http::Method::POST
-                        && !request.headers().contains_key("mcp-session-id")
-                    {
-                        gate.opened.fetch_add(1, Ordering::SeqCst);
+                    match request.headers().get("mcp-session-id") {
+                        Some(session) => gate.sessions.lock().expect("lock").push((
+                            token.clone(),
+                            session.to_str().unwrap_or_default().to_owned(),
+                        )),
+                        None if request.method() == axum::http::Method::POST => {
+                            gate.opened.fetch_add(1, Ordering::SeqCst);
+                        }
+                        None => {}
                     }
                     let held = gate.hold.lock().expect("lock").clone();
                     if let Some((held, barrier)) = held
@@ -577,6 +584,21 @@ async fn token_exchange_sends_each_caller_a_token_of_its_own() {
         gate.seen().last().map(String::as_str),
         Some("exchanged-for-bob-2")
     );
+
+    // Each person has a session of their own: none that carried Alice's token carried Bob's.
+    let sessions = gate.sessions.lock().expect("lock").clone();
+    let of = |person: &str| -> std::collections::HashSet<String> {
+        sessions
+            .iter()
+            .filter(|(token, _)| token.starts_with(&format!("exchanged-for-{person}-")))
+            .map(|(_, session)| session.clone())
+            .collect()
+    };
+    assert!(
+        !of("alice").is_empty() && !of("bob").is_empty(),
+        "{sessions:?}"
+    );
+    assert!(of("alice").is_disjoint(&of("bob")), "{sessions:?}");
 
     // A static token has nothing to exchange: refused, naming the server, without touching the
     // session the others share (Alice's next call opens none).

@@ -8,9 +8,10 @@
 //! presents a new token. Which caller a request is for travels with the forwarded call as a task-local
 //! ([`as_caller`]); the token it exchanges is the JWT that caller last proved itself with
 //! ([`PresentedTokens`]), so a template's later steps and a resumed approval act for the person who
-//! started them. A request no caller makes (the health check's `ping`, the tool listing) goes with the
-//! token of the caller who last used the server, as the session it shares does; before any caller has,
-//! it is refused.
+//! started them. Each caller of such a server has a client and a session of its own ([`client_key`]),
+//! since a server may bind a session to the person it was opened for. A request no caller makes (the
+//! health check's `ping`, the tool listing) goes in the session of the caller who last used the
+//! server, with that caller's token; before any caller has, it is refused.
 //!
 //! Nothing here logs, formats or records a secret: header values are marked sensitive, errors name the
 //! server, the field or the endpoint and its status, and any text a token endpoint answers with is
@@ -52,6 +53,8 @@ pub async fn as_caller<F: Future>(caller: &str, work: F) -> F::Output {
 pub struct PresentedTokens {
     tokens: Mutex<HashMap<String, (u64, Arc<SecretString>)>>,
     seq: AtomicU64,
+    /// By server: the key of the caller it was last sent a token for.
+    last: Mutex<HashMap<String, String>>,
 }
 
 impl PresentedTokens {
@@ -98,6 +101,41 @@ impl PresentedTokens {
             .map(|(_, token)| (key.to_owned(), token.clone()))
     }
 }
+
+/// The most clients (each with its own session) one token-exchange server has at once, one per caller;
+/// past it one goes (a call holding it finishes on it).
+const MAX_CALLER_CLIENTS: usize = 256;
+
+/// Where `Downstream` keeps the client of `server` for the call being forwarded: under the server's
+/// name, and for a server that exchanges callers' tokens, under the caller's key too, so that each
+/// person has a session of their own (a server may bind a session to whom it was opened for). A
+/// request no caller makes goes to the client of the caller who last used the server.
+pub(super) fn client_key(server: &ServerConfig, presented: &PresentedTokens) -> String {
+    if !matches!(server.auth, Some(Credential::TokenExchange(_))) {
+        return server.name.clone();
+    }
+    let caller = match CALLER.try_with(|caller| key_of_caller(caller)) {
+        Ok(caller) => caller,
+        Err(_) => lock(&presented.last).get(&server.name).cloned(),
+    };
+    match caller {
+        Some(key) => format!("{}{CALLER_SEPARATOR}{key}", server.name),
+        None => server.name.clone(),
+    }
+}
+
+/// Makes room in `clients` (keyed by [`client_key`]) for one more caller's client of `server`.
+pub(super) fn make_room<V>(clients: &mut HashMap<String, V>, server: &str) {
+    let prefix = format!("{server}{CALLER_SEPARATOR}");
+    let mut callers = clients.keys().filter(|k| k.starts_with(&prefix));
+    if callers.clone().count() >= MAX_CALLER_CLIENTS
+        && let Some(key) = callers.next().cloned()
+    {
+        clients.remove(&key);
+    }
+}
+
+const CALLER_SEPARATOR: char = '\u{1f}';
 
 /// Says at start-up, per server reached over HTTP, which credential it is sent and whether each
 /// secret is there (never a value); a missing one is a warning, since that server's calls fail.
@@ -351,6 +389,7 @@ impl Credentials {
                 let token = cache
                     .get(Some(digest), || endpoint.exchange(settings, &subject))
                     .await?;
+                lock(&self.presented.last).insert(self.server.clone(), key.clone());
                 *lock(last) = Some(key);
                 Ok((authorization(&token), Some((cache, token.generation))))
             }
