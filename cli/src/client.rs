@@ -143,46 +143,22 @@ pub struct Client {
 impl Client {
     /// Connects at once, so an orchestrator that is not there is reported before any work starts.
     pub async fn connect(global: &Global) -> Result<Client, CliError> {
-        let tls = &global.tls;
-        let wants_tls = tls.ca_file.is_some() || tls.cert.is_some() || tls.key.is_some();
         let address = global
             .orchestrator
             .as_deref()
             .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR);
-        let url = match orchestrator_url(address) {
-            plain if wants_tls && plain.starts_with("http://") && !address.contains("://") => {
-                format!("https://{}", &plain["http://".len()..])
-            }
-            plain if wants_tls && plain.starts_with("http://") => {
-                return Err(CliError::Usage(format!(
-                    "--ca-file, --cert and --key are for TLS, but the orchestrator's address {plain} says http://: write https://"
-                )));
-            }
-            url => url,
-        };
+        let url = crate::tls::url_for(address, &global.tls)?;
         let unreachable = |reason: String| {
-            tls_failure(&url, &reason).unwrap_or_else(|| CliError::Unreachable {
+            crate::tls::failure(&url, &reason).unwrap_or_else(|| CliError::Unreachable {
                 url: url.clone(),
                 reason,
             })
         };
-        let mut endpoint = Endpoint::from_shared(url.clone())
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| CliError::Failed(format!("--orchestrator {url:?} is not a URL: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        if url.starts_with("https://") {
-            let settings = conductor_proto::tls::ClientTls {
-                ca_file: tls.ca_file.clone(),
-                cert_file: tls.cert.clone(),
-                key_file: tls.key.clone(),
-            };
-            let config = settings
-                .tonic_config()
-                .map_err(|e| CliError::Usage(format!("TLS: {e}")))?;
-            endpoint = endpoint
-                .tls_config(config)
-                .map_err(|e| CliError::Usage(format!("TLS: {}", error_chain(&e))))?;
-        }
+        let endpoint = crate::tls::secure(endpoint, &url, &global.tls)?;
         let channel = endpoint
             .connect()
             .await
@@ -238,7 +214,7 @@ fn classify(url: &str, status: Status) -> CliError {
     match status.code() {
         Code::Unavailable | Code::Unknown if is_transport(&status) => {
             let reason = status_reason(&status);
-            tls_failure(url, &reason).unwrap_or_else(|| CliError::Unreachable {
+            crate::tls::failure(url, &reason).unwrap_or_else(|| CliError::Unreachable {
                 url: url.to_owned(),
                 reason,
             })
@@ -268,29 +244,6 @@ fn classify(url: &str, status: Status) -> CliError {
         Code::DeadlineExceeded => CliError::Failed(format!("timed out: {}", status.message())),
         _ => CliError::Failed(status.message().to_owned()),
     }
-}
-
-/// A transport failure that is a TLS handshake's, with what to do about it: the orchestrator's
-/// certificate is not trusted (name its CA), or it refused ours (with TLS 1.3 that shows at the
-/// first call, as an alert).
-fn tls_failure(url: &str, reason: &str) -> Option<CliError> {
-    let lower = reason.to_ascii_lowercase();
-    let hint = if lower.contains("invalid peer certificate") {
-        "trust the orchestrator's CA with --ca-file FILE (or the context's ca_file)"
-    } else if lower.contains("alert") && lower.contains("certificate")
-        || lower.contains("unknownca")
-    {
-        "the orchestrator wants a client certificate its CA signed: pass --cert FILE and --key FILE (or the context's cert_file and key_file)"
-    } else if lower.contains("invalid content type") || lower.contains("corrupt message") {
-        "the orchestrator does not speak TLS there: use http://, or its TLS address"
-    } else {
-        return None;
-    };
-    Some(CliError::Tls {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-        hint,
-    })
 }
 
 /// The `Decision` a policy denial carries in its status details.
@@ -381,7 +334,7 @@ pub fn orchestrator_url(address: &str) -> String {
 
 /// An error and its causes, each said once: transport errors repeat their cause in their own message
 /// (`tcp connect error: tcp connect error: ...`), so a cause already in the text is skipped.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -22,6 +22,7 @@ pub mod present;
 pub mod progress;
 pub mod run;
 pub mod status;
+pub mod tls;
 pub mod wait;
 pub mod watch;
 
