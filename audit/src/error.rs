@@ -85,6 +85,9 @@ pub enum AuditError {
         "the audit log cannot be written ({0}); nothing new runs until it can, and the orchestrator retries by itself"
     )]
     Unwritable(String),
+    /// This node is a warm standby: it appends nothing; the message names the active node.
+    #[error("{0}")]
+    Standby(String),
     /// Too many records wait to be written (the disk is slower than the calls): a new intent is
     /// refused rather than queued without bound.
     #[error("the audit log has {0} records waiting to be written; try again shortly")]

@@ -40,6 +40,10 @@ struct Inner<E> {
     /// Reads the PostgreSQL store's records (`None` for files).
     pg_reader: Option<PgReader>,
     closed: AtomicBool,
+    /// Set on a warm standby: why this node appends nothing (every record is refused).
+    standby: std::sync::Mutex<Option<String>>,
+    /// A standby's view of the lease and the chain head.
+    standby_store: Option<crate::pg::StandbyStore>,
 }
 
 impl<E> Clone for AuditLog<E> {
@@ -107,6 +111,8 @@ where
             store: options.store,
             pg_reader: opened.pg_reader,
             closed: AtomicBool::new(false),
+            standby: std::sync::Mutex::new(None),
+            standby_store: None,
         };
         Ok((
             AuditLog {
@@ -162,6 +168,9 @@ impl<E> AuditLog<E> {
     pub fn admit(&self, admit: Admit) -> Result<(), AuditError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(AuditError::Closed);
+        }
+        if let Some(reason) = self.standby() {
+            return Err(AuditError::Standby(reason));
         }
         let shared = &self.inner.shared;
         if admit == Admit::Intent {
@@ -244,6 +253,49 @@ impl<E> Drop for Queued<E> {
         if self.done.is_some() {
             self.core.unawaited(self.ticket);
         }
+    }
+}
+
+impl<E> AuditLog<E>
+where
+    E: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Opens the log of a warm standby on the PostgreSQL store `pg`: it appends nothing (every
+    /// record is refused with `reason`, e.g. naming the active node), and reads, verifies and
+    /// watchers see what [`AuditLog::followed`] hands it (from [`crate::pg::follow`]). It takes no
+    /// lease and writes no row.
+    pub async fn open_standby(
+        options: AuditOptions,
+        pg: &crate::pg::PgOptions,
+        reason: String,
+    ) -> Result<AuditLog<E>, AuditError> {
+        let standby_store = crate::pg::StandbyStore::open(pg)?;
+        let shared = Arc::new(Shared::new(options.stall_after));
+        let (broadcast, _) = broadcast::channel(options.broadcast_capacity);
+        let core = Core::start(
+            options.gather_for,
+            crate::chain::ChainState::genesis(),
+            0,
+            Box::new(crate::pg::NoWrites),
+            broadcast.clone(),
+            Arc::clone(&shared),
+        )?;
+        let inner = Inner {
+            core,
+            capacity: options.channel_capacity,
+            broadcast,
+            shared,
+            dir: options.dir,
+            lease: None,
+            store: StoreOptions::Postgres(pg.clone()),
+            pg_reader: Some(standby_store.reader.clone()),
+            closed: AtomicBool::new(false),
+            standby: std::sync::Mutex::new(Some(reason)),
+            standby_store: Some(standby_store),
+        };
+        Ok(AuditLog {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -375,6 +427,43 @@ impl<E> AuditLog<E> {
     /// beside the log).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// On a standby: a record the active node committed (read and verified by the follower), now
+    /// applied here; watchers get it and `last_seq` moves to it.
+    pub fn followed(&self, record: Arc<Record<E>>) {
+        self.inner
+            .shared
+            .last_seq
+            .store(record.seq, Ordering::Release);
+        let _ = self.inner.broadcast.send(record);
+    }
+
+    /// Why this node appends nothing (`Some` on a standby).
+    pub fn standby(&self) -> Option<String> {
+        self.inner
+            .standby
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// On a standby: says anew why it appends nothing (the active node may have changed).
+    pub fn set_standby_reason(&self, reason: String) {
+        let mut slot = self.inner.standby.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            *slot = Some(reason);
+        }
+    }
+
+    /// On a standby: the lease row and the chain head as the store has them now.
+    pub async fn store_lease(&self) -> Result<crate::pg::LeaseView, AuditError> {
+        match &self.inner.standby_store {
+            Some(store) => store.lease().await,
+            None => Err(AuditError::InvalidOptions(
+                "only a standby reads the lease this way".into(),
+            )),
+        }
     }
 
     /// Commits everything queued so far, syncs and stops the writer; later appends fail with

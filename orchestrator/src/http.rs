@@ -55,11 +55,13 @@ pub fn router(gateway: Gateway) -> Router {
         ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(gateway.clone())
+        .merge(crate::cluster::health::router(gateway.clone()))
         .merge(crate::mcp::router(gateway))
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
     let status = gateway.status(0);
+    let standby = gateway.standby();
     let extra = [
         (
             "conductor_workflows_active",
@@ -94,6 +96,16 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             "conductor_audit_queued",
             "Audit records queued and not yet durable (the backlog of a log that cannot be written).",
             status.audit.queued as f64,
+        ),
+        (
+            "conductor_standby",
+            "1 on a warm standby (it follows the active node and serves reads), 0 on the active node.",
+            f64::from(u8::from(standby.is_some())),
+        ),
+        (
+            "conductor_standby_lag_records",
+            "On a standby, audit records the active node committed that are not yet applied here.",
+            standby.as_ref().map_or(0.0, |s| s.lag_records as f64),
         ),
     ];
     (

@@ -92,16 +92,7 @@ pub async fn spawn_on(
     let tls = crate::tls::ListenerTls::from_config(&config)
         .map_err(|e| crate::Error::InvalidArgument(format!("listen.tls: {e}")))?;
     let tls_on = tls.is_some();
-    let mut audit = audit;
-    crate::cluster::apply_store(&mut audit, &config, crate::cluster::Listening::default());
-    let audit_dir = audit.dir.clone();
-    let audit_dir = audit_dir.as_path();
-    let gateway = Gateway::start(GatewayOptions {
-        config,
-        config_path: config_path.map(Path::to_path_buf),
-        audit,
-    })
-    .await?;
+    // Bound first, so that a node on the PostgreSQL store advertises where it listens.
     let grpc = TcpListener::bind(grpc_addr)
         .await
         .map_err(|e| crate::Error::InvalidArgument(format!("bind: {e}")))?;
@@ -114,6 +105,23 @@ pub async fn spawn_on(
     let http_addr = http
         .local_addr()
         .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+    let mut audit = audit;
+    crate::cluster::apply_store(
+        &mut audit,
+        &config,
+        crate::cluster::Listening {
+            grpc: Some(grpc_addr),
+            http: Some(http_addr),
+        },
+    );
+    let audit_dir = audit.dir.clone();
+    let audit_dir = audit_dir.as_path();
+    let gateway = Gateway::start(GatewayOptions {
+        config,
+        config_path: config_path.map(Path::to_path_buf),
+        audit,
+    })
+    .await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let served = gateway.clone();
     let task = tokio::spawn(async move {

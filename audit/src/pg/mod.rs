@@ -8,7 +8,8 @@
 //! Modules: `schema` (tables and migrations), `lease` (acquiring and renewing the lease),
 //! `append` (the [`Store`](crate::store::Store) implementation), `read` (reading the rows back,
 //! verifying the chain as it goes, for start-up and `audit verify`), `tail` (following the log as
-//! another node writes it: a standby's feed).
+//! another node writes it: a standby's feed), `standby` (the rest of a standby's view: the lease
+//! and the head, a store that never writes).
 //!
 //! The database work runs on a small runtime of the store's own, so that a batch's leader can
 //! block its thread on a commit whatever runtime (if any) it belongs to.
@@ -17,6 +18,7 @@ mod append;
 mod lease;
 mod read;
 mod schema;
+mod standby;
 mod tail;
 
 pub(crate) use append::PgStore;
@@ -24,6 +26,8 @@ pub(crate) use lease::LeaseState;
 pub use read::verify_postgres;
 pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
+pub use standby::LeaseView;
+pub(crate) use standby::{NoWrites, StandbyStore};
 pub use tail::{CHANNEL, POLL_FLOOR, Position, follow};
 
 use crate::AuditError;

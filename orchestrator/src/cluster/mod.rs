@@ -2,17 +2,111 @@
 //! becomes the audit log's PostgreSQL store, whose lease makes this node the one writer (see
 //! `conductor_audit::pg`). The call path does not change: the gateway appends through the same
 //! audit log whatever the store, and a lease that is lost or cannot be renewed fails closed through
-//! the log's own health, as a full disk does. Standbys, forwarding and failover come next; until
-//! then a second node waits for the lease and, if it stays held, refuses to start, naming the
-//! holder.
+//! the log's own health, as a full disk does. A second node waits for the lease and, if it stays
+//! held, starts as a warm standby ([`standby`]) that follows the holder and serves reads; the
+//! load balancers' health path says which node is which ([`health`]). Forwarding and failover
+//! come next.
 //!
-//! Never a second path for a call: nothing here is consulted per call.
+//! Never a second path for a call: nothing here is consulted per call (a standby refuses through
+//! its audit log, like a full disk).
+
+pub mod health;
+pub mod standby;
+
+pub use standby::Standing;
 
 use conductor_audit::pg::PgOptions;
 use conductor_audit::{AuditOptions, StoreOptions};
 use conductor_core::config::{Config, PostgresStore, StoreSettings};
 use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
+
+/// The lease another node holds, as opening the store found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub holder: String,
+    /// Its advertised addresses, JSON object text.
+    pub advertise: String,
+}
+
+/// This node's part in a cluster: `None` inside while active (or alone), the standby's view of
+/// the active node otherwise.
+#[derive(Debug, Default)]
+pub struct Role {
+    standby: std::sync::Mutex<Option<StandbyView>>,
+}
+
+impl Role {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StandbyView>> {
+        self.standby.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set(&self, view: Option<StandbyView>) {
+        *self.lock() = view;
+    }
+
+    /// The standby's view; `None` on the active node.
+    pub fn get(&self) -> Option<StandbyView> {
+        self.lock().clone()
+    }
+}
+
+/// What a standby knows of the active node and the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StandbyView {
+    /// The active node's name in the lease row.
+    pub active: String,
+    /// Its advertised addresses, as the lease row has them (JSON object text).
+    pub advertise: String,
+    pub active_grpc: Option<String>,
+    pub active_http: Option<String>,
+    /// The chain head's seq at the last look.
+    pub head_seq: u64,
+    /// Why the last look at the store failed (`None` when it answered).
+    pub reachable: Option<String>,
+    /// Why following stopped (a broken chain), if it did.
+    pub broken: Option<String>,
+}
+
+impl StandbyView {
+    fn of(held: &Held) -> Self {
+        let advertised: serde_json::Value =
+            serde_json::from_str(&held.advertise).unwrap_or_default();
+        let address = |key: &str| {
+            advertised
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        StandbyView {
+            active: held.holder.clone(),
+            advertise: held.advertise.clone(),
+            active_grpc: address("grpc"),
+            active_http: address("http"),
+            ..StandbyView::default()
+        }
+    }
+
+    /// What a standby answers to anything that would append: where the active node is.
+    pub fn refusal(&self) -> String {
+        let mut at = Vec::new();
+        if let Some(grpc) = &self.active_grpc {
+            at.push(format!("gRPC {grpc}"));
+        }
+        if let Some(http) = &self.active_http {
+            at.push(format!("HTTP {http}"));
+        }
+        let at = if at.is_empty() {
+            "(it advertises no address)".to_owned()
+        } else {
+            format!("at {}", at.join(", "))
+        };
+        format!(
+            "this orchestrator is a standby: the active node is {} {at}; send calls, starts and approvals there",
+            self.active
+        )
+    }
+}
 
 /// This node's addresses, as it listens: advertised unless the configuration says otherwise.
 #[derive(Debug, Clone, Copy, Default)]

@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// The time of the last record committed: stamps never go back, so a record's time is the
     /// time its change was applied with.
-    last_stamp: AtomicI64,
+    pub(crate) last_stamp: AtomicI64,
     pub audit: AuditLog,
     pub downstream: Downstream,
     pub ledger: Ledger,
@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     /// Cancelled when the orchestrator begins to stop: waits for approvals end (they stay pending in the
     /// log and resume on the next start), new calls are refused.
     pub shutdown: CancellationToken,
+    /// This node's part in a cluster: active (the default) or a warm standby following the store.
+    pub cluster: crate::cluster::Role,
 }
 
 /// Beside N other calls in flight, the keeper waits (briefly: [`AuditOptions::gather_for`]) until
@@ -135,6 +137,15 @@ pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// What a gateway is made of besides its audit log, however it starts (from the log, or as a
+/// standby following another node's).
+pub(crate) struct Parts {
+    pub config: Arc<Config>,
+    pub config_path: Option<PathBuf>,
+    pub state: State,
+    pub ledger: Ledger,
+}
+
 /// What the gateway needs to start.
 pub struct GatewayOptions {
     pub config: Config,
@@ -193,14 +204,31 @@ impl Gateway {
         let ledger = Ledger::new(ledger_url.as_deref(), ledger_tls)?;
         let mut state = State::new(config.clone());
         let mut last_stamp = 0;
-        let (audit, report) = AuditLog::open_as(
+        let audit_options = options.audit.clone();
+        let opened = AuditLog::open_as(
             options.audit,
             |record: conductor_audit::Record<crate::audit::ReplayEvent>| {
                 last_stamp = record.ts_ms;
                 state.apply(record.ts_ms, &record.event);
             },
         )
-        .await?;
+        .await;
+        let (audit, report) = match opened {
+            Err(conductor_audit::AuditError::LeaseHeld {
+                holder, advertise, ..
+            }) => {
+                // Another node is active: this one follows it as a warm standby.
+                let held = crate::cluster::Held { holder, advertise };
+                let parts = Parts {
+                    state: State::new(config.clone()),
+                    config,
+                    config_path: options.config_path,
+                    ledger,
+                };
+                return crate::cluster::standby::start(parts, audit_options, held).await;
+            }
+            other => other?,
+        };
         if let Some(torn) = &report.torn_line_repaired {
             tracing::warn!(%torn, "the audit log ended in a torn line (a crash mid-write); it was cut off");
         }
@@ -218,23 +246,16 @@ impl Gateway {
             );
         }
         let unfinished = state.unfinished();
-        let gateway = Gateway {
-            inner: Arc::new(Inner {
-                config: ArcSwap::new(config.clone()),
+        let gateway = Gateway::assemble(
+            Parts {
+                config: config.clone(),
                 config_path: options.config_path.clone(),
-                state: Mutex::new(state),
-                last_stamp: AtomicI64::new(last_stamp),
-                audit,
-                downstream: Downstream::default(),
+                state,
                 ledger,
-                waiters: Mutex::new(Map::default()),
-                learned_labels: Mutex::new(Map::default()),
-                metrics: Metrics::default(),
-                refusals: refusals::Refusals::default(),
-                tasks: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-            }),
-        };
+            },
+            audit,
+            last_stamp,
+        );
         if let Some(failure) = &report.recovered_from {
             gateway
                 .record_at_start(AuditEvent::Recovered {
@@ -342,6 +363,28 @@ impl Gateway {
             runner::spawn(self.clone(), id.as_str().into(), resumed);
         }
         Ok(())
+    }
+
+    /// A gateway of `parts` over `audit`, its last record stamped `last_stamp`.
+    pub(crate) fn assemble(parts: Parts, audit: AuditLog, last_stamp: i64) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                config: ArcSwap::new(parts.config),
+                config_path: parts.config_path,
+                state: Mutex::new(parts.state),
+                last_stamp: AtomicI64::new(last_stamp),
+                audit,
+                downstream: Downstream::default(),
+                ledger: parts.ledger,
+                waiters: Mutex::new(Map::default()),
+                learned_labels: Mutex::new(Map::default()),
+                metrics: Metrics::default(),
+                refusals: refusals::Refusals::default(),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                cluster: crate::cluster::Role::default(),
+            }),
+        }
     }
 
     fn step_index(&self, workflow_id: &str, step: &str) -> Option<usize> {

@@ -421,7 +421,9 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         // It names workflows, their callers and their errors: as much as `ListWorkflows`.
         self.read(&request, "the status").await?;
-        Ok(Response::new(convert::status(&self.gateway.status(20))))
+        let mut status = convert::status(&self.gateway.status(20));
+        status.standby = self.gateway.standby().as_ref().map(convert::standby);
+        Ok(Response::new(status))
     }
 
     async fn query_audit(

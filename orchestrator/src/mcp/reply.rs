@@ -152,10 +152,14 @@ pub fn with_workflow(
 
 /// A call the gateway could not run. Problems the model can act on (a server down, a time-out, bad
 /// arguments, a finished workflow, an audit log that cannot record the call now) are tool errors it
-/// reads; an unknown tool or an orchestrator that cannot serve at all are protocol errors.
+/// reads; an unknown tool or an orchestrator that cannot serve at all (stopping, or a standby,
+/// whose error names the active node for the client) are protocol errors.
 pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
     match error {
-        Error::UnknownTool { .. } | Error::Internal(_) | Error::ShuttingDown => Err(error.into()),
+        Error::UnknownTool { .. }
+        | Error::Internal(_)
+        | Error::ShuttingDown
+        | Error::Audit(conductor_audit::AuditError::Standby(_)) => Err(error.into()),
         other => {
             let mut result = CallToolResult::structured_error(
                 json!({ "code": code(&other), "message": other.to_string() }),

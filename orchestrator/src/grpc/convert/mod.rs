@@ -281,6 +281,20 @@ pub fn status(s: &StatusSnapshot) -> pb::StatusResponse {
         audit_unwritable_since_ms: s.audit.unwritable_since_ms,
         audit_queued: s.audit.queued,
         downstream: s.downstream.iter().map(downstream_health).collect(),
+        standby: None,
+    }
+}
+
+/// A warm standby's standing, for `status`.
+pub fn standby(s: &crate::cluster::Standing) -> pb::StandbyStatus {
+    pb::StandbyStatus {
+        active: s.view.active.clone(),
+        active_grpc: s.view.active_grpc.clone().unwrap_or_default(),
+        active_http: s.view.active_http.clone().unwrap_or_default(),
+        applied_seq: s.applied_seq,
+        head_seq: s.view.head_seq,
+        lag_records: s.lag_records,
+        problem: s.problem.clone().unwrap_or_default(),
     }
 }
 
