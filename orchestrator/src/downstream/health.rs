@@ -132,6 +132,10 @@ impl Downstream {
                 return Ok(Reachability::NotStarted);
             }
         }
+        // A server sent each caller's own token has nobody to be checked as until a caller uses it.
+        if super::credentials::awaits_caller(server, &self.presented) {
+            return Ok(Reachability::NotStarted);
+        }
         match self.client(server).map_err(|e| e.to_string())? {
             Client::Grpc(client) => client.health().await.map(|()| Reachability::Up),
             Client::Mcp(client) => client

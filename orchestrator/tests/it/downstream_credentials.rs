@@ -9,6 +9,7 @@ use crate::common;
 use crate::mcp_support::{call_in_session, call_outcome, open_session_as};
 use crate::test_ca::{CertFiles, TestCa};
 
+use conductor_orchestrator::downstream::health::{Reachability, ServerHealth};
 use conductor_orchestrator::gateway::{CallResult, CallSpec};
 use conductor_orchestrator::testing;
 use conductor_proto::v1 as pb;
@@ -289,6 +290,29 @@ async fn call(orchestrator: &testing::RunningOrchestrator, tool: &str) -> Result
     }
 }
 
+/// The health of `server` in the status once `holds` is true of it (a condition with a deadline).
+async fn health_of(
+    orchestrator: &testing::RunningOrchestrator,
+    server: &str,
+    holds: impl Fn(&ServerHealth) -> bool,
+) -> ServerHealth {
+    common::wait_until("the server's health", || {
+        let found = orchestrator
+            .gateway
+            .status(0)
+            .downstream
+            .into_iter()
+            .find(|h| h.server == server && holds(h));
+        async move {
+            if found.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            found
+        }
+    })
+    .await
+}
+
 /// Every file under `dir` as text.
 fn all_text(dir: &std::path::Path) -> String {
     let mut text = String::new();
@@ -527,6 +551,10 @@ async fn token_exchange_sends_each_caller_a_token_of_its_own() {
         .await
         .expect("orchestrator starts");
 
+    // Before anyone calls, the health check has nobody to check the server as: not started.
+    let idle = health_of(&orchestrator, "tickets", |_| true).await;
+    assert_eq!(idle.state, Reachability::NotStarted, "{idle:?}");
+
     // Alice over MCP, twice: one exchange, her token both times.
     let session = open_session_as(orchestrator.http_addr, Some(&alice)).await;
     for _ in 0..2 {
@@ -641,6 +669,17 @@ async fn token_exchange_sends_each_caller_a_token_of_its_own() {
         gate.opened.load(Ordering::SeqCst),
         opened,
         "the session was kept"
+    );
+    // Once someone has called, the check pings in the last caller's session, with their token.
+    let up = health_of(&orchestrator, "tickets", |h| {
+        h.state != Reachability::NotStarted
+    })
+    .await;
+    assert_eq!(up.state, Reachability::Up, "{up:?}");
+    assert_eq!(
+        endpoint.issued(),
+        2,
+        "the check exchanged nothing of its own"
     );
 
     orchestrator.stop().await;

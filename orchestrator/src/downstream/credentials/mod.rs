@@ -124,6 +124,13 @@ pub(super) fn client_key(server: &ServerConfig, presented: &PresentedTokens) -> 
     }
 }
 
+/// Whether `server` is sent each caller's own token and no caller has used it yet: the health
+/// check has nobody to check it as, so it is "not started" (as an MCP child process no call started).
+pub(super) fn awaits_caller(server: &ServerConfig, presented: &PresentedTokens) -> bool {
+    matches!(server.auth, Some(Credential::TokenExchange(_)))
+        && !lock(&presented.last).contains_key(&server.name)
+}
+
 /// Makes room in `clients` (keyed by [`client_key`]) for one more caller's client of `server`.
 pub(super) fn make_room<V>(clients: &mut HashMap<String, V>, server: &str) {
     let prefix = format!("{server}{CALLER_SEPARATOR}");
