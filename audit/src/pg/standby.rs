@@ -1,0 +1,88 @@
+//! What a warm standby needs of the store beside [`follow`](super::follow): a reader for queries
+//! (the same as the active node's), a store that never writes, and a look at the lease and the
+//! chain head (who is active, where it can be reached, how far the head is).
+//!
+//! A standby never takes or renews the lease and never writes a row.
+
+use super::{PgOptions, PgReader, PgRuntime, connect, pool};
+use crate::AuditError;
+use crate::store::{Batch, Store};
+
+/// The lease row and the chain head, as one read sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The active node's name (empty when no node ever took the lease).
+    pub holder: String,
+    /// Its advertised addresses, JSON object text (`{"grpc": …, "http": …}`).
+    pub advertise: String,
+    pub epoch: i64,
+    /// How long the lease is still valid by the database's clock (negative once expired).
+    pub valid_for_ms: i64,
+    /// The seq of the last committed record.
+    pub head_seq: u64,
+}
+
+/// The store's side of a standby: reads, and the lease and head on demand.
+#[derive(Clone)]
+pub(crate) struct StandbyStore {
+    pub reader: PgReader,
+}
+
+impl StandbyStore {
+    pub fn open(options: &PgOptions) -> Result<Self, AuditError> {
+        options.validate()?;
+        Ok(StandbyStore {
+            reader: PgReader {
+                runtime: PgRuntime::start()?,
+                pool: pool(options)?,
+            },
+        })
+    }
+
+    /// Reads the lease row and the chain head in one statement.
+    pub async fn lease(&self) -> Result<LeaseView, AuditError> {
+        let pool = self.reader.pool.clone();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.reader.runtime.spawn(async move {
+            let _ = done.send(read_lease(&pool).await);
+        });
+        answer.await.map_err(|_| {
+            AuditError::Internal("reading the lease stopped without an answer".into())
+        })?
+    }
+}
+
+async fn read_lease(pool: &deadpool_postgres::Pool) -> Result<LeaseView, AuditError> {
+    let client = connect(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT l.holder, l.advertise::text, l.epoch,
+                    GREATEST(LEAST(EXTRACT(EPOCH FROM (l.valid_until - NOW())) * 1000,
+                                   9.0e15), -9.0e15)::bigint,
+                    h.seq
+             FROM cluster_lease l, audit_chain_head h WHERE l.id = 1 AND h.id = 1",
+            &[],
+        )
+        .await
+        .map_err(|e| AuditError::store("reading the lease", &e))?;
+    Ok(LeaseView {
+        holder: row.get(0),
+        advertise: row.get(1),
+        epoch: row.get(2),
+        valid_for_ms: row.get(3),
+        head_seq: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+    })
+}
+
+/// The writer's store on a standby: it refuses every batch (the log admits none anyway).
+pub(crate) struct NoWrites;
+
+impl Store for NoWrites {
+    fn write(&mut self, _batch: &Batch<'_>) -> Result<(), AuditError> {
+        Err(AuditError::Unwritable(
+            "this orchestrator is a standby: it writes no audit records".into(),
+        ))
+    }
+
+    fn finish(&mut self) {}
+}

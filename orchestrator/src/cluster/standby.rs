@@ -1,0 +1,151 @@
+//! A warm standby (issue 23, item 3): a node that cannot take the store's lease follows the node
+//! that holds it. It reads the table by seq with `conductor_audit::pg::follow` (every line checked
+//! against the chain), applies every record through the same `State::apply` as the active node
+//! (SPEC §9.2), and hands it to its audit log's watchers; so every read (status, workflows, a
+//! workflow, audit query and verify, pending approvals, `watch`) is served from that state, by the
+//! same code as on the active node.
+//!
+//! It never appends: its audit log refuses every record (`AuditError::Standby`) with a reason
+//! naming the active node and where it is reached (from the lease row, read again as it changes),
+//! so calls, starts and approvals are refused before anything is applied, through the one commit
+//! path, and a client knows where to go. It never takes the lease (failover is a later step).
+
+use super::{Held, Role, StandbyView};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::error::Error;
+use crate::gateway::{Gateway, Parts};
+use conductor_audit::pg::{Position, follow};
+use conductor_audit::{AuditOptions, Record, StoreOptions};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often a standby reads the lease row and the chain head (who is active, how far behind).
+const LEASE_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts `parts` as a standby of the node holding the lease (`held`): opens a log that appends
+/// nothing, then follows the table in the background until the gateway shuts down.
+pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Result<Gateway, Error> {
+    let StoreOptions::Postgres(pg) = audit.store.clone() else {
+        return Err(Error::Internal(
+            "only a node on the PostgreSQL store can be a standby".into(),
+        ));
+    };
+    let view = StandbyView::of(&held);
+    tracing::warn!(
+        active = %held.holder,
+        "another node holds the PostgreSQL store's lease: starting as a warm standby that follows it and serves reads"
+    );
+    let log = AuditLog::open_standby(audit, &pg, view.refusal()).await?;
+    let gateway = Gateway::assemble(parts, log, 0);
+    gateway.inner.cluster.set(Some(view));
+
+    let (records, mut feed) = mpsc::channel::<Record<AuditEvent>>(1024);
+    let following = gateway.clone();
+    let stop = gateway.inner.shutdown.clone();
+    tokio::spawn(async move {
+        let ended = tokio::select! {
+            ended = follow(pg, Position::start(), records) => ended,
+            () = stop.cancelled() => Ok(()),
+        };
+        if let Err(error) = ended {
+            tracing::error!(%error, "the standby stopped following the audit store");
+            following
+                .inner
+                .cluster
+                .update(|view| view.broken = Some(error.to_string()));
+        }
+    });
+    let applying = gateway.clone();
+    tokio::spawn(async move {
+        while let Some(record) = feed.recv().await {
+            applying.apply_followed(record);
+        }
+    });
+    let looking = gateway.clone();
+    tokio::spawn(async move { looking.look_at_lease().await });
+    Ok(gateway)
+}
+
+impl Gateway {
+    /// A record the active node committed: applied as the active node applied it, then handed
+    /// to this node's watchers.
+    fn apply_followed(&self, record: Record<AuditEvent>) {
+        let record = Arc::new(record);
+        {
+            let mut state = self.inner.state();
+            state.apply(record.ts_ms, &record.event);
+            self.inner
+                .last_stamp
+                .fetch_max(record.ts_ms, Ordering::Relaxed);
+        }
+        self.inner.audit.followed(record);
+    }
+
+    /// Reads the lease row and the chain head every [`LEASE_LOOK_EVERY`], until shutdown: who is
+    /// active (named in every refusal), how far the head is, whether the store can be reached.
+    async fn look_at_lease(&self) {
+        loop {
+            let looked = self.inner.audit.store_lease().await;
+            let refusal = self.inner.cluster.update(|view| match &looked {
+                Ok(lease) => {
+                    view.reachable = None;
+                    view.head_seq = lease.head_seq;
+                    if lease.holder != view.active || lease.advertise != view.advertise {
+                        *view = StandbyView {
+                            head_seq: lease.head_seq,
+                            broken: view.broken.take(),
+                            ..StandbyView::of(&Held {
+                                holder: lease.holder.clone(),
+                                advertise: lease.advertise.clone(),
+                            })
+                        };
+                    }
+                }
+                Err(error) => view.reachable = Some(error.to_string()),
+            });
+            if let Some(refusal) = refusal {
+                self.inner.audit.set_standby_reason(refusal);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LEASE_LOOK_EVERY) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// On a standby, what it follows and how far behind it is; `None` on the active node.
+    pub fn standby(&self) -> Option<Standing> {
+        let view = self.inner.cluster.get()?;
+        let applied_seq = self.inner.audit.last_seq();
+        Some(Standing {
+            lag_records: view.head_seq.saturating_sub(applied_seq),
+            applied_seq,
+            problem: view.reachable.clone().or_else(|| view.broken.clone()),
+            view,
+        })
+    }
+}
+
+/// A standby's standing: whom it follows, how far behind, and whether it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub view: StandbyView,
+    /// The seq of the last record applied here.
+    pub applied_seq: u64,
+    /// Records committed by the active node and not yet applied here (as of the last look).
+    pub lag_records: u64,
+    /// Why it cannot follow now (the store unreachable, a broken chain); `None` while healthy.
+    pub problem: Option<String>,
+}
+
+impl Role {
+    /// Changes the standby's view (nothing on the active node); returns the refusal it now gives.
+    fn update(&self, change: impl FnOnce(&mut StandbyView)) -> Option<String> {
+        let mut slot = self.lock();
+        let view = slot.as_mut()?;
+        change(view);
+        Some(view.refusal())
+    }
+}

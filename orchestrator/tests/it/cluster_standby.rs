@@ -1,0 +1,206 @@
+//! A warm standby (issue 23, item 3), against a real temporary PostgreSQL: two in-process
+//! orchestrators on one store; A takes the lease, B cannot and follows A. B's state is A's,
+//! applied record by record (its workflows, a workflow, its status), B refuses what would append
+//! naming A's address (gRPC UNAVAILABLE, an MCP JSON-RPC error) while the tool server sees nothing,
+//! and the load balancers' health path says 200 on A and 429 on B, with B's gRPC health SERVING.
+
+use crate::audit_outage::outbox_entries;
+use crate::common;
+
+use common::*;
+use conductor_audit::testing::TempPostgres;
+use conductor_orchestrator::testing;
+use conductor_proto::v1 as pb;
+use conductor_servers::testing::spawn_all;
+use serde_json::json;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_active_node_serves_its_reads_and_refuses_calls_naming_it() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_standby")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let a = Harness::with_servers(servers, config.clone()).await;
+
+    // B finds the lease held (A renews it) and starts as A's standby rather than refusing. Both
+    // run the same configuration file's text.
+    let b_dir = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    let b = testing::spawn(&text, None, b_dir.path())
+        .await
+        .expect("B starts as a standby");
+    let mut b_client = connect(&b.grpc_url()).await;
+
+    // A call through A shows up in B, applied from the table: the same workflow, the same status.
+    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
+    let wf = a.start_workflow("", json!({})).await;
+    a.call(&wf, "send_notification", note(0))
+        .await
+        .expect("A serves");
+    assert_eq!(outbox_entries(&a), 1);
+    let mut on_a = a.workflow(&wf).await;
+    let a_seq = status(&mut a.client.clone()).await.last_seq;
+    let on_b = wait_until("B to apply A's records", || {
+        let mut b_client = b_client.clone();
+        let wf = wf.clone();
+        async move {
+            let seen = status(&mut b_client).await.last_seq >= a_seq;
+            let workflow = b_client
+                .get_workflow(pb::GetWorkflowRequest { workflow_id: wf })
+                .await
+                .ok()?
+                .into_inner();
+            seen.then_some(workflow)
+        }
+    })
+    .await;
+    let mut on_b = on_b;
+    // How long a running workflow has run is read off each node's clock when asked.
+    (on_a.duration_ms, on_b.duration_ms) = (0, 0);
+    assert_eq!(on_b, on_a, "B's workflow is A's, record by record");
+    let listed = b_client
+        .list_workflows(pb::ListWorkflowsRequest::default())
+        .await
+        .expect("B lists workflows")
+        .into_inner();
+    assert!(
+        listed.workflows.iter().any(|w| w.id == wf),
+        "B lists A's workflow: {listed:?}"
+    );
+    let b_status = status(&mut b_client).await;
+    let a_status = status(&mut a.client.clone()).await;
+    assert_eq!(b_status.last_seq, a_status.last_seq);
+    assert_eq!(b_status.active_workflows, a_status.active_workflows);
+    assert!(b_status.audit_unwritable.is_empty(), "{b_status:?}");
+    let standing = b_status
+        .standby
+        .clone()
+        .expect("B's status says it is a standby");
+    assert_eq!(standing.active_grpc, a.orchestrator.grpc_addr.to_string());
+    assert!(standing.applied_seq >= a_seq, "{standing:?}");
+    assert!(standing.problem.is_empty(), "{standing:?}");
+    assert_eq!(a_status.standby, None, "A is active");
+
+    // B refuses what would append, naming A, and forwards nothing.
+    let a_grpc = a.orchestrator.grpc_addr.to_string();
+    let refused = b_client
+        .call_tool(pb::WorkflowCallRequest {
+            workflow_id: wf.clone(),
+            tool: "send_notification".into(),
+            arguments_json: note(1).to_string(),
+        })
+        .await
+        .expect_err("a standby runs no call");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("standby") && refused.message().contains(&a_grpc),
+        "the refusal names the active node's address {a_grpc}: {}",
+        refused.message()
+    );
+    let start = b_client
+        .start_workflow(pb::StartWorkflowRequest::default())
+        .await
+        .expect_err("a standby starts no workflow");
+    assert_eq!(start.code(), tonic::Code::Unavailable, "{start:?}");
+    assert!(start.message().contains(&a_grpc), "{}", start.message());
+    assert_eq!(outbox_entries(&a), 1, "the tool server saw no call from B");
+    assert_eq!(
+        status(&mut b_client).await.last_seq,
+        status(&mut a.client.clone()).await.last_seq,
+        "B's refusals changed nothing"
+    );
+
+    // MCP on B: the same refusal, as a JSON-RPC error.
+    let mcp = reqwest::Client::new()
+        .post(format!("{}/mcp", b.http_url()))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "send_notification")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "send_notification", "arguments": note(2),
+                                 "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                           "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+                                           "io.modelcontextprotocol/clientCapabilities": {}}}}))
+        .send()
+        .await
+        .expect("MCP request to B");
+    let answer = mcp.text().await.expect("MCP answer");
+    assert!(
+        answer.contains("\"error\"") && answer.contains("standby") && answer.contains(&a_grpc),
+        "an MCP call to B is refused naming A: {answer}"
+    );
+    assert_eq!(
+        outbox_entries(&a),
+        1,
+        "the tool server saw no MCP call from B"
+    );
+
+    // Health for load balancers: 200 on the active node, 429 on a healthy standby.
+    let health = |url: String| async move {
+        let answer = reqwest::get(format!("{url}/health/active"))
+            .await
+            .expect("health path");
+        let code = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.expect("health body");
+        (code, body)
+    };
+    let (a_code, a_body) = health(a.orchestrator.http_url()).await;
+    assert_eq!(
+        (a_code, &a_body["role"]),
+        (200, &json!("active")),
+        "{a_body}"
+    );
+    let (b_code, b_body) = health(b.http_url()).await;
+    assert_eq!(b_code, 429, "{b_body}");
+    assert_eq!(b_body["role"], "standby");
+    assert_eq!(b_body["active_grpc"], a_grpc.as_str());
+    assert_eq!(
+        grpc_health(&b.grpc_url()).await,
+        ServingStatus::Serving as i32
+    );
+
+    // B says how far behind it is.
+    let metrics = reqwest::get(format!("{}/metrics", b.http_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(metrics.contains("conductor_standby 1"), "{metrics}");
+    assert!(
+        metrics.contains("conductor_standby_lag_records "),
+        "{metrics}"
+    );
+    b.stop().await;
+}
+
+async fn status(client: &mut Client) -> pb::StatusResponse {
+    client
+        .status(pb::StatusRequest::default())
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+async fn grpc_health(url: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
