@@ -30,6 +30,11 @@ use std::collections::HashMap;
 
 /// How many pages of one server's list are read before the list is taken as complete.
 const MAX_PAGES: usize = 64;
+/// How many items of one server's list are kept: a server cannot make a listing hold more.
+const MAX_ITEMS: usize = 10_000;
+/// How often at most a read of a URI (or a prompt) no list names asks the servers for their lists
+/// again: a caller cannot turn reads of made-up URIs into a stream of listings downstream.
+const RELIST_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which server offers which resource, resource template and prompt, as their lists last said.
 #[derive(Default)]
@@ -37,6 +42,22 @@ pub(crate) struct Owners {
     resources: HashMap<String, String>,
     templates: Vec<(String, String)>,
     prompts: HashMap<String, String>,
+    /// When a read of a URI no list named last asked the servers for their lists.
+    resources_relisted: Option<std::time::Instant>,
+    /// When a prompt no list named last had the servers asked for their lists.
+    prompts_relisted: Option<std::time::Instant>,
+}
+
+impl Owners {
+    /// Whether a lookup that found nothing may ask the servers for their lists now (and notes
+    /// that it does), given when one last did.
+    fn may_relist(last: &mut Option<std::time::Instant>) -> bool {
+        if last.is_some_and(|at| at.elapsed() < RELIST_AFTER) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
 }
 
 /// A log message's severity, least severe first (RFC 5424, as MCP orders them).
@@ -124,6 +145,11 @@ impl Session {
                 message: format!("its {field} are not what MCP says: {e}"),
             })?;
             items.extend(listed);
+            if items.len() >= MAX_ITEMS {
+                tracing::warn!(server = %server.name, %method, "the server lists more than {MAX_ITEMS} items; the rest are not offered");
+                items.truncate(MAX_ITEMS);
+                break;
+            }
             match page.get("nextCursor").and_then(Value::as_str) {
                 Some(next) if !next.is_empty() && cursor.as_deref() != Some(next) => {
                     cursor = Some(next.to_owned());
@@ -229,6 +255,9 @@ impl Session {
         if let [(_, only)] = offering.as_slice() {
             return Ok(only.name.clone());
         }
+        if !Owners::may_relist(&mut self.owners().resources_relisted) {
+            return Err(unknown_resource(uri));
+        }
         self.list_resources(context).await?;
         for (_, server) in &offering {
             if let Ok(templates) = self
@@ -242,11 +271,7 @@ impl Session {
                 self.keep_templates(server, &templates);
             }
         }
-        known(&self.owners()).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "no server you may read from offers the resource {uri:?}; resources/list and resources/templates/list say which do"
-            ))
-        })
+        known(&self.owners()).ok_or_else(|| unknown_resource(uri))
     }
 
     /// The server of the caller's that offers the prompt `name`.
@@ -262,12 +287,11 @@ impl Session {
         if let Some(owner) = known(&self.owners()) {
             return Ok(owner);
         }
+        if !Owners::may_relist(&mut self.owners().prompts_relisted) {
+            return Err(unknown_prompt(name));
+        }
         self.list_prompts(context).await?;
-        known(&self.owners()).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "no server you may use offers the prompt {name:?}; prompts/list says which there are"
-            ))
-        })
+        known(&self.owners()).ok_or_else(|| unknown_prompt(name))
     }
 
     /// `prompts/list`: every prompt of the servers the caller may get prompts from.
@@ -468,6 +492,18 @@ impl Session {
                 message: "no longer configured".into(),
             })
     }
+}
+
+fn unknown_resource(uri: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "no server you may read from offers the resource {uri:?}; resources/list and resources/templates/list say which do"
+    ))
+}
+
+fn unknown_prompt(name: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "no server you may use offers the prompt {name:?}; prompts/list says which there are"
+    ))
 }
 
 /// A server's answer as the MCP type it must be. A server of an earlier era sends no
