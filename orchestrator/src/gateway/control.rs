@@ -209,6 +209,10 @@ impl Gateway {
     /// Ends the ad-hoc workflows idle longer than the configuration's `workflows.idle_timeout`;
     /// returns how many. Run periodically by the server.
     pub async fn end_idle_workflows(&self) -> usize {
+        if self.standby().is_some() {
+            // The active node ends them; a standby applies its records.
+            return 0;
+        }
         let idle = self.config().ad_hoc_idle_timeout;
         let before = now_ms().saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
         let ids = self.inner.state().idle_ad_hoc(before);
