@@ -266,3 +266,66 @@ async fn a_standbys_watch_sees_every_event_the_active_node_committed_in_order() 
     assert_eq!(seen, every, "every committed seq once, in order");
     b.stop().await;
 }
+
+/// The load balancers' health path says 503 on both nodes while the store cannot be reached, and
+/// 200 and 429 again by themselves once it can; the standby then follows on from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_path_says_503_while_the_store_is_down_and_recovers_by_itself() {
+    let server = TempPostgres::start().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_standby_outage")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let a = Harness::with_servers(servers, config.clone()).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    let b = testing::spawn(&text, None, b_dir.path())
+        .await
+        .expect("B starts as a standby");
+    let (a_url, b_url) = (a.orchestrator.http_url(), b.http_url());
+    let code = |url: String| async move {
+        reqwest::get(format!("{url}/health/active"))
+            .await
+            .expect("health path")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(code(a_url.clone()).await, 200);
+    assert_eq!(code(b_url.clone()).await, 429);
+
+    server.stop().unwrap();
+    for url in [&a_url, &b_url] {
+        wait_until("the health path to say 503", || async {
+            (code(url.clone()).await == 503).then_some(())
+        })
+        .await;
+    }
+
+    server.start_again().unwrap();
+    wait_until("A to say 200 again", || async {
+        (code(a_url.clone()).await == 200).then_some(())
+    })
+    .await;
+    wait_until("B to say 429 again", || async {
+        (code(b_url.clone()).await == 429).then_some(())
+    })
+    .await;
+    let wf = a.start_workflow("", json!({})).await;
+    let mut b_client = connect(&b.grpc_url()).await;
+    wait_until("B to follow on after the outage", || {
+        let mut b_client = b_client.clone();
+        let wf = wf.clone();
+        async move {
+            b_client
+                .get_workflow(pb::GetWorkflowRequest { workflow_id: wf })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(status(&mut b_client).await.standby.is_some());
+    b.stop().await;
+}
