@@ -36,6 +36,9 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
             "downstream": s.downstream.iter().map(|d| json!({"server": d.server, "transport": d.transport,
                 "state": downstream_state(d.state), "error": d.error, "checked_at_ms": d.checked_at_ms,
                 "since_ms": d.since_ms})).collect::<Vec<_>>(),
+            "standby": s.standby.as_ref().map(|b| json!({"active": b.active, "active_grpc": b.active_grpc,
+                "active_http": b.active_http, "applied_seq": b.applied_seq, "head_seq": b.head_seq,
+                "lag_records": b.lag_records, "problem": b.problem})),
         }));
         return Ok(());
     }
@@ -46,6 +49,29 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         s.config_version,
         s.last_seq
     );
+    if let Some(standby) = &s.standby {
+        let at = [&standby.active_grpc, &standby.active_http]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        outln!(
+            "{} following the active node {} ({at}), {} record(s) behind (applied seq {} of {})\n  reads are served here; calls, starts and approvals go to the active node",
+            out.bold("standby:"),
+            standby.active,
+            standby.lag_records,
+            standby.applied_seq,
+            standby.head_seq
+        );
+        if !standby.problem.is_empty() {
+            outln!(
+                "{} this standby cannot follow now: {}",
+                out.warn("WARNING:"),
+                standby.problem
+            );
+        }
+    }
     if !s.audit_unwritable.is_empty() {
         outln!(
             "{} the audit log cannot be written since {}: {}\n  every new call is refused until it can; the orchestrator retries by itself ({} record(s) wait)",

@@ -61,3 +61,51 @@ async fn audit_verify_store_checks_the_chain_the_database_holds() {
         refused.text()
     );
 }
+
+/// `conductorctl status` against a warm standby (issue 23) says whom it follows, where, and how far
+/// behind it is; `--json` carries the same as `standby`, which is null on the active node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_a_standby_names_the_active_node_and_the_lag() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("cli_standby_status")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let stack =
+        common::Stack::start_with(json!({"store": {"postgres": {"url": url, "lease_ttl": "1s"}}}))
+            .await;
+    let config = std::fs::read_to_string(&stack.config_path).unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = conductor_orchestrator::testing::spawn(&config, None, b_dir.path())
+        .await
+        .expect("B starts as a standby");
+    let a_grpc = stack.url.trim_start_matches("http://").to_owned();
+
+    let mut command = common::ctl_command(&b.grpc_url());
+    command.args(["status", "--json"]);
+    let json_status = output(command, None).await;
+    assert_eq!(json_status.code, 0, "{}", json_status.text());
+    let status: Value = serde_json::from_str(&json_status.stdout).expect("JSON");
+    assert_eq!(
+        status["standby"]["active_grpc"],
+        a_grpc.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["standby"]["problem"], "", "{status}");
+
+    let mut command = common::ctl_command(&b.grpc_url());
+    command.arg("status");
+    let text = output(command, None).await;
+    assert_eq!(text.code, 0, "{}", text.text());
+    assert!(
+        text.stdout.contains("standby:") && text.stdout.contains(&a_grpc),
+        "{}",
+        text.stdout
+    );
+
+    let active = stack.ctl(&["status", "--json"]).await;
+    let active: Value = serde_json::from_str(&active.stdout).expect("JSON");
+    assert_eq!(active["standby"], Value::Null, "{active}");
+    b.stop().await;
+    stack.stop().await;
+}
