@@ -157,6 +157,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_standby_refuses_naming_the_active_nodes_advertised_addresses() {
+        let both = StandbyView::of(&Held {
+            holder: "node-a:12:34".into(),
+            advertise: r#"{"grpc": "10.0.0.5:50051", "http": "10.0.0.5:8080"}"#.into(),
+        });
+        assert_eq!(both.active_grpc.as_deref(), Some("10.0.0.5:50051"));
+        let refusal = both.refusal();
+        assert!(
+            refusal.contains("node-a:12:34")
+                && refusal.contains("gRPC 10.0.0.5:50051")
+                && refusal.contains("HTTP 10.0.0.5:8080"),
+            "{refusal}"
+        );
+        for advertise in ["{}", "not json"] {
+            let none = StandbyView::of(&Held {
+                holder: "node-a".into(),
+                advertise: advertise.into(),
+            });
+            assert_eq!(
+                (none.active_grpc.clone(), none.active_http.clone()),
+                (None, None)
+            );
+            assert!(
+                none.refusal().contains("advertises no address"),
+                "{}",
+                none.refusal()
+            );
+        }
+    }
+
+    #[test]
     fn no_store_stays_files_and_postgres_advertises_what_it_listens_on() {
         let files = Config::from_slice(
             br#"{"servers": {"a": {"grpc": "http://127.0.0.1:1", "tools": ["t"]}}}"#,
