@@ -22,6 +22,15 @@ pub enum Error {
         "tool {tool} did not answer within its time-out of {limit}; the orchestrator stopped waiting, and the server may still carry the call out (its effect is unknown)"
     )]
     DeadlineExceeded { tool: String, limit: String },
+    /// An MCP server answered with a JSON-RPC error: passed on as it gave it.
+    #[error("{}", server_error(server, method, *code, message))]
+    ServerError {
+        server: String,
+        method: String,
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    },
     #[error("server {server:?} failed the call of {tool}: {message}")]
     Downstream {
         server: String,
@@ -54,6 +63,15 @@ pub enum Error {
     Cancelled { server: String, tool: String },
 }
 
+/// A server's JSON-RPC error in words: refused arguments read as such.
+fn server_error(server: &str, method: &str, code: i32, message: &str) -> String {
+    if code == -32602 {
+        format!("server {server:?} refused the arguments of {method}: {message}")
+    } else {
+        format!("server {server:?} answered {method} with error {code}: {message}")
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         use tonic::Code;
@@ -72,6 +90,11 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Cancelled { .. } => Code::Cancelled,
             Error::Downstream { .. } | Error::Internal(_) => Code::Internal,
+            Error::ServerError { code, .. } => match *code {
+                -32602 => Code::InvalidArgument,
+                -32002 => Code::NotFound,
+                _ => Code::Internal,
+            },
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
         };

@@ -408,16 +408,12 @@ impl McpTools {
         error: ServiceError,
     ) -> Error {
         match error {
-            ServiceError::McpError(e) if e.code == rmcp::model::ErrorCode::INVALID_PARAMS => {
-                Error::InvalidArgument(format!(
-                    "server {:?} refused the arguments of {tool}: {}",
-                    server.name, e.message
-                ))
-            }
-            ServiceError::McpError(e) => Error::Downstream {
+            ServiceError::McpError(e) => Error::ServerError {
                 server: server.name.clone(),
-                tool: tool.to_owned(),
+                method: tool.to_owned(),
+                code: e.code.0,
                 message: e.message.to_string(),
+                data: e.data,
             },
             ServiceError::Timeout { .. } => {
                 self.discard(session);

@@ -109,7 +109,11 @@ impl Drop for Entered<'_> {
 /// Why a request got no result.
 enum Failure {
     /// The server answered with a JSON-RPC error.
-    Rpc { code: i32, message: String },
+    Rpc {
+        code: i32,
+        message: String,
+        data: Option<Value>,
+    },
     /// The server no longer knows the session the request named.
     SessionGone,
     /// Anything else: unreachable, refused, unreadable.
@@ -539,16 +543,16 @@ impl HttpTools {
 
     fn error(&self, server: &ServerConfig, what: &str, failure: Failure) -> Error {
         match failure {
-            Failure::Rpc { code, message } if code == rmcp::model::ErrorCode::INVALID_PARAMS.0 => {
-                Error::InvalidArgument(format!(
-                    "server {:?} refused the arguments of {what}: {message}",
-                    server.name
-                ))
-            }
-            Failure::Rpc { message, .. } => Error::Downstream {
-                server: server.name.clone(),
-                tool: what.to_owned(),
+            Failure::Rpc {
+                code,
                 message,
+                data,
+            } => Error::ServerError {
+                server: server.name.clone(),
+                method: what.to_owned(),
+                code,
+                message,
+                data,
             },
             other => Error::Unavailable {
                 server: server.name.clone(),
@@ -560,7 +564,7 @@ impl HttpTools {
 
 fn describe(failure: &Failure) -> String {
     match failure {
-        Failure::Rpc { code, message } => format!("JSON-RPC error {code}: {message}"),
+        Failure::Rpc { code, message, .. } => format!("JSON-RPC error {code}: {message}"),
         Failure::SessionGone => "the server no longer knows the session".to_owned(),
         Failure::Transport(message) => message.clone(),
     }
@@ -615,6 +619,8 @@ fn relay_notification(message: &Message, relay: &RelaySink) {
 struct RpcError {
     code: i32,
     message: String,
+    #[serde(default)]
+    data: Option<Value>,
 }
 
 /// The result of request `id` from its HTTP answer: one JSON body, or an event stream read until the
@@ -645,6 +651,7 @@ async fn read_answer(
             return Err(Failure::Rpc {
                 code: error.code,
                 message: error.message,
+                data: error.data,
             });
         }
         return Err(Failure::Transport(format!(
@@ -744,6 +751,7 @@ fn settle(message: Message) -> Result<Box<RawValue>, Failure> {
         (_, Some(error)) => Err(Failure::Rpc {
             code: error.code,
             message: error.message,
+            data: error.data,
         }),
         (None, None) => Err(Failure::Transport(
             "the answer is neither a result nor an error".to_owned(),

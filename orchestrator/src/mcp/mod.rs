@@ -221,6 +221,17 @@ pub async fn serve_stdio(
 /// errors reach the model as tool results instead (see `reply::error`).
 impl From<Error> for ErrorData {
     fn from(error: Error) -> Self {
+        // A server's own JSON-RPC error goes on as it gave it (the SDK maps a resource not found
+        // to what the client's era says).
+        if let Error::ServerError {
+            code,
+            message,
+            data,
+            ..
+        } = error
+        {
+            return ErrorData::new(ErrorCode(code), message, data);
+        }
         let code = match &error {
             Error::UnknownTool { .. }
             | Error::UnknownTemplate { .. }
@@ -238,6 +249,7 @@ impl From<Error> for ErrorData {
             | Error::DeadlineExceeded { .. }
             | Error::Cancelled { .. }
             | Error::Downstream { .. }
+            | Error::ServerError { .. }
             | Error::Audit(_)
             | Error::Internal(_)
             | Error::ShuttingDown => ErrorCode::INTERNAL_ERROR,

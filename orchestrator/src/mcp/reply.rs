@@ -188,7 +188,7 @@ fn code(error: &Error) -> &'static str {
         Error::Unavailable { .. } => "unavailable",
         Error::DeadlineExceeded { .. } => "deadline_exceeded",
         Error::Cancelled { .. } => "cancelled",
-        Error::Downstream { .. } => "downstream_error",
+        Error::Downstream { .. } | Error::ServerError { .. } => "downstream_error",
         Error::ApprovalNotFound(_) | Error::ApprovalDecided { .. } | Error::ApprovalMismatch(_) => {
             "approval"
         }

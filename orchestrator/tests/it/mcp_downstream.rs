@@ -366,8 +366,10 @@ async fn a_streaming_http_server_is_called_and_a_forgotten_session_is_opened_aga
         other => panic!("shout: {other:?}"),
     }
     match gateway.call(shout(json!({}))).await {
-        Err(Error::InvalidArgument(message)) => {
-            assert!(message.contains("text is required"), "{message}")
+        Err(error @ Error::ServerError { code: -32602, .. }) => {
+            let said = error.to_string();
+            assert!(said.contains("text is required"), "{said}");
+            assert!(said.contains("refused the arguments of shout"), "{said}");
         }
         other => panic!("refused arguments are the server's words: {other:?}"),
     }

@@ -146,6 +146,21 @@ async fn resources_prompts_completions_and_logs_pass_through_under_the_rules() {
         .await
         .expect("a resource of a template");
     assert_eq!(text_of(&monday.contents), Some("Notes of monday."));
+    // The server's own error passes through as it gave it: its code, not a gateway's internal one.
+    match client
+        .read_resource(ReadResourceRequestParams::new("notes://missing"))
+        .await
+    {
+        Err(rmcp::service::ServiceError::McpError(error)) => {
+            assert_ne!(
+                error.code,
+                rmcp::model::ErrorCode::INTERNAL_ERROR,
+                "the server's code, not ours: {error:?}"
+            );
+            assert!(error.message.contains("notes://missing"), "{error:?}");
+        }
+        other => panic!("an unknown resource is the server's error: {other:?}"),
+    }
 
     let prompts = client.list_all_prompts().await.expect("prompts/list");
     assert!(prompts.iter().any(|p| p.name == "greet"), "{prompts:?}");
@@ -207,6 +222,11 @@ async fn resources_prompts_completions_and_logs_pass_through_under_the_rules() {
             AuditEvent::CallFinished { tool, outcome: Outcome::Succeeded, .. } if tool == "resources.notes"))
         .count();
     assert_eq!(reads, 3, "every read is recorded with its outcome");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            AuditEvent::CallFinished { tool, outcome: Outcome::Failed, .. } if tool == "resources.notes")),
+        "the read the server refused is recorded as failed"
+    );
     assert!(
         events.iter().any(|e| matches!(e,
             AuditEvent::CallDecided { tool, arguments, .. }
