@@ -44,6 +44,8 @@ struct Inner<E> {
     standby: std::sync::Mutex<Option<String>>,
     /// A standby's view of the lease and the chain head.
     standby_store: Option<crate::pg::StandbyStore>,
+    /// How long a batch may take before the store counts as stalled (for a standby that takes over).
+    stall_after: std::time::Duration,
 }
 
 impl<E> Clone for AuditLog<E> {
@@ -113,6 +115,7 @@ where
             closed: AtomicBool::new(false),
             standby: std::sync::Mutex::new(None),
             standby_store: None,
+            stall_after: options.stall_after,
         };
         Ok((
             AuditLog {
@@ -285,6 +288,7 @@ where
             capacity: options.channel_capacity,
             broadcast,
             shared,
+            stall_after: options.stall_after,
             dir: options.dir,
             lease: None,
             store: StoreOptions::Postgres(pg.clone()),
@@ -454,6 +458,55 @@ impl<E> AuditLog<E> {
         if slot.is_some() {
             *slot = Some(reason);
         }
+    }
+
+    /// On a standby whose active node's lease expired: takes the lease (fencing every other node
+    /// out). Nothing is written yet: apply every record up to [`TakenLease::head_seq`], stop
+    /// following, then [`AuditLog::become_active`].
+    ///
+    /// [`TakenLease::head_seq`]: crate::pg::TakenLease::head_seq
+    pub async fn take_lease(&self) -> Result<crate::pg::TakenLease, AuditError> {
+        match (&self.inner.standby_store, &self.inner.store) {
+            (Some(store), StoreOptions::Postgres(pg)) => store.take_lease(pg).await,
+            _ => Err(AuditError::InvalidOptions(
+                "only a standby takes the lease this way".into(),
+            )),
+        }
+    }
+
+    /// After [`AuditLog::take_lease`], once every record up to its head was applied here and
+    /// nothing follows the table any more: this log writes from now on, continuing the chain at
+    /// that head (the last record stamped `last_ts_ms`), its lease renewed; records are admitted.
+    pub fn become_active(
+        &self,
+        taken: crate::pg::TakenLease,
+        last_ts_ms: i64,
+    ) -> Result<(), AuditError>
+    where
+        E: Send + Sync + 'static,
+    {
+        let (Some(store), StoreOptions::Postgres(pg)) =
+            (&self.inner.standby_store, &self.inner.store)
+        else {
+            return Err(AuditError::InvalidOptions(
+                "only a standby becomes active this way".into(),
+            ));
+        };
+        let writer = store.writer(
+            pg,
+            &taken,
+            Arc::clone(&self.inner.shared),
+            self.inner.stall_after,
+        );
+        self.inner
+            .core
+            .take_over(taken.chain(), last_ts_ms, Box::new(writer));
+        self.inner
+            .shared
+            .last_seq
+            .store(taken.head_seq(), Ordering::Release);
+        *self.inner.standby.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 
     /// On a standby: the lease row and the chain head as the store has them now.

@@ -132,6 +132,15 @@ impl<E: Send + Sync + 'static> Core<E> {
         Ok(core)
     }
 
+    /// A standby's log becomes the writer: the next record continues `chain` (the head it read
+    /// to) in `store`. Nothing is queued then (a standby's log admits nothing).
+    pub(crate) fn take_over(&self, chain: ChainState, last_ts_ms: i64, store: Box<dyn Store>) {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.chain = chain;
+        writer.last_ts_ms = last_ts_ms;
+        writer.store = store;
+    }
+
     /// The keeper thread: leads whatever no caller leads, until the log stops.
     fn keep(&self) {
         loop {

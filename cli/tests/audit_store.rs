@@ -72,7 +72,7 @@ async fn status_on_a_standby_names_the_active_node_and_the_lag() {
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
     let stack =
-        common::Stack::start_with(json!({"store": {"postgres": {"url": url, "lease_ttl": "1s"}}}))
+        common::Stack::start_with(json!({"store": {"postgres": {"url": url, "lease_ttl": "2s"}}}))
             .await;
     let config = std::fs::read_to_string(&stack.config_path).unwrap();
     let b_dir = tempfile::tempdir().unwrap();

@@ -26,7 +26,7 @@ pub(crate) use lease::LeaseState;
 pub use read::verify_postgres;
 pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
-pub use standby::LeaseView;
+pub use standby::{LeaseView, TakenLease};
 pub(crate) use standby::{NoWrites, StandbyStore};
 pub use tail::{CHANNEL, POLL_FLOOR, Position, follow};
 

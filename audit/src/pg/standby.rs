@@ -4,7 +4,8 @@
 //!
 //! A standby never takes or renews the lease and never writes a row.
 
-use super::{PgOptions, PgReader, PgRuntime, connect, pool};
+use super::lease::{Lease, Renewal, acquire};
+use super::{LeaseState, PgOptions, PgReader, PgRuntime, PgStore, connect, pool};
 use crate::AuditError;
 use crate::store::{Batch, Store};
 
@@ -72,6 +73,84 @@ async fn read_lease(pool: &deadpool_postgres::Pool) -> Result<LeaseView, AuditEr
         valid_for_ms: row.get(3),
         head_seq: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
     })
+}
+
+/// The lease a standby took once the active node's had expired, and the chain head under it
+/// (which nobody else can move now).
+#[derive(Debug)]
+pub struct TakenLease {
+    lease: Lease,
+    head_seq: u64,
+    head_hash: String,
+}
+
+impl TakenLease {
+    /// The seq of the last record: the standby applies up to it before it writes.
+    pub fn head_seq(&self) -> u64 {
+        self.head_seq
+    }
+
+    pub(crate) fn chain(&self) -> crate::chain::ChainState {
+        crate::chain::ChainState {
+            next_seq: self.head_seq + 1,
+            prev: self.head_hash.clone(),
+        }
+    }
+}
+
+impl StandbyStore {
+    /// Takes the lease if it is free or expired (no waiting).
+    pub async fn take_lease(&self, options: &PgOptions) -> Result<TakenLease, AuditError> {
+        let (pool, options) = (self.reader.pool.clone(), options.clone());
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.reader.runtime.spawn(async move {
+            let taken = acquire(
+                &pool,
+                &options.holder,
+                &options.advertise,
+                options.lease_ttl,
+                std::time::Duration::ZERO,
+            )
+            .await
+            .map(|(lease, head)| TakenLease {
+                lease,
+                head_seq: head.seq,
+                head_hash: head.hash,
+            });
+            let _ = done.send(taken);
+        });
+        answer.await.map_err(|_| {
+            AuditError::Internal("taking the lease stopped without an answer".into())
+        })?
+    }
+
+    /// The store to write with under `taken`, its lease renewed from now on.
+    pub fn writer(
+        &self,
+        options: &PgOptions,
+        taken: &TakenLease,
+        shared: std::sync::Arc<crate::writer::Shared>,
+        write_timeout: std::time::Duration,
+    ) -> PgStore {
+        let state = std::sync::Arc::new(LeaseState::default());
+        Renewal {
+            pool: self.reader.pool.clone(),
+            holder: options.holder.clone(),
+            lease: taken.lease,
+            ttl: options.lease_ttl,
+            shared,
+            state: std::sync::Arc::clone(&state),
+        }
+        .spawn(&self.reader.runtime);
+        PgStore {
+            runtime: std::sync::Arc::clone(&self.reader.runtime),
+            pool: self.reader.pool.clone(),
+            holder: options.holder.clone(),
+            lease: taken.lease,
+            state,
+            write_timeout,
+        }
+    }
 }
 
 /// The writer's store on a standby: it refuses every batch (the log admits none anyway).

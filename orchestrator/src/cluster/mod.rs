@@ -3,9 +3,9 @@
 //! `conductor_audit::pg`). The call path does not change: the gateway appends through the same
 //! audit log whatever the store, and a lease that is lost or cannot be renewed fails closed through
 //! the log's own health, as a full disk does. A second node waits for the lease and, if it stays
-//! held, starts as a warm standby ([`standby`]) that follows the holder and serves reads; the
-//! load balancers' health path says which node is which ([`health`]). Forwarding and failover
-//! come next.
+//! held, starts as a warm standby ([`standby`]) that follows the holder, serves reads, and takes
+//! over once the holder's lease expires; the load balancers' health path says which node is
+//! which ([`health`]). Forwarding a standby's requests to the active node comes next.
 //!
 //! Never a second path for a call: nothing here is consulted per call (a standby refuses through
 //! its audit log, like a full disk).

@@ -8,7 +8,12 @@
 //! It never appends: its audit log refuses every record (`AuditError::Standby`) with a reason
 //! naming the active node and where it is reached (from the lease row, read again as it changes),
 //! so calls, starts and approvals are refused before anything is applied, through the one commit
-//! path, and a client knows where to go. It never takes the lease (failover is a later step).
+//! path, and a client knows where to go.
+//!
+//! Failover: when the lease row says the active node's lease expired, the standby takes it (the
+//! epoch fences the old node out), applies every record up to the head that fixes, stops
+//! following, and its log becomes the writer from that head on; it then resumes what the old node
+//! left unfinished as a restart does.
 
 use super::{Held, Role, StandbyView};
 use crate::audit::{AuditEvent, AuditLog};
@@ -43,7 +48,9 @@ pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Resu
 
     let (records, mut feed) = mpsc::channel::<Record<AuditEvent>>(1024);
     let following = gateway.clone();
-    let stop = gateway.inner.shutdown.clone();
+    // Stops following at shutdown, or when this node takes over.
+    let stop = gateway.inner.shutdown.child_token();
+    let stop_following = stop.clone();
     tokio::spawn(async move {
         let ended = tokio::select! {
             ended = follow(pg, Position::start(), records) => ended,
@@ -58,13 +65,17 @@ pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Resu
         }
     });
     let applying = gateway.clone();
-    tokio::spawn(async move {
+    let applier = tokio::spawn(async move {
         while let Some(record) = feed.recv().await {
             applying.apply_followed(record);
         }
     });
     let looking = gateway.clone();
-    tokio::spawn(async move { looking.look_at_lease().await });
+    let following = Following {
+        stop: stop_following,
+        applier: Some(applier),
+    };
+    tokio::spawn(async move { looking.look_at_lease(following).await });
     Ok(gateway)
 }
 
@@ -85,9 +96,19 @@ impl Gateway {
 
     /// Reads the lease row and the chain head every [`LEASE_LOOK_EVERY`], until shutdown: who is
     /// active (named in every refusal), how far the head is, whether the store can be reached.
-    async fn look_at_lease(&self) {
+    async fn look_at_lease(&self, mut following: Following) {
         loop {
             let looked = self.inner.audit.store_lease().await;
+            if let Ok(lease) = &looked
+                && lease.valid_for_ms < 0
+            {
+                match self.take_over(&mut following).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "the active node's lease expired; taking it over failed")
+                    }
+                }
+            }
             let refusal = self.inner.cluster.update(|view| match &looked {
                 Ok(lease) => {
                     view.reachable = None;
@@ -115,6 +136,45 @@ impl Gateway {
         }
     }
 
+    /// The active node's lease expired: takes it (fencing every other node out), applies every
+    /// record up to the head it fixed, stops following, and becomes the active node: its audit
+    /// log writes from there on, and what the old node left unfinished is resumed as a restart
+    /// resumes it (running calls recorded as interrupted, pending approvals waiting again).
+    async fn take_over(&self, following: &mut Following) -> Result<(), Error> {
+        let audit = &self.inner.audit;
+        let taken = audit.take_lease().await?;
+        tracing::warn!(
+            head_seq = taken.head_seq(),
+            "the active node's lease expired: this standby took it and is reading to the last record"
+        );
+        let mut applied = audit.subscribe();
+        while audit.last_seq() < taken.head_seq() {
+            tokio::select! {
+                _ = applied.recv() => {}
+                () = self.inner.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            }
+        }
+        following.stop.cancel();
+        if let Some(applier) = following.applier.take() {
+            let _ = applier.await;
+        }
+        let last_stamp = self.inner.last_stamp.load(Ordering::Relaxed);
+        audit.become_active(taken, last_stamp)?;
+        self.inner.cluster.set(None);
+        tracing::warn!("this node is now the active node");
+        self.record_at_start(AuditEvent::ConfigLoaded {
+            config_version: self.config().version.clone(),
+            path: self
+                .inner
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        })
+        .await?;
+        let unfinished = self.inner.state().unfinished();
+        self.resume(unfinished).await
+    }
+
     /// On a standby, what it follows and how far behind it is; `None` on the active node.
     pub fn standby(&self) -> Option<Standing> {
         let view = self.inner.cluster.get()?;
@@ -126,6 +186,12 @@ impl Gateway {
             view,
         })
     }
+}
+
+/// The follower's controls, held by the task that may take over.
+struct Following {
+    stop: tokio_util::sync::CancellationToken,
+    applier: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A standby's standing: whom it follows, how far behind, and whether it can.

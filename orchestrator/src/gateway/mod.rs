@@ -286,7 +286,7 @@ impl Gateway {
     /// NOT_SERVING with the reason in `status`, every new call is refused, and once the disk takes
     /// records they are written in order and service resumes by itself. Exiting instead left
     /// nothing to answer a probe and nothing to resume.
-    async fn record_at_start(&self, event: AuditEvent) -> Result<(), Error> {
+    pub(crate) async fn record_at_start(&self, event: AuditEvent) -> Result<(), Error> {
         match self.inner.record(event, Admit::Outcome).await {
             Ok(_) => Ok(()),
             Err(Error::Audit(
@@ -300,7 +300,7 @@ impl Gateway {
         }
     }
 
-    async fn resume(&self, unfinished: Vec<Unfinished>) -> Result<(), Error> {
+    pub(crate) async fn resume(&self, unfinished: Vec<Unfinished>) -> Result<(), Error> {
         let mut waiting_steps = HashMap::new();
         for call in unfinished {
             match call {

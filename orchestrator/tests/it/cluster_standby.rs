@@ -25,7 +25,8 @@ async fn a_standby_follows_the_active_node_serves_its_reads_and_refuses_calls_na
         .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
     let servers = spawn_all().await;
     let mut config = shipped_config(&servers);
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    // Long enough that a renewal delayed on a loaded machine never lets B take over here.
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "3s"}});
     let a = Harness::with_servers(servers, config.clone()).await;
 
     // B finds the lease held (A renews it) and starts as A's standby rather than refusing. Both
@@ -218,7 +219,7 @@ async fn a_standbys_watch_sees_every_event_the_active_node_committed_in_order() 
         .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
     let servers = spawn_all().await;
     let mut config = shipped_config(&servers);
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "3s"}});
     let a = Harness::with_servers(servers, config.clone()).await;
     let b_dir = tempfile::tempdir().unwrap();
     let text = serde_json::to_string_pretty(&config).unwrap();
@@ -304,17 +305,27 @@ async fn the_health_path_says_503_while_the_store_is_down_and_recovers_by_itself
         .await;
     }
 
+    // Back: A renews its lease (200, and B 429 again) or, if the lease lapsed meanwhile, B took
+    // it over (200) and A, fenced out, stays 503. Either way one node is active, by itself.
     server.start_again().unwrap();
-    wait_until("A to say 200 again", || async {
-        (code(a_url.clone()).await == 200).then_some(())
+    let b_took_over = wait_until("one node to be active again", || async {
+        match (code(a_url.clone()).await, code(b_url.clone()).await) {
+            (200, 429) => Some(false),
+            (503, 200) => Some(true),
+            _ => None,
+        }
     })
     .await;
-    wait_until("B to say 429 again", || async {
-        (code(b_url.clone()).await == 429).then_some(())
-    })
-    .await;
-    let wf = a.start_workflow("", json!({})).await;
     let mut b_client = connect(&b.grpc_url()).await;
+    if b_took_over {
+        b_client
+            .start_workflow(pb::StartWorkflowRequest::default())
+            .await
+            .expect("B, active now, serves");
+        b.stop().await;
+        return;
+    }
+    let wf = a.start_workflow("", json!({})).await;
     wait_until("B to follow on after the outage", || {
         let mut b_client = b_client.clone();
         let wf = wf.clone();
@@ -327,5 +338,93 @@ async fn the_health_path_says_503_while_the_store_is_down_and_recovers_by_itself
     })
     .await;
     assert!(status(&mut b_client).await.standby.is_some());
+    b.stop().await;
+}
+
+/// Failover (issue 23, item 5): the active node stops renewing its lease (as if paused); once the
+/// lease has expired the standby takes it, reads to the last record and becomes the active node
+/// with the state it already built: the same workflow goes on through it, the old node is fenced
+/// out, the health path moves from 429 to 200, and the chain verifies across both epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_active_nodes_lease_expires() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_standby_failover")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let a = Harness::with_servers(servers, config.clone()).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    let b = testing::spawn(&text, None, b_dir.path())
+        .await
+        .expect("B starts as a standby");
+    let mut b_client = connect(&b.grpc_url()).await;
+    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
+    let wf = a.start_workflow("", json!({})).await;
+    a.call(&wf, "send_notification", note(0))
+        .await
+        .expect("A serves");
+    let health = |url: String| async move {
+        reqwest::get(format!("{url}/health/active"))
+            .await
+            .expect("health path")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health(b.http_url()).await, 429);
+
+    a.orchestrator.gateway.audit().pause_lease_renewal(true);
+    wait_until("B to become the active node", || async {
+        (health(b.http_url()).await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status(&mut b_client).await.standby, None);
+    b_client
+        .call_tool(pb::WorkflowCallRequest {
+            workflow_id: wf.clone(),
+            tool: "send_notification".into(),
+            arguments_json: note(1).to_string(),
+        })
+        .await
+        .expect("B serves A's workflow");
+    let history = b_client
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: wf.clone(),
+        })
+        .await
+        .expect("the workflow on B")
+        .into_inner()
+        .history;
+    assert_eq!(history.len(), 2, "both calls, A's and B's: {history:?}");
+    let refused = a
+        .call(&wf, "send_notification", note(2))
+        .await
+        .expect_err("A is fenced out");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        outbox_entries(&a),
+        2,
+        "A forwarded nothing after B took over"
+    );
+
+    let db = TempPostgres::client(&url).await.unwrap();
+    let epochs: Vec<i64> = db
+        .query("SELECT epoch FROM audit_records ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(epochs.first(), Some(&1));
+    assert_eq!(epochs.last(), Some(&2), "{epochs:?}");
+    let report = b_client
+        .verify_audit(pb::VerifyAuditRequest::default())
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(report.ok, "{report:?}");
     b.stop().await;
 }
