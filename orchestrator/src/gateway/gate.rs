@@ -225,6 +225,11 @@ impl Gateway {
                 }
             }
         }
+        if let Some(active) = self.inner.audit.standby() {
+            // The call waits on the active node, which records the decision: say where it is,
+            // not that "someone else" decides (this node has no waiter).
+            return Err(Error::Audit(conductor_audit::AuditError::Standby(active)));
+        }
         let Some(sender) = self.inner.waiters().remove(id) else {
             return Err(Error::ApprovalDecided {
                 id: id.to_owned(),

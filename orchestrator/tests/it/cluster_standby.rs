@@ -428,3 +428,103 @@ async fn the_standby_takes_over_when_the_active_nodes_lease_expires() {
     assert!(report.ok, "{report:?}");
     b.stop().await;
 }
+
+/// A pending approval across failover (issue 23's test list): the standby lists it and refuses
+/// to decide it, naming the active node; once the standby has taken over, the approval is still
+/// pending there, `approve` sent to it works, and the call runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_stays_pending_across_failover_and_is_approved_on_the_new_node() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database("orchestrator_standby_approval")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let rules = json!([{ "id": "listing-needs-approval", "kind": "approval",
+                         "tool": "list_backups", "timeout": "1m" }]);
+    let mut config = config_with(&servers, rules, json!({}));
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let a = Harness::with_servers(servers, config.clone()).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    let b = testing::spawn(&text, None, b_dir.path())
+        .await
+        .expect("B starts as a standby");
+    let mut b_client = connect(&b.grpc_url()).await;
+
+    let wf = a.start_workflow("", json!({})).await;
+    let _waiting = a.spawn_call(&wf, "list_backups", json!({}));
+    let pending = a.wait_pending(&wf).await;
+    let decision = || pb::ApprovalDecisionRequest {
+        approval_id: pending.id.clone(),
+        approver: "alice".into(),
+        reason: "fine".into(),
+        ..Default::default()
+    };
+    let on_b = wait_until("B to list the pending approval", || {
+        let mut b_client = b_client.clone();
+        let wf = wf.clone();
+        async move {
+            b_client
+                .list_pending_approvals(pb::ListPendingApprovalsRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .approvals
+                .into_iter()
+                .find(|p| p.workflow_id == wf)
+        }
+    })
+    .await;
+    assert_eq!(on_b.id, pending.id);
+    let refused = b_client
+        .approve(decision())
+        .await
+        .expect_err("a standby decides nothing");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&a.orchestrator.grpc_addr.to_string()),
+        "{}",
+        refused.message()
+    );
+
+    a.orchestrator.gateway.audit().pause_lease_renewal(true);
+    wait_until("B to become the active node", || {
+        let mut b_client = b_client.clone();
+        async move { status(&mut b_client).await.standby.is_none().then_some(()) }
+    })
+    .await;
+    let approved = wait_until("B to take the approval", || {
+        let mut b_client = b_client.clone();
+        let decision = decision();
+        async move { b_client.approve(decision).await.ok() }
+    })
+    .await
+    .into_inner();
+    assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
+    let history = wait_until("the approved call to finish on B", || {
+        let mut b_client = b_client.clone();
+        let wf = wf.clone();
+        async move {
+            let history = b_client
+                .get_workflow(pb::GetWorkflowRequest { workflow_id: wf })
+                .await
+                .ok()?
+                .into_inner()
+                .history;
+            history
+                .iter()
+                .any(|c| c.outcome == pb::CallOutcome::Succeeded as i32)
+                .then_some(history)
+        }
+    })
+    .await;
+    let ran = history
+        .iter()
+        .filter(|c| c.tool == "list_backups" && c.outcome == pb::CallOutcome::Succeeded as i32)
+        .count();
+    assert_eq!(ran, 1, "the approved call ran once: {history:?}");
+    b.stop().await;
+}
