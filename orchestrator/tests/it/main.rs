@@ -10,6 +10,7 @@ mod audit_commit;
 mod audit_outage;
 mod audit_rpc;
 mod auth;
+mod cluster_failover;
 mod cluster_standby;
 mod cluster_store;
 mod conformance;
