@@ -21,7 +21,8 @@
 //! - `store`: the seam: a [`Store`](store) makes one chained batch durable, all or nothing.
 //! - `files`: the default store, local files (one write in place and one sync per batch).
 //! - `opening`: where the writer starts, per store (the files' scan, or the rows read back).
-//! - `log`: the [`AuditLog`] handle callers use.
+//! - `log`: the [`AuditLog`] handle callers use; `log/standby`: a warm standby's log, which
+//!   appends nothing until it takes the lease.
 //! - `read`: [`read_from`], streaming records for replay and queries.
 //! - [`pg`]: the PostgreSQL store: rows, a fenced lease, reading back and verifying.
 
