@@ -138,6 +138,8 @@ pub fn login_name() -> String {
 pub struct Client {
     rpc: Rpc,
     pub url: String,
+    /// Whether a client certificate is presented (a dropped connection may be its refusal).
+    presented: bool,
 }
 
 impl Client {
@@ -148,8 +150,9 @@ impl Client {
             .as_deref()
             .unwrap_or(crate::context::DEFAULT_ORCHESTRATOR);
         let url = crate::tls::url_for(address, &global.tls)?;
+        let presented = global.tls.cert.is_some();
         let unreachable = |reason: String| {
-            crate::tls::failure(&url, &reason).unwrap_or_else(|| CliError::Unreachable {
+            crate::tls::failure(&url, &reason, presented).unwrap_or_else(|| CliError::Unreachable {
                 url: url.clone(),
                 reason,
             })
@@ -195,7 +198,11 @@ impl Client {
             },
         )
         .max_decoding_message_size(64 * 1024 * 1024);
-        Ok(Client { rpc, url })
+        Ok(Client {
+            rpc,
+            url,
+            presented,
+        })
     }
 
     /// A handle for one or more calls (cheap: it shares the channel).
@@ -205,26 +212,31 @@ impl Client {
 
     /// Turns a failed call into the error the user should read.
     pub fn error(&self, status: Status) -> CliError {
-        classify(&self.url, status)
+        classify(&self.url, status, self.presented)
     }
 }
 
 /// The error the user should read for a failed call to the orchestrator at `url`.
-fn classify(url: &str, status: Status) -> CliError {
+fn classify(url: &str, status: Status, presented: bool) -> CliError {
     match status.code() {
         Code::Unavailable | Code::Unknown if is_transport(&status) => {
             let reason = status_reason(&status);
-            crate::tls::failure(url, &reason).unwrap_or_else(|| CliError::Unreachable {
+            crate::tls::failure(url, &reason, presented).unwrap_or_else(|| CliError::Unreachable {
                 url: url.to_owned(),
                 reason,
             })
         }
         // hyper's words when the peer drops an HTTP/2 connection it cannot speak (an HTTP/1 port);
         // an orchestrator's own answer never reads so. [`not_an_orchestrator`] looks closer.
-        _ if status.message() == "operation was canceled" => CliError::Unreachable {
-            url: url.to_owned(),
-            reason: "the connection closed without an answer".to_owned(),
-        },
+        // Over TLS with a client certificate, the orchestrator dropping the connection is most
+        // likely its refusal of that certificate.
+        _ if status.message() == "operation was canceled" => {
+            let reason = "the connection closed without an answer".to_owned();
+            crate::tls::failure(url, &reason, presented).unwrap_or_else(|| CliError::Unreachable {
+                url: url.to_owned(),
+                reason,
+            })
+        }
         Code::Unimplemented => CliError::NotAnOrchestrator {
             url: url.to_owned(),
             reason: "it answers gRPC but has no Orchestrator service (a tool server?)".to_owned(),
@@ -410,13 +422,13 @@ mod tests {
             ))),
         )));
         assert!(
-            matches!(classify(url, refused), CliError::Unreachable { .. }),
+            matches!(classify(url, refused, false), CliError::Unreachable { .. }),
             "nothing listening"
         );
         let full = Status::unavailable(
             "audit log I/O error on audit_logs/audit-1.jsonl: No space left on device (os error 28); the call was not run or not acknowledged",
         );
-        match classify(url, full) {
+        match classify(url, full, false) {
             CliError::Failed(message) => {
                 assert!(message.contains("No space left on device"), "{message}")
             }
@@ -425,13 +437,16 @@ mod tests {
         let four_eyes = Status::permission_denied(
             "four eyes: bob asked for this restore_backup call and cannot approve it too; ask someone else",
         );
-        match classify(url, four_eyes) {
+        match classify(url, four_eyes, false) {
             CliError::Failed(message) => assert!(message.starts_with("four eyes"), "{message}"),
             other => panic!("a refusal to a good credential gives no token advice: {other}"),
         }
         let server_down =
             Status::unavailable("server notification is unavailable: connection refused");
-        assert!(matches!(classify(url, server_down), CliError::Failed(_)));
+        assert!(matches!(
+            classify(url, server_down, false),
+            CliError::Failed(_)
+        ));
     }
 
     #[test]

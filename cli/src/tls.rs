@@ -46,15 +46,26 @@ pub fn secure(endpoint: Endpoint, url: &str, tls: &TlsArgs) -> Result<Endpoint, 
 
 /// A transport failure that is a TLS handshake's, with what to do about it: the orchestrator's
 /// certificate is not trusted (name its CA), or it refused ours (with TLS 1.3 that shows at the
-/// first call, as an alert).
-pub fn failure(url: &str, reason: &str) -> Option<CliError> {
+/// first call, as an alert, or, when the orchestrator closes first, as a connection it dropped
+/// while we presented a certificate: `presented`).
+pub fn failure(url: &str, reason: &str, presented: bool) -> Option<CliError> {
     let lower = reason.to_ascii_lowercase();
+    let dropped = [
+        "broken pipe",
+        "connection reset",
+        "stream closed",
+        "connection closed",
+    ]
+    .iter()
+    .any(|words| lower.contains(words));
     let hint = if lower.contains("invalid peer certificate") {
         "trust the orchestrator's CA with --ca-file FILE (or the context's ca_file)"
     } else if lower.contains("alert") && lower.contains("certificate")
         || lower.contains("unknownca")
     {
         "the orchestrator wants a client certificate its CA signed: pass --cert FILE and --key FILE (or the context's cert_file and key_file)"
+    } else if presented && url.starts_with("https://") && dropped {
+        "the orchestrator dropped the connection as it checked your client certificate: pass --cert FILE and --key FILE its CA signed (or the context's cert_file and key_file)"
     } else if lower.contains("invalid content type") || lower.contains("corrupt message") {
         "the orchestrator does not speak TLS there: use http://, or its TLS address"
     } else {
@@ -103,18 +114,24 @@ mod tests {
         let untrusted = failure(
             url,
             "transport error: invalid peer certificate: UnknownIssuer",
+            false,
         );
         assert!(untrusted.is_some_and(|e| e.to_string().contains("--ca-file")));
         let refused = failure(
             url,
             "h2 protocol error: received fatal alert: CertificateRequired",
+            false,
         );
         assert!(refused.is_some_and(|e| e.to_string().contains("--cert")));
+        let dropped = "transport error: connection error: stream closed because of a broken pipe";
+        assert!(failure(url, dropped, true).is_some_and(|e| e.to_string().contains("--cert")));
+        assert!(failure(url, dropped, false).is_none());
         let plain = failure(
             url,
             "transport error: received corrupt message of type InvalidContentType",
+            false,
         );
         assert!(plain.is_some_and(|e| e.to_string().contains("http://")));
-        assert!(failure(url, "tcp connect error: Connection refused").is_none());
+        assert!(failure(url, "tcp connect error: Connection refused", true).is_none());
     }
 }

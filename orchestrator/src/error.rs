@@ -29,7 +29,7 @@ pub enum Error {
         method: String,
         code: i32,
         message: String,
-        data: Option<serde_json::Value>,
+        data: Option<Box<serde_json::Value>>,
     },
     #[error("server {server:?} failed the call of {tool}: {message}")]
     Downstream {

@@ -413,7 +413,7 @@ impl McpTools {
                 method: tool.to_owned(),
                 code: e.code.0,
                 message: e.message.to_string(),
-                data: e.data,
+                data: e.data.map(Box::new),
             },
             ServiceError::Timeout { .. } => {
                 self.discard(session);

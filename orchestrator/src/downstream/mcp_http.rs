@@ -552,7 +552,7 @@ impl HttpTools {
                 method: what.to_owned(),
                 code,
                 message,
-                data,
+                data: data.map(Box::new),
             },
             other => Error::Unavailable {
                 server: server.name.clone(),

@@ -230,7 +230,7 @@ impl From<Error> for ErrorData {
             ..
         } = error
         {
-            return ErrorData::new(ErrorCode(code), message, data);
+            return ErrorData::new(ErrorCode(code), message, data.map(|data| *data));
         }
         let code = match &error {
             Error::UnknownTool { .. }
