@@ -20,9 +20,9 @@ pub mod ledger;
 pub mod mcp;
 pub mod metrics;
 pub mod report;
-pub mod tls;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tls;
 
 mod server;
 

@@ -4,7 +4,7 @@
 //! active node with the state it already built.
 
 use crate::audit_outage::outbox_entries;
-use crate::cluster_standby::{active_and_standby, status};
+use crate::cluster_standby::{active_and_standby, note, on_postgres, status};
 use crate::common;
 
 use common::*;
@@ -19,18 +19,10 @@ use serde_json::json;
 /// out, the health path moves from 429 to 200, and the chain verifies across both epochs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_when_the_active_nodes_lease_expires() {
-    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let url = server
-        .create_database("orchestrator_standby_failover")
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let servers = spawn_all().await;
-    let mut config = shipped_config(&servers);
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let (servers, config, url) = on_postgres("orchestrator_standby_failover", "1s").await;
     // B finds the lease held (A renews it) and starts as A's standby rather than refusing.
     let (a, b, _b_dir) = active_and_standby(servers, config).await;
     let mut b_client = connect(&b.grpc_url()).await;
-    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
     let wf = a.start_workflow("", json!({})).await;
     a.call(&wf, "send_notification", note(0))
         .await

@@ -18,21 +18,13 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_follows_the_active_node_serves_its_reads_and_refuses_calls_naming_it() {
-    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let url = server
-        .create_database("orchestrator_standby")
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let servers = spawn_all().await;
-    let mut config = shipped_config(&servers);
     // Long enough that a renewal delayed on a loaded machine never lets B take over here.
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "3s"}});
+    let (servers, config, _) = on_postgres("orchestrator_standby", "3s").await;
     // B finds the lease held (A renews it) and starts as A's standby rather than refusing.
     let (a, b, _b_dir) = active_and_standby(servers, config).await;
     let mut b_client = connect(&b.grpc_url()).await;
 
     // A call through A shows up in B, applied from the table: the same workflow, the same status.
-    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
     let wf = a.start_workflow("", json!({})).await;
     a.call(&wf, "send_notification", note(0))
         .await
@@ -220,21 +212,13 @@ async fn grpc_health(url: &str) -> i32 {
 async fn a_standbys_watch_sees_every_event_the_active_node_committed_in_order() {
     use tokio_stream::StreamExt as _;
 
-    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let url = server
-        .create_database("orchestrator_standby_watch")
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let servers = spawn_all().await;
-    let mut config = shipped_config(&servers);
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "3s"}});
+    let (servers, config, _) = on_postgres("orchestrator_standby_watch", "3s").await;
     // B finds the lease held (A renews it) and starts as A's standby rather than refusing.
     let (a, b, _b_dir) = active_and_standby(servers, config).await;
     let mut b_client = connect(&b.grpc_url()).await;
 
     // Some records before B's watch begins (replayed from the table), more after (applied live).
     let wf = a.start_workflow("", json!({})).await;
-    let note = |n: u32| json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")});
     a.call(&wf, "send_notification", note(0))
         .await
         .expect("A serves");
@@ -339,4 +323,30 @@ async fn the_health_path_says_503_while_the_store_is_down_and_recovers_by_itself
     .await;
     assert!(status(&mut b_client).await.standby.is_some());
     b.stop().await;
+}
+
+/// The shipped tool servers and a configuration of theirs on a database of its own (`name`) of the
+/// run's shared PostgreSQL, with leases of `lease_ttl`; and that database's URL.
+pub(crate) async fn on_postgres(
+    name: &str,
+    lease_ttl: &str,
+) -> (
+    conductor_servers::testing::ToolServers,
+    serde_json::Value,
+    String,
+) {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let url = server
+        .create_database(name)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    let servers = spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["store"] = json!({"postgres": {"url": url, "lease_ttl": lease_ttl}});
+    (servers, config, url)
+}
+
+/// The `n`th note of a test, as `send_notification`'s arguments.
+pub(crate) fn note(n: u32) -> serde_json::Value {
+    json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")})
 }
