@@ -419,6 +419,7 @@ pub enum EventKind {
     ApprovalDecided,
     CallStarted,
     CallFinished,
+    ServerAsked,
     WorkflowFinished,
     ControlRefused,
 }

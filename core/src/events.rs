@@ -193,6 +193,20 @@ pub enum AuditEvent<J = Value> {
         cut_seq: u64,
         reason: String,
     },
+    /// An MCP server asked the client of a call something while the call ran (sampling,
+    /// elicitation, roots), relayed to that client: who asked what, and how it ended; never what
+    /// was asked or answered.
+    ServerAsked {
+        workflow_id: String,
+        call_id: String,
+        tool: String,
+        server: String,
+        method: String,
+        /// `answered`, or `refused` (the client could not or would not answer; `error` says why).
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A configuration reload was refused; the running configuration stays.
     ConfigRefused {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +242,7 @@ impl<J> AuditEvent<J> {
             AuditEvent::ControlRefused { .. } => "control_refused",
             AuditEvent::Recovered { .. } => "recovered",
             AuditEvent::ConfigRefused { .. } => "config_refused",
+            AuditEvent::ServerAsked { .. } => "server_asked",
         }
     }
 
@@ -240,6 +255,7 @@ impl<J> AuditEvent<J> {
             | AuditEvent::ApprovalDecided { workflow_id, .. }
             | AuditEvent::CallStarted { workflow_id, .. }
             | AuditEvent::CallFinished { workflow_id, .. }
+            | AuditEvent::ServerAsked { workflow_id, .. }
             | AuditEvent::WorkflowFinished { workflow_id, .. } => Some(workflow_id),
             AuditEvent::ConfigLoaded { .. }
             | AuditEvent::ControlRefused { .. }
@@ -254,7 +270,8 @@ impl<J> AuditEvent<J> {
             AuditEvent::CallDecided { tool, .. }
             | AuditEvent::ApprovalRequested { tool, .. }
             | AuditEvent::CallStarted { tool, .. }
-            | AuditEvent::CallFinished { tool, .. } => Some(tool),
+            | AuditEvent::CallFinished { tool, .. }
+            | AuditEvent::ServerAsked { tool, .. } => Some(tool),
             _ => None,
         }
     }

@@ -168,5 +168,14 @@ pub(crate) fn history() -> Vec<AuditEvent> {
             path: Some("config.json".into()),
             problems: vec!["rules[0].tool: unknown tool".into()],
         },
+        AuditEvent::ServerAsked {
+            workflow_id: "wf-1".into(),
+            call_id: "call-2".into(),
+            tool: "summarize".into(),
+            server: "notes".into(),
+            method: "sampling/createMessage".into(),
+            outcome: "refused".into(),
+            error: Some("the client of this call cannot answer sampling/createMessage".into()),
+        },
     ]
 }

@@ -21,6 +21,7 @@ pub fn kind_name(e: &pb::AuditEvent) -> &'static str {
         Some(Event::ControlRefused(_)) => "control_refused",
         Some(Event::Recovered(_)) => "recovered",
         Some(Event::ConfigRefused(_)) => "config_refused",
+        Some(Event::ServerAsked(_)) => "server_asked",
         None => "unknown",
     }
 }
@@ -192,6 +193,19 @@ pub fn describe(out: &Out, e: &pb::AuditEvent) -> String {
             c.path.as_deref().unwrap_or_default(),
             c.problems.join("; ")
         ),
+        Event::ServerAsked(a) => match &a.error {
+            None => format!(
+                "server {} asked the client {} ({})",
+                a.server, a.method, a.outcome
+            ),
+            Some(error) => format!(
+                "server {} asked the client {}: {}{}",
+                a.server,
+                a.method,
+                out.warn(&a.outcome),
+                suffix(error)
+            ),
+        },
     }
 }
 
@@ -235,6 +249,7 @@ mod tests {
         let every = [
             Event::ConfigLoaded(e::ConfigLoaded::default()),
             Event::ConfigRefused(e::ConfigRefused::default()),
+            Event::ServerAsked(e::ServerAsked::default()),
             Event::Recovered(e::Recovered::default()),
             Event::WorkflowStarted(e::WorkflowStarted::default()),
             Event::CallDecided(e::CallDecided::default()),

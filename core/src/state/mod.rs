@@ -437,7 +437,8 @@ impl State {
             | AuditEvent::CallStarted { .. }
             | AuditEvent::ControlRefused { .. }
             | AuditEvent::Recovered { .. }
-            | AuditEvent::ConfigRefused { .. } => {}
+            | AuditEvent::ConfigRefused { .. }
+            | AuditEvent::ServerAsked { .. } => {}
         }
     }
 

@@ -7,7 +7,9 @@
 //! cancelled, which also kills the child, and the next call opens a new one: a dead server costs the
 //! calls in flight, never the orchestrator.
 
-use super::{Ask, AskRefused, Progress, RelaySink, Relayed, ToolFailure, ToolInfo, deadline};
+use super::{
+    Ask, AskRefused, InFlight, Progress, RelaySink, Relayed, ToolFailure, ToolInfo, deadline,
+};
 use crate::config::{ServerConfig, Transport};
 use crate::error::Error;
 use rmcp::model::{
@@ -32,25 +34,18 @@ type ProgressRoutes = Arc<std::sync::Mutex<std::collections::HashMap<String, Rel
 #[derive(Clone, Default)]
 pub(super) struct ConductorClient {
     routes: ProgressRoutes,
-    /// The tool calls in flight on the session. A log message over stdio names no request: it
-    /// goes to the caller only when exactly one call is in flight (it is then that call's), and is
-    /// dropped otherwise (another caller's log messages are never delivered).
-    calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// The tool calls in flight on the session, each counted (with its relay) before its request
+    /// goes out. A log message over stdio names no request: it goes to the caller only when
+    /// exactly one call is in flight (it is then that call's), and is dropped otherwise (another
+    /// caller's log messages are never delivered).
+    inflight: Arc<InFlight>,
 }
 
 impl ConductorClient {
     /// The one call in flight's relay, if exactly one call is in flight and its caller wants what
     /// the server sends: what the server sends without naming a request is then that call's.
     fn lone_call(&self) -> Option<RelaySink> {
-        if self.calls.load(std::sync::atomic::Ordering::Acquire) != 1 {
-            return None;
-        }
-        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sinks = routes.values();
-        match (sinks.next(), sinks.next()) {
-            (Some(sink), None) => Some(sink.clone()),
-            _ => None,
-        }
+        self.inflight.lone()
     }
 
     /// A server's request, relayed to the client of the one call in flight; refused when there
@@ -126,12 +121,15 @@ impl ConductorClient {
         match notification {
             ServerNotification::ProgressNotification(progress) => {
                 let params = &progress.params;
+                // By the token its call was sent with; before that call's route is known (the
+                // server may answer faster than the request's send returns), the lone call's.
                 let sink = self
                     .routes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&params.progress_token.0.to_string())
-                    .cloned();
+                    .cloned()
+                    .or_else(|| self.lone_call());
                 if let Some(sink) = sink {
                     let _ = sink.try_send(Relayed::Progress(Progress {
                         progress: params.progress,
@@ -178,22 +176,6 @@ impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleC
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         self.inner.close()
-    }
-}
-
-/// A tool call in flight, counted while it lasts.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
-
-impl InFlight {
-    fn new(calls: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        InFlight(Arc::clone(calls))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -246,7 +228,7 @@ impl McpTools {
             .map_err(|_| deadline(tool, open_limit(server)))??;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        let _in_flight = InFlight::new(&self.client.calls);
+        let _in_flight = self.client.inflight.enter(progress);
         let work = async {
             // Every request carries a progress token of the SDK's; when the caller asked for
             // progress, what the server reports under it goes to the caller.

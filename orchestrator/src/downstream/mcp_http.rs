@@ -12,7 +12,7 @@
 //! client cannot answer them); notifications on the stream (progress, log messages) go to that
 //! client when it wants them, and are read past otherwise.
 
-use super::{Ask, AskRefused, Progress, RelaySink, Relayed, ToolInfo, deadline};
+use super::{Ask, AskRefused, InFlight, Progress, RelaySink, Relayed, ToolInfo, deadline};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use reqwest::StatusCode;
@@ -46,63 +46,6 @@ struct Listening(tokio::task::AbortHandle);
 impl Drop for Listening {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// The calls in flight, and the relays of those whose callers want what the server sends: a
-/// message on the session's own stream names no request, so it goes to the caller only when
-/// exactly one call is in flight (it is then that call's), and is dropped otherwise (another
-/// caller's log messages are never delivered).
-#[derive(Default)]
-struct InFlight {
-    calls: std::sync::atomic::AtomicUsize,
-    relays: Mutex<Vec<(u64, RelaySink)>>,
-    ids: std::sync::atomic::AtomicU64,
-}
-
-/// A call in flight, counted (and its relay kept) while it lasts.
-struct Entered<'a> {
-    inflight: &'a InFlight,
-    id: u64,
-}
-
-impl InFlight {
-    fn enter(&self, relay: Option<&RelaySink>) -> Entered<'_> {
-        self.calls.fetch_add(1, Ordering::AcqRel);
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        if let Some(relay) = relay {
-            self.relays
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((id, relay.clone()));
-        }
-        Entered { inflight: self, id }
-    }
-
-    fn lone(&self) -> Option<RelaySink> {
-        if self.calls.load(Ordering::Acquire) != 1 {
-            return None;
-        }
-        match self
-            .relays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_slice()
-        {
-            [(_, relay)] => Some(relay.clone()),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.inflight
-            .relays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(id, _)| *id != self.id);
-        self.inflight.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -116,6 +116,65 @@ impl AskRefused {
 /// finds it full is dropped (both are advisory, and a slow caller never slows the tool's answer).
 pub type RelaySink = tokio::sync::mpsc::Sender<Relayed>;
 
+/// The calls in flight, and the relays of those whose callers want what the server sends: a
+/// message on the session's own stream names no request, so it goes to the caller only when
+/// exactly one call is in flight (it is then that call's), and is dropped otherwise (another
+/// caller's log messages are never delivered).
+#[derive(Default)]
+pub(super) struct InFlight {
+    calls: std::sync::atomic::AtomicUsize,
+    relays: Mutex<Vec<(u64, RelaySink)>>,
+    ids: std::sync::atomic::AtomicU64,
+}
+
+/// A call in flight, counted (and its relay kept) while it lasts.
+pub(super) struct Entered<'a> {
+    inflight: &'a InFlight,
+    id: u64,
+}
+
+impl InFlight {
+    pub(super) fn enter(&self, relay: Option<&RelaySink>) -> Entered<'_> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(relay) = relay {
+            self.relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id, relay.clone()));
+        }
+        Entered { inflight: self, id }
+    }
+
+    pub(super) fn lone(&self) -> Option<RelaySink> {
+        if self.calls.load(std::sync::atomic::Ordering::Acquire) != 1 {
+            return None;
+        }
+        match self
+            .relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_slice()
+        {
+            [(_, relay)] => Some(relay.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.inflight
+            .relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.id);
+        self.inflight
+            .calls
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One call to forward.
 pub struct Forward<'a> {
     pub server: &'a ServerConfig,

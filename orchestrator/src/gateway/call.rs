@@ -296,22 +296,32 @@ impl Gateway {
                     own.timeout = timeout;
                     Cow::Owned(own)
                 };
+                // What the server sends on the way goes to the caller through a relay that
+                // records the server's own requests (who asked what, and how it ended).
+                let relaying =
+                    progress.map(|sink| self.recording_asks(sink, spec, &call_id, &server));
                 let forward = Forward {
                     server: &server_config,
                     remote_name: &remote,
                     arguments: &spec.arguments,
                     workflow_id: &spec.workflow_id,
                     call_id: &call_id,
-                    relay: progress,
+                    relay: relaying.as_ref().map(|(relay, _)| relay),
                     kind,
                     cancel: Some(abandoned),
                 };
                 // As the caller: a server that exchanges callers' tokens is sent one for it.
-                crate::downstream::credentials::as_caller(
+                let answer = crate::downstream::credentials::as_caller(
                     &spec.caller,
                     self.inner.downstream.call(forward),
                 )
-                .await
+                .await;
+                // Everything the server sent before its answer reaches the caller before it.
+                if let Some((relay, relayed)) = relaying {
+                    drop(relay);
+                    let _ = relayed.await;
+                }
+                answer
             }
         };
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -370,6 +380,64 @@ impl Gateway {
             approval,
             served: reply.served,
         })
+    }
+
+    /// A relay in front of `front` (the caller's) that passes on what the server sends, and records
+    /// each of the server's own requests to the client with its outcome (`server_asked`), never
+    /// what was asked or answered. It ends when the returned sender is dropped, once it has passed
+    /// everything on.
+    fn recording_asks(
+        &self,
+        front: &RelaySink,
+        spec: &CallSpec,
+        call_id: &str,
+        server: &str,
+    ) -> (RelaySink, tokio::task::JoinHandle<()>) {
+        use crate::downstream::{Ask, AskRefused, Relayed};
+        let (relay, mut relayed) = tokio::sync::mpsc::channel(64);
+        let front = front.clone();
+        let gateway = self.clone();
+        let (workflow_id, tool) = (spec.workflow_id.clone(), spec.tool.clone());
+        let (call_id, server) = (call_id.to_owned(), server.to_owned());
+        let task = self.inner.tasks.spawn(async move {
+            while let Some(update) = relayed.recv().await {
+                let Relayed::Ask(ask) = update else {
+                    let _ = front.try_send(update);
+                    continue;
+                };
+                let Ask {
+                    method,
+                    params,
+                    answer,
+                } = ask;
+                let (asked, answered) = tokio::sync::oneshot::channel();
+                let passed = Ask {
+                    method: method.clone(),
+                    params,
+                    answer: asked,
+                };
+                let result = match front.send(Relayed::Ask(passed)).await {
+                    Ok(()) => answered
+                        .await
+                        .unwrap_or_else(|_| Err(AskRefused::cannot_answer(&method))),
+                    Err(_) => Err(AskRefused::cannot_answer(&method)),
+                };
+                let event = AuditEvent::ServerAsked {
+                    workflow_id: workflow_id.clone(),
+                    call_id: call_id.clone(),
+                    tool: tool.clone(),
+                    server: server.clone(),
+                    method,
+                    outcome: if result.is_ok() { "answered" } else { "refused" }.to_owned(),
+                    error: result.as_ref().err().map(|refused| refused.message.clone()),
+                };
+                if let Err(e) = gateway.inner.record(event, Admit::Outcome).await {
+                    tracing::warn!(call = %call_id, error = %e, "a server's request to the client could not be recorded yet");
+                }
+                let _ = answer.send(result);
+            }
+        });
+        (relay, task)
     }
 
     /// Counts a denial under each blocking rule's kind: a refused flow gate under `flow`.

@@ -297,7 +297,20 @@ async fn the_python_sdk_reads_images_progress_and_answers_sampling_through_condu
         summary["ask_model"], "the model said: forty-two, to 'the answer?'",
         "the client's sampling reply reached the server: {summary}"
     );
+    // Who asked what, and how it ended, is in the audit log (its record has no place for what was
+    // asked or answered).
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
     orchestrator.stop().await;
+    let asked: Vec<AuditEvent> = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .filter(|e| matches!(e, AuditEvent::ServerAsked { .. }))
+        .collect();
+    assert!(
+        matches!(asked.as_slice(), [AuditEvent::ServerAsked { tool, server, method, outcome, error: None, .. }]
+            if tool == "ask_model" && server == "notes" && method == "sampling/createMessage" && outcome == "answered"),
+        "{asked:?}"
+    );
 }
 
 /// A client that cannot answer sampling gets the tool's failure at once, naming why, instead of

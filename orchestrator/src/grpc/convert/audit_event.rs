@@ -204,6 +204,18 @@ fn event_body(event: &AuditEvent) -> pb::audit_event::Event {
             path: path.clone(),
             problems: problems.clone(),
         }),
+        AuditEvent::ServerAsked {
+            server,
+            method,
+            outcome,
+            error,
+            ..
+        } => e::Event::ServerAsked(e::ServerAsked {
+            server: server.clone(),
+            method: method.clone(),
+            outcome: outcome.clone(),
+            error: error.clone(),
+        }),
     }
 }
 
