@@ -249,7 +249,6 @@ mod tests {
         let every = [
             Event::ConfigLoaded(e::ConfigLoaded::default()),
             Event::ConfigRefused(e::ConfigRefused::default()),
-            Event::ServerAsked(e::ServerAsked::default()),
             Event::Recovered(e::Recovered::default()),
             Event::WorkflowStarted(e::WorkflowStarted::default()),
             Event::CallDecided(e::CallDecided::default()),
@@ -257,6 +256,7 @@ mod tests {
             Event::ApprovalDecided(e::ApprovalDecided::default()),
             Event::CallStarted(e::CallStarted::default()),
             Event::CallFinished(e::CallFinished::default()),
+            Event::ServerAsked(e::ServerAsked::default()),
             Event::WorkflowFinished(e::WorkflowFinished::default()),
             Event::ControlRefused(e::ControlRefused::default()),
         ];
