@@ -130,20 +130,26 @@ pub(super) struct InFlight {
 /// A call in flight, counted (and its relay kept) while it lasts.
 pub(super) struct Entered<'a> {
     inflight: &'a InFlight,
-    id: u64,
+    /// The id its relay is kept under; none for a call without one.
+    relay: Option<u64>,
 }
 
 impl InFlight {
     pub(super) fn enter(&self, relay: Option<&RelaySink>) -> Entered<'_> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(relay) = relay {
+        // Only a call whose caller wants what the server sends takes the lock.
+        let relay = relay.map(|relay| {
+            let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.relays
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((id, relay.clone()));
+            id
+        });
+        Entered {
+            inflight: self,
+            relay,
         }
-        Entered { inflight: self, id }
     }
 
     pub(super) fn lone(&self) -> Option<RelaySink> {
@@ -164,11 +170,13 @@ impl InFlight {
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        self.inflight
-            .relays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(id, _)| *id != self.id);
+        if let Some(relay) = self.relay {
+            self.inflight
+                .relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(id, _)| *id != relay);
+        }
         self.inflight
             .calls
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

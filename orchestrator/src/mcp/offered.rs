@@ -528,7 +528,19 @@ fn read_answer<T: DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
-    use super::template_matches;
+    use super::{Owners, template_matches};
+
+    #[test]
+    fn a_lookup_that_finds_nothing_relists_at_most_once_a_while() {
+        let mut last = None;
+        assert!(Owners::may_relist(&mut last), "the first may");
+        assert!(!Owners::may_relist(&mut last), "the next, at once, may not");
+        last = last.and_then(|at: std::time::Instant| at.checked_sub(super::RELIST_AFTER));
+        assert!(
+            Owners::may_relist(&mut last),
+            "once the interval has passed, again"
+        );
+    }
 
     #[test]
     fn templates_match_one_segment_per_variable() {
