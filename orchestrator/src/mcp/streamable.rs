@@ -294,6 +294,13 @@ async fn post(busy: Busy, request: Request) -> Response {
             return StatusCode::ACCEPTED.into_response();
         }
     };
+    // A request of MCP's own whose params are not what MCP says reaches the SDK as a request of no
+    // known kind, which it would answer "method not found": answer what is wrong instead.
+    if let ClientRequest::CustomRequest(custom) = &request.request
+        && let Some(shape) = params_of(&custom.method)
+    {
+        return malformed(&request.id, &custom.method, shape);
+    }
     // A client that asked for progress reads a stream, even when nothing precedes the answer.
     let progress = request.request.get_meta().get_progress_token().is_some();
     let progress = progress || busy.session().streams();
@@ -440,6 +447,38 @@ fn refusal_of_initialize(
 }
 
 /// `400` with a JSON-RPC error answering `request`.
+/// What the params of an MCP request of the session eras must be, for the methods whose params a
+/// client can get wrong.
+fn params_of(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "tools/call" => r#"{"name": string, "arguments"?: object}"#,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => r#"{"uri": string}"#,
+        "prompts/get" => r#"{"name": string, "arguments"?: {string: string}}"#,
+        "completion/complete" => {
+            r#"{"ref": {"type": "ref/prompt", "name": string} or {"type": "ref/resource", "uri": string}, "argument": {"name": string, "value": string}}"#
+        }
+        "logging/setLevel" => {
+            r#"{"level": "debug", "info", "notice", "warning", "error", "critical", "alert" or "emergency"}"#
+        }
+        "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
+            r#"{"cursor"?: string}"#
+        }
+        _ => return None,
+    })
+}
+
+/// The JSON-RPC `-32602` answer to a request whose params are not what its method takes.
+fn malformed(id: &RequestId, method: &str, shape: &str) -> Response {
+    let error = ErrorData::invalid_params(
+        format!("the params of {method} are not what MCP says: it takes {shape}"),
+        None,
+    );
+    match serde_json::to_vec(&JsonRpcError::new(Some(id.clone()), error)) {
+        Ok(body) => fast::json_body(body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 fn error_answer(request: &JsonRpcRequest<ClientRequest>, error: ErrorData) -> Response {
     let error = JsonRpcError::new(Some(request.id.clone()), error);
     let mut response = match serde_json::to_vec(&error) {

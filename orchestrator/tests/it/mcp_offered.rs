@@ -402,3 +402,42 @@ async fn a_call_the_client_cancels_is_withdrawn_at_its_server_and_recorded() {
     let _ = client.cancel().await;
     orchestrator.stop().await;
 }
+
+/// A raw request of MCP's own whose params are wrong is answered `-32602` naming the method and
+/// what it takes, not "method not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_params_are_named_not_taken_for_an_unknown_method() {
+    use crate::mcp_support::{open_session_as, raw_post};
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config(json!({})), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let addr = orchestrator.http_addr;
+    let session = open_session_as(addr, None).await;
+    let headers = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    for (method, params, takes) in [
+        ("resources/read", "null", "uri"),
+        ("logging/setLevel", r#"{"level":"loud"}"#, "level"),
+        (
+            "completion/complete",
+            r#"{"ref":{"type":"ref/other"},"argument":{"name":"a","value":"b"}}"#,
+            "ref/prompt",
+        ),
+    ] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{params}}}"#);
+        let reply = raw_post(addr, &headers, &body).await;
+        assert!(
+            reply.body.contains("-32602")
+                && reply.body.contains(method)
+                && reply.body.contains(takes),
+            "{method}: {reply:?}"
+        );
+    }
+    // An answer to nothing this session asked is taken and dropped.
+    let stray = raw_post(addr, &headers, r#"{"jsonrpc":"2.0","id":999,"result":{}}"#).await;
+    assert_eq!(stray.status, 202, "{stray:?}");
+    orchestrator.stop().await;
+}
