@@ -9,7 +9,11 @@
 //! attempt fails or times out, the node admits no new intents (health names why), and it resumes
 //! when a renewal succeeds again. A lease taken over is lost for good: the node writes nothing
 //! more. Closing the log gives the lease up, so another node need not wait for it to expire.
+//!
+//! Taking and renewing the lease also report this node in `cluster_nodes` (see `nodes`), in the
+//! same transaction: a renewal is one statement, whose one row affected means renewed.
 
+use super::nodes::{FORGET_AFTER, NodeRole, RENEW_AND_REPORT, Report, Reporter, seq_column};
 use super::{PgRuntime, connect};
 use crate::AuditError;
 use crate::pg::read::Head;
@@ -64,6 +68,20 @@ pub(crate) async fn acquire(
                 seq: u64::try_from(head.get::<_, i64>(0)).unwrap_or(0),
                 hash: head.get(1),
             };
+            // It applies every record up to the head before it writes (reading them at start,
+            // or to the end of what it followed when it takes over).
+            let reporter = Reporter {
+                name: holder.to_owned(),
+                advertise: advertise.to_owned(),
+                lease_ttl: ttl,
+            };
+            let report = Report {
+                role: NodeRole::Active,
+                applied_seq: head.seq,
+                head_seq: head.seq,
+                epoch,
+            };
+            reporter.report(&txn, report).await?;
             txn.commit().await.map_err(failed)?;
             tracing::info!(epoch, holder, "took the PostgreSQL store's lease");
             return Ok((Lease { epoch }, head));
@@ -126,6 +144,8 @@ impl LeaseState {
 pub(crate) struct Renewal {
     pub pool: deadpool_postgres::Pool,
     pub holder: String,
+    /// This node's advertised addresses, reported with each renewal.
+    pub advertise: String,
     pub lease: Lease,
     pub ttl: Duration,
     pub shared: Arc<Shared>,
@@ -171,6 +191,7 @@ impl Renewal {
                 }
                 Ok(Ok(false)) => {
                     let lost = self.taken_over().await;
+                    self.report_fenced(&lost).await;
                     self.state.lost.store(true, Ordering::Release);
                     tracing::error!(%lost, "lost the PostgreSQL store's lease");
                     self.shared.set_lease_problem(Some(lost.to_string()));
@@ -192,18 +213,60 @@ impl Renewal {
         }
     }
 
-    /// One renewal: `false` when the row is no longer this node's.
+    /// One renewal, reporting this node with it: `false` when the row is no longer this node's.
     async fn renew(&self) -> Result<bool, AuditError> {
         let client = connect(&self.pool).await?;
+        let written = seq_column(self.shared.last_seq.load(Ordering::Acquire));
         let renewed = client
             .execute(
-                "UPDATE cluster_lease SET valid_until = NOW() + make_interval(secs => $3::float8)
-                 WHERE id = 1 AND holder = $1 AND epoch = $2",
-                &[&self.holder, &self.lease.epoch, &self.ttl.as_secs_f64()],
+                RENEW_AND_REPORT,
+                &[
+                    &self.holder,
+                    &NodeRole::Active.as_str(),
+                    &self.advertise,
+                    &written,
+                    &written,
+                    &self.reporter().lease_ttl_ms(),
+                    &self.lease.epoch,
+                    &self.ttl.as_secs_f64(),
+                    &FORGET_AFTER.as_secs_f64(),
+                ],
             )
             .await
             .map_err(|e| AuditError::store("renewing the lease", &e))?;
         Ok(renewed == 1)
+    }
+
+    fn reporter(&self) -> Reporter {
+        Reporter {
+            name: self.holder.clone(),
+            advertise: self.advertise.clone(),
+            lease_ttl: self.ttl,
+        }
+    }
+
+    /// Says once in `cluster_nodes` that this node was fenced out (best effort: a node that says
+    /// nothing more is shown as gone soon anyway).
+    async fn report_fenced(&self, lost: &AuditError) {
+        let AuditError::LostLease { now, .. } = lost else {
+            return;
+        };
+        let written = self.shared.last_seq.load(Ordering::Acquire);
+        let report = Report {
+            role: NodeRole::Fenced,
+            applied_seq: written,
+            head_seq: written,
+            epoch: *now,
+        };
+        let reporter = self.reporter();
+        let reported = tokio::time::timeout(self.ttl, async {
+            let client = connect(&self.pool).await?;
+            reporter.report(&client, report).await
+        })
+        .await;
+        if let Ok(Err(error)) = reported {
+            tracing::debug!(%error, "could not report this node as fenced");
+        }
     }
 
     /// Says who took the lease, as well as it can be read.

@@ -9,13 +9,15 @@
 //! `append` (the [`Store`](crate::store::Store) implementation), `read` (reading the rows back,
 //! verifying the chain as it goes, for start-up and `audit verify`), `tail` (following the log as
 //! another node writes it: a standby's feed), `standby` (the rest of a standby's view: the lease
-//! and the head, a store that never writes).
+//! and the head, a store that never writes), `nodes` (each node's report of itself, and the
+//! cluster's status read back).
 //!
 //! The database work runs on a small runtime of the store's own, so that a batch's leader can
 //! block its thread on a commit whatever runtime (if any) it belongs to.
 
 mod append;
 mod lease;
+mod nodes;
 mod read;
 mod schema;
 mod standby;
@@ -23,6 +25,10 @@ mod tail;
 
 pub(crate) use append::PgStore;
 pub(crate) use lease::LeaseState;
+pub use nodes::{
+    ClusterNodes, ClusterStatus, FORGET_AFTER, GONE_AFTER_LEASES, MIN_GONE_AFTER, NodeRole,
+    NodeState, NodeStatus, Report, gone_after,
+};
 pub use read::verify_postgres;
 pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
@@ -288,6 +294,7 @@ pub(crate) fn open<R: serde::de::DeserializeOwned + Send + 'static>(
         lease::Renewal {
             pool: pool.clone(),
             holder: options.holder.clone(),
+            advertise: options.advertise.clone(),
             lease,
             ttl: options.lease_ttl,
             shared,

@@ -3,20 +3,25 @@
 //! `schema_version` holds one row per migration applied. Migrations run in one transaction under
 //! an advisory lock, so two nodes starting at once neither race nor apply one twice; a database
 //! whose schema is newer than this build knows is refused, never written.
+//!
+//! Versions: 1, the records, the chain head and the lease; 2, `cluster_nodes` (each node's last
+//! report, for `conductorctl cluster status`). A migration only ever adds: a node of the previous
+//! version keeps working on a database one version ahead until it restarts (then it refuses).
 
 use crate::AuditError;
 use crate::GENESIS_PREV;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Taken (for the transaction) while migrating: "cndctrio" in ASCII.
 const MIGRATION_LOCK: i64 = 0x636e_6463_7472_696f;
 
 /// Migration `n` (from 1) brings the schema from version `n - 1` to `n`.
-fn migrations() -> [String; 1] {
-    [format!(
-        "
+fn migrations() -> [String; 2] {
+    [
+        format!(
+            "
         -- One row per record. `line` is the record's exact text, what the hash chain covers.
         CREATE TABLE audit_records (
             seq      bigint PRIMARY KEY,
@@ -64,8 +69,27 @@ fn migrations() -> [String; 1] {
         );
         INSERT INTO cluster_lease VALUES (1, '', '{{}}', 0, '-infinity', '-infinity');
         "
-    )]
+        ),
+        NODES.to_owned(),
+    ]
 }
+
+/// Version 2: every node's last report of itself (see `nodes`), upserted by the active node with
+/// each renewal of its lease and by a standby with each look at it; `reported_at` by the
+/// database's clock. Rows of nodes silent for long are deleted by the active node.
+const NODES: &str = "
+    CREATE TABLE cluster_nodes (
+        name         text PRIMARY KEY,
+        role         text NOT NULL CHECK (role IN ('active', 'standby', 'fenced')),
+        advertise    jsonb NOT NULL,
+        applied_seq  bigint NOT NULL,
+        head_seq     bigint NOT NULL,
+        epoch_seen   bigint NOT NULL,
+        lease_ttl_ms bigint NOT NULL,
+        first_report timestamptz NOT NULL DEFAULT NOW(),
+        reported_at  timestamptz NOT NULL
+    );
+";
 
 /// Creates the tables, or brings them up to [`SCHEMA_VERSION`]; refuses a newer schema.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), AuditError> {

@@ -2,7 +2,8 @@
 //! (the same as the active node's), a store that never writes, and a look at the lease and the
 //! chain head (who is active, where it can be reached, how far the head is).
 //!
-//! A standby never takes or renews the lease and never writes a row.
+//! Until it takes the lease over, a standby never writes a record: the only row it writes is its
+//! own report in `cluster_nodes` (see `nodes`).
 
 use super::lease::{Lease, Renewal, acquire};
 use super::{LeaseState, PgOptions, PgReader, PgRuntime, PgStore, connect, pool};
@@ -53,7 +54,7 @@ impl StandbyStore {
     }
 }
 
-async fn read_lease(pool: &deadpool_postgres::Pool) -> Result<LeaseView, AuditError> {
+pub(super) async fn read_lease(pool: &deadpool_postgres::Pool) -> Result<LeaseView, AuditError> {
     let client = connect(pool).await?;
     let row = client
         .query_one(
@@ -136,6 +137,7 @@ impl StandbyStore {
         Renewal {
             pool: self.reader.pool.clone(),
             holder: options.holder.clone(),
+            advertise: options.advertise.clone(),
             lease: taken.lease,
             ttl: options.lease_ttl,
             shared,
