@@ -10,9 +10,11 @@
 //! - [`durable`]: figure 0, one durable record through the audit log against the device floor;
 //!   [`live`]: figures 1–3; [`peers`] and [`echo_server`]: figure 4; [`offline`]: figures 5–7, with
 //!   [`decisions`] (policy engine) and [`recovery`] (start-up over a long log); [`request_size`]:
-//!   figure 8, the orchestrator's memory per request size.
+//!   figure 8, the orchestrator's memory per request size; [`cluster`]: figure 9, the cluster on
+//!   PostgreSQL against a single node on files (issue 23).
 //! - [`fsync`], [`stats`], [`report`]: the disk's floor, latency summaries, and the output.
 
+pub mod cluster;
 pub mod daemons;
 pub mod decisions;
 pub mod durable;

@@ -5,7 +5,7 @@ use crate::daemons::bin_dir;
 use crate::live::{self, Live};
 use crate::report::{Report, machine};
 use crate::stack::Stack;
-use crate::{durable, offline, peers, request_size};
+use crate::{cluster, durable, offline, peers, request_size};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -71,7 +71,7 @@ impl Scale {
 pub struct Options {
     pub quick: bool,
     pub peers: bool,
-    /// Figures to run (0–8); empty for all.
+    /// Figures to run (0–9); empty for all.
     pub only: Vec<u8>,
     pub bin_dir: Option<PathBuf>,
     /// Where audit logs and server data go (a temporary directory inside it); default: the system's.
@@ -117,6 +117,10 @@ pub async fn run(options: &Options) -> Result<Report> {
         if let Err(e) = durable::one_durable_record(&mut report, &scale, &dir).await {
             report.failed(0, "one durable record", &e);
         }
+    }
+    if !(1..=9).any(|section| options.wants(section)) {
+        // Figure 0 alone needs no tool server.
+        return Ok(report);
     }
     let stack = Stack::start(&bins, work.path()).context("starting the tool servers")?;
     let tool_server = stack.server("processing").context("no processing server")?;
@@ -190,6 +194,12 @@ pub async fn run(options: &Options) -> Result<Report> {
             request_size::memory_per_request_size(&mut report, options.quick, &stack).await
         {
             report.failed(8, "memory per request size", &e);
+        }
+    }
+    if options.wants(cluster::SECTION) {
+        eprintln!("bench: 9. the cluster on PostgreSQL");
+        if let Err(e) = cluster::figures(&mut report, &scale, &stack).await {
+            report.failed(cluster::SECTION, "the cluster on PostgreSQL", &e);
         }
     }
     drop(stack);
