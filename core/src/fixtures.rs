@@ -7,7 +7,13 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub(crate) fn config() -> Arc<Config> {
+    config_keeping(crate::workflow::DEFAULT_CALLS_IN_MEMORY)
+}
+
+/// The same configuration, keeping `calls_in_memory` calls of each workflow in memory.
+pub(crate) fn config_keeping(calls_in_memory: usize) -> Arc<Config> {
     let text = json!({
+        "workflows": { "calls_in_memory": calls_in_memory },
         "servers": {
             "a": { "grpc": "http://127.0.0.1:1", "tools": ["validate", "process"] },
             "b": { "grpc": "http://127.0.0.1:2", "tools": ["backup", "notify"] }

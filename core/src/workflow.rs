@@ -9,6 +9,10 @@ use crate::policy::{AllowList, Buckets, Name, NextStep, StepOrder, Violation, Wo
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+mod calls;
+
+pub use calls::{Calls, DEFAULT_CALLS_IN_MEMORY, merge_history};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkflowState {
     Running,
@@ -85,22 +89,21 @@ pub struct Workflow {
     /// workflows end by themselves.
     pub last_activity_ms: i64,
     pub history: WorkflowHistory,
-    pub calls: Vec<CallEntry>,
+    /// Its most recent calls, and the older ones still open (the rest are in the audit log).
+    pub calls: Calls,
     /// Outputs of finished template steps, by step name.
     pub outputs: Map<String, Value>,
     pub steps_done: usize,
     pub error: Option<String>,
     pub violations: u32,
-    /// Where each call sits in `calls`, so that finding one costs the same at any history length.
-    index: crate::policy::Map<Name, usize>,
-    /// How many calls wait for approval (kept with every status change, never counted by a scan).
-    waiting: usize,
     /// The tools it may call at all (its template's, its client's allow-list); `None`: any.
     pub allowed: Option<AllowList>,
     /// Per-workflow rate limits.
     pub buckets: Buckets,
     /// The seq of the audit record that last changed it (its start, a call, its end).
     pub seq: u64,
+    /// The seq of its `workflow_started` record: where its records in the log begin.
+    pub started_seq: u64,
 }
 
 impl Workflow {
@@ -113,6 +116,7 @@ impl Workflow {
         now_ms: i64,
     ) -> Self {
         let allowed = config.allowed_for(&caller, template.as_deref());
+        let calls = Calls::new(config.calls_in_memory);
         Workflow {
             allowed,
             buckets: Buckets::default(),
@@ -126,14 +130,13 @@ impl Workflow {
             finished_at_ms: None,
             last_activity_ms: now_ms,
             history: WorkflowHistory::default(),
-            calls: Vec::new(),
+            calls,
             outputs: Map::new(),
             steps_done: 0,
             error: None,
             violations: 0,
-            index: crate::policy::Map::default(),
-            waiting: 0,
             seq: 0,
+            started_seq: 0,
         }
     }
 
@@ -169,38 +172,20 @@ impl Workflow {
 
     /// Adds a call, or sets the status of the call with the same id.
     pub fn record_call(&mut self, entry: CallEntry) {
-        if self.index.contains_key(&entry.call_id) {
-            let call_id = entry.call_id.clone();
-            if let Some(known) = self.set_status(&call_id, entry.status) {
-                known.seq = entry.seq;
-            }
-            return;
-        }
-        if matches!(entry.status, CallStatus::WaitingApproval { .. }) {
-            self.waiting += 1;
-        }
-        self.index.insert(entry.call_id.clone(), self.calls.len());
-        self.calls.push(entry);
+        self.calls.record(entry);
     }
 
-    /// Changes a call's status (the one way to, so that the count of waiting calls stays right).
+    /// Changes a call's status (the one way to, so that the counts of open calls stay right).
     pub fn set_status(&mut self, call_id: &str, status: CallStatus) -> Option<&mut CallEntry> {
-        let position = *self.index.get(call_id)?;
-        let entry = &mut self.calls[position];
-        let was_waiting = matches!(entry.status, CallStatus::WaitingApproval { .. });
-        let waits = matches!(status, CallStatus::WaitingApproval { .. });
-        self.waiting = self.waiting + usize::from(waits) - usize::from(was_waiting);
-        entry.status = status;
-        Some(entry)
+        self.calls.set_status(call_id, status)
     }
 
     pub fn call_mut(&mut self, call_id: &str) -> Option<&mut CallEntry> {
-        let position = *self.index.get(call_id)?;
-        self.calls.get_mut(position)
+        self.calls.get_mut(call_id)
     }
 
     pub fn waiting_calls(&self) -> usize {
-        self.waiting
+        self.calls.waiting()
     }
 
     /// Running or waiting for approval, from the calls it has.

@@ -9,6 +9,7 @@ use crate::error::Error;
 use conductor_audit::AuditError;
 use conductor_core::report::{Compliance, ReportFold};
 use serde_json::{Value, json};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,22 +56,48 @@ pub async fn query(
     after_seq: u64,
     limit: usize,
 ) -> Result<(Vec<AuditRecord>, Option<u64>), Error> {
+    let page = (Vec::new(), None);
+    scan(
+        audit,
+        filter,
+        after_seq,
+        page,
+        move |(out, next), record| {
+            if out.len() == limit {
+                *next = out.last().map(|r: &AuditRecord| r.seq);
+                return ControlFlow::Break(());
+            }
+            out.push(record);
+            ControlFlow::Continue(())
+        },
+    )
+    .await
+}
+
+/// Hands each record matching `filter` with seq > `after_seq` to `visit`, in order, on a blocking
+/// thread, until `visit` breaks or the log ends; returns what `visit` built up from `init`. The
+/// one reader of the log behind `audit query` and the older calls of a workflow's history.
+pub async fn scan<T: Send + 'static>(
+    audit: &AuditLog,
+    filter: &AuditFilter,
+    after_seq: u64,
+    init: T,
+    mut visit: impl FnMut(&mut T, AuditRecord) -> ControlFlow<()> + Send + 'static,
+) -> Result<T, Error> {
     let audit = audit.clone();
     let filter = filter.clone();
     blocking(move || {
-        let mut out = Vec::new();
+        let mut acc = init;
         for record in audit.read_from::<AuditEvent>(after_seq + 1)? {
             let record = record?;
             if !filter.matches(&record) {
                 continue;
             }
-            if out.len() == limit {
-                let next = out.last().map(|r: &AuditRecord| r.seq);
-                return Ok((out, next));
+            if visit(&mut acc, record).is_break() {
+                break;
             }
-            out.push(record);
         }
-        Ok((out, None))
+        Ok(acc)
     })
     .await
 }

@@ -198,6 +198,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         raw.workflows.idle_timeout.as_deref(),
         super::DEFAULT_AD_HOC_IDLE,
     );
+    let calls_in_memory = check_calls_in_memory(&mut c, raw.workflows.calls_in_memory);
     let session_free_workflow = match raw.mcp.session_free_workflow.as_deref() {
         None | Some("identity") => super::SessionFreeWorkflow::Identity,
         Some("per_call") => super::SessionFreeWorkflow::PerCall,
@@ -266,11 +267,28 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         clients,
         auth,
         ad_hoc_idle_timeout,
+        calls_in_memory,
         annotation_labels: labels.annotations,
         flow_scope,
         arguments,
         store,
     })
+}
+
+/// `workflows.calls_in_memory`: at least one call (a workflow's latest is what its views show
+/// first); the default when absent.
+fn check_calls_in_memory(c: &mut Checker, raw: Option<u64>) -> usize {
+    match raw {
+        None => crate::workflow::DEFAULT_CALLS_IN_MEMORY,
+        Some(0) => {
+            c.problem(
+                "workflows.calls_in_memory",
+                "must be at least 1: it is how many of a workflow's most recent calls stay in memory (older ones are read from the audit log)",
+            );
+            crate::workflow::DEFAULT_CALLS_IN_MEMORY
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    }
 }
 
 fn parse_addr(c: &mut Checker, path: &str, text: Option<&str>) -> Option<std::net::SocketAddr> {

@@ -63,6 +63,9 @@ pub struct Config {
     pub auth: AuthSettings,
     /// An ad-hoc workflow with no activity for this long ends by itself, recorded with the reason.
     pub ad_hoc_idle_timeout: Duration,
+    /// How many of each workflow's most recent calls stay in memory (`workflows.calls_in_memory`):
+    /// the rules never read older ones, and views read them from the audit log.
+    pub calls_in_memory: usize,
     /// The labels tools get from their MCP annotations.
     pub annotation_labels: AnnotationLabels,
     /// How large and deep a call's arguments and a workflow's input may be (`arguments`).

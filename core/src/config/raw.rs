@@ -82,6 +82,10 @@ pub struct RawWorkflows {
     /// An ad-hoc workflow with no activity for this long ends by itself (default 30m).
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// How many of each workflow's most recent calls stay in memory (default 1024); views read
+    /// older ones from the audit log.
+    #[serde(default)]
+    pub calls_in_memory: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -329,3 +329,19 @@ fn template_inputs_are_checked_and_references_must_name_one() {
     assert_eq!(flow.inputs.len(), 1);
     assert!(flow.inputs[0].required);
 }
+
+#[test]
+fn calls_in_memory_defaults_and_must_keep_at_least_one() {
+    let config = load(&base()).expect("valid");
+    assert_eq!(
+        config.calls_in_memory,
+        crate::workflow::DEFAULT_CALLS_IN_MEMORY
+    );
+    let mut v = base();
+    v["workflows"] = json!({ "calls_in_memory": 64 });
+    assert_eq!(load(&v).expect("valid").calls_in_memory, 64);
+    v["workflows"] = json!({ "calls_in_memory": 0 });
+    assert_problem(&v, "workflows.calls_in_memory", "at least 1");
+    v["workflows"] = json!({ "calls_in_memory": -5 });
+    assert!(load(&v).is_err(), "a negative count is refused");
+}

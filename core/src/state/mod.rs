@@ -20,15 +20,18 @@ use crate::approval::Approval;
 use crate::config::Config;
 use crate::events::{ApprovalVerdict, AuditEvent, DecisionKind, Outcome, Payload, WorkflowEnd};
 use crate::policy::{self, Buckets, Map, Name, RunningCall, RunningCalls};
-use crate::workflow::{CallEntry, CallStatus, Workflow, WorkflowState};
+use crate::workflow::{CallEntry, CallStatus, Calls, Workflow, WorkflowState};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
+pub mod history;
 mod observe;
 mod read;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 pub use observe::{Observed, ObservedWorkflow};
 pub use read::{ApprovalBook, Counters};
@@ -91,6 +94,9 @@ pub struct State {
     /// The running workflows of each caller (as recorded with the workflow): one agent context
     /// where the caller names one (an MCP session, or a session-free identity and client).
     running_by_caller: Map<String, Vec<Name>>,
+    /// Every call of every workflow stays in memory (a fold for one view), whatever the
+    /// configuration's window.
+    every_call: bool,
 }
 
 impl State {
@@ -110,6 +116,16 @@ impl State {
             ad_hoc_by_caller: Map::default(),
             caller_labels: Map::default(),
             running_by_caller: Map::default(),
+            every_call: false,
+        }
+    }
+
+    /// A state that keeps every call of its workflows in memory: for folding one workflow's
+    /// records back into its whole history (see [`history`]), never for the live state.
+    fn keeping_every_call(config: Arc<Config>) -> Self {
+        State {
+            every_call: true,
+            ..State::new(config)
         }
     }
 
@@ -202,6 +218,10 @@ impl State {
                     at_ms,
                 );
                 workflow.seq = seq;
+                workflow.started_seq = seq;
+                if self.every_call {
+                    workflow.calls = Calls::new(usize::MAX);
+                }
                 for (label, origin) in labels {
                     workflow
                         .history
@@ -559,8 +579,7 @@ impl State {
             .iter()
             .filter_map(|(call_id, workflow_id)| {
                 let workflow = self.workflows.get(workflow_id)?;
-                let position = workflow.calls.iter().rposition(|c| c.call_id == *call_id)?;
-                let entry = &workflow.calls[position];
+                let entry = workflow.calls.get(call_id)?;
                 let pending = entry
                     .approval_id
                     .as_deref()
@@ -595,10 +614,7 @@ impl State {
                 w.template.is_none()
                     && w.last_activity_ms < before_ms
                     && w.waiting_calls() == 0
-                    && !w
-                        .calls
-                        .iter()
-                        .any(|c| matches!(c.status, CallStatus::Running))
+                    && w.calls.running() == 0
             })
             .map(|w| w.id.clone())
             .collect()

@@ -38,7 +38,10 @@ pub struct ObservedWorkflow {
     pub started_at_ms: i64,
     pub last_activity_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// The calls in memory, in order (the window, and older calls still open).
     pub calls: Vec<CallEntry>,
+    /// How many calls it recorded in all, in memory or not.
+    pub calls_recorded: u64,
     pub outputs: serde_json::Map<String, Value>,
     pub steps_done: usize,
     pub error: Option<String>,
@@ -70,7 +73,8 @@ impl State {
                             started_at_ms: w.started_at_ms,
                             last_activity_ms: w.last_activity_ms,
                             finished_at_ms: w.finished_at_ms,
-                            calls: w.calls.clone(),
+                            calls: w.calls.iter().cloned().collect(),
+                            calls_recorded: w.calls.recorded(),
                             outputs: w.outputs.clone(),
                             steps_done: w.steps_done,
                             error: w.error.clone(),

@@ -125,7 +125,7 @@ impl Gateway {
         let handle = super::runner::spawn(self.clone(), id.clone(), None);
         if wait {
             handle.await.map_err(|_| Error::ShuttingDown)?;
-            return self.workflow(&view.id, true);
+            return self.workflow_history(&view.id).await;
         }
         Ok(view)
     }

@@ -117,11 +117,7 @@ fn next_step(gateway: &Gateway, workflow_id: &str) -> Next {
     let Some(step) = template.steps.get(index) else {
         return Next::Done;
     };
-    if let Some(last) = workflow
-        .calls
-        .iter()
-        .rev()
-        .find(|c| c.step.as_deref() == Some(step.name.as_str()))
+    if let Some(last) = workflow.calls.latest_of_step(&step.name)
         && let crate::workflow::CallStatus::Finished {
             outcome: crate::audit::Outcome::Interrupted,
             ..

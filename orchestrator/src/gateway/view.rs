@@ -15,6 +15,7 @@ use super::{Gateway, now_ms};
 use crate::error::Error;
 use crate::metrics::{RuleStats, ToolStats};
 use crate::workflow::{CallEntry, Workflow, WorkflowState};
+use conductor_core::state::history::HistoryFold;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -71,7 +72,7 @@ impl WorkflowView {
             error: workflow.error.clone(),
             config_version: workflow.config.version.clone(),
             violations: workflow.violations,
-            calls: with_history.then(|| workflow.calls.clone()),
+            calls: with_history.then(|| workflow.calls.iter().cloned().collect()),
             outputs: with_history.then(|| workflow.outputs.clone()),
             outlook: None,
             seq: workflow.seq,
@@ -181,19 +182,69 @@ pub struct StatusSnapshot {
 }
 
 impl Gateway {
+    /// A workflow; `with_history`: with the calls in memory (its most recent ones and those still
+    /// open; [`Gateway::workflow_history`] gives them all), its outputs and its outlook.
     pub fn workflow(&self, id: &str, with_history: bool) -> Result<WorkflowView, Error> {
-        let now = now_ms();
         let state = self.inner.state();
         let workflow = state
             .workflows
             .get(id)
             .ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
-        let mut view = WorkflowView::of(workflow, with_history, now);
-        if with_history && !workflow.state.is_finished() {
-            view.outlook = Some(outlook(&state, workflow, now));
+        if with_history {
+            return Ok(self.workflow_in(&state, workflow));
+        }
+        let view = WorkflowView::of(workflow, false, now_ms());
+        Ok(view.marked_at(self.inner.audit.last_seq()))
+    }
+
+    /// `workflow`'s view with the calls in memory, its outputs and its outlook, under the lock.
+    fn workflow_in(&self, state: &conductor_core::State, workflow: &Workflow) -> WorkflowView {
+        let now = now_ms();
+        let mut view = WorkflowView::of(workflow, true, now);
+        if !workflow.state.is_finished() {
+            view.outlook = Some(outlook(state, workflow, now));
         }
         // Read under the lock, after the copy: a record made durable meanwhile is not marked.
-        Ok(view.marked_at(self.inner.audit.last_seq()))
+        view.marked_at(self.inner.audit.last_seq())
+    }
+
+    /// A workflow with its whole call history, as `conductorctl workflow ID` and the dashboard ask
+    /// for it. The state keeps only each workflow's most recent calls (`workflows.calls_in_memory`)
+    /// and those still open; when it has let older ones go, they are folded back from the audit log
+    /// (its records from the workflow's start on, read by the same reader as `audit query`, through
+    /// `State::apply`), and each call still in memory is shown as memory has it.
+    pub async fn workflow_history(&self, id: &str) -> Result<WorkflowView, Error> {
+        let (view, started_seq) = {
+            let state = self.inner.state();
+            let workflow = state
+                .workflows
+                .get(id)
+                .ok_or_else(|| Error::WorkflowNotFound(id.to_owned()))?;
+            if workflow.calls.complete() {
+                drop(state);
+                return self.workflow(id, true);
+            }
+            (self.workflow_in(&state, workflow), workflow.started_seq)
+        };
+        let filter = crate::report::AuditFilter {
+            workflow_id: Some(id.to_owned()),
+            ..crate::report::AuditFilter::default()
+        };
+        let fold = HistoryFold::new(self.config(), id);
+        let fold = crate::report::scan(
+            &self.inner.audit,
+            &filter,
+            started_seq.saturating_sub(1),
+            fold,
+            |fold, record| {
+                fold.add(record.seq, record.ts_ms, &record.event);
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        let mut view = view;
+        view.calls = Some(fold.finish(view.calls.take().unwrap_or_default()));
+        Ok(view)
     }
 
     /// Workflows, the active ones first (most recently started first), then the most recently

@@ -2,18 +2,21 @@
 //! time-outs, cancels and template runs against a live gateway in front of the real tool servers;
 //! then the gateway stops and a new one starts from its log. Whatever happened, the rebuilt state is
 //! the live state: histories, violations with their reasons, pending approvals, template progress,
-//! counters.
+//! counters. With two calls in memory per workflow (`workflows.calls_in_memory`), the same holds,
+//! everything but which calls are in memory is what a gateway keeping every call rebuilds, and the
+//! history a view folds back from the log is the whole history.
 
 use crate::common;
 
 use common::config_with;
 use conductor_audit::AuditOptions;
-use conductor_core::state::Unfinished;
+use conductor_core::state::{Observed, Unfinished};
 use conductor_orchestrator::config::Config;
 use conductor_orchestrator::gateway::CallSpec;
 use conductor_orchestrator::{Gateway, GatewayOptions};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -97,7 +100,10 @@ fn call_of(tool: Tool) -> (&'static str, Value) {
     }
 }
 
-fn config_text(servers: &conductor_servers::testing::ToolServers) -> String {
+fn config_text(
+    servers: &conductor_servers::testing::ToolServers,
+    calls_in_memory: Option<u64>,
+) -> String {
     let rules = json!([
         { "id": "process-after-validate", "kind": "sequence", "tool": "process_data", "after": ["validate_data"] },
         { "id": "backup-needs-valid-data", "kind": "conditional", "tool": "create_backup", "requires_success": ["validate_data"] },
@@ -110,7 +116,11 @@ fn config_text(servers: &conductor_servers::testing::ToolServers) -> String {
             { "name": "process", "tool": "process_data", "arguments": { "records": "${steps.validate.output.records}" } }
         ] }
     });
-    config_with(servers, rules, templates).to_string()
+    let mut config = config_with(servers, rules, templates);
+    if let Some(calls) = calls_in_memory {
+        config["workflows"] = json!({ "calls_in_memory": calls });
+    }
+    config.to_string()
 }
 
 async fn start(config: &str, audit: &Path) -> Gateway {
@@ -143,9 +153,30 @@ async fn until_waiting_or_done<T>(
     }
 }
 
-async fn run(ops: Vec<Op>) {
+/// What the window of calls in memory may change: which calls are in memory, and the version of
+/// the configuration (two configurations that differ in their window differ in it).
+fn beyond_the_window(mut observed: Observed) -> Observed {
+    for workflow in observed.workflows.values_mut() {
+        workflow.calls.clear();
+        workflow.config_version.clear();
+    }
+    let approvals = observed.pending.iter_mut().chain(&mut observed.decided);
+    for approval in approvals {
+        approval.config_version.clear();
+    }
+    for call in &mut observed.unfinished {
+        if let Unfinished::Waiting(approval) = call {
+            approval.config_version.clear();
+        }
+    }
+    observed
+}
+
+/// Runs `ops`, restarts from the log and compares; with `calls_in_memory`, also against a gateway
+/// keeping every call started from the same log.
+async fn run(ops: Vec<Op>, calls_in_memory: Option<u64>) {
     let servers = conductor_servers::testing::spawn_all().await;
-    let config = config_text(&servers);
+    let config = config_text(&servers, calls_in_memory);
     let dir = tempfile::tempdir().expect("tempdir");
     let audit = dir.path().join("audit");
     let gateway = start(&config, &audit).await;
@@ -229,6 +260,11 @@ async fn run(ops: Vec<Op>) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let mut histories = BTreeMap::new();
+    for id in live.workflows.keys() {
+        let view = gateway.workflow_history(id).await.expect("the workflow");
+        histories.insert(id.clone(), view.calls.unwrap_or_default());
+    }
     drop(waiting);
     gateway.begin_shutdown();
     gateway.shutdown().await;
@@ -237,6 +273,22 @@ async fn run(ops: Vec<Op>) {
     rebuilt.begin_shutdown();
     rebuilt.shutdown().await;
     assert_eq!(after, live);
+    if calls_in_memory.is_none() {
+        return;
+    }
+    let keeping_every_call = start(&config_text(&servers, None), &audit).await;
+    let every = keeping_every_call.observe();
+    for (id, history) in &histories {
+        let whole = keeping_every_call
+            .workflow(id, true)
+            .expect("the workflow")
+            .calls
+            .unwrap_or_default();
+        assert_eq!(history, &whole, "the history of {id} as a view reads it");
+    }
+    keeping_every_call.begin_shutdown();
+    keeping_every_call.shutdown().await;
+    assert_eq!(beyond_the_window(every), beyond_the_window(live));
 }
 
 proptest! {
@@ -249,6 +301,22 @@ proptest! {
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(run(ops));
+        runtime.block_on(run(ops, None));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn with_two_calls_in_memory_nothing_else_changes_and_views_read_the_rest_from_the_log(
+        ops in prop::collection::vec(op(), 1..24)
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(run(ops, Some(2)));
     }
 }
