@@ -2,6 +2,7 @@
 //! into domain values, calls the gateway, and converts the answer back. Errors use the one mapping in
 //! `error.rs`; a policy denial is `FAILED_PRECONDITION` with the encoded `Decision` in the details.
 
+mod cluster;
 mod convert;
 mod watch;
 
@@ -26,6 +27,7 @@ pub use crate::auth::grpc::CALLER_HEADER;
 pub struct OrchestratorService {
     gateway: Gateway,
     auth: Authenticator,
+    cluster: cluster::ClusterReader,
 }
 
 impl OrchestratorService {
@@ -33,6 +35,7 @@ impl OrchestratorService {
         OrchestratorService {
             auth: Authenticator::keeping_tokens(gateway.inner.downstream.presented.clone()),
             gateway,
+            cluster: cluster::ClusterReader::default(),
         }
     }
 
@@ -424,6 +427,15 @@ impl Orchestrator for OrchestratorService {
         let mut status = convert::status(&self.gateway.status(20));
         status.standby = self.gateway.standby().as_ref().map(convert::standby);
         Ok(Response::new(status))
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        // A read for an operator, as `Status` is (it names the nodes and where they listen).
+        self.read(&request, "the cluster's status").await?;
+        Ok(Response::new(self.cluster.status(&self.gateway).await?))
     }
 
     async fn query_audit(
