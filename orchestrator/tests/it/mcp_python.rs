@@ -175,3 +175,52 @@ async fn python_client_over_stdio() {
     );
     servers.stop().await;
 }
+
+/// Two deviations the official SDK reported once (issue 26): it logged "Session termination failed:
+/// 202" when its session's `DELETE` was answered 202, and heard `-32601` (method not found) for a
+/// `tools/call` whose arguments are not an object. Seen from the SDK itself: its `DELETE` is answered
+/// 200 or 204, it logs no warning, and both bad calls come back `-32602` saying what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_ends_its_session_cleanly_and_hears_bad_params_as_invalid_params() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&shipped_config(&servers, None), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let args = vec![
+        script("mcp_deviations.py").display().to_string(),
+        "--url".into(),
+        format!("{}/mcp", orchestrator.http_url()),
+    ];
+    let summary = run_python(&args).await;
+    assert!(
+        summary["tools"].as_u64().unwrap_or(0) > 0,
+        "the session worked: {summary}"
+    );
+    let deletes = summary["delete_statuses"]
+        .as_array()
+        .expect("DELETE statuses");
+    assert_eq!(deletes.len(), 1, "the SDK ended its session: {summary}");
+    assert!(
+        deletes.iter().all(|s| s == 200 || s == 204),
+        "the session's DELETE is answered 200 or 204: {summary}"
+    );
+    let warnings = summary["warnings"].as_array().expect("warnings");
+    assert!(warnings.is_empty(), "the SDK logged warnings: {summary}");
+    let refused = summary["refused"].as_array().expect("refused calls");
+    assert_eq!(refused.len(), 2, "{summary}");
+    for call in refused {
+        assert_eq!(
+            call["code"], -32602,
+            "invalid params, not a missing method: {call}"
+        );
+        assert!(
+            call["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tools/call params")),
+            "the answer says what is wrong: {call}"
+        );
+    }
+    orchestrator.stop().await;
+    servers.stop().await;
+}
