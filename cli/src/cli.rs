@@ -145,6 +145,12 @@ pub enum Command {
     /// The dashboard's figures: workflows, violations, per-tool metrics.
     #[command(after_help = "Example:\n  conductorctl status")]
     Status,
+    /// A cluster of orchestrators on one PostgreSQL store: its nodes, which is active, each lag.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  conductorctl cluster status\n  conductorctl cluster status --json --orchestrator 127.0.0.1:50052"
+    )]
+    Cluster(ClusterCommand),
     /// List the workflow templates: their inputs, their steps, which steps wait for approval.
     #[command(
         after_help = "Examples:\n  conductorctl templates\n  conductorctl templates customer_onboarding"
@@ -340,6 +346,17 @@ pub enum ConfigCommand {
 pub struct UseContextArgs {
     /// The context's name (see `conductorctl config get-contexts`).
     pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The nodes (active, standby, fenced or gone), the lease's epoch and how long it is valid by
+    /// the database's clock, each standby's lag and last report; any node answers. A node alone on
+    /// files says there is no cluster (exit 0).
+    #[command(
+        after_help = "Examples:\n  conductorctl cluster status\n  conductorctl cluster status --json"
+    )]
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

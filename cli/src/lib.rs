@@ -10,6 +10,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod complete;
 pub mod context;
 pub mod control;
@@ -108,6 +109,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(args) => approval::decide(global, args, false).await,
         Command::Pending => approval::pending(global).await,
         Command::Status => status::status(global).await,
+        Command::Cluster(command) => cluster::cluster(global, command).await,
         Command::Templates(args) => status::templates(global, args).await,
         Command::Tools => status::tools(global).await,
         Command::Workflows(args) => status::workflows(global, args).await,
