@@ -35,8 +35,9 @@ struct Inner<E> {
     broadcast: broadcast::Sender<Arc<Record<E>>>,
     shared: Arc<Shared>,
     dir: PathBuf,
-    /// The PostgreSQL store's lease controls (`None` for files).
-    lease: Option<Arc<LeaseState>>,
+    /// The PostgreSQL store's lease controls (`None` for files, and on a standby until it takes
+    /// the lease over).
+    lease: std::sync::Mutex<Option<Arc<LeaseState>>>,
     /// Where the records are kept, for reading them back (`verify`).
     store: StoreOptions,
     /// Reads the PostgreSQL store's records (`None` for files).
@@ -111,7 +112,7 @@ where
             broadcast,
             shared,
             dir: options.dir,
-            lease: opened.lease,
+            lease: std::sync::Mutex::new(opened.lease),
             store: options.store,
             pg_reader: opened.pg_reader,
             closed: AtomicBool::new(false),
@@ -337,7 +338,7 @@ impl<E> AuditLog<E> {
     /// this node were stopped (a no-op for files).
     #[cfg(feature = "fault-injection")]
     pub fn pause_lease_renewal(&self, paused: bool) {
-        if let Some(lease) = &self.inner.lease {
+        if let Some(lease) = self.lease() {
             lease.paused.store(paused, Ordering::Release);
         }
     }
@@ -345,10 +346,17 @@ impl<E> AuditLog<E> {
     /// With the PostgreSQL store, whether this node still holds the lease (`false` once another
     /// node took it over); `None` with files.
     pub fn holds_lease(&self) -> Option<bool> {
+        self.lease()
+            .map(|lease| !lease.lost.load(Ordering::Acquire))
+    }
+
+    /// The lease's controls, once this node holds (or held) it.
+    fn lease(&self) -> Option<Arc<LeaseState>> {
         self.inner
             .lease
-            .as_ref()
-            .map(|lease| !lease.lost.load(Ordering::Acquire))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The records with `seq >= from_seq`, in order, from wherever they are kept (see

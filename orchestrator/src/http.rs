@@ -15,6 +15,7 @@
 //! peer's delayed ACK. On shutdown, open event streams (MCP's SSE) are ended, or a graceful shutdown
 //! would wait for them forever.
 
+use crate::cluster::forward::Forwarder;
 use crate::config::HttpLimits;
 use crate::gateway::Gateway;
 use crate::tls::PeerCertificate;
@@ -39,8 +40,16 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// The routes served on the HTTP listener.
-pub fn router(gateway: Gateway) -> Router {
+/// The routes served on the HTTP listener; with a `forwarder` (a node on the PostgreSQL store),
+/// `/mcp` goes to the active node while this node is a standby.
+pub fn router(gateway: Gateway, forwarder: Option<Arc<Forwarder>>) -> Router {
+    let mut mcp = crate::mcp::router(gateway.clone());
+    if let Some(forwarder) = forwarder {
+        mcp = mcp.layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            crate::cluster::forward::forward_mcp,
+        ));
+    }
     Router::new()
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -55,8 +64,8 @@ pub fn router(gateway: Gateway) -> Router {
         ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(gateway.clone())
-        .merge(crate::cluster::health::router(gateway.clone()))
-        .merge(crate::mcp::router(gateway))
+        .merge(crate::cluster::health::router(gateway))
+        .merge(mcp)
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {

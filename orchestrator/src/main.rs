@@ -7,6 +7,8 @@ use conductor_orchestrator::config::Config;
 use conductor_orchestrator::{Gateway, GatewayOptions, Listeners, mcp, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
 /// Every call allocates and frees a few dozen small objects (ids, JSON values, audit records) across
@@ -115,6 +117,19 @@ async fn main() -> anyhow::Result<()> {
         .audit_dir
         .or_else(|| config.audit.dir.clone())
         .unwrap_or_else(|| PathBuf::from("audit_logs"));
+    // Certificate files are read before anything is bound, so a bad one is named at once.
+    let tls = conductor_orchestrator::tls::ListenerTls::from_config(&config)
+        .context("cannot serve TLS (listen.tls)")?;
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    let grpc = TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    // The addresses as bound (a port 0 is chosen now): advertised to other nodes of a cluster,
+    // and bound again by a node that steps down and starts over.
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let audit = AuditOptions {
         dir: audit_dir.clone(),
         max_file_bytes: config.audit.max_file_bytes,
@@ -128,16 +143,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         ..AuditOptions::default()
     };
-    // Certificate files are read before anything is bound, so a bad one is named at once.
-    let tls = conductor_orchestrator::tls::ListenerTls::from_config(&config)
-        .context("cannot serve TLS (listen.tls)")?;
-    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
-    let grpc = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
-    let http = TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let audit_options = audit.clone();
     let gateway = Gateway::start(GatewayOptions {
         config,
         config_path: Some(args.config.clone()),
@@ -189,19 +195,79 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     } else {
-        serve(
-            gateway,
-            Listeners {
-                grpc,
-                http: Some(http),
-                tls,
-            },
-            shutdown_signal(),
-        )
-        .await?;
+        // A node on the PostgreSQL store that lost its lease to another node (it was paused or cut
+        // off past the lease) steps down: it stops serving, then starts again as a standby of the
+        // node that took over, on the same addresses, from the configuration file as it is now.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signalled = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signalled.cancel();
+        });
+        let (mut gateway, mut grpc, mut http, mut tls) = (gateway, grpc, http, tls);
+        loop {
+            let stepped_down = Arc::new(AtomicBool::new(false));
+            let shutdown = {
+                let (stop, stepped_down, gateway) =
+                    (stop.clone(), stepped_down.clone(), gateway.clone());
+                async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = lease_lost(&gateway) => stepped_down.store(true, Ordering::Release),
+                    }
+                }
+            };
+            serve(
+                gateway,
+                Listeners {
+                    grpc,
+                    http: Some(http),
+                    tls,
+                },
+                shutdown,
+            )
+            .await?;
+            if !stepped_down.load(Ordering::Acquire) || stop.is_cancelled() {
+                break;
+            }
+            tracing::warn!(
+                "stepped down: another node took the PostgreSQL store's lease (this node was paused or cut off past it); starting again as its standby"
+            );
+            let config = Config::load(&args.config)
+                .with_context(|| format!("configuration {}", args.config.display()))?;
+            tls = conductor_orchestrator::tls::ListenerTls::from_config(&config)
+                .context("cannot serve TLS (listen.tls)")?;
+            grpc = TcpListener::bind(grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {grpc_addr} again"))?;
+            http = TcpListener::bind(http_addr)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {http_addr} again"))?;
+            gateway = Gateway::start(GatewayOptions {
+                config,
+                config_path: Some(args.config.clone()),
+                audit: audit_options.clone(),
+            })
+            .await
+            .context("cannot start again as a standby")?;
+        }
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Resolves once this node's lease on the PostgreSQL store was taken over by another node; never
+/// for a node on files.
+async fn lease_lost(gateway: &Gateway) {
+    if gateway.audit().holds_lease().is_none() && gateway.standby().is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        if gateway.audit().holds_lease() == Some(false) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -28,6 +28,8 @@ pub enum ServeError {
     Http(#[from] std::io::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("forwarding to the active node: {0}")]
+    Forward(#[from] crate::cluster::forward::ForwardSetupError),
 }
 
 /// Serves until `shutdown` resolves, then drains: in-flight calls finish, the audit log is flushed.
@@ -72,8 +74,12 @@ pub async fn serve(
     let service = OrchestratorServer::new(OrchestratorService::new(gateway.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // A standby passes what would append on to the active node (nothing to do alone, on files).
+    let forwarder =
+        crate::cluster::forward::Forwarder::for_config(gateway.clone(), &gateway.config())?;
     let grpc_stop = stop.clone();
     let routes = tonic::transport::Server::builder()
+        .layer(crate::cluster::forward::GrpcForwarding(forwarder.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -102,7 +108,7 @@ pub async fn serve(
     };
     let http = {
         let stop = stop.clone();
-        let router = crate::http::router(gateway.clone());
+        let router = crate::http::router(gateway.clone(), forwarder);
         let limits = gateway.config().listen.http_limits;
         let tls = listeners.tls.map(|tls| tls.http);
         async move {

@@ -44,7 +44,7 @@ where
             shared,
             stall_after: options.stall_after,
             dir: options.dir,
-            lease: None,
+            lease: std::sync::Mutex::new(None),
             store: StoreOptions::Postgres(pg.clone()),
             pg_reader: Some(standby_store.reader.clone()),
             closed: AtomicBool::new(false),
@@ -123,6 +123,8 @@ impl<E> AuditLog<E> {
             Arc::clone(&self.inner.shared),
             self.inner.stall_after,
         );
+        *self.inner.lease.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::clone(&writer.state));
         self.inner
             .core
             .take_over(taken.chain(), last_ts_ms, Box::new(writer));

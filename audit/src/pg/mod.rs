@@ -20,6 +20,7 @@ mod lease;
 mod nodes;
 mod read;
 mod schema;
+mod secrets;
 mod standby;
 mod tail;
 
@@ -32,6 +33,7 @@ pub use nodes::{
 pub use read::verify_postgres;
 pub(crate) use read::{PgReader, read_records};
 pub use schema::SCHEMA_VERSION;
+pub use secrets::shared_secret;
 pub use standby::{LeaseView, TakenLease};
 pub(crate) use standby::{NoWrites, StandbyStore};
 pub use tail::{CHANNEL, POLL_FLOOR, Position, follow};

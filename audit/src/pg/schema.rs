@@ -5,7 +5,8 @@
 //! whose schema is newer than this build knows is refused, never written.
 //!
 //! Versions: 1, the records, the chain head and the lease; 2, `cluster_nodes` (each node's last
-//! report, for `conductorctl cluster status`). A migration only ever adds: a node of the previous
+//! report, for `conductorctl cluster status`) and `cluster_secrets` (what every node must share,
+//! e.g. the key MCP workflow handles are sealed with). A migration only ever adds: a node of the previous
 //! version keeps working on a database one version ahead until it restarts (then it refuses).
 
 use crate::AuditError;
@@ -70,7 +71,7 @@ fn migrations() -> [String; 2] {
         INSERT INTO cluster_lease VALUES (1, '', '{{}}', 0, '-infinity', '-infinity');
         "
         ),
-        NODES.to_owned(),
+        format!("{NODES}{SECRETS}"),
     ]
 }
 
@@ -88,6 +89,15 @@ const NODES: &str = "
         lease_ttl_ms bigint NOT NULL,
         first_report timestamptz NOT NULL DEFAULT NOW(),
         reported_at  timestamptz NOT NULL
+    );
+";
+
+/// Also version 2: secrets every node must share (see `secrets`), each stored once by the first
+/// node that asks for it.
+const SECRETS: &str = "
+    CREATE TABLE cluster_secrets (
+        name  text PRIMARY KEY,
+        value bytea NOT NULL
     );
 ";
 

@@ -7,6 +7,8 @@
 //! is the orchestrator's to find out when it starts: nothing here opens a connection.
 
 use super::check::Checker;
+use super::raw::RawClientTls;
+use super::tls::{ClientTlsFiles, check_client_files};
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -39,6 +41,10 @@ pub struct RawPostgresStore {
     /// Where other nodes reach this one (kept in the lease row).
     #[serde(default)]
     pub advertise: RawAdvertise,
+    /// How a standby verifies the active node (and proves itself) when it forwards a request to
+    /// it over TLS (the nodes' listeners have `listen.tls`).
+    #[serde(default)]
+    pub forward_tls: Option<RawClientTls>,
 }
 
 /// `store.postgres.advertise` as written.
@@ -72,6 +78,9 @@ pub struct PostgresStore {
     pub advertise_grpc: Option<String>,
     /// This node's HTTP address for other nodes, if configured.
     pub advertise_http: Option<String>,
+    /// TLS to the active node when forwarding (default: the system's roots, no client
+    /// certificate); used only when the listeners speak TLS.
+    pub forward_tls: ClientTlsFiles,
 }
 
 /// The lease's length unless configured.
@@ -129,6 +138,11 @@ pub(super) fn check_store(c: &mut Checker, raw: &RawStore) -> StoreSettings {
             c.problem(format!("{path}.advertise.{field}"), "must not be empty");
         }
     }
+    let forward_tls = pg
+        .forward_tls
+        .as_ref()
+        .map(|raw| check_client_files(c, &format!("{path}.forward_tls"), raw))
+        .unwrap_or_default();
     let Some(url) = url else {
         return StoreSettings::Files;
     };
@@ -138,6 +152,7 @@ pub(super) fn check_store(c: &mut Checker, raw: &RawStore) -> StoreSettings {
         lease_ttl,
         advertise_grpc: pg.advertise.grpc.clone(),
         advertise_http: pg.advertise.http.clone(),
+        forward_tls,
     })
 }
 

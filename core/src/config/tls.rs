@@ -66,15 +66,25 @@ pub(super) fn check_server_tls(
         ),
         Some(_) => {}
     }
-    let ca_file = file(c, &path, "ca_file", raw.ca_file.as_deref());
-    let cert_file = file(c, &path, "cert_file", raw.cert_file.as_deref());
-    let key_file = file(c, &path, "key_file", raw.key_file.as_deref());
-    pair(c, &path, &raw.cert_file, &raw.key_file);
-    Some(ClientTlsFiles {
+    Some(check_client_files(c, &path, raw))
+}
+
+/// The files of a client's TLS settings at `path`: each a usable path, the certificate and key
+/// both or neither.
+pub(super) fn check_client_files(
+    c: &mut Checker,
+    path: &str,
+    raw: &RawClientTls,
+) -> ClientTlsFiles {
+    let ca_file = file(c, path, "ca_file", raw.ca_file.as_deref());
+    let cert_file = file(c, path, "cert_file", raw.cert_file.as_deref());
+    let key_file = file(c, path, "key_file", raw.key_file.as_deref());
+    pair(c, path, &raw.cert_file, &raw.key_file);
+    ClientTlsFiles {
         ca_file,
         cert_file,
         key_file,
-    })
+    }
 }
 
 /// `listen.tls`.

@@ -5,16 +5,19 @@
 //! the log's own health, as a full disk does. A second node waits for the lease and, if it stays
 //! held, starts as a warm standby ([`standby`]) that follows the holder, serves reads, and takes
 //! over once the holder's lease expires; the load balancers' health path says which node is
-//! which ([`health`]). Forwarding a standby's requests to the active node comes next.
+//! which ([`health`]); a standby forwards what would append to the active node ([`forward`]).
 //!
-//! Never a second path for a call: nothing here is consulted per call (a standby refuses through
-//! its audit log, like a full disk).
+//! Never a second path for a call: nothing here decides or records a call. A standby passes what
+//! would append on, whole, to the active node, which decides and records it as if the caller had
+//! come to it; what it cannot pass on, its audit log refuses, like a full disk.
 
+pub mod forward;
 pub mod health;
 pub mod standby;
 
 pub use standby::Standing;
 
+use crate::mcp::HandleKey;
 use conductor_audit::pg::PgOptions;
 use conductor_audit::{AuditOptions, StoreOptions};
 use conductor_core::config::{Config, PostgresStore, StoreSettings};
@@ -108,6 +111,29 @@ impl StandbyView {
     }
 }
 
+/// The name of the cluster's shared secret that seals MCP workflow handles.
+const HANDLE_KEY_SECRET: &str = "mcp-workflow-handle-key";
+
+/// The key MCP workflow handles are sealed with: on files, the one beside the audit log; on
+/// PostgreSQL, the cluster's own (in the store), so that a handle one node gave out opens on every
+/// node, before and after a failover.
+pub(crate) async fn handle_key(audit: &AuditOptions) -> Result<HandleKey, crate::Error> {
+    match &audit.store {
+        StoreOptions::Files => Ok(HandleKey::for_audit_dir(&audit.dir)),
+        StoreOptions::Postgres(pg) => {
+            let offered = HandleKey::random();
+            let stored =
+                conductor_audit::pg::shared_secret(pg, HANDLE_KEY_SECRET, offered.bytes()).await?;
+            HandleKey::from_bytes(&stored).ok_or_else(|| {
+                crate::Error::Internal(format!(
+                    "the cluster's workflow-handle key in the store ({HANDLE_KEY_SECRET} in cluster_secrets) holds {} bytes, not a key's",
+                    stored.len()
+                ))
+            })
+        }
+    }
+}
+
 /// This node's addresses, as it listens: advertised unless the configuration says otherwise.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Listening {
@@ -147,7 +173,11 @@ fn pg_options(pg: &PostgresStore, listening: Listening) -> PgOptions {
         ca_file: pg.ca_file.clone(),
         lease_ttl: pg.lease_ttl,
         advertise: serde_json::Value::Object(advertise).to_string(),
-        acquire_wait: pg.lease_ttl * 3,
+        // A lease held by another node makes this one its standby at once: the standby takes
+        // the lease over when it expires, so waiting for that here would only leave the node
+        // unable to serve reads meanwhile (and a node restarted after a crash follows its former
+        // self until its old lease lapses).
+        acquire_wait: std::time::Duration::ZERO,
         ..PgOptions::new(pg.url.expose_secret())
     }
 }

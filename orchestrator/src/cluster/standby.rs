@@ -42,8 +42,9 @@ pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Resu
         active = %held.holder,
         "another node holds the PostgreSQL store's lease: starting as a warm standby that follows it and serves reads"
     );
+    let handle_key = super::handle_key(&audit).await?;
     let log = AuditLog::open_standby(audit, &pg, view.refusal()).await?;
-    let gateway = Gateway::assemble(parts, log, 0);
+    let gateway = Gateway::assemble(parts, log, 0, handle_key);
     gateway.inner.cluster.set(Some(view));
 
     let (records, mut feed) = mpsc::channel::<Record<AuditEvent>>(1024);

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     /// This node's part in a cluster: active (the default) or a warm standby following the store.
     pub cluster: crate::cluster::Role,
+    /// The key MCP workflow handles are sealed with (shared by every node of a cluster).
+    pub handle_key: crate::mcp::HandleKey,
 }
 
 /// Beside N other calls in flight, the keeper waits (briefly: [`AuditOptions::gather_for`]) until
@@ -246,6 +248,7 @@ impl Gateway {
             );
         }
         let unfinished = state.unfinished();
+        let handle_key = crate::cluster::handle_key(&audit_options).await?;
         let gateway = Gateway::assemble(
             Parts {
                 config: config.clone(),
@@ -255,6 +258,7 @@ impl Gateway {
             },
             audit,
             last_stamp,
+            handle_key,
         );
         if let Some(failure) = &report.recovered_from {
             gateway
@@ -366,7 +370,12 @@ impl Gateway {
     }
 
     /// A gateway of `parts` over `audit`, its last record stamped `last_stamp`.
-    pub(crate) fn assemble(parts: Parts, audit: AuditLog, last_stamp: i64) -> Gateway {
+    pub(crate) fn assemble(
+        parts: Parts,
+        audit: AuditLog,
+        last_stamp: i64,
+        handle_key: crate::mcp::HandleKey,
+    ) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 config: ArcSwap::new(parts.config),
@@ -383,6 +392,7 @@ impl Gateway {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 cluster: crate::cluster::Role::default(),
+                handle_key,
             }),
         }
     }

@@ -108,6 +108,17 @@ impl HandleKey {
         })
     }
 
+    /// The key's bytes, to keep where every node of a cluster finds them.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    /// The key of `bytes`, if they are a key's length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<HandleKey> {
+        let key: [u8; KEY_BYTES] = bytes.try_into().ok()?;
+        Some(HandleKey(Arc::new(key)))
+    }
+
     /// The handle of `workflow_id` for `identity`.
     pub fn seal(&self, workflow_id: &str, identity: &str) -> String {
         let tag = self.tag(workflow_id, identity);

@@ -124,7 +124,7 @@ pub fn router(gateway: Gateway) -> Router {
         .with_legacy_session_mode(false)
         .with_json_response(true);
     let handlers = gateway.clone();
-    let shared = FrontShared::new(HandleKey::for_audit_dir(gateway.audit().dir()));
+    let shared = FrontShared::new(gateway.inner.handle_key.clone());
     let per_request = Arc::clone(&shared);
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler
@@ -195,7 +195,7 @@ pub async fn serve_stdio(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), std::io::Error> {
-    let shared = FrontShared::new(HandleKey::for_audit_dir(gateway.audit().dir()));
+    let shared = FrontShared::new(gateway.inner.handle_key.clone());
     let handler = ConductorMcp::new(gateway, Front::Stdio, shared);
     tokio::pin!(shutdown);
     let running = tokio::select! {

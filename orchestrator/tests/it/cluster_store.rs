@@ -280,8 +280,21 @@ async fn a_node_whose_lease_was_taken_over_forwards_no_call() {
     let b_dir = tempfile::tempdir().unwrap();
     let b = testing::spawn(&config.to_string(), None, b_dir.path())
         .await
-        .expect("B takes over");
+        .expect("B starts");
     let mut b_client = connect(&b.grpc_url()).await;
+    // B starts as A's standby and takes the lease over once A's has expired.
+    wait_until("B to take the lease over", || {
+        let mut b_client = b_client.clone();
+        async move {
+            let status = b_client
+                .status(pb::StatusRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            status.standby.is_none().then_some(())
+        }
+    })
+    .await;
 
     // A, unaware, takes a call: refused, and nothing reaches the tool server.
     let refused = a

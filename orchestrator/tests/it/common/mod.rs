@@ -326,6 +326,44 @@ pub fn spawn_orchestrator_binary_under(
 }
 
 impl OrchestratorProcess {
+    /// Its HTTP listener's URL, read off its `listening on` line.
+    pub fn http_url(&self) -> String {
+        let line = self.early.last().expect("the listening line");
+        let addr = line
+            .split(" and ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no HTTP address in {line:?}"));
+        format!("http://{addr}")
+    }
+
+    /// Sends it `signal` (e.g. "STOP", "CONT") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to 20 s for a log line containing `needle`; returns it, or every line read
+    /// meanwhile as the error.
+    pub fn wait_for_log(&mut self, needle: &str) -> Result<String, Vec<String>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if line.contains(needle) {
+                return Ok(line);
+            }
+            seen.push(line);
+        }
+        Err(seen)
+    }
+
     /// SIGKILL (no chance to flush anything), then reaps it; returns everything it logged.
     pub fn kill(mut self) -> Vec<String> {
         self.child.kill().expect("SIGKILL");
