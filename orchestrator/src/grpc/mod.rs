@@ -353,7 +353,7 @@ impl Orchestrator for OrchestratorService {
         self.gateway
             .end_ad_hoc(&body.workflow_id, &reason, &caller)
             .await?;
-        let view = self.gateway.workflow(&body.workflow_id, true)?;
+        let view = self.gateway.workflow_history(&body.workflow_id).await?;
         Ok(Response::new(convert::workflow(&view)))
     }
 
@@ -364,7 +364,8 @@ impl Orchestrator for OrchestratorService {
         self.read(&request, "workflows").await?;
         let view = self
             .gateway
-            .workflow(&request.get_ref().workflow_id, true)?;
+            .workflow_history(&request.get_ref().workflow_id)
+            .await?;
         Ok(Response::new(convert::workflow(&view)))
     }
 

@@ -74,3 +74,63 @@ async fn an_idle_ad_hoc_workflow_ends_by_itself_with_the_reason() {
     });
     assert!(recorded, "the ending is in the audit log with its reason");
 }
+
+/// With `workflows.calls_in_memory` 2, a workflow keeps only its latest calls in memory, and
+/// GetWorkflow still shows every call, in order, the older ones read back from the audit log; the
+/// rules still see the whole history (a call allowed only after one long out of memory runs).
+#[tokio::test]
+async fn get_workflow_shows_calls_older_than_those_in_memory_from_the_log() {
+    let servers = conductor_servers::testing::spawn_all().await;
+    let mut config = shipped_config(&servers);
+    config["workflows"] = json!({ "calls_in_memory": 2 });
+    let h = Harness::with_servers(servers, config).await;
+    let wf = h.start_workflow("", json!({})).await;
+    let records = json!([{ "id": "c-1", "name": "Ada", "email": "ada@example.com" }]);
+    let validate = json!({ "records": records, "schema": "customer" });
+    h.call(&wf, "validate_data", validate)
+        .await
+        .expect("validate");
+    for _ in 0..4 {
+        h.call(&wf, "list_schemas", json!({})).await.expect("call");
+    }
+    // process_data must follow validate_data, whose call is no longer in memory.
+    h.call(&wf, "process_data", json!({ "records": records }))
+        .await
+        .expect("process_data is allowed after validate_data");
+    let in_memory = h
+        .orchestrator
+        .gateway
+        .workflow(&wf, true)
+        .expect("the workflow")
+        .calls
+        .unwrap_or_default();
+    assert_eq!(in_memory.len(), 2, "only the latest calls stay in memory");
+    let info = h
+        .client
+        .clone()
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: wf.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.history.len(), 6, "{:?}", info.history);
+    assert_eq!(info.history[0].tool, "validate_data");
+    assert_eq!(info.history[5].tool, "process_data");
+    let mut ids: Vec<&str> = info.history.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(
+        ids[4..],
+        in_memory.iter().map(|c| &*c.call_id).collect::<Vec<_>>()[..],
+        "the calls in memory come last"
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "each call once");
+    assert!(
+        info.history
+            .iter()
+            .all(|c| c.outcome == pb::CallOutcome::Succeeded as i32),
+        "{:?}",
+        info.history
+    );
+}
