@@ -43,13 +43,7 @@ use tokio_util::sync::CancellationToken;
 /// The routes served on the HTTP listener; with a `forwarder` (a node on the PostgreSQL store),
 /// `/mcp` goes to the active node while this node is a standby.
 pub fn router(gateway: Gateway, forwarder: Option<Arc<Forwarder>>) -> Router {
-    let mut mcp = crate::mcp::router(gateway.clone());
-    if let Some(forwarder) = forwarder {
-        mcp = mcp.layer(axum::middleware::from_fn_with_state(
-            forwarder,
-            crate::cluster::forward::forward_mcp,
-        ));
-    }
+    let mcp = crate::mcp::router(gateway.clone(), forwarder);
     Router::new()
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(

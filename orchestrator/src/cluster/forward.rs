@@ -296,12 +296,17 @@ fn refused(status: StatusCode, reason: String) -> Response {
     (status, axum::Json(serde_json::json!({"error": reason}))).into_response()
 }
 
-/// The `/mcp` routes' middleware: on a standby, every request goes to the active node.
+/// The `/mcp` routes' middleware, inside their `Host` and `Origin` checks (a request no node
+/// would serve is refused here, whatever its form): on a standby, every request goes to the
+/// active node.
 pub async fn forward_mcp(
-    State(forwarder): State<Arc<Forwarder>>,
+    State(forwarder): State<Option<Arc<Forwarder>>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let Some(forwarder) = forwarder else {
+        return next.run(request).await;
+    };
     let forwarded = request.headers().contains_key(FORWARDED_BY);
     let certificate_only = !request.headers().contains_key(header::AUTHORIZATION)
         && request

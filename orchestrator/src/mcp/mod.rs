@@ -111,8 +111,12 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// `/mcp`: the Streamable HTTP front, behind the `Origin` check and authentication. Sessions (the
 /// `initialize` eras) are served by `streamable`, each with its own handler, hence its own workflow;
-/// the session-free era by the SDK's service.
-pub fn router(gateway: Gateway) -> Router {
+/// the session-free era by the SDK's service. With a `forwarder` (a node on the PostgreSQL store),
+/// a standby passes every request that passed the `Host` and `Origin` checks on to the active node.
+pub fn router(
+    gateway: Gateway,
+    forwarder: Option<Arc<crate::cluster::forward::Forwarder>>,
+) -> Router {
     let config = gateway.config();
     let hosts = Arc::new(crate::host::served_hosts(&config.mcp.allowed_hosts));
     // The SDK serves only what the session layer hands it, the session-free (2026-07-28) era, and
@@ -178,6 +182,10 @@ pub fn router(gateway: Gateway) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            crate::cluster::forward::forward_mcp,
         ))
         .layer(axum::middleware::from_fn_with_state(
             gateway,

@@ -8,7 +8,9 @@
 use crate::audit_outage::outbox_entries;
 use crate::cluster_standby::{active_and_standby, note, on_postgres, status};
 use crate::common;
-use crate::mcp_support::{call_in_session, call_outcome, open_session_as, session_free_call};
+use crate::mcp_support::{
+    call_in_session, call_outcome, open_session_as, raw_exchange, session_free_call,
+};
 
 use common::*;
 use conductor_proto::v1 as pb;
@@ -125,6 +127,38 @@ async fn a_standby_forwards_starts_calls_approvals_and_mcp_to_the_active_node() 
     .await;
     call_outcome(&reply).unwrap_or_else(|e| panic!("the same session on A: {e}"));
     assert_eq!(outbox_entries(&a), 4, "each MCP call ran once, on A");
+
+    // B checks what no node would serve before it forwards anything: a request without `Host`
+    // (the forwarded request would otherwise gain the active node's), a foreign `Host`, or an
+    // absolute-form target naming a foreign authority.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "send_notification", "arguments": note(9)}})
+    .to_string();
+    let headers = format!(
+        "Connection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nContent-Length: {}\r\n",
+        call.len()
+    );
+    for (what, head, status) in [
+        ("no Host", "POST /mcp HTTP/1.1\r\n".to_owned(), 400),
+        (
+            "a foreign Host",
+            "POST /mcp HTTP/1.1\r\nHost: evil.example\r\n".to_owned(),
+            403,
+        ),
+        (
+            "a foreign absolute-form authority",
+            format!(
+                "POST http://evil.example/mcp HTTP/1.1\r\nHost: {}\r\n",
+                b.http_addr
+            ),
+            403,
+        ),
+    ] {
+        let reply =
+            raw_exchange(b.http_addr, format!("{head}{headers}\r\n{call}").as_bytes()).await;
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+    }
+    assert_eq!(outbox_entries(&a), 4, "nothing refused at B ran on A");
 
     // A request another node already forwarded is refused, naming A, and runs nowhere.
     let mut looped = tonic::Request::new(pb::StartWorkflowRequest::default());
