@@ -4,10 +4,11 @@
 
 use crate::common;
 
+use crate::cluster_standby::on_postgres;
 use common::*;
 use conductor_audit::testing::TempPostgres;
 use conductor_proto::v1 as pb;
-use conductor_servers::testing::{ToolServers, spawn_all};
+use conductor_servers::testing::ToolServers;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,14 +20,7 @@ use std::sync::{Arc, Mutex};
 async fn cluster_config(name: &str, dir: &Path) -> (ToolServers, PathBuf, String) {
     // This test's own HTTP client (the health path) speaks rustls too.
     conductor_proto::tls::install_provider();
-    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let url = server
-        .create_database(name)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
-    let servers = spawn_all().await;
-    let mut config = shipped_config(&servers);
-    config["store"] = json!({"postgres": {"url": url, "lease_ttl": "1s"}});
+    let (servers, config, url) = on_postgres(name, "1s").await;
     let path = dir.join("config.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     (servers, path, url)

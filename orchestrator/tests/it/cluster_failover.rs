@@ -4,7 +4,7 @@
 //! active node with the state it already built.
 
 use crate::audit_outage::outbox_entries;
-use crate::cluster_standby::{active_and_standby, note, on_postgres, status};
+use crate::cluster_standby::{active_and_standby, note, on_postgres, pending_on, status};
 use crate::common;
 
 use common::*;
@@ -117,21 +117,7 @@ async fn a_pending_approval_stays_pending_across_failover_and_is_approved_on_the
         reason: "fine".into(),
         ..Default::default()
     };
-    let on_b = wait_until("B to list the pending approval", || {
-        let mut b_client = b_client.clone();
-        let wf = wf.clone();
-        async move {
-            b_client
-                .list_pending_approvals(pb::ListPendingApprovalsRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .approvals
-                .into_iter()
-                .find(|p| p.workflow_id == wf)
-        }
-    })
-    .await;
+    let on_b = pending_on(&b_client, &wf).await;
     assert_eq!(on_b.id, pending.id);
 
     a.orchestrator.gateway.audit().pause_lease_renewal(true);

@@ -6,7 +6,7 @@
 //! be reached.
 
 use crate::audit_outage::outbox_entries;
-use crate::cluster_standby::{active_and_standby, note, on_postgres, status};
+use crate::cluster_standby::{active_and_standby, note, on_postgres, pending_on, status};
 use crate::common;
 use crate::mcp_support::{
     call_in_session, call_outcome, open_session_as, raw_exchange, session_free_call,
@@ -64,21 +64,7 @@ async fn a_standby_forwards_starts_calls_approvals_and_mcp_to_the_active_node() 
                 .await
         })
     };
-    let pending = wait_until("B to show the approval pending", || {
-        let mut b_client = b_client.clone();
-        let wf = wf.clone();
-        async move {
-            b_client
-                .list_pending_approvals(pb::ListPendingApprovalsRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .approvals
-                .into_iter()
-                .find(|p| p.workflow_id == wf)
-        }
-    })
-    .await;
+    let pending = pending_on(&b_client, &wf).await;
     let approved = b_client
         .approve(pb::ApprovalDecisionRequest {
             approval_id: pending.id.clone(),

@@ -293,6 +293,24 @@ pub(crate) async fn on_postgres(
     (servers, config, url)
 }
 
+/// The approval pending for workflow `wf` as `client`'s node lists it, once it does.
+pub(crate) async fn pending_on(client: &Client, wf: &str) -> pb::ApprovalInfo {
+    wait_until("the node to list the pending approval", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_pending_approvals(pb::ListPendingApprovalsRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .approvals
+                .into_iter()
+                .find(|p| p.workflow_id == wf)
+        }
+    })
+    .await
+}
+
 /// The `n`th note of a test, as `send_notification`'s arguments.
 pub(crate) fn note(n: u32) -> serde_json::Value {
     json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")})
