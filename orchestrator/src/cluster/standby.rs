@@ -14,12 +14,15 @@
 //! epoch fences the old node out), applies every record up to the head that fixes, stops
 //! following, and its log becomes the writer from that head on; it then resumes what the old node
 //! left unfinished as a restart does.
+//!
+//! With each look at the lease it also reports itself in the store (`conductorctl cluster
+//! status`): its name, addresses, applied seq and the head and epoch it saw.
 
 use super::{Held, Role, StandbyView};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::error::Error;
 use crate::gateway::{Gateway, Parts};
-use conductor_audit::pg::{Position, follow};
+use conductor_audit::pg::{ClusterNodes, LeaseView, NodeRole, Position, Report, follow};
 use conductor_audit::{AuditOptions, Record, StoreOptions};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +40,7 @@ pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Resu
             "only a node on the PostgreSQL store can be a standby".into(),
         ));
     };
+    let nodes = ClusterNodes::open(&pg)?;
     let view = StandbyView::of(&held);
     tracing::warn!(
         active = %held.holder,
@@ -75,6 +79,7 @@ pub(crate) async fn start(parts: Parts, audit: AuditOptions, held: Held) -> Resu
     let following = Following {
         stop: stop_following,
         applier: Some(applier),
+        nodes,
     };
     tokio::spawn(async move { looking.look_at_lease(following).await });
     Ok(gateway)
@@ -109,6 +114,9 @@ impl Gateway {
                         tracing::warn!(%error, "the active node's lease expired; taking it over failed")
                     }
                 }
+            }
+            if let Ok(lease) = &looked {
+                following.report(self.inner.audit.last_seq(), lease).await;
             }
             let refusal = self.inner.cluster.update(|view| match &looked {
                 Ok(lease) => {
@@ -193,6 +201,26 @@ impl Gateway {
 struct Following {
     stop: tokio_util::sync::CancellationToken,
     applier: Option<tokio::task::JoinHandle<()>>,
+    /// Where this standby reports itself.
+    nodes: ClusterNodes,
+}
+
+impl Following {
+    /// Reports this standby (best effort, within one look's time: `cluster status` shows a
+    /// standby that cannot report as gone, which is what it then is to the cluster).
+    async fn report(&self, applied_seq: u64, lease: &LeaseView) {
+        let report = Report {
+            role: NodeRole::Standby,
+            applied_seq,
+            head_seq: lease.head_seq,
+            epoch: lease.epoch,
+        };
+        match tokio::time::timeout(LEASE_LOOK_EVERY, self.nodes.report(report)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "could not report this standby"),
+            Err(_) => tracing::debug!("reporting this standby got no answer in time"),
+        }
+    }
 }
 
 /// A standby's standing: whom it follows, how far behind, and whether it can.

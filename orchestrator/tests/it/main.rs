@@ -14,6 +14,7 @@ mod cluster_binaries;
 mod cluster_failover;
 mod cluster_forward;
 mod cluster_standby;
+mod cluster_status;
 mod cluster_store;
 mod conformance;
 mod daemon_logs;
