@@ -381,6 +381,16 @@ impl OrchestratorProcess {
     }
 }
 
+/// A test that fails before it kills its daemon leaves no process behind.
+impl Drop for OrchestratorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Every record of the audit log up to the first line that does not read (a torn last line after a
 /// crash), without failing on it.
 pub fn read_audit_prefix(dir: &Path) -> Vec<AuditRecord> {
