@@ -12,7 +12,9 @@
 //! client cannot answer them); notifications on the stream (progress, log messages) go to that
 //! client when it wants them, and are read past otherwise.
 
-use super::{Ask, AskRefused, InFlight, Progress, RelaySink, Relayed, ToolInfo, deadline};
+use super::{
+    Ask, AskRefused, InFlight, Progress, RelaySink, Relayed, SessionFree, ToolInfo, deadline,
+};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use reqwest::StatusCode;
@@ -30,6 +32,12 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// The version asked for; the server's answer is the one used.
 const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The session-free era (SEP-2575), spoken to a server that offers it for a client that speaks it.
+const SESSION_FREE_VERSION: &str = "2026-07-28";
+/// The header naming a request's method in the session-free era (SEP-2243).
+const METHOD_HEADER: &str = "mcp-method";
+/// The header naming a request's tool, prompt or resource in the session-free era (SEP-2243).
+const NAME_HEADER: &str = "mcp-name";
 /// Answers larger than this are refused (a tool result is data for a model, not a bulk transfer).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
@@ -72,6 +80,9 @@ pub(super) struct HttpTools {
     opening: tokio::sync::Mutex<()>,
     ids: AtomicI64,
     inflight: Arc<InFlight>,
+    /// Whether the server speaks the session-free era, as its `server/discover` said; none: not
+    /// asked yet (or asked again after the server could not be reached).
+    session_free: Mutex<Option<bool>>,
 }
 
 impl HttpTools {
@@ -95,6 +106,7 @@ impl HttpTools {
             opening: tokio::sync::Mutex::default(),
             ids: AtomicI64::new(1),
             inflight: Arc::default(),
+            session_free: Mutex::default(),
         })
     }
 
@@ -106,11 +118,36 @@ impl HttpTools {
         arguments: &Value,
         relay: Option<&RelaySink>,
         cancel: Option<&tokio_util::sync::CancellationToken>,
+        client: Option<&SessionFree>,
     ) -> Result<super::ToolReply, Error> {
         if !matches!(arguments, Value::Object(_) | Value::Null) {
             return Err(Error::InvalidArgument(format!(
                 "the arguments of {tool} must be a JSON object, not {arguments}"
             )));
+        }
+        // A session-free client's call goes to a server that speaks its era in that era: what the
+        // server needs of the client comes back as an `input_required` result, passed on.
+        if let Some(client) = client
+            && self.speaks_session_free(server).await?
+        {
+            let params = json!({ "name": tool, "arguments": arguments });
+            let _in_flight = self.inflight.enter(relay);
+            let answer: Value = self
+                .session_free_request(server, tool, "tools/call", &params, relay, cancel, client)
+                .await?;
+            if let Some(summary) = super::input_required_summary(&answer) {
+                return Ok(super::ToolReply {
+                    outcome: Ok(summary),
+                    served: Some(Arc::new(answer)),
+                });
+            }
+            let result: CallToolResult =
+                serde_json::from_value(answer).map_err(|e| Error::Downstream {
+                    server: server.name.clone(),
+                    tool: tool.to_owned(),
+                    message: format!("the answer to tools/call is not what MCP says: {e}"),
+                })?;
+            return Ok(super::mcp::reply(result));
         }
         // A caller that wants progress gets the server's: the request asks for it under a token of
         // ours (what the server sends on this request's stream is this request's).
@@ -148,6 +185,149 @@ impl HttpTools {
     ) -> Result<Value, Error> {
         self.request(server, method, method, params, server.timeout, relay, None)
             .await
+    }
+
+    /// [`HttpTools::forward`] for a session-free client: in its era, when the server speaks it.
+    pub(super) async fn forward_for(
+        &self,
+        server: &ServerConfig,
+        method: &str,
+        params: &Value,
+        relay: Option<&RelaySink>,
+        client: &SessionFree,
+    ) -> Result<Value, Error> {
+        if self.speaks_session_free(server).await? {
+            let _in_flight = self.inflight.enter(relay);
+            return self
+                .session_free_request(server, method, method, params, relay, None, client)
+                .await;
+        }
+        self.forward(server, method, params, relay).await
+    }
+
+    /// Whether the server speaks the session-free era: asked once with `server/discover`
+    /// (SEP-2575) and remembered. A server that answers it with anything but a result naming that
+    /// era (an error, a refusal for want of a session) speaks only the session eras; one that
+    /// cannot be reached is asked again next time.
+    async fn speaks_session_free(&self, server: &ServerConfig) -> Result<bool, Error> {
+        if let Some(known) = *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(known);
+        }
+        self.credentials.ready()?;
+        let discover = json!({
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "server/discover",
+            "params": { "_meta": own_meta(&json!({})) },
+        });
+        let headers = session_free_headers("server/discover", &json!({}));
+        let asked = async {
+            let response = self.post(&headers, &discover).await?;
+            let answer = read_answer(response, Some(0), false, None, None).await;
+            Ok::<_, String>(answer.ok().is_some_and(|result| {
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Discovered {
+                    supported_versions: Vec<String>,
+                }
+                serde_json::from_str::<Discovered>(result.get()).is_ok_and(|d| {
+                    d.supported_versions
+                        .iter()
+                        .any(|v| v == SESSION_FREE_VERSION)
+                })
+            }))
+        };
+        let speaks = tokio::time::timeout(server.timeout, asked)
+            .await
+            .map_err(|_| deadline("server/discover", server.timeout))?
+            .map_err(|message| Error::Unavailable {
+                server: server.name.clone(),
+                message: format!("server/discover at {}: {message}", self.url),
+            })?;
+        tracing::info!(server = %server.name, url = %self.url, session_free = speaks, "asked the MCP server which protocol eras it speaks");
+        *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) = Some(speaks);
+        Ok(speaks)
+    }
+
+    /// One request of the session-free era, for `client`: no session, the era's headers, and in
+    /// `_meta` the client's capabilities and log level (so the server asks only what the client can
+    /// answer, and logs only as it asked), with its answers to the last round's input requests.
+    #[allow(clippy::too_many_arguments)]
+    async fn session_free_request<T: DeserializeOwned>(
+        &self,
+        server: &ServerConfig,
+        what: &str,
+        method: &str,
+        params: &Value,
+        relay: Option<&RelaySink>,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+        client: &SessionFree,
+    ) -> Result<T, Error> {
+        self.credentials.ready()?;
+        let mut params = match params {
+            Value::Object(params) => params.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let mut meta = own_meta(&client.capabilities);
+        if let Some(level) = &client.log_level {
+            meta["io.modelcontextprotocol/logLevel"] = level.clone();
+        }
+        if relay.is_some() {
+            meta["progressToken"] = json!(PROGRESS_TOKEN);
+        }
+        params.insert("_meta".to_owned(), meta);
+        if let Some(responses) = &client.input_responses {
+            params.insert("inputResponses".to_owned(), responses.clone());
+        }
+        if let Some(state) = &client.request_state {
+            params.insert("requestState".to_owned(), state.clone());
+        }
+        let params = Value::Object(params);
+        let headers = session_free_headers(method, &params);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let exchange = async {
+            let response = self
+                .post(&headers, &body)
+                .await
+                .map_err(Failure::Transport)?;
+            read_answer(response, Some(id), false, relay, None).await
+        };
+        let work = async {
+            match cancel {
+                // The era has no session to send `notifications/cancelled` in: the request's
+                // stream is closed, which tells the server.
+                Some(cancel) => tokio::select! {
+                    answer = exchange => Ok(answer),
+                    () = cancel.cancelled() => Err(Error::Cancelled {
+                        server: server.name.clone(),
+                        tool: what.to_owned(),
+                    }),
+                },
+                None => Ok(exchange.await),
+            }
+        };
+        let answer = tokio::time::timeout(server.timeout, work)
+            .await
+            .map_err(|_| deadline(what, server.timeout))??;
+        match answer {
+            Ok(result) => serde_json::from_str::<T>(result.get()).map_err(|e| Error::Downstream {
+                server: server.name.clone(),
+                tool: what.to_owned(),
+                message: format!("the answer to {method} is not what MCP says: {e}"),
+            }),
+            Err(failure) => {
+                let unsupported = matches!(
+                    failure,
+                    Failure::Rpc { code, .. } if code == rmcp::model::ErrorCode::UNSUPPORTED_PROTOCOL_VERSION.0
+                );
+                if unsupported || matches!(failure, Failure::Transport(_)) {
+                    // Asked again next time: the server may have been replaced by another.
+                    *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                Err(self.error(server, what, failure))
+            }
+        }
     }
 
     /// One MCP `ping` in the open session (the background health check, [`super::health`]).
@@ -513,6 +693,74 @@ fn describe(failure: &Failure) -> String {
     }
 }
 
+/// The `_meta` every session-free request carries: the era, who Conductorio is, and what the
+/// client it speaks for can answer.
+fn own_meta(capabilities: &Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": SESSION_FREE_VERSION,
+        "io.modelcontextprotocol/clientInfo": {
+            "name": "conductorio",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+/// The headers of a session-free request (SEP-2243): the era, the method, and the name of the
+/// tool, prompt or resource it is about, so that what stands between routes it unread.
+fn session_free_headers(method: &str, params: &Value) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        VERSION_HEADER,
+        HeaderValue::from_static(SESSION_FREE_VERSION),
+    );
+    if let Ok(value) = HeaderValue::from_str(method) {
+        headers.insert(METHOD_HEADER, value);
+    }
+    let named = match method {
+        "tools/call" | "prompts/get" => params.get("name"),
+        "resources/read" => params.get("uri"),
+        _ => None,
+    };
+    if let Some(value) = named
+        .and_then(Value::as_str)
+        .and_then(|name| HeaderValue::from_str(&header_value(name)).ok())
+    {
+        headers.insert(NAME_HEADER, value);
+    }
+    headers
+}
+
+/// A value as SEP-2243 carries it in a header: as it is when it is plain visible ASCII, else
+/// Base64 between `=?base64?` and `?=`.
+fn header_value(value: &str) -> String {
+    let visible = value.chars().all(|c| (' '..='~').contains(&c));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let quoted = value.starts_with("=?base64?") && value.ends_with("?=");
+    if visible && !padded && !quoted {
+        return value.to_owned();
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::from("=?base64?");
+    for chunk in value.as_bytes().chunks(3) {
+        let bytes = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    encoded.push_str("?=");
+    encoded
+}
+
 /// A JSON-RPC message as read from an answer: what finds the response to a request, and the
 /// notifications sent before it.
 #[derive(Deserialize)]
@@ -790,6 +1038,19 @@ mod tests {
             Err(other) => panic!("another failure: {}", describe(&other)),
         }
         server.abort();
+    }
+
+    #[test]
+    fn a_name_that_is_no_plain_header_value_travels_as_base64() {
+        assert_eq!(header_value("test_simple_text"), "test_simple_text");
+        assert_eq!(header_value("caf\u{e9}"), "=?base64?Y2Fmw6k=?=");
+        assert_eq!(header_value(" a"), "=?base64?IGE=?=");
+        assert_eq!(header_value("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
+        let headers =
+            session_free_headers("resources/read", &json!({ "uri": "test://static-text" }));
+        assert_eq!(headers[NAME_HEADER], "test://static-text");
+        assert_eq!(headers[METHOD_HEADER], "resources/read");
+        assert_eq!(headers[VERSION_HEADER], SESSION_FREE_VERSION);
     }
 
     #[test]

@@ -112,6 +112,23 @@ impl AskRefused {
     }
 }
 
+/// The client a request is made for, when it speaks the session-free 2026-07-28 era (SEP-2575): a
+/// server that speaks that era too is sent the request in it, with what the client said of itself
+/// in its own request, so that the server asks only what the client can answer; the server's
+/// `input_required` result (SEP-2322) goes back to the client, and the client's answers come with
+/// its retry. Never recorded: the answers may hold what the client's user typed.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFree {
+    /// The client's `io.modelcontextprotocol/clientCapabilities`.
+    pub capabilities: Value,
+    /// The client's `io.modelcontextprotocol/logLevel`, when it asked for log messages.
+    pub log_level: Option<Value>,
+    /// `inputResponses`: the client's answers to the server's input requests of the last round.
+    pub input_responses: Option<Value>,
+    /// `requestState`: what the server gave the client to send back with its answers.
+    pub request_state: Option<Value>,
+}
+
 /// Where a request's progress and log messages go: a bounded channel to its caller; an update that
 /// finds it full is dropped (both are advisory, and a slow caller never slows the tool's answer).
 pub type RelaySink = tokio::sync::mpsc::Sender<Relayed>;
@@ -198,6 +215,8 @@ pub struct Forward<'a> {
     /// Cancelled when the caller withdraws the call (an MCP client's `notifications/cancelled`,
     /// a gRPC client gone): the server is then told to stop, as MCP and gRPC say.
     pub cancel: Option<&'a tokio_util::sync::CancellationToken>,
+    /// The session-free client the call is made for, if it is one (see [`SessionFree`]).
+    pub session_free: Option<&'a SessionFree>,
 }
 
 #[derive(Clone)]
@@ -256,11 +275,26 @@ impl Downstream {
         if let Some(method) = method {
             // The answer is the server's result as it gave it: the domain value and what the
             // MCP front passes on.
-            let answer = self
-                .request(server, method, forward.arguments.clone(), forward.relay)
-                .await?;
+            let answer = match (self.client(server)?, forward.session_free) {
+                (Client::McpHttp(client), Some(session_free)) => {
+                    client
+                        .forward_for(
+                            server,
+                            method,
+                            forward.arguments,
+                            forward.relay,
+                            session_free,
+                        )
+                        .await?
+                }
+                _ => {
+                    self.request(server, method, forward.arguments.clone(), forward.relay)
+                        .await?
+                }
+            };
+            let outcome = input_required_summary(&answer).unwrap_or_else(|| answer.clone());
             return Ok(ToolReply {
-                outcome: Ok(answer.clone()),
+                outcome: Ok(outcome),
                 served: Some(Arc::new(answer)),
             });
         }
@@ -305,6 +339,7 @@ impl Downstream {
                         forward.arguments,
                         forward.relay,
                         forward.cancel,
+                        forward.session_free,
                     )
                     .await
             }
@@ -420,6 +455,26 @@ impl Downstream {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// What the audit log keeps of a server's `input_required` result (SEP-2322): which methods it asks
+/// the client, by key (`{"resultType": "input_required", "inputRequests": {KEY: METHOD}}`), never
+/// what it asks. `None` for any other result.
+pub fn input_required_summary(result: &Value) -> Option<Value> {
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    let asked: serde_json::Map<String, Value> = result
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(key, request)| {
+            let method = request.get("method").cloned().unwrap_or(Value::Null);
+            (key.clone(), method)
+        })
+        .collect();
+    Some(serde_json::json!({ "resultType": "input_required", "inputRequests": asked }))
 }
 
 fn deadline(tool: &str, limit: Duration) -> Error {

@@ -10,7 +10,7 @@ use super::decide::{Decided, Dispatch, Verdict};
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
 use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome};
-use crate::downstream::{Forward, RelaySink, ToolFailure};
+use crate::downstream::{Forward, RelaySink, SessionFree, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::Violation;
@@ -67,6 +67,18 @@ impl Gateway {
         spec: CallSpec,
         progress: Option<RelaySink>,
     ) -> Result<CallReport, Error> {
+        self.call_for(spec, progress, None).await
+    }
+
+    /// [`Gateway::call_with_progress`] for a session-free MCP client (`session_free`): a server
+    /// that speaks its era is asked in it, with what the client said of itself and its answers to
+    /// the server's last input requests (see [`SessionFree`]).
+    pub async fn call_for(
+        &self,
+        spec: CallSpec,
+        progress: Option<RelaySink>,
+        session_free: Option<Arc<SessionFree>>,
+    ) -> Result<CallReport, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -87,7 +99,13 @@ impl Gateway {
         let withdraw = abandoned.clone().drop_guard();
         let task = self.inner.tasks.spawn(async move {
             gateway
-                .execute_until(spec, None, &abandoned, progress.as_ref())
+                .execute_until(
+                    spec,
+                    None,
+                    &abandoned,
+                    progress.as_ref(),
+                    session_free.as_deref(),
+                )
                 .await
         });
         let report = task.await.map_err(|_| Error::ShuttingDown);
@@ -106,7 +124,7 @@ impl Gateway {
         spec: CallSpec,
         resumed: Option<Approval>,
     ) -> Result<CallReport, Error> {
-        self.execute_until(spec, resumed, &CancellationToken::new(), None)
+        self.execute_until(spec, resumed, &CancellationToken::new(), None, None)
             .await
     }
 
@@ -118,6 +136,7 @@ impl Gateway {
         resumed: Option<Approval>,
         abandoned: &CancellationToken,
         progress: Option<&RelaySink>,
+        session_free: Option<&SessionFree>,
     ) -> Result<CallReport, Error> {
         let (call_id, approval, decisions) = match resumed {
             Some(approval) => {
@@ -135,7 +154,15 @@ impl Gateway {
                 match verdict {
                     Verdict::Run(dispatch) => {
                         return self
-                            .forward(&spec, call_id, dispatch, None, progress, abandoned)
+                            .forward(
+                                &spec,
+                                call_id,
+                                dispatch,
+                                None,
+                                progress,
+                                abandoned,
+                                session_free,
+                            )
                             .await;
                     }
                     Verdict::Deny(violations) => {
@@ -211,6 +238,7 @@ impl Gateway {
                     Some(approval),
                     progress,
                     abandoned,
+                    session_free,
                 )
                 .await
             }
@@ -265,6 +293,7 @@ impl Gateway {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         spec: &CallSpec,
@@ -273,6 +302,7 @@ impl Gateway {
         approval: Option<Approval>,
         progress: Option<&RelaySink>,
         abandoned: &CancellationToken,
+        session_free: Option<&SessionFree>,
     ) -> Result<CallReport, Error> {
         let Dispatch {
             config,
@@ -309,7 +339,13 @@ impl Gateway {
                     relay: relaying.as_ref().map(|(relay, _)| relay),
                     kind,
                     cancel: Some(abandoned),
+                    session_free,
                 };
+                // A session-free client's answers to the server's last input requests go with
+                // this call: recorded as answered, as a server's request relayed on a stream is.
+                if let Some(answers) = session_free.and_then(|c| c.input_responses.as_ref()) {
+                    self.record_answers(spec, &call_id, &server, answers).await;
+                }
                 // As the caller: a server that exchanges callers' tokens is sent one for it.
                 let answer = crate::downstream::credentials::as_caller(
                     &spec.caller,
@@ -320,6 +356,19 @@ impl Gateway {
                 if let Some((relay, relayed)) = relaying {
                     drop(relay);
                     let _ = relayed.await;
+                }
+                if let Ok(reply) = &answer
+                    && let Ok(outcome) = &reply.outcome
+                    && let Some(asked) = outcome.get("inputRequests").and_then(Value::as_object)
+                    && reply.served.as_deref().is_some_and(|served| {
+                        served.get("resultType").and_then(Value::as_str) == Some("input_required")
+                    })
+                {
+                    for method in asked.values() {
+                        let method = method.as_str().unwrap_or("unknown").to_owned();
+                        self.record_asked(spec, &call_id, &server, method, "asked", None)
+                            .await;
+                    }
                 }
                 answer
             }
@@ -438,6 +487,68 @@ impl Gateway {
             }
         });
         (relay, task)
+    }
+
+    /// Records one of a server's requests to the client of a call (`server_asked`): who asked
+    /// what, and how it ended, never what was asked or answered.
+    async fn record_asked(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        server: &str,
+        method: String,
+        outcome: &str,
+        error: Option<String>,
+    ) {
+        let event = AuditEvent::ServerAsked {
+            workflow_id: spec.workflow_id.clone(),
+            call_id: call_id.to_owned(),
+            tool: spec.tool.clone(),
+            server: server.to_owned(),
+            method,
+            outcome: outcome.to_owned(),
+            error,
+        };
+        if let Err(e) = self.inner.record(event, Admit::Outcome).await {
+            tracing::warn!(call = %call_id, error = %e, "a server's request to the client could not be recorded yet");
+        }
+    }
+
+    /// Records the answers a session-free client brings to the input a server asked for in the
+    /// last round (SEP-2322): one `server_asked` per answer, `answered` (or `refused` when the
+    /// client's answer is an error or a declined elicitation). The method is read from the
+    /// answer's shape, since the retry names only the keys.
+    async fn record_answers(&self, spec: &CallSpec, call_id: &str, server: &str, answers: &Value) {
+        let Some(answers) = answers.as_object() else {
+            return;
+        };
+        for answer in answers.values() {
+            let method = if answer.get("action").is_some() {
+                "elicitation/create"
+            } else if answer.get("roots").is_some() {
+                "roots/list"
+            } else if answer.get("role").is_some() || answer.get("model").is_some() {
+                "sampling/createMessage"
+            } else {
+                "unknown"
+            };
+            let declined = answer
+                .get("action")
+                .and_then(Value::as_str)
+                .filter(|action| *action != "accept");
+            let (outcome, error) = match (answer.get("error"), declined) {
+                (Some(_), _) => (
+                    "refused",
+                    Some("the client answered with an error".to_owned()),
+                ),
+                (None, Some(action)) => {
+                    ("refused", Some(format!("the client's user chose {action}")))
+                }
+                (None, None) => ("answered", None),
+            };
+            self.record_asked(spec, call_id, server, method.to_owned(), outcome, error)
+                .await;
+        }
     }
 
     /// Counts a denial under each blocking rule's kind: a refused flow gate under `flow`.

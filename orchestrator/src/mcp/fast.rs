@@ -52,6 +52,7 @@ pub(super) async fn call(
         handle: None,
         progress: None,
         peer: None,
+        session_free: None,
     };
     let answer = match session.call_tool(params, context).await {
         Ok(result) => {

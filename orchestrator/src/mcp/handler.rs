@@ -10,6 +10,7 @@ use super::sessions::SessionTag;
 use super::waiting::ApprovalProgress;
 use crate::auth::Identity;
 use crate::config::SessionFreeWorkflow;
+use crate::downstream::SessionFree;
 use crate::error::Error;
 use crate::gateway::{CallSpec, Gateway};
 use rmcp::model::RequestId;
@@ -160,6 +161,10 @@ pub(super) struct CallContext {
     /// Where the tool's log messages and the server's requests go, when the client set a log
     /// level or can be asked for sampling or elicitation.
     pub peer: Option<Peer<RoleServer>>,
+    /// What a session-free (2026-07-28) client said of itself in this request's `_meta`, and its
+    /// answers to a server's input requests: such a client is served in its own era by a server
+    /// that speaks it (see [`SessionFree`]).
+    pub session_free: Option<SessionFree>,
 }
 
 impl CallContext {
@@ -198,6 +203,23 @@ impl CallContext {
                 .get_progress_token()
                 .map(|token| (token, context.peer.clone())),
             peer: session.streams().then(|| context.peer.clone()),
+            session_free: (session.front == Front::Http
+                && request_header(context, "mcp-session-id").is_none())
+            .then(|| SessionFree {
+                capabilities: context
+                    .meta
+                    .0
+                    .get("io.modelcontextprotocol/clientCapabilities")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+                log_level: context
+                    .meta
+                    .0
+                    .get("io.modelcontextprotocol/logLevel")
+                    .cloned(),
+                input_responses: None,
+                request_state: None,
+            }),
         }
     }
 
@@ -626,7 +648,7 @@ impl Session {
     ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
         match self.call(request, context).await {
-            Ok(result) => Ok(result.into()),
+            Ok(result) => Ok(result),
             Err(error) => reply::error(&tool, error).map(Into::into),
         }
     }
@@ -635,7 +657,15 @@ impl Session {
         &self,
         request: CallToolRequestParams,
         mut context: CallContext,
-    ) -> Result<CallToolResult, Error> {
+    ) -> Result<CallToolResponse, Error> {
+        // A session-free client's answers to the input a server asked for go with its retry.
+        if let Some(session_free) = context.session_free.as_mut() {
+            session_free.input_responses = request
+                .input_responses
+                .as_ref()
+                .and_then(|responses| serde_json::to_value(responses).ok());
+            session_free.request_state = request.request_state.clone().map(Value::String);
+        }
         let mut arguments = request.arguments.unwrap_or_default();
         context.handle = match arguments.remove(HANDLE_ARGUMENT) {
             None | Some(Value::Null) => None,
@@ -647,10 +677,13 @@ impl Session {
             }
         };
         if request.name == START_WORKFLOW_TOOL {
-            return self.start_workflow(arguments, &context).await;
+            return self
+                .start_workflow(arguments, &context)
+                .await
+                .map(Into::into);
         }
         if request.name == END_WORKFLOW_TOOL {
-            return self.end_workflow(&context).await;
+            return self.end_workflow(&context).await.map(Into::into);
         }
         let (workflow_id, opened) = self.workflow_for(&context).await?;
         let spec = CallSpec {
@@ -681,7 +714,9 @@ impl Session {
             .relaying(updates, least, self.answerable())),
             (_, updates) => Err(updates.zip(context.peer)),
         };
-        let call = self.gateway.call_with_progress(spec, sink);
+        let call = self
+            .gateway
+            .call_for(spec, sink, context.session_free.map(Arc::new));
         let report = match progress {
             Ok(progress) => progress.run_while(call).await?,
             Err(Some((updates, peer))) => {
@@ -689,6 +724,18 @@ impl Session {
             }
             Err(None) => call.await?,
         };
+        // A server that needs the client's input first: its request goes to the client as it gave
+        // it, with the workflow's handle, and the client's retry brings the answers.
+        if let Some(mut needs) = reply::input_required(&report) {
+            if let Some(handle) = handle {
+                needs
+                    .meta
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .insert(HANDLE_META_KEY.to_owned(), Value::String(handle));
+            }
+            return Ok(CallToolResponse::InputRequired(needs));
+        }
         let denied = matches!(report.result, crate::gateway::CallResult::Denied(_));
         let mut result = reply::report(report, &workflow_id);
         if let Some(handle) = &handle {
@@ -702,7 +749,7 @@ impl Session {
                 )));
             }
         }
-        Ok(with_handle(result, handle))
+        Ok(with_handle(result, handle).into())
     }
 }
 
@@ -830,7 +877,6 @@ impl ServerHandler for ConductorMcp {
         self.session
             .read_resource(request, call)
             .await
-            .map(Into::into)
             .map_err(protocol_error)
     }
 
@@ -881,7 +927,6 @@ impl ServerHandler for ConductorMcp {
         self.session
             .get_prompt(request, call)
             .await
-            .map(Into::into)
             .map_err(protocol_error)
     }
 

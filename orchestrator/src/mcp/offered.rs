@@ -20,9 +20,9 @@ use crate::config::{RouteKind, ServerConfig};
 use crate::error::Error;
 use crate::gateway::{CallResult, CallSpec};
 use rmcp::model::{
-    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResult,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, Prompt,
-    ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    InputRequiredResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    Prompt, ReadResourceRequestParams, ReadResourceResponse, Reference, Resource, ResourceTemplate,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -331,8 +331,13 @@ impl Session {
     pub(super) async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        context: CallContext,
-    ) -> Result<ReadResourceResult, Error> {
+        mut context: CallContext,
+    ) -> Result<ReadResourceResponse, Error> {
+        answering(
+            &mut context,
+            request.input_responses.as_ref(),
+            request.request_state.as_ref(),
+        );
         let owner = self.resource_owner(&context, &request.uri).await?;
         let answer = self
             .governed(
@@ -341,7 +346,10 @@ impl Session {
                 context,
             )
             .await?;
-        read_answer(&owner, "resources/read", answer)
+        Ok(match input_required(&owner, "resources/read", &answer)? {
+            Some(needs) => ReadResourceResponse::InputRequired(needs),
+            None => ReadResourceResponse::Complete(read_answer(&owner, "resources/read", answer)?),
+        })
     }
 
     /// `prompts/get`: a call of `prompts.SERVER` with the prompt's name and arguments, decided and
@@ -349,8 +357,13 @@ impl Session {
     pub(super) async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        context: CallContext,
-    ) -> Result<GetPromptResult, Error> {
+        mut context: CallContext,
+    ) -> Result<GetPromptResponse, Error> {
+        answering(
+            &mut context,
+            request.input_responses.as_ref(),
+            request.request_state.as_ref(),
+        );
         let owner = self.prompt_owner(&context, &request.name).await?;
         let mut params = Map::new();
         params.insert("name".into(), Value::String(request.name));
@@ -364,7 +377,10 @@ impl Session {
                 context,
             )
             .await?;
-        read_answer(&owner, "prompts/get", answer)
+        Ok(match input_required(&owner, "prompts/get", &answer)? {
+            Some(needs) => GetPromptResponse::InputRequired(needs),
+            None => GetPromptResponse::Complete(read_answer(&owner, "prompts/get", answer)?),
+        })
     }
 
     /// A read or a prompt through the one call path, in the caller's workflow: its answer as the
@@ -383,7 +399,8 @@ impl Session {
             caller: context.caller(self.front),
             step: None,
         };
-        let report = self.gateway.call(spec).await?;
+        let session_free = context.session_free.map(std::sync::Arc::new);
+        let report = self.gateway.call_for(spec, None, session_free).await?;
         match report.result {
             CallResult::Succeeded(_) => report.served.map(|v| (*v).clone()).ok_or_else(|| {
                 Error::Internal(format!("{name} answered without a result; this is a bug"))
@@ -509,6 +526,30 @@ fn unknown_prompt(name: &str) -> Error {
 /// A server's answer as the MCP type it must be. A server of an earlier era sends no
 /// `resultType`: the result says it is complete, as a 2026-07-28 client requires (the SDK takes it
 /// out again for a client of an earlier era).
+/// A session-free client's answers to the input a server asked for, carried with its retry.
+fn answering(
+    context: &mut CallContext,
+    responses: Option<&rmcp::model::InputResponses>,
+    state: Option<&String>,
+) {
+    if let Some(session_free) = context.session_free.as_mut() {
+        session_free.input_responses = responses.and_then(|r| serde_json::to_value(r).ok());
+        session_free.request_state = state.cloned().map(Value::String);
+    }
+}
+
+/// A server's `input_required` answer (SEP-2322), as it gave it; `None` for any other.
+fn input_required(
+    server: &str,
+    method: &str,
+    answer: &Value,
+) -> Result<Option<InputRequiredResult>, Error> {
+    if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return Ok(None);
+    }
+    read_answer(server, method, answer.clone()).map(Some)
+}
+
 fn read_answer<T: DeserializeOwned>(
     server: &str,
     method: &str,

@@ -59,6 +59,15 @@ pub fn report(report: CallReport, workflow_id: &str) -> CallToolResult {
     result
 }
 
+/// A server's `input_required` result (SEP-2322), as it gave it, when the call got one.
+pub fn input_required(report: &CallReport) -> Option<rmcp::model::InputRequiredResult> {
+    let served = report.served.as_deref()?;
+    if served.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    serde_json::from_value(served.clone()).ok()
+}
+
 /// An MCP server's result as it gave it, less any `_meta` key of this gateway's (it adds its own).
 /// A server of an earlier era sends no `resultType`: the result says it is complete, as a
 /// 2026-07-28 client requires (the SDK takes it out again for a client of an earlier era).
@@ -152,14 +161,19 @@ pub fn with_workflow(
 
 /// A call the gateway could not run. Problems the model can act on (a server down, a time-out, bad
 /// arguments, a finished workflow, an audit log that cannot record the call now) are tool errors it
-/// reads; an unknown tool or an orchestrator that cannot serve at all (stopping, or a standby,
-/// whose error names the active node for the client) are protocol errors.
+/// reads; an unknown tool, a server's own JSON-RPC error, or an orchestrator that cannot serve at
+/// all (stopping, or a standby, whose error names the active node for the client) are protocol
+/// errors.
 pub fn error(tool: &str, error: Error) -> Result<CallToolResult, ErrorData> {
     match error {
         Error::UnknownTool { .. }
         | Error::Internal(_)
         | Error::ShuttingDown
         | Error::Audit(conductor_audit::AuditError::Standby(_)) => Err(error.into()),
+        // A server's own JSON-RPC error (a capability the client did not declare, params it
+        // refuses, a requestState that fails its integrity check) passes on as it was given: the
+        // client's request is what must change, as if it had asked the server itself.
+        Error::ServerError { .. } => Err(error.into()),
         other => {
             let mut result = CallToolResult::structured_error(
                 json!({ "code": code(&other), "message": other.to_string() }),

@@ -24,52 +24,10 @@ const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// The scenarios the 2026-07-28 requirements name that pass directly against the fixture but not
 /// through Conductorio today, each with what is missing. Remove an entry once it passes.
-const KNOWN_GAPS_2026: &[(&str, &str)] = &[
-    (
-        "input-required-result-basic-elicitation",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-basic-list-roots",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-basic-sampling",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-capability-check",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-multi-round",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-multiple-input-requests",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-non-tool-request",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult (prompts/get)",
-    ),
-    (
-        "input-required-result-request-state",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-result-type",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "input-required-result-tampered-state",
-        "downstream speaks the 2025 era, where rmcp refuses the server's InputRequiredResult",
-    ),
-    (
-        "server-stateless",
-        "a downstream -32021 becomes a tool error with HTTP 200; subscriptions/listen is -32601",
-    ),
-];
+const KNOWN_GAPS_2026: &[(&str, &str)] = &[(
+    "server-stateless",
+    "subscriptions/listen is -32601 while resources.subscribe is advertised",
+)];
 
 /// Scenarios whose outcome through Conductorio changes from run to run (a race that shows under
 /// load): neither required to pass nor reported as closed, only shown. Remove one once its race is
