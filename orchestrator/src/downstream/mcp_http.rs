@@ -13,7 +13,7 @@
 //! client when it wants them, and are read past otherwise.
 
 use super::{
-    Ask, AskRefused, InFlight, Progress, RelaySink, Relayed, SessionFree, ToolInfo, deadline,
+    Ask, AskRefused, Heard, InFlight, Progress, RelaySink, Relayed, SessionFree, ToolInfo, deadline,
 };
 use crate::config::ServerConfig;
 use crate::error::Error;
@@ -203,6 +203,63 @@ impl HttpTools {
                 .await;
         }
         self.forward(server, method, params, relay).await
+    }
+
+    /// The server's announcements for a session-free client: `subscriptions/listen` with `filter`,
+    /// each notification on the stream to `heard` (the acknowledgment is the client's own, sent
+    /// by this front), until the server ends the stream or nobody hears any more.
+    pub(super) async fn listen_for(
+        &self,
+        server: &ServerConfig,
+        filter: &Value,
+        client: &SessionFree,
+        heard: &tokio::sync::mpsc::Sender<Heard>,
+    ) -> Result<(), Error> {
+        if !self.speaks_session_free(server).await? {
+            return Ok(());
+        }
+        self.credentials.ready()?;
+        let params = json!({ "_meta": own_meta(&client.capabilities), "notifications": filter });
+        let headers = session_free_headers("subscriptions/listen", &params);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params });
+        let unavailable = |message: String| Error::Unavailable {
+            server: server.name.clone(),
+            message: format!("subscriptions/listen at {}: {message}", self.url),
+        };
+        let mut response = self.post(&headers, &body).await.map_err(unavailable)?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        let mut events = EventStream::default();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unavailable(format!("the stream broke: {e}")))?
+        {
+            events.push(&chunk).map_err(|f| unavailable(describe(&f)))?;
+            while let Some(data) = events.next_data() {
+                let Ok(message) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
+                let announced = match message.get("method").and_then(Value::as_str) {
+                    Some("notifications/tools/list_changed") => Heard::ToolsChanged,
+                    Some("notifications/prompts/list_changed") => Heard::PromptsChanged,
+                    Some("notifications/resources/list_changed") => Heard::ResourcesChanged,
+                    Some("notifications/resources/updated") => {
+                        match message.pointer("/params/uri").and_then(Value::as_str) {
+                            Some(uri) => Heard::ResourceUpdated(uri.to_owned()),
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                if heard.send(announced).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the server speaks the session-free era: asked once with `server/discover`

@@ -129,6 +129,17 @@ pub struct SessionFree {
     pub request_state: Option<Value>,
 }
 
+/// A change a server announced on a subscription stream (`subscriptions/listen`, SEP-2575), on its
+/// way to the session-free client that listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    ToolsChanged,
+    PromptsChanged,
+    ResourcesChanged,
+    /// A resource the client subscribed to changed (`notifications/resources/updated`).
+    ResourceUpdated(String),
+}
+
 /// Where a request's progress and log messages go: a bounded channel to its caller; an update that
 /// finds it full is dropped (both are advisory, and a slow caller never slows the tool's answer).
 pub type RelaySink = tokio::sync::mpsc::Sender<Relayed>;
@@ -363,6 +374,23 @@ impl Downstream {
             ))),
             Client::Mcp(client) => Box::pin(client.request(server, method, params)).await,
             Client::McpHttp(client) => client.forward(server, method, &params, relay).await,
+        }
+    }
+
+    /// Listens to `server`'s announcements for a session-free client (`subscriptions/listen` with
+    /// the client's `filter`), each on `heard`, until the server ends the stream or nobody hears
+    /// any more. A server that does not speak that era (or is no HTTP MCP server) announces
+    /// nothing: it returns at once.
+    pub async fn listen(
+        &self,
+        server: &ServerConfig,
+        filter: &Value,
+        client: &SessionFree,
+        heard: &tokio::sync::mpsc::Sender<Heard>,
+    ) -> Result<(), Error> {
+        match self.client(server)? {
+            Client::McpHttp(http) => http.listen_for(server, filter, client, heard).await,
+            _ => Ok(()),
         }
     }
 

@@ -484,6 +484,21 @@ impl Gateway {
             .await
     }
 
+    /// Listens to one server's announcements for a session-free client (see
+    /// [`crate::downstream::Downstream::listen`]).
+    pub async fn listen_to(
+        &self,
+        server: &crate::config::ServerConfig,
+        filter: &serde_json::Value,
+        client: &crate::downstream::SessionFree,
+        heard: &tokio::sync::mpsc::Sender<crate::downstream::Heard>,
+    ) -> Result<(), Error> {
+        self.inner
+            .downstream
+            .listen(server, filter, client, heard)
+            .await
+    }
+
     /// Validates the configuration file again and swaps it in; running workflows keep their version.
     pub async fn reload_config(&self) -> Result<(Arc<Config>, String, u32), Error> {
         let path = self.inner.config_path.clone().ok_or_else(|| {

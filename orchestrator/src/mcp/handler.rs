@@ -955,6 +955,26 @@ impl ServerHandler for ConductorMcp {
             .map_err(protocol_error)
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        // Whatever the capabilities offered admit (the SDK keeps to them): what the servers
+        // behind announce is relayed (see `offered`).
+        Some(requested.clone())
+    }
+
+    async fn listen(
+        &self,
+        subscription: rmcp::service::SubscriptionContext,
+    ) -> Result<(), ErrorData> {
+        let call = self.context(subscription.request_context());
+        self.session
+            .listen(subscription, call)
+            .await
+            .map_err(protocol_error)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,

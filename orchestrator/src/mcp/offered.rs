@@ -460,6 +460,76 @@ impl Session {
             .map(|_| ())
     }
 
+    /// `subscriptions/listen` of a session-free client (SEP-2575; the SDK has acknowledged it): each
+    /// server the caller may use that speaks that era is asked to listen with the accepted filter,
+    /// and what it announces goes to the client's stream (the SDK's sink keeps to the filter and
+    /// tags each with the subscription's id), until the client closes it.
+    pub(super) async fn listen(
+        &self,
+        subscription: rmcp::service::SubscriptionContext,
+        context: CallContext,
+    ) -> Result<(), Error> {
+        use crate::downstream::Heard;
+        let Some(client) = context.session_free.clone() else {
+            subscription.cancelled().await;
+            return Ok(());
+        };
+        let filter = serde_json::to_value(subscription.accepted())
+            .map_err(|e| Error::Internal(format!("the subscription filter: {e}")))?;
+        let (heard, mut announced) = tokio::sync::mpsc::channel(64);
+        let mut servers: Vec<ServerConfig> = Vec::new();
+        for kind in [
+            RouteKind::Tool,
+            RouteKind::ReadResource,
+            RouteKind::GetPrompt,
+        ] {
+            for (_, server) in self.offering(&context, kind) {
+                if !servers.iter().any(|s| s.name == server.name) {
+                    servers.push(server);
+                }
+            }
+        }
+        // Every listener ends with the subscription (a JoinSet aborts its tasks when dropped).
+        let mut listening = tokio::task::JoinSet::new();
+        for server in servers {
+            let (gateway, filter, client, heard) = (
+                self.gateway.clone(),
+                filter.clone(),
+                client.clone(),
+                heard.clone(),
+            );
+            listening.spawn(async move {
+                if let Err(e) = gateway.listen_to(&server, &filter, &client, &heard).await {
+                    tracing::info!(server = %server.name, error = %e, "the server's announcements cannot be heard");
+                }
+            });
+        }
+        drop(heard);
+        let sink = subscription.sink();
+        loop {
+            tokio::select! {
+                () = subscription.cancelled() => return Ok(()),
+                heard = announced.recv() => {
+                    let sent = match heard {
+                        Some(Heard::ToolsChanged) => sink.notify_tool_list_changed().await,
+                        Some(Heard::PromptsChanged) => sink.notify_prompt_list_changed().await,
+                        Some(Heard::ResourcesChanged) => sink.notify_resource_list_changed().await,
+                        Some(Heard::ResourceUpdated(uri)) => sink.notify_resource_updated(uri).await,
+                        // No server announces anything more: the stream stays open for the
+                        // client, as a server that has nothing to say keeps it.
+                        None => {
+                            subscription.cancelled().await;
+                            return Ok(());
+                        }
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "an announcement did not reach the listening client");
+                    }
+                }
+            }
+        }
+    }
+
     /// `logging/setLevel`: this client hears log messages from `level` up, and each server it may
     /// use is asked for them (a server that cannot be reached is logged and left).
     #[allow(deprecated)]

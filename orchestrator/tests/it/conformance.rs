@@ -24,10 +24,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// The scenarios the 2026-07-28 requirements name that pass directly against the fixture but not
 /// through Conductorio today, each with what is missing. Remove an entry once it passes.
-const KNOWN_GAPS_2026: &[(&str, &str)] = &[(
-    "server-stateless",
-    "subscriptions/listen is -32601 while resources.subscribe is advertised",
-)];
+const KNOWN_GAPS_2026: &[(&str, &str)] = &[];
 
 /// Scenarios whose outcome through Conductorio changes from run to run (a race that shows under
 /// load): neither required to pass nor reported as closed, only shown. Remove one once its race is
