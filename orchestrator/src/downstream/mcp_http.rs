@@ -1097,6 +1097,244 @@ mod tests {
         server.abort();
     }
 
+    /// A server on a loopback port whose `/mcp` answers each POST with `answer(headers, body)`;
+    /// every request it got is kept, in order.
+    async fn fake_server(
+        answer: fn(&axum::http::HeaderMap, &Value) -> axum::response::Response,
+    ) -> (
+        String,
+        Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use axum::response::IntoResponse;
+        let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>> = Arc::default();
+        let kept = Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let kept = Arc::clone(&kept);
+                    async move {
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let response = answer(&headers, &body);
+                        kept.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((headers, body));
+                        response.into_response()
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        crate::auth::install_tls_provider();
+        (url, seen, server)
+    }
+
+    fn server_at(url: &str) -> ServerConfig {
+        ServerConfig {
+            name: "fake".into(),
+            transport: crate::config::Transport::McpHttp { url: url.into() },
+            tools: vec![],
+            timeout: Duration::from_secs(5),
+            tls: None,
+            auth: None,
+        }
+    }
+
+    fn json_answer(status: StatusCode, body: Value) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        (
+            status,
+            [(CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+
+    fn capable_client() -> SessionFree {
+        SessionFree {
+            capabilities: json!({ "elicitation": {} }),
+            ..SessionFree::default()
+        }
+    }
+
+    /// A server that speaks the session-free era is asked in it for a session-free client: no
+    /// session, the era's headers, the client's own capabilities; its `input_required` result
+    /// comes back as it gave it, and the retry carries the client's answers and the state.
+    #[tokio::test]
+    async fn a_session_free_client_is_served_in_its_era_by_a_server_that_speaks_it() {
+        fn answer(_: &axum::http::HeaderMap, body: &Value) -> axum::response::Response {
+            let id = body["id"].clone();
+            match body["method"].as_str() {
+                Some("server/discover") => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "supportedVersions": ["2025-11-25", "2026-07-28"], "capabilities": {}
+                    } }),
+                ),
+                _ if body.pointer("/params/inputResponses/name").is_some() => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "resultType": "complete",
+                        "content": [{ "type": "text", "text": "thank you" }]
+                    } }),
+                ),
+                _ => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "resultType": "input_required",
+                        "inputRequests": { "name": { "method": "elicitation/create", "params": {
+                            "message": "Your name?", "requestedSchema": { "type": "object" }
+                        } } },
+                        "requestState": "opaque"
+                    } }),
+                ),
+            }
+        }
+        let (url, seen, server) = fake_server(answer).await;
+        let config = server_at(&url);
+        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let client = capable_client();
+        let first = tools
+            .call(&config, "greet", &json!({}), None, None, Some(&client))
+            .await
+            .expect("an answer");
+        assert_eq!(
+            first.outcome,
+            Ok(
+                json!({ "resultType": "input_required", "inputRequests": { "name": "elicitation/create" } })
+            ),
+            "the recorded outcome names the method only"
+        );
+        let served = first.served.expect("the result as served");
+        assert_eq!(served["requestState"], "opaque");
+        assert_eq!(
+            served["inputRequests"]["name"]["params"]["message"],
+            "Your name?"
+        );
+        let retry = SessionFree {
+            input_responses: Some(
+                json!({ "name": { "action": "accept", "content": { "n": "Ada" } } }),
+            ),
+            request_state: Some(json!("opaque")),
+            ..capable_client()
+        };
+        let second = tools
+            .call(&config, "greet", &json!({}), None, None, Some(&retry))
+            .await
+            .expect("an answer");
+        assert!(second.outcome.is_ok(), "{:?}", second.outcome);
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let methods: Vec<&str> = seen
+            .iter()
+            .filter_map(|(_, b)| b["method"].as_str())
+            .collect();
+        assert_eq!(
+            methods,
+            ["server/discover", "tools/call", "tools/call"],
+            "asked once"
+        );
+        for (headers, body) in &seen[1..] {
+            assert!(headers.get(SESSION_HEADER).is_none(), "no session");
+            assert_eq!(headers[VERSION_HEADER], SESSION_FREE_VERSION);
+            assert_eq!(headers[METHOD_HEADER], "tools/call");
+            assert_eq!(headers[NAME_HEADER], "greet");
+            let meta = &body["params"]["_meta"];
+            assert_eq!(
+                meta["io.modelcontextprotocol/protocolVersion"],
+                SESSION_FREE_VERSION
+            );
+            assert_eq!(
+                meta["io.modelcontextprotocol/clientCapabilities"],
+                json!({ "elicitation": {} }),
+                "the client's own capabilities"
+            );
+        }
+        assert_eq!(seen[2].1["params"]["requestState"], "opaque");
+        assert_eq!(
+            seen[2].1["params"]["inputResponses"]["name"]["action"],
+            "accept"
+        );
+        server.abort();
+    }
+
+    /// A server that knows only the session eras (it refuses `server/discover` for want of a
+    /// session) is asked in a session for a session-free client too.
+    #[tokio::test]
+    async fn a_server_of_the_session_eras_is_asked_in_a_session() {
+        fn answer(headers: &axum::http::HeaderMap, body: &Value) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let id = body["id"].clone();
+            match (body["method"].as_str(), headers.get(SESSION_HEADER)) {
+                (Some("initialize"), _) => {
+                    let mut response = json_answer(
+                        StatusCode::OK,
+                        json!({ "jsonrpc": "2.0", "id": id, "result": {
+                            "protocolVersion": "2025-11-25", "capabilities": {},
+                            "serverInfo": { "name": "old", "version": "1" }
+                        } }),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(SESSION_HEADER, HeaderValue::from_static("s-1"));
+                    response
+                }
+                (Some("notifications/initialized"), Some(_)) => {
+                    StatusCode::ACCEPTED.into_response()
+                }
+                (Some("tools/call"), Some(_)) => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "content": [{ "type": "text", "text": "from a session" }]
+                    } }),
+                ),
+                (_, _) => json_answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32600, "message": "Bad Request: Missing session ID"
+                    } }),
+                ),
+            }
+        }
+        let (url, seen, server) = fake_server(answer).await;
+        let config = server_at(&url);
+        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let reply = tools
+            .call(
+                &config,
+                "greet",
+                &json!({}),
+                None,
+                None,
+                Some(&capable_client()),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(reply.outcome, Ok(json!("from a session")));
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let methods: Vec<&str> = seen
+            .iter()
+            .filter_map(|(_, b)| b["method"].as_str())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "server/discover",
+                "initialize",
+                "notifications/initialized",
+                "tools/call"
+            ]
+        );
+        assert_eq!(seen[3].0[SESSION_HEADER], "s-1");
+        server.abort();
+    }
+
     #[test]
     fn a_name_that_is_no_plain_header_value_travels_as_base64() {
         assert_eq!(header_value("test_simple_text"), "test_simple_text");

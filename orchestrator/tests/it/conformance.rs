@@ -7,8 +7,8 @@
 //! Conductorio varies from run to run is named in `INTERMITTENT`, shown but not judged, until its
 //! race is fixed.
 
-mod catalog;
-mod fixture;
+pub(crate) mod catalog;
+pub(crate) mod fixture;
 mod input_required;
 mod suite;
 mod tools;

@@ -25,6 +25,7 @@ mod flows;
 mod mcp_downstream;
 mod mcp_eras;
 mod mcp_http;
+mod mcp_input_required;
 mod mcp_offered;
 mod mcp_python;
 mod mcp_request_forms;

@@ -1,0 +1,117 @@
+//! A session-free (2026-07-28) client through Conductorio to a server that speaks that era too
+//! (issue 28): the official Python SDK as the client, the conformance fixture (rmcp) as the server.
+//! The server's input requests (SEP-2322) reach the client as `input_required` results and its
+//! answers reach the server with the retry, the client's own capabilities reach the server, and
+//! the audit log records who asked what and how it ended, never what was asked.
+
+use crate::conformance::{catalog, fixture};
+use crate::mcp_support::{run_python, script};
+use conductor_orchestrator::audit::AuditEvent;
+use conductor_orchestrator::testing;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_free_client_answers_the_servers_input_requests_through_conductorio() {
+    let fixture = fixture::serve().await;
+    let config = json!({
+        "servers": {
+            "conformance": {
+                "mcp_url": fixture.url,
+                "tools": catalog::tool_names(),
+                "timeout": "10s"
+            }
+        }
+    });
+    let audit = tempfile::tempdir().expect("temp dir");
+    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
+        .await
+        .expect("orchestrator starts");
+    let url = format!("{}/mcp", orchestrator.http_url());
+    let summary = run_python(&[
+        script("mcp_input_required.py").display().to_string(),
+        "--url".into(),
+        url,
+    ])
+    .await;
+    assert_eq!(summary["protocol_version"], "2026-07-28", "{summary}");
+    assert_eq!(summary["elicitation"], "Hello, Ada!", "{summary}");
+    assert_eq!(
+        summary["multi_round"], "Done in two rounds: the favourite colour is teal",
+        "both rounds' answers reached the server: {summary}"
+    );
+    assert_eq!(
+        summary["sampling"], "The model answered: Paris, said the python client",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["roots"], "The client's roots: file:///python/root",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["prompt"],
+        json!(["Use this context: from the python client"]),
+        "a prompts/get that needed input: {summary}"
+    );
+    assert_eq!(
+        summary["declared"], "The client declared sampling",
+        "the client's own capabilities reached the server: {summary}"
+    );
+    assert_eq!(
+        summary["undeclared"], -32021,
+        "the server's refusal of a client without sampling passes on as it gave it: {summary}"
+    );
+    assert_eq!(
+        summary["listen_honored"],
+        json!(["test://static-text"]),
+        "subscriptions/listen is acknowledged with the subscription: {summary}"
+    );
+
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    orchestrator.stop().await;
+    let events: Vec<AuditEvent> = conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .collect();
+    let asked = |wanted: &str, how: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(e, AuditEvent::ServerAsked { server, method, outcome, .. }
+                    if server == "conformance" && method == wanted && outcome == how)
+            })
+            .count()
+    };
+    for method in ["elicitation/create", "sampling/createMessage", "roots/list"] {
+        assert!(asked(method, "asked") >= 1, "{method} asked: {events:?}");
+        assert_eq!(
+            asked(method, "asked"),
+            asked(method, "answered"),
+            "each {method} asked is answered: {events:?}"
+        );
+    }
+    // elicitation, two rounds, the prompt's: four elicitations asked.
+    assert_eq!(asked("elicitation/create", "asked"), 4, "{events:?}");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, AuditEvent::ServerAsked { tool, .. } if tool == "prompts.conformance")
+        ),
+        "the prompt's input request is recorded under its governed name: {events:?}"
+    );
+    // The round that needed input is recorded as the methods it asked, never what it asked.
+    let first_round = json!({
+        "resultType": "input_required",
+        "inputRequests": { "user_name": "elicitation/create" }
+    });
+    assert!(
+        events.iter().any(
+            |e| matches!(e, AuditEvent::CallFinished { tool, result: Some(result), .. }
+            if tool == "test_input_required_result_elicitation" && *result == first_round)
+        ),
+        "{events:?}"
+    );
+    let text = serde_json::to_string(&events).expect("events as JSON");
+    assert!(
+        !text.contains("What is your name?"),
+        "what a server asks is not recorded"
+    );
+}
