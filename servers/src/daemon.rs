@@ -108,21 +108,55 @@ pub async fn main(kind: ServerKind) -> ExitCode {
         schemas: args.schemas,
         tls,
     };
-    init_tracing(args.log_format);
-    run(kind, &args.listen, options).await
+    let telemetry = match crate::telemetry::from_env(&format!("{}-server", kind.name())) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: cannot export traces: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing_with(args.log_format, telemetry.as_ref());
+    let code = run(kind, &args.listen, options).await;
+    if let Some(provider) = telemetry {
+        // Sends what is still queued (bounded: the exporter's own time-out).
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    code
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`), as text (coloured only
 /// on a terminal without `NO_COLOR`) or as JSON lines.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(colour_on_stderr()).try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    init_tracing_with(format, None);
+}
+
+/// [`init_tracing`], and the call spans to `telemetry`'s exporter when there is one.
+pub fn init_tracing_with(
+    format: LogFormat,
+    telemetry: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", crate::telemetry::TARGET)
+                .parse()
+                .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::INFO.into()),
+        );
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Text => log
+            .with_ansi(colour_on_stderr())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => log.json().with_ansi(false).with_filter(filter).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(telemetry.map(crate::telemetry::layer))
+        .try_init();
 }
 
 /// Colour in logs only for a person at a terminal (no-color.org: a non-empty `NO_COLOR` turns it off).

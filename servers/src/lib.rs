@@ -13,8 +13,11 @@ pub mod daemon;
 pub mod error;
 mod journal;
 pub mod notification;
+#[cfg(feature = "testing")]
+pub mod otlp_receiver;
 pub mod processing;
 pub mod serve;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tool;

@@ -16,6 +16,7 @@ use conductor_proto::v1::{
 };
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::ServerKind;
 use crate::error::{ServeError, ServiceError, ToolFailure};
@@ -197,6 +198,11 @@ impl ToolService for ToolSet {
         &self,
         request: Request<CallToolRequest>,
     ) -> Result<Response<CallToolResponse>, Status> {
+        let span = crate::telemetry::call_span(
+            self.server.name(),
+            &request.get_ref().tool,
+            request.metadata(),
+        );
         let request = request.into_inner();
         let ctx = CallContext {
             workflow_id: request.workflow_id,
@@ -205,7 +211,13 @@ impl ToolService for ToolSet {
         let started = Instant::now();
         let result = self
             .call(&request.tool, &request.arguments_json, &ctx)
+            .instrument(span.clone())
             .await;
+        match &result {
+            Ok(Ok(_)) => {}
+            Ok(Err(failure)) => crate::telemetry::failed(&span, failure.code),
+            Err(_) => crate::telemetry::failed(&span, "rejected"),
+        }
         let outcome = match &result {
             Ok(Ok(_)) => "ok".to_owned(),
             Ok(Err(failure)) => format!("tool_error:{}", failure.code),
