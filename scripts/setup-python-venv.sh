@@ -7,14 +7,18 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 python="${PYTHON:-python3}"
 
-if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import mcp.client.streamable_http, mcp.server.mcpserver' 2>/dev/null; then
+# The trace tests' peers also export their spans over OTLP/gRPC (the SDK, the exporter, grpcio).
+imports='import mcp.client.streamable_http, mcp.server.mcpserver, opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter'
+
+if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "$imports" 2>/dev/null; then
     exit 0
 fi
 
 if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2,<3'
-"$venv/bin/python" -c 'import mcp.client.streamable_http, mcp.server.mcpserver' \
-    || { echo "the mcp package in $venv lacks the 2.x modules the tests use" >&2; exit 1; }
+"$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2,<3' \
+    'opentelemetry-sdk>=1.30,<2' 'opentelemetry-exporter-otlp-proto-grpc>=1.30,<2'
+"$venv/bin/python" -c "$imports" \
+    || { echo "the Python packages in $venv lack the modules the tests use (mcp 2.x, opentelemetry-sdk, its OTLP/gRPC exporter)" >&2; exit 1; }
 echo "Python MCP SDK ready in $venv" >&2

@@ -116,8 +116,16 @@ async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway.metrics().render_prometheus(&extra)
-            + &crate::metrics::render_downstream(&status.downstream),
+        {
+            let mut text = gateway.metrics().render_prometheus(&extra)
+                + &crate::metrics::render_downstream(&status.downstream);
+            gateway
+                .metrics()
+                .operation_durations
+                .render_prometheus(&mut text);
+            crate::telemetry::render_prometheus(&mut text);
+            text
+        },
     )
 }
 

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod mcp;
 pub mod metrics;
 pub mod report;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use conductor_audit::AuditOptions;
 use conductor_orchestrator::config::Config;
+use conductor_orchestrator::telemetry::{self, Telemetry};
 use conductor_orchestrator::{Gateway, GatewayOptions, Listeners, mcp, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,22 +61,30 @@ enum LogFormat {
 }
 
 /// `tracing` to stderr, filtered by `RUST_LOG` (default `info`): text, coloured only for a person at a
-/// terminal (a redirected log file gets no escape codes), or JSON lines.
-fn init_tracing(format: LogFormat) {
+/// terminal (a redirected log file gets no escape codes), or JSON lines. With `telemetry`, the
+/// spans of calls also go to the OTLP exporter (and never into the log).
+fn init_tracing(format: LogFormat, telemetry: Option<&Telemetry>) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(quiet_sessions(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        ));
-    match format {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = quiet_sessions(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    )
+    .add_directive(telemetry::log_directive());
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
         LogFormat::Text => {
             let colour = std::io::stderr().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            builder.with_ansi(colour).init();
+            log.with_ansi(colour).with_filter(filter).boxed()
         }
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-    }
+        LogFormat::Json => log.json().with_ansi(false).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }
 
 /// The MCP SDK's session layer logs session ids, which are secrets: it never logs below warn.
@@ -89,9 +98,31 @@ fn quiet_sessions(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.log_format);
-    let config = Config::load(&args.config)
-        .with_context(|| format!("configuration {}", args.config.display()))?;
+    let config = Config::load(&args.config);
+    // Traces go where the configuration and the OTEL_* variables say; an unusable setting stops
+    // the start (it is named), a collector that is not up does not.
+    let telemetry = match &config {
+        Ok(config) if !args.check => {
+            telemetry::resolve(&config.telemetry, |name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)
+                .context("cannot export traces (telemetry)")?
+                .map(Telemetry::start)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+        }
+        _ => None,
+    };
+    init_tracing(args.log_format, telemetry.as_ref());
+    if let Some(telemetry) = &telemetry {
+        let resolved = &telemetry.resolved;
+        tracing::info!(
+            "exporting traces over OTLP to {} as {:?}, sampling {} of new traces",
+            resolved.endpoint,
+            resolved.service_name,
+            resolved.sampling_ratio
+        );
+    }
+    let config = config.with_context(|| format!("configuration {}", args.config.display()))?;
     if args.check {
         println!(
             "{}: valid (version {})",
@@ -251,6 +282,9 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("cannot start again as a standby")?;
         }
+    }
+    if let Some(telemetry) = &telemetry {
+        telemetry.flush(std::time::Duration::from_secs(2)).await;
     }
     tracing::info!("stopped cleanly");
     Ok(())

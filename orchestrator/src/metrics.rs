@@ -73,6 +73,8 @@ pub struct Metrics {
     figures: Mutex<Figures>,
     /// Streamable HTTP sessions open on the MCP front.
     mcp_sessions: std::sync::atomic::AtomicUsize,
+    /// `mcp.server.operation.duration` and `mcp.client.operation.duration`.
+    pub operation_durations: crate::telemetry::durations::OperationDurations,
 }
 
 /// How a finished call counts.

@@ -79,6 +79,7 @@ pub async fn serve(
         crate::cluster::forward::Forwarder::for_config(gateway.clone(), &gateway.config())?;
     let grpc_stop = stop.clone();
     let routes = tonic::transport::Server::builder()
+        .layer(crate::telemetry::GrpcTracing)
         .layer(crate::cluster::forward::GrpcForwarding(forwarder.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

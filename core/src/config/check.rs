@@ -238,6 +238,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         }
     };
     let store = super::store::check_store(&mut c, &raw.store);
+    let telemetry = super::telemetry::check_telemetry(&mut c, &raw.telemetry);
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
             problems: c.problems,
@@ -272,6 +273,7 @@ pub(super) fn check(raw: RawConfig, version: String) -> Result<Config, ConfigErr
         flow_scope,
         arguments,
         store,
+        telemetry,
     })
 }
 

@@ -12,6 +12,7 @@ mod listener;
 mod raw;
 mod rules;
 mod store;
+mod telemetry;
 mod templates;
 mod tls;
 
@@ -36,6 +37,7 @@ pub use credentials::{
 };
 pub use listener::HttpLimits;
 pub use store::{DEFAULT_LEASE_TTL, PostgresStore, StoreSettings};
+pub use telemetry::{DEFAULT_SERVICE_NAME, TelemetrySettings, endpoint_problem};
 pub use tls::{ClientCertMode, ClientTlsFiles, ListenTls};
 
 /// The checked configuration. Cheap to share: workflows hold an `Arc<Config>` of the version they
@@ -74,6 +76,8 @@ pub struct Config {
     pub flow_scope: FlowScope,
     /// Where the audit log's records are kept (`store`).
     pub store: StoreSettings,
+    /// Where traces go (`telemetry`); read once at start-up.
+    pub telemetry: TelemetrySettings,
 }
 
 /// What flow labels follow (SPEC §9.7): whatever the scope, a label follows the context that

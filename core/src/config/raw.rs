@@ -49,6 +49,9 @@ pub struct RawConfig {
     /// Where the audit log is kept: local files unless `postgres` is given.
     #[serde(default)]
     pub store: super::store::RawStore,
+    /// Where traces go (OTLP), under which name, sampled how.
+    #[serde(default)]
+    pub telemetry: super::telemetry::RawTelemetry,
 }
 
 /// `arguments` as written.

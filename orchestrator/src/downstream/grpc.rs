@@ -95,6 +95,7 @@ impl GrpcTools {
             call_id: call_id.to_owned(),
         });
         request.set_timeout(server.timeout);
+        crate::telemetry::propagation::inject_metadata(request.metadata_mut());
         let response = tokio::time::timeout(server.timeout, client.call_tool(request))
             .await
             .map_err(|_| deadline(tool, server.timeout))?

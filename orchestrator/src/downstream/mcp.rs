@@ -228,6 +228,7 @@ impl McpTools {
             .map_err(|_| deadline(tool, open_limit(server)))??;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
+        crate::telemetry::propagation::inject_request_meta(&mut params.meta);
         let _in_flight = self.client.inflight.enter(progress);
         let work = async {
             // Every request carries a progress token of the SDK's; when the caller asked for

@@ -151,7 +151,7 @@ impl HttpTools {
         }
         // A caller that wants progress gets the server's: the request asks for it under a token of
         // ours (what the server sends on this request's stream is this request's).
-        let params = match relay {
+        let mut params = match relay {
             Some(_) => json!({
                 "name": tool,
                 "arguments": arguments,
@@ -159,6 +159,7 @@ impl HttpTools {
             }),
             None => json!({ "name": tool, "arguments": arguments }),
         };
+        crate::telemetry::propagation::inject_params(&mut params);
         let _in_flight = self.inflight.enter(relay);
         let result: CallToolResult = self
             .request(

@@ -10,16 +10,19 @@ use super::decide::{Decided, Dispatch, Verdict};
 use super::{Gateway, now_ms};
 use crate::approval::Approval;
 use crate::audit::{ApprovalVerdict, AuditEvent, AuditRecord, Outcome};
+use crate::config::{RouteKind, Transport};
 use crate::downstream::{Forward, RelaySink, SessionFree, ToolFailure};
 use crate::error::Error;
 use crate::metrics::Counted;
 use crate::policy::Violation;
+use crate::telemetry::{durations, spans};
 use conductor_audit::Admit;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A call asked for by a caller or a template step.
 #[derive(Debug, Clone)]
@@ -97,17 +100,21 @@ impl Gateway {
         // recorded to its end.
         let abandoned = CancellationToken::new();
         let withdraw = abandoned.clone().drop_guard();
-        let task = self.inner.tasks.spawn(async move {
-            gateway
-                .execute_until(
-                    spec,
-                    None,
-                    &abandoned,
-                    progress.as_ref(),
-                    session_free.as_deref(),
-                )
-                .await
-        });
+        // The call's spans stay under its caller's (the request's SERVER span).
+        let task = self.inner.tasks.spawn(
+            async move {
+                gateway
+                    .execute_until(
+                        spec,
+                        None,
+                        &abandoned,
+                        progress.as_ref(),
+                        session_free.as_deref(),
+                    )
+                    .await
+            }
+            .in_current_span(),
+        );
         let report = task.await.map_err(|_| Error::ShuttingDown);
         withdraw.disarm();
         let report = report??;
@@ -148,7 +155,7 @@ impl Gateway {
                 let call_id = crate::ids::call_id();
                 let Decided { verdict, recorded } =
                     self.decide(&spec, &call_id, false, now_ms())?;
-                if let Err(e) = recorded.durable().await {
+                if let Err(e) = durable(recorded, "decision").await {
                     return Err(self.not_recorded(&spec, &call_id, e.into()).await);
                 }
                 match verdict {
@@ -190,7 +197,11 @@ impl Gateway {
                 }
             }
         };
-        let approval = match Box::pin(self.await_approval(approval, decisions, abandoned)).await {
+        let waiting = spans::approval_wait(&approval.id, &approval.gate);
+        let approval = match Box::pin(self.await_approval(approval, decisions, abandoned))
+            .instrument(waiting.clone())
+            .await
+        {
             Ok(approval) => approval,
             // The wait ended with the orchestrator: the request stays pending and resumes.
             Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
@@ -202,6 +213,24 @@ impl Gateway {
                 return Err(e);
             }
         };
+        spans::approval_decided(
+            &waiting,
+            match approval.verdict {
+                Some(ApprovalVerdict::Approved) => "approved",
+                Some(ApprovalVerdict::Denied) => "denied",
+                Some(ApprovalVerdict::Expired) => "expired",
+                None => "pending",
+            },
+            &approval.decided_by,
+            std::time::Duration::from_millis(
+                u64::try_from(
+                    approval
+                        .decided_at_ms
+                        .saturating_sub(approval.requested_at_ms),
+                )
+                .unwrap_or(0),
+            ),
+        );
         let released = approval.verdict == Some(ApprovalVerdict::Approved)
             && approval.arguments_digest == crate::approval::digest(&spec.arguments);
         if !released {
@@ -226,7 +255,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        if let Err(e) = recorded.durable().await {
+        if let Err(e) = durable(recorded, "decision").await {
             return Err(self.not_recorded(&spec, &call_id, e.into()).await);
         }
         match verdict {
@@ -347,11 +376,33 @@ impl Gateway {
                     self.record_answers(spec, &call_id, &server, answers).await;
                 }
                 // As the caller: a server that exchanges callers' tokens is sent one for it.
+                let client = spans::client(&spans::Downstream {
+                    server: &server,
+                    tool: &remote,
+                    grpc: matches!(server_config.transport, Transport::Grpc { .. }),
+                    url: match &server_config.transport {
+                        Transport::Grpc { url } | Transport::McpHttp { url } => Some(url),
+                        Transport::McpStdio { .. } => None,
+                    },
+                    method: mcp_method(kind),
+                });
+                let sent = Instant::now();
                 let answer = crate::downstream::credentials::as_caller(
                     &spec.caller,
                     self.inner.downstream.call(forward),
                 )
+                .instrument(client.clone())
                 .await;
+                let error_type = downstream_finished(&client, &answer);
+                if !matches!(server_config.transport, Transport::Grpc { .. }) {
+                    self.inner.metrics.operation_durations.record(
+                        durations::Side::Client,
+                        mcp_method(kind),
+                        Some(&remote),
+                        error_type,
+                        sent.elapsed(),
+                    );
+                }
                 // Everything the server sent before its answer reaches the caller before it.
                 if let Some((relay, relayed)) = relaying {
                     drop(relay);
@@ -402,7 +453,8 @@ impl Gateway {
         );
         let recorded = self
             .inner
-            .record(
+            .record_traced(
+                "outcome",
                 AuditEvent::CallFinished {
                     workflow_id: spec.workflow_id.clone(),
                     call_id: call_id.clone(),
@@ -611,5 +663,46 @@ fn recorded_result(record: Arc<AuditRecord>) -> Value {
             } => value.clone(),
             _ => Value::Null,
         },
+    }
+}
+
+/// Waits until a queued record is durable, in an audit commit span (`what` it records).
+async fn durable(
+    recorded: conductor_audit::Queued<AuditEvent>,
+    what: &'static str,
+) -> Result<Arc<AuditRecord>, conductor_audit::AuditError> {
+    let span = spans::audit_commit(what);
+    let durable = recorded.durable().instrument(span.clone()).await;
+    match &durable {
+        Ok(record) => spans::committed(&span, Ok(record.seq)),
+        Err(e) => spans::committed(&span, Err(e)),
+    }
+    durable
+}
+
+/// Ends a downstream call's CLIENT span with its outcome; returns its `error.type`.
+fn downstream_finished(
+    span: &tracing::Span,
+    answer: &Result<crate::downstream::ToolReply, Error>,
+) -> Option<&'static str> {
+    let error_type = match answer {
+        Ok(reply) => match &reply.outcome {
+            Ok(_) => None,
+            Err(_) => Some("tool_error"),
+        },
+        Err(Error::Unavailable { .. }) => Some("unavailable"),
+        Err(Error::Cancelled { .. }) => Some("cancelled"),
+        Err(_) => Some("downstream_error"),
+    };
+    spans::finish(span, error_type);
+    error_type
+}
+
+/// The MCP method a route is called with.
+fn mcp_method(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::Tool => "tools/call",
+        RouteKind::ReadResource => "resources/read",
+        RouteKind::GetPrompt => "prompts/get",
     }
 }

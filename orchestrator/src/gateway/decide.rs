@@ -47,6 +47,8 @@ impl Gateway {
         approval_granted: bool,
         now: i64,
     ) -> Result<Decided, Error> {
+        let span = crate::telemetry::spans::decision(&spec.tool);
+        let _decision = span.enter();
         let learned = self.learned_labels(&spec.tool);
         let mut state = self.inner.state();
         let state = &mut *state;
@@ -160,6 +162,48 @@ impl Gateway {
             conditions: trace.conditions,
             gate_reason,
         };
+        if let AuditEvent::CallDecided {
+            decision,
+            violations,
+            gate,
+            labels,
+            workflow_labels,
+            conditions,
+            ..
+        } = &event
+            && !span.is_disabled()
+        {
+            crate::telemetry::spans::decided(
+                &span,
+                crate::telemetry::spans::Decided {
+                    call_id,
+                    workflow_id: &spec.workflow_id,
+                    outcome: match decision {
+                        DecisionKind::Allow => "allow",
+                        DecisionKind::Deny => "deny",
+                        DecisionKind::NeedsApproval => "needs_approval",
+                    },
+                    rules: violations
+                        .iter()
+                        .map(|v| v.rule_id.as_str())
+                        .chain(gate.as_deref())
+                        .collect(),
+                    workflow_labels,
+                    tool_labels: labels,
+                    conditions: conditions
+                        .iter()
+                        .map(|c| {
+                            let value = match c.value {
+                                Some(true) => "true",
+                                Some(false) => "false",
+                                None => "error",
+                            };
+                            format!("{}={value}", c.rule_id)
+                        })
+                        .collect(),
+                },
+            );
+        }
         let verdict = match decision {
             Decision::Allow => {
                 let server_timeout = config

@@ -131,6 +131,23 @@ impl Inner {
         };
         Ok(queued.durable().await?)
     }
+
+    /// [`Inner::record`] in an audit commit span (`what` it records).
+    pub async fn record_traced(
+        &self,
+        what: &'static str,
+        event: AuditEvent,
+        admit: Admit,
+    ) -> Result<Arc<AuditRecord>, Error> {
+        use tracing::Instrument;
+        let span = crate::telemetry::spans::audit_commit(what);
+        let recorded = self.record(event, admit).instrument(span.clone()).await;
+        match &recorded {
+            Ok(record) => crate::telemetry::spans::committed(&span, Ok(record.seq)),
+            Err(e) => crate::telemetry::spans::committed(&span, Err(e)),
+        }
+        recorded
+    }
 }
 
 /// A cheap handle to the orchestrator's state and operations.

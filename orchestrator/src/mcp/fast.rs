@@ -53,6 +53,12 @@ pub(super) async fn call(
         progress: None,
         peer: None,
         session_free: None,
+        inbound: crate::telemetry::spans::Inbound::of(
+            Some(id.to_string()),
+            params.meta.as_ref().map(|meta| &meta.0.0),
+            Some(&parts.headers),
+            false,
+        ),
     };
     let answer = match session.call_tool(params, context).await {
         Ok(result) => {

@@ -165,6 +165,8 @@ pub(super) struct CallContext {
     /// answers to a server's input requests: such a client is served in its own era by a server
     /// that speaks it (see [`SessionFree`]).
     pub session_free: Option<SessionFree>,
+    /// What its SERVER span needs: the request's id, the caller's trace context.
+    pub inbound: crate::telemetry::spans::Inbound,
 }
 
 impl CallContext {
@@ -220,6 +222,12 @@ impl CallContext {
                 input_responses: None,
                 request_state: None,
             }),
+            inbound: crate::telemetry::spans::Inbound::of(
+                Some(context.id.to_string()),
+                Some(&context.meta.0.0),
+                parts.map(|p| &p.headers),
+                session.front == Front::Stdio,
+            ),
         }
     }
 
@@ -646,11 +654,31 @@ impl Session {
         request: CallToolRequestParams,
         context: CallContext,
     ) -> Result<CallToolResponse, ErrorData> {
+        use crate::telemetry::{durations, spans};
+        use tracing::Instrument;
         let tool = request.name.to_string();
-        match self.call(request, context).await {
+        let received = std::time::Instant::now();
+        let span = spans::mcp_server(&spans::McpRequest {
+            method: "tools/call",
+            target: Some(&tool),
+            inbound: &context.inbound,
+            session: context.tag.as_ref().map(|t| t.0.as_str()),
+            protocol: self.protocol.get().map(|p| p.as_str()),
+        });
+        let answer = match self.call(request, context).instrument(span.clone()).await {
             Ok(result) => Ok(result),
             Err(error) => reply::error(&tool, error).map(Into::into),
-        }
+        };
+        let error_type = spans::mcp_error_type(&answer);
+        spans::finish(&span, error_type.as_deref());
+        self.gateway.metrics().operation_durations.record(
+            durations::Side::Server,
+            "tools/call",
+            Some(&tool),
+            error_type.as_deref(),
+            received.elapsed(),
+        );
+        answer
     }
 
     async fn call(

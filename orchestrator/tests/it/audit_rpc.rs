@@ -329,7 +329,10 @@ fn strict_check(text: &str) {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad name in {line}"
         );
-        let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+        let family = name
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count")
+            .trim_end_matches("_bucket");
         assert!(
             declared.contains(name) || declared.contains(family),
             "sample before its TYPE: {line}"

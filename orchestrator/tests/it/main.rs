@@ -47,6 +47,7 @@ mod test_ca;
 mod tls;
 mod tls_downstream;
 mod tls_identity;
+mod traces;
 mod trust_bounds;
 mod trust_order;
 mod workflow_lifecycle;
