@@ -340,7 +340,8 @@ impl HttpTools {
         if let Some(state) = &client.request_state {
             params.insert("requestState".to_owned(), state.clone());
         }
-        let params = Value::Object(params);
+        let mut params = Value::Object(params);
+        crate::telemetry::propagation::inject_params(&mut params);
         let headers = session_free_headers(method, &params);
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
