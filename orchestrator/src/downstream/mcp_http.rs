@@ -979,6 +979,7 @@ async fn read_answer(
 /// to it.
 async fn ask(relay: Option<&RelaySink>, method: &str, params: Value) -> Result<Value, AskRefused> {
     let Some(relay) = relay else {
+        super::note_refused(method);
         return Err(AskRefused::cannot_answer(method));
     };
     let (answer, answered) = tokio::sync::oneshot::channel();

@@ -140,6 +140,39 @@ pub enum Heard {
     ResourceUpdated(String),
 }
 
+tokio::task_local! {
+    /// The methods of the server's requests refused, for want of a way to the client, during the
+    /// forwarding of a call whose caller has no stream (see [`noting_refusals`]).
+    static REFUSED: std::cell::RefCell<Vec<String>>;
+}
+
+/// How many refusals one call keeps for its record (a server asking again and again is recorded
+/// this many times, and refused every time).
+const MAX_REFUSALS_NOTED: usize = 32;
+
+/// Runs `work` (the forwarding of one call whose caller has no stream to answer a server's
+/// request on), and returns with its output the methods of the server's requests refused while it
+/// ran, so that each is recorded as a request relayed on a stream is. Requests of a server over
+/// stdio are answered by the SDK's own task and are not noted here.
+pub async fn noting_refusals<F: std::future::Future>(work: F) -> (F::Output, Vec<String>) {
+    REFUSED
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            let output = work.await;
+            (output, REFUSED.with(std::cell::RefCell::take))
+        })
+        .await
+}
+
+/// Notes a server's request refused for want of a way to the client (see [`noting_refusals`]).
+fn note_refused(method: &str) {
+    let _ = REFUSED.try_with(|refused| {
+        let mut refused = refused.borrow_mut();
+        if refused.len() < MAX_REFUSALS_NOTED {
+            refused.push(method.to_owned());
+        }
+    });
+}
+
 /// Where a request's progress and log messages go: a bounded channel to its caller; an update that
 /// finds it full is dropped (both are advisory, and a slow caller never slows the tool's answer).
 pub type RelaySink = tokio::sync::mpsc::Sender<Relayed>;

@@ -387,12 +387,18 @@ impl Gateway {
                     method: mcp_method(kind),
                 });
                 let sent = Instant::now();
-                let answer = crate::downstream::credentials::as_caller(
+                let forwarding = crate::downstream::credentials::as_caller(
                     &spec.caller,
                     self.inner.downstream.call(forward),
                 )
-                .instrument(client.clone())
-                .await;
+                .instrument(client.clone());
+                // A caller with no stream cannot be asked anything: what the server asked is
+                // refused at once, and recorded (below) as a relayed request is.
+                let (answer, refused) = if relaying.is_some() {
+                    (forwarding.await, Vec::new())
+                } else {
+                    crate::downstream::noting_refusals(forwarding).await
+                };
                 let error_type = downstream_finished(&client, &answer);
                 if !matches!(server_config.transport, Transport::Grpc { .. }) {
                     self.inner.metrics.operation_durations.record(
@@ -402,6 +408,11 @@ impl Gateway {
                         error_type,
                         sent.elapsed(),
                     );
+                }
+                for method in refused {
+                    let why = crate::downstream::AskRefused::cannot_answer(&method).message;
+                    self.record_asked(spec, &call_id, &server, method, "refused", Some(why))
+                        .await;
                 }
                 // Everything the server sent before its answer reaches the caller before it.
                 if let Some((relay, relayed)) = relaying {

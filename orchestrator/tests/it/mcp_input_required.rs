@@ -5,13 +5,18 @@
 //! the audit log records who asked what and how it ended, never what was asked.
 
 use crate::conformance::{catalog, fixture};
-use crate::mcp_support::{run_python, script};
+use crate::mcp_support::{params, run_python, script, text};
 use conductor_orchestrator::audit::AuditEvent;
 use conductor_orchestrator::testing;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_free_client_answers_the_servers_input_requests_through_conductorio() {
+/// The fixture, and an orchestrator in front of it (every tool allowed, no rules), with its audit
+/// directory; the fixture stops when dropped.
+async fn through_conductorio() -> (
+    fixture::Fixture,
+    testing::RunningOrchestrator,
+    tempfile::TempDir,
+) {
     let fixture = fixture::serve().await;
     let config = json!({
         "servers": {
@@ -26,6 +31,22 @@ async fn a_session_free_client_answers_the_servers_input_requests_through_conduc
     let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
         .await
         .expect("orchestrator starts");
+    (fixture, orchestrator, audit)
+}
+
+/// Every event of the orchestrator's audit log, once it has stopped.
+async fn recorded(orchestrator: testing::RunningOrchestrator) -> Vec<AuditEvent> {
+    let dir = orchestrator.gateway.audit().dir().to_path_buf();
+    orchestrator.stop().await;
+    conductor_audit::read_from::<AuditEvent>(&dir, 1)
+        .expect("the audit log reads")
+        .map(|r| r.expect("every record reads").event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_free_client_answers_the_servers_input_requests_through_conductorio() {
+    let (_fixture, orchestrator, _audit) = through_conductorio().await;
     let url = format!("{}/mcp", orchestrator.http_url());
     let summary = run_python(&[
         script("mcp_input_required.py").display().to_string(),
@@ -66,12 +87,7 @@ async fn a_session_free_client_answers_the_servers_input_requests_through_conduc
         "subscriptions/listen is acknowledged with the subscription: {summary}"
     );
 
-    let dir = orchestrator.gateway.audit().dir().to_path_buf();
-    orchestrator.stop().await;
-    let events: Vec<AuditEvent> = conductor_audit::read_from::<AuditEvent>(&dir, 1)
-        .expect("the audit log reads")
-        .map(|r| r.expect("every record reads").event)
-        .collect();
+    let events = recorded(orchestrator).await;
     let asked = |wanted: &str, how: &str| {
         events
             .iter()
@@ -113,5 +129,37 @@ async fn a_session_free_client_answers_the_servers_input_requests_through_conduc
     assert!(
         !text.contains("What is your name?"),
         "what a server asks is not recorded"
+    );
+}
+
+/// A client that can be asked nothing (the session era, no capability declared, so its call has
+/// no stream): the server's sampling request is refused at once, and recorded as a relayed request
+/// is, with why (issue 28: it used to show only in the call's outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_request_to_a_caller_without_a_stream_is_refused_and_recorded() {
+    use rmcp::ServiceExt;
+    let (_fixture, orchestrator, _audit) = through_conductorio().await;
+    let client = ()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            format!("{}/mcp", orchestrator.http_url()),
+        ))
+        .await
+        .expect("the MCP client initializes");
+    let answer = client
+        .call_tool(params("test_sampling", json!({ "prompt": "anyone?" })))
+        .await
+        .expect("tools/call");
+    let said = text(&answer);
+    assert!(
+        said.contains("Sampling not supported or error") && said.contains("cannot answer"),
+        "the server heard the refusal at once: {said}"
+    );
+    let _ = client.cancel().await;
+    let events = recorded(orchestrator).await;
+    assert!(
+        events.iter().any(|e| matches!(e, AuditEvent::ServerAsked { tool, server, method, outcome, error: Some(why), .. }
+            if tool == "test_sampling" && server == "conformance" && method == "sampling/createMessage"
+                && outcome == "refused" && why.contains("did not declare the capability"))),
+        "{events:?}"
     );
 }
