@@ -80,10 +80,23 @@ pub(super) struct HttpTools {
     opening: tokio::sync::Mutex<()>,
     ids: AtomicI64,
     inflight: Arc<InFlight>,
-    /// Whether the server speaks the session-free era, as its `server/discover` said; none: not
-    /// asked yet (or asked again after the server could not be reached).
-    session_free: Mutex<Option<bool>>,
+    /// Which protocol eras the server speaks, as its `server/discover` said; none: not asked yet
+    /// (or asked again after the server could not be reached).
+    eras: Mutex<Option<Eras>>,
 }
+
+/// The protocol eras a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Eras {
+    /// 2026-07-28, without sessions.
+    session_free: bool,
+    /// The `initialize` eras, with sessions.
+    sessions: bool,
+}
+
+/// How many rounds of input a server may ask for before one request of a caller without an era
+/// of its own is given up (what the official SDKs allow).
+const MAX_INPUT_ROUNDS: usize = 10;
 
 impl HttpTools {
     pub(super) fn new(
@@ -106,7 +119,7 @@ impl HttpTools {
             opening: tokio::sync::Mutex::default(),
             ids: AtomicI64::new(1),
             inflight: Arc::default(),
-            session_free: Mutex::default(),
+            eras: Mutex::default(),
         })
     }
 
@@ -263,12 +276,17 @@ impl HttpTools {
         Ok(())
     }
 
-    /// Whether the server speaks the session-free era: asked once with `server/discover`
-    /// (SEP-2575) and remembered. A server that answers it with anything but a result naming that
-    /// era (an error, a refusal for want of a session) speaks only the session eras; one that
-    /// cannot be reached is asked again next time.
+    /// Whether the server speaks the session-free era (see [`HttpTools::eras`]).
     async fn speaks_session_free(&self, server: &ServerConfig) -> Result<bool, Error> {
-        if let Some(known) = *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) {
+        Ok(self.eras(server).await?.session_free)
+    }
+
+    /// The eras the server speaks: asked once with `server/discover` (SEP-2575) and remembered.
+    /// A server that answers it with anything but a result naming its versions (an error, a
+    /// refusal for want of a session) speaks only the session eras; one that cannot be reached is
+    /// asked again next time.
+    async fn eras(&self, server: &ServerConfig) -> Result<Eras, Error> {
+        if let Some(known) = *self.eras.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(known);
         }
         self.credentials.ready()?;
@@ -282,29 +300,115 @@ impl HttpTools {
         let asked = async {
             let response = self.post(&headers, &discover).await?;
             let answer = read_answer(response, Some(0), false, None, None).await;
-            Ok::<_, String>(answer.ok().is_some_and(|result| {
-                #[derive(Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct Discovered {
-                    supported_versions: Vec<String>,
-                }
-                serde_json::from_str::<Discovered>(result.get()).is_ok_and(|d| {
-                    d.supported_versions
-                        .iter()
-                        .any(|v| v == SESSION_FREE_VERSION)
-                })
-            }))
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Discovered {
+                supported_versions: Vec<String>,
+            }
+            let versions = answer
+                .ok()
+                .and_then(|result| serde_json::from_str::<Discovered>(result.get()).ok())
+                .map(|d| d.supported_versions);
+            Ok::<_, String>(match versions {
+                Some(versions) => Eras {
+                    session_free: versions.iter().any(|v| v == SESSION_FREE_VERSION),
+                    sessions: versions.iter().any(|v| v.as_str() < SESSION_FREE_VERSION),
+                },
+                None => Eras {
+                    session_free: false,
+                    sessions: true,
+                },
+            })
         };
-        let speaks = tokio::time::timeout(server.timeout, asked)
+        let eras = tokio::time::timeout(server.timeout, asked)
             .await
             .map_err(|_| deadline("server/discover", server.timeout))?
             .map_err(|message| Error::Unavailable {
                 server: server.name.clone(),
                 message: format!("server/discover at {}: {message}", self.url),
             })?;
-        tracing::info!(server = %server.name, url = %self.url, session_free = speaks, "asked the MCP server which protocol eras it speaks");
-        *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) = Some(speaks);
-        Ok(speaks)
+        tracing::info!(server = %server.name, url = %self.url, session_free = eras.session_free, sessions = eras.sessions, "asked the MCP server which protocol eras it speaks");
+        *self.eras.lock().unwrap_or_else(|e| e.into_inner()) = Some(eras);
+        Ok(eras)
+    }
+
+    /// Whether a request of a caller without an era of its own (a session-era client, a gRPC
+    /// caller, a listing) goes in a session: unless the server speaks only the session-free era.
+    /// The server is asked which eras it speaks only when a session cannot be opened, so a server
+    /// of the session eras costs nothing more.
+    async fn in_session(&self, server: &ServerConfig) -> Result<bool, Error> {
+        if let Some(eras) = *self.eras.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(eras.sessions || !eras.session_free);
+        }
+        if self.current().is_some() {
+            return Ok(true);
+        }
+        match self.session(server).await {
+            Ok(_) => Ok(true),
+            Err(refused) => match self.eras(server).await {
+                Ok(eras) if eras.session_free && !eras.sessions => Ok(false),
+                _ => Err(refused),
+            },
+        }
+    }
+
+    /// One request of a caller without an era of its own to a server that speaks only the
+    /// session-free era: with Conductorio's own capabilities (what a caller with a stream can be
+    /// asked), and each round of input the server asks for put to the caller as a server's request
+    /// on its stream (recorded as one), its answers sent back with the retry.
+    #[allow(clippy::too_many_arguments)]
+    async fn in_rounds<T: DeserializeOwned>(
+        &self,
+        server: &ServerConfig,
+        what: &str,
+        method: &str,
+        params: &Value,
+        relay: Option<&RelaySink>,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<T, Error> {
+        let mut own = SessionFree {
+            capabilities: match relay {
+                Some(_) => json!({ "sampling": {}, "elicitation": {}, "roots": {} }),
+                None => json!({}),
+            },
+            ..SessionFree::default()
+        };
+        for _ in 0..MAX_INPUT_ROUNDS {
+            let answer: Value = self
+                .session_free_request(server, what, method, params, relay, cancel, &own)
+                .await?;
+            if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
+                return serde_json::from_value(answer).map_err(|e| Error::Downstream {
+                    server: server.name.clone(),
+                    tool: what.to_owned(),
+                    message: format!("the answer to {method} is not what MCP says: {e}"),
+                });
+            }
+            let mut responses = serde_json::Map::new();
+            for (key, asked) in answer
+                .get("inputRequests")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let method = asked.get("method").and_then(Value::as_str).unwrap_or("");
+                let params = asked.get("params").cloned().unwrap_or(Value::Null);
+                let response = match ask(relay, method, params).await {
+                    Ok(result) => result,
+                    Err(refused) => json!({ "code": refused.code, "message": refused.message }),
+                };
+                responses.insert(key.clone(), response);
+            }
+            own.input_responses = Some(Value::Object(responses));
+            own.request_state = answer.get("requestState").cloned();
+        }
+        Err(Error::Downstream {
+            server: server.name.clone(),
+            tool: what.to_owned(),
+            message: format!(
+                "the server asked for input more than {MAX_INPUT_ROUNDS} rounds in a row; the request was given up"
+            ),
+        })
     }
 
     /// One request of the session-free era, for `client`: no session, the era's headers, and in
@@ -382,7 +486,7 @@ impl HttpTools {
                 );
                 if unsupported || matches!(failure, Failure::Transport(_)) {
                     // Asked again next time: the server may have been replaced by another.
-                    *self.session_free.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    *self.eras.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
                 Err(self.error(server, what, failure))
             }
@@ -391,6 +495,11 @@ impl HttpTools {
 
     /// One MCP `ping` in the open session (the background health check, [`super::health`]).
     pub(super) async fn ping(&self, server: &ServerConfig) -> Result<(), Error> {
+        if !self.in_session(server).await? {
+            // The session-free era has no ping: the server is asked which eras it speaks.
+            *self.eras.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return self.eras(server).await.map(|_| ());
+        }
         self.request::<Value>(
             server,
             "ping",
@@ -454,6 +563,11 @@ impl HttpTools {
     ) -> Result<T, Error> {
         // A caller the server cannot be sent a credential for never touches the shared session.
         self.credentials.ready()?;
+        if !self.in_session(server).await? {
+            return self
+                .in_rounds(server, what, method, params, relay, cancel)
+                .await;
+        }
         let work = async {
             for attempt in 0..2 {
                 let session = self.session(server).await?;
@@ -1335,6 +1449,94 @@ mod tests {
             ]
         );
         assert_eq!(seen[3].0[SESSION_HEADER], "s-1");
+        server.abort();
+    }
+
+    /// A server that speaks only the session-free era (it refuses `initialize`) serves a caller
+    /// without an era of its own too: its input requests are put to the caller on its stream and
+    /// the answers sent back with the retry; its tools are listed in its era.
+    #[tokio::test]
+    async fn a_server_of_the_session_free_era_only_serves_every_caller() {
+        fn answer(headers: &axum::http::HeaderMap, body: &Value) -> axum::response::Response {
+            let id = body["id"].clone();
+            let modern = headers
+                .get(VERSION_HEADER)
+                .is_some_and(|v| v == SESSION_FREE_VERSION);
+            match body["method"].as_str() {
+                Some("server/discover") => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "supportedVersions": ["2026-07-28"], "capabilities": {}
+                    } }),
+                ),
+                Some("tools/list") if modern => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete",
+                        "tools": [{ "name": "greet", "inputSchema": { "type": "object" } }] } }),
+                ),
+                Some("tools/call") if modern => match body.pointer("/params/inputResponses/who") {
+                    Some(who) => json_answer(
+                        StatusCode::OK,
+                        json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete",
+                            "content": [{ "type": "text", "text": format!("hello {}", who["content"]["name"]) }] } }),
+                    ),
+                    None => json_answer(
+                        StatusCode::OK,
+                        json!({ "jsonrpc": "2.0", "id": id, "result": {
+                            "resultType": "input_required",
+                            "inputRequests": { "who": { "method": "elicitation/create", "params": {
+                                "message": "Who?", "requestedSchema": { "type": "object" } } } },
+                            "requestState": "r1"
+                        } }),
+                    ),
+                },
+                _ => json_answer(
+                    StatusCode::NOT_FOUND,
+                    json!({ "jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32601, "message": "Method not found"
+                    } }),
+                ),
+            }
+        }
+        let (url, seen, server) = fake_server(answer).await;
+        let config = server_at(&url);
+        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let listed = tools
+            .list(&config)
+            .await
+            .expect("the tools, in the server's era");
+        assert_eq!(listed.len(), 1);
+        let (relay, mut relayed) = tokio::sync::mpsc::channel(4);
+        let caller = tokio::spawn(async move {
+            while let Some(update) = relayed.recv().await {
+                if let Relayed::Ask(ask) = update {
+                    assert_eq!(ask.method, "elicitation/create");
+                    let _ = ask.answer.send(Ok(
+                        json!({ "action": "accept", "content": { "name": "Ada" } }),
+                    ));
+                }
+            }
+        });
+        let reply = tools
+            .call(&config, "greet", &json!({}), Some(&relay), None, None)
+            .await
+            .expect("an answer");
+        assert_eq!(reply.outcome, Ok(json!("hello \"Ada\"")));
+        drop(relay);
+        let _ = caller.await;
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let calls: Vec<&Value> = seen
+            .iter()
+            .map(|(_, body)| body)
+            .filter(|body| body["method"] == "tools/call")
+            .collect();
+        assert_eq!(calls.len(), 2, "one round of input, then the answer");
+        assert_eq!(
+            calls[0]["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+            json!({ "sampling": {}, "elicitation": {}, "roots": {} }),
+            "a caller with a stream can be asked"
+        );
+        assert_eq!(calls[1]["params"]["requestState"], "r1");
         server.abort();
     }
 
