@@ -202,7 +202,9 @@ pub enum AuditEvent<J = Value> {
         tool: String,
         server: String,
         method: String,
-        /// `answered`, or `refused` (the client could not or would not answer; `error` says why).
+        /// `answered`, `refused` (the client could not or would not answer; `error` says why), or
+        /// `asked` (put to a session-free client in an `input_required` result, SEP-2322; its
+        /// answer is recorded with the call that retries it).
         outcome: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
