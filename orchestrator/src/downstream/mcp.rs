@@ -39,6 +39,8 @@ pub(super) struct ConductorClient {
     /// exactly one call is in flight (it is then that call's), and is dropped otherwise (another
     /// caller's log messages are never delivered).
     inflight: Arc<InFlight>,
+    /// Where the server's resource updates go, with the server's name.
+    updates: Option<(String, super::Updates)>,
 }
 
 impl ConductorClient {
@@ -138,6 +140,11 @@ impl ConductorClient {
                     }));
                 }
             }
+            ServerNotification::ResourceUpdatedNotification(updated) => {
+                if let Some((server, updates)) = &self.updates {
+                    updates.announce(server, &json!({ "uri": updated.params.uri }));
+                }
+            }
             ServerNotification::LoggingMessageNotification(log) => {
                 if let Some(sink) = self.lone_call() {
                     let _ = sink.try_send(Relayed::Log(log.params.clone()));
@@ -205,6 +212,18 @@ pub(super) struct McpTools {
 }
 
 impl McpTools {
+    /// The client of server `name`, whose resource updates go to `updates`.
+    pub(super) fn announcing(name: &str, updates: super::Updates) -> Self {
+        let tools = McpTools::default();
+        McpTools {
+            client: ConductorClient {
+                updates: Some((name.to_owned(), updates)),
+                ..tools.client.clone()
+            },
+            ..tools
+        }
+    }
+
     /// Calls one tool within the server's time-out, once a session is open (see [`open_limit`]).
     pub(super) async fn call(
         &self,

@@ -83,6 +83,8 @@ pub(super) struct HttpTools {
     /// Which protocol eras the server speaks, as its `server/discover` said; none: not asked yet
     /// (or asked again after the server could not be reached).
     eras: Mutex<Option<Eras>>,
+    /// Where the server's resource updates go, with its name.
+    updates: Option<(String, super::Updates)>,
 }
 
 /// The protocol eras a server speaks.
@@ -120,7 +122,24 @@ impl HttpTools {
             ids: AtomicI64::new(1),
             inflight: Arc::default(),
             eras: Mutex::default(),
+            updates: None,
         })
+    }
+
+    /// The same client, its server's resource updates going to `updates`.
+    pub(super) fn announcing(mut self, server: &str, updates: super::Updates) -> Self {
+        self.updates = Some((server.to_owned(), updates));
+        self
+    }
+
+    /// A server's `notifications/resources/updated`, on to the fronts.
+    fn announce(&self, message: &Message) {
+        if let (Some((server, updates)), Some("notifications/resources/updated"), Some(params)) =
+            (&self.updates, message.method.as_deref(), &message.params)
+            && let Ok(params) = serde_json::from_str::<Value>(params.get())
+        {
+            updates.announce(server, &params);
+        }
     }
 
     /// Calls one tool within the server's time-out (opening a session first within its own limit).
@@ -673,6 +692,7 @@ impl HttpTools {
             Err(_) => return None,
         };
         let inflight = Arc::clone(&self.inflight);
+        let updates = self.updates.clone();
         let task = tokio::spawn(async move {
             let mut events = EventStream::default();
             while let Ok(Some(chunk)) = response.chunk().await {
@@ -680,8 +700,17 @@ impl HttpTools {
                     return;
                 }
                 while let Some(data) = events.next_data() {
-                    if let Ok(message) = serde_json::from_str::<Message>(&data)
-                        && message.id.is_none()
+                    let Ok(message) = serde_json::from_str::<Message>(&data) else {
+                        continue;
+                    };
+                    if message.method.as_deref() == Some("notifications/resources/updated") {
+                        // To every session subscribed to the resource, whoever's call runs.
+                        if let (Some((server, updates)), Some(params)) = (&updates, &message.params)
+                            && let Ok(params) = serde_json::from_str::<Value>(params.get())
+                        {
+                            updates.announce(server, &params);
+                        }
+                    } else if message.id.is_none()
                         && let Some(relay) = inflight.lone()
                     {
                         relay_notification(&message, &relay);
@@ -1079,6 +1108,9 @@ async fn read_answer(
             }
             if answers && (message.result.is_some() || message.error.is_some()) {
                 return settle(message);
+            }
+            if let Some((client, _)) = back {
+                client.announce(&message);
             }
             if message.id.is_none()
                 && let Some(relay) = relay

@@ -129,6 +129,41 @@ pub struct SessionFree {
     pub request_state: Option<Value>,
 }
 
+/// A resource a server says changed (`notifications/resources/updated`), for the clients that
+/// subscribed to it through Conductorio in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceUpdated {
+    pub server: String,
+    pub uri: String,
+}
+
+/// Where the servers' resource updates go: each MCP front that relays them listens. Bounded: a
+/// front that falls behind misses updates (it is told how many), and no server can grow memory.
+#[derive(Clone)]
+pub struct Updates(tokio::sync::broadcast::Sender<ResourceUpdated>);
+
+impl Default for Updates {
+    fn default() -> Self {
+        Updates(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
+impl Updates {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ResourceUpdated> {
+        self.0.subscribe()
+    }
+
+    /// A server's `notifications/resources/updated` (its params), on to whoever listens.
+    fn announce(&self, server: &str, params: &Value) {
+        if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+            let _ = self.0.send(ResourceUpdated {
+                server: server.to_owned(),
+                uri: uri.to_owned(),
+            });
+        }
+    }
+}
+
 /// A change a server announced on a subscription stream (`subscriptions/listen`, SEP-2575), on its
 /// way to the session-free client that listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +315,8 @@ pub struct Downstream {
     health: Mutex<std::collections::BTreeMap<String, health::ServerHealth>>,
     /// The JWTs callers proved themselves with, for servers that exchange them (`token_exchange`).
     pub presented: Arc<credentials::PresentedTokens>,
+    /// The resources the servers say changed, for the fronts that relay them.
+    pub updates: Updates,
 }
 
 impl Downstream {
@@ -296,12 +333,14 @@ impl Downstream {
         }
         let client = match &server.transport {
             Transport::Grpc { url } => Client::Grpc(GrpcTools::new(server, url)?),
-            Transport::McpStdio { .. } => Client::Mcp(Arc::default()),
-            Transport::McpHttp { url } => Client::McpHttp(Arc::new(HttpTools::new(
-                server,
-                url,
-                self.presented.clone(),
-            )?)),
+            Transport::McpStdio { .. } => Client::Mcp(Arc::new(McpTools::announcing(
+                &server.name,
+                self.updates.clone(),
+            ))),
+            Transport::McpHttp { url } => Client::McpHttp(Arc::new(
+                HttpTools::new(server, url, self.presented.clone())?
+                    .announcing(&server.name, self.updates.clone()),
+            )),
         };
         credentials::make_room(&mut clients, &server.name);
         clients.insert(key, (server.transport.clone(), client.clone()));

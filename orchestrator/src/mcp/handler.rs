@@ -89,6 +89,9 @@ pub(super) struct Session {
     /// The ids requests to the client go out under: one sequence for the session, since each
     /// request's handler numbers its own from zero.
     ask_ids: std::sync::atomic::AtomicI64,
+    /// What the servers announce to this session (the resources it subscribed to that changed),
+    /// for its standalone event streams; made when the first is opened.
+    announced: std::sync::OnceLock<tokio::sync::broadcast::Sender<Arc<str>>>,
 }
 
 /// A request sent to the client, waiting for its answer.
@@ -128,7 +131,13 @@ pub struct FrontShared {
     opening: tokio::sync::Mutex<()>,
     /// Which server offers which resource and prompt, as their lists last said.
     pub(super) owners: std::sync::Mutex<super::offered::Owners>,
+    /// The resources sessions subscribed to (`resources/subscribe`): server, URI and session.
+    subscribed: std::sync::Mutex<Vec<(String, String, std::sync::Weak<Session>)>>,
 }
+
+/// How many resource subscriptions the sessions of one front hold at most (the oldest of an ended
+/// session go first); past it a subscription is still forwarded, but its updates not relayed.
+const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 impl FrontShared {
     pub fn new(handles: HandleKey) -> Arc<FrontShared> {
@@ -136,7 +145,81 @@ impl FrontShared {
             handles,
             opening: tokio::sync::Mutex::new(()),
             owners: std::sync::Mutex::default(),
+            subscribed: std::sync::Mutex::default(),
         })
+    }
+
+    /// Relays what the servers say changed to the sessions subscribed to it, until the servers'
+    /// clients or the front are gone.
+    pub(super) async fn relay_updates(
+        front: std::sync::Weak<Self>,
+        mut updates: tokio::sync::broadcast::Receiver<crate::downstream::ResourceUpdated>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let updated = match updates.recv().await {
+                Ok(updated) => updated,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "resource updates came faster than they could be relayed; some were not"
+                    );
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let notification: Arc<str> = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/resources/updated",
+                "params": { "uri": updated.uri },
+            })
+            .to_string()
+            .into();
+            let Some(front) = front.upgrade() else {
+                return;
+            };
+            let sessions: Vec<Arc<Session>> = front
+                .subscriptions()
+                .iter()
+                .filter(|(server, uri, _)| *server == updated.server && *uri == updated.uri)
+                .filter_map(|(_, _, session)| session.upgrade())
+                .collect();
+            for session in sessions {
+                session.announce(&notification);
+            }
+        }
+    }
+
+    fn subscriptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(String, String, std::sync::Weak<Session>)>> {
+        self.subscribed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `session` subscribed to `uri` of `server` (or, `subscribe` false, no longer is).
+    pub(super) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        server: &str,
+        uri: &str,
+        subscribe: bool,
+    ) {
+        let mut subscribed = self.subscriptions();
+        subscribed.retain(|(s, u, held)| {
+            held.strong_count() > 0
+                && !(s == server && u == uri && std::ptr::eq(held.as_ptr(), Arc::as_ptr(session)))
+        });
+        if !subscribe {
+            return;
+        }
+        if subscribed.len() >= MAX_SUBSCRIPTIONS {
+            tracing::warn!(
+                limit = MAX_SUBSCRIPTIONS,
+                "too many resource subscriptions: this one's updates are not relayed"
+            );
+            return;
+        }
+        subscribed.push((server.to_owned(), uri.to_owned(), Arc::downgrade(session)));
     }
 }
 
@@ -261,6 +344,7 @@ impl ConductorMcp {
                 capabilities: std::sync::OnceLock::new(),
                 asked: std::sync::Mutex::default(),
                 ask_ids: std::sync::atomic::AtomicI64::new(1),
+                announced: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -362,6 +446,20 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string(), Asked { original, back });
         id
+    }
+
+    /// Sends `notification` on the session's standalone event streams, if any is open.
+    fn announce(&self, notification: &Arc<str>) {
+        if let Some(announced) = self.announced.get() {
+            let _ = announced.send(Arc::clone(notification));
+        }
+    }
+
+    /// What the servers announce to this session, for one of its standalone event streams.
+    pub(super) fn announcements(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.announced
+            .get_or_init(|| tokio::sync::broadcast::channel(16).0)
+            .subscribe()
     }
 
     /// Forgets the requests to the client that went out under `ids` (their call has ended).
@@ -915,10 +1013,28 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let call = self.context(&context);
-        self.session
-            .subscription("resources/subscribe", &request.uri, &call)
-            .await
-            .map_err(protocol_error)
+        // Its updates reach this session's standalone event stream, from the moment the server
+        // is asked; a subscription the server refuses is forgotten again.
+        let owner = std::sync::Mutex::new(None);
+        let subscribing = |server: &str| {
+            self.session
+                .shared
+                .subscribe(&self.session, server, &request.uri, true);
+            *owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.to_owned());
+        };
+        let subscribed = self
+            .session
+            .subscription("resources/subscribe", &request.uri, &call, subscribing)
+            .await;
+        let owner = owner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if subscribed.is_err()
+            && let Some(server) = owner
+        {
+            self.session
+                .shared
+                .subscribe(&self.session, &server, &request.uri, false);
+        }
+        subscribed.map(|_| ()).map_err(protocol_error)
     }
 
     #[allow(deprecated)]
@@ -928,9 +1044,15 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let call = self.context(&context);
+        let unsubscribing = |server: &str| {
+            self.session
+                .shared
+                .subscribe(&self.session, server, &request.uri, false);
+        };
         self.session
-            .subscription("resources/unsubscribe", &request.uri, &call)
+            .subscription("resources/unsubscribe", &request.uri, &call, unsubscribing)
             .await
+            .map(|_| ())
             .map_err(protocol_error)
     }
 

@@ -129,6 +129,11 @@ pub fn router(
         .with_json_response(true);
     let handlers = gateway.clone();
     let shared = FrontShared::new(gateway.inner.handle_key.clone());
+    // The servers' resource updates, to the sessions subscribed to them.
+    tokio::spawn(FrontShared::relay_updates(
+        Arc::downgrade(&shared),
+        gateway.inner.downstream.updates.subscribe(),
+    ));
     let per_request = Arc::clone(&shared);
     let auth = crate::auth::http::HttpAuth::new(gateway.clone());
     // A session nobody talks to for `mcp.session_idle_timeout` ends as a DELETE would: its handler

@@ -451,13 +451,16 @@ impl Session {
         method: &str,
         uri: &str,
         context: &CallContext,
-    ) -> Result<(), Error> {
+        owner_found: impl FnOnce(&str),
+    ) -> Result<String, Error> {
         let owner = self.resource_owner(context, uri).await?;
         let server = self.server(&owner)?;
+        // Before the server is asked: it may announce a change before its answer arrives.
+        owner_found(&owner);
         self.gateway
             .ask_server(&server, method, json!({ "uri": uri }))
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(owner)
     }
 
     /// `subscriptions/listen` of a session-free client (SEP-2575; the SDK has acknowledged it): each

@@ -316,9 +316,11 @@ async fn post(busy: Busy, request: Request) -> Response {
     }
 }
 
-/// `GET` in a session: the stream on which a server may send messages of its own. This one never
-/// does (progress goes on the stream of the call it is about), so the stream only stays open, alive,
-/// until its session ends; a session and an identity hold only so many (see `super::sessions`).
+/// `GET` in a session: the stream on which a server may send messages of its own. This one sends
+/// what the servers behind announce to the session (`notifications/resources/updated` for the
+/// resources it subscribed to; progress goes on the stream of the call it is about), and stays
+/// open, alive, until its session ends; a session and an identity hold only so many (see
+/// `super::sessions`).
 fn standalone(sessions: &Arc<Sessions>, entry: &Entry, headers: &HeaderMap) -> Response {
     if !accepts(headers, "text/event-stream") {
         return text(
@@ -337,10 +339,27 @@ fn standalone(sessions: &Arc<Sessions>, entry: &Entry, headers: &HeaderMap) -> R
         }
     };
     // The slot lives as long as the stream: it is given back at once when the session ends, or
-    // when the server notices the client has gone (a keep-alive it cannot write).
-    let open = stream::unfold(slot, |slot| async move {
-        slot.session_ended().await;
-        None::<(Result<Event, Infallible>, _)>
+    // when the server notices the client has gone (a keep-alive it cannot write). What the servers
+    // announce to the session (a resource it subscribed to changed) goes out on it.
+    let announced = entry.session.announcements();
+    let open = stream::unfold((slot, announced), |(slot, mut announced)| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                () = slot.session_ended() => return None,
+                heard = announced.recv() => match heard {
+                    Ok(message) => {
+                        let event = Event::default().data(&*message);
+                        return Some((Ok::<_, Infallible>(event), (slot, announced)));
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => {
+                        slot.session_ended().await;
+                        return None;
+                    }
+                },
+            }
+        }
     });
     answer::events(open)
 }

@@ -163,3 +163,55 @@ async fn a_servers_request_to_a_caller_without_a_stream_is_refused_and_recorded(
         "{events:?}"
     );
 }
+
+/// A client that keeps the resource updates it hears.
+#[derive(Clone, Default)]
+struct Subscriber {
+    heard: std::sync::Arc<tokio::sync::Notify>,
+    uris: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl rmcp::ClientHandler for Subscriber {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.uris.lock().expect("uris").push(params.uri);
+        self.heard.notify_one();
+    }
+}
+
+/// A session-era client that subscribes to a resource through Conductorio hears when the server
+/// says it changed (issue 28: `notifications/resources/updated` was not relayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)] // resources/subscribe is of the session eras
+async fn a_subscribed_session_hears_that_its_resource_changed() {
+    use rmcp::ServiceExt;
+    let (_fixture, orchestrator, _audit) = through_conductorio().await;
+    let subscriber = Subscriber::default();
+    let client = subscriber
+        .clone()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            format!("{}/mcp", orchestrator.http_url()),
+        ))
+        .await
+        .expect("the MCP client initializes");
+    // The resources' owner is known from the list, as a client would have read it.
+    client.list_all_resources().await.expect("resources/list");
+    client
+        .subscribe(rmcp::model::SubscribeRequestParams::new(
+            "test://static-text",
+        ))
+        .await
+        .expect("resources/subscribe");
+    tokio::time::timeout(crate::mcp_support::DEADLINE, subscriber.heard.notified())
+        .await
+        .expect("the update reaches the subscribed session");
+    assert_eq!(
+        *subscriber.uris.lock().expect("uris"),
+        ["test://static-text"]
+    );
+    let _ = client.cancel().await;
+    orchestrator.stop().await;
+}

@@ -2,7 +2,8 @@
 //! suite's server scenarios (npm `@modelcontextprotocol/conformance`) expect of the server under test,
 //! after the suite's own TypeScript "everything server": its `test_*` tools (text, image, audio,
 //! embedded resource, mixed content, logging, progress, error, sampling, elicitation), resources
-//! (static text and binary, a template, subscriptions), prompts, completions and `logging/setLevel`.
+//! (static text and binary, a template, subscriptions: a subscribed resource "changes" once),
+//! prompts, completions and `logging/setLevel`.
 //!
 //! It is an instrument, not a product: every answer is the suite's expected fixture data, built from
 //! JSON as the reference server writes it, so a difference seen through Conductorio is Conductorio's.
@@ -225,6 +226,14 @@ impl ServerHandler for ConformanceServer {
         }
         let message = format!("Subscribed to resource: {}", request.uri);
         self.log(&context, LoggingLevel::Info, &message).await;
+        // The resource "changes" once, after the subscription is answered: a subscriber hears of it
+        // (on its session's own stream, or the request's when it comes first).
+        let (peer, uri) = (context.peer.clone(), request.uri.clone());
+        tokio::spawn(async move {
+            let _ = peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri))
+                .await;
+        });
         Ok(())
     }
 
