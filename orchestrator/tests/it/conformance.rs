@@ -7,7 +7,7 @@
 //! Conductorio varies from run to run is named in `INTERMITTENT`, shown but not judged, until its
 //! race is fixed.
 
-pub(crate) mod catalog;
+mod catalog;
 pub(crate) mod fixture;
 mod input_required;
 mod suite;
@@ -92,10 +92,13 @@ struct Suite {
     label: &'static str,
 }
 
-/// The suite against the fixture directly and through an in-process orchestrator in front of it,
-/// compared per scored scenario under the suite's known gaps.
-async fn compare(suite: Suite) {
-    let scored = scored_scenarios(suite.package, suite.list).await;
+/// The fixture, and an in-process orchestrator in front of it (no rules, every tool allowed) with
+/// its audit directory; the fixture stops when dropped.
+pub(crate) async fn through_conductorio() -> (
+    fixture::Fixture,
+    conductor_orchestrator::testing::RunningOrchestrator,
+    tempfile::TempDir,
+) {
     let fixture = fixture::serve().await;
     let config = json!({
         "servers": {
@@ -111,6 +114,14 @@ async fn compare(suite: Suite) {
         conductor_orchestrator::testing::spawn(&config.to_string(), None, audit.path())
             .await
             .expect("orchestrator starts");
+    (fixture, orchestrator, audit)
+}
+
+/// The suite against the fixture directly and through an in-process orchestrator in front of it,
+/// compared per scored scenario under the suite's known gaps.
+async fn compare(suite: Suite) {
+    let scored = scored_scenarios(suite.package, suite.list).await;
+    let (fixture, orchestrator, _audit) = through_conductorio().await;
     let through_url = format!("{}/mcp", orchestrator.http_url());
 
     // The results stay in target/tmp/conformance-LABEL/ for reading after a run.

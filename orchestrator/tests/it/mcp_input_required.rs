@@ -4,35 +4,11 @@
 //! answers reach the server with the retry, the client's own capabilities reach the server, and
 //! the audit log records who asked what and how it ended, never what was asked.
 
-use crate::conformance::{catalog, fixture};
+use crate::conformance::through_conductorio;
 use crate::mcp_support::{params, run_python, script, text};
 use conductor_orchestrator::audit::AuditEvent;
 use conductor_orchestrator::testing;
 use serde_json::json;
-
-/// The fixture, and an orchestrator in front of it (every tool allowed, no rules), with its audit
-/// directory; the fixture stops when dropped.
-async fn through_conductorio() -> (
-    fixture::Fixture,
-    testing::RunningOrchestrator,
-    tempfile::TempDir,
-) {
-    let fixture = fixture::serve().await;
-    let config = json!({
-        "servers": {
-            "conformance": {
-                "mcp_url": fixture.url,
-                "tools": catalog::tool_names(),
-                "timeout": "10s"
-            }
-        }
-    });
-    let audit = tempfile::tempdir().expect("temp dir");
-    let orchestrator = testing::spawn(&config.to_string(), None, audit.path())
-        .await
-        .expect("orchestrator starts");
-    (fixture, orchestrator, audit)
-}
 
 /// Every event of the orchestrator's audit log, once it has stopped.
 async fn recorded(orchestrator: testing::RunningOrchestrator) -> Vec<AuditEvent> {
