@@ -173,6 +173,21 @@ impl ChainLine for LineHeader {
     }
 }
 
+impl ChainLine for crate::record::ScannedLine {
+    fn seq(&self) -> u64 {
+        self.header.seq
+    }
+    fn prev(&self) -> &str {
+        &self.header.prev
+    }
+    fn hash(&self) -> &str {
+        &self.header.hash
+    }
+    fn body_end(&self) -> usize {
+        self.header.body_end
+    }
+}
+
 /// Where the chain stands: the seq and `prev` the next line must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChainState {

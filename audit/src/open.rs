@@ -3,11 +3,13 @@
 //!
 //! Runs on a blocking thread and streams records out as it reads them, so a large log never sits
 //! in memory. It changes files only to cut off a torn line, to cut an earlier file a crash left
-//! with zeros after its content, or, with `recover`, to move damage aside.
+//! with zeros after its content, to give the live file back its name if a crash took that name
+//! (`prepare::adopt_spare`), or, with `recover`, to move damage aside.
 
 use crate::chain::{ChainState, WalkEnd, walk};
 use crate::files::OpenSegment;
-use crate::record::{decode_record, fast_header, parse_line};
+use crate::prepare::adopt_spare;
+use crate::record::{ScannedLine, decode_record, decode_scanned, scan_line};
 use crate::segment::{Segment, list_segments, sync_dir};
 use crate::writer::unix_ms;
 use crate::{AuditError, AuditOptions, LineHeader, Record, VerifyFailure};
@@ -48,8 +50,42 @@ struct Chunk {
     path: PathBuf,
     first_seq: u64,
     bytes: Vec<u8>,
-    /// End offset in `bytes` and line number in the file, per line.
-    lines: Vec<(usize, u64)>,
+    lines: Vec<ChunkLine>,
+}
+
+/// One line of a [`Chunk`]. A line the scan split in the writer's layout keeps its chain fields
+/// and timestamp here, and only its event (as a JSON object) in the chunk's bytes: the decoder
+/// neither splits it again nor copies it once more. Any other line is kept whole.
+struct ChunkLine {
+    /// Where its bytes end in [`Chunk::bytes`].
+    end: usize,
+    /// Its line number in the file.
+    number: u64,
+    split: Option<(LineHeader, i64)>,
+}
+
+impl Chunk {
+    /// Adds a verified line.
+    fn push(&mut self, scanned: ScannedLine, line: &[u8], number: u64) {
+        let split = match scanned.split {
+            Some((ts_ms, fields)) => {
+                self.bytes.push(b'{');
+                self.bytes
+                    .extend_from_slice(line.get(fields).unwrap_or_default());
+                self.bytes.push(b'}');
+                Some((scanned.header, ts_ms))
+            }
+            None => {
+                self.bytes.extend_from_slice(line);
+                None
+            }
+        };
+        self.lines.push(ChunkLine {
+            end: self.bytes.len(),
+            number,
+            split,
+        });
+    }
 }
 
 impl Chunk {
@@ -84,13 +120,14 @@ pub(crate) fn scan<E: DeserializeOwned>(
 ) -> Result<(OpenReport, Resume), AuditError> {
     let dir = &options.dir;
     fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+    adopt_spare(dir)?;
     let segments = list_segments(dir)?;
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(4);
     let (done_tx, done_rx) = mpsc::sync_channel::<Chunk>(8);
     let (walked, decoded) = std::thread::scope(|scope| {
         let decoder = scope.spawn(move || decode_chunks::<E>(chunk_rx, done_tx, sink));
         let mut pending: Option<Chunk> = None;
-        let walked = walk(&segments, header, |_, line, segment, info| {
+        let walked = walk(&segments, scan_line, |scanned, line, segment, info| {
             if pending
                 .as_ref()
                 .is_some_and(|c| c.first_seq != segment.first_seq)
@@ -99,8 +136,7 @@ pub(crate) fn scan<E: DeserializeOwned>(
                 chunk_tx.send(done).map_err(|_| AuditError::Closed)?;
             }
             let chunk = pending.get_or_insert_with(|| Chunk::new(segment, done_rx.try_recv().ok()));
-            chunk.bytes.extend_from_slice(line);
-            chunk.lines.push((chunk.bytes.len(), info.number));
+            chunk.push(scanned, line, info.number);
             if chunk.lines.len() == CHUNK_LINES
                 && let Some(full) = pending.take()
             {
@@ -265,11 +301,6 @@ fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
         .map_err(|e| AuditError::io(path, e))
 }
 
-/// The chain fields of a line: the fast reading of the writer's layout, else a full parse.
-fn header(line: &[u8]) -> Result<LineHeader, String> {
-    fast_header(line).map_or_else(|| parse_line(line), Ok)
-}
-
 /// Decodes verified lines into records for `sink`; returns the last record's timestamp.
 fn decode_chunks<E: DeserializeOwned>(
     chunks: mpsc::Receiver<Chunk>,
@@ -278,17 +309,20 @@ fn decode_chunks<E: DeserializeOwned>(
 ) -> Result<i64, AuditError> {
     let mut last_ts_ms = 0;
     let mut scratch = Vec::new();
-    for chunk in chunks {
+    for mut chunk in chunks {
         let mut start = 0;
-        for &(end, number) in &chunk.lines {
-            let line = &chunk.bytes[start..end];
-            start = end;
-            let (record, _) =
-                decode_record::<E>(line, &mut scratch).map_err(|message| AuditError::Decode {
-                    file: chunk.path.clone(),
-                    line: number,
-                    message,
-                })?;
+        for line in chunk.lines.drain(..) {
+            let bytes = &chunk.bytes[start..line.end];
+            start = line.end;
+            let decoded = match line.split {
+                Some((header, ts_ms)) => decode_scanned::<E>(header, ts_ms, bytes),
+                None => decode_record::<E>(bytes, &mut scratch).map(|(record, _)| record),
+            };
+            let record = decoded.map_err(|message| AuditError::Decode {
+                file: chunk.path.clone(),
+                line: line.number,
+                message,
+            })?;
             last_ts_ms = record.ts_ms;
             sink(record)?;
         }

@@ -54,12 +54,16 @@ pub fn line_hash(prefix: &[u8]) -> String {
 
 /// Same as [`line_hash`] without allocating, for the hot verify loop.
 pub(crate) fn hash_hex(prefix: &[u8]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Arithmetic rather than a table lookup per digit, so the loop is vectorised (start-up hashes
+    // every line).
+    fn digit(nibble: u8) -> u8 {
+        nibble + b'0' + u8::from(nibble > 9) * (b'a' - b'0' - 10)
+    }
     let digest = Sha256::digest(prefix);
     let mut out = [0u8; 64];
-    for (i, byte) in digest.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = digit(byte >> 4);
+        pair[1] = digit(byte & 0x0f);
     }
     out
 }
@@ -143,6 +147,8 @@ struct Layout<'a> {
     prev: &'a str,
     /// The event's fields (without braces), or empty.
     fields: &'a [u8],
+    /// Where `fields` starts in the line.
+    fields_start: usize,
     hash: &'a str,
     body_end: usize,
 }
@@ -157,13 +163,13 @@ impl<'a> Layout<'a> {
         let negative = rest.starts_with(b"-");
         let (ts_ms, rest) = split_number(&rest[usize::from(negative)..])?;
         let rest = rest.strip_prefix(b",\"prev\":\"")?;
-        let prev = std::str::from_utf8(rest.get(..64)?).ok()?;
+        let prev = rest.get(..64)?;
         if rest.get(64..66)? != b"\"," {
             return None;
         }
         let header_end = line.len() - rest.len() + 65;
         let hash_start = line.len().checked_sub(66)?;
-        let hash = std::str::from_utf8(&line[hash_start..line.len() - 2]).ok()?;
+        let hash = &line[hash_start..line.len() - 2];
         let body_end = hash_start.checked_sub(HASH_MARKER.len())?;
         if body_end < header_end
             || &line[body_end..hash_start] != HASH_MARKER
@@ -171,17 +177,23 @@ impl<'a> Layout<'a> {
         {
             return None;
         }
+        // Start-up runs this for every line (twice): checked as bytes first, in one pass each.
         if !is_hex64(prev) || !is_hex64(hash) {
             return None;
         }
-        let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
-        let ts_ms: i64 = std::str::from_utf8(ts_ms).ok()?.parse().ok()?;
+        let (prev, hash) = (
+            std::str::from_utf8(prev).ok()?,
+            std::str::from_utf8(hash).ok()?,
+        );
+        let seq = digits_value(seq)?;
+        let ts_ms = i64::try_from(digits_value(ts_ms)?).ok()?;
         Some(Layout {
             seq,
             ts_ms: if negative { -ts_ms } else { ts_ms },
             prev,
             // After the header's comma; empty when the event has no fields.
             fields: line.get(header_end + 1..body_end).unwrap_or_default(),
+            fields_start: (header_end + 1).min(body_end),
             hash,
             body_end,
         })
@@ -201,6 +213,63 @@ pub(crate) fn fast_header(line: &[u8]) -> Option<LineHeader> {
     })
 }
 
+/// A line as the start-up scan reads it: its chain fields, and, for a line in the writer's own
+/// layout, its timestamp and where its event's fields are, so that the event can be decoded later
+/// without splitting the line again (see [`decode_scanned`]).
+#[derive(Debug)]
+pub(crate) struct ScannedLine {
+    pub header: LineHeader,
+    /// `ts_ms`, and the event's fields (`line[fields]`, without braces).
+    pub split: Option<(i64, std::ops::Range<usize>)>,
+}
+
+/// Reads a line's chain fields: the fast reading of the writer's layout, else a full parse.
+pub(crate) fn scan_line(line: &[u8]) -> Result<ScannedLine, String> {
+    match Layout::split(strip_newline(line)) {
+        Some(layout) => Ok(ScannedLine {
+            split: Some((
+                layout.ts_ms,
+                layout.fields_start..layout.fields_start + layout.fields.len(),
+            )),
+            header: LineHeader {
+                seq: layout.seq,
+                prev: layout.prev.to_string(),
+                hash: layout.hash.to_string(),
+                body_end: layout.body_end,
+            },
+        }),
+        None => parse_line(line).map(|header| ScannedLine {
+            header,
+            split: None,
+        }),
+    }
+}
+
+/// The record of a line [`scan_line`] split, from its chain fields and its event's fields as one
+/// JSON object (`{` + `line[fields]` + `}`).
+pub(crate) fn decode_scanned<E: DeserializeOwned>(
+    header: LineHeader,
+    ts_ms: i64,
+    event: &[u8],
+) -> Result<Record<E>, String> {
+    Ok(Record {
+        seq: header.seq,
+        ts_ms,
+        prev: header.prev,
+        event: serde_json::from_slice(event).map_err(|e| e.to_string())?,
+        hash: header.hash,
+    })
+}
+
+/// The value of ASCII digits (as [`split_number`] splits them); `None` past `u64::MAX`.
+fn digits_value(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |value, &digit| {
+        value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit.wrapping_sub(b'0')))
+    })
+}
+
 /// Splits leading ASCII digits (at least one) off `bytes`.
 fn split_number(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -215,7 +284,7 @@ pub(crate) fn leading_seq(line: &[u8]) -> Option<u64> {
     if digits == 0 || rest.get(digits) != Some(&b',') {
         return None;
     }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    digits_value(&rest[..digits])
 }
 
 fn strip_newline(line: &[u8]) -> &[u8] {
@@ -225,10 +294,10 @@ fn strip_newline(line: &[u8]) -> &[u8] {
 /// Checks that the parsed `hash` is the last field, written as the writer writes it, and returns
 /// the end of the hashed prefix.
 fn check_hash_position(line: &[u8], hash: &str, prev: &str) -> Result<usize, String> {
-    if !is_hex64(prev) {
+    if !is_hex64(prev.as_bytes()) {
         return Err("prev is not 64 lowercase hex digits".into());
     }
-    if !is_hex64(hash) {
+    if !is_hex64(hash.as_bytes()) {
         return Err("hash is not 64 lowercase hex digits".into());
     }
     let body_end = line
@@ -245,8 +314,12 @@ fn check_hash_position(line: &[u8], hash: &str, prev: &str) -> Result<usize, Str
     Ok(body_end)
 }
 
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// 64 lowercase hex digits. Every byte is looked at (no early exit), so the loop is vectorised.
+fn is_hex64(s: &[u8]) -> bool {
+    s.len() == 64
+        && s.iter().fold(true, |all, &b| {
+            all & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6))
+        })
 }
 
 /// Serializes an event for the writer: it must be a JSON object without the record's own keys.
@@ -396,6 +469,48 @@ mod tests {
             .unwrap()
             .replacen("\"n\":3", "\"n\":", 1);
         assert!(decode_record::<Ev>(broken.as_bytes(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_start_up_scan_splits_once_and_decodes_the_same_record() {
+        for event in [Ev::Ping { n: 9 }, Ev::Empty {}] {
+            let line = line_for(&event);
+            let (whole, body_end) = decode_record::<Ev>(&line, &mut Vec::new()).unwrap();
+            let scanned = scan_line(&line).unwrap();
+            assert_eq!(scanned.header.body_end, body_end);
+            let (ts_ms, fields) = scanned.split.clone().expect("the writer's layout is split");
+            let object = [b"{", &line[fields], b"}"].concat();
+            let record = decode_scanned::<Ev>(scanned.header, ts_ms, &object).unwrap();
+            assert_eq!(record, whole);
+        }
+        // Any other layout is parsed whole, and left to `decode_record`.
+        let spaced = String::from_utf8(line_for(&Ev::Ping { n: 1 }))
+            .unwrap()
+            .replacen(":1,", ": 1,", 1);
+        let scanned = scan_line(spaced.as_bytes()).unwrap();
+        assert!(scanned.split.is_none());
+        assert_eq!(scanned.header.seq, 1);
+    }
+
+    #[test]
+    fn hex_and_digits_are_read_as_the_std_would() {
+        for input in [&b""[..], b"abc", &[0xff; 300]] {
+            let expected = hex::encode(Sha256::digest(input));
+            assert_eq!(hash_hex(input).as_slice(), expected.as_bytes());
+        }
+        let hex = b"0123456789abcdef".repeat(4);
+        assert!(is_hex64(&hex));
+        assert!(!is_hex64(&hex[..63]));
+        for bad in [b'A', b'g', b'/', b':', b'`', 0] {
+            let mut wrong = hex.clone();
+            wrong[40] = bad;
+            assert!(!is_hex64(&wrong), "{bad}");
+        }
+        assert_eq!(digits_value(b"0"), Some(0));
+        assert_eq!(digits_value(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(digits_value(b"18446744073709551616"), None);
+        assert_eq!(leading_seq(b"{\"seq\":18446744073709551616,"), None);
+        assert_eq!(leading_seq(b"{\"seq\":0042,"), Some(42));
     }
 
     #[test]

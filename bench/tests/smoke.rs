@@ -88,6 +88,17 @@ async fn the_quick_core_produces_sane_numbers() {
         &fsync::probe(audit.path(), 20).expect("fdatasync probe"),
         20,
     );
+    // Figure 0's probes, taking their samples in two blocks as the figure interleaves them.
+    for kind in [
+        fsync::ProbeKind::Floor,
+        fsync::ProbeKind::InPlace,
+        fsync::ProbeKind::Append,
+    ] {
+        let mut probe = fsync::Probe::new(audit.path(), kind, 20).expect("probe");
+        probe.sample(10).expect("first block");
+        probe.sample(10).expect("second block");
+        sane(&probe.finish(std::time::Duration::from_millis(1)), 20);
+    }
     let figures = decisions::measure(100, 100, 2_000, 1);
     assert!(figures.p50_ns > 0.0 && figures.mean_ns > 0.0, "{figures:?}");
 

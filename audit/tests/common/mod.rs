@@ -105,3 +105,53 @@ pub fn read_all(dir: &Path) -> Vec<Record<Ev>> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// Every file of `dir` is plain JSONL: no zeros, every line ends in `\n`.
+pub fn assert_plain_jsonl(dir: &Path) {
+    for file in log_files(dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.contains(&0), "{} holds zeros", file.display());
+        assert!(
+            bytes.is_empty() || bytes.ends_with(b"\n"),
+            "{} ends mid-line",
+            file.display()
+        );
+    }
+}
+
+/// A log of `max_file_bytes` whose writer has moved to a prepared file: records are appended until a
+/// second file appears (the writer takes the spare only when it is ready, so this waits for it).
+pub async fn log_on_a_prepared_file(dir: &Path, max_file_bytes: u64) -> (AuditLog<Ev>, u64) {
+    let (log, _, _) = open(AuditOptions {
+        max_file_bytes,
+        ..options(dir)
+    })
+    .await
+    .unwrap();
+    let mut n = 0;
+    let mut appended = || {
+        n += 1;
+        n
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log_files(dir).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prepared file taken"
+        );
+        log.append(note(appended())).await.unwrap();
+    }
+    (log, n)
+}
+
+/// A crash leaves the files as they are while the log is open (what the page cache holds survives
+/// a process's death): the copy of an open log's directory is what a restart finds.
+pub fn crash_copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "jsonl") {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
