@@ -103,7 +103,7 @@ pub enum AuditError {
     SchemaTooNew { found: i32, known: i32 },
     /// Another node holds the store's lease and it did not expire while this one waited.
     #[error(
-        "another orchestrator ({holder}, advertising {advertise}) holds the PostgreSQL store's lease, valid for {valid_for_ms} ms more; only one node writes at a time (standbys are not built yet): stop it, or wait for its lease to expire"
+        "another orchestrator ({holder}, advertising {advertise}) holds the PostgreSQL store's lease, valid for {valid_for_ms} ms more; only one node writes at a time: stop it, or wait for its lease to expire"
     )]
     LeaseHeld {
         holder: String,
@@ -116,6 +116,13 @@ pub enum AuditError {
         "this orchestrator lost the PostgreSQL store's lease (epoch {mine}) to {holder} (epoch {now}); it writes nothing more and admits no new calls: restart it to follow the new writer"
     )]
     LostLease { mine: i64, holder: String, now: i64 },
+    /// This node's lease ran out by its own clock before a call it had recorded could be sent to
+    /// its server (the node was paused or cut off in between): the call is not sent, and the node
+    /// that takes over records it as interrupted.
+    #[error(
+        "this orchestrator's lease on the PostgreSQL store (epoch {epoch}) ran out before the call could be sent to its server (the node was paused or cut off from the store): the call was not run; the node that takes over records it as interrupted"
+    )]
+    LeaseRanOut { epoch: i64 },
     /// A background task died; this is a bug.
     #[error("internal error in the audit log (a bug): {0}")]
     Internal(String),

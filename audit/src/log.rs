@@ -350,6 +350,18 @@ impl<E> AuditLog<E> {
             .map(|lease| !lease.lost.load(Ordering::Acquire))
     }
 
+    /// With the PostgreSQL store, `Err` once this node's lease may no longer hold: taken over, or
+    /// past the time by which it would have had to be renewed (this node was paused or cut off).
+    /// Asked just before a recorded call is sent to its server, so that a node that wakes from a
+    /// pause does not send what the node that took over has recorded as interrupted. Always `Ok`
+    /// with files.
+    pub fn lease_in_force(&self) -> Result<(), AuditError> {
+        match self.lease() {
+            Some(lease) if !lease.in_force() => Err(AuditError::LeaseRanOut { epoch: lease.epoch }),
+            _ => Ok(()),
+        }
+    }
+
     /// The lease's controls, once this node holds (or held) it.
     fn lease(&self) -> Option<Arc<LeaseState>> {
         self.inner

@@ -27,6 +27,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lease {
     pub epoch: i64,
+    /// When, by this node's clock, the statement that took it was sent: the database's `NOW()`
+    /// it ran at is no earlier, so the lease holds at least until this plus its length.
+    pub asked: Instant,
 }
 
 /// Takes the lease once it is free or expired, waiting up to `wait` for it. Returns the lease
@@ -43,6 +46,7 @@ pub(crate) async fn acquire(
     let deadline = Instant::now() + wait;
     loop {
         let mut client = connect(pool).await?;
+        let asked = Instant::now();
         let txn = client.transaction().await.map_err(failed)?;
         let taken = txn
             .query_opt(
@@ -84,7 +88,7 @@ pub(crate) async fn acquire(
             reporter.report(&txn, report).await?;
             txn.commit().await.map_err(failed)?;
             tracing::info!(epoch, holder, "took the PostgreSQL store's lease");
-            return Ok((Lease { epoch }, head));
+            return Ok((Lease { epoch, asked }, head));
         }
         drop(txn);
         let row = client
@@ -122,18 +126,49 @@ pub(crate) async fn acquire(
 }
 
 /// The renewal task's controls, shared with the store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LeaseState {
+    /// The lease's epoch.
+    pub epoch: i64,
     stop: Notify,
     stopped: AtomicBool,
     /// The lease was taken over: nothing more is written or renewed.
     pub lost: AtomicBool,
+    /// Until when the lease surely holds by this node's clock: from when the last statement that
+    /// took or renewed it was sent, plus its length. A monotonic clock, which goes on while the
+    /// process is stopped, so a node that was paused past it knows on waking, before any renewal.
+    holds_until: std::sync::Mutex<Instant>,
     /// Test builds: renewals are skipped while set, as if this node were paused.
     #[cfg(feature = "fault-injection")]
     pub paused: AtomicBool,
 }
 
 impl LeaseState {
+    /// The state of `lease`, `ttl` long.
+    pub fn new(lease: Lease, ttl: Duration) -> Self {
+        LeaseState {
+            epoch: lease.epoch,
+            stop: Notify::new(),
+            stopped: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            holds_until: std::sync::Mutex::new(lease.asked + ttl),
+            #[cfg(feature = "fault-injection")]
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the lease still surely holds now: not taken over, and not past the time a
+    /// renewal would have had to happen by (see `holds_until`).
+    pub fn in_force(&self) -> bool {
+        !self.lost.load(Ordering::Acquire)
+            && Instant::now() < *self.holds_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn renewed(&self, asked: Instant, ttl: Duration) {
+        let mut until = self.holds_until.lock().unwrap_or_else(|e| e.into_inner());
+        *until = (*until).max(asked + ttl);
+    }
+
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.stop.notify_one();
@@ -177,9 +212,11 @@ impl Renewal {
             if self.state.paused.load(Ordering::Acquire) {
                 continue;
             }
+            let asked = Instant::now();
             let answer = tokio::time::timeout(self.ttl * 2 / 3, self.renew()).await;
             let problem = match answer {
                 Ok(Ok(true)) => {
+                    self.state.renewed(asked, self.ttl);
                     if !healthy {
                         tracing::info!(
                             "the PostgreSQL store's lease is renewed again; new calls are admitted"

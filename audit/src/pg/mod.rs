@@ -292,7 +292,7 @@ pub(crate) fn open<R: serde::de::DeserializeOwned + Send + 'static>(
             options.acquire_wait,
         )
         .await?;
-        let state = Arc::new(LeaseState::default());
+        let state = Arc::new(LeaseState::new(lease, options.lease_ttl));
         lease::Renewal {
             pool: pool.clone(),
             holder: options.holder.clone(),

@@ -133,7 +133,7 @@ impl StandbyStore {
         shared: std::sync::Arc<crate::writer::Shared>,
         write_timeout: std::time::Duration,
     ) -> PgStore {
-        let state = std::sync::Arc::new(LeaseState::default());
+        let state = std::sync::Arc::new(LeaseState::new(taken.lease, options.lease_ttl));
         Renewal {
             pool: self.reader.pool.clone(),
             holder: options.holder.clone(),

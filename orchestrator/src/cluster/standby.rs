@@ -167,6 +167,10 @@ impl Gateway {
         if let Some(applier) = following.applier.take() {
             let _ = applier.await;
         }
+        // What the old node left unfinished, taken before this node admits a call of its own:
+        // a call admitted here from the next moment on is running too, and is not the old
+        // node's to end as interrupted.
+        let unfinished = self.inner.state().unfinished();
         let last_stamp = self.inner.last_stamp.load(Ordering::Relaxed);
         audit.become_active(taken, last_stamp)?;
         self.inner.cluster.set(None);
@@ -180,7 +184,6 @@ impl Gateway {
                 .map(|p| p.display().to_string()),
         })
         .await?;
-        let unfinished = self.inner.state().unfinished();
         self.resume(unfinished).await
     }
 

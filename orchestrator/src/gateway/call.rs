@@ -341,12 +341,20 @@ impl Gateway {
             kind,
         } = dispatch;
         let started = Instant::now();
-        let result = match config.servers.get(&server) {
-            None => Err(Error::Unavailable {
+        // Recorded as started, but this node may have been paused (or cut off from the store)
+        // since, long enough for another to take its lease over and record the call as
+        // interrupted: then it is not sent. (The check is by this node's own clock, just before
+        // the send; see `AuditLog::lease_in_force`.)
+        let result = match (
+            self.inner.audit.lease_in_force(),
+            config.servers.get(&server),
+        ) {
+            (Err(ran_out), _) => Err(Error::Audit(ran_out)),
+            (Ok(()), None) => Err(Error::Unavailable {
                 server: server.clone(),
                 message: "no longer configured".into(),
             }),
-            Some(server_config) => {
+            (Ok(()), Some(server_config)) => {
                 // A tool's own time-out replaces its server's; the common case borrows.
                 let server_config = if server_config.timeout == timeout {
                     Cow::Borrowed(server_config)
@@ -450,7 +458,10 @@ impl Gateway {
                 Some(format!("{}: {}", failure.code, failure.message)),
                 failure.details.clone(),
             ),
-            Err(e @ Error::Unavailable { .. }) => (Outcome::Unavailable, Some(e.to_string()), None),
+            Err(
+                e @ (Error::Unavailable { .. }
+                | Error::Audit(conductor_audit::AuditError::LeaseRanOut { .. })),
+            ) => (Outcome::Unavailable, Some(e.to_string()), None),
             Err(e) => (Outcome::Failed, Some(e.to_string()), None),
         };
         self.inner.metrics.call_finished(

@@ -158,3 +158,80 @@ async fn a_pending_approval_stays_pending_across_failover_and_is_approved_on_the
     assert_eq!(ran, 1, "the approved call ran once: {history:?}");
     b.stop().await;
 }
+
+/// A node paused after it recorded a call's start and before it sent the call on (SPEC §9.8):
+/// woken past its lease, by its own clock, it does not send the call, whose ending says why; the
+/// tool server sees nothing. Here no other node took over, so its records still go in: the lease
+/// ran out in the database too, and any standby could have taken it in the meantime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_recorded_before_the_lease_ran_out_is_not_sent_after() {
+    let (servers, config, url) = on_postgres("orchestrator_lease_ran_out", "1s").await;
+    let a = Harness::with_servers(servers, config).await;
+    let wf = a.start_workflow("", json!({})).await;
+    a.call(&wf, "send_notification", note(0))
+        .await
+        .expect("A serves");
+    assert!(a.orchestrator.gateway.audit().lease_in_force().is_ok());
+
+    a.orchestrator.gateway.audit().pause_lease_renewal(true);
+    wait_until("A's lease to run out by its own clock", || async {
+        a.orchestrator
+            .gateway
+            .audit()
+            .lease_in_force()
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let refused = a
+        .call(&wf, "send_notification", note(1))
+        .await
+        .expect_err("not sent");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("ran out before the call could be sent"),
+        "{refused:?}"
+    );
+    assert_eq!(outbox_entries(&a), 1, "the tool server saw nothing more");
+
+    let db = TempPostgres::client(&url).await.unwrap();
+    let kinds: Vec<(String, Option<String>)> = db
+        .query(
+            "SELECT kind, record->>'outcome' FROM audit_records
+             WHERE record->>'call_id' IN (SELECT record->>'call_id' FROM audit_records
+                                          WHERE kind = 'call_decided' ORDER BY seq DESC LIMIT 1)
+             ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("call_decided".into(), None),
+            ("call_started".into(), None),
+            ("call_finished".into(), Some("unavailable".into())),
+        ],
+        "recorded as started, then as not run"
+    );
+    // Renewing again, it serves again.
+    a.orchestrator.gateway.audit().pause_lease_renewal(false);
+    wait_until("A's lease to be renewed", || async {
+        a.orchestrator
+            .gateway
+            .audit()
+            .lease_in_force()
+            .is_ok()
+            .then_some(())
+    })
+    .await;
+    a.call(&wf, "send_notification", note(2))
+        .await
+        .expect("A serves again");
+    assert_eq!(outbox_entries(&a), 2);
+}
