@@ -39,6 +39,10 @@ pub struct DaemonArgs {
     /// Require client certificates signed by a CA of this PEM bundle (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Append one JSON line per call to this file as the call ends: tool, ids, start and end (µs
+    /// since the Unix epoch) and outcome; created if missing.
+    #[arg(long, value_name = "FILE")]
+    pub call_log: Option<PathBuf>,
     /// How log lines are written on stderr: text for people, or one JSON object a line for log
     /// shippers. Colour only when stderr is a terminal and NO_COLOR is unset; RUST_LOG filters.
     #[arg(
@@ -107,6 +111,7 @@ pub async fn main(kind: ServerKind) -> ExitCode {
         data_dir: args.data_dir,
         schemas: args.schemas,
         tls,
+        call_log: args.call_log,
     };
     let telemetry = match crate::telemetry::from_env(&format!("{}-server", kind.name())) {
         Ok(telemetry) => telemetry,

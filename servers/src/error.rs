@@ -32,6 +32,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the call log {}: {source}", path.display())]
+    CallLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot serve TLS: {0}")]
     Tls(#[from] conductor_proto::tls::TlsError),
     #[error("cannot read the listener's address: {0}")]

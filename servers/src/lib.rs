@@ -8,6 +8,7 @@
 
 pub mod approval;
 pub mod backup;
+pub mod call_log;
 mod canonical;
 pub mod daemon;
 pub mod error;
@@ -112,6 +113,8 @@ pub struct ServerOptions {
     /// Serve TLS with this certificate and key (read at start), optionally requiring client
     /// certificates signed by a CA; `None`: plaintext.
     pub tls: Option<conductor_proto::tls::ServerTls>,
+    /// Append a line per call to this file as it ends (see [`call_log`]); `None`: no call log.
+    pub call_log: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -121,6 +124,7 @@ impl ServerOptions {
             data_dir: data_dir.into(),
             schemas: None,
             tls: None,
+            call_log: None,
         }
     }
 }

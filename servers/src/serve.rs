@@ -64,8 +64,13 @@ fn build(kind: ServerKind, options: &ServerOptions) -> Result<Services, ServeErr
             approval::tools(shared)
         }
     };
+    let call_log = options
+        .call_log
+        .as_deref()
+        .map(crate::call_log::CallLog::open)
+        .transpose()?;
     Ok(Services {
-        tools: ToolSet::new(kind, tools)?,
+        tools: ToolSet::new(kind, tools)?.with_call_log(call_log),
         ledger,
     })
 }

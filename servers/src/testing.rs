@@ -182,6 +182,25 @@ impl ToolServers {
         }
     }
 
+    /// The lines of the call log of the server of `kind` so far (see `crate::call_log`).
+    pub fn calls(&self, kind: ServerKind) -> Vec<serde_json::Value> {
+        let path = call_log_path(self.data_dir.path(), kind);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .map(|line| match serde_json::from_str(line) {
+                    Ok(value) => value,
+                    Err(error) => panic!(
+                        "{}: a line that is not JSON ({error}): {line}",
+                        path.display()
+                    ),
+                })
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => panic!("cannot read {}: {error}", path.display()),
+        }
+    }
+
     /// Stops every server gracefully, then removes the temporary directory.
     pub async fn stop(self) {
         for server in self.servers {
@@ -198,9 +217,18 @@ pub async fn spawn_all() -> ToolServers {
     };
     let mut servers = Vec::with_capacity(ServerKind::ALL.len());
     for kind in ServerKind::ALL {
-        servers.push(spawn(kind, &data_dir.path().join(kind.name())).await);
+        let options = ServerOptions {
+            call_log: Some(call_log_path(data_dir.path(), kind)),
+            ..ServerOptions::new(data_dir.path().join(kind.name()))
+        };
+        servers.push(spawn_with(kind, options).await);
     }
     ToolServers { data_dir, servers }
+}
+
+/// Where [`spawn_all`] has the server of `kind` keep its call log.
+fn call_log_path(dir: &Path, kind: ServerKind) -> std::path::PathBuf {
+    dir.join(format!("{}-calls.jsonl", kind.name()))
 }
 
 /// Defines a function that lists a server's services over one version of the reflection protocol: the

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::ServerKind;
+use crate::call_log::CallLog;
 use crate::error::{ServeError, ServiceError, ToolFailure};
 
 /// At most this many schema problems are listed in one error, so a batch of a million bad records
@@ -75,6 +76,7 @@ struct RegisteredTool {
 pub struct ToolSet {
     server: ServerKind,
     tools: Arc<BTreeMap<&'static str, RegisteredTool>>,
+    call_log: Option<Arc<CallLog>>,
 }
 
 impl ToolSet {
@@ -101,7 +103,15 @@ impl ToolSet {
         Ok(ToolSet {
             server,
             tools: Arc::new(registered),
+            call_log: None,
         })
+    }
+
+    /// Writes a line per call to `log` as the call ends (see the `call_log` module).
+    #[must_use]
+    pub fn with_call_log(mut self, log: Option<Arc<CallLog>>) -> Self {
+        self.call_log = log;
+        self
     }
 
     /// The tools' descriptions, sorted by name.
@@ -209,6 +219,10 @@ impl ToolService for ToolSet {
             call_id: request.call_id,
         };
         let started = Instant::now();
+        let logged = self
+            .call_log
+            .as_ref()
+            .map(|log| log.begin(&request.tool, &ctx));
         let result = self
             .call(&request.tool, &request.arguments_json, &ctx)
             .instrument(span.clone())
@@ -223,6 +237,12 @@ impl ToolService for ToolSet {
             Ok(Err(failure)) => format!("tool_error:{}", failure.code),
             Err(error) => format!("rejected: {error}"),
         };
+        if let Some(entry) = logged {
+            entry.end(match &result {
+                Err(_) => "rejected".to_owned(),
+                Ok(_) => outcome.clone(),
+            });
+        }
         tracing::info!(
             server = self.server.name(),
             tool = %request.tool,

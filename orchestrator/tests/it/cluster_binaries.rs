@@ -4,15 +4,16 @@
 
 use crate::common;
 
-use crate::cluster_standby::on_postgres;
+use crate::cluster_standby::{note, on_postgres};
 use common::*;
 use conductor_audit::testing::TempPostgres;
 use conductor_proto::v1 as pb;
+use conductor_servers::ServerKind;
 use conductor_servers::testing::ToolServers;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The tool servers, and a configuration of theirs on database `name` with leases of 1 s,
@@ -45,9 +46,15 @@ fn outbox(servers: &ToolServers) -> usize {
         .unwrap_or(0)
 }
 
-fn note(n: usize) -> String {
-    json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")}).to_string()
-}
+/// What a workflow calls before the shipped rules let it write a backup.
+type Step = (&'static str, fn() -> Value);
+const BACKUP_STEPS: [Step; 2] = [
+    (
+        "validate_data",
+        || json!({"records": customers(), "schema": "customer"}),
+    ),
+    ("process_data", || json!({"records": customers()})),
+];
 
 /// SPEC §9.8 with real processes: the active node A is stopped (SIGSTOP) past its lease while a
 /// call to it waits in its socket; B takes over and serves. Continued, A appends nothing and
@@ -77,10 +84,10 @@ async fn a_node_stopped_past_its_lease_appends_and_forwards_nothing_then_steps_d
         .expect("A serves")
         .into_inner()
         .id;
-    let call = |n: usize| pb::WorkflowCallRequest {
+    let call = |n: u32| pb::WorkflowCallRequest {
         workflow_id: wf.clone(),
         tool: "send_notification".into(),
-        arguments_json: note(n),
+        arguments_json: note(n).to_string(),
     };
     a_client.call_tool(call(0)).await.expect("A serves");
     assert_eq!(outbox(&servers), 1);
@@ -141,6 +148,7 @@ async fn a_node_stopped_past_its_lease_appends_and_forwards_nothing_then_steps_d
         .unwrap()
         .get(0);
     assert_eq!(twice, 0, "no seq written twice");
+    each_call_ends_once(&url).await;
     let verified = b_client
         .verify_audit(pb::VerifyAuditRequest::default())
         .await
@@ -176,15 +184,39 @@ async fn killing_the_active_node_under_load_loses_no_answered_call() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let backups = Arc::new(Mutex::new(Vec::<String>::new()));
+    let notified = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
-        let (urls, stop, answered) = (urls.clone(), stop.clone(), answered.clone());
+        let (urls, stop, answered, backups, notified) = (
+            urls.clone(),
+            stop.clone(),
+            answered.clone(),
+            backups.clone(),
+            notified.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut node = client % 2;
             let mut workflow: Option<String> = None;
+            // One client in four writes backups, an exclusive group: it validates and processes
+            // first, as the rules want, then calls `create_backup` over and over.
+            let wanted = if client % 4 == 0 { BACKUP_STEPS.len() } else { 0 };
+            let mut steps = BACKUP_STEPS[..wanted].iter().peekable();
             let mut n = 0;
             while !stop.load(Ordering::Acquire) {
                 let url = urls.lock().unwrap()[node].clone();
+                n += 1;
+                let (tool, arguments) = match steps.peek() {
+                    Some((tool, arguments)) => (*tool, arguments()),
+                    None if client % 4 == 0 => (
+                        "create_backup",
+                        json!({"name": format!("kill-{client}"), "data": {"n": n}, "overwrite": true}),
+                    ),
+                    None => (
+                        "send_notification",
+                        note(u32::try_from(client * 100_000 + n).unwrap()),
+                    ),
+                };
                 let attempt = async {
                     let channel = tonic::transport::Endpoint::from_shared(url)
                         .ok()?
@@ -205,24 +237,44 @@ async fn killing_the_active_node_under_load_loses_no_answered_call() {
                         }
                     };
                     workflow = Some(wf.clone());
-                    n += 1;
                     let answer = api
                         .call_tool(pb::WorkflowCallRequest {
                             workflow_id: wf,
-                            tool: "send_notification".into(),
-                            arguments_json: note(client * 100_000 + n),
+                            tool: tool.into(),
+                            arguments_json: arguments.to_string(),
                         })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    matches!(
-                        answer.outcome,
-                        Some(pb::workflow_call_response::Outcome::ResultJson(_))
-                    )
-                    .then_some(answer.call_id)
+                        .await;
+                    match answer {
+                        Ok(answer) => {
+                            let answer = answer.into_inner();
+                            Some(
+                                matches!(
+                                    answer.outcome,
+                                    Some(pb::workflow_call_response::Outcome::ResultJson(_))
+                                )
+                                .then_some(answer.call_id),
+                            )
+                        }
+                        // Refused by a rule (the exclusive group was busy): an answer.
+                        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                            Some(None)
+                        }
+                        Err(_) => None,
+                    }
                 };
                 match attempt.await {
-                    Some(call_id) => answered.lock().unwrap().push(call_id),
+                    Some(Some(call_id)) => {
+                        if steps.next().is_none() {
+                            match tool {
+                                "create_backup" => backups.lock().unwrap().push(call_id.clone()),
+                                _ => {
+                                    notified.fetch_add(1, Ordering::Relaxed);
+                                }
+                            };
+                        }
+                        answered.lock().unwrap().push(call_id);
+                    }
+                    Some(None) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     None => {
                         node = 1 - node;
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -291,10 +343,47 @@ async fn killing_the_active_node_under_load_loses_no_answered_call() {
             "answered call {call_id} has only {seen:?} in the table"
         );
     }
+    let backups = backups.lock().unwrap().clone();
     assert!(
-        outbox(&servers) >= answered.len(),
-        "every answered call reached the tool server"
+        outbox(&servers) >= notified.load(Ordering::Relaxed),
+        "every answered notification reached the tool server"
     );
+
+    // The exclusive group never ran twice at once, as the backup server saw its calls; and every
+    // backup answered with success is one it ran.
+    let mut ran: Vec<(u64, u64, String)> = servers
+        .calls(ServerKind::Backup)
+        .iter()
+        .filter(|c| c["tool"] == "create_backup" || c["tool"] == "restore_backup")
+        .map(|c| {
+            (
+                c["started_us"].as_u64().unwrap(),
+                c["ended_us"].as_u64().unwrap(),
+                c["call_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ran.sort();
+    assert!(
+        backups.len() > ROUNDS,
+        "{} backups answered: the exclusive group was not exercised",
+        backups.len()
+    );
+    for pair in ran.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "the exclusive group ran twice at once on the backup server: {pair:?}"
+        );
+    }
+    let ran_ids: BTreeSet<&str> = ran.iter().map(|(_, _, id)| id.as_str()).collect();
+    for call_id in &backups {
+        assert!(
+            ran_ids.contains(call_id.as_str()),
+            "backup {call_id} was answered but the backup server has no record of running it"
+        );
+    }
+
+    each_call_ends_once(&url).await;
 
     // The chain verifies, and a fresh node's rebuild of the table equals the active node's state.
     let active_http = {
@@ -361,6 +450,27 @@ async fn killing_the_active_node_under_load_loses_no_answered_call() {
     for node in nodes {
         node.kill();
     }
+}
+
+/// Every call in the table ended at most once: a node that takes over ends as interrupted only
+/// what the old node left running, never a call of its own.
+async fn each_call_ends_once(url: &str) {
+    let db = TempPostgres::client(url).await.unwrap();
+    let twice: Vec<(Option<String>, i64)> = db
+        .query(
+            "SELECT record->>'call_id', count(*) FROM audit_records WHERE kind = 'call_finished'
+             GROUP BY 1 HAVING count(*) > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "calls that ended more than once: {twice:?}"
+    );
 }
 
 /// The `call_id` a record's event carries, wherever the record nests it.

@@ -132,9 +132,8 @@ async fn configured_schemas_are_listed_and_used() {
     )
     .unwrap();
     let options = ServerOptions {
-        data_dir: dir.path().join("data"),
         schemas: Some(schemas),
-        tls: None,
+        ..ServerOptions::new(dir.path().join("data"))
     };
     let server = spawn_with(ServerKind::Validation, options).await;
 
