@@ -85,6 +85,42 @@ pub(super) struct HttpTools {
     eras: Mutex<Option<Eras>>,
     /// Where the server's resource updates go, with its name.
     updates: Option<(String, super::Updates)>,
+    /// The arguments its tools ask to see in `Mcp-Param-*` headers (SEP-2243), by tool, as its
+    /// last `tools/list` said (only tools that ask for any); none: not listed yet.
+    param_headers: Mutex<Option<std::collections::HashMap<String, Vec<ParamHeader>>>>,
+}
+
+/// An argument a tool's input schema asks to travel in a header too (`x-mcp-header`, SEP-2243): its
+/// path through the arguments, and the header's name after `Mcp-Param-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ParamHeader {
+    path: Vec<String>,
+    header: String,
+}
+
+/// The `x-mcp-header` annotations of an input schema, along `properties` from its root.
+fn param_headers(schema: &Value) -> Vec<ParamHeader> {
+    fn collect(properties: Option<&Value>, path: &mut Vec<String>, out: &mut Vec<ParamHeader>) {
+        let Some(Value::Object(properties)) = properties else {
+            return;
+        };
+        for (name, schema) in properties {
+            path.push(name.clone());
+            if let Some(Value::String(header)) = schema.get("x-mcp-header")
+                && !header.is_empty()
+            {
+                out.push(ParamHeader {
+                    path: path.clone(),
+                    header: header.clone(),
+                });
+            }
+            collect(schema.get("properties"), path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    collect(schema.get("properties"), &mut Vec::new(), &mut out);
+    out
 }
 
 /// The protocol eras a server speaks.
@@ -123,6 +159,7 @@ impl HttpTools {
             inflight: Arc::default(),
             eras: Mutex::default(),
             updates: None,
+            param_headers: Mutex::default(),
         })
     }
 
@@ -465,7 +502,11 @@ impl HttpTools {
         }
         let mut params = Value::Object(params);
         crate::telemetry::propagation::inject_params(&mut params);
-        let headers = session_free_headers(method, &params);
+        let mut headers = session_free_headers(method, &params);
+        if method == "tools/call" {
+            self.add_param_headers(server, &params, &mut headers, client)
+                .await;
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let exchange = async {
@@ -508,6 +549,75 @@ impl HttpTools {
                     *self.eras.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
                 Err(self.error(server, what, failure))
+            }
+        }
+    }
+
+    /// The `Mcp-Param-*` headers a tool's schema asks for (SEP-2243), each argument's value as it
+    /// travels in a header; the server's tools are listed first (in the era of the call) if they are
+    /// not known yet, and a listing that fails is not tried again before the next one.
+    async fn add_param_headers(
+        &self,
+        server: &ServerConfig,
+        params: &Value,
+        headers: &mut HeaderMap,
+        client: &SessionFree,
+    ) {
+        let known = self
+            .param_headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !known {
+            let listed: Result<ListToolsResult, Error> = Box::pin(self.session_free_request(
+                server,
+                "tools/list",
+                "tools/list",
+                &json!({}),
+                None,
+                None,
+                client,
+            ))
+            .await;
+            let asked = match listed {
+                Ok(page) => page
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        let schema = Value::Object((*t.input_schema).clone());
+                        (t.name.to_string(), param_headers(&schema))
+                    })
+                    .filter(|(_, headers)| !headers.is_empty())
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(server = %server.name, error = %e, "the tools could not be listed for their Mcp-Param headers");
+                    std::collections::HashMap::new()
+                }
+            };
+            let mut known = self.param_headers.lock().unwrap_or_else(|e| e.into_inner());
+            known.get_or_insert(asked);
+        }
+        let asked = self
+            .param_headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|tools| tools.get(params.get("name")?.as_str()?).cloned())
+            .unwrap_or_default();
+        let arguments = params.get("arguments").unwrap_or(&Value::Null);
+        for ParamHeader { path, header } in asked {
+            let value = path.iter().try_fold(arguments, |value, key| value.get(key));
+            let value = match value {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Bool(flag)) => flag.to_string(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => continue,
+            };
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(format!("mcp-param-{header}").as_bytes()),
+                HeaderValue::from_str(&header_value(&value)),
+            ) {
+                headers.insert(name, value);
             }
         }
     }
@@ -561,7 +671,15 @@ impl HttpTools {
                 Some(next) if !next.is_empty() && cursor.as_deref() != Some(next.as_str()) => {
                     cursor = Some(next);
                 }
-                _ => return Ok(tools),
+                _ => {
+                    let asked = tools
+                        .iter()
+                        .map(|t| (t.name.clone(), param_headers(&t.input_schema)))
+                        .filter(|(_, headers)| !headers.is_empty())
+                        .collect();
+                    *self.param_headers.lock().unwrap_or_else(|e| e.into_inner()) = Some(asked);
+                    return Ok(tools);
+                }
             }
         }
     }
@@ -1386,10 +1504,10 @@ mod tests {
             .collect();
         assert_eq!(
             methods,
-            ["server/discover", "tools/call", "tools/call"],
-            "asked once"
+            ["server/discover", "tools/list", "tools/call", "tools/call"],
+            "asked once, its tools listed once (for the headers their schemas may ask for)"
         );
-        for (headers, body) in &seen[1..] {
+        for (headers, body) in &seen[2..] {
             assert!(headers.get(SESSION_HEADER).is_none(), "no session");
             assert_eq!(headers[VERSION_HEADER], SESSION_FREE_VERSION);
             assert_eq!(headers[METHOD_HEADER], "tools/call");
@@ -1405,9 +1523,9 @@ mod tests {
                 "the client's own capabilities"
             );
         }
-        assert_eq!(seen[2].1["params"]["requestState"], "opaque");
+        assert_eq!(seen[3].1["params"]["requestState"], "opaque");
         assert_eq!(
-            seen[2].1["params"]["inputResponses"]["name"]["action"],
+            seen[3].1["params"]["inputResponses"]["name"]["action"],
             "accept"
         );
         server.abort();
@@ -1569,6 +1687,61 @@ mod tests {
             "a caller with a stream can be asked"
         );
         assert_eq!(calls[1]["params"]["requestState"], "r1");
+        server.abort();
+    }
+
+    /// A tool whose schema asks for an argument in a header (`x-mcp-header`, SEP-2243) is called
+    /// with it, as the server's tools list said (listed first, since it was not known yet).
+    #[tokio::test]
+    async fn an_argument_a_tools_schema_asks_for_travels_in_its_header() {
+        fn answer(_: &axum::http::HeaderMap, body: &Value) -> axum::response::Response {
+            let id = body["id"].clone();
+            match body["method"].as_str() {
+                Some("server/discover") => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {
+                        "supportedVersions": ["2026-07-28"], "capabilities": {}
+                    } }),
+                ),
+                Some("tools/list") => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete",
+                        "tools": [{ "name": "route", "inputSchema": { "type": "object", "properties": {
+                            "region": { "type": "string", "x-mcp-header": "Region" },
+                            "options": { "type": "object", "properties": {
+                                "dry": { "type": "boolean", "x-mcp-header": "Dry" } } }
+                        } } }] } }),
+                ),
+                _ => json_answer(
+                    StatusCode::OK,
+                    json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete",
+                        "content": [{ "type": "text", "text": "routed" }] } }),
+                ),
+            }
+        }
+        let (url, seen, server) = fake_server(answer).await;
+        let config = server_at(&url);
+        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let arguments = json!({ "region": "eu-wést", "options": { "dry": true } });
+        let reply = tools
+            .call(
+                &config,
+                "route",
+                &arguments,
+                None,
+                None,
+                Some(&capable_client()),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(reply.outcome, Ok(json!("routed")));
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (headers, _) = seen
+            .iter()
+            .find(|(_, body)| body["method"] == "tools/call")
+            .expect("the call");
+        assert_eq!(headers["mcp-param-region"], "=?base64?ZXUtd8Opc3Q=?=");
+        assert_eq!(headers["mcp-param-dry"], "true");
         server.abort();
     }
 
