@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use crate::cluster_standby::{note, on_postgres};
+use crate::cluster_standby::{note, on_postgres, two_columns};
 use common::*;
 use conductor_audit::testing::TempPostgres;
 use conductor_proto::v1 as pb;
@@ -455,18 +455,12 @@ async fn killing_the_active_node_under_load_loses_no_answered_call() {
 /// Every call in the table ended at most once: a node that takes over ends as interrupted only
 /// what the old node left running, never a call of its own.
 async fn each_call_ends_once(url: &str) {
-    let db = TempPostgres::client(url).await.unwrap();
-    let twice: Vec<(Option<String>, i64)> = db
-        .query(
-            "SELECT record->>'call_id', count(*) FROM audit_records WHERE kind = 'call_finished'
-             GROUP BY 1 HAVING count(*) > 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let twice: Vec<(Option<String>, i64)> = two_columns(
+        url,
+        "SELECT record->>'call_id', count(*) FROM audit_records WHERE kind = 'call_finished'
+         GROUP BY 1 HAVING count(*) > 1",
+    )
+    .await;
     assert!(
         twice.is_empty(),
         "calls that ended more than once: {twice:?}"

@@ -4,7 +4,9 @@
 //! active node with the state it already built.
 
 use crate::audit_outage::outbox_entries;
-use crate::cluster_standby::{active_and_standby, note, on_postgres, pending_on, status};
+use crate::cluster_standby::{
+    active_and_standby, note, on_postgres, pending_on, status, two_columns,
+};
 use crate::common;
 
 use common::*;
@@ -196,20 +198,14 @@ async fn a_call_recorded_before_the_lease_ran_out_is_not_sent_after() {
     );
     assert_eq!(outbox_entries(&a), 1, "the tool server saw nothing more");
 
-    let db = TempPostgres::client(&url).await.unwrap();
-    let kinds: Vec<(String, Option<String>)> = db
-        .query(
-            "SELECT kind, record->>'outcome' FROM audit_records
-             WHERE record->>'call_id' IN (SELECT record->>'call_id' FROM audit_records
-                                          WHERE kind = 'call_decided' ORDER BY seq DESC LIMIT 1)
-             ORDER BY seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let kinds: Vec<(String, Option<String>)> = two_columns(
+        &url,
+        "SELECT kind, record->>'outcome' FROM audit_records
+         WHERE record->>'call_id' IN (SELECT record->>'call_id' FROM audit_records
+                                      WHERE kind = 'call_decided' ORDER BY seq DESC LIMIT 1)
+         ORDER BY seq",
+    )
+    .await;
     assert_eq!(
         kinds,
         [

@@ -312,6 +312,23 @@ pub(crate) async fn pending_on(client: &Client, wf: &str) -> pb::ApprovalInfo {
 }
 
 /// The `n`th note of a test, as `send_notification`'s arguments.
+/// The rows `sql` selects from database `url`, two columns each.
+pub(crate) async fn two_columns<A, B>(url: &str, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    TempPostgres::client(url)
+        .await
+        .unwrap()
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 pub(crate) fn note(n: u32) -> serde_json::Value {
     json!({"channel": "log", "recipient": "ops", "body": format!("note {n}")})
 }
