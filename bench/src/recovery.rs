@@ -86,6 +86,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 workflow_labels: Vec::new(),
                 conditions: Vec::new(),
                 gate_reason: None,
+                trace: None,
             })
             .await?;
         queue
@@ -94,6 +95,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 call_id: call_id.clone(),
                 tool: tool.into(),
                 server: "validation".into(),
+                trace: None,
             })
             .await?;
         queue
@@ -106,6 +108,7 @@ pub async fn generate(dir: &Path, records: u64, workflows: usize) -> Result<Gene
                 error: None,
                 result: Some(result),
                 details: None,
+                trace: None,
             })
             .await?;
         written += 3;

@@ -89,6 +89,18 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
         Some(DecisionFilter::Deny) => pb::DecisionKind::Deny,
         Some(DecisionFilter::NeedsApproval) => pb::DecisionKind::NeedsApproval,
     };
+    let trace_id = match args.trace.as_deref().map(str::trim) {
+        None => String::new(),
+        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_ascii_lowercase()
+        }
+        Some(id) => {
+            return Err(CliError::Usage(format!(
+                "--trace: {id:?} is not a trace id (32 hex digits, e.g. 4bf92f3577b34da6a3ce929d0e0e4736)"
+            ))
+            .into());
+        }
+    };
     let client = Client::connect(global).await?;
     // Every match is read and the newest `limit` kept: the oldest 100 of 291 answered "what happened
     // in the last hour" wrongly, and said nothing of the rest.
@@ -106,6 +118,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             decision: decision as i32,
             after_seq,
             limit: 1000,
+            trace_id: trace_id.clone(),
         };
         let page = client.rpc().query_audit(request).await.answer(&client)?;
         for event in page.events {
@@ -132,10 +145,12 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
     } else if events.is_empty() {
         outln!("no events match");
     } else {
+        // The trace of each call's records, when any was traced: a reader can open it.
+        let traced = events.iter().any(|e| !e.trace_id.is_empty());
         let rows: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
-                vec![
+                let mut row = vec![
                     e.seq.to_string(),
                     time_ms(e.timestamp_ms),
                     e.workflow_id.clone(),
@@ -147,13 +162,18 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
                         },
                         e,
                     ),
-                ]
+                ];
+                if traced {
+                    row.push(e.trace_id.clone());
+                }
+                row
             })
             .collect();
-        outln!(
-            "{}",
-            table(&out, &["SEQ", "TIME", "WORKFLOW", "KIND", "WHAT"], &rows)
-        );
+        let mut headers = vec!["SEQ", "TIME", "WORKFLOW", "KIND", "WHAT"];
+        if traced {
+            headers.push("TRACE");
+        }
+        outln!("{}", table(&out, &headers, &rows));
     }
     Ok(())
 }

@@ -412,6 +412,10 @@ pub struct QueryArgs {
     /// Only decisions of this kind.
     #[arg(long, value_enum)]
     pub decision: Option<DecisionFilter>,
+    /// Only the records of calls made in this OpenTelemetry trace (its 32-hex-digit trace id, as a
+    /// tracing system shows it).
+    #[arg(long, value_name = "TRACE_ID")]
+    pub trace: Option<String>,
     /// A duration back from now (`1h`, `30m`) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,

@@ -502,6 +502,8 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
         print_outputs(out, w);
         return;
     }
+    // Each call's trace, when any was traced: a reader can open it in the tracing system.
+    let traced = w.history.iter().any(|c| !c.trace_id.is_empty());
     let rows: Vec<Vec<String>> = w
         .history
         .iter()
@@ -517,7 +519,7 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
                     .trim_end()
                     .to_owned();
             }
-            vec![
+            let mut row = vec![
                 (i + 1).to_string(),
                 if c.step.is_empty() {
                     c.tool.clone()
@@ -528,17 +530,18 @@ pub fn print_workflow(out: &Out, w: &pb::WorkflowInfo) {
                 durable_mark(outcome(c.outcome), c.not_yet_durable),
                 duration_us(c.duration_us),
                 why,
-            ]
+            ];
+            if traced {
+                row.push(c.trace_id.clone());
+            }
+            row
         })
         .collect();
-    outln!(
-        "{}",
-        table(
-            out,
-            &["#", "CALL", "DECISION", "OUTCOME", "DURATION", "REASON"],
-            &rows
-        )
-    );
+    let mut headers = vec!["#", "CALL", "DECISION", "OUTCOME", "DURATION", "REASON"];
+    if traced {
+        headers.push("TRACE");
+    }
+    outln!("{}", table(out, &headers, &rows));
     if w.not_yet_durable || w.history.iter().any(|c| c.not_yet_durable) {
         outln!(
             "  {} what is marked 'not yet durable' is only queued in the audit log (or waits for its disk): a crash would take it back",

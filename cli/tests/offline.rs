@@ -274,6 +274,7 @@ fn usage_errors_exit_2_before_connecting() {
         vec!["call", "validate_data", "--args", "[1]"],
         vec!["run", "order_summary", "--input", "/nonexistent/input.json"],
         vec!["audit", "query", "--since", "yesterday"],
+        vec!["audit", "query", "--trace", "not-a-trace-id"],
         vec!["audit", "report", "--until", "tomorrow"],
         vec!["--context", "nope", "status"],
     ] {

@@ -122,6 +122,9 @@ pub enum AuditEvent<J = Value> {
         /// earlier calls that brought a flow rule's labels in).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate_reason: Option<String>,
+        /// The OpenTelemetry trace and span the call was recorded in, when traces are exported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceRef>,
     },
     ApprovalRequested {
         workflow_id: String,
@@ -133,6 +136,9 @@ pub enum AuditEvent<J = Value> {
         expires_at_ms: i64,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         four_eyes: bool,
+        /// The OpenTelemetry trace and span the call was recorded in, when traces are exported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceRef>,
     },
     ApprovalDecided {
         workflow_id: String,
@@ -150,6 +156,9 @@ pub enum AuditEvent<J = Value> {
         call_id: String,
         tool: String,
         server: String,
+        /// The OpenTelemetry trace and span the call was recorded in, when traces are exported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceRef>,
     },
     CallFinished {
         workflow_id: String,
@@ -166,6 +175,9 @@ pub enum AuditEvent<J = Value> {
         /// field), so that `workflow`, `run` and `audit query` can show which and why.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         details: Option<J>,
+        /// The OpenTelemetry trace and span the call was recorded in, when traces are exported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceRef>,
     },
     WorkflowFinished {
         workflow_id: String,
@@ -229,7 +241,26 @@ impl<'de, J: Payload> Deserialize<'de> for AuditEvent<J> {
     }
 }
 
+/// Where a record of a call sits in its OpenTelemetry trace: lowercase hex ids, as a tracing system
+/// shows them, so a reader of the log can open the trace and a reader of the trace find the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRef {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
 impl<J> AuditEvent<J> {
+    /// The trace the record of a call was made in, if traces are exported.
+    pub fn trace(&self) -> Option<&TraceRef> {
+        match self {
+            AuditEvent::CallDecided { trace, .. }
+            | AuditEvent::ApprovalRequested { trace, .. }
+            | AuditEvent::CallStarted { trace, .. }
+            | AuditEvent::CallFinished { trace, .. } => trace.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The `kind` tag as written in the log.
     pub fn kind(&self) -> &'static str {
         match self {

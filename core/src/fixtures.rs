@@ -71,6 +71,7 @@ pub(crate) fn decided(wf: &str, call: &str, tool: &str, decision: DecisionKind) 
         workflow_labels: Vec::new(),
         conditions: Vec::new(),
         gate_reason: None,
+        trace: None,
     }
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn finished(wf: &str, call: &str, tool: &str, outcome: Outcome) -> Au
         result: Some(json!({"ok": true})),
         details: (outcome == Outcome::Failed)
             .then(|| json!({"invalid": [{"index": 0, "field": "email"}]})),
+        trace: None,
     }
 }
 
@@ -105,6 +107,7 @@ pub(crate) fn requested(wf: &str, call: &str, approval: &str) -> AuditEvent {
         arguments_digest: "d".into(),
         expires_at_ms: 10_000,
         four_eyes: false,
+        trace: None,
     }
 }
 
@@ -140,6 +143,7 @@ pub(crate) fn history() -> Vec<AuditEvent> {
             call_id: "c2".into(),
             tool: "validate".into(),
             server: "a".into(),
+            trace: None,
         },
         finished("w1", "c2", "validate", Outcome::Succeeded),
         decided("w1", "c3", "notify", DecisionKind::NeedsApproval),

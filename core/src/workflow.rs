@@ -72,6 +72,8 @@ pub struct CallEntry {
     /// The seq of the audit record that last changed this call: above the log's durable
     /// watermark, a crash would take that change back.
     pub seq: u64,
+    /// The OpenTelemetry trace the call was decided in, when traces were exported.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug)]

@@ -21,6 +21,8 @@ pub struct AuditFilter {
     pub tool: Option<String>,
     pub kind: Option<String>,
     pub decision: Option<DecisionKind>,
+    /// Only the records of calls made in this trace.
+    pub trace_id: Option<String>,
 }
 
 impl AuditFilter {
@@ -37,6 +39,10 @@ impl AuditFilter {
             && self.decision.is_none_or(
                 |d| matches!(event, AuditEvent::CallDecided { decision, .. } if *decision == d),
             )
+            && self
+                .trace_id
+                .as_deref()
+                .is_none_or(|t| event.trace().is_some_and(|trace| trace.trace_id == t))
     }
 }
 

@@ -110,6 +110,7 @@ fn call_records(i: u64) -> Vec<AuditEvent> {
         workflow_labels: Vec::new(),
         conditions: Vec::new(),
         gate_reason: None,
+        trace: None,
     };
     if denied {
         return vec![decided];
@@ -122,6 +123,7 @@ fn call_records(i: u64) -> Vec<AuditEvent> {
             call_id: call_id.clone(),
             tool: tool.into(),
             server: "validation".into(),
+            trace: None,
         },
         AuditEvent::CallFinished {
             workflow_id: WORKFLOW.into(),
@@ -136,6 +138,7 @@ fn call_records(i: u64) -> Vec<AuditEvent> {
             error: failed.then(|| "1 record(s) failed validation".into()),
             result: (!failed).then_some(result),
             details: failed.then(|| json!({"invalid": [{"index": 0, "field": "email"}]})),
+            trace: None,
         },
     ]
 }

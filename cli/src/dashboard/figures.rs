@@ -195,12 +195,16 @@ impl Figures {
         } else {
             &e.workflow_id
         };
-        let text = format!(
+        let mut text = format!(
             "#{} {} {workflow} {}",
             e.seq,
             clock_ms(e.timestamp_ms),
             describe(&Out::plain(), e)
         );
+        // A traced call's records name their trace, to open it in the tracing system.
+        if !e.trace_id.is_empty() {
+            text.push_str(&format!(" · trace {}", e.trace_id));
+        }
         self.push(EventLine {
             text,
             tone: Tone::of(e),

@@ -216,14 +216,20 @@ pub fn event_line(out: &Out, e: &pb::AuditEvent) -> String {
     } else {
         e.workflow_id.clone()
     };
-    format!(
+    let line = format!(
         "{} {} {:<16} {:<18} {}",
         out.dim(&format!("#{:<5}", e.seq)),
         out.dim(&clock_ms(e.timestamp_ms)),
         workflow,
         kind_name(e),
         describe(out, e)
-    )
+    );
+    // A traced call's records name their trace, to open it in the tracing system.
+    if e.trace_id.is_empty() {
+        line
+    } else {
+        format!("{line} {}", out.dim(&format!("trace {}", e.trace_id)))
+    }
 }
 
 /// The event as the audit log wrote it (every field), or its envelope when the line is absent.

@@ -110,6 +110,7 @@ pub fn workflow_json(w: &pb::WorkflowInfo) -> Value {
                     "started_at_ms": c.started_at_ms, "error": c.error_message, "approval_id": c.approval_id,
                     "error_details": c.error_details_json.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
                     "not_yet_durable": c.not_yet_durable,
+                    "trace_id": (!c.trace_id.is_empty()).then_some(&c.trace_id),
                 })
             })
             .collect();

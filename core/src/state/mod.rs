@@ -254,6 +254,7 @@ impl State {
                 labels,
                 conditions,
                 gate_reason,
+                trace,
                 ..
             } => self.decided(
                 at_ms,
@@ -268,6 +269,7 @@ impl State {
                     gate,
                     labels,
                     conditions,
+                    trace: trace.as_ref(),
                 },
                 || Gated {
                     arguments: arguments.to_value(),
@@ -284,6 +286,7 @@ impl State {
                 arguments_digest,
                 expires_at_ms,
                 four_eyes,
+                trace: _,
             } => {
                 let gated = self.gated.remove(call_id.as_str());
                 let Some(workflow) = self.workflows.get_mut(workflow_id.as_str()) else {
@@ -374,6 +377,7 @@ impl State {
                 error,
                 result,
                 details,
+                trace: _,
             } => {
                 self.running.remove(tool, call_id);
                 self.open_calls.remove(call_id.as_str());
@@ -479,6 +483,7 @@ impl State {
             gate,
             labels,
             conditions,
+            trace,
         } = record;
         let Some(workflow) = self.workflows.get_mut(workflow_id) else {
             return;
@@ -567,6 +572,7 @@ impl State {
             gate: gate.clone(),
             details: None,
             seq,
+            trace_id: trace.map(|t| t.trace_id.clone()),
         });
         workflow.refresh_state();
     }
@@ -640,6 +646,7 @@ struct Decided<'a> {
     gate: &'a Option<String>,
     labels: &'a [String],
     conditions: &'a [policy::ConditionResult],
+    trace: Option<&'a crate::events::TraceRef>,
 }
 
 fn order_key(unfinished: &Unfinished) -> &str {

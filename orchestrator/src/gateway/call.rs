@@ -316,6 +316,7 @@ impl Gateway {
             error: Some(message),
             result: None,
             details: None,
+            trace: crate::telemetry::propagation::trace_ref(),
         };
         if let Err(e) = self.inner.record(finished, Admit::Outcome).await {
             tracing::warn!(call = %call_id, error = %e, "the ending of a call that did not run is not durable yet; it is written when the log can take it");
@@ -486,6 +487,7 @@ impl Gateway {
                     error,
                     result: result_value,
                     details,
+                    trace: crate::telemetry::propagation::trace_ref(),
                 },
                 Admit::Outcome,
             )

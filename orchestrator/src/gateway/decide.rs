@@ -161,6 +161,7 @@ impl Gateway {
             workflow_labels,
             conditions: trace.conditions,
             gate_reason,
+            trace: crate::telemetry::propagation::trace_ref(),
         };
         if let AuditEvent::CallDecided {
             decision,
@@ -245,6 +246,7 @@ impl Gateway {
                     call_id: call_id.to_owned(),
                     tool: spec.tool.clone(),
                     server: dispatch.server.clone(),
+                    trace: crate::telemetry::propagation::trace_ref(),
                 },
                 Admit::Outcome,
             )?;

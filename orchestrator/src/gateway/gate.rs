@@ -71,6 +71,7 @@ impl Gateway {
             arguments_digest: approval.arguments_digest.clone(),
             expires_at_ms: approval.expires_at_ms,
             four_eyes: approval.four_eyes,
+            trace: crate::telemetry::propagation::trace_ref(),
         };
         if let Err(e) = self.inner.record(requested, Admit::Intent).await {
             self.inner.waiters().remove(&approval.id);

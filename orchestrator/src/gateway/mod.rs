@@ -366,6 +366,7 @@ impl Gateway {
                         ),
                         result: None,
                         details: None,
+                        trace: None,
                     })
                     .await?;
                 }

@@ -452,6 +452,7 @@ impl Orchestrator for OrchestratorService {
             tool: Some(body.tool).filter(|s| !s.is_empty()),
             kind: Some(body.kind).filter(|s| !s.is_empty()),
             decision: convert::decision_filter(body.decision),
+            trace_id: Some(body.trace_id.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()),
         };
         let limit = if body.limit == 0 {
             100

@@ -156,6 +156,11 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
+/// Where a record made now sits in its trace, for the audit log (none when nothing is exported).
+pub fn trace_ref() -> Option<conductor_core::events::TraceRef> {
+    current_ids().map(|(trace_id, span_id)| conductor_core::events::TraceRef { trace_id, span_id })
+}
+
 /// The current span's trace id and span id (lowercase hex), when it is exported.
 pub fn current_ids() -> Option<(String, String)> {
     let cx = current()?;

@@ -7,6 +7,7 @@
 
 use crate::common::{shipped_config, spawn_orchestrator_binary};
 use crate::mcp_support::{approve_first_request, python, run_python, script};
+use conductor_orchestrator::audit::AuditEvent;
 use conductor_servers::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use serde_json::{Value, json};
 
@@ -297,6 +298,70 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         .find(|s| s.span_id == wait.parent_span_id)
         .expect("the wait is under the call's SERVER span");
     assert_eq!(restore.name, "tools/call restore_backup");
+
+    // The audit knows the trace: every record of the turn's calls carries its trace id (and the
+    // span it was made in, one of the trace's), and the query by trace finds exactly those.
+    let records = crate::common::read_audit(&dir.path().join("audit"));
+    let of_calls: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.event,
+                AuditEvent::CallDecided { .. }
+                    | AuditEvent::CallStarted { .. }
+                    | AuditEvent::ApprovalRequested { .. }
+                    | AuditEvent::CallFinished { .. }
+            )
+        })
+        .collect();
+    assert!(of_calls.len() >= 7 * 2, "{of_calls:#?}");
+    let span_ids: std::collections::HashSet<&str> =
+        ours.iter().map(|s| s.span_id.as_str()).collect();
+    for record in &of_calls {
+        let traced = record
+            .event
+            .trace()
+            .unwrap_or_else(|| panic!("untraced: {record:?}"));
+        assert_eq!(traced.trace_id, trace, "{record:?}");
+        assert!(
+            span_ids.contains(traced.span_id.as_str()),
+            "its span is one of ours: {record:?}"
+        );
+    }
+    let mut client = crate::common::connect(&orchestrator.url).await;
+    let found = client
+        .query_audit(conductor_proto::v1::AuditQueryRequest {
+            trace_id: trace.to_uppercase(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("QueryAudit by trace")
+        .into_inner()
+        .events;
+    assert_eq!(found.len(), of_calls.len(), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .all(|e| e.trace_id == trace && !e.span_id.is_empty())
+    );
+    let workflow_id = records
+        .iter()
+        .find_map(|r| match &r.event {
+            AuditEvent::CallDecided { workflow_id, .. } => Some(workflow_id.clone()),
+            _ => None,
+        })
+        .expect("a call was decided");
+    let workflow = client
+        .get_workflow(conductor_proto::v1::GetWorkflowRequest { workflow_id })
+        .await
+        .expect("GetWorkflow")
+        .into_inner();
+    assert!(!workflow.history.is_empty());
+    assert!(
+        workflow.history.iter().all(|c| c.trace_id == trace),
+        "{workflow:#?}"
+    );
 
     // The histograms of the conventions, and the exporter's counts.
     let metrics = get_metrics(&http).await;

@@ -16,6 +16,7 @@ fn entry(id: &str, status: CallStatus) -> CallEntry {
         gate: None,
         details: None,
         seq: 0,
+        trace_id: None,
     }
 }
 

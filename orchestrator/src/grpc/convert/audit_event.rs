@@ -31,6 +31,16 @@ pub fn audit_event(record: &AuditRecord) -> pb::AuditEvent {
         raw_json: serde_json::to_string(record).unwrap_or_default(),
         prev_hash: record.prev.clone(),
         hash: record.hash.clone(),
+        trace_id: record
+            .event
+            .trace()
+            .map(|t| t.trace_id.clone())
+            .unwrap_or_default(),
+        span_id: record
+            .event
+            .trace()
+            .map(|t| t.span_id.clone())
+            .unwrap_or_default(),
         event: Some(event_body(&record.event)),
     }
 }
@@ -268,6 +278,7 @@ mod tests {
             arguments_digest: "sha256:abc".into(),
             expires_at_ms: 9_000,
             four_eyes: true,
+            trace: None,
         }));
         let Some(Event::ApprovalRequested(a)) = requested.event else {
             panic!("{requested:?}");
@@ -290,6 +301,7 @@ mod tests {
             workflow_labels: Vec::new(),
             conditions: Vec::new(),
             gate_reason: None,
+            trace: None,
         }));
         let Some(Event::CallDecided(c)) = decided.event else {
             panic!("{decided:?}");

@@ -170,6 +170,7 @@ fn call(view: &WorkflowView, entry: &CallEntry) -> pb::CallRecord {
         approval_id: entry.approval_id.clone().unwrap_or_default(),
         error_details_json: entry.details.as_ref().map(ToString::to_string),
         not_yet_durable: view.call_not_yet_durable(entry),
+        trace_id: entry.trace_id.clone().unwrap_or_default(),
     }
 }
 
