@@ -33,3 +33,4 @@ pub mod scenario;
 pub mod stack;
 pub mod stats;
 pub mod suite;
+pub mod traces;

@@ -29,8 +29,8 @@ struct Cli {
     /// Also compare with real peers (FastMCP's proxy, mcp-proxy); see the README for how to get them.
     #[arg(long)]
     peers: bool,
-    /// Run only these figures (0–9), e.g. `--only 0,1,5`.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=9))]
+    /// Run only these figures (0–10), e.g. `--only 0,1,5`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=10))]
     only: Vec<u8>,
     /// Where the daemons' binaries are (default: next to this executable).
     #[arg(long, value_name = "DIR")]

@@ -118,7 +118,7 @@ pub async fn run(options: &Options) -> Result<Report> {
             report.failed(0, "one durable record", &e);
         }
     }
-    if !(1..=9).any(|section| options.wants(section)) {
+    if !(1..=10).any(|section| options.wants(section)) {
         // Figure 0 alone needs no tool server.
         return Ok(report);
     }
@@ -200,6 +200,12 @@ pub async fn run(options: &Options) -> Result<Report> {
         eprintln!("bench: 9. the cluster on PostgreSQL");
         if let Err(e) = cluster::figures(&mut report, &scale, &stack).await {
             report.failed(cluster::SECTION, "the cluster on PostgreSQL", &e);
+        }
+    }
+    if options.wants(crate::traces::SECTION) {
+        eprintln!("bench: 10. traces exported or not");
+        if let Err(e) = crate::traces::figure(&mut report, &scale, &stack).await {
+            report.failed(crate::traces::SECTION, "traces", &e);
         }
     }
     drop(stack);
