@@ -60,8 +60,13 @@ impl Stack {
     /// Starts an orchestrator binary named `name` (its config file and `audit-<name>` directory go to
     /// the work directory). Its `addrs` are gRPC then HTTP.
     pub fn orchestrator(&self, name: &str, extra_server: Option<(&str, Value)>) -> Result<Daemon> {
+        self.orchestrator_with(name, &orchestrator_config(&self.urls, extra_server))
+    }
+
+    /// [`Stack::orchestrator`] with the configuration `config` (JSON text).
+    pub fn orchestrator_with(&self, name: &str, config: &str) -> Result<Daemon> {
         let config_file = self.work_dir.join(format!("{name}.json"));
-        std::fs::write(&config_file, orchestrator_config(&self.urls, extra_server))?;
+        std::fs::write(&config_file, config)?;
         let audit_dir = self.audit_dir(name);
         let args = vec![
             "--config".into(),

@@ -81,19 +81,8 @@ fn orchestrator(stack: &Stack, name: &str, telemetry: Option<serde_json::Value>)
     if let Some(telemetry) = telemetry {
         config["telemetry"] = telemetry;
     }
-    let config_file = stack.work_dir.join(format!("{name}.json"));
-    std::fs::write(&config_file, serde_json::to_vec_pretty(&config)?)?;
-    let args = vec![
-        "--config".into(),
-        config_file.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--http".into(),
-        "127.0.0.1:0".into(),
-        "--audit-dir".into(),
-        stack.audit_dir(name).display().to_string(),
-    ];
-    Daemon::spawn(name, &stack.bin_dir.join("orchestrator"), &args)
+    stack
+        .orchestrator_with(name, &config.to_string())
         .with_context(|| format!("starting {name}"))
 }
 

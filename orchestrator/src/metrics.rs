@@ -259,7 +259,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

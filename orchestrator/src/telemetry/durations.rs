@@ -4,6 +4,7 @@
 //!
 //! Recording is one short critical section that never allocates once a series exists.
 
+use crate::metrics::escape;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -121,13 +122,6 @@ impl OperationDurations {
             }
         }
     }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
