@@ -937,24 +937,27 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let session = &self.session;
-        let workflow = session.workflow.lock().await.clone();
         let call = CallContext::of(session, &context);
-        let caller = call.caller(session.front);
-        let mut tools: Vec<Tool> = session
-            .gateway
-            .tools_for(&caller, workflow.as_deref())
-            .await
-            .into_iter()
-            .map(reply::tool)
-            .collect();
-        tools.push(start_workflow_tool());
-        tools.push(end_workflow_tool());
-        if !call.in_session {
-            for tool in &mut tools {
-                offer_handle(tool);
+        let listed = async {
+            let workflow = session.workflow.lock().await.clone();
+            let caller = call.caller(session.front);
+            let mut tools: Vec<Tool> = session
+                .gateway
+                .tools_for(&caller, workflow.as_deref())
+                .await
+                .into_iter()
+                .map(reply::tool)
+                .collect();
+            tools.push(start_workflow_tool());
+            tools.push(end_workflow_tool());
+            if !call.in_session {
+                for tool in &mut tools {
+                    offer_handle(tool);
+                }
             }
-        }
-        Ok(ListToolsResult::with_all_items(tools))
+            Ok(ListToolsResult::with_all_items(tools))
+        };
+        self.traced("tools/list", &call, listed).await
     }
 
     async fn initialize(
@@ -962,12 +965,16 @@ impl ServerHandler for ConductorMcp {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        let _ = self.session.client.set(request.client_info.name.clone());
-        let _ = self.session.capabilities.set(request.capabilities.clone());
-        context.peer.set_peer_info(request.clone());
-        let result = self.negotiate_initialize(&request)?;
-        let _ = self.session.protocol.set(result.protocol_version.clone());
-        Ok(result)
+        let call = CallContext::of(&self.session, &context);
+        let initialized = async {
+            let _ = self.session.client.set(request.client_info.name.clone());
+            let _ = self.session.capabilities.set(request.capabilities.clone());
+            context.peer.set_peer_info(request.clone());
+            let result = self.negotiate_initialize(&request)?;
+            let _ = self.session.protocol.set(result.protocol_version.clone());
+            Ok(result)
+        };
+        self.traced("initialize", &call, initialized).await
     }
 
     async fn list_resources(
@@ -1146,6 +1153,37 @@ fn protocol_error(error: Error) -> ErrorData {
 }
 
 impl ConductorMcp {
+    /// Runs a request other than `tools/call` in its SERVER span (named by its method), and counts
+    /// it in `mcp.server.operation.duration`.
+    async fn traced<T>(
+        &self,
+        method: &'static str,
+        call: &CallContext,
+        work: impl std::future::Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        use crate::telemetry::{durations, spans};
+        use tracing::Instrument;
+        let received = std::time::Instant::now();
+        let span = spans::mcp_server(&spans::McpRequest {
+            method,
+            target: None,
+            inbound: &call.inbound,
+            session: call.tag.as_ref().map(|t| t.0.as_str()),
+            protocol: self.session.protocol.get().map(|p| p.as_str()),
+        });
+        let answer = work.instrument(span.clone()).await;
+        let error_type = answer.as_ref().err().map(|e| e.code.0.to_string());
+        spans::finish(&span, error_type.as_deref());
+        self.session.gateway.metrics().operation_durations.record(
+            durations::Side::Server,
+            method,
+            None,
+            error_type.as_deref(),
+            received.elapsed(),
+        );
+        answer
+    }
+
     /// The context of a request that is no tool call (resources, prompts, completion, logging).
     fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
         let mut call = CallContext::of(&self.session, context);

@@ -179,6 +179,17 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
             "a short keyed hash, not the session id: {session}"
         );
     }
+    // `initialize` has its SERVER span too, under the client's `MCP send initialize`.
+    let initialize = one(&spans, "our initialize span", |s| {
+        s.service == "conductorio-test" && s.kind == SERVER && s.name == "initialize"
+    });
+    assert_eq!(initialize.attribute("mcp.method.name"), Some("initialize"));
+    assert!(
+        sends
+            .iter()
+            .any(|send| send.span_id == initialize.parent_span_id),
+        "{initialize:#?}"
+    );
     let validations: Vec<&&ReceivedSpan> = server_spans
         .iter()
         .filter(|s| s.name == "tools/call validate_data")
@@ -385,6 +396,14 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         sample(
             &metrics,
             "mcp_client_operation_duration_seconds_count{mcp_method_name=\"tools/call\",gen_ai_tool_name=\"echo\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "mcp_server_operation_duration_seconds_count{mcp_method_name=\"initialize\"}"
         ),
         Some(1.0),
         "{metrics}"
