@@ -181,9 +181,10 @@ tokio::task_local! {
     static REFUSED: std::cell::RefCell<Vec<String>>;
 }
 
-/// How many refusals one call keeps for its record (a server asking again and again is recorded
-/// this many times, and refused every time).
-const MAX_REFUSALS_NOTED: usize = 32;
+/// How many of a server's requests to the client (or of the client's answers to them) one call
+/// records one by one: a server asking again and again, or a client sending a thousand answers in
+/// one retry, grows the log by this many records at most (SPEC §9.6).
+pub const MAX_ASKS_RECORDED: usize = 32;
 
 /// Runs `work` (the forwarding of one call whose caller has no stream to answer a server's
 /// request on), and returns with its output the methods of the server's requests refused while it
@@ -202,7 +203,7 @@ pub async fn noting_refusals<F: std::future::Future>(work: F) -> (F::Output, Vec
 fn note_refused(method: &str) {
     let _ = REFUSED.try_with(|refused| {
         let mut refused = refused.borrow_mut();
-        if refused.len() < MAX_REFUSALS_NOTED {
+        if refused.len() < MAX_ASKS_RECORDED {
             refused.push(method.to_owned());
         }
     });

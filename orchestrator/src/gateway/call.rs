@@ -381,7 +381,12 @@ impl Gateway {
                 };
                 // A session-free client's answers to the server's last input requests go with
                 // this call: recorded as answered, as a server's request relayed on a stream is.
-                if let Some(answers) = session_free.and_then(|c| c.input_responses.as_ref()) {
+                // Only an HTTP MCP server can have asked for them; answers sent to any other were
+                // asked by nobody, and are not recorded (an anonymous request would otherwise
+                // write a record per key it made up).
+                if let Some(answers) = session_free.and_then(|c| c.input_responses.as_ref())
+                    && matches!(server_config.transport, Transport::McpHttp { .. })
+                {
                     self.record_answers(spec, &call_id, &server, answers).await;
                 }
                 // As the caller: a server that exchanges callers' tokens is sent one for it.
@@ -435,11 +440,11 @@ impl Gateway {
                         served.get("resultType").and_then(Value::as_str) == Some("input_required")
                     })
                 {
-                    for method in asked.values() {
-                        let method = method.as_str().unwrap_or("unknown").to_owned();
-                        self.record_asked(spec, &call_id, &server, method, "asked", None)
-                            .await;
-                    }
+                    let methods = asked
+                        .values()
+                        .map(|method| method.as_str().unwrap_or("unknown").to_owned());
+                    self.record_each(spec, &call_id, &server, methods, "asked")
+                        .await;
                 }
                 answer
             }
@@ -598,7 +603,8 @@ impl Gateway {
         let Some(answers) = answers.as_object() else {
             return;
         };
-        for answer in answers.values() {
+        let recorded = answers.len().min(crate::downstream::MAX_ASKS_RECORDED);
+        for answer in answers.values().take(recorded) {
             let method = if answer.get("action").is_some() {
                 "elicitation/create"
             } else if answer.get("roots").is_some() {
@@ -623,6 +629,47 @@ impl Gateway {
                 (None, None) => ("answered", None),
             };
             self.record_asked(spec, call_id, server, method.to_owned(), outcome, error)
+                .await;
+        }
+        self.record_left_out(spec, call_id, server, answers.len() - recorded, "answered")
+            .await;
+    }
+
+    /// Records each of `methods` as a server's request with `outcome`, up to
+    /// [`crate::downstream::MAX_ASKS_RECORDED`] of them; the rest in one record that counts them.
+    async fn record_each(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        server: &str,
+        methods: impl ExactSizeIterator<Item = String>,
+        outcome: &str,
+    ) {
+        let total = methods.len();
+        let recorded = total.min(crate::downstream::MAX_ASKS_RECORDED);
+        for method in methods.take(recorded) {
+            self.record_asked(spec, call_id, server, method, outcome, None)
+                .await;
+        }
+        self.record_left_out(spec, call_id, server, total - recorded, outcome)
+            .await;
+    }
+
+    /// One record for `left_out` requests (or answers) beyond what a call records one by one.
+    async fn record_left_out(
+        &self,
+        spec: &CallSpec,
+        call_id: &str,
+        server: &str,
+        left_out: usize,
+        outcome: &str,
+    ) {
+        if left_out > 0 {
+            let why = format!(
+                "{left_out} more in this round, beyond the {} a call records one by one",
+                crate::downstream::MAX_ASKS_RECORDED
+            );
+            self.record_asked(spec, call_id, server, "unknown".into(), outcome, Some(why))
                 .await;
         }
     }

@@ -191,3 +191,94 @@ async fn a_subscribed_session_hears_that_its_resource_changed() {
     let _ = client.cancel().await;
     orchestrator.stop().await;
 }
+
+/// A session-free `tools/call` of `tool` at `url` (the `/mcp` path) whose retry brings `answers`
+/// (SEP-2322 `inputResponses`); the JSON-RPC answer.
+async fn call_with_answers(url: &str, tool: &str, answers: serde_json::Value) -> serde_json::Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": tool, "arguments": {}, "inputResponses": answers, "requestState": "made-up",
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "attacker", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}});
+    reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", tool)
+        .json(&body)
+        .send()
+        .await
+        .expect("the front answers")
+        .json()
+        .await
+        .expect("a JSON-RPC answer")
+}
+
+/// A thousand made-up answers in one request (SPEC §9.6: what a caller without a credential can
+/// make the log hold is bounded): sent to a gRPC tool, which asked nothing, none is recorded;
+/// sent to an MCP server, at most `MAX_ASKS_RECORDED` are, and one record counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_makes_up_grow_the_log_by_a_bounded_number_of_records() {
+    use conductor_orchestrator::downstream::MAX_ASKS_RECORDED;
+    let answers: serde_json::Map<String, serde_json::Value> = (0..1000)
+        .map(|i| (format!("k{i}"), json!({"action": "accept", "content": {}})))
+        .collect();
+    let answers = serde_json::Value::Object(answers);
+    let server_asked = |events: &[AuditEvent]| -> Vec<(String, String, Option<String>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                AuditEvent::ServerAsked {
+                    method,
+                    outcome,
+                    error,
+                    ..
+                } => Some((method.clone(), outcome.clone(), error.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // A gRPC tool server: no input was asked of anyone, so no answer is recorded.
+    let servers = conductor_servers::testing::spawn_all().await;
+    let config = crate::common::config_with(&servers, json!([]), json!({}));
+    let h = crate::common::Harness::with_servers(servers, config).await;
+    let reply = call_with_answers(
+        &format!("{}/mcp", h.orchestrator.http_url()),
+        "list_schemas",
+        answers.clone(),
+    )
+    .await;
+    assert!(
+        reply["result"]["content"].is_array(),
+        "the call ran: {reply}"
+    );
+    let events: Vec<AuditEvent> = h.audit_records().into_iter().map(|r| r.event).collect();
+    assert_eq!(
+        server_asked(&events),
+        [],
+        "nothing recorded of made-up answers"
+    );
+
+    // An MCP server of the session-free era: the first answers one by one, then one count.
+    let (_fixture, orchestrator, _audit) = through_conductorio().await;
+    let url = format!("{}/mcp", orchestrator.http_url());
+    let reply = call_with_answers(&url, "test_simple_text", answers).await;
+    assert!(
+        reply["result"]["content"].is_array(),
+        "the call ran: {reply}"
+    );
+    let recorded = server_asked(&recorded(orchestrator).await);
+    assert_eq!(recorded.len(), MAX_ASKS_RECORDED + 1, "{recorded:?}");
+    let (method, outcome, why) = recorded.last().unwrap();
+    assert_eq!((method.as_str(), outcome.as_str()), ("unknown", "answered"));
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.starts_with(&format!("{} more", 1000 - MAX_ASKS_RECORDED))),
+        "{why:?}"
+    );
+}
