@@ -184,7 +184,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = tls else {
-                return serve_connection(io, router, None, &limits, watcher, activity).await;
+                return serve_connection(io, peer, router, None, &limits, watcher, activity).await;
             };
             let Some(io) = crate::tls::handshake(&acceptor, io, peer, "HTTP").await else {
                 return;
@@ -195,7 +195,7 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(PeerCertificate::from_chain);
             let tls = Some(certificate);
-            serve_connection(io, router, tls, &limits, watcher, activity).await;
+            serve_connection(io, peer, router, tls, &limits, watcher, activity).await;
         });
     }
     drop(listener);
@@ -206,9 +206,11 @@ pub async fn serve(
 
 /// Serves one connection until it ends, is idle for `limits.idle_timeout`, or the server stops.
 /// `tls` is `Some` for a TLS connection, with its verified client certificate if any: every
-/// request then carries [`crate::tls::Secure`] and the certificate.
+/// request then carries [`crate::tls::Secure`] and the certificate. When traces are exported, every
+/// request carries the peer's address (`ConnectInfo`) for its span's `client.address`.
 async fn serve_connection<IO>(
     io: IO,
+    peer: std::net::SocketAddr,
     router: Router,
     tls: Option<Option<PeerCertificate>>,
     limits: &HttpLimits,
@@ -220,6 +222,11 @@ async fn serve_connection<IO>(
     let service = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if crate::telemetry::spans::enabled() {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
             if let Some(certificate) = &tls {
                 request.extensions_mut().insert(crate::tls::Secure);
                 if let Some(certificate) = certificate {

@@ -61,17 +61,16 @@ enum LogFormat {
 }
 
 /// `tracing` to stderr, filtered by `RUST_LOG` (default `info`): text, coloured only for a person at a
-/// terminal (a redirected log file gets no escape codes), or JSON lines. With `telemetry`, the
-/// spans of calls also go to the OTLP exporter (and never into the log).
-fn init_tracing(format: LogFormat, telemetry: Option<&Telemetry>) {
+/// terminal (a redirected log file gets no escape codes), or JSON lines. (The spans of calls go to
+/// the OTLP exporter, `telemetry`, and never into the log.)
+fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = quiet_sessions(
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    )
-    .add_directive(telemetry::log_directive());
+    );
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log = match format {
         LogFormat::Text => {
@@ -81,10 +80,7 @@ fn init_tracing(format: LogFormat, telemetry: Option<&Telemetry>) {
         }
         LogFormat::Json => log.json().with_ansi(false).with_filter(filter).boxed(),
     };
-    tracing_subscriber::registry()
-        .with(log)
-        .with(telemetry.map(Telemetry::layer))
-        .init();
+    tracing_subscriber::registry().with(log).init();
 }
 
 /// The MCP SDK's session layer logs session ids, which are secrets: it never logs below warn.
@@ -112,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    init_tracing(args.log_format, telemetry.as_ref());
+    init_tracing(args.log_format);
     if let Some(telemetry) = &telemetry {
         let resolved = &telemetry.resolved;
         tracing::info!(

@@ -1,6 +1,13 @@
-//! A real OTLP/gRPC trace receiver for tests: the collector's `TraceService` on `127.0.0.1:0`,
-//! keeping every span it is sent (with its resource's `service.name`) for the test to read.
+//! A real OTLP/gRPC receiver for tests: the collector's `TraceService` and `MetricsService` on
+//! `127.0.0.1:0`, keeping every span and every histogram point it is sent (with its resource's
+//! `service.name`) for the test to read.
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -9,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -41,11 +49,79 @@ impl ReceivedSpan {
     }
 }
 
+/// One point of a histogram as received.
+#[derive(Debug, Clone)]
+pub struct ReceivedHistogram {
+    pub service: String,
+    /// The metric's name and unit.
+    pub name: String,
+    pub unit: String,
+    pub attributes: Vec<(String, String)>,
+    pub count: u64,
+    pub bounds: Vec<f64>,
+}
+
+impl ReceivedHistogram {
+    /// An attribute's value as text.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The receiver; stops when dropped.
 pub struct OtlpReceiver {
     pub url: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    histograms: Arc<Mutex<Vec<ReceivedHistogram>>>,
     _stop: oneshot::Sender<()>,
+}
+
+struct MetricsCollector(Arc<Mutex<Vec<ReceivedHistogram>>>);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for resource_metrics in request.into_inner().resource_metrics {
+            let service = service_name(resource_metrics.resource.as_ref());
+            for metric in resource_metrics
+                .scope_metrics
+                .into_iter()
+                .flat_map(|scope| scope.metrics)
+            {
+                let Some(Data::Histogram(histogram)) = metric.data else {
+                    continue;
+                };
+                for point in histogram.data_points {
+                    received.push(ReceivedHistogram {
+                        service: service.clone(),
+                        name: metric.name.clone(),
+                        unit: metric.unit.clone(),
+                        attributes: point
+                            .attributes
+                            .iter()
+                            .map(|a| (a.key.clone(), text(a)))
+                            .collect(),
+                        count: point.count,
+                        bounds: point.explicit_bounds,
+                    });
+                }
+            }
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(received);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 struct Collector(Arc<Mutex<Vec<ReceivedSpan>>>);
@@ -58,12 +134,7 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = Vec::new();
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                .map(text)
-                .unwrap_or_default();
+            let service = service_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     received.push(ReceivedSpan {
@@ -102,6 +173,14 @@ impl TraceService for Collector {
     }
 }
 
+/// The `service.name` of a resource ("" without one).
+fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+        .map(text)
+        .unwrap_or_default()
+}
+
 fn text(attribute: &KeyValue) -> String {
     fn value(v: Option<&AnyValue>) -> String {
         match v {
@@ -130,11 +209,14 @@ impl OtlpReceiver {
             .expect("bind the OTLP receiver");
         let url = format!("http://{}", listener.local_addr().expect("its address"));
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let histograms = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = oneshot::channel::<()>();
         let service = TraceServiceServer::new(Collector(spans.clone()));
+        let metrics = MetricsServiceServer::new(MetricsCollector(histograms.clone()));
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async {
@@ -146,8 +228,18 @@ impl OtlpReceiver {
         OtlpReceiver {
             url,
             spans,
+            histograms,
             _stop: stop,
         }
+    }
+
+    /// Every histogram point received so far (each export of a cumulative histogram adds its
+    /// points again).
+    pub fn histograms(&self) -> Vec<ReceivedHistogram> {
+        self.histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every span received so far.

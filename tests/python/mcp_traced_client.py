@@ -5,9 +5,12 @@ orchestrator/tests/it/traces.rs.
 
 Calls, in order: process_data before validate_data (refused), validate_data with an unknown schema
 (the tool fails: isError), validate_data, echo (an MCP server's tool), then create_backup and
-restore_backup (which waits for the approval the test gives).
+restore_backup (which waits for the approval the test gives); then asks for the resources and the
+prompts, reads a resource and gets a prompt that nobody offers, and asks for a completion (each a
+request of its own kind, with a SERVER span of its own).
 
-Prints one JSON line: the turn's trace id and span id, and each call's isError.
+Prints one JSON line: the turn's trace id and span id, each call's isError, and how each of the
+other requests ended ("ok", or the JSON-RPC error code).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 from typing import Any
 
 import anyio
-from mcp import ClientSession, types
+from mcp import ClientSession, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 from opentelemetry import trace
 
@@ -45,6 +48,25 @@ async def turn(session: ClientSession) -> dict[str, Any]:
         result = await session.call_tool(tool, arguments)
         assert isinstance(result, types.CallToolResult), f"{tool}: {result}"
         out[key] = bool(result.is_error)
+    requests = [
+        ("resources/list", lambda: session.list_resources()),
+        ("prompts/list", lambda: session.list_prompts()),
+        ("resources/read", lambda: session.read_resource("conductorio-test://nothing")),
+        ("prompts/get", lambda: session.get_prompt("no_such_prompt")),
+        (
+            "completion/complete",
+            lambda: session.complete(
+                types.PromptReference(type="ref/prompt", name="no_such_prompt"),
+                {"name": "topic", "value": "tr"},
+            ),
+        ),
+    ]
+    for method, request in requests:
+        try:
+            await request()
+            out[method] = "ok"
+        except MCPError as error:
+            out[method] = error.error.code
     return out
 
 

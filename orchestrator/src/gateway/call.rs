@@ -22,7 +22,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// A call asked for by a caller or a template step.
 #[derive(Debug, Clone)]
@@ -101,20 +100,17 @@ impl Gateway {
         let abandoned = CancellationToken::new();
         let withdraw = abandoned.clone().drop_guard();
         // The call's spans stay under its caller's (the request's SERVER span).
-        let task = self.inner.tasks.spawn(
-            async move {
-                gateway
-                    .execute_until(
-                        spec,
-                        None,
-                        &abandoned,
-                        progress.as_ref(),
-                        session_free.as_deref(),
-                    )
-                    .await
-            }
-            .in_current_span(),
-        );
+        let task = self.inner.tasks.spawn(spans::in_current(async move {
+            gateway
+                .execute_until(
+                    spec,
+                    None,
+                    &abandoned,
+                    progress.as_ref(),
+                    session_free.as_deref(),
+                )
+                .await
+        }));
         let report = task.await.map_err(|_| Error::ShuttingDown);
         withdraw.disarm();
         let report = report??;
@@ -198,8 +194,10 @@ impl Gateway {
             }
         };
         let waiting = spans::approval_wait(&approval.id, &approval.gate);
-        let approval = match Box::pin(self.await_approval(approval, decisions, abandoned))
-            .instrument(waiting.clone())
+        let approval = match waiting
+            .wrap(Box::pin(
+                self.await_approval(approval, decisions, abandoned),
+            ))
             .await
         {
             Ok(approval) => approval,
@@ -401,11 +399,10 @@ impl Gateway {
                     method: mcp_method(kind),
                 });
                 let sent = Instant::now();
-                let forwarding = crate::downstream::credentials::as_caller(
+                let forwarding = client.wrap(crate::downstream::credentials::as_caller(
                     &spec.caller,
                     self.inner.downstream.call(forward),
-                )
-                .instrument(client.clone());
+                ));
                 // A caller with no stream cannot be asked anything: what the server asked is
                 // refused at once, and recorded (below) as a relayed request is.
                 let (answer, refused) = if relaying.is_some() {
@@ -743,17 +740,18 @@ async fn durable(
     what: &'static str,
 ) -> Result<Arc<AuditRecord>, conductor_audit::AuditError> {
     let span = spans::audit_commit(what);
-    let durable = recorded.durable().instrument(span.clone()).await;
+    let started = Instant::now();
+    let durable = span.wrap(recorded.durable()).await;
     match &durable {
-        Ok(record) => spans::committed(&span, Ok(record.seq)),
-        Err(e) => spans::committed(&span, Err(e)),
+        Ok(record) => spans::committed(&span, Ok(record.seq), started.elapsed()),
+        Err(e) => spans::committed(&span, Err(e), started.elapsed()),
     }
     durable
 }
 
 /// Ends a downstream call's CLIENT span with its outcome; returns its `error.type`.
 fn downstream_finished(
-    span: &tracing::Span,
+    span: &spans::CallSpan,
     answer: &Result<crate::downstream::ToolReply, Error>,
 ) -> Option<&'static str> {
     let error_type = match answer {

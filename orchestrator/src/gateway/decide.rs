@@ -172,7 +172,7 @@ impl Gateway {
             conditions,
             ..
         } = &event
-            && !span.is_disabled()
+            && span.is_exported()
         {
             crate::telemetry::spans::decided(
                 &span,

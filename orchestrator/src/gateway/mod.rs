@@ -139,12 +139,14 @@ impl Inner {
         event: AuditEvent,
         admit: Admit,
     ) -> Result<Arc<AuditRecord>, Error> {
-        use tracing::Instrument;
         let span = crate::telemetry::spans::audit_commit(what);
-        let recorded = self.record(event, admit).instrument(span.clone()).await;
+        let started = std::time::Instant::now();
+        let recorded = span.wrap(self.record(event, admit)).await;
         match &recorded {
-            Ok(record) => crate::telemetry::spans::committed(&span, Ok(record.seq)),
-            Err(e) => crate::telemetry::spans::committed(&span, Err(e)),
+            Ok(record) => {
+                crate::telemetry::spans::committed(&span, Ok(record.seq), started.elapsed())
+            }
+            Err(e) => crate::telemetry::spans::committed(&span, Err(e), started.elapsed()),
         }
         recorded
     }

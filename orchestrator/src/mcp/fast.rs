@@ -56,7 +56,7 @@ pub(super) async fn call(
         inbound: crate::telemetry::spans::Inbound::of(
             Some(id.to_string()),
             params.meta.as_ref().map(|meta| &meta.0.0),
-            Some(&parts.headers),
+            Some(parts),
             false,
         ),
     };

@@ -308,7 +308,7 @@ impl CallContext {
             inbound: crate::telemetry::spans::Inbound::of(
                 Some(context.id.to_string()),
                 Some(&context.meta.0.0),
-                parts.map(|p| &p.headers),
+                parts,
                 session.front == Front::Stdio,
             ),
         }
@@ -753,17 +753,17 @@ impl Session {
         context: CallContext,
     ) -> Result<CallToolResponse, ErrorData> {
         use crate::telemetry::{durations, spans};
-        use tracing::Instrument;
         let tool = request.name.to_string();
         let received = std::time::Instant::now();
         let span = spans::mcp_server(&spans::McpRequest {
             method: "tools/call",
             target: Some(&tool),
+            resource: None,
             inbound: &context.inbound,
             session: context.tag.as_ref().map(|t| t.0.as_str()),
             protocol: self.protocol.get().map(|p| p.as_str()),
         });
-        let answer = match self.call(request, context).instrument(span.clone()).await {
+        let answer = match span.wrap(self.call(request, context)).await {
             Ok(result) => Ok(result),
             Err(error) => reply::error(&tool, error).map(Into::into),
         };
@@ -983,10 +983,13 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .list_resources(&call)
-            .await
-            .map_err(protocol_error)
+        let listed = async {
+            self.session
+                .list_resources(&call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.traced("resources/list", &call, listed).await
     }
 
     async fn list_resource_templates(
@@ -995,10 +998,13 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .list_resource_templates(&call)
-            .await
-            .map_err(protocol_error)
+        let listed = async {
+            self.session
+                .list_resource_templates(&call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.traced("resources/templates/list", &call, listed).await
     }
 
     async fn read_resource(
@@ -1007,10 +1013,14 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .read_resource(request, call)
-            .await
-            .map_err(protocol_error)
+        let span = self.server_span("resources/read", None, Some(&request.uri), &call);
+        let read = async {
+            self.session
+                .read_resource(request, call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.served("resources/read", span, read).await
     }
 
     #[allow(deprecated)]
@@ -1020,6 +1030,7 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let call = self.context(&context);
+        let span = self.server_span("resources/subscribe", None, Some(&request.uri), &call);
         // Its updates reach this session's standalone event stream, from the moment the server
         // is asked; a subscription the server refuses is forgotten again.
         let owner = std::sync::Mutex::new(None);
@@ -1029,9 +1040,13 @@ impl ServerHandler for ConductorMcp {
                 .subscribe(&self.session, server, &request.uri, true);
             *owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.to_owned());
         };
-        let subscribed = self
-            .session
-            .subscription("resources/subscribe", &request.uri, &call, subscribing)
+        let subscribed = span
+            .wrap(self.session.subscription(
+                "resources/subscribe",
+                &request.uri,
+                &call,
+                subscribing,
+            ))
             .await;
         let owner = owner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if subscribed.is_err()
@@ -1041,7 +1056,9 @@ impl ServerHandler for ConductorMcp {
                 .shared
                 .subscribe(&self.session, &server, &request.uri, false);
         }
-        subscribed.map(|_| ()).map_err(protocol_error)
+        let answer = subscribed.map(|_| ()).map_err(protocol_error);
+        self.served("resources/subscribe", span, std::future::ready(answer))
+            .await
     }
 
     #[allow(deprecated)]
@@ -1051,16 +1068,21 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let call = self.context(&context);
+        let span = self.server_span("resources/unsubscribe", None, Some(&request.uri), &call);
         let unsubscribing = |server: &str| {
             self.session
                 .shared
                 .subscribe(&self.session, server, &request.uri, false);
         };
-        self.session
-            .subscription("resources/unsubscribe", &request.uri, &call, unsubscribing)
+        let unsubscribed = async {
+            self.session
+                .subscription("resources/unsubscribe", &request.uri, &call, unsubscribing)
+                .await
+                .map(|_| ())
+                .map_err(protocol_error)
+        };
+        self.served("resources/unsubscribe", span, unsubscribed)
             .await
-            .map(|_| ())
-            .map_err(protocol_error)
     }
 
     async fn list_prompts(
@@ -1069,10 +1091,13 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .list_prompts(&call)
-            .await
-            .map_err(protocol_error)
+        let listed = async {
+            self.session
+                .list_prompts(&call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.traced("prompts/list", &call, listed).await
     }
 
     async fn get_prompt(
@@ -1081,10 +1106,14 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .get_prompt(request, call)
-            .await
-            .map_err(protocol_error)
+        let span = self.server_span("prompts/get", Some(&request.name), None, &call);
+        let got = async {
+            self.session
+                .get_prompt(request, call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.served("prompts/get", span, got).await
     }
 
     async fn complete(
@@ -1093,10 +1122,13 @@ impl ServerHandler for ConductorMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let call = self.context(&context);
-        self.session
-            .complete(request, &call)
-            .await
-            .map_err(protocol_error)
+        let completed = async {
+            self.session
+                .complete(request, &call)
+                .await
+                .map_err(protocol_error)
+        };
+        self.traced("completion/complete", &call, completed).await
     }
 
     #[allow(deprecated)]
@@ -1161,17 +1193,40 @@ impl ConductorMcp {
         call: &CallContext,
         work: impl std::future::Future<Output = Result<T, ErrorData>>,
     ) -> Result<T, ErrorData> {
-        use crate::telemetry::{durations, spans};
-        use tracing::Instrument;
-        let received = std::time::Instant::now();
-        let span = spans::mcp_server(&spans::McpRequest {
+        let span = self.server_span(method, None, None, call);
+        self.served(method, span, work).await
+    }
+
+    /// The SERVER span of a request other than `tools/call`: `target` is the prompt's name (of
+    /// `prompts/get`), `resource` the URI a `resources/*` request names.
+    fn server_span(
+        &self,
+        method: &'static str,
+        target: Option<&str>,
+        resource: Option<&str>,
+        call: &CallContext,
+    ) -> crate::telemetry::spans::CallSpan {
+        crate::telemetry::spans::mcp_server(&crate::telemetry::spans::McpRequest {
             method,
-            target: None,
+            target,
+            resource,
             inbound: &call.inbound,
             session: call.tag.as_ref().map(|t| t.0.as_str()),
             protocol: self.session.protocol.get().map(|p| p.as_str()),
-        });
-        let answer = work.instrument(span.clone()).await;
+        })
+    }
+
+    /// Runs `work` in `span`, ends it with the answer's `error.type`, and counts it in
+    /// `mcp.server.operation.duration`.
+    async fn served<T>(
+        &self,
+        method: &'static str,
+        span: crate::telemetry::spans::CallSpan,
+        work: impl std::future::Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        use crate::telemetry::{durations, spans};
+        let received = std::time::Instant::now();
+        let answer = span.wrap(work).await;
         let error_type = answer.as_ref().err().map(|e| e.code.0.to_string());
         spans::finish(&span, error_type.as_deref());
         self.session.gateway.metrics().operation_durations.record(

@@ -1,8 +1,10 @@
 //! `mcp.server.operation.duration` and `mcp.client.operation.duration`: histograms in seconds with
 //! the MCP conventions' bucket boundaries, by method, tool and `error.type`, rendered on
-//! `/metrics` as `mcp_server_operation_duration_seconds` and `mcp_client_operation_duration_seconds`.
+//! `/metrics` as `mcp_server_operation_duration_seconds` and `mcp_client_operation_duration_seconds`,
+//! and over OTLP when traces are exported ([`super::metrics`]).
 //!
-//! Recording is one short critical section that never allocates once a series exists.
+//! Recording is one short critical section that never allocates once a series exists (two when
+//! the histograms are also exported).
 
 use crate::metrics::escape;
 use std::collections::BTreeMap;
@@ -80,6 +82,81 @@ impl OperationDurations {
         };
         histogram.counts[bucket] += 1;
         histogram.sum += seconds;
+        drop(series);
+        if let Some(exported) = super::metrics::exported()
+            && !std::ptr::eq(exported, self)
+        {
+            exported.record(side, method, tool, error_type, took);
+        }
+    }
+
+    /// Both histograms as OTLP metrics (cumulative from `start` to `now`, Unix nanoseconds); none
+    /// when nothing was recorded.
+    pub(super) fn to_otlp(
+        &self,
+        start: u64,
+        now: u64,
+    ) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric,
+            metric::Data,
+        };
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut metrics = Vec::new();
+        for (side, name, description) in [
+            (
+                Side::Server,
+                "mcp.server.operation.duration",
+                "MCP requests served, from receipt to answer.",
+            ),
+            (
+                Side::Client,
+                "mcp.client.operation.duration",
+                "MCP requests sent to MCP servers, from sending to answer.",
+            ),
+        ] {
+            let data_points: Vec<HistogramDataPoint> = series
+                .iter()
+                .filter(|(s, _)| s.side == side)
+                .map(|(s, histogram)| {
+                    let mut attributes = vec![super::metrics::text("mcp.method.name", &s.method)];
+                    if !s.tool.is_empty() {
+                        attributes.push(super::metrics::text("gen_ai.tool.name", &s.tool));
+                    }
+                    if !s.error_type.is_empty() {
+                        attributes.push(super::metrics::text("error.type", &s.error_type));
+                    }
+                    HistogramDataPoint {
+                        attributes,
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        count: histogram.counts.iter().sum(),
+                        sum: Some(histogram.sum),
+                        bucket_counts: histogram.counts.to_vec(),
+                        explicit_bounds: BUCKETS.to_vec(),
+                        ..HistogramDataPoint::default()
+                    }
+                })
+                .collect();
+            if data_points.is_empty() {
+                continue;
+            }
+            metrics.push(Metric {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                unit: "s".to_owned(),
+                data: Some(Data::Histogram(OtlpHistogram {
+                    data_points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Metric::default()
+            });
+        }
+        metrics
     }
 
     /// Both histograms in the Prometheus text format.

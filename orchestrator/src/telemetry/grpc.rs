@@ -4,7 +4,6 @@
 
 use futures::future::{BoxFuture, Either};
 use std::task::{Context, Poll};
-use tracing::Instrument;
 
 /// The layer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,30 +37,39 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let span = super::spans::grpc_server(request.uri().path(), request.headers());
-        if span.is_disabled() {
+        if !super::spans::enabled() {
             return Either::Left(self.inner.call(request));
         }
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let extensions = request.extensions();
+        let client = extensions
+            .get::<TcpConnectInfo>()
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .map(TlsConnectInfo::get_ref)
+            })
+            .and_then(TcpConnectInfo::remote_addr);
+        let span = super::spans::grpc_server(request.uri().path(), request.headers(), client);
         let answer = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        Either::Right(Box::pin(
-            async move {
-                let answer = answer.await;
-                if let Ok(response) = &answer {
-                    // A unary error is answered trailers-only: its status is in the headers.
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    super::spans::grpc_status(&tracing::Span::current(), code);
-                }
-                answer
+        let traced = span.clone();
+        Either::Right(Box::pin(span.wrap(async move {
+            let answer = answer.await;
+            if let Ok(response) = &answer {
+                // A unary error is answered trailers-only: its status is in the headers.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                super::spans::grpc_status(&traced, code);
             }
-            .instrument(span),
-        ))
+            traced.end();
+            answer
+        })))
     }
 }

@@ -2,16 +2,17 @@
 //! call makes ([`spans`]), the trace context carried in and out ([`propagation`]) and the MCP
 //! conventions' duration histograms ([`durations`]).
 //!
-//! The call path creates its spans through `tracing` with the target [`TARGET`]. Only the
-//! OpenTelemetry layer listens to that target; the log never shows it. With no exporter configured
-//! there is no such layer: every span of that target is disabled where it is created (one check of
-//! its call site), and nothing is extracted, injected or exported.
+//! The call path makes its spans with the OpenTelemetry SDK's tracer ([`spans`]), never through
+//! `tracing`: the log does not see them. With no exporter configured there is no tracer: no span
+//! is made (one check of a static where each would be), and nothing is extracted, injected or
+//! exported.
 //!
 //! This module must never make a call wait for, or fail because of, the collector.
 
 pub mod durations;
 mod export;
 mod grpc;
+mod metrics;
 pub mod propagation;
 pub mod spans;
 
@@ -27,20 +28,27 @@ use std::time::Duration;
 pub use export::{QUEUE_SPANS, SpanCounts};
 pub use grpc::GrpcTracing;
 
-/// The `tracing` target of every span that is exported.
-pub const TARGET: &str = "conductor::trace";
-
 /// Where traces go and how many, once the configuration and the environment are read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     pub endpoint: String,
     pub service_name: String,
+    /// The share of new traces sampled (0.0 to 1.0).
     pub sampling_ratio: f64,
+    /// Whether a caller's sampled flag decides instead, when the call continues its trace (the
+    /// `parentbased_*` samplers, and the configuration's `sampling_ratio`).
+    pub parent_based: bool,
+    /// How often the duration histograms are exported (`OTEL_METRIC_EXPORT_INTERVAL`, 60 s).
+    pub metric_interval: Duration,
 }
+
+/// How often metrics are exported when `OTEL_METRIC_EXPORT_INTERVAL` does not say (its default).
+const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The configuration's `telemetry`, with the standard OpenTelemetry environment variables laid
 /// over it (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`);
+/// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`,
+/// `OTEL_METRIC_EXPORT_INTERVAL`);
 /// `None` when nothing is to be exported. An unusable variable is an error naming it.
 pub fn resolve(
     settings: &TelemetrySettings,
@@ -70,12 +78,15 @@ pub fn resolve(
         },
     };
     let service_name = var("OTEL_SERVICE_NAME").unwrap_or_else(|| settings.service_name.clone());
-    let sampling_ratio = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
-        None => settings.sampling_ratio,
-        Some("always_on" | "parentbased_always_on") => 1.0,
-        Some("always_off" | "parentbased_always_off") => 0.0,
+    let sampler = var("OTEL_TRACES_SAMPLER");
+    let (sampling_ratio, parent_based) = match sampler.as_deref().map(str::trim) {
+        None => (settings.sampling_ratio, true),
+        Some("always_on") => (1.0, false),
+        Some("always_off") => (0.0, false),
+        Some("parentbased_always_on") => (1.0, true),
+        Some("parentbased_always_off") => (0.0, true),
         Some(kind @ ("traceidratio" | "parentbased_traceidratio")) => {
-            match var("OTEL_TRACES_SAMPLER_ARG") {
+            let ratio = match var("OTEL_TRACES_SAMPLER_ARG") {
                 None => 1.0,
                 Some(arg) => match arg.trim().parse::<f64>() {
                     Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
@@ -85,19 +96,49 @@ pub fn resolve(
                         ));
                     }
                 },
-            }
+            };
+            (ratio, kind == "parentbased_traceidratio")
         }
         Some(other) => {
             return Err(format!(
-                "OTEL_TRACES_SAMPLER: {other:?} is not supported here; use parentbased_traceidratio (with OTEL_TRACES_SAMPLER_ARG), traceidratio, always_on or always_off (a caller's sampled flag is always followed)"
+                "OTEL_TRACES_SAMPLER: {other:?} is not supported here; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio (the ratio in OTEL_TRACES_SAMPLER_ARG)"
             ));
         }
+    };
+    let metric_interval = match var("OTEL_METRIC_EXPORT_INTERVAL") {
+        None => DEFAULT_METRIC_INTERVAL,
+        Some(ms) => match ms.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => {
+                return Err(format!(
+                    "OTEL_METRIC_EXPORT_INTERVAL: {ms:?} is not a positive number of milliseconds"
+                ));
+            }
+        },
     };
     Ok(Some(Resolved {
         endpoint,
         service_name,
         sampling_ratio,
+        parent_based,
+        metric_interval,
     }))
+}
+
+impl Resolved {
+    /// The SDK's sampler for these settings.
+    pub fn sampler(&self) -> Sampler {
+        let own = match self.sampling_ratio {
+            r if r >= 1.0 => Sampler::AlwaysOn,
+            r if r <= 0.0 => Sampler::AlwaysOff,
+            r => Sampler::TraceIdRatioBased(r),
+        };
+        if self.parent_based {
+            Sampler::ParentBased(Box::new(own))
+        } else {
+            own
+        }
+    }
 }
 
 /// The running exporter: its provider (kept alive for the process) and the handle that sends
@@ -105,6 +146,7 @@ pub fn resolve(
 pub struct Telemetry {
     provider: SdkTracerProvider,
     flusher: export::Flusher,
+    metrics: metrics::MetricsExport,
     pub resolved: Resolved,
 }
 
@@ -131,43 +173,30 @@ impl Telemetry {
             ))
             .build();
         opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+        let metrics = metrics::MetricsExport::start(
+            &resolved.endpoint,
+            &resolved.service_name,
+            resolved.metric_interval,
+        )?;
         let (processor, flusher) = export::spawn(exporter);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                resolved.sampling_ratio,
-            ))))
+            .with_sampler(resolved.sampler())
             .with_resource(resource)
             .build();
+        spans::install(provider.tracer("conductorio"))?;
         Ok(Telemetry {
             provider,
             flusher,
+            metrics,
             resolved,
         })
     }
 
-    /// The `tracing` layer that turns the spans of [`TARGET`] (and only those) into
-    /// OpenTelemetry spans.
-    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
-        use tracing_subscriber::Layer;
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer("conductorio"))
-            .with_location(false)
-            .with_threads(false)
-            .with_level(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.target() == TARGET
-            }))
-    }
-
-    /// Sends what is queued (at shutdown), waiting at most `within`.
+    /// Sends what is queued and the histograms as they are (at shutdown), waiting at most
+    /// `within` for each.
     pub async fn flush(&self, within: Duration) {
-        self.flusher.flush(within).await;
+        tokio::join!(self.flusher.flush(within), self.metrics.flush(within));
     }
 }
 
@@ -177,13 +206,6 @@ impl Drop for Telemetry {
             .provider
             .shutdown_with_timeout(Duration::from_millis(100));
     }
-}
-
-/// The directive that keeps the exported spans out of the log.
-pub fn log_directive() -> tracing_subscriber::filter::Directive {
-    format!("{TARGET}=off")
-        .parse()
-        .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::INFO.into())
 }
 
 /// The exporter's counts (of this process) as Prometheus text.
@@ -255,12 +277,82 @@ mod tests {
                 endpoint: "http://127.0.0.1:4317".into(),
                 service_name: "gateway-a".into(),
                 sampling_ratio: 0.25,
+                parent_based: true,
+                metric_interval: DEFAULT_METRIC_INTERVAL,
             }
         );
         assert_eq!(
             resolve_with(&settings, &[("OTEL_SDK_DISABLED", "true")]),
             Ok(None)
         );
+    }
+
+    /// Whether `sampler` samples a new span under a caller's context that was not sampled.
+    fn samples_under_unsampled_caller(sampler: &Sampler) -> bool {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let caller = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            trace_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        ));
+        sampler
+            .should_sample(Some(&caller), trace_id, "s", &SpanKind::Server, &[], &[])
+            .decision
+            == SamplingDecision::RecordAndSample
+    }
+
+    #[test]
+    fn the_standard_samplers_are_followed() {
+        let settings = TelemetrySettings {
+            otlp_endpoint: Some("http://collector:4317".into()),
+            ..TelemetrySettings::default()
+        };
+        let with = |sampler: &str, arg: Option<&str>| {
+            let mut vars = vec![("OTEL_TRACES_SAMPLER", sampler)];
+            vars.extend(arg.map(|a| ("OTEL_TRACES_SAMPLER_ARG", a)));
+            resolve_with(&settings, &vars).unwrap().unwrap()
+        };
+        for (sampler, arg, ratio, parent_based) in [
+            ("always_on", None, 1.0, false),
+            ("always_off", None, 0.0, false),
+            ("traceidratio", Some("0.5"), 0.5, false),
+            ("traceidratio", None, 1.0, false),
+            ("parentbased_always_on", None, 1.0, true),
+            ("parentbased_always_off", None, 0.0, true),
+            ("parentbased_traceidratio", Some("0.5"), 0.5, true),
+        ] {
+            let resolved = with(sampler, arg);
+            assert_eq!(
+                (resolved.sampling_ratio, resolved.parent_based),
+                (ratio, parent_based),
+                "{sampler}"
+            );
+        }
+        // The configuration's ratio is parent-based.
+        assert!(resolve_with(&settings, &[]).unwrap().unwrap().parent_based);
+        // traceidratio and always_on decide by themselves: a caller that did not sample its
+        // trace does not stop them; the parent-based ones follow the caller.
+        assert!(samples_under_unsampled_caller(
+            &with("traceidratio", Some("1.0")).sampler()
+        ));
+        assert!(samples_under_unsampled_caller(
+            &with("always_on", None).sampler()
+        ));
+        assert!(!samples_under_unsampled_caller(
+            &with("parentbased_traceidratio", Some("1.0")).sampler()
+        ));
+        assert!(!samples_under_unsampled_caller(
+            &with("parentbased_always_on", None).sampler()
+        ));
+        assert!(!samples_under_unsampled_caller(
+            &with("always_off", None).sampler()
+        ));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! and written into what is sent downstream: MCP's `params._meta` (SEP-414), HTTP headers and gRPC
 //! metadata.
 //!
-//! Every function here reads or writes only when the span at hand is exported: an unexported
-//! span has no context to give and takes none.
+//! Every function here reads or writes only when spans are exported and the current context holds
+//! one: an unexported span has no context to give and takes none.
 
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
@@ -12,7 +12,6 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
     TextMapCompositePropagator::new(vec![
@@ -108,52 +107,45 @@ fn valid(cx: opentelemetry::Context) -> Option<opentelemetry::Context> {
     cx.span().span_context().is_valid().then_some(cx)
 }
 
-/// The current span's context, if it is exported.
-fn current() -> Option<opentelemetry::Context> {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
+/// Runs `f` with the current context, if it holds an exported span (never without an exporter).
+fn with_current<T>(f: impl FnOnce(&opentelemetry::Context) -> T) -> Option<T> {
+    if !super::spans::enabled() {
         return None;
     }
-    let cx = span.context();
-    cx.span().span_context().is_valid().then_some(cx)
+    opentelemetry::Context::map_current(|cx| cx.span().span_context().is_valid().then(|| f(cx)))
 }
 
 /// Writes the current span's context into a request's `_meta` (for an MCP server).
 pub fn inject_meta(meta: &mut Map<String, Value>) {
-    if let Some(cx) = current() {
-        PROPAGATOR.inject_context(&cx, &mut MetaWriter(meta));
-    }
+    with_current(|cx| PROPAGATOR.inject_context(cx, &mut MetaWriter(meta)));
 }
 
 /// Writes the current span's context into an SDK request's `_meta`, creating it when needed.
 pub fn inject_request_meta(meta: &mut Option<rmcp::model::RequestMetaObject>) {
-    if let Some(cx) = current() {
+    with_current(|cx| {
         PROPAGATOR.inject_context(
-            &cx,
+            cx,
             &mut MetaWriter(&mut meta.get_or_insert_with(Default::default).0.0),
-        );
-    }
+        )
+    });
 }
 
 /// Writes the current span's context into the `_meta` of a request's params (a JSON object).
 pub fn inject_params(params: &mut Value) {
-    let Some(cx) = current() else {
-        return;
-    };
-    if let Value::Object(params) = params
-        && let Value::Object(meta) = params
-            .entry("_meta")
-            .or_insert_with(|| Value::Object(Map::new()))
-    {
-        PROPAGATOR.inject_context(&cx, &mut MetaWriter(meta));
-    }
+    with_current(|cx| {
+        if let Value::Object(params) = params
+            && let Value::Object(meta) = params
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()))
+        {
+            PROPAGATOR.inject_context(cx, &mut MetaWriter(meta));
+        }
+    });
 }
 
 /// Writes the current span's context into a request's metadata (for a gRPC tool server).
 pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    if let Some(cx) = current() {
-        PROPAGATOR.inject_context(&cx, &mut MetadataWriter(metadata));
-    }
+    with_current(|cx| PROPAGATOR.inject_context(cx, &mut MetadataWriter(metadata)));
 }
 
 /// Where a record made now sits in its trace, for the audit log (none when nothing is exported).
@@ -163,13 +155,14 @@ pub fn trace_ref() -> Option<conductor_core::events::TraceRef> {
 
 /// The current span's trace id and span id (lowercase hex), when it is exported.
 pub fn current_ids() -> Option<(String, String)> {
-    let cx = current()?;
-    let span = cx.span();
-    let context = span.span_context();
-    Some((
-        context.trace_id().to_string(),
-        context.span_id().to_string(),
-    ))
+    with_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        (
+            context.trace_id().to_string(),
+            context.span_id().to_string(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! that exports its own spans. Every span must land in the client's trace, chained parent to child.
 //! And a collector that is down never fails a call: its spans are dropped and counted.
 
-use crate::common::{shipped_config, spawn_orchestrator_binary};
+use crate::common::{shipped_config, spawn_orchestrator_binary, spawn_orchestrator_binary_under};
 use crate::mcp_support::{approve_first_request, python, run_python, script};
 use conductor_orchestrator::audit::AuditEvent;
 use conductor_servers::otlp_receiver::{OtlpReceiver, ReceivedSpan};
@@ -83,7 +83,13 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         traced_config(&servers, &receiver.url).to_string(),
     )
     .expect("write the configuration");
-    let orchestrator = spawn_orchestrator_binary(&config_path, &dir.path().join("audit"), &[]);
+    // The duration histograms go to the receiver too, every 200 ms.
+    let orchestrator = spawn_orchestrator_binary_under(
+        &["env", "OTEL_METRIC_EXPORT_INTERVAL=200"],
+        &config_path,
+        &dir.path().join("audit"),
+        &[],
+    );
     let http = orchestrator.http_url();
     let args = vec![
         script("mcp_traced_client.py").display().to_string(),
@@ -122,7 +128,8 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         .expect("the turn's span id")
         .to_owned();
 
-    // Seven calls, each a SERVER span of ours; and the echo server's own span.
+    // Seven calls, each a SERVER span of ours; the echo server's own span; the turn's last request
+    // (a completion); and the test's own gRPC requests.
     let spans = receiver
         .wait_for("every span of the turn", |spans| {
             spans
@@ -135,6 +142,10 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
                 .count()
                 >= 7
                 && spans.iter().any(|s| s.service == "echo-server")
+                && spans.iter().any(|s| s.name == "completion/complete")
+                && spans
+                    .iter()
+                    .any(|s| s.name.starts_with("conductor.v1.Orchestrator/"))
         })
         .await;
     // (The test's own gRPC requests, Watch and Approve, are traces of their own.)
@@ -178,7 +189,74 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
             !session.is_empty() && session.len() < 32,
             "a short keyed hash, not the session id: {session}"
         );
+        assert_eq!(
+            span.attribute("client.address"),
+            Some("127.0.0.1"),
+            "{span:#?}"
+        );
+        assert!(span.attribute("client.port").is_some(), "{span:#?}");
     }
+    // The gRPC front's SERVER spans name their client too.
+    let grpc_server = spans
+        .iter()
+        .find(|s| s.kind == SERVER && s.name.starts_with("conductor.v1.Orchestrator/"))
+        .expect("a SERVER span of the test's gRPC requests");
+    assert_eq!(grpc_server.attribute("rpc.system"), Some("grpc"));
+    assert_eq!(
+        grpc_server.attribute("client.address"),
+        Some("127.0.0.1"),
+        "{grpc_server:#?}"
+    );
+
+    // Requests other than tools/call: a SERVER span each, named by the method (and the prompt),
+    // under the client's send, with how it ended.
+    for (method, name) in [
+        ("resources/list", "resources/list"),
+        ("prompts/list", "prompts/list"),
+        ("resources/read", "resources/read"),
+        ("prompts/get", "prompts/get no_such_prompt"),
+        ("completion/complete", "completion/complete"),
+    ] {
+        let span = one(&spans, name, |s| {
+            s.service == "conductorio-test" && s.kind == SERVER && s.name == name
+        });
+        assert_eq!(span.attribute("mcp.method.name"), Some(method), "{span:#?}");
+        assert!(
+            sends.iter().any(|send| send.span_id == span.parent_span_id),
+            "{name} is the child of one of the client's spans: {span:#?}"
+        );
+        assert_eq!(span.attribute("client.address"), Some("127.0.0.1"));
+        match &summary[method] {
+            Value::String(ok) if ok == "ok" => {
+                assert_eq!(span.attribute("error.type"), None, "{span:#?}");
+            }
+            Value::Number(code) => {
+                assert_eq!(
+                    span.attribute("error.type"),
+                    Some(code.to_string().as_str()),
+                    "{span:#?}"
+                );
+                assert_eq!(span.status_code, ERROR);
+            }
+            other => panic!("{method} ended as {other}: {summary}"),
+        }
+    }
+    let ours_named = |name: &'static str| {
+        move |s: &ReceivedSpan| {
+            s.service == "conductorio-test" && s.kind == SERVER && s.name.starts_with(name)
+        }
+    };
+    let read = one(&spans, "resources/read", ours_named("resources/read"));
+    assert_eq!(
+        read.attribute("mcp.resource.uri"),
+        Some("conductorio-test://nothing")
+    );
+    assert_ne!(summary["resources/read"], json!("ok"), "nobody offers it");
+    let prompt = one(&spans, "prompts/get", ours_named("prompts/get"));
+    assert_eq!(
+        prompt.attribute("gen_ai.prompt.name"),
+        Some("no_such_prompt")
+    );
     // `initialize` has its SERVER span too, under the client's `MCP send initialize`.
     let initialize = one(&spans, "our initialize span", |s| {
         s.service == "conductorio-test" && s.kind == SERVER && s.name == "initialize"
@@ -244,6 +322,13 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("an audit commit names its record: {commit:#?}"));
         assert!(seq > 0);
+        assert!(
+            commit
+                .attribute("conductor.audit.wait_us")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some(),
+            "an audit commit says how long the call waited for it: {commit:#?}"
+        );
     }
 
     // The refusal: visible as a denial with the rule that fired, and nothing sent downstream.
@@ -412,6 +497,48 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         sample(&metrics, "conductor_trace_spans_exported_total").unwrap_or(0.0) > 0.0,
         "{metrics}"
     );
+
+    // And the same histograms over OTLP, in seconds with the conventions' buckets.
+    let buckets = conductor_orchestrator::telemetry::durations::BUCKETS.to_vec();
+    let point = |name: &'static str, method: &'static str, tool: Option<&'static str>| {
+        let (receiver, buckets) = (&receiver, buckets.clone());
+        move || {
+            let found = receiver.histograms().into_iter().rev().find(|h| {
+                h.name == name
+                    && h.attribute("mcp.method.name") == Some(method)
+                    && h.attribute("gen_ai.tool.name") == tool
+                    && h.attribute("error.type").is_none()
+            });
+            let buckets = buckets.clone();
+            async move {
+                found.filter(|h| {
+                    h.service == "conductorio-test" && h.unit == "s" && h.bounds == buckets
+                })
+            }
+        }
+    };
+    let validated = crate::common::wait_until(
+        "mcp.server.operation.duration of validate_data over OTLP",
+        point(
+            "mcp.server.operation.duration",
+            "tools/call",
+            Some("validate_data"),
+        ),
+    )
+    .await;
+    assert_eq!(validated.count, 1, "{validated:#?}");
+    let echoed = crate::common::wait_until(
+        "mcp.client.operation.duration of echo over OTLP",
+        point("mcp.client.operation.duration", "tools/call", Some("echo")),
+    )
+    .await;
+    assert_eq!(echoed.count, 1, "{echoed:#?}");
+    let initialized = crate::common::wait_until(
+        "mcp.server.operation.duration of initialize over OTLP",
+        point("mcp.server.operation.duration", "initialize", None),
+    )
+    .await;
+    assert_eq!(initialized.count, 1, "{initialized:#?}");
     drop(orchestrator);
     servers.stop().await;
 }
