@@ -7,8 +7,9 @@
 //! attempt of the same batch did commit though its answer was lost (a connection cut at the
 //! commit), in which case only the rest is written, so no seq is ever written twice.
 
-use super::lease::{Lease, LeaseState, who_holds};
-use super::{PgRuntime, connect};
+use super::PgRuntime;
+use super::lease::{Lease, LeaseState, who_holds_on};
+use super::link::Link;
 use crate::AuditError;
 use crate::store::{Batch, Store};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// The batch's statement. `\u0000` cannot be held by `jsonb`: the `jsonb` copy shows U+FFFD in
 /// its place; the line, which the chain covers, keeps it.
-const APPEND: &str = r"
+pub(super) const APPEND: &str = r"
 WITH head AS (
     UPDATE audit_chain_head SET seq = $4, hash = $5
     WHERE id = 1 AND epoch = $1 AND seq = $2 AND hash = $3
@@ -40,10 +41,12 @@ pub(crate) struct PgStore {
     pub state: Arc<LeaseState>,
     /// A batch with no answer after this long fails (and is retried: see the module's header).
     pub write_timeout: Duration,
+    /// The connection batches are written on, driven by the leader's own thread.
+    pub link: Link,
 }
 
 /// A batch, owned, as the statement's parameters want it.
-struct Rows {
+pub(super) struct Rows {
     prev_seq: i64,
     prev_hash: String,
     seqs: Vec<i64>,
@@ -83,19 +86,9 @@ impl Store for PgStore {
             return Ok(());
         }
         let rows = Rows::of(batch);
-        let pool = self.pool.clone();
-        let epoch = self.lease.epoch;
-        let timeout = self.write_timeout;
-        let result = self.runtime.block_on(async move {
-            tokio::time::timeout(timeout, append(&pool, epoch, &rows))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(AuditError::Store {
-                        what: "writing a batch".into(),
-                        message: format!("no answer within {timeout:?}"),
-                    })
-                })
-        });
+        let result = self
+            .link
+            .append(self.lease.epoch, &rows, self.write_timeout);
         if let Err(AuditError::LostLease { .. }) = &result {
             self.state.lost.store(true, Ordering::Release);
         }
@@ -124,11 +117,15 @@ impl Store for PgStore {
     }
 }
 
-/// Writes `rows` under `epoch`; see the module's header.
-async fn append(pool: &deadpool_postgres::Pool, epoch: i64, rows: &Rows) -> Result<(), AuditError> {
+/// Writes `rows` under `epoch` with `statement` (the prepared [`APPEND`]); see the module's
+/// header.
+pub(super) async fn append(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    epoch: i64,
+    rows: &Rows,
+) -> Result<(), AuditError> {
     let failed = |e: tokio_postgres::Error| AuditError::store("writing a batch", &e);
-    let client = connect(pool).await?;
-    let statement = client.prepare_cached(APPEND).await.map_err(failed)?;
     let mut from = 0;
     loop {
         let (prev_seq, prev_hash) = match from {
@@ -138,7 +135,7 @@ async fn append(pool: &deadpool_postgres::Pool, epoch: i64, rows: &Rows) -> Resu
         let last = rows.seqs.len() - 1;
         let inserted = client
             .execute(
-                &statement,
+                statement,
                 &[
                     &epoch,
                     &prev_seq,
@@ -165,7 +162,7 @@ async fn append(pool: &deadpool_postgres::Pool, epoch: i64, rows: &Rows) -> Resu
         let (head_seq, head_hash, head_epoch): (i64, String, i64) =
             (head.get(0), head.get(1), head.get(2));
         if head_epoch != epoch {
-            return Err(who_holds(pool, epoch).await);
+            return Err(who_holds_on(client, epoch).await);
         }
         // An earlier attempt committed the batch up to the head (its answer was lost).
         let committed = usize::try_from(head_seq - rows.prev_seq).ok();
@@ -249,6 +246,8 @@ mod tests {
             .await
             .unwrap();
 
+        let client = crate::pg::connect(&pool).await.unwrap();
+        let statement = client.prepare(APPEND).await.unwrap();
         let (text, metas) = lines(0, GENESIS_PREV, 5);
         let batch = |upto: usize| Batch {
             text: &text[..metas[upto - 1].end],
@@ -257,15 +256,15 @@ mod tests {
             prev_hash: GENESIS_PREV,
         };
         // The first attempt committed records 1 to 3 (its answer lost); the retry holds 1 to 5.
-        append(&pool, held.epoch, &Rows::of(&batch(3)))
+        append(&client, &statement, held.epoch, &Rows::of(&batch(3)))
             .await
             .unwrap();
-        append(&pool, held.epoch, &Rows::of(&batch(5)))
+        append(&client, &statement, held.epoch, &Rows::of(&batch(5)))
             .await
             .unwrap();
         assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
         // The whole batch again: already there, nothing written.
-        append(&pool, held.epoch, &Rows::of(&batch(5)))
+        append(&client, &statement, held.epoch, &Rows::of(&batch(5)))
             .await
             .unwrap();
         assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
@@ -281,7 +280,8 @@ mod tests {
             })
             .collect();
         let refused = append(
-            &pool,
+            &client,
+            &statement,
             held.epoch,
             &Rows::of(&Batch {
                 text: &text,
@@ -300,8 +300,8 @@ mod tests {
         );
 
         // A fenced-out epoch writes nothing and learns who holds the lease.
-        let client = TempPostgres::client(&url).await.unwrap();
-        client
+        let admin = TempPostgres::client(&url).await.unwrap();
+        admin
             .execute("UPDATE cluster_lease SET valid_until = '-infinity'", &[])
             .await
             .unwrap();
@@ -316,7 +316,8 @@ mod tests {
         .unwrap();
         let (text, metas) = lines(5, &metas_hash(&url).await, 1);
         let lost = append(
-            &pool,
+            &client,
+            &statement,
             held.epoch,
             &Rows::of(&Batch {
                 text: &text,

@@ -314,14 +314,23 @@ impl Renewal {
 
 /// The error for a lease that `mine` no longer holds, naming who does.
 pub(crate) async fn who_holds(pool: &deadpool_postgres::Pool, mine: i64) -> AuditError {
-    let row = match connect(pool).await {
-        Ok(client) => client
-            .query_opt("SELECT holder, epoch FROM cluster_lease WHERE id = 1", &[])
-            .await
-            .ok()
-            .flatten(),
-        Err(_) => None,
-    };
+    match connect(pool).await {
+        Ok(client) => who_holds_on(&client, mine).await,
+        Err(_) => lost_to(None, mine),
+    }
+}
+
+/// [`who_holds`], asked on `client`.
+pub(crate) async fn who_holds_on(client: &tokio_postgres::Client, mine: i64) -> AuditError {
+    let row = client
+        .query_opt("SELECT holder, epoch FROM cluster_lease WHERE id = 1", &[])
+        .await
+        .ok()
+        .flatten();
+    lost_to(row, mine)
+}
+
+fn lost_to(row: Option<tokio_postgres::Row>, mine: i64) -> AuditError {
     let (holder, now) = row.map_or_else(
         || ("another node".to_owned(), mine + 1),
         |row| (row.get::<_, String>(0), row.get::<_, i64>(1)),

@@ -17,6 +17,7 @@
 
 mod append;
 mod lease;
+mod link;
 mod nodes;
 mod read;
 mod schema;
@@ -303,6 +304,7 @@ pub(crate) fn open<R: serde::de::DeserializeOwned + Send + 'static>(
             state: Arc::clone(&state),
         }
         .spawn(&own);
+        let link = link::Link::new(&options);
         let store = PgStore {
             runtime: Arc::clone(&own),
             pool,
@@ -310,6 +312,7 @@ pub(crate) fn open<R: serde::de::DeserializeOwned + Send + 'static>(
             lease,
             state,
             write_timeout,
+            link,
         };
         let read = read_records::<R>(&client, &head, &pages).await;
         drop(pages);

@@ -151,6 +151,7 @@ impl StandbyStore {
             lease: taken.lease,
             state,
             write_timeout,
+            link: super::link::Link::new(options),
         }
     }
 }
