@@ -98,9 +98,13 @@ impl Link {
                 })
             })
         };
-        // A leader on a runtime's thread (not handed off: a single-threaded runtime's task) may
-        // not drive another runtime there; it hands the batch to a thread of its own.
-        let result = if tokio::runtime::Handle::try_current().is_ok() {
+        // A leader on a multi-threaded runtime's worker commits with the worker handed off
+        // (`Core::lead_once`), where another runtime may be driven, as it may on a thread of no
+        // runtime (the keeper). A task of a single-threaded runtime may not: it hands the batch
+        // to a thread of its own.
+        let result = if tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+        {
             std::thread::scope(|scope| {
                 scope
                     .spawn(|| runtime.block_on(work))
