@@ -335,6 +335,51 @@ mod tests {
         assert_eq!(seqs(&url).await, vec![1, 2, 3, 4, 5]);
     }
 
+    /// The rows are read back a page at a time: a table that ends on a page's edge, and one that
+    /// ends inside its third page, are read whole and verified to the head, with nothing twice.
+    #[tokio::test]
+    async fn a_walk_reads_every_row_whether_the_table_ends_on_a_page_edge_or_not() {
+        let server = TempPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        for n in [1000_u64, 2345] {
+            let url = server.create_database(&format!("paged_{n}")).await.unwrap();
+            let options = PgOptions::new(&url);
+            let pool = pool(&options).unwrap();
+            schema::migrate(&mut crate::pg::connect(&pool).await.unwrap())
+                .await
+                .unwrap();
+            let (held, _) =
+                lease::acquire(&pool, "me", "{}", options.lease_ttl, options.acquire_wait)
+                    .await
+                    .unwrap();
+            let client = crate::pg::connect(&pool).await.unwrap();
+            let statement = client.prepare(APPEND).await.unwrap();
+            let (text, metas) = lines(0, GENESIS_PREV, n);
+            let rows = Rows::of(&Batch {
+                text: &text,
+                lines: &metas,
+                prev_seq: 0,
+                prev_hash: GENESIS_PREV,
+            });
+            append(&client, &statement, held.epoch, &rows)
+                .await
+                .unwrap();
+
+            let head = crate::pg::read::read_head(&client).await.unwrap();
+            let (pages, mut read) = tokio::sync::mpsc::channel(64);
+            let reader = crate::pg::read_records::<serde_json::Value>(&client, &head, &pages)
+                .await
+                .unwrap();
+            drop(pages);
+            let mut seqs = Vec::new();
+            while let Some(page) = read.recv().await {
+                seqs.extend(page.iter().map(|record| record.seq));
+            }
+            assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{n} rows");
+            assert_eq!(reader.records, n);
+            assert!(reader.failure.is_none(), "{:?}", reader.failure);
+        }
+    }
+
     /// The chain head's hash.
     async fn metas_hash(url: &str) -> String {
         let client = TempPostgres::client(url).await.unwrap();

@@ -11,6 +11,24 @@ use std::path::PathBuf;
 /// Rows read per query: bounds memory whatever the table's size.
 const PAGE: i64 = 1000;
 
+/// The page query, prepared once on a connection: each page is then one round trip.
+pub(crate) struct Pages<'c> {
+    client: &'c tokio_postgres::Client,
+    statement: tokio_postgres::Statement,
+}
+
+impl<'c> Pages<'c> {
+    pub async fn prepare(client: &'c tokio_postgres::Client) -> Result<Self, AuditError> {
+        let statement = client
+            .prepare(
+                "SELECT seq, ts_ms, line FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(|e| AuditError::store("reading the audit records", &e))?;
+        Ok(Pages { client, statement })
+    }
+}
+
 /// The chain head row: the last record written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -59,24 +77,25 @@ impl RowReader {
     }
 
     /// The next page of verified lines (seq order), or `None` once the table is read or a bad line
-    /// was found (`failure` says which).
+    /// was found (`failure` says which). A page shorter than a whole one was the table's end: the
+    /// walk is done without asking again (a follower asks again when woken).
     pub async fn next_page(
         &mut self,
-        client: &tokio_postgres::Client,
+        pages: &Pages<'_>,
     ) -> Result<Option<Vec<String>>, AuditError> {
         if self.done {
             return Ok(None);
         }
         let after = i64::try_from(self.chain.next_seq - 1).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "SELECT seq, ts_ms, line FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&after, &PAGE],
-            )
+        let rows = pages
+            .client
+            .query(&pages.statement, &[&after, &PAGE])
             .await
             .map_err(|e| AuditError::store("reading the audit records", &e))?;
-        if rows.is_empty() {
+        if rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
             self.done = true;
+        }
+        if rows.is_empty() {
             return Ok(None);
         }
         let mut page = Vec::with_capacity(rows.len());
@@ -166,7 +185,8 @@ pub(crate) async fn read_records<R: serde::de::DeserializeOwned>(
 ) -> Result<RowReader, AuditError> {
     let mut reader = RowReader::new();
     let mut scratch = Vec::new();
-    while let Some(page) = reader.next_page(client).await? {
+    let paging = Pages::prepare(client).await?;
+    while let Some(page) = reader.next_page(&paging).await? {
         let mut records = Vec::with_capacity(page.len());
         for line in page {
             let (record, _) = crate::record::decode_record::<R>(line.as_bytes(), &mut scratch)
@@ -197,7 +217,8 @@ pub async fn verify_postgres(
     let head = read_head(&client).await?;
     let mut reader = RowReader::new();
     let mut anchored = None;
-    while let Some(page) = reader.next_page(&client).await? {
+    let pages = Pages::prepare(&client).await?;
+    while let Some(page) = reader.next_page(&pages).await? {
         if let Some(anchor) = anchor
             && anchored.is_none()
         {

@@ -8,7 +8,7 @@
 //! the commit) costs latency, never a record. A lost connection is retried from where it was; a
 //! broken chain ends the follow with [`AuditError::Broken`].
 
-use super::read::RowReader;
+use super::read::{Pages, RowReader};
 use super::{PgOptions, tls};
 use crate::{AuditError, Record};
 use serde::de::DeserializeOwned;
@@ -84,9 +84,10 @@ async fn follow_on<R: DeserializeOwned>(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(|e| AuditError::store("listening for new records", &e))?;
+    let pages = Pages::prepare(client).await?;
     loop {
         reader.more();
-        while let Some(page) = reader.next_page(client).await? {
+        while let Some(page) = reader.next_page(&pages).await? {
             for line in page {
                 let (record, _) = crate::record::decode_record::<R>(line.as_bytes(), scratch)
                     .map_err(|message| AuditError::Decode {
