@@ -535,3 +535,89 @@ async fn a_follower_sees_every_record_in_order_once_and_stops_at_a_broken_chain(
     }
     assert_eq!(before, vec![1, 2, 3, 4]);
 }
+
+/// Sends `SIGCONT` to a paused PostgreSQL backend when dropped, so that a failing test never leaves
+/// the shared server with a stopped process.
+struct Paused(String);
+
+impl Paused {
+    fn pause(pid: i32) -> Self {
+        signal("-STOP", &pid.to_string());
+        Paused(pid.to_string())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal("-CONT", &self.0);
+    }
+}
+
+fn signal(which: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} {pid}: {status}");
+}
+
+/// A database host that froze mid-batch: the writer's backend is paused (SIGSTOP) with the batch's
+/// statement unread in its socket. The batch times out, the log fails closed, and its retry is
+/// written on a new connection. When the paused backend resumes and runs the stale statement, the
+/// fence's chain check makes it change nothing: every record is in the table once, in order.
+#[tokio::test]
+async fn a_batch_that_reaches_the_database_after_its_retry_was_written_changes_nothing() {
+    let (dir, url) = database("late_statement").await;
+    let pg = PgOptions::new(&url);
+    let options = AuditOptions {
+        stall_after: Duration::from_millis(500),
+        ..options(&dir, pg.clone())
+    };
+    let (log, _, _) = open(options).await.unwrap();
+    log.append(call(1)).await.unwrap();
+    // The writer's backend: the one whose last statement moved the chain head.
+    let admin = TempPostgres::client(&url).await.unwrap();
+    let writer: i32 = admin
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE '%UPDATE audit_chain_head SET%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let paused = Paused::pause(writer);
+    let error = log.append(call(2)).await.unwrap_err();
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    // The record refused by the write is kept and written again, on another connection.
+    wait_for("the retry to be written", || async {
+        log.health().unwritable.is_none() && log.health().queued == 0
+    })
+    .await;
+    drop(paused);
+    // The resumed backend runs the stale statement (or finds its client gone) meanwhile.
+    wait_for("the paused backend to finish", || async {
+        admin
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                &[&writer],
+            )
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    log.append(call(3)).await.unwrap();
+    log.close().await;
+
+    let rows = rows(&url).await;
+    let tools: Vec<_> = rows
+        .iter()
+        .map(|r| r.5.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(tools, ["tool_1", "tool_2", "tool_3"]);
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let report = verify_postgres(&pg, None).await.unwrap();
+    assert!(report.ok, "{report:?}");
+}
