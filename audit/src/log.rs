@@ -211,7 +211,7 @@ pub enum Admit {
 #[must_use = "a queued record says whether it became durable only when awaited"]
 pub struct Queued<E> {
     /// `None` once `durable` took it.
-    done: Option<oneshot::Receiver<Result<Arc<Record<E>>, AuditError>>>,
+    done: Option<oneshot::Receiver<Result<crate::writer::Committed<E>, AuditError>>>,
     ticket: u64,
     /// `None` if `durable` may commit on the calling thread; else the batch worth waiting for (see
     /// [`Queued::by_keeper`]).
@@ -239,7 +239,16 @@ impl<E> Queued<E> {
     /// [`Queued::by_keeper`] was not), the calling thread commits the queue's first batch (its own
     /// record among it) before it returns the future: one `write` and one `fdatasync`, with no
     /// hand-off to another thread. Call it outside any lock.
-    pub fn durable(mut self) -> impl Future<Output = Result<Arc<Record<E>>, AuditError>> {
+    pub fn durable(self) -> impl Future<Output = Result<Arc<Record<E>>, AuditError>> {
+        let committed = self.durable_in_batch();
+        async move { committed.await.map(|(record, _)| record) }
+    }
+
+    /// [`Queued::durable`], also saying how many records the batch that made it durable held
+    /// (itself included): for a trace of the commit.
+    pub fn durable_in_batch(
+        mut self,
+    ) -> impl Future<Output = Result<(Arc<Record<E>>, usize), AuditError>> {
         let done = self.done.take();
         match self.keeper {
             None => self.core.lead_once(),

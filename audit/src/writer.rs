@@ -45,8 +45,12 @@ pub(crate) const MAX_BATCH: usize = 1024;
 /// How often an unwritable log tries its backlog again.
 pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(200);
 
-/// How an `append` learns that its record is durable (or why not).
-pub(crate) type Ack<E> = oneshot::Sender<Result<Arc<Record<E>>, AuditError>>;
+/// How an `append` learns that its record is durable, and how many records its batch made durable
+/// with it (or why not).
+pub(crate) type Ack<E> = oneshot::Sender<Result<Committed<E>, AuditError>>;
+
+/// A durable record and the size of the batch it was written in.
+pub(crate) type Committed<E> = (Arc<Record<E>>, usize);
 
 /// The queue, the writer and the keeper's signal, shared by every handle and queued record.
 pub(crate) struct Core<E> {
@@ -507,6 +511,7 @@ impl<E> Writer<E> {
                 self.shared.last_seq.store(seq - 1, Ordering::Release);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                let size = batch.len();
                 for (pending, line) in batch.drain(..).zip(self.lines.drain(..)) {
                     let record = Arc::new(Record {
                         seq: line.seq,
@@ -517,7 +522,7 @@ impl<E> Writer<E> {
                     });
                     let _ = self.broadcast.send(Arc::clone(&record));
                     if let Some(ack) = pending.ack {
-                        let _ = ack.send(Ok(record));
+                        let _ = ack.send(Ok((record, size)));
                     }
                 }
                 self.store.written(seq);

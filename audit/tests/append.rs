@@ -235,6 +235,26 @@ async fn a_lone_caller_writes_and_syncs_its_own_record() {
     assert_eq!(read_all(dir.path()).len(), 20);
 }
 
+/// Whoever waits on a record learns how many records the batch that made it durable held, for the
+/// trace of its commit: a lone record is a batch of one; three queued together share one batch.
+#[tokio::test]
+async fn a_waiter_learns_the_size_of_the_batch_its_record_was_committed_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(AuditOptions::new(dir.path())).await.unwrap();
+    let lone = log.enqueue(0, note(1), Admit::Outcome).unwrap();
+    let (record, size) = lone.durable_in_batch().await.unwrap();
+    assert_eq!((record.seq, size), (1, 1));
+    let queued: Vec<_> = (2..=4)
+        .map(|i| log.enqueue(0, note(i), Admit::Outcome).unwrap())
+        .collect();
+    for (queued, seq) in queued.into_iter().rev().zip([4, 3, 2]) {
+        let (record, size) = queued.durable_in_batch().await.unwrap();
+        assert_eq!((record.seq, size), (seq, 3));
+    }
+    assert_eq!(log.batches_committed(), 2);
+    log.close().await;
+}
+
 #[tokio::test]
 async fn a_record_left_to_the_keeper_is_committed_by_it_and_never_on_the_callers_thread() {
     let dir = tempfile::tempdir().unwrap();

@@ -741,12 +741,12 @@ async fn durable(
 ) -> Result<Arc<AuditRecord>, conductor_audit::AuditError> {
     let span = spans::audit_commit(what);
     let started = Instant::now();
-    let durable = span.wrap(recorded.durable()).await;
+    let durable = span.wrap(recorded.durable_in_batch()).await;
     match &durable {
-        Ok(record) => spans::committed(&span, Ok(record.seq), started.elapsed()),
+        Ok((record, batch)) => spans::committed(&span, Ok((record.seq, *batch)), started.elapsed()),
         Err(e) => spans::committed(&span, Err(e), started.elapsed()),
     }
-    durable
+    durable.map(|(record, _)| record)
 }
 
 /// Ends a downstream call's CLIENT span with its outcome; returns its `error.type`.

@@ -125,11 +125,20 @@ impl Inner {
 
     /// [`Inner::commit`] under a lock of its own, then waits until the record is durable.
     pub async fn record(&self, event: AuditEvent, admit: Admit) -> Result<Arc<AuditRecord>, Error> {
+        Ok(self.record_in_batch(event, admit).await?.0)
+    }
+
+    /// [`Inner::record`], also saying how many records the batch that made it durable held.
+    async fn record_in_batch(
+        &self,
+        event: AuditEvent,
+        admit: Admit,
+    ) -> Result<(Arc<AuditRecord>, usize), Error> {
         let queued = {
             let mut state = self.state();
             self.commit(&mut state, event, admit)?
         };
-        Ok(queued.durable().await?)
+        Ok(queued.durable_in_batch().await?)
     }
 
     /// [`Inner::record`] in an audit commit span (`what` it records).
@@ -141,14 +150,16 @@ impl Inner {
     ) -> Result<Arc<AuditRecord>, Error> {
         let span = crate::telemetry::spans::audit_commit(what);
         let started = std::time::Instant::now();
-        let recorded = span.wrap(self.record(event, admit)).await;
+        let recorded = span.wrap(self.record_in_batch(event, admit)).await;
         match &recorded {
-            Ok(record) => {
-                crate::telemetry::spans::committed(&span, Ok(record.seq), started.elapsed())
-            }
+            Ok((record, batch)) => crate::telemetry::spans::committed(
+                &span,
+                Ok((record.seq, *batch)),
+                started.elapsed(),
+            ),
             Err(e) => crate::telemetry::spans::committed(&span, Err(e), started.elapsed()),
         }
-        recorded
+        recorded.map(|(record, _)| record)
     }
 }
 

@@ -415,9 +415,13 @@ pub fn audit_commit(what: &'static str) -> CallSpan {
     )
 }
 
-/// The commit's outcome: the record's sequence number and how long the call waited for it, or why
-/// it failed; the span ends.
-pub fn committed(span: &CallSpan, seq: Result<u64, &dyn std::fmt::Display>, waited: Duration) {
+/// The commit's outcome: the record's sequence number and the size of the batch it was written in
+/// (`Ok((seq, batch))`), and how long the call waited for it, or why it failed; the span ends.
+pub fn committed(
+    span: &CallSpan,
+    seq: Result<(u64, usize), &dyn std::fmt::Display>,
+    waited: Duration,
+) {
     if !span.is_exported() {
         return;
     }
@@ -426,10 +430,14 @@ pub fn committed(span: &CallSpan, seq: Result<u64, &dyn std::fmt::Display>, wait
         i64::try_from(waited.as_micros()).unwrap_or(i64::MAX),
     );
     match seq {
-        Ok(seq) => span.set_all([
+        Ok((seq, batch)) => span.set_all([
             KeyValue::new(
                 "conductor.audit.seq",
                 i64::try_from(seq).unwrap_or(i64::MAX),
+            ),
+            KeyValue::new(
+                "conductor.audit.batch_size",
+                i64::try_from(batch).unwrap_or(i64::MAX),
             ),
             waited,
         ]),

@@ -329,6 +329,11 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
                 .is_some(),
             "an audit commit says how long the call waited for it: {commit:#?}"
         );
+        let batch: u64 = commit
+            .attribute("conductor.audit.batch_size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("an audit commit says its batch's size: {commit:#?}"));
+        assert!(batch >= 1, "{commit:#?}");
     }
 
     // The refusal: visible as a denial with the rule that fired, and nothing sent downstream.
