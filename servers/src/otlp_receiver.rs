@@ -37,6 +37,25 @@ pub struct ReceivedSpan {
     /// 2 is an error (the OTLP `StatusCode`).
     pub status_code: i32,
     pub duration: Duration,
+    /// The span's events, in order.
+    pub events: Vec<ReceivedEvent>,
+}
+
+/// One event of a span as received.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub name: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ReceivedEvent {
+    /// An attribute's value as text.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl ReceivedSpan {
@@ -155,6 +174,18 @@ impl TraceService for Collector {
                             .map(|l| (hex::encode(&l.trace_id), hex::encode(&l.span_id)))
                             .collect(),
                         status_code: span.status.map_or(0, |s| s.code),
+                        events: span
+                            .events
+                            .iter()
+                            .map(|e| ReceivedEvent {
+                                name: e.name.clone(),
+                                attributes: e
+                                    .attributes
+                                    .iter()
+                                    .map(|a| (a.key.clone(), text(a)))
+                                    .collect(),
+                            })
+                            .collect(),
                         duration: Duration::from_nanos(
                             span.end_time_unix_nano
                                 .saturating_sub(span.start_time_unix_nano),

@@ -734,17 +734,18 @@ fn recorded_result(record: Arc<AuditRecord>) -> Value {
     }
 }
 
-/// Waits until a queued record is durable, in an audit commit span (`what` it records).
+/// Waits until a queued record is durable, noted as an audit commit event (`what` it records).
 async fn durable(
     recorded: conductor_audit::Queued<AuditEvent>,
     what: &'static str,
 ) -> Result<Arc<AuditRecord>, conductor_audit::AuditError> {
-    let span = spans::audit_commit(what);
     let started = Instant::now();
-    let durable = span.wrap(recorded.durable_in_batch()).await;
+    let durable = recorded.durable_in_batch().await;
     match &durable {
-        Ok((record, batch)) => spans::committed(&span, Ok((record.seq, *batch)), started.elapsed()),
-        Err(e) => spans::committed(&span, Err(e), started.elapsed()),
+        Ok((record, batch)) => {
+            spans::audit_committed(what, Ok((record.seq, *batch)), started.elapsed())
+        }
+        Err(e) => spans::audit_committed(what, Err(e), started.elapsed()),
     }
     durable.map(|(record, _)| record)
 }

@@ -141,23 +141,22 @@ impl Inner {
         Ok(queued.durable_in_batch().await?)
     }
 
-    /// [`Inner::record`] in an audit commit span (`what` it records).
+    /// [`Inner::record`], noted as an audit commit event (`what` it records).
     pub async fn record_traced(
         &self,
         what: &'static str,
         event: AuditEvent,
         admit: Admit,
     ) -> Result<Arc<AuditRecord>, Error> {
-        let span = crate::telemetry::spans::audit_commit(what);
         let started = std::time::Instant::now();
-        let recorded = span.wrap(self.record_in_batch(event, admit)).await;
+        let recorded = self.record_in_batch(event, admit).await;
         match &recorded {
-            Ok((record, batch)) => crate::telemetry::spans::committed(
-                &span,
+            Ok((record, batch)) => crate::telemetry::spans::audit_committed(
+                what,
                 Ok((record.seq, *batch)),
                 started.elapsed(),
             ),
-            Err(e) => crate::telemetry::spans::committed(&span, Err(e), started.elapsed()),
+            Err(e) => crate::telemetry::spans::audit_committed(what, Err(e), started.elapsed()),
         }
         recorded.map(|(record, _)| record)
     }

@@ -292,7 +292,8 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         "{grpc_client:#?}"
     );
 
-    // The successful validation: decision, both audit commits and the CLIENT span, in its tree.
+    // The successful validation: decision and the CLIENT span in its tree, both audit commits as
+    // its events (the record's seq, how long the call waited for it).
     let validated = validations
         .iter()
         .find(|s| s.attribute("error.type").is_none())
@@ -301,9 +302,7 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
     let names: Vec<&str> = under.iter().map(|s| s.name.as_str()).collect();
     for expected in [
         "policy decide validate_data",
-        "audit commit decision",
         "conductor.v1.ToolService/CallTool",
-        "audit commit outcome",
     ] {
         assert!(
             names.contains(&expected),
@@ -316,12 +315,24 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
         .find(|s| s.name == "policy decide validate_data")
         .expect("decision");
     assert_eq!(decided.attribute("conductor.decision"), Some("allow"));
-    for commit in under.iter().filter(|s| s.name.starts_with("audit commit")) {
+    let commits: Vec<_> = validated
+        .events
+        .iter()
+        .filter(|e| e.name.starts_with("audit commit"))
+        .collect();
+    let commit_names: Vec<&str> = commits.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        commit_names,
+        ["audit commit decision", "audit commit outcome"],
+        "{validated:#?}"
+    );
+    let mut seqs = Vec::new();
+    for commit in &commits {
         let seq: u64 = commit
             .attribute("conductor.audit.seq")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("an audit commit names its record: {commit:#?}"));
-        assert!(seq > 0);
+        seqs.push(seq);
         assert!(
             commit
                 .attribute("conductor.audit.wait_us")
@@ -335,6 +346,7 @@ async fn one_trace_from_the_python_client_through_the_policy_the_audit_and_both_
             .unwrap_or_else(|| panic!("an audit commit says its batch's size: {commit:#?}"));
         assert!(batch >= 1, "{commit:#?}");
     }
+    assert!(seqs[0] > 0 && seqs[0] < seqs[1], "{seqs:?}");
 
     // The refusal: visible as a denial with the rule that fired, and nothing sent downstream.
     let denied = server_spans
