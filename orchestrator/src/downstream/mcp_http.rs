@@ -1403,6 +1403,22 @@ mod tests {
         (url, seen, server)
     }
 
+    /// A client of a fake server answering with `answer`: the client, its server's configuration,
+    /// what the server was sent, and the server's task.
+    async fn fake_client(
+        answer: fn(&axum::http::HeaderMap, &Value) -> axum::response::Response,
+    ) -> (
+        HttpTools,
+        ServerConfig,
+        Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (url, seen, server) = fake_server(answer).await;
+        let config = server_at(&url);
+        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        (tools, config, seen, server)
+    }
+
     fn server_at(url: &str) -> ServerConfig {
         ServerConfig {
             name: "fake".into(),
@@ -1464,9 +1480,7 @@ mod tests {
                 ),
             }
         }
-        let (url, seen, server) = fake_server(answer).await;
-        let config = server_at(&url);
-        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let (tools, config, seen, server) = fake_client(answer).await;
         let client = capable_client();
         let first = tools
             .call(&config, "greet", &json!({}), None, None, Some(&client))
@@ -1569,9 +1583,7 @@ mod tests {
                 ),
             }
         }
-        let (url, seen, server) = fake_server(answer).await;
-        let config = server_at(&url);
-        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let (tools, config, seen, server) = fake_client(answer).await;
         let reply = tools
             .call(
                 &config,
@@ -1648,9 +1660,7 @@ mod tests {
                 ),
             }
         }
-        let (url, seen, server) = fake_server(answer).await;
-        let config = server_at(&url);
-        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let (tools, config, seen, server) = fake_client(answer).await;
         let listed = tools
             .list(&config)
             .await
@@ -1719,9 +1729,7 @@ mod tests {
                 ),
             }
         }
-        let (url, seen, server) = fake_server(answer).await;
-        let config = server_at(&url);
-        let tools = HttpTools::new(&config, &url, Arc::default()).expect("a client");
+        let (tools, config, seen, server) = fake_client(answer).await;
         let arguments = json!({ "region": "eu-wést", "options": { "dry": true } });
         let reply = tools
             .call(
