@@ -1,15 +1,17 @@
-//! The span queue between the call path and the OTLP exporter: a call's span, once ended, is handed
-//! to a bounded channel with `try_send` and never waited on; one task sends the queue's contents in
-//! batches. A collector that is down, slow or refusing costs the call path nothing: the spans that
+//! The span queue between the call path and the OTLP exporter: a call's span, once ended, is pushed
+//! onto a bounded queue (a lock held for the push) and never waited on; one task sends the queue's
+//! contents in batches, woken by a batch's first span, a full batch or a flush, not by every span. A collector that is down, slow or refusing costs the call path nothing: the spans that
 //! do not fit, or whose batch cannot be sent, are dropped and counted ([`SpanCounts`]).
 //!
 //! It must never block in `on_end` (a runtime worker runs it) nor grow without bound.
 
+use super::otlp::Exporter;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// How many ended spans wait for the exporter at most.
 pub const QUEUE_SPANS: usize = 4096;
@@ -37,44 +39,70 @@ pub static COUNTS: SpanCounts = SpanCounts {
     dropped_export_failed: AtomicU64::new(0),
 };
 
-enum Message {
-    Span(Box<SpanData>),
-    /// Send what is queued now, then answer.
-    Flush(oneshot::Sender<()>),
+/// The ended spans waiting for the export task, and what it has been asked.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: Mutex<Waiting>,
+    /// Wakes the export task: a batch's first span (its delay starts), a full batch, a flush, the
+    /// end. Not every span: a wake-up a span would cost more than the span.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    spans: Vec<SpanData>,
+    /// Answered once everything queued before the ask is sent.
+    flushes: Vec<oneshot::Sender<()>>,
+    /// The tracer provider is gone: send what is left, then stop.
+    closed: bool,
+    /// The export task has stopped: nothing is left to flush.
+    finished: bool,
+}
+
+impl Queue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // A panic elsewhere while holding it leaves plain data behind: still usable.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The tracer provider's processor: queues ended spans for [`run`].
 #[derive(Debug)]
 pub struct QueueProcessor {
-    queue: mpsc::Sender<Message>,
+    queue: Arc<Queue>,
 }
 
 /// A handle that asks the exporter task to send what it holds (at shutdown).
 #[derive(Clone)]
 pub struct Flusher {
-    queue: mpsc::Sender<Message>,
+    queue: Arc<Queue>,
 }
 
 impl Flusher {
     /// Sends what is queued, waiting at most `within`.
     pub async fn flush(&self, within: Duration) {
         let (done, flushed) = oneshot::channel();
-        let asked = async {
-            if self.queue.send(Message::Flush(done)).await.is_ok() {
-                let _ = flushed.await;
+        {
+            let mut waiting = self.queue.waiting();
+            if waiting.finished {
+                return;
             }
-        };
-        let _ = tokio::time::timeout(within, asked).await;
+            waiting.flushes.push(done);
+        }
+        self.queue.wake.notify_one();
+        let _ = tokio::time::timeout(within, flushed).await;
     }
 }
 
 /// A processor and its exporter task, spawned on the current runtime.
-pub fn spawn<E: SpanExporter + 'static>(exporter: E) -> (QueueProcessor, Flusher) {
-    let (queue, spans) = mpsc::channel(QUEUE_SPANS);
-    tokio::spawn(run(exporter, spans));
+pub fn spawn(exporter: Exporter) -> (QueueProcessor, Flusher) {
+    let queue = Arc::new(Queue::default());
+    tokio::spawn(run(exporter, Arc::clone(&queue)));
     (
         QueueProcessor {
-            queue: queue.clone(),
+            queue: Arc::clone(&queue),
         },
         Flusher { queue },
     )
@@ -84,8 +112,21 @@ impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
-            COUNTS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        let queued = {
+            let mut waiting = self.queue.waiting();
+            if waiting.spans.len() >= QUEUE_SPANS {
+                None
+            } else {
+                waiting.spans.push(span);
+                Some(waiting.spans.len())
+            }
+        };
+        match queued {
+            None => {
+                COUNTS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(1 | BATCH_SPANS) => self.queue.wake.notify_one(),
+            Some(_) => {}
         }
     }
 
@@ -94,56 +135,66 @@ impl SpanProcessor for QueueProcessor {
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.queue.waiting().closed = true;
+        self.queue.wake.notify_one();
         Ok(())
     }
 }
 
-/// Gathers spans into batches (full, or [`BATCH_DELAY`] after the first) and exports them one
-/// batch at a time; ends when every sender is gone.
-async fn run<E: SpanExporter>(exporter: E, mut spans: mpsc::Receiver<Message>) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH_SPANS);
-    loop {
-        let mut flushed = None;
-        let first = match spans.recv().await {
-            None => break,
-            Some(Message::Flush(done)) => {
-                let _ = done.send(());
-                continue;
-            }
-            Some(Message::Span(span)) => span,
-        };
-        batch.push(*first);
-        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
-        while batch.len() < BATCH_SPANS {
-            match tokio::time::timeout_at(deadline, spans.recv()).await {
-                Ok(Some(Message::Span(span))) => batch.push(*span),
-                Ok(Some(Message::Flush(done))) => {
-                    flushed = Some(done);
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        export(&exporter, std::mem::take(&mut batch)).await;
-        if let Some(done) = flushed {
-            // What arrived before the flush was asked for is sent too.
-            while let Ok(Message::Span(span)) = spans.try_recv() {
-                batch.push(*span);
-            }
-            if !batch.is_empty() {
-                export(&exporter, std::mem::take(&mut batch)).await;
-            }
-            let _ = done.send(());
-        }
-    }
-    if !batch.is_empty() {
-        export(&exporter, batch).await;
+impl Drop for QueueProcessor {
+    fn drop(&mut self) {
+        let _ = self.shutdown_with_timeout(Duration::ZERO);
     }
 }
 
-async fn export<E: SpanExporter>(exporter: &E, batch: Vec<SpanData>) {
+/// Sends the queue's spans in batches: a batch goes when it is full, [`BATCH_DELAY`] after its
+/// first span, or at once when a flush is asked or the provider is gone; ends after the last.
+async fn run(exporter: Exporter, queue: Arc<Queue>) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH_SPANS);
+    loop {
+        queue.wake.notified().await;
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        loop {
+            let taken = {
+                let mut waiting = queue.waiting();
+                let taken = waiting.spans.len() >= BATCH_SPANS
+                    || !waiting.flushes.is_empty()
+                    || waiting.closed
+                    || (tokio::time::Instant::now() >= deadline && !waiting.spans.is_empty());
+                if taken {
+                    let n = waiting.spans.len().min(BATCH_SPANS);
+                    batch.extend(waiting.spans.drain(..n));
+                }
+                if waiting.spans.is_empty() && batch.is_empty() {
+                    for done in waiting.flushes.drain(..) {
+                        let _ = done.send(());
+                    }
+                    if waiting.closed {
+                        waiting.finished = true;
+                        return;
+                    }
+                    break;
+                }
+                taken
+            };
+            if taken {
+                export(&exporter, &mut batch).await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = queue.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// Sends `batch` and empties it (its allocation is kept for the next one).
+async fn export(exporter: &Exporter, batch: &mut Vec<SpanData>) {
     let n = batch.len() as u64;
-    match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(batch)).await {
+    let sent = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(batch)).await;
+    batch.clear();
+    match sent {
         Ok(Ok(())) => {
             COUNTS.exported.fetch_add(n, Ordering::Relaxed);
         }
@@ -158,5 +209,126 @@ async fn export<E: SpanExporter>(exporter: &E, batch: Vec<SpanData>) {
                 "spans not exported: the collector did not answer in time"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use std::sync::atomic::AtomicUsize;
+
+    /// A collector that records the size of every request it is sent.
+    #[derive(Clone, Default)]
+    struct Collector(Arc<Mutex<Vec<usize>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let spans = request
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.0.lock().unwrap().push(spans);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    async fn collector() -> (String, Collector) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let collector = Collector::default();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (url, collector)
+    }
+
+    fn processor(url: &str) -> (QueueProcessor, Flusher) {
+        let resource = opentelemetry_sdk::Resource::builder_empty().build();
+        let scope = opentelemetry::InstrumentationScope::builder("test").build();
+        let exporter = Exporter::new(url, Duration::from_secs(5), None, &resource, &scope).unwrap();
+        spawn(exporter)
+    }
+
+    fn span(n: u64) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(u128::from(n) + 1),
+                SpanId::from(n + 1),
+                TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "tools/call t".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: vec![opentelemetry::KeyValue::new("n", n as i64)],
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn full_batches_go_at_once_and_a_flush_sends_the_rest() {
+        let (url, collector) = collector().await;
+        let (processor, flusher) = processor(&url);
+        for n in 0..1200 {
+            processor.on_end(span(n));
+        }
+        flusher.flush(Duration::from_secs(10)).await;
+        assert_eq!(*collector.0.lock().unwrap(), vec![512, 512, 176]);
+    }
+
+    #[tokio::test]
+    async fn a_lone_span_goes_after_the_batch_delay_without_a_flush() {
+        let (url, collector) = collector().await;
+        let (processor, _flusher) = processor(&url);
+        processor.on_end(span(1));
+        let waited = AtomicUsize::new(0);
+        while collector.0.lock().unwrap().is_empty() {
+            assert!(
+                waited.fetch_add(1, Ordering::Relaxed) < 200,
+                "the span was never sent"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(*collector.0.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn spans_beyond_the_queue_are_dropped_and_counted_and_the_end_sends_the_rest() {
+        let (url, collector) = collector().await;
+        let (processor, flusher) = processor(&url);
+        let dropped = COUNTS.dropped_queue_full.load(Ordering::Relaxed);
+        // Pushed faster than the task runs (it gets no turn on this thread meanwhile).
+        for n in 0..(QUEUE_SPANS as u64 + 10) {
+            processor.on_end(span(n));
+        }
+        assert!(COUNTS.dropped_queue_full.load(Ordering::Relaxed) - dropped >= 10);
+        drop(processor);
+        flusher.flush(Duration::from_secs(10)).await;
+        let sent: usize = collector.0.lock().unwrap().iter().sum();
+        assert_eq!(sent, QUEUE_SPANS);
     }
 }

@@ -49,17 +49,16 @@ pub(super) struct MetricsExport {
 }
 
 impl MetricsExport {
-    /// Starts exporting to `endpoint` every `every` as `service_name` (it connects lazily: a
-    /// collector that is not up yet is no error).
+    /// Starts exporting to `endpoint` every `every` as `service_name`, each export carrying
+    /// `headers` (it connects lazily: a collector that is not up yet is no error).
     pub(super) fn start(
         endpoint: &str,
+        headers: tonic::metadata::MetadataMap,
         service_name: &str,
         every: Duration,
     ) -> Result<Self, String> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("cannot export metrics to {endpoint}: {e}"))?
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = super::otlp::channel(endpoint, Duration::from_secs(5))
+            .map_err(|e| format!("cannot export metrics: {e}"))?;
         let started = SystemTime::now();
         // One exporter a process: a second one would send the first one's histograms.
         let _ = EXPORTED.set(OperationDurations::default());
@@ -73,6 +72,7 @@ impl MetricsExport {
         let (flush, flushes) = mpsc::channel(1);
         tokio::spawn(run(
             MetricsServiceClient::new(channel),
+            headers,
             resource,
             started,
             every,
@@ -96,6 +96,7 @@ impl MetricsExport {
 /// Exports every `every`, and when asked; ends when the export is dropped.
 async fn run(
     mut client: MetricsServiceClient<tonic::transport::Channel>,
+    headers: tonic::metadata::MetadataMap,
     resource: Resource,
     started: SystemTime,
     every: Duration,
@@ -131,6 +132,8 @@ async fn run(
                     schema_url: String::new(),
                 }],
             };
+            let mut request = tonic::Request::new(request);
+            *request.metadata_mut() = headers.clone();
             match tokio::time::timeout(Duration::from_secs(10), client.export(request)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => tracing::debug!(%status, "metrics not exported"),

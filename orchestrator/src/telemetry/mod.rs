@@ -13,12 +13,12 @@ pub mod durations;
 mod export;
 mod grpc;
 mod metrics;
+mod otlp;
 pub mod propagation;
 pub mod spans;
 
 use crate::config::TelemetrySettings;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::fmt::Write;
@@ -40,6 +40,9 @@ pub struct Resolved {
     pub parent_based: bool,
     /// How often the duration histograms are exported (`OTEL_METRIC_EXPORT_INTERVAL`, 60 s).
     pub metric_interval: Duration,
+    /// The metadata every span export carries (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,…`, values percent-encoded).
+    pub headers: Option<String>,
 }
 
 /// How often metrics are exported when `OTEL_METRIC_EXPORT_INTERVAL` does not say (its default).
@@ -48,7 +51,7 @@ const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_secs(60);
 /// The configuration's `telemetry`, with the standard OpenTelemetry environment variables laid
 /// over it (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
 /// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`,
-/// `OTEL_METRIC_EXPORT_INTERVAL`);
+/// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS`);
 /// `None` when nothing is to be exported. An unusable variable is an error naming it.
 pub fn resolve(
     settings: &TelemetrySettings,
@@ -116,12 +119,23 @@ pub fn resolve(
             }
         },
     };
+    let headers = match var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", v))
+        .or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS").map(|v| ("OTEL_EXPORTER_OTLP_HEADERS", v)))
+    {
+        Some((name, value)) => {
+            otlp::parse_headers(&value).map_err(|problem| format!("{name}: {problem}"))?;
+            Some(value)
+        }
+        None => None,
+    };
     Ok(Some(Resolved {
         endpoint,
         service_name,
         sampling_ratio,
         parent_based,
         metric_interval,
+        headers,
     }))
 }
 
@@ -141,6 +155,9 @@ impl Resolved {
     }
 }
 
+/// How long one export call to the collector may take.
+const EXPORT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The running exporter: its provider (kept alive for the process) and the handle that sends
 /// what is queued at shutdown.
 pub struct Telemetry {
@@ -154,17 +171,6 @@ impl Telemetry {
     /// Builds the OTLP exporter (it connects lazily: a collector that is not up yet is no error)
     /// and the tracer provider, on the current tokio runtime.
     pub fn start(resolved: Resolved) -> Result<Self, String> {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(resolved.endpoint.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| {
-                format!(
-                    "cannot build the OTLP exporter for {}: {e}",
-                    resolved.endpoint
-                )
-            })?;
         let resource = Resource::builder()
             .with_service_name(resolved.service_name.clone())
             .with_attribute(opentelemetry::KeyValue::new(
@@ -172,9 +178,24 @@ impl Telemetry {
                 env!("CARGO_PKG_VERSION"),
             ))
             .build();
-        opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+        let scope = opentelemetry::InstrumentationScope::builder("conductorio")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let exporter = otlp::Exporter::new(
+            &resolved.endpoint,
+            EXPORT_CALL_TIMEOUT,
+            resolved.headers.as_deref(),
+            &resource,
+            &scope,
+        )
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+        let headers = match resolved.headers.as_deref() {
+            Some(headers) => otlp::parse_headers(headers)?,
+            None => tonic::metadata::MetadataMap::new(),
+        };
         let metrics = metrics::MetricsExport::start(
             &resolved.endpoint,
+            headers,
             &resolved.service_name,
             resolved.metric_interval,
         )?;
@@ -184,7 +205,7 @@ impl Telemetry {
             .with_sampler(resolved.sampler())
             .with_resource(resource)
             .build();
-        spans::install(provider.tracer("conductorio"))?;
+        spans::install(provider.tracer_with_scope(scope))?;
         Ok(Telemetry {
             provider,
             flusher,
@@ -279,6 +300,7 @@ mod tests {
                 sampling_ratio: 0.25,
                 parent_based: true,
                 metric_interval: DEFAULT_METRIC_INTERVAL,
+                headers: None,
             }
         );
         assert_eq!(
