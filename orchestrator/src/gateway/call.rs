@@ -399,9 +399,13 @@ impl Gateway {
                     method: mcp_method(kind),
                 });
                 let sent = Instant::now();
+                // Boxed: the clients' futures are large (10–20 KiB), and every enclosing future
+                // (this one, the call's task) would otherwise carry their size and be copied whole
+                // at each move (a spawn, a first poll): 8% of a call's CPU went to `memmove`
+                // (bench/RESULTS.md, issue 26).
                 let forwarding = client.wrap(crate::downstream::credentials::as_caller(
                     &spec.caller,
-                    self.inner.downstream.call(forward),
+                    Box::pin(self.inner.downstream.call(forward)),
                 ));
                 // A caller with no stream cannot be asked anything: what the server asked is
                 // refused at once, and recorded (below) as a relayed request is.
