@@ -94,6 +94,7 @@ impl ReceivedHistogram {
 pub struct OtlpReceiver {
     pub url: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    batches: Arc<Mutex<Vec<usize>>>,
     histograms: Arc<Mutex<Vec<ReceivedHistogram>>>,
     _stop: oneshot::Sender<()>,
 }
@@ -143,7 +144,8 @@ impl MetricsService for MetricsCollector {
     }
 }
 
-struct Collector(Arc<Mutex<Vec<ReceivedSpan>>>);
+/// The spans received, and how many each request carried.
+struct Collector(Arc<Mutex<Vec<ReceivedSpan>>>, Arc<Mutex<Vec<usize>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -194,6 +196,10 @@ impl TraceService for Collector {
                 }
             }
         }
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(received.len());
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -240,9 +246,10 @@ impl OtlpReceiver {
             .expect("bind the OTLP receiver");
         let url = format!("http://{}", listener.local_addr().expect("its address"));
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let batches = Arc::new(Mutex::new(Vec::new()));
         let histograms = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = TraceServiceServer::new(Collector(spans.clone()));
+        let service = TraceServiceServer::new(Collector(spans.clone(), batches.clone()));
         let metrics = MetricsServiceServer::new(MetricsCollector(histograms.clone()));
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -259,6 +266,7 @@ impl OtlpReceiver {
         OtlpReceiver {
             url,
             spans,
+            batches,
             histograms,
             _stop: stop,
         }
@@ -276,6 +284,14 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many spans each trace export request carried, in the order they came.
+    pub fn batches(&self) -> Vec<usize> {
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits (up to 30 s) until `done` holds for the spans received, and returns them.

@@ -215,48 +215,8 @@ async fn export(exporter: &Exporter, batch: &mut Vec<SpanData>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conductor_servers::otlp_receiver::OtlpReceiver;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use std::sync::atomic::AtomicUsize;
-
-    /// A collector that records the size of every request it is sent.
-    #[derive(Clone, Default)]
-    struct Collector(Arc<Mutex<Vec<usize>>>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let spans = request
-                .get_ref()
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum();
-            self.0.lock().unwrap().push(spans);
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    async fn collector() -> (String, Collector) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let collector = Collector::default();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (url, collector)
-    }
 
     fn processor(url: &str) -> (QueueProcessor, Flusher) {
         let resource = opentelemetry_sdk::Resource::builder_empty().build();
@@ -291,35 +251,30 @@ mod tests {
 
     #[tokio::test]
     async fn full_batches_go_at_once_and_a_flush_sends_the_rest() {
-        let (url, collector) = collector().await;
-        let (processor, flusher) = processor(&url);
+        let collector = OtlpReceiver::start().await;
+        let (processor, flusher) = processor(&collector.url);
         for n in 0..1200 {
             processor.on_end(span(n));
         }
         flusher.flush(Duration::from_secs(10)).await;
-        assert_eq!(*collector.0.lock().unwrap(), vec![512, 512, 176]);
+        assert_eq!(collector.batches(), vec![512, 512, 176]);
     }
 
     #[tokio::test]
     async fn a_lone_span_goes_after_the_batch_delay_without_a_flush() {
-        let (url, collector) = collector().await;
-        let (processor, _flusher) = processor(&url);
+        let collector = OtlpReceiver::start().await;
+        let (processor, _flusher) = processor(&collector.url);
         processor.on_end(span(1));
-        let waited = AtomicUsize::new(0);
-        while collector.0.lock().unwrap().is_empty() {
-            assert!(
-                waited.fetch_add(1, Ordering::Relaxed) < 200,
-                "the span was never sent"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert_eq!(*collector.0.lock().unwrap(), vec![1]);
+        collector
+            .wait_for("the lone span", |spans| !spans.is_empty())
+            .await;
+        assert_eq!(collector.batches(), vec![1]);
     }
 
     #[tokio::test]
     async fn spans_beyond_the_queue_are_dropped_and_counted_and_the_end_sends_the_rest() {
-        let (url, collector) = collector().await;
-        let (processor, flusher) = processor(&url);
+        let collector = OtlpReceiver::start().await;
+        let (processor, flusher) = processor(&collector.url);
         let dropped = COUNTS.dropped_queue_full.load(Ordering::Relaxed);
         // Pushed faster than the task runs (it gets no turn on this thread meanwhile).
         for n in 0..(QUEUE_SPANS as u64 + 10) {
@@ -328,7 +283,6 @@ mod tests {
         assert!(COUNTS.dropped_queue_full.load(Ordering::Relaxed) - dropped >= 10);
         drop(processor);
         flusher.flush(Duration::from_secs(10)).await;
-        let sent: usize = collector.0.lock().unwrap().iter().sum();
-        assert_eq!(sent, QUEUE_SPANS);
+        assert_eq!(collector.batches().iter().sum::<usize>(), QUEUE_SPANS);
     }
 }
