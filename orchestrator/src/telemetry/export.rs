@@ -285,4 +285,27 @@ mod tests {
         flusher.flush(Duration::from_secs(10)).await;
         assert_eq!(collector.batches().iter().sum::<usize>(), QUEUE_SPANS);
     }
+
+    #[tokio::test]
+    async fn a_collector_that_never_answers_holds_up_no_span_and_no_flush_beyond_its_bound() {
+        // Accepts connections and never says a word: neither the HTTP/2 handshake nor an answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let (processor, flusher) = processor(&url);
+        processor.on_end(span(0));
+        // The flush gives up at its bound; the export task is still waiting on the collector.
+        flusher.flush(Duration::from_millis(300)).await;
+        let dropped = COUNTS.dropped_queue_full.load(Ordering::Relaxed);
+        for n in 0..(QUEUE_SPANS as u64 + 5) {
+            processor.on_end(span(n));
+        }
+        assert!(COUNTS.dropped_queue_full.load(Ordering::Relaxed) - dropped >= 5);
+        held.abort();
+    }
 }
