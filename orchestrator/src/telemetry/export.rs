@@ -221,7 +221,14 @@ mod tests {
     fn processor(url: &str) -> (QueueProcessor, Flusher) {
         let resource = opentelemetry_sdk::Resource::builder_empty().build();
         let scope = opentelemetry::InstrumentationScope::builder("test").build();
-        let exporter = Exporter::new(url, Duration::from_secs(5), None, &resource, &scope).unwrap();
+        let exporter = Exporter::new(
+            url,
+            Duration::from_secs(5),
+            tonic::metadata::MetadataMap::new(),
+            &resource,
+            &scope,
+        )
+        .unwrap();
         spawn(exporter)
     }
 

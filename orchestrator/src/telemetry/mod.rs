@@ -181,18 +181,19 @@ impl Telemetry {
         let scope = opentelemetry::InstrumentationScope::builder("conductorio")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        let exporter = otlp::Exporter::new(
-            &resolved.endpoint,
-            EXPORT_CALL_TIMEOUT,
-            resolved.headers.as_deref(),
-            &resource,
-            &scope,
-        )
-        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+        // Checked already by `resolve`; read once here for both exports.
         let headers = match resolved.headers.as_deref() {
             Some(headers) => otlp::parse_headers(headers)?,
             None => tonic::metadata::MetadataMap::new(),
         };
+        let exporter = otlp::Exporter::new(
+            &resolved.endpoint,
+            EXPORT_CALL_TIMEOUT,
+            headers.clone(),
+            &resource,
+            &scope,
+        )
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
         let metrics = metrics::MetricsExport::start(
             &resolved.endpoint,
             headers,

@@ -38,22 +38,19 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// An exporter to `endpoint` ([`channel`]), each call given `timeout`, with `headers` in the
-    /// `OTEL_EXPORTER_OTLP_HEADERS` format. It connects on first use: a collector that is not up
-    /// yet is no error.
+    /// An exporter to `endpoint` ([`channel`]), each call given `timeout` and carrying `metadata`
+    /// (see [`parse_headers`]). It connects on first use: a collector that is not up yet is no
+    /// error.
     pub fn new(
         endpoint: &str,
         timeout: Duration,
-        headers: Option<&str>,
+        metadata: MetadataMap,
         resource: &opentelemetry_sdk::Resource,
         scope: &opentelemetry::InstrumentationScope,
     ) -> Result<Self, String> {
         Ok(Exporter {
             channel: channel(endpoint, timeout)?,
-            metadata: match headers {
-                Some(headers) => parse_headers(headers)?,
-                None => MetadataMap::new(),
-            },
+            metadata,
             encoder: BatchEncoder::new(resource, scope),
         })
     }
@@ -635,6 +632,7 @@ mod tests {
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use std::borrow::Cow;
+    use std::sync::Arc;
 
     fn context(trace: &str, span: &str, remote: bool, state: TraceState) -> SpanContext {
         SpanContext::new(
@@ -811,6 +809,91 @@ mod tests {
             parse_headers("bad key=v")
                 .unwrap_err()
                 .contains("not a valid header name")
+        );
+    }
+
+    /// A collector that refuses its first `refusals` requests with `code`, and notes the
+    /// `api-key` each request carried.
+    #[derive(Clone)]
+    struct Refusing {
+        refusals: usize,
+        code: tonic::Code,
+        keys: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    }
+
+    #[tonic::async_trait]
+    impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+        for Refusing
+    {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let key = request
+                .metadata()
+                .get("api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut keys = self.keys.lock().unwrap();
+            keys.push(key);
+            if keys.len() <= self.refusals {
+                return Err(tonic::Status::new(self.code, "not now"));
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Exports one batch to a [`Refusing`] collector: the result and the keys it saw.
+    async fn export_to(
+        refusals: usize,
+        code: tonic::Code,
+    ) -> (Result<(), tonic::Status>, Vec<Option<String>>) {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let collector = Refusing {
+            refusals,
+            code,
+            keys: Arc::default(),
+        };
+        let keys = Arc::clone(&collector.keys);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let exporter = Exporter::new(
+            &url,
+            Duration::from_secs(5),
+            parse_headers("api-key=secret%20one").unwrap(),
+            &resource(),
+            &scope(),
+        )
+        .unwrap();
+        let result = exporter.export(&spans()).await;
+        server.abort();
+        let seen = keys.lock().unwrap().clone();
+        (result, seen)
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_now_is_sent_again_with_its_headers() {
+        let (result, keys) = export_to(2, tonic::Code::Unavailable).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(keys, vec![Some("secret one".to_owned()); 3]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_good_is_not_sent_again() {
+        let (result, keys) = export_to(usize::MAX, tonic::Code::PermissionDenied).await;
+        assert_eq!(result.unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(keys.len(), 1);
+        let (result, keys) = export_to(usize::MAX, tonic::Code::Unavailable).await;
+        assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(
+            keys.len(),
+            ATTEMPTS as usize,
+            "tried {ATTEMPTS} times, then gave up"
         );
     }
 }
