@@ -175,16 +175,28 @@ impl ChainLine for LineHeader {
 
 impl ChainLine for crate::record::ScannedLine {
     fn seq(&self) -> u64 {
-        self.header.seq
+        match self {
+            Self::Split(split) => split.seq,
+            Self::Parsed(header) => header.seq,
+        }
     }
     fn prev(&self) -> &str {
-        &self.header.prev
+        match self {
+            Self::Split(split) => crate::record::hex64_str(&split.prev),
+            Self::Parsed(header) => &header.prev,
+        }
     }
     fn hash(&self) -> &str {
-        &self.header.hash
+        match self {
+            Self::Split(split) => crate::record::hex64_str(&split.hash),
+            Self::Parsed(header) => &header.hash,
+        }
     }
     fn body_end(&self) -> usize {
-        self.header.body_end
+        match self {
+            Self::Split(split) => split.body_end,
+            Self::Parsed(header) => header.body_end,
+        }
     }
 }
 

@@ -12,11 +12,10 @@ use crate::prepare::adopt_spare;
 use crate::record::{ScannedLine, decode_record, decode_scanned, scan_line};
 use crate::segment::{Segment, list_segments, sync_dir};
 use crate::writer::unix_ms;
-use crate::{AuditError, AuditOptions, LineHeader, Record, VerifyFailure};
+use crate::{AuditError, AuditOptions, Record, VerifyFailure};
 use serde::de::DeserializeOwned;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 /// What opening the log found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,47 +34,51 @@ pub struct OpenReport {
     pub set_aside: Vec<PathBuf>,
 }
 
-/// Where the writer continues.
+/// Where the writer continues (the last record's timestamp is the decoder's to tell).
 pub(crate) struct Resume {
     pub chain: ChainState,
-    pub last_ts_ms: i64,
     pub segment: OpenSegment,
 }
 
-/// Lines handed from the verifying thread to the decoding thread at a time.
+/// Lines handed from the verifying thread to the decoder at a time.
 const CHUNK_LINES: usize = 1024;
 
 /// Verified lines of one file, waiting to be decoded.
-struct Chunk {
+pub(crate) struct Chunk {
     path: PathBuf,
     first_seq: u64,
     bytes: Vec<u8>,
     lines: Vec<ChunkLine>,
 }
 
-/// One line of a [`Chunk`]. A line the scan split in the writer's layout keeps its chain fields
-/// and timestamp here, and only its event (as a JSON object) in the chunk's bytes: the decoder
-/// neither splits it again nor copies it once more. Any other line is kept whole.
+/// One line of a [`Chunk`]. A line the scan split in the writer's layout keeps its seq and
+/// timestamp here, and its event (as a JSON object), `prev` and `hash` (64 bytes each) in the
+/// chunk's bytes: the decoder neither splits it again nor copies it once more. Any other line is
+/// kept whole.
 struct ChunkLine {
     /// Where its bytes end in [`Chunk::bytes`].
     end: usize,
     /// Its line number in the file.
     number: u64,
-    split: Option<(LineHeader, i64)>,
+    /// Seq, timestamp, and where the event ends (`prev` and `hash` follow it).
+    split: Option<(u64, i64, usize)>,
 }
 
 impl Chunk {
     /// Adds a verified line.
     fn push(&mut self, scanned: ScannedLine, line: &[u8], number: u64) {
-        let split = match scanned.split {
-            Some((ts_ms, fields)) => {
+        let split = match scanned {
+            ScannedLine::Split(split) => {
                 self.bytes.push(b'{');
                 self.bytes
-                    .extend_from_slice(line.get(fields).unwrap_or_default());
+                    .extend_from_slice(line.get(split.fields).unwrap_or_default());
                 self.bytes.push(b'}');
-                Some((scanned.header, ts_ms))
+                let event_end = self.bytes.len();
+                self.bytes.extend_from_slice(&split.prev);
+                self.bytes.extend_from_slice(&split.hash);
+                Some((split.seq, split.ts_ms, event_end))
             }
-            None => {
+            ScannedLine::Parsed(_) => {
                 self.bytes.extend_from_slice(line);
                 None
             }
@@ -86,9 +89,7 @@ impl Chunk {
             split,
         });
     }
-}
 
-impl Chunk {
     /// A chunk for `segment`, reusing a decoded one's buffers when there is one: fresh
     /// half-megabyte buffers would cost a page fault per 4 KiB, a million lines over.
     fn new(segment: &Segment, reuse: Option<Chunk>) -> Self {
@@ -108,54 +109,84 @@ impl Chunk {
             lines,
         }
     }
+
+    /// Decodes every line into a record for `sink`, in order; returns the last one's timestamp.
+    /// The chunk is left empty, for [`scan`] to reuse.
+    ///
+    /// Runs on the thread that replays the records, so every allocation of a record is freed
+    /// where it was made (an allocation freed on another thread costs several times as much).
+    pub(crate) fn decode<E: DeserializeOwned>(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        mut sink: impl FnMut(Record<E>),
+    ) -> Result<Option<i64>, AuditError> {
+        let mut last_ts_ms = None;
+        let mut start = 0;
+        for line in self.lines.drain(..) {
+            let bytes = &self.bytes[start..line.end];
+            let decoded = match line.split {
+                Some((seq, ts_ms, event_end)) => {
+                    let (event, chain) = bytes.split_at(event_end - start);
+                    let (prev, hash) = chain.split_at(chain.len() / 2);
+                    decode_scanned::<E>(
+                        (seq, ts_ms),
+                        std::str::from_utf8(prev).unwrap_or_default(),
+                        std::str::from_utf8(hash).unwrap_or_default(),
+                        event,
+                    )
+                }
+                None => decode_record::<E>(bytes, scratch).map(|(record, _)| record),
+            };
+            start = line.end;
+            let record = decoded.map_err(|message| AuditError::Decode {
+                file: self.path.clone(),
+                line: line.number,
+                message,
+            })?;
+            last_ts_ms = Some(record.ts_ms);
+            sink(record);
+        }
+        self.bytes.clear();
+        Ok(last_ts_ms)
+    }
 }
 
-/// Scans, repairs and prepares the directory; hands every valid record to `sink` in order.
+/// Scans, repairs and prepares the directory; hands every valid line to `send` in order, in
+/// chunks for [`Chunk::decode`] (`spare` gives back a decoded one to fill again, if any).
 ///
-/// Two threads split the work: this one reads, hashes and checks the chain (reading only the
-/// chain fields), a scoped one decodes the events, so start-up costs the slower of the two.
-pub(crate) fn scan<E: DeserializeOwned>(
+/// Reads, hashes and checks the chain (reading only the chain fields) on the calling thread; the
+/// decoding is the receiver's, on its own thread, so start-up costs the slower of the two.
+pub(crate) fn scan(
     options: &AuditOptions,
-    sink: impl FnMut(Record<E>) -> Result<(), AuditError> + Send,
+    mut send: impl FnMut(Chunk) -> Result<(), AuditError>,
+    mut spare: impl FnMut() -> Option<Chunk>,
 ) -> Result<(OpenReport, Resume), AuditError> {
     let dir = &options.dir;
     fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
     adopt_spare(dir)?;
     let segments = list_segments(dir)?;
-    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(4);
-    let (done_tx, done_rx) = mpsc::sync_channel::<Chunk>(8);
-    let (walked, decoded) = std::thread::scope(|scope| {
-        let decoder = scope.spawn(move || decode_chunks::<E>(chunk_rx, done_tx, sink));
-        let mut pending: Option<Chunk> = None;
-        let walked = walk(&segments, scan_line, |scanned, line, segment, info| {
-            if pending
-                .as_ref()
-                .is_some_and(|c| c.first_seq != segment.first_seq)
-                && let Some(done) = pending.take()
-            {
-                chunk_tx.send(done).map_err(|_| AuditError::Closed)?;
-            }
-            let chunk = pending.get_or_insert_with(|| Chunk::new(segment, done_rx.try_recv().ok()));
-            chunk.push(scanned, line, info.number);
-            if chunk.lines.len() == CHUNK_LINES
-                && let Some(full) = pending.take()
-            {
-                chunk_tx.send(full).map_err(|_| AuditError::Closed)?;
-            }
-            Ok(())
-        });
-        if let Some(last) = pending.take() {
-            // A send error means the decoder stopped; its own error is reported below.
-            let _ = chunk_tx.send(last);
+    let mut pending: Option<Chunk> = None;
+    let walked = walk(&segments, scan_line, |scanned, line, segment, info| {
+        if pending
+            .as_ref()
+            .is_some_and(|c| c.first_seq != segment.first_seq)
+            && let Some(done) = pending.take()
+        {
+            send(done)?;
         }
-        drop(chunk_tx);
-        let decoded = decoder
-            .join()
-            .unwrap_or_else(|_| Err(AuditError::Internal("audit record decoder panicked".into())));
-        (walked, decoded)
+        let chunk = pending.get_or_insert_with(|| Chunk::new(segment, spare()));
+        chunk.push(scanned, line, info.number);
+        if chunk.lines.len() == CHUNK_LINES
+            && let Some(full) = pending.take()
+        {
+            send(full)?;
+        }
+        Ok(())
     });
-    let last_ts_ms = decoded?;
     let walk = walked?;
+    if let Some(last) = pending.take() {
+        send(last)?;
+    }
     let mut torn_line_repaired = None;
     let mut recovered_from = None;
     let mut set_aside = Vec::new();
@@ -205,7 +236,6 @@ pub(crate) fn scan<E: DeserializeOwned>(
     };
     let resume = Resume {
         chain: walk.chain,
-        last_ts_ms,
         segment,
     };
     Ok((report, resume))
@@ -301,33 +331,72 @@ fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
         .map_err(|e| AuditError::io(path, e))
 }
 
-/// Decodes verified lines into records for `sink`; returns the last record's timestamp.
-fn decode_chunks<E: DeserializeOwned>(
-    chunks: mpsc::Receiver<Chunk>,
-    done: mpsc::SyncSender<Chunk>,
-    mut sink: impl FnMut(Record<E>) -> Result<(), AuditError>,
-) -> Result<i64, AuditError> {
-    let mut last_ts_ms = 0;
-    let mut scratch = Vec::new();
-    for mut chunk in chunks {
-        let mut start = 0;
-        for line in chunk.lines.drain(..) {
-            let bytes = &chunk.bytes[start..line.end];
-            start = line.end;
-            let decoded = match line.split {
-                Some((header, ts_ms)) => decode_scanned::<E>(header, ts_ms, bytes),
-                None => decode_record::<E>(bytes, &mut scratch).map(|(record, _)| record),
-            };
-            let record = decoded.map_err(|message| AuditError::Decode {
-                file: chunk.path.clone(),
-                line: line.number,
-                message,
-            })?;
-            last_ts_ms = record.ts_ms;
-            sink(record)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GENESIS_PREV;
+    use crate::record::{line_hash, write_line};
+    use serde_json::{Value, json};
+
+    /// A line in the writer's layout and one in another (its fields reordered, hashed again):
+    /// the chunk gives each the record a full parse gives, and the last one's timestamp.
+    #[test]
+    fn a_chunk_decodes_split_and_parsed_lines_to_the_records_a_full_parse_gives() {
+        let mut written = Vec::new();
+        let hash = write_line(
+            &mut written,
+            1,
+            42,
+            GENESIS_PREV,
+            br#"{"kind":"ping","n":7}"#,
+        );
+        let body = format!(r#"{{"ts_ms":-5,"kind":"pong","seq":2,"prev":"{hash}","n":8"#);
+        let other = format!(r#"{body},"hash":"{}"}}"#, line_hash(body.as_bytes())) + "\n";
+        let segment = Segment {
+            first_seq: 1,
+            path: PathBuf::from("audit-00000000000000000001.jsonl"),
+        };
+        let mut chunk = Chunk::new(&segment, None);
+        for (number, line) in [&written[..], other.as_bytes()].into_iter().enumerate() {
+            let scanned = scan_line(line).unwrap();
+            chunk.push(scanned, line, number as u64 + 1);
         }
-        // Back to the reader for reuse; when it has enough spare ones, this one is dropped.
-        let _ = done.try_send(chunk);
+        assert!(matches!(chunk.lines[0].split, Some((1, 42, _))));
+        assert!(chunk.lines[1].split.is_none());
+
+        let mut records = Vec::new();
+        let last = chunk
+            .decode::<Value>(&mut Vec::new(), |r| records.push(r))
+            .unwrap();
+        assert_eq!(last, Some(-5));
+        let parsed: Vec<Record<Value>> = [&written[..], other.as_bytes()]
+            .into_iter()
+            .map(|line| decode_record(line, &mut Vec::new()).unwrap().0)
+            .collect();
+        assert_eq!(records, parsed);
+        assert_eq!(records[0].event, json!({"kind": "ping", "n": 7}));
+        assert_eq!(
+            (records[1].prev.as_str(), records[1].seq),
+            (hash.as_str(), 2)
+        );
+        assert!(chunk.lines.is_empty() && chunk.bytes.is_empty());
+
+        // A line the decoder cannot read is an error naming its file and line.
+        let mut chunk = Chunk::new(&segment, Some(chunk));
+        let bad = format!(r#"{{"seq":1,"ts_ms":1,"prev":"{GENESIS_PREV}","n":"#);
+        let bad = format!(r#"{bad},"hash":"{}"}}"#, line_hash(bad.as_bytes()));
+        chunk.bytes.extend_from_slice(bad.as_bytes());
+        chunk.lines.push(ChunkLine {
+            end: chunk.bytes.len(),
+            number: 9,
+            split: None,
+        });
+        let err = chunk
+            .decode::<Value>(&mut Vec::new(), |_| panic!("nothing to replay"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Decode { line: 9, file, .. } if file == &segment.path),
+            "{err}"
+        );
     }
-    Ok(last_ts_ms)
 }

@@ -5,16 +5,14 @@
 
 use crate::chain::ChainState;
 use crate::files::{FileConfig, FileStore};
+use crate::open::{self, Chunk};
 use crate::pg::{LeaseState, PgOptions, PgReader, PgRuntime};
 use crate::store::Store;
 use crate::writer::Shared;
-use crate::{AuditError, AuditOptions, OpenReport, Record, open};
+use crate::{AuditError, AuditOptions, OpenReport, Record};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// Records handed from the start-up scan to `replay` at a time.
-const REPLAY_BATCH: usize = 1024;
 
 /// Where the writer starts: the chain it continues and the store it writes to.
 pub(crate) struct Opened {
@@ -37,38 +35,43 @@ pub(crate) async fn open_files<R: DeserializeOwned + Send + 'static>(
     let lock = tokio::task::spawn_blocking(move || crate::lock::acquire(&dir))
         .await
         .map_err(|e| AuditError::Internal(format!("audit lock task failed: {e}")))??;
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<Record<R>>>(4);
-    // Emptied batches go back to the scan, so their buffers are reused rather than reallocated.
-    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Record<R>>>(4);
+    let (chunk_tx, mut chunks) = mpsc::channel::<Chunk>(4);
+    // Decoded chunks go back to the scan, so their buffers are reused rather than reallocated.
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
     let scan_options = options.clone();
     let scan = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(REPLAY_BATCH);
-        let (filling, sender) = (&mut batch, &batch_tx);
-        let result = open::scan::<R>(&scan_options, move |record| {
-            filling.push(record);
-            if filling.len() == REPLAY_BATCH {
-                let next = spare_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
-                let full = std::mem::replace(filling, next);
-                sender.blocking_send(full).map_err(|_| AuditError::Closed)?;
-            }
-            Ok(())
-        });
-        if result.is_ok() && !batch.is_empty() {
-            batch_tx
-                .blocking_send(batch)
-                .map_err(|_| AuditError::Closed)?;
-        }
-        result
+        open::scan(
+            &scan_options,
+            |chunk| {
+                chunk_tx
+                    .blocking_send(chunk)
+                    .map_err(|_| AuditError::Closed)
+            },
+            || spare_rx.try_recv().ok(),
+        )
     });
-    while let Some(mut batch) = batch_rx.recv().await {
-        batch.drain(..).for_each(&mut replay);
-        let _ = spare_tx.try_send(batch);
+    // Records are decoded here, where `replay` takes them: what a record allocates is freed on
+    // the thread that allocated it.
+    let (mut last_ts_ms, mut scratch, mut undecodable) = (0, Vec::new(), None);
+    while let Some(mut chunk) = chunks.recv().await {
+        match chunk.decode(&mut scratch, &mut replay) {
+            Ok(last) => last_ts_ms = last.unwrap_or(last_ts_ms),
+            Err(error) => {
+                undecodable = Some(error);
+                break;
+            }
+        }
+        let _ = spare_tx.try_send(chunk);
     }
-    let (report, resume) = scan
+    // An undecodable record stops the scan (its next send fails) and is the error reported.
+    drop(chunks);
+    let scanned = scan
         .await
-        .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")))??;
+        .map_err(|e| AuditError::Internal(format!("audit start-up scan failed: {e}")));
+    if let Some(error) = undecodable {
+        return Err(error);
+    }
+    let (report, resume) = scanned??;
     let config = FileConfig {
         dir: options.dir.clone(),
         max_file_bytes: options.max_file_bytes,
@@ -80,7 +83,7 @@ pub(crate) async fn open_files<R: DeserializeOwned + Send + 'static>(
         report,
         Opened {
             chain: resume.chain,
-            last_ts_ms: resume.last_ts_ms,
+            last_ts_ms,
             store: Box::new(store),
             lease: None,
             pg_reader: None,

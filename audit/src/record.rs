@@ -215,49 +215,68 @@ pub(crate) fn fast_header(line: &[u8]) -> Option<LineHeader> {
 
 /// A line as the start-up scan reads it: its chain fields, and, for a line in the writer's own
 /// layout, its timestamp and where its event's fields are, so that the event can be decoded later
-/// without splitting the line again (see [`decode_scanned`]).
+/// without splitting the line again (see [`decode_scanned`]). A split line allocates nothing: the
+/// scan reads a million of them, and what it allocates another thread would free.
 #[derive(Debug)]
-pub(crate) struct ScannedLine {
-    pub header: LineHeader,
-    /// `ts_ms`, and the event's fields (`line[fields]`, without braces).
-    pub split: Option<(i64, std::ops::Range<usize>)>,
+pub(crate) enum ScannedLine {
+    /// In the writer's layout.
+    Split(SplitLine),
+    /// In any other layout, parsed whole; the event is left to [`decode_record`].
+    Parsed(LineHeader),
+}
+
+/// The chain fields of a line in the writer's layout, and where its event's fields are.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitLine {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub prev: [u8; 64],
+    pub hash: [u8; 64],
+    pub body_end: usize,
+    /// The event's fields: `line[fields]`, without braces.
+    pub fields: std::ops::Range<usize>,
 }
 
 /// Reads a line's chain fields: the fast reading of the writer's layout, else a full parse.
 pub(crate) fn scan_line(line: &[u8]) -> Result<ScannedLine, String> {
-    match Layout::split(strip_newline(line)) {
-        Some(layout) => Ok(ScannedLine {
-            split: Some((
-                layout.ts_ms,
-                layout.fields_start..layout.fields_start + layout.fields.len(),
-            )),
-            header: LineHeader {
-                seq: layout.seq,
-                prev: layout.prev.to_string(),
-                hash: layout.hash.to_string(),
-                body_end: layout.body_end,
-            },
-        }),
-        None => parse_line(line).map(|header| ScannedLine {
-            header,
-            split: None,
-        }),
-    }
+    let Some(layout) = Layout::split(strip_newline(line)) else {
+        return parse_line(line).map(ScannedLine::Parsed);
+    };
+    let hex = |text: &str| {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(text.as_bytes());
+        out
+    };
+    Ok(ScannedLine::Split(SplitLine {
+        seq: layout.seq,
+        ts_ms: layout.ts_ms,
+        prev: hex(layout.prev),
+        hash: hex(layout.hash),
+        body_end: layout.body_end,
+        fields: layout.fields_start..layout.fields_start + layout.fields.len(),
+    }))
+}
+
+/// 64 hex digits as text ([`Layout::split`] checked them; anything else reads as empty, which no
+/// chain accepts).
+pub(crate) fn hex64_str(hex: &[u8; 64]) -> &str {
+    std::str::from_utf8(hex).unwrap_or_default()
 }
 
 /// The record of a line [`scan_line`] split, from its chain fields and its event's fields as one
 /// JSON object (`{` + `line[fields]` + `}`).
 pub(crate) fn decode_scanned<E: DeserializeOwned>(
-    header: LineHeader,
-    ts_ms: i64,
+    (seq, ts_ms): (u64, i64),
+    prev: &str,
+    hash: &str,
     event: &[u8],
 ) -> Result<Record<E>, String> {
     Ok(Record {
-        seq: header.seq,
+        seq,
         ts_ms,
-        prev: header.prev,
+        prev: prev.to_owned(),
         event: serde_json::from_slice(event).map_err(|e| e.to_string())?,
-        hash: header.hash,
+        hash: hash.to_owned(),
     })
 }
 
@@ -476,20 +495,28 @@ mod tests {
         for event in [Ev::Ping { n: 9 }, Ev::Empty {}] {
             let line = line_for(&event);
             let (whole, body_end) = decode_record::<Ev>(&line, &mut Vec::new()).unwrap();
-            let scanned = scan_line(&line).unwrap();
-            assert_eq!(scanned.header.body_end, body_end);
-            let (ts_ms, fields) = scanned.split.clone().expect("the writer's layout is split");
-            let object = [b"{", &line[fields], b"}"].concat();
-            let record = decode_scanned::<Ev>(scanned.header, ts_ms, &object).unwrap();
+            let ScannedLine::Split(split) = scan_line(&line).unwrap() else {
+                panic!("the writer's layout is split");
+            };
+            assert_eq!(split.body_end, body_end);
+            let object = [b"{", &line[split.fields.clone()], b"}"].concat();
+            let record = decode_scanned::<Ev>(
+                (split.seq, split.ts_ms),
+                hex64_str(&split.prev),
+                hex64_str(&split.hash),
+                &object,
+            )
+            .unwrap();
             assert_eq!(record, whole);
         }
         // Any other layout is parsed whole, and left to `decode_record`.
         let spaced = String::from_utf8(line_for(&Ev::Ping { n: 1 }))
             .unwrap()
             .replacen(":1,", ": 1,", 1);
-        let scanned = scan_line(spaced.as_bytes()).unwrap();
-        assert!(scanned.split.is_none());
-        assert_eq!(scanned.header.seq, 1);
+        let ScannedLine::Parsed(header) = scan_line(spaced.as_bytes()).unwrap() else {
+            panic!("another layout is parsed whole");
+        };
+        assert_eq!(header.seq, 1);
     }
 
     #[test]
