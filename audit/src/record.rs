@@ -104,7 +104,7 @@ pub(crate) fn decode_record<E: DeserializeOwned>(
         scratch.push(b'{');
         scratch.extend_from_slice(layout.fields);
         scratch.push(b'}');
-        let event = serde_json::from_slice(scratch).map_err(|e| e.to_string())?;
+        let event = event_from_json(scratch)?;
         let record = Record {
             seq: layout.seq,
             ts_ms: layout.ts_ms,
@@ -275,9 +275,20 @@ pub(crate) fn decode_scanned<E: DeserializeOwned>(
         seq,
         ts_ms,
         prev: prev.to_owned(),
-        event: serde_json::from_slice(event).map_err(|e| e.to_string())?,
+        event: event_from_json(event)?,
         hash: hash.to_owned(),
     })
+}
+
+/// Decodes an event's JSON. Text that is valid UTF-8 as a whole (every line the writer wrote) is
+/// checked once, here, rather than string by string by the parser: start-up decodes every record.
+/// Anything else goes to the byte parser, whose error says where the text is wrong.
+fn event_from_json<E: DeserializeOwned>(json: &[u8]) -> Result<E, String> {
+    match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The value of ASCII digits (as [`split_number`] splits them); `None` past `u64::MAX`.
@@ -517,6 +528,29 @@ mod tests {
             panic!("another layout is parsed whole");
         };
         assert_eq!(header.seq, 1);
+    }
+
+    /// Text checked as UTF-8 once decodes as the byte parser decodes it, escapes and all; text
+    /// that is not UTF-8 gets the byte parser's error, which says where.
+    #[test]
+    fn an_event_decodes_the_same_whether_its_text_is_checked_once_or_per_string() {
+        type V = serde_json::Value;
+        for json in [
+            &br#"{"kind":"ping","n":3,"s":"caf\u00e9 \ud83d\ude00 \"q\"","a":[1,{"b":null}]}"#[..],
+            "{\"kind\":\"ping\",\"s\":\"caf\u{e9} \u{1f600}\"}".as_bytes(),
+        ] {
+            assert_eq!(
+                event_from_json::<V>(json).unwrap(),
+                serde_json::from_slice::<V>(json).unwrap()
+            );
+        }
+        let invalid = b"{\"kind\":\"\xff\xfe\"}";
+        let expected = serde_json::from_slice::<V>(invalid)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(event_from_json::<V>(invalid).unwrap_err(), expected);
+        assert!(expected.contains("column"), "{expected}");
+        assert!(event_from_json::<V>(br#"{"kind":"#).is_err());
     }
 
     #[test]
