@@ -91,6 +91,9 @@ pub(crate) struct LineReader {
     end: Option<u64>,
     /// Once looked for: the offset of the first byte after `end` that is not zero.
     after_end: Option<Option<u64>>,
+    /// The last line was lent in place from the reader's buffer: this many bytes of it are
+    /// consumed before the reader moves on.
+    lent: usize,
 }
 
 impl LineReader {
@@ -105,11 +108,30 @@ impl LineReader {
             line: Vec::with_capacity(1024),
             end: None,
             after_end: None,
+            lent: 0,
         })
     }
 
     /// The next line (with its `\n`, if any), or `None` at the end of the content.
     pub fn next_line(&mut self) -> Result<Option<(LineInfo, &[u8])>, AuditError> {
+        self.settle();
+        if self.end.is_none()
+            && let Some(len) = self.whole_line_in_buffer()
+        {
+            // The common case: the line and the byte after it are already buffered. It is lent in
+            // place rather than copied (start-up reads every line of the log).
+            let info = LineInfo {
+                start: self.offset,
+                number: self.number + 1,
+                complete: true,
+                last: self.reader.buffer()[len] == 0,
+            };
+            self.line_start = self.offset;
+            self.offset += len as u64;
+            self.number += 1;
+            self.lent = len;
+            return Ok(Some((info, &self.reader.buffer()[..len])));
+        }
         self.read_line()
             .map_err(|e| AuditError::io(&self.path, e))?;
         if self.end.is_some() && self.line.is_empty() {
@@ -127,6 +149,24 @@ impl LineReader {
         Ok(Some((info, &self.line)))
     }
 
+    /// The length of the next line, `\n` included, when it and the byte after it (which says
+    /// whether it is the last) are in the reader's buffer and it does not start at the end of the
+    /// content. A line that ends in `\n` is a line whatever its bytes (see the type's header), so
+    /// nothing else needs looking at; any other case is left to [`LineReader::read_line`].
+    fn whole_line_in_buffer(&self) -> Option<usize> {
+        let buf = self.reader.buffer();
+        if buf.first().is_none_or(|&b| b == 0) {
+            return None;
+        }
+        let len = memchr::memchr(b'\n', buf)? + 1;
+        (len < buf.len()).then_some(len)
+    }
+
+    /// Consumes the line lent in place, if any.
+    fn settle(&mut self) {
+        self.reader.consume(std::mem::take(&mut self.lent));
+    }
+
     /// Where the content of the file ends (valid once `next_line` returned `None`).
     pub fn content_end(&self) -> u64 {
         self.end.unwrap_or(self.offset)
@@ -136,6 +176,7 @@ impl LineReader {
     /// writer never leaves there (a prepared file holds zeros past its last record). Reads the
     /// rest of the file; call it once `next_line` returned `None` or a last line.
     pub fn after_end(&mut self) -> Result<Option<u64>, AuditError> {
+        self.settle();
         if let Some(found) = self.after_end {
             return Ok(found);
         }
@@ -322,6 +363,42 @@ mod tests {
         }
         let after = reader.after_end().unwrap();
         (seen, reader.content_end(), after)
+    }
+
+    /// Lines lent in place from the reader's buffer and lines read across its end (and across a
+    /// read's chunk, and with NULs inside) come out alike, with their offsets, over several
+    /// buffers' worth of a prepared file.
+    #[test]
+    fn lines_across_the_buffer_read_as_lines_within_it() {
+        let (mut content, mut expected) = (Vec::new(), Vec::new());
+        let mut n = 0usize;
+        while content.len() < 3 << 20 {
+            let len = match n % 7 {
+                0 => 200_000,
+                3 => 70_000,
+                _ => n * 37 % 900,
+            };
+            let mut line = vec![b'a' + (n % 26) as u8; len];
+            if n % 11 == 5 && len > 2 {
+                line[len / 2] = 0;
+            }
+            line.push(b'\n');
+            expected.push((content.len() as u64, line.clone()));
+            content.extend_from_slice(&line);
+            n += 1;
+        }
+        // A short last line, lent in place with the zeros after it in the buffer.
+        expected.push((content.len() as u64, b"end\n".to_vec()));
+        content.extend_from_slice(b"end\n");
+        let end = content.len() as u64;
+        content.extend_from_slice(&[0; 100_000]);
+        let (lines, content_end, after) = read_all(&content);
+        assert_eq!(lines.len(), expected.len());
+        for (i, (line, (start, bytes))) in lines.iter().zip(&expected).enumerate() {
+            let last = i + 1 == expected.len();
+            assert_eq!(line, &(*start, true, last, bytes.clone()), "line {i}");
+        }
+        assert_eq!((content_end, after), (end, None));
     }
 
     #[test]
