@@ -9,7 +9,7 @@
 use crate::chain::{ChainState, WalkEnd, walk};
 use crate::files::OpenSegment;
 use crate::prepare::adopt_spare;
-use crate::record::{ScannedLine, decode_record, decode_scanned, scan_line};
+use crate::record::{ScannedLine, decode_record, decode_scanned, hex64_str, scan_line};
 use crate::segment::{Segment, list_segments, sync_dir};
 use crate::writer::unix_ms;
 use crate::{AuditError, AuditOptions, Record, VerifyFailure};
@@ -128,12 +128,7 @@ impl Chunk {
                 Some((seq, ts_ms, event_end)) => {
                     let (event, chain) = bytes.split_at(event_end - start);
                     let (prev, hash) = chain.split_at(chain.len() / 2);
-                    decode_scanned::<E>(
-                        (seq, ts_ms),
-                        std::str::from_utf8(prev).unwrap_or_default(),
-                        std::str::from_utf8(hash).unwrap_or_default(),
-                        event,
-                    )
+                    decode_scanned::<E>((seq, ts_ms), hex64_str(prev), hex64_str(hash), event)
                 }
                 None => decode_record::<E>(bytes, scratch).map(|(record, _)| record),
             };

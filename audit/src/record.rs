@@ -239,27 +239,29 @@ pub(crate) struct SplitLine {
 
 /// Reads a line's chain fields: the fast reading of the writer's layout, else a full parse.
 pub(crate) fn scan_line(line: &[u8]) -> Result<ScannedLine, String> {
-    let Some(layout) = Layout::split(strip_newline(line)) else {
+    let split = Layout::split(strip_newline(line)).and_then(|layout| {
+        Some((
+            layout.prev.as_bytes().try_into().ok()?,
+            layout.hash.as_bytes().try_into().ok()?,
+            layout,
+        ))
+    });
+    let Some((prev, hash, layout)) = split else {
         return parse_line(line).map(ScannedLine::Parsed);
-    };
-    let hex = |text: &str| {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(text.as_bytes());
-        out
     };
     Ok(ScannedLine::Split(SplitLine {
         seq: layout.seq,
         ts_ms: layout.ts_ms,
-        prev: hex(layout.prev),
-        hash: hex(layout.hash),
+        prev,
+        hash,
         body_end: layout.body_end,
         fields: layout.fields_start..layout.fields_start + layout.fields.len(),
     }))
 }
 
-/// 64 hex digits as text ([`Layout::split`] checked them; anything else reads as empty, which no
-/// chain accepts).
-pub(crate) fn hex64_str(hex: &[u8; 64]) -> &str {
+/// A hash's 64 hex digits as text ([`Layout::split`] checked them; anything else reads as empty,
+/// which no chain accepts).
+pub(crate) fn hex64_str(hex: &[u8]) -> &str {
     std::str::from_utf8(hex).unwrap_or_default()
 }
 

@@ -124,7 +124,7 @@ impl LineReader {
                 start: self.offset,
                 number: self.number + 1,
                 complete: true,
-                last: self.reader.buffer()[len] == 0,
+                last: self.reader.buffer().get(len) == Some(&0),
             };
             self.line_start = self.offset;
             self.offset += len as u64;

@@ -155,7 +155,11 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits, no more: `from_str_radix` alone would also take a sign (`%+1`).
             let hex = text.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -805,6 +809,9 @@ mod tests {
                 .contains("\"novalue\" is not key=value")
         );
         assert!(parse_headers("k=%zz").unwrap_err().contains("percent"));
+        assert!(parse_headers("k=%+1").unwrap_err().contains("percent"));
+        assert!(parse_headers("k=%é").unwrap_err().contains("percent"));
+        assert!(parse_headers("k=50%").unwrap_err().contains("percent"));
         assert!(
             parse_headers("bad key=v")
                 .unwrap_err()
