@@ -81,7 +81,10 @@ impl Injector for MetadataWriter<'_> {
             "traceparent" => Ok(tonic::metadata::MetadataKey::from_static("traceparent")),
             other => tonic::metadata::MetadataKey::from_bytes(other.as_bytes()),
         };
-        if let (Ok(key), Ok(value)) = (key, tonic::metadata::MetadataValue::try_from(value)) {
+        if let (Ok(key), Ok(mut value)) = (key, tonic::metadata::MetadataValue::try_from(value)) {
+            // Never indexed by HPACK: a trace context differs on every call, so indexing it would
+            // only search the table and evict the headers that do repeat.
+            value.set_sensitive(true);
             self.0.insert(key, value);
         }
     }
@@ -169,9 +172,10 @@ fn inject(cx: &opentelemetry::Context, injector: &mut dyn Injector) {
     if ids.is_err() {
         return;
     }
+    // Hex digits and dashes are ASCII.
     injector.set(
         "traceparent",
-        String::from_utf8_lossy(&traceparent).into_owned(),
+        String::from_utf8(traceparent.to_vec()).unwrap_or_default(),
     );
     if *context.trace_state() != opentelemetry::trace::TraceState::NONE {
         injector.set("tracestate", context.trace_state().header());
@@ -199,16 +203,18 @@ pub fn current_ids() -> Option<(String, String)> {
     })
 }
 
-/// `bytes` as lowercase hex (`hex::encode` goes through an iterator of `char`s: several times
-/// slower, and every record of a traced call needs two).
+/// `bytes` as lowercase hex, written into one buffer (`hex::encode` goes through an iterator of
+/// `char`s, and pushing `char`s checks capacity and encodes each one: every record of a traced call
+/// needs two of these; bench figure 10).
 fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    out
+    // Hex digits are ASCII.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -261,6 +267,15 @@ mod tests {
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
         assert_eq!(meta.len(), 1, "no empty tracestate, no baggage: {meta:?}");
+        // Into gRPC metadata, the same text, kept out of HPACK's table.
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        inject(&plain, &mut MetadataWriter(&mut metadata));
+        let traceparent = metadata.get("traceparent").expect("a traceparent");
+        assert_eq!(
+            traceparent.to_str().ok(),
+            meta.get("traceparent").and_then(Value::as_str)
+        );
+        assert!(traceparent.is_sensitive());
 
         let state = TraceState::from_key_value([("vendor", "x1")]).unwrap();
         let full = opentelemetry::Context::new()

@@ -283,9 +283,18 @@ fn ip_text(ip: std::net::IpAddr) -> String {
 /// `{method} {target}`, or the method alone.
 pub fn span_name(method: &'static str, target: Option<&str>) -> Cow<'static, str> {
     match target {
-        Some(target) => Cow::Owned(format!("{method} {target}")),
+        Some(target) => Cow::Owned(joined(method, target)),
         None => Cow::Borrowed(method),
     }
+}
+
+/// `{head} {tail}`, without the formatting machinery (a span name a call).
+fn joined(head: &str, tail: &str) -> String {
+    let mut name = String::with_capacity(head.len() + 1 + tail.len());
+    name.push_str(head);
+    name.push(' ');
+    name.push_str(tail);
+    name
 }
 
 /// The `error.type` of an MCP answer: the JSON-RPC error code, or `tool_error` for a result with
@@ -379,7 +388,7 @@ pub fn decision(tool: &str) -> CallSpan {
     if !enabled() {
         return CallSpan::none();
     }
-    CallSpan::child(SpanBuilder::from_name(format!("policy decide {tool}")))
+    CallSpan::child(SpanBuilder::from_name(joined("policy decide", tool)))
 }
 
 /// What the engine decided, for the decision span.
@@ -471,7 +480,7 @@ pub fn approval_wait(approval_id: &str, gate: &str) -> CallSpan {
         return CallSpan::none();
     }
     CallSpan::child(
-        SpanBuilder::from_name(format!("approval wait {gate}")).with_attributes([
+        SpanBuilder::from_name(joined("approval wait", gate)).with_attributes([
             text("conductor.approval.id", approval_id.to_owned()),
             text("conductor.approval.gate", gate.to_owned()),
         ]),
