@@ -6,7 +6,7 @@
 use crate::health::Unwritable;
 use crate::opening::{open_files, open_postgres};
 use crate::pg::{LeaseState, PgReader};
-use crate::record::encode_event;
+use crate::record::{Replayed, Verified, encode_event};
 use crate::writer::{self, Core, Shared};
 use crate::{Anchor, AuditError, AuditOptions, OpenReport, Record, StoreOptions, VerifyReport};
 use serde::Serialize;
@@ -89,6 +89,22 @@ where
     pub async fn open_as<R: DeserializeOwned + Send + 'static>(
         options: AuditOptions,
         replay: impl FnMut(Record<R>),
+    ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
+        Self::open_with(options, replay).await
+    }
+
+    /// [`open_as`](AuditLog::open_as), handing `replay` each record's place and event only
+    /// ([`Replayed`]): what rebuilding state from the log needs, read with less work per record.
+    pub async fn open_replaying<R: DeserializeOwned + Send + 'static>(
+        options: AuditOptions,
+        replay: impl FnMut(Replayed<R>),
+    ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
+        Self::open_with(options, replay).await
+    }
+
+    async fn open_with<R: DeserializeOwned + Send + 'static, T: Verified<R>>(
+        options: AuditOptions,
+        replay: impl FnMut(T),
     ) -> Result<(AuditLog<E>, OpenReport), AuditError> {
         options.validate()?;
         let shared = Arc::new(Shared::new(options.stall_after));

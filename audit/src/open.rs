@@ -9,10 +9,10 @@
 use crate::chain::{ChainState, WalkEnd, walk};
 use crate::files::OpenSegment;
 use crate::prepare::adopt_spare;
-use crate::record::{ScannedLine, decode_record, decode_scanned, hex64_str, scan_line};
+use crate::record::{ScannedLine, Verified, decode_record, decode_scanned, hex64_str, scan_line};
 use crate::segment::{Segment, list_segments, sync_dir};
 use crate::writer::unix_ms;
-use crate::{AuditError, AuditOptions, Record, VerifyFailure};
+use crate::{AuditError, AuditOptions, VerifyFailure};
 use serde::de::DeserializeOwned;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -115,10 +115,10 @@ impl Chunk {
     ///
     /// Runs on the thread that replays the records, so every allocation of a record is freed
     /// where it was made (an allocation freed on another thread costs several times as much).
-    pub(crate) fn decode<E: DeserializeOwned>(
+    pub(crate) fn decode<E: DeserializeOwned, T: Verified<E>>(
         &mut self,
         scratch: &mut Vec<u8>,
-        mut sink: impl FnMut(Record<E>),
+        mut sink: impl FnMut(T),
     ) -> Result<Option<i64>, AuditError> {
         let mut last_ts_ms = None;
         let mut start = 0;
@@ -128,9 +128,11 @@ impl Chunk {
                 Some((seq, ts_ms, event_end)) => {
                     let (event, chain) = bytes.split_at(event_end - start);
                     let (prev, hash) = chain.split_at(chain.len() / 2);
-                    decode_scanned::<E>((seq, ts_ms), hex64_str(prev), hex64_str(hash), event)
+                    decode_scanned::<E, T>((seq, ts_ms), hex64_str(prev), hex64_str(hash), event)
                 }
-                None => decode_record::<E>(bytes, scratch).map(|(record, _)| record),
+                None => {
+                    decode_record::<E>(bytes, scratch).map(|(record, _)| T::from_record(record))
+                }
             };
             start = line.end;
             let record = decoded.map_err(|message| AuditError::Decode {
@@ -138,7 +140,7 @@ impl Chunk {
                 line: line.number,
                 message,
             })?;
-            last_ts_ms = Some(record.ts_ms);
+            last_ts_ms = Some(record.ts_ms());
             sink(record);
         }
         self.bytes.clear();
@@ -329,8 +331,8 @@ fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::GENESIS_PREV;
     use crate::record::{line_hash, write_line};
+    use crate::{GENESIS_PREV, Record, Replayed};
     use serde_json::{Value, json};
 
     /// A line in the writer's layout and one in another (its fields reordered, hashed again):
@@ -351,18 +353,20 @@ mod tests {
             first_seq: 1,
             path: PathBuf::from("audit-00000000000000000001.jsonl"),
         };
-        let mut chunk = Chunk::new(&segment, None);
-        for (number, line) in [&written[..], other.as_bytes()].into_iter().enumerate() {
-            let scanned = scan_line(line).unwrap();
-            chunk.push(scanned, line, number as u64 + 1);
-        }
+        let filled = |reuse: Option<Chunk>| {
+            let mut chunk = Chunk::new(&segment, reuse);
+            for (number, line) in [&written[..], other.as_bytes()].into_iter().enumerate() {
+                let scanned = scan_line(line).unwrap();
+                chunk.push(scanned, line, number as u64 + 1);
+            }
+            chunk
+        };
+        let mut chunk = filled(None);
         assert!(matches!(chunk.lines[0].split, Some((1, 42, _))));
         assert!(chunk.lines[1].split.is_none());
 
-        let mut records = Vec::new();
-        let last = chunk
-            .decode::<Value>(&mut Vec::new(), |r| records.push(r))
-            .unwrap();
+        let mut records: Vec<Record<Value>> = Vec::new();
+        let last = chunk.decode(&mut Vec::new(), |r| records.push(r)).unwrap();
         assert_eq!(last, Some(-5));
         let parsed: Vec<Record<Value>> = [&written[..], other.as_bytes()]
             .into_iter()
@@ -376,6 +380,21 @@ mod tests {
         );
         assert!(chunk.lines.is_empty() && chunk.bytes.is_empty());
 
+        // Read for a replay, the same records without their chain fields.
+        let mut chunk = filled(Some(chunk));
+        let mut replayed: Vec<Replayed<Value>> = Vec::new();
+        let last = chunk.decode(&mut Vec::new(), |r| replayed.push(r)).unwrap();
+        assert_eq!(last, Some(-5));
+        let expected: Vec<Replayed<Value>> = parsed
+            .iter()
+            .map(|r| Replayed {
+                seq: r.seq,
+                ts_ms: r.ts_ms,
+                event: r.event.clone(),
+            })
+            .collect();
+        assert_eq!(replayed, expected);
+
         // A line the decoder cannot read is an error naming its file and line.
         let mut chunk = Chunk::new(&segment, Some(chunk));
         let bad = format!(r#"{{"seq":1,"ts_ms":1,"prev":"{GENESIS_PREV}","n":"#);
@@ -387,7 +406,7 @@ mod tests {
             split: None,
         });
         let err = chunk
-            .decode::<Value>(&mut Vec::new(), |_| panic!("nothing to replay"))
+            .decode::<Value, Record<Value>>(&mut Vec::new(), |_| panic!("nothing to replay"))
             .unwrap_err();
         assert!(
             matches!(&err, AuditError::Decode { line: 9, file, .. } if file == &segment.path),

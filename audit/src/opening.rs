@@ -7,6 +7,7 @@ use crate::chain::ChainState;
 use crate::files::{FileConfig, FileStore};
 use crate::open::{self, Chunk};
 use crate::pg::{LeaseState, PgOptions, PgReader, PgRuntime};
+use crate::record::Verified;
 use crate::store::Store;
 use crate::writer::Shared;
 use crate::{AuditError, AuditOptions, OpenReport, Record};
@@ -26,9 +27,9 @@ pub(crate) struct Opened {
 
 /// Opens a log of files: takes the directory's lock, scans (and repairs) the files on a blocking
 /// thread while `replay` runs here, then starts the file store where the chain ends.
-pub(crate) async fn open_files<R: DeserializeOwned + Send + 'static>(
+pub(crate) async fn open_files<R: DeserializeOwned + Send + 'static, T: Verified<R>>(
     options: &AuditOptions,
-    mut replay: impl FnMut(Record<R>),
+    mut replay: impl FnMut(T),
     shared: &Arc<Shared>,
 ) -> Result<(OpenReport, Opened), AuditError> {
     let dir = options.dir.clone();
@@ -93,10 +94,10 @@ pub(crate) async fn open_files<R: DeserializeOwned + Send + 'static>(
 
 /// Opens a log in PostgreSQL: the schema, the lease, then every record read back (and verified)
 /// through the same decoder as the files', for `replay`.
-pub(crate) async fn open_postgres<R: DeserializeOwned + Send + 'static>(
+pub(crate) async fn open_postgres<R: DeserializeOwned + Send + 'static, T: Verified<R>>(
     options: &AuditOptions,
     pg: &PgOptions,
-    mut replay: impl FnMut(Record<R>),
+    mut replay: impl FnMut(T),
     shared: &Arc<Shared>,
 ) -> Result<(OpenReport, Opened), AuditError> {
     if options.recover {
@@ -120,7 +121,10 @@ pub(crate) async fn open_postgres<R: DeserializeOwned + Send + 'static>(
         pages_tx,
     );
     while let Some(records) = pages.recv().await {
-        records.into_iter().for_each(&mut replay);
+        records
+            .into_iter()
+            .map(T::from_record)
+            .for_each(&mut replay);
     }
     let opened = opening
         .await

@@ -37,6 +37,64 @@ pub struct Record<E> {
     pub hash: String,
 }
 
+/// A record as a replay takes it: its place and its event, without the chain fields that opening
+/// the log has verified already. Replaying a million records makes and frees two strings a record
+/// fewer than as [`Record`]s (bench figure 6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed<E> {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, as in [`Record::ts_ms`].
+    pub ts_ms: i64,
+    pub event: E,
+}
+
+/// What opening a log hands its replay for each verified record: a whole [`Record`], or a
+/// [`Replayed`] one.
+pub trait Verified<E>: Sized {
+    /// From a line's parts, the chain fields as the line has them (lowercase hex).
+    fn from_parts(seq: u64, ts_ms: i64, prev: &str, hash: &str, event: E) -> Self;
+    fn from_record(record: Record<E>) -> Self;
+    fn ts_ms(&self) -> i64;
+}
+
+impl<E> Verified<E> for Record<E> {
+    fn from_parts(seq: u64, ts_ms: i64, prev: &str, hash: &str, event: E) -> Self {
+        Record {
+            seq,
+            ts_ms,
+            prev: prev.to_owned(),
+            event,
+            hash: hash.to_owned(),
+        }
+    }
+
+    fn from_record(record: Record<E>) -> Self {
+        record
+    }
+
+    fn ts_ms(&self) -> i64 {
+        self.ts_ms
+    }
+}
+
+impl<E> Verified<E> for Replayed<E> {
+    fn from_parts(seq: u64, ts_ms: i64, _prev: &str, _hash: &str, event: E) -> Self {
+        Replayed { seq, ts_ms, event }
+    }
+
+    fn from_record(record: Record<E>) -> Self {
+        Replayed {
+            seq: record.seq,
+            ts_ms: record.ts_ms,
+            event: record.event,
+        }
+    }
+
+    fn ts_ms(&self) -> i64 {
+        self.ts_ms
+    }
+}
+
 /// The chain fields of a line, enough to verify it without knowing the event type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineHeader {
@@ -267,19 +325,19 @@ pub(crate) fn hex64_str(hex: &[u8]) -> &str {
 
 /// The record of a line [`scan_line`] split, from its chain fields and its event's fields as one
 /// JSON object (`{` + `line[fields]` + `}`).
-pub(crate) fn decode_scanned<E: DeserializeOwned>(
+pub(crate) fn decode_scanned<E: DeserializeOwned, T: Verified<E>>(
     (seq, ts_ms): (u64, i64),
     prev: &str,
     hash: &str,
     event: &[u8],
-) -> Result<Record<E>, String> {
-    Ok(Record {
+) -> Result<T, String> {
+    Ok(T::from_parts(
         seq,
         ts_ms,
-        prev: prev.to_owned(),
-        event: event_from_json(event)?,
-        hash: hash.to_owned(),
-    })
+        prev,
+        hash,
+        event_from_json(event)?,
+    ))
 }
 
 /// Decodes an event's JSON. Text that is valid UTF-8 as a whole (every line the writer wrote) is
@@ -513,7 +571,7 @@ mod tests {
             };
             assert_eq!(split.body_end, body_end);
             let object = [b"{", &line[split.fields.clone()], b"}"].concat();
-            let record = decode_scanned::<Ev>(
+            let record: Record<Ev> = decode_scanned(
                 (split.seq, split.ts_ms),
                 hex64_str(&split.prev),
                 hex64_str(&split.hash),

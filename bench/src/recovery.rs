@@ -206,7 +206,7 @@ pub async fn child(dir: &Path, config_json: &str, kind: StartKind) -> Result<()>
             let config = Arc::new(Config::from_slice(config_json.as_bytes())?);
             let mut state = State::new(config);
             let (log, report) =
-                AuditLog::open_as(audit, |r: conductor_audit::Record<ReplayEvent>| {
+                AuditLog::open_replaying(audit, |r: conductor_audit::Replayed<ReplayEvent>| {
                     state.apply(r.ts_ms, &r.event)
                 })
                 .await?;

@@ -236,9 +236,9 @@ impl Gateway {
         let mut state = State::new(config.clone());
         let mut last_stamp = 0;
         let audit_options = options.audit.clone();
-        let opened = AuditLog::open_as(
+        let opened = AuditLog::open_replaying(
             options.audit,
-            |record: conductor_audit::Record<crate::audit::ReplayEvent>| {
+            |record: conductor_audit::Replayed<crate::audit::ReplayEvent>| {
                 last_stamp = record.ts_ms;
                 state.apply(record.ts_ms, &record.event);
             },
