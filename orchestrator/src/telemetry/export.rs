@@ -1,13 +1,13 @@
-//! The span queue between the call path and the OTLP exporter: a call's span, once ended and
-//! written in the wire format ([`super::recording`]), is copied onto a bounded queue (a lock held
-//! for the copy) and never waited on; one task sends the queue's contents in batches, woken by a
-//! batch's first span, a full batch or a flush, not by every span. A collector that is down, slow
-//! or refusing costs the call path nothing: the spans that do not fit, or whose batch cannot be
-//! sent, are dropped and counted ([`SpanCounts`]).
+//! The span queue between the call path and the OTLP exporter: a call's span, once ended, is pushed
+//! onto a bounded queue (a lock held for the push) and never waited on; one task sends the queue's
+//! contents in batches, woken by a batch's first span, a full batch or a flush, not by every span. A collector that is down, slow or refusing costs the call path nothing: the spans that
+//! do not fit, or whose batch cannot be sent, are dropped and counted ([`SpanCounts`]).
 //!
-//! It must never block in [`SpanQueue::push`] (a runtime worker runs it) nor grow without bound.
+//! It must never block in `on_end` (a runtime worker runs it) nor grow without bound.
 
 use super::otlp::Exporter;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct SpanCounts {
     pub dropped_export_failed: AtomicU64,
 }
 
-/// The counts of the running process (one exporter a process).
+/// The counts of the running process (one tracer provider a process).
 pub static COUNTS: SpanCounts = SpanCounts {
     exported: AtomicU64::new(0),
     dropped_queue_full: AtomicU64::new(0),
@@ -50,33 +50,13 @@ struct Queue {
 
 #[derive(Debug, Default)]
 struct Waiting {
-    /// The spans, written one after the other.
-    bytes: Vec<u8>,
-    /// Where each span ends in `bytes`.
-    ends: Vec<usize>,
+    spans: Vec<SpanData>,
     /// Answered once everything queued before the ask is sent.
     flushes: Vec<oneshot::Sender<()>>,
-    /// The exporter is closed: send what is left, then stop.
+    /// The tracer provider is gone: send what is left, then stop.
     closed: bool,
     /// The export task has stopped: nothing is left to flush.
     finished: bool,
-}
-
-impl Waiting {
-    /// Moves the first `n` spans onto the end of `batch`.
-    fn take(&mut self, n: usize, batch: &mut Vec<u8>) {
-        let Some(cut) = n
-            .checked_sub(1)
-            .and_then(|last| self.ends.get(last).copied())
-        else {
-            return;
-        };
-        batch.extend(self.bytes.drain(..cut));
-        self.ends.drain(..n);
-        for end in &mut self.ends {
-            *end -= cut;
-        }
-    }
 }
 
 impl Queue {
@@ -88,56 +68,10 @@ impl Queue {
     }
 }
 
-/// Where ended spans are put for the exporter task.
-#[derive(Debug, Clone)]
-pub struct SpanQueue {
+/// The tracer provider's processor: queues ended spans for [`run`].
+#[derive(Debug)]
+pub struct QueueProcessor {
     queue: Arc<Queue>,
-}
-
-impl SpanQueue {
-    /// Queues one ended span (as [`super::otlp::put_span`] wrote it), or drops and counts it when
-    /// the queue is full. Never waits.
-    pub fn push(&self, span: &[u8]) {
-        let queued = {
-            let mut waiting = self.queue.waiting();
-            if waiting.ends.len() >= QUEUE_SPANS || waiting.closed {
-                None
-            } else {
-                waiting.bytes.extend_from_slice(span);
-                let end = waiting.bytes.len();
-                waiting.ends.push(end);
-                Some(waiting.ends.len())
-            }
-        };
-        match queued {
-            None => {
-                COUNTS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(1 | BATCH_SPANS) => self.queue.wake.notify_one(),
-            Some(_) => {}
-        }
-    }
-
-    /// A queue no task sends from (tests read what it holds).
-    #[cfg(test)]
-    pub fn unsent() -> Self {
-        SpanQueue {
-            queue: Arc::default(),
-        }
-    }
-
-    /// The spans queued, written one after the other, and how many.
-    #[cfg(test)]
-    pub fn queued(&self) -> (Vec<u8>, usize) {
-        let waiting = self.queue.waiting();
-        (waiting.bytes.clone(), waiting.ends.len())
-    }
-
-    /// No more spans: the task sends what is queued, then stops.
-    pub fn close(&self) {
-        self.queue.waiting().closed = true;
-        self.queue.wake.notify_one();
-    }
 }
 
 /// A handle that asks the exporter task to send what it holds (at shutdown).
@@ -162,41 +96,76 @@ impl Flusher {
     }
 }
 
-/// A queue and its exporter task, spawned on the current runtime.
-pub fn spawn(exporter: Exporter) -> (SpanQueue, Flusher) {
+/// A processor and its exporter task, spawned on the current runtime.
+pub fn spawn(exporter: Exporter) -> (QueueProcessor, Flusher) {
     let queue = Arc::new(Queue::default());
     tokio::spawn(run(exporter, Arc::clone(&queue)));
     (
-        SpanQueue {
+        QueueProcessor {
             queue: Arc::clone(&queue),
         },
         Flusher { queue },
     )
 }
 
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let queued = {
+            let mut waiting = self.queue.waiting();
+            if waiting.spans.len() >= QUEUE_SPANS {
+                None
+            } else {
+                waiting.spans.push(span);
+                Some(waiting.spans.len())
+            }
+        };
+        match queued {
+            None => {
+                COUNTS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(1 | BATCH_SPANS) => self.queue.wake.notify_one(),
+            Some(_) => {}
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.queue.waiting().closed = true;
+        self.queue.wake.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for QueueProcessor {
+    fn drop(&mut self) {
+        let _ = self.shutdown_with_timeout(Duration::ZERO);
+    }
+}
+
 /// Sends the queue's spans in batches: a batch goes when it is full, [`BATCH_DELAY`] after its
-/// first span, or at once when a flush is asked or the queue is closed; ends after the last.
+/// first span, or at once when a flush is asked or the provider is gone; ends after the last.
 async fn run(exporter: Exporter, queue: Arc<Queue>) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH_SPANS);
     loop {
         queue.wake.notified().await;
         let deadline = tokio::time::Instant::now() + BATCH_DELAY;
         loop {
             let taken = {
                 let mut waiting = queue.waiting();
-                let spans = waiting.ends.len();
-                let taken = if spans >= BATCH_SPANS
+                let taken = waiting.spans.len() >= BATCH_SPANS
                     || !waiting.flushes.is_empty()
                     || waiting.closed
-                    || (tokio::time::Instant::now() >= deadline && spans > 0)
-                {
-                    let n = spans.min(BATCH_SPANS);
-                    waiting.take(n, &mut batch);
-                    n
-                } else {
-                    0
-                };
-                if waiting.ends.is_empty() && taken == 0 {
+                    || (tokio::time::Instant::now() >= deadline && !waiting.spans.is_empty());
+                if taken {
+                    let n = waiting.spans.len().min(BATCH_SPANS);
+                    batch.extend(waiting.spans.drain(..n));
+                }
+                if waiting.spans.is_empty() && batch.is_empty() {
                     for done in waiting.flushes.drain(..) {
                         let _ = done.send(());
                     }
@@ -208,8 +177,8 @@ async fn run(exporter: Exporter, queue: Arc<Queue>) {
                 }
                 taken
             };
-            if taken > 0 {
-                export(&exporter, &mut batch, taken).await;
+            if taken {
+                export(&exporter, &mut batch).await;
                 continue;
             }
             tokio::select! {
@@ -220,9 +189,9 @@ async fn run(exporter: Exporter, queue: Arc<Queue>) {
     }
 }
 
-/// Sends the `n` spans of `batch` and empties it (its allocation is kept for the next one).
-async fn export(exporter: &Exporter, batch: &mut Vec<u8>, n: usize) {
-    let n = n as u64;
+/// Sends `batch` and empties it (its allocation is kept for the next one).
+async fn export(exporter: &Exporter, batch: &mut Vec<SpanData>) {
+    let n = batch.len() as u64;
     let sent = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(batch)).await;
     batch.clear();
     match sent {
@@ -249,7 +218,7 @@ mod tests {
     use conductor_servers::otlp_receiver::OtlpReceiver;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
 
-    fn processor(url: &str) -> (SpanQueue, Flusher) {
+    fn processor(url: &str) -> (QueueProcessor, Flusher) {
         let resource = opentelemetry_sdk::Resource::builder_empty().build();
         let scope = opentelemetry::InstrumentationScope::builder("test").build();
         let exporter = Exporter::new(
@@ -263,42 +232,28 @@ mod tests {
         spawn(exporter)
     }
 
-    /// Span `n`, ended and written as the queue takes it.
-    fn span(n: u64) -> Vec<u8> {
-        let context = SpanContext::new(
-            TraceId::from(u128::from(n) + 1),
-            SpanId::from(n + 1),
-            TraceFlags::SAMPLED,
-            false,
-            Default::default(),
-        );
-        let mut attributes = Vec::new();
-        super::super::otlp::put_attributes(
-            &mut attributes,
-            9,
-            &[opentelemetry::KeyValue::new("n", n as i64)],
-        );
-        let mut out = Vec::new();
-        super::super::otlp::put_span(
-            &mut out,
-            &super::super::otlp::EndedSpan {
-                context: &context,
-                parent: SpanId::INVALID,
-                parent_is_remote: false,
-                kind: &SpanKind::Server,
-                name: "tools/call t",
-                start: std::time::SystemTime::now(),
-                end: std::time::SystemTime::now(),
-                attributes: &attributes,
-                dropped_attributes: 0,
-                events: &[],
-                dropped_events: 0,
-                links: &[],
-                dropped_links: 0,
-                status: &Status::Unset,
-            },
-        );
-        out
+    fn span(n: u64) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(u128::from(n) + 1),
+                SpanId::from(n + 1),
+                TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "tools/call t".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: vec![opentelemetry::KeyValue::new("n", n as i64)],
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
     }
 
     #[tokio::test]
@@ -306,7 +261,7 @@ mod tests {
         let collector = OtlpReceiver::start().await;
         let (processor, flusher) = processor(&collector.url);
         for n in 0..1200 {
-            processor.push(&span(n));
+            processor.on_end(span(n));
         }
         flusher.flush(Duration::from_secs(10)).await;
         assert_eq!(collector.batches(), vec![512, 512, 176]);
@@ -316,7 +271,7 @@ mod tests {
     async fn a_lone_span_goes_after_the_batch_delay_without_a_flush() {
         let collector = OtlpReceiver::start().await;
         let (processor, _flusher) = processor(&collector.url);
-        processor.push(&span(1));
+        processor.on_end(span(1));
         collector
             .wait_for("the lone span", |spans| !spans.is_empty())
             .await;
@@ -330,10 +285,10 @@ mod tests {
         let dropped = COUNTS.dropped_queue_full.load(Ordering::Relaxed);
         // Pushed faster than the task runs (it gets no turn on this thread meanwhile).
         for n in 0..(QUEUE_SPANS as u64 + 10) {
-            processor.push(&span(n));
+            processor.on_end(span(n));
         }
         assert!(COUNTS.dropped_queue_full.load(Ordering::Relaxed) - dropped >= 10);
-        processor.close();
+        drop(processor);
         flusher.flush(Duration::from_secs(10)).await;
         assert_eq!(collector.batches().iter().sum::<usize>(), QUEUE_SPANS);
     }
@@ -350,12 +305,12 @@ mod tests {
             }
         });
         let (processor, flusher) = processor(&url);
-        processor.push(&span(0));
+        processor.on_end(span(0));
         // The flush gives up at its bound; the export task is still waiting on the collector.
         flusher.flush(Duration::from_millis(300)).await;
         let dropped = COUNTS.dropped_queue_full.load(Ordering::Relaxed);
         for n in 0..(QUEUE_SPANS as u64 + 5) {
-            processor.push(&span(n));
+            processor.on_end(span(n));
         }
         assert!(COUNTS.dropped_queue_full.load(Ordering::Relaxed) - dropped >= 5);
         held.abort();

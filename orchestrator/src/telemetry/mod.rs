@@ -2,8 +2,8 @@
 //! call makes ([`spans`]), the trace context carried in and out ([`propagation`]) and the MCP
 //! conventions' duration histograms ([`durations`]).
 //!
-//! The call path records its spans itself ([`spans`], [`recording`]), never through `tracing`: the
-//! log does not see them. With no exporter configured there is no tracer: no span
+//! The call path makes its spans with the OpenTelemetry SDK's tracer ([`spans`]), never through
+//! `tracing`: the log does not see them. With no exporter configured there is no tracer: no span
 //! is made (one check of a static where each would be), and nothing is extracted, injected or
 //! exported.
 //!
@@ -15,12 +15,12 @@ mod grpc;
 mod metrics;
 mod otlp;
 pub mod propagation;
-mod recording;
 pub mod spans;
 
 use crate::config::TelemetrySettings;
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::Sampler;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -158,10 +158,10 @@ impl Resolved {
 /// How long one export call to the collector may take.
 const EXPORT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running exporter: its span queue (closed when this is dropped) and the handle that sends
+/// The running exporter: its provider (kept alive for the process) and the handle that sends
 /// what is queued at shutdown.
 pub struct Telemetry {
-    queue: export::SpanQueue,
+    provider: SdkTracerProvider,
     flusher: export::Flusher,
     metrics: metrics::MetricsExport,
     pub resolved: Resolved,
@@ -169,7 +169,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Builds the OTLP exporter (it connects lazily: a collector that is not up yet is no error)
-    /// and the tracer, on the current tokio runtime.
+    /// and the tracer provider, on the current tokio runtime.
     pub fn start(resolved: Resolved) -> Result<Self, String> {
         let resource = Resource::builder()
             .with_service_name(resolved.service_name.clone())
@@ -200,10 +200,15 @@ impl Telemetry {
             &resolved.service_name,
             resolved.metric_interval,
         )?;
-        let (queue, flusher) = export::spawn(exporter);
-        spans::install(recording::Tracer::new(resolved.sampler(), queue.clone()))?;
+        let (processor, flusher) = export::spawn(exporter);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(resolved.sampler())
+            .with_resource(resource)
+            .build();
+        spans::install(provider.tracer_with_scope(scope))?;
         Ok(Telemetry {
-            queue,
+            provider,
             flusher,
             metrics,
             resolved,
@@ -219,7 +224,9 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        self.queue.close();
+        let _ = self
+            .provider
+            .shutdown_with_timeout(Duration::from_millis(100));
     }
 }
 

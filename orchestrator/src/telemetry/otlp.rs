@@ -1,6 +1,5 @@
-//! Spans over OTLP/gRPC: spans written straight into the protobuf wire format as they are recorded
-//! ([`super::recording`]), a batch of them wrapped in an `ExportTraceServiceRequest` and sent with
-//! one plain tonic unary call.
+//! Spans over OTLP/gRPC: a batch of the SDK's `SpanData` encoded straight into the protobuf wire
+//! format of `ExportTraceServiceRequest`, and sent with one plain tonic unary call.
 //!
 //! Why not `opentelemetry-otlp`'s span exporter: it cloned every batch (kept for its retries),
 //! converted the clone into `opentelemetry-proto`'s message structs (a new `String` for every key and
@@ -10,12 +9,12 @@
 //! `opentelemetry-proto`'s own types; the tests hold the spans' bytes to that crate's conversion and
 //! encoding, byte for byte.
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceState};
+use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_sdk::trace::SpanData;
 use prost::Message as _;
 use prost::encoding::{WireType, encoded_len_varint, key_len};
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::Bytes;
@@ -58,7 +57,7 @@ impl Exporter {
 
     /// Sends `spans` as one request, trying again on a failure the collector may get over. The
     /// batch is encoded once.
-    pub async fn export(&self, spans: &[u8]) -> Result<(), tonic::Status> {
+    pub async fn export(&self, spans: &[SpanData]) -> Result<(), tonic::Status> {
         let body = Bytes::from(self.encoder.encode(spans));
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
@@ -257,10 +256,15 @@ impl BatchEncoder {
         }
     }
 
-    /// The `ExportTraceServiceRequest` of `spans`: ended spans as [`put_span`] wrote them, one
-    /// after the other.
-    fn encode(&self, spans: &[u8]) -> Vec<u8> {
-        let scope_spans = self.scope.len() + spans.len() + self.scope_schema.len();
+    /// The `ExportTraceServiceRequest` of `spans`.
+    fn encode(&self, spans: &[SpanData]) -> Vec<u8> {
+        let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
+        let scope_spans = self.scope.len()
+            + span_lens
+                .iter()
+                .map(|&n| len_delimited(2, n))
+                .sum::<usize>()
+            + self.scope_schema.len();
         let resource_spans =
             self.resource.len() + len_delimited(2, scope_spans) + self.resource_schema.len();
         let mut out = Vec::with_capacity(len_delimited(1, resource_spans));
@@ -268,7 +272,10 @@ impl BatchEncoder {
         out.extend_from_slice(&self.resource);
         put_len(&mut out, 2, scope_spans);
         out.extend_from_slice(&self.scope);
-        out.extend_from_slice(spans);
+        for (span, &n) in spans.iter().zip(&span_lens) {
+            put_len(&mut out, 2, n);
+            put_span(&mut out, span);
+        }
         out.extend_from_slice(&self.scope_schema);
         out.extend_from_slice(&self.resource_schema);
         out
@@ -489,8 +496,7 @@ fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
         .sum()
 }
 
-/// Writes `attributes` as repeated `KeyValue` field `tag` (a span's are field 9).
-pub(super) fn put_attributes(out: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
+fn put_attributes(out: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
     for kv in attributes {
         let key = kv.key.as_str();
         let value = any_value_len(&kv.value);
@@ -501,127 +507,124 @@ pub(super) fn put_attributes(out: &mut Vec<u8>, tag: u32, attributes: &[KeyValue
     }
 }
 
-/// Writes one event of a span (`Span.events`, field 11).
-pub(super) fn put_event(
-    out: &mut Vec<u8>,
-    name: &str,
-    timestamp: SystemTime,
-    attributes: &[KeyValue],
-    dropped_attributes: u32,
-) {
-    let time = nanos(timestamp);
-    let len = fixed64_len(1, time)
-        + bytes_len(2, name.len())
-        + attributes_len(3, attributes)
-        + uint_len(4, u64::from(dropped_attributes));
-    put_len(out, 11, len);
-    put_fixed64(out, 1, time);
-    put_bytes(out, 2, name.as_bytes());
-    put_attributes(out, 3, attributes);
-    put_uint(out, 4, u64::from(dropped_attributes));
+fn event_len(event: &opentelemetry::trace::Event) -> usize {
+    fixed64_len(1, nanos(event.timestamp))
+        + bytes_len(2, event.name.len())
+        + attributes_len(3, &event.attributes)
+        + uint_len(4, u64::from(event.dropped_attributes_count))
 }
 
-/// Writes one link of a span (`Span.links`, field 13).
-pub(super) fn put_link(
-    out: &mut Vec<u8>,
-    context: &SpanContext,
-    attributes: &[KeyValue],
-    dropped_attributes: u32,
-) {
-    let state = context.trace_state().header();
-    let flags = span_flags(context.trace_flags().to_u8(), context.is_remote());
-    let len = len_delimited(1, 16)
+fn link_len(link: &opentelemetry::trace::Link, trace_state: &str) -> usize {
+    let context = &link.span_context;
+    len_delimited(1, 16)
         + len_delimited(2, 8)
-        + bytes_len(3, state.len())
-        + attributes_len(4, attributes)
-        + uint_len(5, u64::from(dropped_attributes))
-        + fixed32_len(6, flags);
-    put_len(out, 13, len);
-    put_bytes(out, 1, &context.trace_id().to_bytes());
-    put_bytes(out, 2, &context.span_id().to_bytes());
-    put_bytes(out, 3, state.as_bytes());
-    put_attributes(out, 4, attributes);
-    put_uint(out, 5, u64::from(dropped_attributes));
-    put_fixed32(out, 6, flags);
+        + bytes_len(3, trace_state.len())
+        + attributes_len(4, &link.attributes)
+        + uint_len(5, u64::from(link.dropped_attributes_count))
+        + fixed32_len(
+            6,
+            span_flags(context.trace_flags().to_u8(), context.is_remote()),
+        )
 }
 
-/// A span at its end, its attributes, events and links already written (by [`put_attributes`]
-/// with field 9, [`put_event`] and [`put_link`]) as it went.
-pub(super) struct EndedSpan<'a> {
-    pub context: &'a SpanContext,
-    /// The parent's span id (invalid for a root), and whether the parent came from a caller.
-    pub parent: SpanId,
-    pub parent_is_remote: bool,
-    pub kind: &'a SpanKind,
-    pub name: &'a str,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub attributes: &'a [u8],
-    pub dropped_attributes: u32,
-    pub events: &'a [u8],
-    pub dropped_events: u32,
-    pub links: &'a [u8],
-    pub dropped_links: u32,
-    pub status: &'a Status,
-}
-
-/// Writes `span` as one `ScopeSpans.spans` entry (field 2, length-delimited): what a batch
-/// ([`BatchEncoder::encode`]) is made of.
-pub(super) fn put_span(out: &mut Vec<u8>, span: &EndedSpan<'_>) {
-    let context = span.context;
-    let state = trace_state_header(context.trace_state());
-    let parent = span.parent != SpanId::INVALID;
-    let flags = span_flags(context.trace_flags().to_u8(), span.parent_is_remote);
-    let (start, end) = (nanos(span.start), nanos(span.end));
-    let kind = kind(span.kind);
-    let body = len_delimited(1, 16)
+/// The body of a `Span`.
+fn span_len(span: &SpanData) -> usize {
+    let context = &span.span_context;
+    let parent = span.parent_span_id != opentelemetry::trace::SpanId::INVALID;
+    len_delimited(1, 16)
         + len_delimited(2, 8)
-        + bytes_len(3, state.len())
+        + bytes_len(3, trace_state_len(context.trace_state()))
         + if parent { len_delimited(4, 8) } else { 0 }
+        + fixed32_len(
+            16,
+            span_flags(context.trace_flags().to_u8(), span.parent_span_is_remote),
+        )
         + bytes_len(5, span.name.len())
-        + uint_len(6, kind)
-        + fixed64_len(7, start)
-        + fixed64_len(8, end)
-        + span.attributes.len()
-        + uint_len(10, u64::from(span.dropped_attributes))
-        + span.events.len()
-        + uint_len(12, u64::from(span.dropped_events))
-        + span.links.len()
-        + uint_len(14, u64::from(span.dropped_links))
-        + len_delimited(15, status_len(span.status))
-        + fixed32_len(16, flags);
-    out.reserve(len_delimited(2, body));
-    put_len(out, 2, body);
+        + uint_len(6, kind(&span.span_kind))
+        + fixed64_len(7, nanos(span.start_time))
+        + fixed64_len(8, nanos(span.end_time))
+        + attributes_len(9, &span.attributes)
+        + uint_len(10, u64::from(span.dropped_attributes_count))
+        + span
+            .events
+            .iter()
+            .map(|event| len_delimited(11, event_len(event)))
+            .sum::<usize>()
+        + uint_len(12, u64::from(span.events.dropped_count))
+        + span
+            .links
+            .iter()
+            .map(|link| {
+                let state = link.span_context.trace_state().header();
+                len_delimited(13, link_len(link, &state))
+            })
+            .sum::<usize>()
+        + uint_len(14, u64::from(span.links.dropped_count))
+        + len_delimited(15, status_len(&span.status))
+}
+
+/// The length of a trace state's header, without building it when it is empty (the usual case).
+fn trace_state_len(state: &opentelemetry::trace::TraceState) -> usize {
+    if *state == opentelemetry::trace::TraceState::NONE {
+        0
+    } else {
+        state.header().len()
+    }
+}
+
+fn put_trace_state(out: &mut Vec<u8>, tag: u32, state: &opentelemetry::trace::TraceState) {
+    if *state != opentelemetry::trace::TraceState::NONE {
+        put_bytes(out, tag, state.header().as_bytes());
+    }
+}
+
+fn put_span(out: &mut Vec<u8>, span: &SpanData) {
+    let context = &span.span_context;
     put_bytes(out, 1, &context.trace_id().to_bytes());
     put_bytes(out, 2, &context.span_id().to_bytes());
-    put_bytes(out, 3, state.as_bytes());
-    if parent {
-        put_bytes(out, 4, &span.parent.to_bytes());
+    put_trace_state(out, 3, context.trace_state());
+    if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
+        put_bytes(out, 4, &span.parent_span_id.to_bytes());
     }
     put_bytes(out, 5, span.name.as_bytes());
-    put_uint(out, 6, kind);
-    put_fixed64(out, 7, start);
-    put_fixed64(out, 8, end);
-    out.extend_from_slice(span.attributes);
-    put_uint(out, 10, u64::from(span.dropped_attributes));
-    out.extend_from_slice(span.events);
-    put_uint(out, 12, u64::from(span.dropped_events));
-    out.extend_from_slice(span.links);
-    put_uint(out, 14, u64::from(span.dropped_links));
-    put_len(out, 15, status_len(span.status));
-    let (message, code) = status_fields(span.status);
+    put_uint(out, 6, kind(&span.span_kind));
+    put_fixed64(out, 7, nanos(span.start_time));
+    put_fixed64(out, 8, nanos(span.end_time));
+    put_attributes(out, 9, &span.attributes);
+    put_uint(out, 10, u64::from(span.dropped_attributes_count));
+    for event in span.events.iter() {
+        put_len(out, 11, event_len(event));
+        put_fixed64(out, 1, nanos(event.timestamp));
+        put_bytes(out, 2, event.name.as_bytes());
+        put_attributes(out, 3, &event.attributes);
+        put_uint(out, 4, u64::from(event.dropped_attributes_count));
+    }
+    put_uint(out, 12, u64::from(span.events.dropped_count));
+    for link in span.links.iter() {
+        let context = &link.span_context;
+        let state = context.trace_state().header();
+        put_len(out, 13, link_len(link, &state));
+        put_bytes(out, 1, &context.trace_id().to_bytes());
+        put_bytes(out, 2, &context.span_id().to_bytes());
+        put_bytes(out, 3, state.as_bytes());
+        put_attributes(out, 4, &link.attributes);
+        put_uint(out, 5, u64::from(link.dropped_attributes_count));
+        put_fixed32(
+            out,
+            6,
+            span_flags(context.trace_flags().to_u8(), context.is_remote()),
+        );
+    }
+    put_uint(out, 14, u64::from(span.links.dropped_count));
+    put_len(out, 15, status_len(&span.status));
+    let (message, code) = status_fields(&span.status);
     put_bytes(out, 2, message.as_bytes());
     put_uint(out, 3, code);
-    put_fixed32(out, 16, flags);
-}
-
-/// A trace state's header, without building it when it is empty (the usual case).
-fn trace_state_header(state: &TraceState) -> Cow<'static, str> {
-    if *state == TraceState::NONE {
-        Cow::Borrowed("")
-    } else {
-        Cow::Owned(state.header())
-    }
+    put_fixed32(
+        out,
+        16,
+        span_flags(context.trace_flags().to_u8(), span.parent_span_is_remote),
+    );
 }
 
 #[cfg(test)]
@@ -631,7 +634,7 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use std::borrow::Cow;
     use std::sync::Arc;
 
@@ -749,14 +752,6 @@ mod tests {
         vec![server, root, client]
     }
 
-    /// `spans` recorded and ended as the call path records them, one after the other.
-    fn written(spans: &[SpanData]) -> Vec<u8> {
-        spans
-            .iter()
-            .flat_map(super::super::recording::tests::written)
-            .collect()
-    }
-
     fn resource() -> opentelemetry_sdk::Resource {
         opentelemetry_sdk::Resource::builder_empty()
             .with_service_name("gateway")
@@ -776,7 +771,7 @@ mod tests {
             ),
         }
         .encode_to_vec();
-        let ours = encoder.encode(&written(&spans()));
+        let ours = encoder.encode(&spans());
         assert_eq!(
             ExportTraceServiceRequest::decode(ours.as_slice()).unwrap(),
             ExportTraceServiceRequest::decode(expected.as_slice()).unwrap()
@@ -790,9 +785,8 @@ mod tests {
         let encoder = BatchEncoder::new(&resource, &scope());
         let with_schema = ResourceAttributesWithSchema::from(&resource);
         for batch in [vec![], spans()[1..2].to_vec()] {
-            let decoded =
-                ExportTraceServiceRequest::decode(encoder.encode(&written(&batch)).as_slice())
-                    .expect("a well-formed request");
+            let decoded = ExportTraceServiceRequest::decode(encoder.encode(&batch).as_slice())
+                .expect("a well-formed request");
             let spans = &decoded.resource_spans[0].scope_spans[0].spans;
             assert_eq!(spans.len(), batch.len());
             if batch.is_empty() {
@@ -883,7 +877,7 @@ mod tests {
             &scope(),
         )
         .unwrap();
-        let result = exporter.export(&written(&spans())).await;
+        let result = exporter.export(&spans()).await;
         server.abort();
         let seen = keys.lock().unwrap().clone();
         (result, seen)

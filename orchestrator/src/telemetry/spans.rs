@@ -3,31 +3,31 @@
 //! the policy decision, the wait for a person and the CLIENT span of the call to the tool's server;
 //! each audit commit the call waits for is an event of the SERVER span.
 //!
-//! The spans are recorded by [`super::recording`] (the SDK's sampler and ids, each attribute written
-//! in the wire format as it is set), each with all the attributes known when it starts in one list
-//! (not through `tracing`: its bridge looked the span up in the registry and took its locks for
-//! every attribute and every poll, about a third of what exporting cost a call; bench figure 10). A span is the current OpenTelemetry context while the work it covers runs
+//! The spans are made with the OpenTelemetry SDK's tracer directly, each with all the attributes
+//! known when it starts in one list (not through `tracing`: its bridge looked the span up in the
+//! registry and took its locks for every attribute and every poll, about a third of what exporting
+//! cost a call; bench figure 10). A span is the current OpenTelemetry context while the work it covers runs
 //! ([`CallSpan::wrap`], [`CallSpan::enter`]): its children, what is injected downstream and the
 //! trace ids the audit records come from that context.
 //!
 //! Without an exporter every constructor returns [`CallSpan::none`] having done nothing else (one
 //! check of a static), and nothing is wrapped or attached.
 
-use super::recording::Tracer;
 use futures::future::Either;
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::trace::{Link, SpanBuilder, SpanKind, Status, TraceContextExt};
+use opentelemetry::trace::{Link, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, ContextGuard, KeyValue, StringValue, Value as OtelValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The tracer of the running exporter; unset when nothing is exported.
-static TRACER: OnceLock<Tracer> = OnceLock::new();
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Makes `tracer` the one every span of this process is started with (once a process).
-pub(super) fn install(tracer: Tracer) -> Result<(), String> {
+pub(super) fn install(tracer: SdkTracer) -> Result<(), String> {
     TRACER
         .set(tracer)
         .map_err(|_| "traces are already exported by this process".to_owned())
@@ -52,8 +52,9 @@ impl CallSpan {
     }
 
     /// Starts `builder`'s span under `parent`.
-    fn start(tracer: &'static Tracer, builder: SpanBuilder, parent: &Context) -> Self {
-        CallSpan(Some(tracer.start(builder, parent)))
+    fn start(tracer: &SdkTracer, builder: SpanBuilder, parent: &Context) -> Self {
+        let span = tracer.build_with_context(builder, parent);
+        CallSpan(Some(parent.with_span(span)))
     }
 
     /// Starts a span under the current context (the span of the work that runs now, if any).
@@ -232,7 +233,8 @@ pub fn mcp_server(request: &McpRequest<'_>) -> CallSpan {
         if inbound.stdio { "pipe" } else { "tcp" },
     ));
     client_address(&mut attributes, inbound.client);
-    let mut builder = SpanBuilder::from_name(span_name(request.method, request.target))
+    let mut builder = tracer
+        .span_builder(span_name(request.method, request.target))
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
     let root = Context::new();
@@ -359,7 +361,8 @@ pub fn grpc_server(
         text("network.transport", "tcp"),
     ];
     client_address(&mut attributes, client);
-    let builder = SpanBuilder::from_name(method.to_owned())
+    let builder = tracer
+        .span_builder(method.to_owned())
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
     match super::propagation::from_headers(headers) {
