@@ -96,6 +96,13 @@ async fn cpu_per_call<F: std::future::Future<Output = Result<u64>>>(
     let before = daemon.cpu_time()?;
     let calls = run.await?;
     let cpu = daemon.cpu_time()?.saturating_sub(before);
+    // No CPU time over a whole round is no measurement (the process measured is not the one
+    // serving, e.g. a wrapper around it): a ratio against it would read as a goal met.
+    anyhow::ensure!(
+        !cpu.is_zero(),
+        "no CPU time was measured for {} over {calls} calls: is the process measured the one serving them?",
+        daemon.name
+    );
     Ok((
         cpu.as_secs_f64() * 1e6 / (calls + setup).max(1) as f64,
         calls,
