@@ -53,4 +53,4 @@ pub use log::{Admit, AuditHealth, AuditLog, Queued, Records};
 pub use open::OpenReport;
 pub use options::{AuditOptions, StoreOptions};
 pub use read::read_from;
-pub use record::{GENESIS_PREV, LineHeader, Record, Replayed, Verified, line_hash, parse_line};
+pub use record::{GENESIS_PREV, LineHeader, Record, Replayed, line_hash, parse_line};

@@ -49,8 +49,8 @@ pub struct Replayed<E> {
 }
 
 /// What opening a log hands its replay for each verified record: a whole [`Record`], or a
-/// [`Replayed`] one.
-pub trait Verified<E>: Sized {
+/// [`Replayed`] one. The crate's own: callers choose by calling `open_as` or `open_replaying`.
+pub(crate) trait Verified<E>: Sized {
     /// From a line's parts, the chain fields as the line has them (lowercase hex).
     fn from_parts(seq: u64, ts_ms: i64, prev: &str, hash: &str, event: E) -> Self;
     fn from_record(record: Record<E>) -> Self;
